@@ -1,0 +1,67 @@
+#!/usr/bin/env python3
+"""Bootstrap a virtual environment and run the demo or every gate.
+
+    python3 dev.py demo    # the main demo
+    python3 dev.py test    # ruff, ruff format, mypy --strict, pytest + 100% branch coverage
+
+Needs only python3 (3.11+). The environment lives in .venv and is reused when
+pyproject.toml has not changed since it was made.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if sys.platform == "win32" else "bin")
+PY = BIN / "python"
+STAMP = VENV / ".streamproto-stamp"
+
+
+def run(*args: str | Path) -> None:
+    print("+", " ".join(str(a) for a in args), flush=True)
+    subprocess.run([str(a) for a in args], cwd=ROOT, check=True)
+
+
+def bootstrap() -> None:
+    if sys.version_info < (3, 11):
+        sys.exit("streamproto needs Python 3.11 or newer")
+    want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if PY.exists() and STAMP.exists() and STAMP.read_text() == want:
+        return
+    if not PY.exists():
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    run(PY, "-m", "pip", "install", "-q", "--upgrade", "pip")
+    run(PY, "-m", "pip", "install", "-q", "-e", ".[dev]")
+    STAMP.write_text(want)
+
+
+def demo() -> None:
+    run(PY, "examples/core_demo.py")
+
+
+def test() -> None:
+    run(PY, "-m", "ruff", "check", ".")
+    run(PY, "-m", "ruff", "format", "--check", ".")
+    run(PY, "-m", "mypy", "--strict", "src")
+    run(PY, "-m", "pytest", "--cov", "--cov-report=term-missing", "-p", "no:cacheprovider")
+
+
+def main() -> None:
+    commands = {"demo": demo, "test": test}
+    if len(sys.argv) != 2 or sys.argv[1] not in commands:
+        sys.exit(f"usage: python3 dev.py {{{'|'.join(commands)}}}")
+    bootstrap()
+    try:
+        commands[sys.argv[1]]()
+    except subprocess.CalledProcessError as exc:
+        sys.exit(exc.returncode)
+
+
+if __name__ == "__main__":
+    main()

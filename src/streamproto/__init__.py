@@ -1,0 +1,1 @@
+"""streamproto: streaming channels over one connection, with a sans-IO core."""
