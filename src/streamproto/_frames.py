@@ -19,7 +19,7 @@ from __future__ import annotations
 import enum
 import struct
 from collections.abc import Callable
-from typing import Final
+from typing import ClassVar, Final
 
 import attrs
 
@@ -201,6 +201,8 @@ _u8, _u16, _u32, _u64 = _uint(U8), _uint(U16), _uint(U32), _uint(U64)
 class Hello:
     """Client → server, first frame: versions, settings, resume token and auth payload."""
 
+    TYPE: ClassVar[FrameType] = FrameType.HELLO
+
     min_version: int = attrs.field(default=PROTOCOL_VERSION, validator=_u16)
     max_version: int = attrs.field(default=PROTOCOL_VERSION, validator=_u16)
     settings: tuple[tuple[int, int], ...] = attrs.field(default=(), validator=_settings)
@@ -218,6 +220,8 @@ class Hello:
 class Welcome:
     """Server → client: the handshake is accepted."""
 
+    TYPE: ClassVar[FrameType] = FrameType.WELCOME
+
     version: int = attrs.field(default=PROTOCOL_VERSION, validator=_u16)
     resumed: bool = False
     settings: tuple[tuple[int, int], ...] = attrs.field(default=(), validator=_settings)
@@ -232,6 +236,8 @@ class Welcome:
 class Ping:
     """Either side: answer with PONG carrying the same payload."""
 
+    TYPE: ClassVar[FrameType] = FrameType.PING
+
     payload: int = attrs.field(default=0, validator=_u64)
 
     def __str__(self) -> str:
@@ -241,6 +247,8 @@ class Ping:
 @attrs.frozen
 class Pong:
     """Either side: the answer to PING."""
+
+    TYPE: ClassVar[FrameType] = FrameType.PONG
 
     payload: int = attrs.field(default=0, validator=_u64)
 
@@ -253,6 +261,8 @@ class Goaway:
     """Either side: no new requests on this connection. Code 0 drains; any other code closes.
     Sent by the server before WELCOME it refuses the handshake."""
 
+    TYPE: ClassVar[FrameType] = FrameType.GOAWAY
+
     code: int = attrs.field(default=0, validator=_u16)
     last_handle: int = attrs.field(default=0, validator=_u32)
     message: str = attrs.field(default="", validator=_str16)
@@ -264,6 +274,8 @@ class Goaway:
 @attrs.frozen
 class Subscribe:
     """Client → server: subscribe a new handle to an existing stream."""
+
+    TYPE: ClassVar[FrameType] = FrameType.SUBSCRIBE
 
     handle: int = attrs.field(validator=_handle)
     channel: str = attrs.field(validator=_str16)
@@ -287,6 +299,8 @@ class Subscribe:
 class Open:
     """Client → server: ask a channel to start a stream and subscribe this handle to it."""
 
+    TYPE: ClassVar[FrameType] = FrameType.OPEN
+
     handle: int = attrs.field(validator=_handle)
     channel: str = attrs.field(validator=_str16)
     stream_id: str = attrs.field(default="", validator=_str16)
@@ -307,6 +321,8 @@ class Open:
 class Upload:
     """Client → server: start an upload (client → server stream) on a new handle."""
 
+    TYPE: ClassVar[FrameType] = FrameType.UPLOAD
+
     handle: int = attrs.field(validator=_handle)
     channel: str = attrs.field(validator=_str16)
     stream_id: str = attrs.field(default="", validator=_str16)
@@ -319,6 +335,8 @@ class Upload:
 @attrs.frozen
 class Accept:
     """Server → client: the request on ``handle`` is accepted."""
+
+    TYPE: ClassVar[FrameType] = FrameType.ACCEPT
 
     handle: int = attrs.field(validator=_handle)
     stream_id: str = attrs.field(validator=_str16)
@@ -337,6 +355,8 @@ class Accept:
 @attrs.frozen
 class Reject:
     """Server → client: the request on ``handle`` is refused; the handle is closed."""
+
+    TYPE: ClassVar[FrameType] = FrameType.REJECT
 
     handle: int = attrs.field(validator=_handle)
     code: int = attrs.field(validator=_u16)
@@ -358,6 +378,8 @@ class Data:
     On the wire each chunk is one DATA frame. With ``more`` the run is a single fragment of a
     chunk whose next fragment follows in the next DATA frame of this handle (same seq).
     """
+
+    TYPE: ClassVar[FrameType] = FrameType.DATA
 
     handle: int = attrs.field(validator=_handle)
     seq: int = attrs.field(validator=_u64)
@@ -382,6 +404,8 @@ class Data:
 class Gap:
     """Server → client: seqs ``from_seq..to_seq`` (inclusive) will never be delivered."""
 
+    TYPE: ClassVar[FrameType] = FrameType.GAP
+
     handle: int = attrs.field(validator=_handle)
     from_seq: int = attrs.field(validator=_u64)
     to_seq: int = attrs.field(validator=_u64)
@@ -396,6 +420,8 @@ class End:
     """The stream on ``handle`` ended after ``last_seq`` (server → client for a subscription,
     client → server for an upload)."""
 
+    TYPE: ClassVar[FrameType] = FrameType.END
+
     handle: int = attrs.field(validator=_handle)
     last_seq: int = attrs.field(validator=_u64)
 
@@ -407,6 +433,8 @@ class End:
 class Error:
     """The stream on ``handle`` failed after ``last_seq`` with ``code`` (server → client for a
     subscription, client → server for an upload)."""
+
+    TYPE: ClassVar[FrameType] = FrameType.ERROR
 
     handle: int = attrs.field(validator=_handle)
     code: int = attrs.field(validator=_u16)
@@ -421,6 +449,8 @@ class Error:
 class Cancel:
     """Client → server: leave the subscription and ask the producer to stop."""
 
+    TYPE: ClassVar[FrameType] = FrameType.CANCEL
+
     handle: int = attrs.field(validator=_handle)
 
     def __str__(self) -> str:
@@ -430,6 +460,8 @@ class Cancel:
 @attrs.frozen
 class Unsubscribe:
     """Client → server: leave the subscription; the producer is not asked to stop."""
+
+    TYPE: ClassVar[FrameType] = FrameType.UNSUBSCRIBE
 
     handle: int = attrs.field(validator=_handle)
 
@@ -441,8 +473,10 @@ class Unsubscribe:
 class UploadCancel:
     """Server → client: stop the upload on ``handle``."""
 
+    TYPE: ClassVar[FrameType] = FrameType.UPLOAD_CANCEL
+
     handle: int = attrs.field(validator=_handle)
-    code: int = attrs.field(default=ErrorCode.UPLOAD_CANCELLED, validator=_u16)
+    code: int = attrs.field(default=int(ErrorCode.UPLOAD_CANCELLED), validator=_u16)
     message: str = attrs.field(default="", validator=_str16)
 
     def __str__(self) -> str:
@@ -452,6 +486,8 @@ class UploadCancel:
 @attrs.frozen
 class Credit:
     """Either side: the receiver on ``handle`` grants this many more chunks and bytes."""
+
+    TYPE: ClassVar[FrameType] = FrameType.CREDIT
 
     handle: int = attrs.field(validator=_handle)
     chunks: int = attrs.field(default=0, validator=_u32)
@@ -812,7 +848,9 @@ class FrameDecoder:
             raise error
         return out
 
-    def feed_into(self, data: bytes | bytearray | memoryview, out: list[Frame]) -> FrameError | None:
+    def feed_into(
+        self, data: bytes | bytearray | memoryview, out: list[Frame]
+    ) -> FrameError | None:
         """Like :meth:`feed`, appending frames to ``out`` and returning the error (if any)
         instead of raising it, so the frames before a bad frame are kept."""
         if self._error is not None:

@@ -1,0 +1,85 @@
+"""Connection limits and defaults (spec section 18). Every limit is here, with its reason."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from ._errors import ErrorCode, LocalProtocolError
+from ._frames import (
+    DEFAULT_MAX_FRAME_SIZE,
+    MAX_FRAME_SIZE_LIMIT,
+    MIN_MAX_FRAME_SIZE,
+    U32,
+    OverflowPolicy,
+)
+
+__all__ = ["MAX_CREDIT", "MAX_MESSAGE_BYTES", "Config"]
+
+#: Outstanding credit may not exceed this many chunks or bytes (a CREDIT that would take it
+#: higher is a FLOW_CONTROL_ERROR), so counters stay small ints and windows stay meaningful.
+MAX_CREDIT = 2**31 - 1
+#: Error messages are truncated to this many UTF-8 bytes before they are sent.
+MAX_MESSAGE_BYTES = 1024
+
+
+def _in_range(low: float, high: float) -> Any:
+    def check(_inst: object, attr: attrs.Attribute[Any], value: float) -> None:
+        if not low <= value <= high:
+            raise LocalProtocolError(
+                ErrorCode.INVALID_ARGUMENT, f"{attr.name} must be in {low}..{high}, got {value}"
+            )
+
+    return check
+
+
+@attrs.frozen(kw_only=True)
+class Config:
+    """Limits and defaults of one connection. Times are in seconds.
+
+    The defaults suit a server with thousands of connections: 1 MiB of credit window per
+    subscription bounds what one slow consumer can pin, and the per-connection cap bounds the
+    sum.
+    """
+
+    #: Largest frame body this side accepts (announced as MAX_FRAME_SIZE).
+    max_frame_size: int = attrs.field(
+        default=DEFAULT_MAX_FRAME_SIZE,
+        validator=_in_range(MIN_MAX_FRAME_SIZE, MAX_FRAME_SIZE_LIMIT),
+    )
+    #: Largest reassembled chunk this side accepts (announced as MAX_CHUNK_SIZE).
+    max_chunk_size: int = attrs.field(default=1 << 20, validator=_in_range(1, U32))
+    #: Keepalive interval; 0 disables. A client proposes, the server's answer binds both.
+    keepalive: float = attrs.field(default=15.0, validator=_in_range(0, U32 / 1000))
+    #: Time from connection start to a completed handshake.
+    handshake_timeout: float = attrs.field(default=10.0, validator=_in_range(0.001, 3600))
+    #: Server: concurrent subscriptions per connection (announced as MAX_SUBSCRIPTIONS).
+    max_subscriptions: int = attrs.field(default=4096, validator=_in_range(1, U32))
+    #: Server: concurrent uploads per connection (announced as MAX_UPLOADS).
+    max_uploads: int = attrs.field(default=64, validator=_in_range(1, U32))
+    #: Server: how long a disconnected session is kept (announced as SESSION_GRACE_MS).
+    session_grace: float = attrs.field(default=30.0, validator=_in_range(0, U32 / 1000))
+    #: Receiver: credit window granted per subscription (client) or upload (server).
+    window_chunks: int = attrs.field(default=256, validator=_in_range(0, MAX_CREDIT))
+    window_bytes: int = attrs.field(default=1 << 20, validator=_in_range(0, MAX_CREDIT))
+    #: Receiver: return credit as events are handed out. False: call ``consume`` yourself.
+    auto_credit: bool = True
+    #: Sender: chunks and bytes queued per handle beyond the peer's credit.
+    max_queued_chunks: int = attrs.field(default=256, validator=_in_range(1, MAX_CREDIT))
+    max_queued_bytes: int = attrs.field(default=1 << 20, validator=_in_range(1, MAX_CREDIT))
+    #: Sender: bytes queued on the whole connection, credited or not.
+    max_connection_queued_bytes: int = attrs.field(
+        default=64 << 20, validator=_in_range(1, 1 << 40)
+    )
+    #: Server: the policy of a subscription that asked for DEFAULT and was accepted without one.
+    default_policy: OverflowPolicy = attrs.field(default=OverflowPolicy.DROP_OLDEST)
+    #: Client: the highest handle this connection may allocate (u32 on the wire).
+    max_handle: int = attrs.field(default=U32, validator=_in_range(1, U32))
+
+    @default_policy.validator
+    def _check_policy(self, _attr: attrs.Attribute[OverflowPolicy], value: OverflowPolicy) -> None:
+        if value is OverflowPolicy.DEFAULT:
+            raise LocalProtocolError(
+                ErrorCode.INVALID_ARGUMENT, "default_policy must be a concrete policy"
+            )

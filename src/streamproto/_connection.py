@@ -1,0 +1,1430 @@
+"""The sans-IO connection: bytes in, events out; decisions in, bytes out.
+
+Rules for this file:
+
+1. No I/O, no clock, no randomness. Time arrives as ``now`` (construction, ``handle_timer``);
+   session ids and tokens arrive from the application.
+2. Which transition is legal is asked of ``_state.py``; this file only carries them out.
+3. ``receive_data`` never raises for the peer's fault: a violation becomes a GOAWAY with its code
+   and a :class:`ConnectionTerminated` event. The local application's misuse raises
+   :class:`LocalProtocolError`, and the connection stays usable unless the code says otherwise.
+4. Memory is bounded by configuration: the decoder by the frame size, receivers by the credit
+   they grant, senders by their queue bounds, closed handles by a single high-water mark.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from collections.abc import Iterable
+from typing import Final, cast
+
+import attrs
+
+from ._config import MAX_CREDIT, MAX_MESSAGE_BYTES, Config
+from ._errors import ErrorCode, LocalProtocolError
+from ._events import (
+    CancelRequested,
+    ConnectionTerminated,
+    DataReceived,
+    Event,
+    GapReceived,
+    GoawayReceived,
+    HandshakeCompleted,
+    HandshakeRefused,
+    HandshakeRequested,
+    OpenRequested,
+    OverflowWarning,
+    PingReceived,
+    PongReceived,
+    RequestAccepted,
+    RequestRejected,
+    StreamEnded,
+    StreamFailed,
+    SubscribeRequested,
+    Unsubscribed,
+    UploadCancelled,
+    UploadData,
+    UploadEnded,
+    UploadFailed,
+    UploadRequested,
+    Writable,
+)
+from ._frames import (
+    _DATA_HEADER,
+    MIN_MAX_FRAME_SIZE,
+    PROTOCOL_VERSION,
+    U64,
+    Accept,
+    Cancel,
+    Credit,
+    Data,
+    End,
+    Error,
+    Frame,
+    FrameDecoder,
+    Gap,
+    GapReason,
+    Goaway,
+    Hello,
+    Open,
+    OverflowPolicy,
+    Ping,
+    Pong,
+    Reject,
+    Setting,
+    Subscribe,
+    Unknown,
+    Unsubscribe,
+    Upload,
+    UploadCancel,
+    Welcome,
+    encode,
+)
+from ._names import valid_channel, valid_stream_id
+from ._state import (
+    CONNECTION_TRANSITIONS,
+    HANDLE_TRANSITIONS,
+    ConnInput,
+    ConnState,
+    HState,
+    Input,
+    Side,
+    recv_input,
+)
+
+__all__ = ["Connection", "ConnectionStatistics", "Role", "WriteResult"]
+
+_T_DATA: Final = 0x15
+_UNLIMITED: Final = 1 << 62
+_HANDSHAKE_STATES: Final = frozenset(
+    {ConnState.HANDSHAKING, ConnState.AWAIT_HELLO, ConnState.HELLO_RECEIVED}
+)
+#: Deficit round robin quantum per unit of weight (weight = priority + 1).
+QUANTUM: Final = 16_384
+_DEFAULT_SETTINGS: Final[dict[int, int]] = {
+    Setting.MAX_FRAME_SIZE: 65_536,
+    Setting.MAX_CHUNK_SIZE: 1 << 20,
+    Setting.KEEPALIVE_MS: 15_000,
+    Setting.MAX_SUBSCRIPTIONS: 4096,
+    Setting.MAX_UPLOADS: 64,
+    Setting.SESSION_GRACE_MS: 30_000,
+}
+
+
+class Role(enum.Enum):
+    """Which end of the connection this object is."""
+
+    CLIENT = "client"
+    SERVER = "server"
+
+
+class WriteResult(enum.Enum):
+    """What became of a ``send_data``."""
+
+    ACCEPTED = "accepted"  # queued (maybe after dropping older chunks: drop_oldest)
+    BLOCKED = "blocked"  # not accepted; a Writable event follows when it may be retried
+    FAILED = "failed"  # not accepted; the subscription failed with RESOURCE_EXHAUSTED
+    CLOSED = "closed"  # not accepted; the peer closed the handle (a race, not a misuse)
+
+
+@attrs.frozen
+class ConnectionStatistics:
+    """Counters of one connection (see :meth:`Connection.statistics`)."""
+
+    state: ConnState
+    open_handles: int
+    bytes_received: int
+    chunks_received: int
+    chunks_sent: int
+    chunks_dropped: int
+    queued_bytes: int
+    buffered_bytes: int
+
+
+class _GapMark:
+    """A GAP waiting in a sender's queue (its from_seq is the entry's seq)."""
+
+    __slots__ = ("reason", "to_seq")
+
+    def __init__(self, to_seq: int, reason: GapReason) -> None:
+        self.to_seq = to_seq
+        self.reason = reason
+
+
+_Entry = tuple[int, "bytes | _GapMark"]
+
+
+class _Out:
+    """The sending side of a handle: a server subscription or a client upload."""
+
+    __slots__ = (
+        "credit_bytes",
+        "credit_chunks",
+        "deficit",
+        "handle",
+        "in_ready",
+        "next_seq",
+        "offset",
+        "policy",
+        "q_bytes",
+        "queue",
+        "sent_seq",
+        "side",
+        "state",
+        "want_writable",
+        "weight",
+    )
+
+    def __init__(self, handle: int, side: Side, credit_chunks: int, credit_bytes: int) -> None:
+        self.handle = handle
+        self.side = side
+        self.state = HState.REQUESTED
+        self.credit_chunks = credit_chunks
+        self.credit_bytes = credit_bytes
+        self.queue: deque[_Entry] = deque()
+        self.q_bytes = 0
+        self.policy = OverflowPolicy.BLOCK
+        self.weight = 1
+        self.deficit = 0
+        self.in_ready = False
+        self.offset = 0  # bytes of the head chunk already sent as fragments
+        self.next_seq = 1  # the seq the next queued entry must have
+        self.sent_seq = 0  # the last seq sent (or gapped) on the wire
+        self.want_writable = False
+
+    def sendable(self) -> bool:
+        queue = self.queue
+        if not queue:
+            return False
+        return (
+            self.offset > 0
+            or queue[0][1].__class__ is _GapMark
+            or (self.credit_chunks >= 1 and self.credit_bytes > 0)
+        )
+
+
+class _In:
+    """The receiving side of a handle: a client subscription or a server upload."""
+
+    __slots__ = (
+        "consumed_bytes",
+        "consumed_chunks",
+        "credit_bytes",
+        "credit_chunks",
+        "expect",
+        "final_event",
+        "final_seq",
+        "frag",
+        "frag_size",
+        "handle",
+        "side",
+        "state",
+        "tail",
+        "unconsumed_bytes",
+        "unconsumed_chunks",
+        "window_bytes",
+        "window_chunks",
+    )
+
+    def __init__(self, handle: int, side: Side, window_chunks: int, window_bytes: int) -> None:
+        self.handle = handle
+        self.side = side
+        self.state = HState.REQUESTED
+        self.window_chunks = window_chunks
+        self.window_bytes = window_bytes
+        self.credit_chunks = window_chunks  # what the peer may still send, as we count it
+        self.credit_bytes = window_bytes
+        self.consumed_chunks = 0
+        self.consumed_bytes = 0
+        self.unconsumed_chunks = 0
+        self.unconsumed_bytes = 0
+        self.expect = 1
+        self.tail = False
+        self.frag: list[bytes] | None = None
+        self.frag_size = 0
+        self.final_seq = 0
+        self.final_event: Event | None = None
+
+
+class _PeerFault(Exception):
+    """Raised inside the receive path; becomes a GOAWAY and ConnectionTerminated."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _truncate(message: str) -> str:
+    raw = message.encode("utf-8", "replace")
+    if len(raw) <= MAX_MESSAGE_BYTES:
+        return message
+    return raw[:MAX_MESSAGE_BYTES].decode("utf-8", "ignore")
+
+
+def _check_code(code: int) -> None:
+    if not 0 <= code <= 0xFFFF:
+        raise LocalProtocolError(ErrorCode.INVALID_ARGUMENT, f"code must fit in u16, got {code}")
+
+
+class Connection:
+    """One end of one streamproto connection, for either role.
+
+    Feed it what the transport received with :meth:`receive_data`, act on the events it
+    returns, and after every call write :meth:`data_to_send` to the transport. Arm one timer
+    for :meth:`next_deadline` and call :meth:`handle_timer` when it fires. When ``closed`` is
+    true and ``data_to_send()`` is empty, close the transport.
+
+    A client sends HELLO as soon as it is created; a server waits for it and reports
+    :class:`HandshakeRequested`.
+    """
+
+    def __init__(
+        self,
+        role: Role,
+        config: Config | None = None,
+        *,
+        now: float = 0.0,
+        resume_token: str = "",
+        auth: bytes = b"",
+    ) -> None:
+        self._role = role
+        self._cfg = config if config is not None else Config()
+        self._decoder = FrameDecoder(self._cfg.max_frame_size)
+        self._control: list[bytes] = []
+        self._ready: deque[_Out] = deque()
+        self._handles: dict[int, _Out | _In] = {}
+        self._highest = 0
+        self._pending: list[Event] = []
+        self._overflow: dict[int, list[int]] = {}
+        self._now = now
+        self._hs_deadline = now + self._cfg.handshake_timeout
+        self._keepalive = 0.0
+        self._ka_deadline: float | None = None
+        self._awaiting_pong = False
+        self._received = False
+        self._ping_counter = 0
+        self._peer_settings: dict[int, int] = dict(_DEFAULT_SETTINGS)
+        self._frag_max = MIN_MAX_FRAME_SIZE - 8
+        self._peer_max_chunk = _DEFAULT_SETTINGS[Setting.MAX_CHUNK_SIZE]
+        self._goaway_by_peer = False
+        self._queued_bytes = 0
+        self._subs = 0
+        self._uploads = 0
+        self._bytes_received = 0
+        self._chunks_received = 0
+        self._chunks_sent = 0
+        self._chunks_dropped = 0
+        if role is Role.CLIENT:
+            self._state = ConnState.HANDSHAKING
+            settings = (
+                (Setting.MAX_FRAME_SIZE, self._cfg.max_frame_size),
+                (Setting.MAX_CHUNK_SIZE, self._cfg.max_chunk_size),
+                (Setting.KEEPALIVE_MS, round(self._cfg.keepalive * 1000)),
+            )
+            self._control.append(
+                encode(Hello(settings=settings, resume_token=resume_token, auth=auth))
+            )
+        else:
+            self._state = ConnState.AWAIT_HELLO
+
+    # -- properties -----------------------------------------------------------------------------
+
+    @property
+    def role(self) -> Role:
+        """CLIENT or SERVER."""
+        return self._role
+
+    @property
+    def config(self) -> Config:
+        """This side's limits."""
+        return self._cfg
+
+    @property
+    def state(self) -> ConnState:
+        """The connection's state (see ``_state.CONNECTION_TRANSITIONS``)."""
+        return self._state
+
+    @property
+    def closed(self) -> bool:
+        """True once the connection is over: flush ``data_to_send()``, then close."""
+        return self._state is ConnState.CLOSED
+
+    @property
+    def peer_settings(self) -> dict[int, int]:
+        """The peer's settings (defaults where it announced none)."""
+        return dict(self._peer_settings)
+
+    def statistics(self) -> ConnectionStatistics:
+        """Counters for monitoring."""
+        return ConnectionStatistics(
+            state=self._state,
+            open_handles=len(self._handles),
+            bytes_received=self._bytes_received,
+            chunks_received=self._chunks_received,
+            chunks_sent=self._chunks_sent,
+            chunks_dropped=self._chunks_dropped,
+            queued_bytes=self._queued_bytes,
+            buffered_bytes=self._decoder.buffered,
+        )
+
+    def handle_state(self, handle: int) -> HState:
+        """The state of ``handle`` (CLOSED for a handle that was open and is no more)."""
+        h = self._handles.get(handle)
+        if h is not None:
+            return h.state
+        if 1 <= handle <= self._highest:
+            return HState.CLOSED
+        raise LocalProtocolError(ErrorCode.UNKNOWN_HANDLE, f"handle {handle} was never opened")
+
+    # -- input ----------------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> list[Event]:
+        """Consume bytes from the transport; ``b""`` means the peer closed it.
+
+        Returns the events, in order. Then call :meth:`data_to_send` (this may have queued
+        PONG, CREDIT, GOAWAY or REJECT frames) and act on the events. Never raises for the
+        peer's fault.
+        """
+        events = self.take_events()
+        if self._state is ConnState.CLOSED:
+            return events
+        if not data:
+            self._terminate(ErrorCode.CONNECTION_LOST, "the transport closed", True, events)
+            return events
+        self._received = True
+        self._bytes_received += len(data)
+        frames: list[Frame] = []
+        error = self._decoder.feed_into(data, frames)
+        try:
+            for frame in frames:
+                self._dispatch(frame, events)
+                if self.closed:  # a property: _dispatch may have changed the state
+                    return events
+            if error is not None:
+                raise _PeerFault(ErrorCode(error.code), error.message)
+        except _PeerFault as fault:
+            self._fail(fault.code, fault.message, events)
+        self._collect_overflow(events)
+        return events
+
+    def take_events(self) -> list[Event]:
+        """Events produced by method calls since the last ``receive_data`` or ``handle_timer``
+        (overflow warnings, writable notices, the end of draining). Those two calls return them
+        too, first; call this after ``send_data`` or ``data_to_send`` if you do not want to
+        wait for the next one."""
+        events = self._pending
+        self._pending = []
+        self._collect_overflow(events)
+        return events
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`handle_timer` must next be called, or None for never."""
+        state = self._state
+        if state in _HANDSHAKE_STATES:
+            return self._hs_deadline
+        return None if state is ConnState.CLOSED else self._ka_deadline
+
+    def handle_timer(self, now: float) -> list[Event]:
+        """Run the handshake timeout and keepalive at time ``now`` (the same clock as the
+        constructor's). Returns events; then call :meth:`data_to_send` and re-arm the timer
+        with :meth:`next_deadline`."""
+        events = self.take_events()
+        self._now = now
+        if self._state in _HANDSHAKE_STATES:
+            if now >= self._hs_deadline:
+                self._fail(ErrorCode.HANDSHAKE_TIMEOUT, "the handshake did not finish", events)
+        elif self._ka_deadline is not None and now >= self._ka_deadline:
+            if self._received:
+                self._received = False
+                self._awaiting_pong = False
+                self._ka_deadline = now + self._keepalive
+            elif not self._awaiting_pong:
+                self._awaiting_pong = True
+                self._ka_deadline = now + self._keepalive
+                self._ping_counter += 1
+                self._control.append(encode(Ping(self._ping_counter)))
+            else:
+                self._fail(ErrorCode.KEEPALIVE_TIMEOUT, "the peer stopped answering", events)
+        return events
+
+    # -- output ---------------------------------------------------------------------------------
+
+    def data_to_send(self, max_bytes: int | None = None) -> bytes:
+        """The bytes to write to the transport now: every control frame, then queued data in
+        weighted round robin, up to about ``max_bytes`` of data (None: all that credit allows).
+
+        Call it after every other call. An empty result means nothing is ready.
+        """
+        parts = self._control
+        self._control = []
+        ready = self._ready
+        if max_bytes is None:
+            while ready:
+                h = ready.popleft()
+                h.in_ready = False
+                self._emit(h, parts, _UNLIMITED)
+        else:
+            budget = max_bytes
+            while ready and budget > 0:
+                h = ready.popleft()
+                h.deficit += QUANTUM * h.weight
+                used = self._emit(h, parts, min(h.deficit, budget))
+                h.deficit -= used
+                budget -= used
+                if h.state is not HState.CLOSED and h.sendable():
+                    ready.append(h)
+                else:
+                    h.in_ready = False
+                    h.deficit = 0
+        if not parts:
+            return b""
+        return b"".join(parts)
+
+    def _emit(self, h: _Out, parts: list[bytes], allowance: int) -> int:
+        """Move ``h``'s sendable entries into ``parts``; returns the bytes used."""
+        queue = h.queue
+        handle = h.handle
+        pack = _DATA_HEADER.pack
+        append = parts.append
+        frag_max = self._frag_max
+        used = 0
+        sent = 0
+        sent_bytes = 0
+        while queue and used < allowance:
+            seq, item = queue[0]
+            if isinstance(item, _GapMark):
+                append(encode(Gap(handle, seq, item.to_seq, item.reason)))
+                queue.popleft()
+                h.sent_seq = item.to_seq
+                used += 27
+                continue
+            size = len(item)
+            offset = h.offset
+            if offset == 0:
+                if h.credit_chunks < 1 or h.credit_bytes <= 0:
+                    break
+                h.credit_chunks -= 1
+                h.credit_bytes -= size
+                if size <= frag_max:
+                    append(pack(8 + size, _T_DATA, 0, handle, seq))
+                    append(item)
+                    queue.popleft()
+                    h.q_bytes -= size
+                    h.sent_seq = seq
+                    sent += 1
+                    sent_bytes += size
+                    used += size + 18
+                    continue
+            piece = item[offset : offset + frag_max]
+            offset += len(piece)
+            more = offset < size
+            append(pack(8 + len(piece), _T_DATA, int(more), handle, seq))
+            append(piece)
+            used += len(piece) + 18
+            if more:
+                h.offset = offset
+            else:
+                h.offset = 0
+                queue.popleft()
+                h.q_bytes -= size
+                h.sent_seq = seq
+                sent += 1
+                sent_bytes += size
+        if used:
+            self._chunks_sent += sent
+            self._queued_bytes -= sent_bytes
+            self._after_dequeue(h)
+        return used
+
+    def _after_dequeue(self, h: _Out) -> None:
+        if h.want_writable and self._has_room(h, 0):
+            h.want_writable = False
+            self._pending.append(Writable(h.handle))
+        if h.state is HState.DRAINING and not h.queue:
+            self._handle_step(h, Input.DRAINED)
+            self._close_handle(h)
+
+    # -- client operations ----------------------------------------------------------------------
+
+    def subscribe(
+        self,
+        channel: str,
+        stream_id: str,
+        *,
+        after_seq: int = 0,
+        tail: bool = False,
+        credit_chunks: int | None = None,
+        credit_bytes: int | None = None,
+        policy: OverflowPolicy = OverflowPolicy.DEFAULT,
+        priority: int = 0,
+    ) -> int:
+        """Client: subscribe to ``channel``/``stream_id`` from ``after_seq`` (0: from the
+        start; ``tail``: live only). Returns the new handle; expect :class:`RequestAccepted` or
+        :class:`RequestRejected` for it, then data."""
+        self._check_names(channel, stream_id, allow_empty=False)
+        if not 0 <= after_seq <= U64:
+            raise LocalProtocolError(ErrorCode.INVALID_ARGUMENT, "after_seq must fit in u64")
+        chunks, nbytes = self._window(credit_chunks, credit_bytes)
+        handle = self._new_handle()
+        h = _In(handle, Side.CLIENT_SUBSCRIPTION, chunks, nbytes)
+        h.expect = after_seq + 1
+        h.tail = tail
+        frame = Subscribe(
+            handle,
+            channel,
+            stream_id,
+            after_seq,
+            tail,
+            chunks,
+            nbytes,
+            policy,
+            self._prio(priority),
+        )
+        self._open_request(h, frame)
+        return handle
+
+    def open(
+        self,
+        channel: str,
+        args: bytes = b"",
+        *,
+        stream_id: str = "",
+        credit_chunks: int | None = None,
+        credit_bytes: int | None = None,
+        policy: OverflowPolicy = OverflowPolicy.DEFAULT,
+        priority: int = 0,
+    ) -> int:
+        """Client: ask ``channel`` to start a stream with ``args`` and subscribe to it in the
+        same request, so no chunk is written before this subscriber listens. Returns the
+        handle; :class:`RequestAccepted` carries the stream id."""
+        self._check_names(channel, stream_id, allow_empty=True)
+        chunks, nbytes = self._window(credit_chunks, credit_bytes)
+        handle = self._new_handle()
+        h = _In(handle, Side.CLIENT_SUBSCRIPTION, chunks, nbytes)
+        frame = Open(handle, channel, stream_id, chunks, nbytes, policy, self._prio(priority), args)
+        self._open_request(h, frame)
+        return handle
+
+    def upload(self, channel: str, stream_id: str = "", args: bytes = b"") -> int:
+        """Client: start an upload. Returns the handle; write with :meth:`send_data` (chunks
+        queue until :class:`RequestAccepted` brings credit), finish with :meth:`send_end` or
+        :meth:`send_error`."""
+        self._check_names(channel, stream_id, allow_empty=True)
+        handle = self._new_handle()
+        h = _Out(handle, Side.CLIENT_UPLOAD, 0, 0)
+        self._open_request(h, Upload(handle, channel, stream_id, args))
+        return handle
+
+    def cancel(self, handle: int) -> None:
+        """Client: leave the subscription and ask the producer to stop. The handle closes at
+        once; frames still in flight for it are discarded. A no-op on a closed handle."""
+        self._leave(handle, Input.SEND_CANCEL, Cancel(handle))
+
+    def unsubscribe(self, handle: int) -> None:
+        """Client: leave the subscription; the producer keeps going. Closes the handle at
+        once. A no-op on a closed handle."""
+        self._leave(handle, Input.SEND_UNSUBSCRIBE, Unsubscribe(handle))
+
+    def consume(self, handle: int, chunks: int, nbytes: int) -> None:
+        """Receiver with ``Config.auto_credit=False``: the application has consumed this many
+        chunks and bytes of ``handle``'s data; credit goes back to the sender when half the
+        window is consumed. With auto credit this is not needed (and raises INVALID_STATE)."""
+        if self._cfg.auto_credit:
+            raise LocalProtocolError(ErrorCode.INVALID_STATE, "auto_credit is on")
+        h = self._handles.get(handle)
+        if h is None:
+            self.handle_state(handle)  # raises for a handle never opened
+            return
+        if not isinstance(h, _In):
+            raise LocalProtocolError(ErrorCode.INVALID_STATE, f"handle {handle} does not receive")
+        if not (0 <= chunks <= h.unconsumed_chunks and 0 <= nbytes <= h.unconsumed_bytes):
+            raise LocalProtocolError(
+                ErrorCode.INVALID_ARGUMENT,
+                f"consumed more than received ({h.unconsumed_chunks} chunks, "
+                f"{h.unconsumed_bytes} bytes unconsumed)",
+            )
+        h.unconsumed_chunks -= chunks
+        h.unconsumed_bytes -= nbytes
+        h.consumed_chunks += chunks
+        h.consumed_bytes += nbytes
+        self._maybe_grant(h)
+
+    # -- server operations ----------------------------------------------------------------------
+
+    def accept_handshake(
+        self, *, session_id: str, resume_token: str, resumed: bool = False
+    ) -> None:
+        """Server: accept the client's HELLO (after :class:`HandshakeRequested`)."""
+        self._require_role(Role.SERVER)
+        self._conn_step(ConnInput.SEND_WELCOME, local=True)
+        cfg = self._cfg
+        settings = (
+            (Setting.MAX_FRAME_SIZE, cfg.max_frame_size),
+            (Setting.MAX_CHUNK_SIZE, cfg.max_chunk_size),
+            (Setting.KEEPALIVE_MS, round(self._keepalive * 1000)),
+            (Setting.MAX_SUBSCRIPTIONS, cfg.max_subscriptions),
+            (Setting.MAX_UPLOADS, cfg.max_uploads),
+            (Setting.SESSION_GRACE_MS, round(cfg.session_grace * 1000)),
+        )
+        self._control.append(
+            encode(Welcome(PROTOCOL_VERSION, resumed, settings, session_id, resume_token))
+        )
+        self._start_keepalive()
+
+    def refuse_handshake(self, code: int, message: str = "") -> None:
+        """Server: refuse the client's HELLO with ``code`` (e.g. AUTH_FAILED). The connection
+        closes: flush ``data_to_send()`` and close the transport."""
+        self._require_role(Role.SERVER)
+        _check_code(code)
+        self._conn_step(ConnInput.SEND_REFUSE, local=True)
+        self._control.append(encode(Goaway(code, 0, _truncate(message))))
+        self._drop_all()
+
+    def accept(
+        self,
+        handle: int,
+        *,
+        stream_id: str = "",
+        first_seq: int = 1,
+        last_seq: int = 0,
+        policy: OverflowPolicy | None = None,
+    ) -> bool:
+        """Server: accept the request on ``handle``. For a subscription, ``first_seq`` and
+        ``last_seq`` are the seqs you hold; the subscriber's first expected seq follows from
+        its ``after_seq`` (a GAP for the part before ``first_seq`` is queued here) and you
+        then send data from that seq on. ``policy`` overrides the requested overflow policy.
+        For an upload, the configured window is granted. Returns False if the client already
+        closed the handle."""
+        h = self._server_handle(handle)
+        if h is None:
+            return False
+        if not (0 <= first_seq <= U64 and 0 <= last_seq <= U64):
+            raise LocalProtocolError(ErrorCode.INVALID_ARGUMENT, "seqs must fit in u64")
+        self._handle_step(h, Input.SEND_ACCEPT)
+        if isinstance(h, _In):  # an upload
+            frame = Accept(handle, stream_id, first_seq, last_seq, h.window_chunks, h.window_bytes)
+            self._control.append(encode(frame))
+            return True
+        if policy is not None and policy is not OverflowPolicy.DEFAULT:
+            h.policy = policy
+        elif h.policy is OverflowPolicy.DEFAULT:
+            h.policy = self._cfg.default_policy
+        self._control.append(encode(Accept(handle, stream_id, first_seq, last_seq)))
+        if h.next_seq == 0:  # tail subscription: start after what exists
+            h.next_seq = last_seq + 1
+        h.sent_seq = h.next_seq - 1
+        if h.next_seq < first_seq:
+            self._queue_gap(h, first_seq - 1, GapReason.EVICTED)
+        return True
+
+    def reject(self, handle: int, code: int, message: str = "") -> bool:
+        """Server: refuse the request on ``handle`` with ``code``. Returns False if the client
+        already closed the handle."""
+        _check_code(code)
+        h = self._server_handle(handle)
+        if h is None:
+            return False
+        self._handle_step(h, Input.SEND_REJECT)
+        self._control.append(encode(Reject(handle, code, _truncate(message))))
+        self._close_handle(h)
+        return True
+
+    def cancel_upload(
+        self, handle: int, code: int = ErrorCode.UPLOAD_CANCELLED, message: str = ""
+    ) -> bool:
+        """Server: stop the upload on ``handle`` (UPLOAD_CANCEL). Returns False if it was
+        already closed."""
+        _check_code(code)
+        h = self._server_handle(handle)
+        if h is None:
+            return False
+        self._handle_step(h, Input.SEND_UPLOAD_CANCEL)
+        self._control.append(encode(UploadCancel(handle, code, _truncate(message))))
+        self._close_handle(h)
+        return True
+
+    # -- sending data (server subscriptions, client uploads) ------------------------------------
+
+    def send_data(self, handle: int, chunk: bytes, *, seq: int | None = None) -> WriteResult:
+        """Queue ``chunk`` on ``handle``: a server subscription (after ``accept``) or a client
+        upload. ``seq`` defaults to the next one; when given it must be that one (send a gap
+        to skip). Under the subscription's overflow policy a full queue drops the oldest
+        chunks, answers BLOCKED, or fails the subscription. Then call ``data_to_send``."""
+        h = self._sender(handle)
+        if h is None:
+            return WriteResult.CLOSED
+        self._handle_step(h, Input.SEND_DATA)
+        if seq is not None and seq != h.next_seq:
+            raise LocalProtocolError(
+                ErrorCode.INVALID_ARGUMENT, f"seq {seq} on handle {handle}: expected {h.next_seq}"
+            )
+        size = len(chunk)
+        if size > self._peer_max_chunk:
+            raise LocalProtocolError(
+                ErrorCode.CHUNK_TOO_LARGE,
+                f"chunk of {size} bytes exceeds the peer's maximum of {self._peer_max_chunk}",
+            )
+        if not self._has_room(h, size):
+            policy = h.policy
+            if policy is OverflowPolicy.BLOCK:
+                h.want_writable = True
+                return WriteResult.BLOCKED
+            if policy is OverflowPolicy.ERROR:
+                self._fail_sender(h)
+                return WriteResult.FAILED
+            if not self._drop_oldest(h, size):
+                # Dropping this handle's chunks did not make room (the connection-wide cap is
+                # full with other handles' data): the new chunk is dropped too.
+                self._record_drop(h, h.next_seq, h.next_seq)
+                self._queue_gap(h, h.next_seq, GapReason.OVERFLOW)
+                return WriteResult.ACCEPTED
+        h.queue.append((h.next_seq, chunk))
+        h.next_seq += 1
+        h.q_bytes += size
+        self._queued_bytes += size
+        if not h.in_ready and h.sendable():
+            h.in_ready = True
+            self._ready.append(h)
+        return WriteResult.ACCEPTED
+
+    def send_gap(
+        self, handle: int, to_seq: int, reason: GapReason = GapReason.EVICTED
+    ) -> WriteResult:
+        """Server: seqs from the next one up to ``to_seq`` will not be sent on ``handle``."""
+        h = self._sender(handle)
+        if h is None:
+            return WriteResult.CLOSED
+        self._require_role(Role.SERVER)
+        self._handle_step(h, Input.SEND_GAP)
+        if not h.next_seq <= to_seq <= U64:
+            raise LocalProtocolError(
+                ErrorCode.INVALID_ARGUMENT, f"gap must end at or after seq {h.next_seq}"
+            )
+        self._queue_gap(h, to_seq, reason)
+        return WriteResult.ACCEPTED
+
+    def send_end(self, handle: int) -> bool:
+        """End the stream on ``handle`` after the last queued chunk. END goes out at once
+        (control frames bypass data); queued chunks follow as credit allows and the handle
+        closes when they are out. Returns False if the peer had closed the handle."""
+        h = self._sender(handle)
+        if h is None:
+            return False
+        self._handle_step(h, Input.SEND_END)
+        self._control.append(encode(End(handle, h.next_seq - 1)))
+        self._maybe_drained(h)
+        return True
+
+    def send_error(self, handle: int, code: int, message: str = "") -> bool:
+        """Fail the stream on ``handle`` with ``code`` after the last queued chunk (the
+        chunks before the failure are still delivered). Returns False if the peer had closed
+        the handle."""
+        _check_code(code)
+        h = self._sender(handle)
+        if h is None:
+            return False
+        self._handle_step(h, Input.SEND_ERROR)
+        if h.state is HState.CLOSED:  # failed before ACCEPT (client upload)
+            self._control.append(encode(Error(handle, code, 0, _truncate(message))))
+            self._close_handle(h)
+            return True
+        self._control.append(encode(Error(handle, code, h.next_seq - 1, _truncate(message))))
+        self._maybe_drained(h)
+        return True
+
+    # -- both roles -----------------------------------------------------------------------------
+
+    def ping(self) -> int:
+        """Send a PING; returns its payload, echoed by a later :class:`PongReceived`."""
+        self._conn_step(ConnInput.SEND_PING, local=True)
+        self._ping_counter += 1
+        self._control.append(encode(Ping(self._ping_counter)))
+        return self._ping_counter
+
+    def goaway(self, code: int = ErrorCode.NO_ERROR, message: str = "") -> None:
+        """Stop accepting new requests. Code 0 drains: open streams run to completion, then
+        the connection ends with :class:`ConnectionTerminated`. Any other code closes now:
+        queued data is dropped; flush ``data_to_send()`` and close the transport."""
+        _check_code(code)
+        if self._state is ConnState.CLOSED:
+            return
+        goaway = encode(Goaway(code, self._highest, _truncate(message)))
+        if code != ErrorCode.NO_ERROR:
+            self._conn_step(ConnInput.FAIL, local=True)
+            self._control.append(goaway)
+            self._drop_all()
+            return
+        self._conn_step(ConnInput.SEND_GOAWAY, local=True)
+        self._control.append(goaway)
+        self._goaway_by_peer = False
+        self._maybe_finish_draining()
+
+    # -- receive path ---------------------------------------------------------------------------
+
+    def _dispatch(self, frame: Frame, events: list[Event]) -> None:
+        if isinstance(frame, Data):
+            self._on_data(frame, events)
+            return
+        match frame:
+            case Credit():
+                self._on_credit(frame, events)
+            case Subscribe() | Open() | Upload():
+                self._on_request(frame, events)
+            case Hello():
+                self._on_hello(frame, events)
+            case Welcome():
+                self._on_welcome(frame, events)
+            case Ping():
+                self._conn_step(ConnInput.RECV_PING)
+                self._control.append(encode(Pong(frame.payload)))
+                events.append(PingReceived(frame.payload))
+            case Pong():
+                self._conn_step(ConnInput.RECV_PONG)
+                events.append(PongReceived(frame.payload))
+            case Goaway():
+                self._on_goaway(frame, events)
+            case Unknown():
+                pass  # R-FWD-1: unknown frame types are ignored
+            case _:
+                self._on_handle_frame(frame, events)
+
+    def _lookup(self, handle: int) -> _Out | _In | None:
+        self._conn_step(ConnInput.RECV_HANDLE_FRAME)
+        h = self._handles.get(handle)
+        if h is None and handle > self._highest:
+            raise _PeerFault(ErrorCode.INVALID_HANDLE, f"handle {handle} was never opened")
+        return h  # None: closed, the frame crossed our CANCEL or END; discard it
+
+    def _recv_step(self, h: _Out | _In, inp: Input) -> None:
+        new = HANDLE_TRANSITIONS[h.side].get((h.state, inp))
+        if new is None:
+            raise _PeerFault(
+                ErrorCode.PROTOCOL_ERROR,
+                f"{inp.value} is not allowed on {h.side.value} {h.handle} in {h.state.value}",
+            )
+        h.state = new
+
+    def _on_data(self, frame: Data, events: list[Event]) -> None:
+        h = self._lookup(frame.handle)
+        if h is None:
+            return
+        self._recv_step(h, Input.RECV_DATA)
+        h = cast(_In, h)  # only receivers have RECV_DATA in their tables
+        chunks = frame.chunks
+        seq = frame.seq
+        if h.frag is not None:
+            if seq != h.expect:
+                raise _PeerFault(
+                    ErrorCode.PROTOCOL_ERROR, "DATA of another seq inside a fragmented chunk"
+                )
+            piece = chunks[0]
+            h.credit_bytes -= len(piece)
+            self._add_fragment(h, piece)
+            if frame.more:
+                return
+            whole = b"".join(h.frag)
+            h.frag = None
+            chunks = (whole, *chunks[1:])
+            count_from = 1  # the completed chunk's credit was taken at its first fragment
+        else:
+            if seq != h.expect:
+                raise _PeerFault(
+                    ErrorCode.PROTOCOL_ERROR,
+                    f"DATA seq {seq} on handle {h.handle}: expected {h.expect}",
+                )
+            count_from = 0
+        n_new = len(chunks) - count_from
+        if n_new:
+            sizes = [len(c) for c in chunks[count_from:]]
+            total = sum(sizes)
+            if h.credit_chunks < n_new or h.credit_bytes - (total - sizes[-1]) <= 0:
+                raise _PeerFault(
+                    ErrorCode.FLOW_CONTROL_ERROR, f"DATA beyond credit on handle {h.handle}"
+                )
+            h.credit_chunks -= n_new
+            h.credit_bytes -= total
+            if frame.more:
+                h.frag = []
+                h.frag_size = 0
+                self._add_fragment(h, chunks[0])
+                return
+        last = seq + len(chunks) - 1
+        if h.state is HState.DRAINING and last > h.final_seq:
+            raise _PeerFault(ErrorCode.PROTOCOL_ERROR, f"DATA after the final seq {h.final_seq}")
+        h.expect = last + 1
+        self._chunks_received += len(chunks)
+        if h.side is Side.CLIENT_SUBSCRIPTION:
+            events.append(DataReceived(h.handle, seq, chunks))
+        else:
+            events.append(UploadData(h.handle, seq, chunks))
+        nbytes = sum(map(len, chunks))
+        if self._cfg.auto_credit:
+            h.consumed_chunks += len(chunks)
+            h.consumed_bytes += nbytes
+            self._maybe_grant(h)
+        else:
+            h.unconsumed_chunks += len(chunks)
+            h.unconsumed_bytes += nbytes
+        if h.state is HState.DRAINING:
+            self._maybe_delivered(h, events)
+
+    def _add_fragment(self, h: _In, piece: bytes) -> None:
+        cast(list[bytes], h.frag).append(piece)
+        h.frag_size += len(piece)
+        if h.frag_size > self._cfg.max_chunk_size:
+            raise _PeerFault(
+                ErrorCode.CHUNK_TOO_LARGE,
+                f"chunk on handle {h.handle} exceeds {self._cfg.max_chunk_size} bytes",
+            )
+
+    def _maybe_grant(self, h: _In) -> None:
+        if h.state is HState.CLOSED:
+            return
+        if (h.consumed_chunks or h.consumed_bytes) and (
+            h.consumed_chunks * 2 >= h.window_chunks or h.consumed_bytes * 2 >= h.window_bytes
+        ):
+            self._control.append(encode(Credit(h.handle, h.consumed_chunks, h.consumed_bytes)))
+            h.credit_chunks += h.consumed_chunks
+            h.credit_bytes += h.consumed_bytes
+            h.consumed_chunks = 0
+            h.consumed_bytes = 0
+
+    def _on_credit(self, frame: Credit, events: list[Event]) -> None:
+        h = self._lookup(frame.handle)
+        if h is None:
+            return
+        self._recv_step(h, Input.RECV_CREDIT)
+        h = cast(_Out, h)  # only senders have RECV_CREDIT in their tables
+        h.credit_chunks += frame.chunks
+        h.credit_bytes += frame.nbytes
+        if h.credit_chunks > MAX_CREDIT or h.credit_bytes > MAX_CREDIT:
+            raise _PeerFault(ErrorCode.FLOW_CONTROL_ERROR, f"credit overflow on handle {h.handle}")
+        if h.want_writable and self._has_room(h, 0):
+            h.want_writable = False
+            events.append(Writable(h.handle))
+        if not h.in_ready and h.sendable():
+            h.in_ready = True
+            self._ready.append(h)
+
+    def _on_handle_frame(
+        self,
+        frame: Accept | Reject | Gap | End | Error | Cancel | Unsubscribe | UploadCancel,
+        events: list[Event],
+    ) -> None:
+        h = self._lookup(frame.handle)
+        if h is None:
+            return
+        self._recv_step(h, cast(Input, recv_input(frame.TYPE)))
+        match frame:
+            case Accept():
+                events.append(
+                    RequestAccepted(h.handle, frame.stream_id, frame.first_seq, frame.last_seq)
+                )
+                if isinstance(h, _In):
+                    if h.tail:
+                        h.expect = frame.last_seq + 1
+                else:
+                    h.credit_chunks = frame.credit_chunks
+                    h.credit_bytes = frame.credit_bytes
+                    if h.credit_chunks > MAX_CREDIT or h.credit_bytes > MAX_CREDIT:
+                        raise _PeerFault(ErrorCode.FLOW_CONTROL_ERROR, "credit overflow in ACCEPT")
+                    if not h.in_ready and h.sendable():
+                        h.in_ready = True
+                        self._ready.append(h)
+            case Reject():
+                self._close_handle(h)
+                events.append(RequestRejected(h.handle, frame.code, frame.message))
+            case Gap():
+                h = cast(_In, h)
+                if frame.from_seq != h.expect or h.frag is not None:
+                    raise _PeerFault(
+                        ErrorCode.PROTOCOL_ERROR,
+                        f"GAP from {frame.from_seq} on handle {h.handle}: expected {h.expect}",
+                    )
+                if h.state is HState.DRAINING and frame.to_seq > h.final_seq:
+                    raise _PeerFault(ErrorCode.PROTOCOL_ERROR, "GAP past the final seq")
+                h.expect = frame.to_seq + 1
+                events.append(GapReceived(h.handle, frame.from_seq, frame.to_seq, frame.reason))
+                if frame.reason is GapReason.OVERFLOW:
+                    dropped = frame.to_seq - frame.from_seq + 1
+                    events.append(OverflowWarning(h.handle, dropped, frame.from_seq, frame.to_seq))
+                if h.state is HState.DRAINING:
+                    self._maybe_delivered(h, events)
+            case End() | Error():
+                h = cast(_In, h)
+                if frame.last_seq < h.expect - 1:
+                    raise _PeerFault(
+                        ErrorCode.PROTOCOL_ERROR,
+                        f"final seq {frame.last_seq} is before {h.expect - 1}, already delivered",
+                    )
+                h.final_seq = frame.last_seq
+                upload = h.side is Side.SERVER_UPLOAD
+                if isinstance(frame, End):
+                    h.final_event = (UploadEnded if upload else StreamEnded)(
+                        h.handle, frame.last_seq
+                    )
+                elif upload:
+                    h.final_event = UploadFailed(
+                        h.handle, frame.code, frame.message, frame.last_seq
+                    )
+                else:
+                    h.final_event = StreamFailed(
+                        h.handle, frame.code, frame.message, frame.last_seq
+                    )
+                self._maybe_delivered(h, events)
+            case Cancel():
+                self._close_handle(h)
+                events.append(CancelRequested(h.handle))
+            case Unsubscribe():
+                self._close_handle(h)
+                events.append(Unsubscribed(h.handle))
+            case UploadCancel():  # pragma: no branch - every other type has its own case
+                self._close_handle(h)
+                events.append(UploadCancelled(h.handle, frame.code, frame.message))
+
+    def _maybe_delivered(self, h: _In, events: list[Event]) -> None:
+        if h.expect - 1 == h.final_seq and h.frag is None and h.state is HState.DRAINING:
+            self._handle_step(h, Input.DRAINED)
+            events.append(cast(Event, h.final_event))
+            self._close_handle(h)
+
+    def _on_request(self, frame: Subscribe | Open | Upload, events: list[Event]) -> None:
+        if self._role is Role.CLIENT:
+            raise _PeerFault(ErrorCode.PROTOCOL_ERROR, "a server cannot send requests")
+        handle = frame.handle
+        self._conn_step(ConnInput.RECV_REQUEST)
+        if handle <= self._highest:
+            raise _PeerFault(
+                ErrorCode.INVALID_HANDLE, f"request handle {handle} is not above {self._highest}"
+            )
+        self._highest = handle
+        if isinstance(frame, Upload):
+            h_in = _In(handle, Side.SERVER_UPLOAD, self._cfg.window_chunks, self._cfg.window_bytes)
+            h_in.credit_chunks = h_in.credit_bytes = 0  # nothing until ACCEPT grants the window
+            if not self._admit(frame, h_in, self._uploads >= self._cfg.max_uploads):
+                return
+            self._uploads += 1
+            events.append(UploadRequested(handle, frame.channel, frame.stream_id, frame.args))
+            return
+        if frame.credit_chunks > MAX_CREDIT or frame.credit_bytes > MAX_CREDIT:
+            raise _PeerFault(ErrorCode.FLOW_CONTROL_ERROR, "initial credit above 2^31-1")
+        h = _Out(handle, Side.SERVER_SUBSCRIPTION, frame.credit_chunks, frame.credit_bytes)
+        h.policy = frame.policy
+        h.weight = frame.priority + 1
+        if not self._admit(frame, h, self._subs >= self._cfg.max_subscriptions):
+            return
+        self._subs += 1
+        if isinstance(frame, Subscribe):
+            h.next_seq = 0 if frame.tail else frame.after_seq + 1
+            after = None if frame.tail else frame.after_seq
+            events.append(
+                SubscribeRequested(
+                    handle, frame.channel, frame.stream_id, after, frame.policy, frame.priority
+                )
+            )
+        else:
+            events.append(
+                OpenRequested(
+                    handle, frame.channel, frame.stream_id, frame.args, frame.policy, frame.priority
+                )
+            )
+
+    def _admit(self, frame: Subscribe | Open | Upload, h: _Out | _In, over_limit: bool) -> bool:
+        """Reject what the core can judge alone; else register the handle."""
+        code: ErrorCode | None = None
+        if self._state is ConnState.DRAINING:
+            code, why = ErrorCode.SERVER_SHUTDOWN, "the connection is going away"
+        elif not valid_channel(frame.channel):
+            code, why = ErrorCode.INVALID_NAME, "invalid channel name"
+        elif (frame.stream_id or isinstance(frame, Subscribe)) and not valid_stream_id(
+            frame.stream_id
+        ):
+            code, why = ErrorCode.INVALID_NAME, "invalid stream id"
+        elif over_limit:
+            code, why = ErrorCode.LIMIT_EXCEEDED, "too many open requests on this connection"
+        if code is not None:
+            self._control.append(encode(Reject(frame.handle, code, why)))
+            return False
+        self._handles[frame.handle] = h
+        return True
+
+    def _on_hello(self, frame: Hello, events: list[Event]) -> None:
+        if self._role is Role.CLIENT:
+            raise _PeerFault(ErrorCode.PROTOCOL_ERROR, "a server cannot send HELLO")
+        self._conn_step(ConnInput.RECV_HELLO)
+        if not frame.min_version <= PROTOCOL_VERSION <= frame.max_version:
+            raise _PeerFault(
+                ErrorCode.UNSUPPORTED_VERSION,
+                f"client speaks {frame.min_version}..{frame.max_version}, not {PROTOCOL_VERSION}",
+            )
+        self._apply_peer_settings(frame.settings)
+        # The server's interval binds; a client may only ask for a shorter one.
+        proposed = dict(frame.settings).get(Setting.KEEPALIVE_MS, 0) / 1000
+        own = self._cfg.keepalive
+        self._keepalive = min(own, proposed) if own and proposed else own
+        events.append(
+            HandshakeRequested(PROTOCOL_VERSION, frame.settings, frame.resume_token, frame.auth)
+        )
+
+    def _on_welcome(self, frame: Welcome, events: list[Event]) -> None:
+        if self._role is Role.SERVER:
+            raise _PeerFault(ErrorCode.PROTOCOL_ERROR, "a client cannot send WELCOME")
+        self._conn_step(ConnInput.RECV_WELCOME)
+        if frame.version != PROTOCOL_VERSION:
+            raise _PeerFault(ErrorCode.UNSUPPORTED_VERSION, f"server chose version {frame.version}")
+        self._apply_peer_settings(frame.settings)
+        self._keepalive = self._peer_settings[Setting.KEEPALIVE_MS] / 1000
+        self._start_keepalive()
+        events.append(
+            HandshakeCompleted(
+                frame.version, frame.session_id, frame.resume_token, frame.resumed, frame.settings
+            )
+        )
+
+    def _apply_peer_settings(self, settings: Iterable[tuple[int, int]]) -> None:
+        for key, value in settings:
+            if key == Setting.MAX_FRAME_SIZE and value < MIN_MAX_FRAME_SIZE:
+                raise _PeerFault(ErrorCode.PROTOCOL_ERROR, f"MAX_FRAME_SIZE {value} below 16384")
+            if key in _DEFAULT_SETTINGS:
+                self._peer_settings[key] = value
+        self._frag_max = min(self._peer_settings[Setting.MAX_FRAME_SIZE], 1 << 24) - 8
+        self._peer_max_chunk = self._peer_settings[Setting.MAX_CHUNK_SIZE]
+
+    def _on_goaway(self, frame: Goaway, events: list[Event]) -> None:
+        if self._state in (ConnState.AWAIT_HELLO, ConnState.HELLO_RECEIVED):
+            self._terminate(frame.code, frame.message, True, events)
+            return
+        if self._state is ConnState.HANDSHAKING:
+            self._conn_step(ConnInput.RECV_REFUSE)
+            self._drop_all()
+            events.append(HandshakeRefused(frame.code, frame.message))
+            return
+        if frame.code != ErrorCode.NO_ERROR:
+            self._terminate(frame.code, frame.message, True, events)
+            return
+        self._conn_step(ConnInput.RECV_GOAWAY)
+        self._goaway_by_peer = True
+        events.append(GoawayReceived(frame.code, frame.last_handle, frame.message))
+        self._maybe_finish_draining(events)
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _conn_step(self, inp: ConnInput, *, local: bool = False) -> None:
+        new = CONNECTION_TRANSITIONS.get((self._state, inp))
+        if new is None:
+            why = f"{inp.value} is not allowed in {self._state.value}"
+            if not local:
+                raise _PeerFault(ErrorCode.PROTOCOL_ERROR, why)
+            code = ErrorCode.CONNECTION_CLOSED
+            if self._state not in (ConnState.CLOSED, ConnState.DRAINING):
+                code = ErrorCode.INVALID_STATE
+            raise LocalProtocolError(code, why)
+        self._state = new
+
+    def _handle_step(self, h: _Out | _In, inp: Input) -> None:
+        new = HANDLE_TRANSITIONS[h.side].get((h.state, inp))
+        if new is None:
+            code = ErrorCode.INVALID_STATE
+            if h.state is HState.DRAINING and inp in (
+                Input.SEND_DATA,
+                Input.SEND_GAP,
+                Input.SEND_END,
+                Input.SEND_ERROR,
+            ):
+                code = ErrorCode.STREAM_CLOSED
+            raise LocalProtocolError(
+                code, f"{inp.value} is not allowed on {h.side.value} {h.handle} in {h.state.value}"
+            )
+        h.state = new
+
+    def _require_role(self, role: Role) -> None:
+        if self._role is not role:
+            raise LocalProtocolError(ErrorCode.INVALID_STATE, f"only a {role.value} can do this")
+
+    def _new_handle(self) -> int:
+        self._require_role(Role.CLIENT)
+        if self._state is not ConnState.OPEN:
+            self._conn_step(ConnInput.SEND_REQUEST, local=True)
+        if self._highest >= self._cfg.max_handle:
+            raise LocalProtocolError(
+                ErrorCode.HANDLE_EXHAUSTED, "no handles left: open a new connection"
+            )
+        self._highest += 1
+        return self._highest
+
+    def _open_request(self, h: _Out | _In, frame: Frame) -> None:
+        self._handles[h.handle] = h
+        self._control.append(encode(frame))
+
+    def _check_names(self, channel: str, stream_id: str, *, allow_empty: bool) -> None:
+        self._require_role(Role.CLIENT)
+        if not valid_channel(channel):
+            raise LocalProtocolError(ErrorCode.INVALID_NAME, f"invalid channel name {channel!r}")
+        if (stream_id or not allow_empty) and not valid_stream_id(stream_id):
+            raise LocalProtocolError(ErrorCode.INVALID_NAME, f"invalid stream id {stream_id!r}")
+
+    def _window(self, chunks: int | None, nbytes: int | None) -> tuple[int, int]:
+        chunks = self._cfg.window_chunks if chunks is None else chunks
+        nbytes = self._cfg.window_bytes if nbytes is None else nbytes
+        if not (0 <= chunks <= MAX_CREDIT and 0 <= nbytes <= MAX_CREDIT):
+            raise LocalProtocolError(ErrorCode.INVALID_ARGUMENT, "credit must be in 0..2^31-1")
+        return chunks, nbytes
+
+    @staticmethod
+    def _prio(priority: int) -> int:
+        if not 0 <= priority <= 255:
+            raise LocalProtocolError(ErrorCode.INVALID_ARGUMENT, "priority must be in 0..255")
+        return priority
+
+    def _leave(self, handle: int, inp: Input, frame: Cancel | Unsubscribe) -> None:
+        self._require_role(Role.CLIENT)
+        h = self._handles.get(handle)
+        if h is None:
+            self.handle_state(handle)  # raises for a handle never opened
+            return
+        self._handle_step(h, inp)
+        self._control.append(encode(frame))
+        self._close_handle(h)
+
+    def _server_handle(self, handle: int) -> _Out | _In | None:
+        self._require_role(Role.SERVER)
+        h = self._handles.get(handle)
+        if h is None:
+            self.handle_state(handle)
+        return h
+
+    def _sender(self, handle: int) -> _Out | None:
+        h = self._handles.get(handle)
+        if h is None:
+            self.handle_state(handle)  # raises for a handle never opened
+            return None
+        if not isinstance(h, _Out):
+            raise LocalProtocolError(ErrorCode.INVALID_STATE, f"handle {handle} does not send data")
+        return h
+
+    def _has_room(self, h: _Out, size: int) -> bool:
+        cfg = self._cfg
+        beyond_chunks = len(h.queue) - max(h.credit_chunks, 0)
+        beyond_bytes = h.q_bytes + size - max(h.credit_bytes, 0)
+        return (
+            beyond_chunks < cfg.max_queued_chunks
+            and beyond_bytes <= cfg.max_queued_bytes
+            and self._queued_bytes + size <= cfg.max_connection_queued_bytes
+        )
+
+    def _drop_oldest(self, h: _Out, size: int) -> bool:
+        """Drop the oldest whole queued chunks of ``h`` until ``size`` more bytes fit, and put
+        one OVERFLOW gap for exactly the dropped seqs in their place. Returns whether the new
+        chunk fits now (it may not when other handles fill the connection-wide cap)."""
+        queue = h.queue
+        keep: list[_Entry] = []
+        if h.offset:  # the head chunk is half sent: it must finish
+            keep.append(queue.popleft())
+        gap_from = 0
+        gap_to = 0
+        while queue and not self._has_room(h, size):
+            seq, item = queue.popleft()
+            if isinstance(item, _GapMark):
+                if gap_from == 0:  # a gap before anything dropped stays as it is
+                    keep.append((seq, item))
+                else:
+                    gap_to = item.to_seq
+                continue
+            if gap_from == 0:
+                gap_from = seq
+            gap_to = seq
+            h.q_bytes -= len(item)
+            self._queued_bytes -= len(item)
+            self._record_drop(h, seq, seq)
+        if gap_from:
+            if queue and isinstance(queue[0][1], _GapMark):  # merge with the gap that follows
+                gap_to = queue.popleft()[1].to_seq  # type: ignore[union-attr]
+            queue.appendleft((gap_from, _GapMark(gap_to, GapReason.OVERFLOW)))
+        queue.extendleft(reversed(keep))
+        return self._has_room(h, size)
+
+    def _record_drop(self, h: _Out, first: int, last: int) -> None:
+        self._chunks_dropped += last - first + 1
+        current = self._overflow.get(h.handle)
+        if current is None:
+            self._overflow[h.handle] = [last - first + 1, first, last]
+        else:
+            current[0] += last - first + 1
+            current[1] = min(current[1], first)
+            current[2] = max(current[2], last)
+
+    def _collect_overflow(self, events: list[Event]) -> None:
+        if self._overflow:
+            for handle, (dropped, first, last) in self._overflow.items():
+                events.append(OverflowWarning(handle, dropped, first, last))
+            self._overflow.clear()
+
+    def _queue_gap(self, h: _Out, to_seq: int, reason: GapReason) -> None:
+        h.queue.append((h.next_seq, _GapMark(to_seq, reason)))
+        h.next_seq = to_seq + 1
+        if not h.in_ready:
+            h.in_ready = True
+            self._ready.append(h)
+
+    def _fail_sender(self, h: _Out) -> None:
+        """The ERROR policy: the subscription fails with RESOURCE_EXHAUSTED, queue dropped."""
+        self._handle_step(h, Input.SEND_ERROR)
+        self._control.append(
+            encode(Error(h.handle, ErrorCode.RESOURCE_EXHAUSTED, h.sent_seq, "subscriber too slow"))
+        )
+        self._discard_queue(h)
+        h.offset = 0
+        self._handle_step(h, Input.DRAINED)
+        self._close_handle(h)
+
+    def _maybe_drained(self, h: _Out) -> None:
+        if not h.queue:
+            self._handle_step(h, Input.DRAINED)
+            self._close_handle(h)
+
+    def _discard_queue(self, h: _Out) -> None:
+        self._queued_bytes -= h.q_bytes
+        h.q_bytes = 0
+        h.queue.clear()
+
+    def _close_handle(self, h: _Out | _In) -> None:
+        h.state = HState.CLOSED
+        if self._handles.pop(h.handle, None) is None:
+            return
+        if isinstance(h, _Out):
+            self._discard_queue(h)
+            if h.side is Side.SERVER_SUBSCRIPTION:
+                self._subs -= 1
+        elif h.side is Side.SERVER_UPLOAD:
+            self._uploads -= 1
+        self._maybe_finish_draining()
+
+    def _maybe_finish_draining(self, events: list[Event] | None = None) -> None:
+        if self._state is ConnState.DRAINING and not self._handles:
+            self._conn_step(ConnInput.DRAINED)
+            event = ConnectionTerminated(ErrorCode.NO_ERROR, "drained", self._goaway_by_peer)
+            (events if events is not None else self._pending).append(event)
+
+    def _start_keepalive(self) -> None:
+        self._ka_deadline = self._now + self._keepalive if self._keepalive > 0 else None
+
+    def _drop_all(self) -> None:
+        for h in list(self._handles.values()):
+            h.state = HState.CLOSED
+        self._handles.clear()
+        self._ready.clear()
+        self._queued_bytes = 0
+        self._subs = self._uploads = 0
+
+    def _terminate(self, code: int, message: str, by_peer: bool, events: list[Event]) -> None:
+        """The connection is over without this side sending anything more."""
+        self._conn_step(ConnInput.FAIL)
+        self._drop_all()
+        events.append(ConnectionTerminated(code, message, by_peer))
+
+    def _fail(self, code: ErrorCode, message: str, events: list[Event]) -> None:
+        """The peer broke the protocol (or a timer expired): GOAWAY with the code, then over."""
+        self._control.append(encode(Goaway(code, self._highest, _truncate(message))))
+        self._terminate(code, message, False, events)

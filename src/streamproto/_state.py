@@ -1,0 +1,232 @@
+"""State tables: every legal transition of a connection and of a handle, and nothing else.
+
+Rules for this file (after h11's ``_state.py`` and h2's ``stream.py``):
+
+1. All state logic lives here, as literal tables; ``_connection.py`` asks, never decides.
+2. A handle is one subscription or one upload, seen from one role. The four sides are separate
+   tables because they are different machines: a client subscription receives DATA, a server
+   subscription sends it.
+3. A (state, input) pair missing from a table is illegal. For a RECV_* input that is the peer's
+   fault: a connection error PROTOCOL_ERROR answered with GOAWAY. For a SEND_* input it is the
+   local application's: LocalProtocolError INVALID_STATE.
+4. CLOSED is absorbing: no table has a row leaving it.
+5. ``DRAINED`` is the internal input that fires when a DRAINING handle has delivered (receiver)
+   or sent (sender) everything up to its final seq. A sender's queued DATA and GAP still go out
+   while it drains, but the application can no longer write: SEND_DATA is not legal there.
+
+The docs' state diagrams are generated from these tables (``python -m streamproto.diagrams``).
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Final
+
+from ._frames import FrameType
+
+__all__ = [
+    "CONNECTION_TRANSITIONS",
+    "HANDLE_TRANSITIONS",
+    "ConnInput",
+    "ConnState",
+    "HState",
+    "Input",
+    "Side",
+    "recv_input",
+]
+
+
+class Side(enum.Enum):
+    """A handle's machine: which role holds it and what it carries."""
+
+    CLIENT_SUBSCRIPTION = "client subscription"
+    SERVER_SUBSCRIPTION = "server subscription"
+    CLIENT_UPLOAD = "client upload"
+    SERVER_UPLOAD = "server upload"
+
+
+class HState(enum.Enum):
+    """A handle's state."""
+
+    REQUESTED = "REQUESTED"  # request sent or received, no ACCEPT/REJECT yet
+    ACTIVE = "ACTIVE"  # accepted; data flows
+    DRAINING = "DRAINING"  # END or ERROR sent/received; data up to its last_seq still flows
+    CLOSED = "CLOSED"
+
+
+class Input(enum.Enum):
+    """What happens to a handle: a frame sent or received, or the end of draining."""
+
+    SEND_ACCEPT = "SEND_ACCEPT"
+    RECV_ACCEPT = "RECV_ACCEPT"
+    SEND_REJECT = "SEND_REJECT"
+    RECV_REJECT = "RECV_REJECT"
+    SEND_DATA = "SEND_DATA"
+    RECV_DATA = "RECV_DATA"
+    SEND_GAP = "SEND_GAP"
+    RECV_GAP = "RECV_GAP"
+    SEND_END = "SEND_END"
+    RECV_END = "RECV_END"
+    SEND_ERROR = "SEND_ERROR"
+    RECV_ERROR = "RECV_ERROR"
+    SEND_CANCEL = "SEND_CANCEL"
+    RECV_CANCEL = "RECV_CANCEL"
+    SEND_UNSUBSCRIBE = "SEND_UNSUBSCRIBE"
+    RECV_UNSUBSCRIBE = "RECV_UNSUBSCRIBE"
+    SEND_UPLOAD_CANCEL = "SEND_UPLOAD_CANCEL"
+    RECV_UPLOAD_CANCEL = "RECV_UPLOAD_CANCEL"
+    SEND_CREDIT = "SEND_CREDIT"
+    RECV_CREDIT = "RECV_CREDIT"
+    DRAINED = "DRAINED"
+
+
+_RQ, _AC, _DR, _CL = HState.REQUESTED, HState.ACTIVE, HState.DRAINING, HState.CLOSED
+I = Input  # noqa: E741 - table shorthand
+
+#: (state, input) -> new state, per side. Anything missing is illegal (rule 3).
+HANDLE_TRANSITIONS: Final[dict[Side, dict[tuple[HState, Input], HState]]] = {
+    Side.CLIENT_SUBSCRIPTION: {
+        (_RQ, I.RECV_ACCEPT): _AC,
+        (_RQ, I.RECV_REJECT): _CL,
+        (_RQ, I.SEND_CANCEL): _CL,
+        (_RQ, I.SEND_UNSUBSCRIBE): _CL,
+        (_RQ, I.SEND_CREDIT): _RQ,
+        (_AC, I.RECV_DATA): _AC,
+        (_AC, I.RECV_GAP): _AC,
+        (_AC, I.RECV_END): _DR,
+        (_AC, I.RECV_ERROR): _DR,
+        (_AC, I.SEND_CREDIT): _AC,
+        (_AC, I.SEND_CANCEL): _CL,
+        (_AC, I.SEND_UNSUBSCRIBE): _CL,
+        (_DR, I.RECV_DATA): _DR,
+        (_DR, I.RECV_GAP): _DR,
+        (_DR, I.SEND_CREDIT): _DR,
+        (_DR, I.SEND_CANCEL): _CL,
+        (_DR, I.SEND_UNSUBSCRIBE): _CL,
+        (_DR, I.DRAINED): _CL,
+    },
+    Side.SERVER_SUBSCRIPTION: {
+        (_RQ, I.SEND_ACCEPT): _AC,
+        (_RQ, I.SEND_REJECT): _CL,
+        (_RQ, I.RECV_CANCEL): _CL,
+        (_RQ, I.RECV_UNSUBSCRIBE): _CL,
+        (_RQ, I.RECV_CREDIT): _RQ,
+        (_AC, I.SEND_DATA): _AC,
+        (_AC, I.SEND_GAP): _AC,
+        (_AC, I.SEND_END): _DR,
+        (_AC, I.SEND_ERROR): _DR,
+        (_AC, I.RECV_CREDIT): _AC,
+        (_AC, I.RECV_CANCEL): _CL,
+        (_AC, I.RECV_UNSUBSCRIBE): _CL,
+        (_DR, I.RECV_CREDIT): _DR,
+        (_DR, I.RECV_CANCEL): _CL,
+        (_DR, I.RECV_UNSUBSCRIBE): _CL,
+        (_DR, I.DRAINED): _CL,
+    },
+    Side.CLIENT_UPLOAD: {
+        (_RQ, I.RECV_ACCEPT): _AC,
+        (_RQ, I.RECV_REJECT): _CL,
+        (_RQ, I.SEND_DATA): _RQ,  # queued until ACCEPT brings credit
+        (_RQ, I.SEND_ERROR): _CL,
+        (_AC, I.SEND_DATA): _AC,
+        (_AC, I.RECV_CREDIT): _AC,
+        (_AC, I.SEND_END): _DR,
+        (_AC, I.SEND_ERROR): _DR,
+        (_AC, I.RECV_UPLOAD_CANCEL): _CL,
+        (_DR, I.RECV_CREDIT): _DR,
+        (_DR, I.RECV_UPLOAD_CANCEL): _CL,
+        (_DR, I.DRAINED): _CL,
+    },
+    Side.SERVER_UPLOAD: {
+        (_RQ, I.SEND_ACCEPT): _AC,
+        (_RQ, I.SEND_REJECT): _CL,
+        (_RQ, I.RECV_ERROR): _CL,
+        (_AC, I.RECV_DATA): _AC,
+        (_AC, I.SEND_CREDIT): _AC,
+        (_AC, I.RECV_END): _DR,
+        (_AC, I.RECV_ERROR): _DR,
+        (_AC, I.SEND_UPLOAD_CANCEL): _CL,
+        (_DR, I.RECV_DATA): _DR,
+        (_DR, I.SEND_CREDIT): _DR,
+        (_DR, I.SEND_UPLOAD_CANCEL): _CL,
+        (_DR, I.DRAINED): _CL,
+    },
+}
+
+_RECV: Final[dict[int, Input]] = {
+    FrameType.ACCEPT: Input.RECV_ACCEPT,
+    FrameType.REJECT: Input.RECV_REJECT,
+    FrameType.DATA: Input.RECV_DATA,
+    FrameType.GAP: Input.RECV_GAP,
+    FrameType.END: Input.RECV_END,
+    FrameType.ERROR: Input.RECV_ERROR,
+    FrameType.CANCEL: Input.RECV_CANCEL,
+    FrameType.UNSUBSCRIBE: Input.RECV_UNSUBSCRIBE,
+    FrameType.UPLOAD_CANCEL: Input.RECV_UPLOAD_CANCEL,
+    FrameType.CREDIT: Input.RECV_CREDIT,
+}
+
+
+def recv_input(frame_type: int) -> Input | None:
+    """The input a received handle frame of ``frame_type`` is (None for request frames)."""
+    return _RECV.get(frame_type)
+
+
+class ConnState(enum.Enum):
+    """A connection's state."""
+
+    HANDSHAKING = "HANDSHAKING"  # client: HELLO sent, waiting for WELCOME
+    AWAIT_HELLO = "AWAIT_HELLO"  # server: waiting for HELLO
+    HELLO_RECEIVED = "HELLO_RECEIVED"  # server: the application decides
+    OPEN = "OPEN"
+    DRAINING = "DRAINING"  # GOAWAY(NO_ERROR) sent or received: no new requests
+    CLOSED = "CLOSED"
+
+
+class ConnInput(enum.Enum):
+    """What happens to a connection."""
+
+    RECV_HELLO = "RECV_HELLO"
+    SEND_WELCOME = "SEND_WELCOME"
+    RECV_WELCOME = "RECV_WELCOME"
+    SEND_REFUSE = "SEND_REFUSE"  # GOAWAY before WELCOME
+    RECV_REFUSE = "RECV_REFUSE"
+    SEND_GOAWAY = "SEND_GOAWAY"  # code 0: drain
+    RECV_GOAWAY = "RECV_GOAWAY"
+    SEND_PING = "SEND_PING"
+    RECV_PING = "RECV_PING"
+    RECV_PONG = "RECV_PONG"
+    SEND_REQUEST = "SEND_REQUEST"  # SUBSCRIBE, OPEN, UPLOAD
+    RECV_REQUEST = "RECV_REQUEST"
+    RECV_HANDLE_FRAME = "RECV_HANDLE_FRAME"  # any other handle frame
+    DRAINED = "DRAINED"  # draining and no handle open
+    FAIL = "FAIL"  # a GOAWAY with an error code either way, a timeout, end of input
+
+
+_HS, _AH, _HR = ConnState.HANDSHAKING, ConnState.AWAIT_HELLO, ConnState.HELLO_RECEIVED
+_OP, _DN, _CC = ConnState.OPEN, ConnState.DRAINING, ConnState.CLOSED
+C = ConnInput
+
+#: (state, input) -> new state. One table for both roles: a client never reaches AWAIT_HELLO,
+#: a server never reaches HANDSHAKING. ``FAIL`` is legal from every state but CLOSED.
+CONNECTION_TRANSITIONS: Final[dict[tuple[ConnState, ConnInput], ConnState]] = {
+    (_HS, C.RECV_WELCOME): _OP,
+    (_HS, C.RECV_REFUSE): _CC,
+    (_AH, C.RECV_HELLO): _HR,
+    (_HR, C.SEND_WELCOME): _OP,
+    (_HR, C.SEND_REFUSE): _CC,
+    **{
+        (state, inp): state
+        for state in (_OP, _DN)
+        for inp in (C.SEND_PING, C.RECV_PING, C.RECV_PONG, C.RECV_HANDLE_FRAME)
+    },
+    (_OP, C.SEND_REQUEST): _OP,
+    (_OP, C.RECV_REQUEST): _OP,
+    (_DN, C.RECV_REQUEST): _DN,  # answered with REJECT SERVER_SHUTDOWN
+    (_OP, C.SEND_GOAWAY): _DN,
+    (_OP, C.RECV_GOAWAY): _DN,
+    (_DN, C.SEND_GOAWAY): _DN,
+    (_DN, C.RECV_GOAWAY): _DN,
+    (_DN, C.DRAINED): _CC,
+    **{(state, C.FAIL): _CC for state in (_HS, _AH, _HR, _OP, _DN)},
+}
