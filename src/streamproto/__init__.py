@@ -1,1 +1,110 @@
-"""streamproto: streaming channels over one connection, with a sans-IO core."""
+"""streamproto: streaming channels over one connection, with a sans-IO core.
+
+The core turns received bytes into events and the application's decisions into bytes to send.
+It does no I/O, reads no clock and draws no randomness: time and ids are passed in.
+"""
+
+from ._config import MAX_CREDIT, MAX_MESSAGE_BYTES, Config
+from ._connection import Connection, ConnectionStatistics, Role, WriteResult
+from ._errors import (
+    APPLICATION_CODE_MAX,
+    APPLICATION_CODE_MIN,
+    ErrorCode,
+    ErrorKind,
+    FrameError,
+    LocalProtocolError,
+    ProtocolError,
+    RemoteProtocolError,
+    StreamProtoError,
+    code_name,
+    is_application_code,
+    is_retryable,
+)
+from ._events import (
+    CancelRequested,
+    ConnectionTerminated,
+    DataReceived,
+    Event,
+    GapReceived,
+    GoawayReceived,
+    HandshakeCompleted,
+    HandshakeRefused,
+    HandshakeRequested,
+    OpenRequested,
+    OverflowWarning,
+    PingReceived,
+    PongReceived,
+    RequestAccepted,
+    RequestRejected,
+    StreamEnded,
+    StreamFailed,
+    SubscribeRequested,
+    Unsubscribed,
+    UploadCancelled,
+    UploadData,
+    UploadEnded,
+    UploadFailed,
+    UploadRequested,
+    Writable,
+)
+from ._frames import PROTOCOL_VERSION, GapReason, OverflowPolicy, Setting
+from ._names import valid_channel, valid_stream_id
+from ._state import ConnState, HState
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "APPLICATION_CODE_MAX",
+    "APPLICATION_CODE_MIN",
+    "MAX_CREDIT",
+    "MAX_MESSAGE_BYTES",
+    "PROTOCOL_VERSION",
+    "CancelRequested",
+    "Config",
+    "ConnState",
+    "Connection",
+    "ConnectionStatistics",
+    "ConnectionTerminated",
+    "DataReceived",
+    "ErrorCode",
+    "ErrorKind",
+    "Event",
+    "FrameError",
+    "GapReason",
+    "GapReceived",
+    "GoawayReceived",
+    "HState",
+    "HandshakeCompleted",
+    "HandshakeRefused",
+    "HandshakeRequested",
+    "LocalProtocolError",
+    "OpenRequested",
+    "OverflowPolicy",
+    "OverflowWarning",
+    "PingReceived",
+    "PongReceived",
+    "ProtocolError",
+    "RemoteProtocolError",
+    "RequestAccepted",
+    "RequestRejected",
+    "Role",
+    "Setting",
+    "StreamEnded",
+    "StreamFailed",
+    "StreamProtoError",
+    "SubscribeRequested",
+    "Unsubscribed",
+    "UploadCancelled",
+    "UploadData",
+    "UploadEnded",
+    "UploadFailed",
+    "UploadRequested",
+    "Writable",
+    "WriteResult",
+    "__version__",
+    "code_name",
+    "is_application_code",
+    "is_retryable",
+    "valid_channel",
+    "valid_stream_id",
+]
