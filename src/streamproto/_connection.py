@@ -834,6 +834,22 @@ class Connection:
         self._maybe_drained(h)
         return True
 
+    def has_room(self, handle: int, nbytes: int = 0) -> bool:
+        """Whether ``send_data`` of ``nbytes`` on ``handle`` would be queued without applying
+        the overflow policy. When it would not, a :class:`Writable` event follows once it
+        would. False for a closed handle. Lets a fan-out writer check every subscriber before
+        it commits a chunk to any of them."""
+        h = self._handles.get(handle)
+        if h is None:
+            self.handle_state(handle)  # raises for a handle never opened
+            return False
+        if not isinstance(h, _Out):
+            raise LocalProtocolError(ErrorCode.INVALID_STATE, f"handle {handle} does not send data")
+        if self._has_room(h, nbytes):
+            return True
+        h.want_writable = True
+        return False
+
     # -- both roles -----------------------------------------------------------------------------
 
     def ping(self) -> int:
