@@ -1,0 +1,910 @@
+"""The hub: the server's registry of channels, streams, sessions and uploads.
+
+Rules for this file:
+
+1. Pure, like the connection: time comes from an injected ``clock``, ids and tokens from an
+   injected ``ids`` source, I/O from nobody. The adapters feed it events and flush the
+   connections it wakes.
+2. History lives in the :class:`ReplayStore`; the hub keeps only who listens where, and each
+   subscription's cursor (the last seq handed to its connection).
+3. A subscription is *catching up* while its cursor is behind the stream: the hub pulls history
+   from the store as fast as the connection has room (never past it, so replay cannot trip an
+   overflow policy), and the subscription goes *live* when it reaches the end. Live
+   subscriptions get each chunk as it is written; their connection applies the overflow
+   policy.
+4. Every request gets exactly one answer (accept or reject with a code); a late subscriber to a
+   finished stream gets its chunks and then the same END or ERROR.
+5. Leave, cancel and disconnect differ: only a cancel (or a disconnect that expires under a
+   channel whose rule says so) can fire the producer's abort signal, and only when it removes
+   the stream's last subscriber.
+"""
+
+from __future__ import annotations
+
+import enum
+import heapq
+import logging
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from typing import Any, cast
+
+import attrs
+
+from ._connection import Connection, Role, WriteResult
+from ._errors import ErrorCode, LocalProtocolError, StreamProtoError
+from ._events import (
+    CancelRequested,
+    ConnectionTerminated,
+    Event,
+    HandshakeRequested,
+    OpenRequested,
+    SubscribeRequested,
+    Unsubscribed,
+    UploadData,
+    UploadEnded,
+    UploadFailed,
+    UploadRequested,
+    Writable,
+)
+from ._frames import GapReason, OverflowPolicy
+from ._names import valid_channel, valid_stream_id
+from ._store import MemoryStore, Outcome, ReplayStore, StreamInfo, StreamStatus, Window
+
+__all__ = [
+    "AbortRule",
+    "Channel",
+    "ChannelOptions",
+    "DisconnectRule",
+    "Hub",
+    "HubStatistics",
+    "Peer",
+    "Producer",
+    "UploadReader",
+]
+
+log = logging.getLogger("streamproto.hub")
+
+#: Chunks read from the store per step of a catch-up.
+REPLAY_BATCH = 256
+
+
+class AbortRule(enum.Enum):
+    """What a channel does when the last subscriber of a stream cancels."""
+
+    ABORT = "abort"  # fire the producer's abort signal
+    CONTINUE = "continue"  # let the producer run (late subscribers replay it)
+
+
+class DisconnectRule(enum.Enum):
+    """What a subscription of a session whose grace period expired counts as."""
+
+    LEAVE = "leave"
+    CANCEL = "cancel"
+
+
+def _non_negative(_inst: object, attr: attrs.Attribute[Any], value: float) -> None:
+    if value < 0:
+        raise LocalProtocolError(ErrorCode.INVALID_ARGUMENT, f"{attr.name} must be >= 0")
+
+
+@attrs.frozen(kw_only=True)
+class ChannelOptions:
+    """A channel's behaviour and limits."""
+
+    #: History retained per stream for replay and resume.
+    replay: Window = attrs.field(factory=Window)
+    #: How long a finished stream stays subscribable (seconds).
+    retention: float = attrs.field(default=60.0, validator=_non_negative)
+    #: Finished streams remembered at most; the oldest is released first.
+    max_closed_streams: int = attrs.field(default=1024, validator=_non_negative)
+    #: Policy for subscriptions that ask for DEFAULT.
+    default_policy: OverflowPolicy = OverflowPolicy.DROP_OLDEST
+    #: What the last subscriber's cancel does.
+    on_last_cancel: AbortRule = AbortRule.ABORT
+    #: What a subscription of an expired session counts as.
+    on_disconnect: DisconnectRule = DisconnectRule.LEAVE
+    #: Open streams at most.
+    max_streams: int = attrs.field(default=10_000, validator=_non_negative)
+    #: Open uploads at most.
+    max_uploads: int = attrs.field(default=1_000, validator=_non_negative)
+
+
+@attrs.frozen
+class HubStatistics:
+    """Counters of a hub."""
+
+    channels: int
+    open_streams: int
+    retained_streams: int
+    subscriptions: int
+    parked_subscriptions: int
+    sessions: int
+    uploads: int
+
+
+OpenHandler = Callable[["Producer", bytes], None]
+UploadHandler = Callable[["UploadReader"], None]
+
+
+class _Sub:
+    """One connection's subscription to one stream."""
+
+    __slots__ = ("cursor", "handle", "live", "peer", "policy", "stream")
+
+    def __init__(self, peer: Peer, handle: int, stream: _Stream, cursor: int) -> None:
+        self.peer = peer
+        self.handle = handle
+        self.stream = stream
+        self.cursor = cursor  # the last seq handed to the connection (or skipped by a gap)
+        self.live = False
+        self.policy = OverflowPolicy.DROP_OLDEST
+
+
+class _Stream:
+    """The hub's view of one stream: who listens, and its producer."""
+
+    __slots__ = (
+        "blocked",
+        "catching",
+        "channel",
+        "closed_at",
+        "generation",
+        "key",
+        "live",
+        "n_block",
+        "parked",
+        "producer",
+    )
+
+    def __init__(self, channel: Channel, key: tuple[str, str], generation: int) -> None:
+        self.channel = channel
+        self.key = key
+        self.generation = generation
+        self.live: list[_Sub] = []
+        self.catching: set[_Sub] = set()
+        self.parked = 0  # subscriptions held by disconnected sessions
+        self.n_block = 0  # live subscriptions with the BLOCK policy
+        self.blocked = False  # the producer was told BLOCKED and waits for on_writable
+        self.producer: Producer | None = None
+        self.closed_at = -1.0
+
+    def listeners(self) -> int:
+        return len(self.live) + len(self.catching) + self.parked
+
+
+class Producer:
+    """The writing end of a stream, from :meth:`Channel.start` or an open handler.
+
+    ``write`` returns ACCEPTED, or BLOCKED when a subscriber under the BLOCK policy has no room
+    (nothing was written; ``on_writable`` is called when it may be retried). ``aborted`` and
+    ``on_abort`` tell the producer to stop (the last subscriber cancelled).
+    """
+
+    def __init__(self, hub: Hub, stream: _Stream) -> None:
+        self._hub = hub
+        self._stream = stream
+        self._closed = False
+        self.aborted = False
+        #: Called once when the abort signal fires.
+        self.on_abort: Callable[[], None] | None = None
+        #: Called when a write that was BLOCKED may be retried.
+        self.on_writable: Callable[[], None] | None = None
+
+    @property
+    def channel(self) -> str:
+        """The channel's name."""
+        return self._stream.key[0]
+
+    @property
+    def stream_id(self) -> str:
+        """The stream's id."""
+        return self._stream.key[1]
+
+    @property
+    def generation(self) -> int:
+        """The generation fencing this producer from a later stream with the same id."""
+        return self._stream.generation
+
+    @property
+    def closed(self) -> bool:
+        """True after ``close`` or ``fail``."""
+        return self._closed
+
+    @property
+    def last_seq(self) -> int:
+        """The seq of the last chunk written (0 before the first)."""
+        info = self._hub._store.status(self._stream.key)
+        if info is None or info.generation != self._stream.generation:
+            return 0
+        return info.last_seq
+
+    def write(self, chunk: bytes) -> WriteResult:
+        """Append ``chunk`` and deliver it to every live subscriber. Raises STREAM_CLOSED
+        after close or fail, STALE_GENERATION if the id was reused."""
+        self._check_open()
+        return self._hub._write(self._stream, bytes(chunk))
+
+    def close(self) -> None:
+        """End the stream: subscribers get END after the last chunk."""
+        self._check_open()
+        self._closed = True
+        self._hub._finish(self._stream, Outcome(StreamStatus.ENDED))
+
+    def fail(self, code: int, message: str = "") -> None:
+        """Fail the stream with ``code`` (use application codes, 1000-65535): subscribers,
+        now and late, get ERROR with this code and message after the last chunk."""
+        self._check_open()
+        if not 0 < code <= 0xFFFF:
+            raise LocalProtocolError(ErrorCode.INVALID_ARGUMENT, "code must be in 1..65535")
+        self._closed = True
+        self._hub._finish(self._stream, Outcome(StreamStatus.FAILED, code, message))
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise LocalProtocolError(
+                ErrorCode.STREAM_CLOSED, f"stream {self.stream_id!r} is already closed"
+            )
+
+    def _abort(self) -> None:
+        if not self.aborted:
+            self.aborted = True
+            if self.on_abort is not None:
+                self.on_abort()
+
+
+class UploadReader:
+    """The server's end of an upload: chunks in order, then the outcome.
+
+    Read with :meth:`read_nowait`; ``on_readable`` is called when chunks or the outcome arrive.
+    Reading returns credit to the uploader, so an upload never buffers more than its window.
+    """
+
+    def __init__(self, hub: Hub, channel: str, stream_id: str, args: bytes) -> None:
+        self._hub = hub
+        self.channel = channel
+        self.stream_id = stream_id
+        self.args = args
+        self._chunks: list[bytes] = []
+        self._head = 0
+        self._peer: Peer | None = None
+        self._handle = 0
+        #: None while open; ``(0, "")`` after END; ``(code, message)`` after a failure.
+        self.outcome: tuple[int, str] | None = None
+        #: Called when chunks or the outcome arrive.
+        self.on_readable: Callable[[], None] | None = None
+
+    @property
+    def attached(self) -> bool:
+        """Whether an uploader is connected to this reader."""
+        return self._peer is not None
+
+    def read_nowait(self) -> bytes | None:
+        """The next chunk, or None if none is buffered (check ``outcome`` for the end)."""
+        if self._head >= len(self._chunks):
+            return None
+        chunk = self._chunks[self._head]
+        self._head += 1
+        if self._head == len(self._chunks):
+            self._chunks.clear()
+            self._head = 0
+        peer = self._peer
+        if peer is not None and not peer.conn.config.auto_credit:
+            peer.conn.consume(self._handle, 1, len(chunk))
+            self._hub._dirty.add(peer)
+            self._hub._wake()
+        return chunk
+
+    def cancel(self, code: int = ErrorCode.UPLOAD_CANCELLED, message: str = "") -> None:
+        """Stop the upload (UPLOAD_CANCEL to the uploader); the reader fails with ``code``."""
+        if self.outcome is not None:
+            return
+        peer = self._peer
+        if peer is not None:
+            peer.conn.cancel_upload(self._handle, code, message)
+            self._hub._detach_upload(peer, self._handle)
+            self._hub._dirty.add(peer)
+            self._hub._wake()
+        self._finish((code, message))
+
+    def _push(self, chunks: Iterable[bytes]) -> None:
+        self._chunks.extend(chunks)
+        self._notify()
+
+    def _finish(self, outcome: tuple[int, str]) -> None:
+        if self.outcome is None:
+            self.outcome = outcome
+            self._peer = None
+            self._notify()
+
+    def _notify(self) -> None:
+        if self.on_readable is not None:
+            self.on_readable()
+
+
+class Channel:
+    """A named namespace of streams (``<namespace>:<name>``), from :meth:`Hub.register`."""
+
+    def __init__(
+        self,
+        hub: Hub,
+        name: str,
+        options: ChannelOptions,
+        on_open: OpenHandler | None,
+        on_upload: UploadHandler | None,
+    ) -> None:
+        self._hub = hub
+        self.name = name
+        self.options = options
+        self.on_open = on_open
+        self.on_upload = on_upload
+        self._open: dict[str, _Stream] = {}
+        self._closed: OrderedDict[str, _Stream] = OrderedDict()
+        self._expected: dict[str, UploadReader] = {}
+        self._uploads = 0
+
+    def start(self, stream_id: str | None = None) -> Producer:
+        """Start a stream (``stream_id`` None: the hub picks one) and return its producer.
+        Raises INVALID_NAME, STREAM_EXISTS (open already) or LIMIT_EXCEEDED."""
+        return self._hub._start(self, stream_id)
+
+    def expect_upload(self, stream_id: str | None = None) -> UploadReader:
+        """Pre-allocate an upload id: a client's UPLOAD naming it is attached to the returned
+        reader (and not passed to ``on_upload``)."""
+        sid = self._hub._ids() if stream_id is None else stream_id
+        if not valid_stream_id(sid):
+            raise LocalProtocolError(ErrorCode.INVALID_NAME, f"invalid stream id {sid!r}")
+        if sid in self._expected:
+            raise LocalProtocolError(ErrorCode.STREAM_EXISTS, f"upload {sid!r} already expected")
+        reader = UploadReader(self._hub, self.name, sid, b"")
+        self._expected[sid] = reader
+        return reader
+
+    def producer(self, stream_id: str) -> Producer | None:
+        """The producer of the open stream ``stream_id``, if any."""
+        stream = self._open.get(stream_id)
+        return None if stream is None else stream.producer
+
+    def _stream(self, stream_id: str) -> _Stream | None:
+        stream = self._open.get(stream_id)
+        return stream if stream is not None else self._closed.get(stream_id)
+
+
+class Peer:
+    """One server connection attached to the hub (see :meth:`Hub.attach`)."""
+
+    def __init__(self, hub: Hub, conn: Connection, wakeup: Callable[[], None]) -> None:
+        self.hub = hub
+        self.conn = conn
+        #: Called when the hub queued bytes on ``conn``: flush ``conn.data_to_send()``.
+        self.wakeup = wakeup
+        self.session: _Session | None = None
+        self.subs: dict[int, _Sub] = {}
+        self.uploads: dict[int, UploadReader] = {}
+        self.closed = False
+
+    def handle_events(self, events: Iterable[Event]) -> None:
+        """Act on the events ``conn.receive_data`` / ``handle_timer`` returned."""
+        self.hub.handle_events(self, events)
+
+
+class _Session:
+    __slots__ = ("expires_at", "id", "parked", "peer", "token")
+
+    def __init__(self, session_id: str, token: str) -> None:
+        self.id = session_id
+        self.token = token
+        self.peer: Peer | None = None
+        self.parked: dict[tuple[str, str], list[_Sub]] = {}
+        self.expires_at = -1.0
+
+
+class Hub:
+    """The server-side registry shared by all connections.
+
+    ``clock`` returns the current time in seconds (monotonic); ``ids`` returns a fresh
+    unguessable, URL-safe token each call (``secrets.token_urlsafe(16)`` in production, a
+    counter in tests): session ids, resume tokens and server-chosen stream ids come from it.
+    ``authenticate`` sees the HELLO's auth payload and returns None to accept or an error code
+    to refuse. A disconnected session is kept for its connection's ``Config.session_grace``.
+    """
+
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float],
+        ids: Callable[[], str],
+        store: ReplayStore | None = None,
+        authenticate: Callable[[bytes], int | None] | None = None,
+    ) -> None:
+        self._clock = clock
+        self._ids = ids
+        self._store: ReplayStore = store if store is not None else MemoryStore()
+        self._authenticate = authenticate
+        self._channels: dict[str, Channel] = {}
+        self._sessions: dict[str, _Session] = {}  # by resume token
+        self._timers: list[tuple[float, int, object]] = []
+        self._timer_seq = 0
+        self._dirty: set[Peer] = set()
+
+    # -- registry -------------------------------------------------------------------------------
+
+    def register(
+        self,
+        name: str,
+        options: ChannelOptions | None = None,
+        *,
+        on_open: OpenHandler | None = None,
+        on_upload: UploadHandler | None = None,
+    ) -> Channel:
+        """Register a channel. ``on_open(producer, args)`` serves OPEN requests (the requester
+        is subscribed before it is called); ``on_upload(reader)`` serves UPLOAD requests.
+        Raises INVALID_NAME or CHANNEL_EXISTS."""
+        if not valid_channel(name):
+            raise LocalProtocolError(ErrorCode.INVALID_NAME, f"invalid channel name {name!r}")
+        if name in self._channels:
+            raise LocalProtocolError(ErrorCode.CHANNEL_EXISTS, f"channel {name!r} is registered")
+        channel = Channel(self, name, options or ChannelOptions(), on_open, on_upload)
+        self._channels[name] = channel
+        return channel
+
+    def channel(self, name: str) -> Channel | None:
+        """The registered channel ``name``, if any."""
+        return self._channels.get(name)
+
+    def attach(self, conn: Connection, wakeup: Callable[[], None] | None = None) -> Peer:
+        """Attach a server connection. Pass every event it returns to
+        :meth:`Peer.handle_events`; ``wakeup`` is called when the hub queued bytes on it."""
+        if conn.role is not Role.SERVER:
+            raise LocalProtocolError(ErrorCode.INVALID_ARGUMENT, "attach a server connection")
+        return Peer(self, conn, wakeup or (lambda: None))
+
+    def statistics(self) -> HubStatistics:
+        """Counters."""
+        channels = self._channels.values()
+        streams = [s for c in channels for s in c._open.values()]
+        closed = [s for c in channels for s in c._closed.values()]
+        every = streams + closed
+        return HubStatistics(
+            channels=len(self._channels),
+            open_streams=len(streams),
+            retained_streams=len(closed),
+            subscriptions=sum(len(s.live) + len(s.catching) for s in every),
+            parked_subscriptions=sum(s.parked for s in every),
+            sessions=len(self._sessions),
+            uploads=sum(c._uploads for c in channels),
+        )
+
+    # -- time -----------------------------------------------------------------------------------
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`handle_timer` must next be called (session expiry, retention)."""
+        timers = self._timers
+        while timers and not self._timer_valid(timers[0]):
+            heapq.heappop(timers)
+        return timers[0][0] if timers else None
+
+    def handle_timer(self) -> None:
+        """Expire sessions past their grace period and release finished streams past their
+        retention, as of ``clock()``."""
+        now = self._clock()
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            entry = heapq.heappop(timers)
+            if not self._timer_valid(entry):
+                continue
+            target = entry[2]
+            if isinstance(target, _Session):
+                self._expire_session(target)
+            else:
+                self._release(cast(_Stream, target))
+        self._wake()
+
+    def _add_timer(self, when: float, target: object) -> None:
+        self._timer_seq += 1
+        heapq.heappush(self._timers, (when, self._timer_seq, target))
+
+    def _timer_valid(self, entry: tuple[float, int, object]) -> bool:
+        when, _, target = entry
+        if isinstance(target, _Session):
+            return target.expires_at == when and self._sessions.get(target.token) is target
+        stream = cast(_Stream, target)
+        channel = stream.channel
+        return (
+            channel._closed.get(stream.key[1]) is stream
+            and stream.closed_at + channel.options.retention == when
+        )
+
+    # -- events ---------------------------------------------------------------------------------
+
+    def handle_events(self, peer: Peer, events: Iterable[Event]) -> None:
+        """Act on a connection's events (see :meth:`Peer.handle_events`)."""
+        for event in events:
+            if peer.closed:
+                break
+            match event:
+                case SubscribeRequested():
+                    self._on_subscribe(peer, event)
+                case OpenRequested():
+                    self._on_open(peer, event)
+                case UploadRequested():
+                    self._on_upload(peer, event)
+                case CancelRequested() | Unsubscribed():
+                    sub = peer.subs.pop(event.handle, None)
+                    if sub is not None:
+                        self._leave(sub, cancelled=isinstance(event, CancelRequested))
+                case Writable():
+                    self._on_writable(peer, event.handle)
+                case UploadData():
+                    peer.uploads[event.handle]._push(event.chunks)
+                case UploadEnded():
+                    self._detach_upload(peer, event.handle)._finish((0, ""))
+                case UploadFailed():
+                    self._detach_upload(peer, event.handle)._finish((event.code, event.message))
+                case HandshakeRequested():
+                    self._on_handshake(peer, event)
+                case ConnectionTerminated():
+                    self._on_disconnect(peer)
+                case _:
+                    pass  # pings, pongs, goaway, overflow warnings: nothing to decide here
+        self._dirty.add(peer)
+        self._wake()
+
+    def _wake(self) -> None:
+        dirty = self._dirty
+        while dirty:
+            dirty.pop().wakeup()
+
+    # -- handshake and sessions -----------------------------------------------------------------
+
+    def _on_handshake(self, peer: Peer, event: HandshakeRequested) -> None:
+        if self._authenticate is not None:
+            code = self._authenticate(event.auth)
+            if code is not None:
+                peer.conn.refuse_handshake(code, "authentication failed")
+                peer.closed = True
+                return
+        session = self._sessions.pop(event.resume_token, None) if event.resume_token else None
+        resumed = session is not None
+        if session is None:
+            session = _Session(self._ids(), "")
+        elif session.peer is not None:  # the old connection has not noticed it is dead yet
+            old = session.peer
+            old.conn.goaway(ErrorCode.CONNECTION_LOST, "the session resumed on a new connection")
+            self._dirty.add(old)
+            self._on_disconnect(old)  # parks its subscriptions in the session
+        self._sessions.pop(session.token, None)
+        session.token = self._ids()
+        session.peer = peer
+        session.expires_at = -1.0
+        self._sessions[session.token] = session
+        if session.parked:
+            # Subscriptions the client does not take back within a grace period are released.
+            session.expires_at = self._clock() + peer.conn.config.session_grace
+            self._add_timer(session.expires_at, session)
+        peer.session = session
+        peer.conn.accept_handshake(
+            session_id=session.id, resume_token=session.token, resumed=resumed
+        )
+
+    def _on_disconnect(self, peer: Peer) -> None:
+        peer.closed = True
+        for handle in list(peer.uploads):
+            self._detach_upload(peer, handle)._finish(
+                (ErrorCode.UPLOAD_DISCONNECTED, "the uploader disconnected")
+            )
+        session = peer.session
+        if session is None:
+            for sub in list(peer.subs.values()):
+                self._leave(sub, cancelled=False)
+            peer.subs.clear()
+            return
+        self._park_all(peer, session)
+        session.peer = None
+        grace = peer.conn.config.session_grace
+        session.expires_at = self._clock() + grace
+        if grace <= 0:
+            self._expire_session(session)
+        else:
+            self._add_timer(session.expires_at, session)
+
+    def _park_all(self, peer: Peer, session: _Session) -> None:
+        for sub in peer.subs.values():
+            self._detach(sub)
+            sub.stream.parked += 1
+            session.parked.setdefault(sub.stream.key, []).append(sub)
+        peer.subs.clear()
+
+    def _expire_session(self, session: _Session) -> None:
+        """Release a disconnected session, or the parked subscriptions of a resumed one."""
+        session.expires_at = -1.0
+        if session.peer is None:
+            self._sessions.pop(session.token, None)
+        parked = session.parked
+        session.parked = {}
+        for subs in parked.values():
+            for sub in subs:
+                sub.stream.parked -= 1
+                rule = sub.stream.channel.options.on_disconnect
+                self._after_leave(sub.stream, cancelled=rule is DisconnectRule.CANCEL)
+
+    # -- streams --------------------------------------------------------------------------------
+
+    def _start(self, channel: Channel, stream_id: str | None) -> Producer:
+        sid = self._ids() if stream_id is None else stream_id
+        if not valid_stream_id(sid):
+            raise LocalProtocolError(ErrorCode.INVALID_NAME, f"invalid stream id {sid!r}")
+        if sid in channel._open:
+            raise LocalProtocolError(ErrorCode.STREAM_EXISTS, f"stream {sid!r} is open")
+        if len(channel._open) >= channel.options.max_streams:
+            raise LocalProtocolError(
+                ErrorCode.LIMIT_EXCEEDED, f"channel {channel.name!r} has its maximum of streams"
+            )
+        old = channel._closed.pop(sid, None)
+        if old is not None:  # reuse of a retained id: the old stream is released first
+            self._release(old, already_popped=True)
+        key = (channel.name, sid)
+        stream = _Stream(channel, key, self._store.acquire(key, channel.options.replay))
+        stream.producer = Producer(self, stream)
+        channel._open[sid] = stream
+        return stream.producer
+
+    def _write(self, stream: _Stream, chunk: bytes) -> WriteResult:
+        size = len(chunk)
+        if stream.n_block:
+            for sub in stream.live:
+                if sub.policy is OverflowPolicy.BLOCK and not sub.peer.conn.has_room(
+                    sub.handle, size
+                ):
+                    stream.blocked = True
+                    return WriteResult.BLOCKED
+        seq = self._store.append(stream.key, stream.generation, chunk)
+        dirty = self._dirty
+        failed: list[_Sub] | None = None
+        for sub in stream.live:
+            if seq <= sub.cursor:  # the subscriber said it had seen this seq (after_seq)
+                continue
+            result = sub.peer.conn.send_data(sub.handle, chunk, seq=seq)
+            sub.cursor = seq
+            dirty.add(sub.peer)
+            if result is WriteResult.FAILED or result is WriteResult.CLOSED:
+                failed = failed or []
+                failed.append(sub)
+        if failed:
+            for sub in failed:
+                sub.peer.subs.pop(sub.handle, None)
+                self._leave(sub, cancelled=False)
+        self._wake()
+        return WriteResult.ACCEPTED
+
+    def _finish(self, stream: _Stream, outcome: Outcome) -> None:
+        self._store.finish(stream.key, stream.generation, outcome)
+        channel = stream.channel
+        del channel._open[stream.key[1]]
+        stream.closed_at = self._clock()
+        channel._closed[stream.key[1]] = stream
+        self._add_timer(stream.closed_at + channel.options.retention, stream)
+        for sub in list(stream.live):
+            self._send_outcome(sub, outcome)
+        while len(channel._closed) > channel.options.max_closed_streams:
+            _, oldest = channel._closed.popitem(last=False)
+            self._release(oldest, already_popped=True)
+        self._wake()
+
+    def _send_outcome(self, sub: _Sub, outcome: Outcome) -> None:
+        conn = sub.peer.conn
+        if outcome.status is StreamStatus.ENDED:
+            conn.send_end(sub.handle)
+        else:
+            conn.send_error(sub.handle, outcome.code, outcome.message)
+        self._dirty.add(sub.peer)
+        sub.peer.subs.pop(sub.handle, None)
+        self._detach(sub)
+
+    def _release(self, stream: _Stream, already_popped: bool = False) -> None:
+        """Forget a finished stream: after its retention, or when its id is reused."""
+        if not already_popped:
+            stream.channel._closed.pop(stream.key[1], None)
+        self._store.release(stream.key, stream.generation)
+        for sub in list(stream.catching):
+            sub.peer.conn.send_error(sub.handle, ErrorCode.STALE_GENERATION, "stream released")
+            self._dirty.add(sub.peer)
+            sub.peer.subs.pop(sub.handle, None)
+            self._detach(sub)
+
+    # -- subscriptions --------------------------------------------------------------------------
+
+    def _on_subscribe(self, peer: Peer, event: SubscribeRequested) -> None:
+        conn = peer.conn
+        channel = self._channels.get(event.channel)
+        if channel is None:
+            conn.reject(event.handle, ErrorCode.UNKNOWN_CHANNEL, f"no channel {event.channel!r}")
+            return
+        stream = channel._stream(event.stream_id)
+        if stream is None:
+            conn.reject(event.handle, ErrorCode.UNKNOWN_STREAM, f"no stream {event.stream_id!r}")
+            return
+        info = cast(StreamInfo, self._store.status(stream.key))  # _stream() found it
+        policy = event.policy
+        if policy is OverflowPolicy.DEFAULT:
+            policy = channel.options.default_policy
+        conn.accept(
+            event.handle,
+            stream_id=event.stream_id,
+            first_seq=info.first_seq,
+            last_seq=info.last_seq,
+            policy=policy,
+        )
+        if event.after_seq is None:
+            cursor = info.last_seq
+        else:
+            cursor = max(event.after_seq, info.first_seq - 1)
+        session = peer.session
+        if session is not None:  # a resumed subscription takes over its parked one
+            parked = session.parked.get(stream.key)
+            if parked:
+                parked.pop()
+                stream.parked -= 1
+                if not parked:
+                    del session.parked[stream.key]
+        sub = _Sub(peer, event.handle, stream, cursor)
+        sub.policy = policy
+        peer.subs[event.handle] = sub
+        stream.catching.add(sub)
+        self._pump(sub)
+
+    def _on_open(self, peer: Peer, event: OpenRequested) -> None:
+        conn = peer.conn
+        channel = self._channels.get(event.channel)
+        if channel is None:
+            conn.reject(event.handle, ErrorCode.UNKNOWN_CHANNEL, f"no channel {event.channel!r}")
+            return
+        if channel.on_open is None:
+            conn.reject(event.handle, ErrorCode.NOT_ALLOWED, "this channel does not open streams")
+            return
+        try:
+            producer = self._start(channel, event.stream_id or None)
+        except StreamProtoError as exc:
+            conn.reject(event.handle, exc.code, exc.message)
+            return
+        policy = event.policy
+        if policy is OverflowPolicy.DEFAULT:
+            policy = channel.options.default_policy
+        conn.accept(
+            event.handle, stream_id=producer.stream_id, first_seq=1, last_seq=0, policy=policy
+        )
+        stream = producer._stream
+        sub = _Sub(peer, event.handle, stream, 0)
+        sub.policy = policy
+        peer.subs[event.handle] = sub
+        self._go_live(sub)
+        try:
+            channel.on_open(producer, event.args)
+        except Exception as exc:
+            log.exception("open handler of %s failed", channel.name)
+            if not producer.closed:
+                producer.fail(ErrorCode.HANDLER_FAILED, f"{type(exc).__name__}: {exc}")
+
+    def _pump(self, sub: _Sub) -> None:
+        """Move a catching-up subscription forward as far as its connection has room."""
+        stream = sub.stream
+        conn = sub.peer.conn
+        store = self._store
+        handle = sub.handle
+        while True:
+            info = store.status(stream.key)
+            if info is None or info.generation != stream.generation:
+                return
+            if sub.cursor >= info.last_seq:
+                if info.outcome is not None:
+                    stream.catching.discard(sub)
+                    self._send_outcome(sub, info.outcome)
+                else:
+                    self._go_live(sub)
+                return
+            replay = store.read(stream.key, sub.cursor, REPLAY_BATCH)
+            if replay.first_seq > sub.cursor + 1:
+                conn.send_gap(handle, replay.first_seq - 1, GapReason.EVICTED)
+                sub.cursor = replay.first_seq - 1
+            seq = replay.first_seq
+            for chunk in replay.chunks:
+                if not conn.has_room(handle, len(chunk)):
+                    self._dirty.add(sub.peer)
+                    return  # a Writable event resumes the catch-up
+                conn.send_data(handle, chunk, seq=seq)
+                sub.cursor = seq
+                seq += 1
+            self._dirty.add(sub.peer)
+
+    def _go_live(self, sub: _Sub) -> None:
+        stream = sub.stream
+        stream.catching.discard(sub)
+        stream.live.append(sub)
+        sub.live = True
+        if sub.policy is OverflowPolicy.BLOCK:
+            stream.n_block += 1
+
+    def _detach(self, sub: _Sub) -> None:
+        stream = sub.stream
+        if sub.live:
+            stream.live.remove(sub)
+            sub.live = False
+            if sub.policy is OverflowPolicy.BLOCK:
+                stream.n_block -= 1
+                self._maybe_unblock(stream)
+        else:
+            stream.catching.discard(sub)
+
+    def _leave(self, sub: _Sub, *, cancelled: bool) -> None:
+        self._detach(sub)
+        self._after_leave(sub.stream, cancelled=cancelled)
+
+    def _after_leave(self, stream: _Stream, *, cancelled: bool) -> None:
+        producer = stream.producer
+        if (
+            cancelled
+            and producer is not None
+            and not producer.closed
+            and stream.listeners() == 0
+            and stream.channel.options.on_last_cancel is AbortRule.ABORT
+        ):
+            producer._abort()
+
+    def _on_writable(self, peer: Peer, handle: int) -> None:
+        sub = peer.subs.get(handle)
+        if sub is None:
+            return
+        if sub.live:
+            self._maybe_unblock(sub.stream)
+        else:
+            self._pump(sub)
+
+    def _maybe_unblock(self, stream: _Stream) -> None:
+        if not stream.blocked:
+            return
+        for sub in stream.live:
+            if sub.policy is OverflowPolicy.BLOCK and not sub.peer.conn.has_room(sub.handle, 0):
+                return
+        stream.blocked = False
+        producer = stream.producer
+        if producer is not None and producer.on_writable is not None:
+            producer.on_writable()
+
+    # -- uploads --------------------------------------------------------------------------------
+
+    def _on_upload(self, peer: Peer, event: UploadRequested) -> None:
+        conn = peer.conn
+        channel = self._channels.get(event.channel)
+        if channel is None:
+            conn.reject(event.handle, ErrorCode.UNKNOWN_CHANNEL, f"no channel {event.channel!r}")
+            return
+        reader = channel._expected.pop(event.stream_id, None) if event.stream_id else None
+        if reader is None:
+            if channel.on_upload is None:
+                conn.reject(event.handle, ErrorCode.NOT_ALLOWED, "this channel takes no uploads")
+                return
+            if channel._uploads >= channel.options.max_uploads:
+                conn.reject(event.handle, ErrorCode.LIMIT_EXCEEDED, "too many uploads")
+                return
+            sid = event.stream_id or self._ids()
+            reader = UploadReader(self, channel.name, sid, event.args)
+            handler: UploadHandler | None = channel.on_upload
+        else:
+            reader.args = event.args
+            handler = None
+        conn.accept(event.handle, stream_id=reader.stream_id)
+        reader._peer = peer
+        reader._handle = event.handle
+        peer.uploads[event.handle] = reader
+        channel._uploads += 1
+        if handler is not None:
+            try:
+                handler(reader)
+            except Exception as exc:
+                log.exception("upload handler of %s failed", channel.name)
+                reader.cancel(ErrorCode.HANDLER_FAILED, f"{type(exc).__name__}: {exc}")
+
+    def _detach_upload(self, peer: Peer, handle: int) -> UploadReader:
+        reader = peer.uploads.pop(handle)
+        channel = self._channels[reader.channel]
+        channel._uploads -= 1
+        return reader

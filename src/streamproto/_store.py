@@ -1,0 +1,207 @@
+"""Stream history behind a small interface, and the in-memory implementation.
+
+Rules for this file:
+
+1. The hub keeps every stream's history (retained chunks, last seq, terminal outcome,
+   generation) behind :class:`ReplayStore` and nothing else, so another store can replace
+   :class:`MemoryStore` without changing the hub's semantics.
+2. Each method is one atomic step on one stream, named after what assistant-stream's store
+   does (acquire, append, read, finish, status, release). A store shared by several processes
+   (Redis Streams) implements each as one server-side operation; an asynchronous store wraps
+   itself in a synchronous facade with a local cache of the window (write-through), because
+   the hub, like the core, never awaits.
+3. Generations fence reuse: ``acquire`` returns a generation that every write must present;
+   a writer holding an older generation gets STALE_GENERATION, never its successor's stream.
+4. Memory is bounded by each stream's window (chunks and bytes); what falls out of it is
+   gone, and readers learn where history now starts (``first_seq``) to report the gap.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Protocol
+
+import attrs
+
+from ._errors import ErrorCode, LocalProtocolError
+
+__all__ = [
+    "MemoryStore",
+    "Outcome",
+    "Replay",
+    "ReplayStore",
+    "StreamInfo",
+    "StreamStatus",
+    "Window",
+]
+
+
+class StreamStatus(enum.Enum):
+    """Where a stream is in its life."""
+
+    OPEN = "open"
+    ENDED = "ended"
+    FAILED = "failed"
+
+
+@attrs.frozen
+class Window:
+    """How much history a stream retains: at most ``chunks`` chunks and ``nbytes`` bytes
+    (the newest chunk is kept even if it alone exceeds ``nbytes``, unless ``chunks`` is 0)."""
+
+    chunks: int = 1024
+    nbytes: int = 4 << 20
+
+
+@attrs.frozen
+class Outcome:
+    """How a stream finished: ENDED, or FAILED with a code and message."""
+
+    status: StreamStatus
+    code: int = 0
+    message: str = ""
+
+
+@attrs.frozen
+class StreamInfo:
+    """A stream's status: generation, the seqs held (``first_seq > last_seq`` when none) and
+    its outcome (None while open)."""
+
+    generation: int
+    first_seq: int
+    last_seq: int
+    outcome: Outcome | None
+
+
+@attrs.frozen
+class Replay:
+    """Chunks read from history: ``chunks[i]`` has seq ``first_seq + i``. ``first_seq`` may be
+    above the seq asked for when older chunks were evicted (a gap to report)."""
+
+    first_seq: int
+    chunks: tuple[bytes, ...]
+
+
+class ReplayStore(Protocol):
+    """Where the hub keeps stream history. Keys are ``(channel, stream_id)``."""
+
+    def acquire(self, key: tuple[str, str], window: Window) -> int:
+        """Create the stream (replacing a finished one) and return its new generation.
+        Raises STREAM_EXISTS while a stream with this key is open."""
+
+    def append(self, key: tuple[str, str], generation: int, chunk: bytes) -> int:
+        """Append ``chunk``; return its seq. Raises STALE_GENERATION for an old generation
+        and STREAM_CLOSED after ``finish``."""
+
+    def read(self, key: tuple[str, str], after_seq: int, limit: int) -> Replay:
+        """Up to ``limit`` retained chunks after ``after_seq``. Raises UNKNOWN_STREAM."""
+
+    def finish(self, key: tuple[str, str], generation: int, outcome: Outcome) -> None:
+        """Record the terminal outcome. Raises like ``append``."""
+
+    def status(self, key: tuple[str, str]) -> StreamInfo | None:
+        """The stream's status, or None if there is no such stream."""
+
+    def release(self, key: tuple[str, str], generation: int) -> None:
+        """Forget the stream of this generation (a no-op for another generation)."""
+
+
+class _History:
+    __slots__ = ("chunks", "first_seq", "generation", "head", "nbytes", "outcome", "window")
+
+    def __init__(self, generation: int, window: Window) -> None:
+        self.generation = generation
+        self.window = window
+        self.chunks: list[bytes] = []
+        self.head = 0  # index in ``chunks`` of the oldest retained chunk
+        self.first_seq = 1  # seq of chunks[head]
+        self.nbytes = 0
+        self.outcome: Outcome | None = None
+
+    @property
+    def last_seq(self) -> int:
+        return self.first_seq + len(self.chunks) - self.head - 1
+
+
+class MemoryStore:
+    """The default :class:`ReplayStore`: history in this process's memory."""
+
+    def __init__(self) -> None:
+        self._streams: dict[tuple[str, str], _History] = {}
+        self._generation = 0
+
+    def __len__(self) -> int:
+        return len(self._streams)
+
+    def acquire(self, key: tuple[str, str], window: Window) -> int:
+        """See :meth:`ReplayStore.acquire`."""
+        old = self._streams.get(key)
+        if old is not None and old.outcome is None:
+            raise LocalProtocolError(ErrorCode.STREAM_EXISTS, f"stream {key[1]!r} is open")
+        self._generation += 1
+        self._streams[key] = _History(self._generation, window)
+        return self._generation
+
+    def _writable(self, key: tuple[str, str], generation: int) -> _History:
+        h = self._streams.get(key)
+        if h is None or h.generation != generation:
+            raise LocalProtocolError(
+                ErrorCode.STALE_GENERATION,
+                f"stream {key[1]!r} generation {generation} was replaced or released",
+            )
+        if h.outcome is not None:
+            raise LocalProtocolError(ErrorCode.STREAM_CLOSED, f"stream {key[1]!r} is closed")
+        return h
+
+    def append(self, key: tuple[str, str], generation: int, chunk: bytes) -> int:
+        """See :meth:`ReplayStore.append`."""
+        h = self._writable(key, generation)
+        chunks = h.chunks
+        chunks.append(chunk)
+        h.nbytes += len(chunk)
+        window = h.window
+        retained = len(chunks) - h.head
+        if retained > window.chunks or (h.nbytes > window.nbytes and retained > 1):
+            self._evict(h)
+        return h.first_seq + len(chunks) - h.head - 1
+
+    @staticmethod
+    def _evict(h: _History) -> None:
+        chunks = h.chunks
+        window = h.window
+        head = h.head
+        end = len(chunks)
+        while end - head > window.chunks or (h.nbytes > window.nbytes and end - head > 1):
+            h.nbytes -= len(chunks[head])
+            head += 1
+        h.first_seq += head - h.head
+        if head > 64 and head * 2 > end:  # compact: amortized O(1) per chunk
+            del chunks[:head]
+            head = 0
+        h.head = head
+
+    def read(self, key: tuple[str, str], after_seq: int, limit: int) -> Replay:
+        """See :meth:`ReplayStore.read`."""
+        h = self._streams.get(key)
+        if h is None:
+            raise LocalProtocolError(ErrorCode.UNKNOWN_STREAM, f"no stream {key[1]!r}")
+        start = max(after_seq + 1, h.first_seq)
+        index = h.head + (start - h.first_seq)
+        return Replay(start, tuple(h.chunks[index : index + max(limit, 0)]))
+
+    def finish(self, key: tuple[str, str], generation: int, outcome: Outcome) -> None:
+        """See :meth:`ReplayStore.finish`."""
+        self._writable(key, generation).outcome = outcome
+
+    def status(self, key: tuple[str, str]) -> StreamInfo | None:
+        """See :meth:`ReplayStore.status`."""
+        h = self._streams.get(key)
+        if h is None:
+            return None
+        return StreamInfo(h.generation, h.first_seq, h.last_seq, h.outcome)
+
+    def release(self, key: tuple[str, str], generation: int) -> None:
+        """See :meth:`ReplayStore.release`."""
+        h = self._streams.get(key)
+        if h is not None and h.generation == generation:
+            del self._streams[key]
