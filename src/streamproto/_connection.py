@@ -703,7 +703,9 @@ class Connection:
         if not (0 <= first_seq <= U64 and 0 <= last_seq <= U64):
             raise LocalProtocolError(ErrorCode.INVALID_ARGUMENT, "seqs must fit in u64")
         self._handle_step(h, Input.SEND_ACCEPT)
-        if isinstance(h, _In):  # an upload
+        if isinstance(h, _In):  # an upload: ACCEPT grants the window
+            h.credit_chunks = h.window_chunks
+            h.credit_bytes = h.window_bytes
             frame = Accept(handle, stream_id, first_seq, last_seq, h.window_chunks, h.window_bytes)
             self._control.append(encode(frame))
             return True

@@ -304,6 +304,10 @@ class UploadReader:
             self._hub._detach_upload(peer, self._handle)
             self._hub._dirty.add(peer)
             self._hub._wake()
+        else:  # an expected upload that never came: the id is no longer expected
+            expected = self._hub._channels[self.channel]._expected
+            if expected.get(self.stream_id) is self:
+                del expected[self.stream_id]
         self._finish((code, message))
 
     def _push(self, chunks: Iterable[bytes]) -> None:
@@ -666,7 +670,9 @@ class Hub:
             result = sub.peer.conn.send_data(sub.handle, chunk, seq=seq)
             sub.cursor = seq
             dirty.add(sub.peer)
-            if result is WriteResult.FAILED or result is WriteResult.CLOSED:
+            # CLOSED: the client closed the handle and its CANCEL or UNSUBSCRIBE event is on
+            # its way to handle_events, which must see the subscription to count a cancel.
+            if result is WriteResult.FAILED:
                 failed = failed or []
                 failed.append(sub)
         if failed:
@@ -701,15 +707,19 @@ class Hub:
         self._detach(sub)
 
     def _release(self, stream: _Stream, already_popped: bool = False) -> None:
-        """Forget a finished stream: after its retention, or when its id is reused."""
+        """Forget a finished stream: after its retention, or when its id is reused. A
+        subscriber still catching up gets a gap for the history it had not read, then the
+        stream's own outcome."""
         if not already_popped:
             stream.channel._closed.pop(stream.key[1], None)
+        if stream.catching:
+            info = cast(StreamInfo, self._store.status(stream.key))  # finished, not released
+            for sub in list(stream.catching):
+                if sub.cursor < info.last_seq:
+                    sub.peer.conn.send_gap(sub.handle, info.last_seq, GapReason.EVICTED)
+                    sub.cursor = info.last_seq
+                self._send_outcome(sub, cast(Outcome, info.outcome))
         self._store.release(stream.key, stream.generation)
-        for sub in list(stream.catching):
-            sub.peer.conn.send_error(sub.handle, ErrorCode.STALE_GENERATION, "stream released")
-            self._dirty.add(sub.peer)
-            sub.peer.subs.pop(sub.handle, None)
-            self._detach(sub)
 
     # -- subscriptions --------------------------------------------------------------------------
 
@@ -742,8 +752,7 @@ class Hub:
         if session is not None:  # a resumed subscription takes over its parked one
             parked = session.parked.get(stream.key)
             if parked:
-                parked.pop()
-                stream.parked -= 1
+                parked.pop().stream.parked -= 1  # maybe an older generation's stream
                 if not parked:
                     del session.parked[stream.key]
         sub = _Sub(peer, event.handle, stream, cursor)

@@ -1,0 +1,683 @@
+"""What the three backends share: everything that needs no I/O and no particular event loop.
+
+Rules for this file:
+
+1. The backends are "loop + lock + clock": they move bytes, sleep until a deadline and wake
+   waiters. Every decision — credit, keepalive, replay, resume, backoff, which iterator gets
+   which chunk — is made here or in the sans-IO core, once.
+2. Waking is a callback (``notify``) each backend maps to its own primitive (asyncio.Event,
+   trio.Event, threading.Condition); nothing here blocks.
+3. Client-side buffers are bounded by the credit window: the client connection runs with
+   ``auto_credit=False`` and credit is returned as the application takes each chunk.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from collections import deque
+from collections.abc import Callable
+from typing import Literal
+from urllib.parse import urlsplit
+
+import attrs
+
+from streamproto import (
+    Config,
+    Connection,
+    ConnectionTerminated,
+    DataReceived,
+    ErrorCode,
+    Event,
+    GapReason,
+    GapReceived,
+    GoawayReceived,
+    HandshakeCompleted,
+    HandshakeRefused,
+    Hub,
+    LocalProtocolError,
+    OverflowPolicy,
+    OverflowWarning,
+    Peer,
+    RequestAccepted,
+    RequestRejected,
+    Role,
+    StreamEnded,
+    StreamFailed,
+    StreamProtoError,
+    UploadCancelled,
+    Writable,
+    WriteResult,
+)
+
+from ._framing import Framing, RawFraming, WsFraming
+
+__all__ = [
+    "Backoff",
+    "ClientCore",
+    "ConnectionLost",
+    "Gap",
+    "GapError",
+    "ServerDriver",
+    "StreamError",
+    "SubscriptionCore",
+    "UploadCore",
+    "Url",
+    "parse_url",
+    "server_config",
+]
+
+GapMode = Literal["raise", "item"]
+
+
+# -- errors and items ---------------------------------------------------------------------------
+
+
+class StreamError(StreamProtoError):
+    """A subscription or upload ended with an error: rejected, failed by its producer,
+    cancelled by the server, or lost with its connection. ``code`` says which."""
+
+
+class ConnectionLost(StreamError):
+    """The connection is gone and could not be resumed (CONNECTION_LOST)."""
+
+
+class GapError(StreamError):
+    """Raised by a subscription iterator (``on_gap="raise"``) when seqs ``from_seq..to_seq``
+    will never arrive. Iteration may continue after it."""
+
+    def __init__(self, from_seq: int, to_seq: int, reason: GapReason) -> None:
+        super().__init__(
+            ErrorCode.RESOURCE_EXHAUSTED if reason is GapReason.OVERFLOW else ErrorCode.NO_ERROR,
+            f"seqs {from_seq}..{to_seq} are missing ({reason.name.lower()})",
+        )
+        self.from_seq = from_seq
+        self.to_seq = to_seq
+        self.reason = reason
+
+
+@attrs.frozen
+class Gap:
+    """Yielded by a subscription iterator (``on_gap="item"``) in place of missing seqs."""
+
+    from_seq: int
+    to_seq: int
+    reason: GapReason
+
+
+# -- urls and backoff ---------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Url:
+    """A parsed ``tcp://host:port`` or ``ws://host:port/path``."""
+
+    scheme: Literal["tcp", "ws"]
+    host: str
+    port: int
+    path: str
+
+    def framing(self, *, client: bool) -> Framing:
+        """A fresh framing for this URL."""
+        if self.scheme == "tcp":
+            return RawFraming()
+        return WsFraming(client, host=f"{self.host}:{self.port}", path=self.path)
+
+
+def parse_url(url: str) -> Url:
+    """Parse ``tcp://host:port`` or ``ws://host:port[/path]``."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("tcp", "ws") or not parts.hostname or parts.port is None:
+        raise LocalProtocolError(
+            ErrorCode.INVALID_ARGUMENT, f"expected tcp://host:port or ws://host:port/path: {url!r}"
+        )
+    scheme: Literal["tcp", "ws"] = "tcp" if parts.scheme == "tcp" else "ws"
+    return Url(scheme, parts.hostname, parts.port, parts.path or "/")
+
+
+@attrs.frozen(kw_only=True)
+class Backoff:
+    """Reconnect policy: exponential backoff with full jitter, bounded attempts.
+
+    Attempt ``n`` (from 0) waits a uniform random time in ``[0, min(maximum, initial *
+    factor**n)]``. ``attempts=0`` disables reconnecting.
+    """
+
+    initial: float = 0.05
+    factor: float = 2.0
+    maximum: float = 5.0
+    attempts: int = 8
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        """How long to wait before attempt ``attempt``."""
+        return rng.uniform(0, min(self.maximum, self.initial * self.factor**attempt))
+
+
+NO_RECONNECT = Backoff(attempts=0)
+
+
+def server_config(config: Config | None) -> Config:
+    """A server connection's config: upload credit returns as the reader reads, so an
+    upload nobody reads stalls at its window instead of filling memory."""
+    return attrs.evolve(config or Config(), auto_credit=False)
+
+
+# -- server -------------------------------------------------------------------------------------
+
+
+class ServerDriver:
+    """One accepted socket on the server: framing, a server Connection and its hub Peer.
+
+    The backend calls ``receive`` with socket bytes, writes ``outgoing()`` after every call and
+    whenever ``wakeup`` fires, arms a timer for ``deadline()`` and calls ``timer()``; it closes
+    the socket when ``finished`` is true.
+    """
+
+    def __init__(
+        self,
+        hub: Hub,
+        framing: Framing,
+        config: Config,
+        clock: Callable[[], float],
+        wakeup: Callable[[], None],
+    ) -> None:
+        self.framing = framing
+        self.clock = clock
+        self.conn = Connection(Role.SERVER, config, now=clock())
+        self.peer: Peer = hub.attach(self.conn, wakeup)
+        self.hub = hub
+        self.close_code = int(ErrorCode.NO_ERROR)
+
+    def _handle(self, events: list[Event]) -> None:
+        for event in events:
+            if isinstance(event, ConnectionTerminated):
+                self.close_code = event.code
+        self.peer.handle_events(events)
+
+    def receive(self, data: bytes) -> None:
+        """Socket bytes in; ``b""`` for end of input."""
+        payload = self.framing.receive(data)
+        if payload:
+            self._handle(self.conn.receive_data(payload))
+        if self.framing.closed and not self.conn.closed:
+            self._handle(self.conn.receive_data(b""))
+
+    def outgoing(self) -> bytes:
+        """Socket bytes to write now."""
+        parts: list[bytes] = []
+        while True:
+            payload = self.conn.data_to_send()
+            events = self.conn.take_events()
+            if payload or not parts:
+                parts.append(self.framing.wrap(payload))
+            if events:
+                self._handle(events)
+            if not payload and not events:
+                break
+        if self.conn.closed and not self.framing.closed:
+            parts.append(self.framing.close(self.close_code))
+        return b"".join(parts)
+
+    def deadline(self) -> float | None:
+        """When ``timer`` must run next."""
+        return self.conn.next_deadline()
+
+    def timer(self) -> None:
+        """Run the connection's timers."""
+        self._handle(self.conn.handle_timer(self.clock()))
+
+    def shutdown(self, code: int = ErrorCode.NO_ERROR) -> None:
+        """GOAWAY: NO_ERROR drains open streams; another code closes now."""
+        if not self.conn.closed:
+            self.conn.goaway(code, "server shutting down")
+            self.close_code = code
+            self._handle(self.conn.take_events())
+
+    @property
+    def finished(self) -> bool:
+        """True when the socket should be closed (after writing ``outgoing()``)."""
+        return self.conn.closed or self.framing.closed
+
+
+# -- client -------------------------------------------------------------------------------------
+
+
+class _Outcome(enum.Enum):
+    ENDED = "ended"
+
+
+class SubscriptionCore:
+    """The shared state of one client subscription (or opened stream) and its iterator."""
+
+    def __init__(
+        self,
+        core: ClientCore,
+        channel: str,
+        stream_id: str,
+        *,
+        after_seq: int,
+        tail: bool,
+        open_args: bytes | None,
+        policy: OverflowPolicy,
+        priority: int,
+        on_gap: GapMode,
+    ) -> None:
+        self.core = core
+        self.channel = channel
+        self.stream_id = stream_id
+        self.tail = tail
+        self.open_args = open_args
+        self.policy = policy
+        self.priority = priority
+        self.on_gap = on_gap
+        self.received_seq = after_seq  # last seq received into the buffer
+        self.seq = after_seq  # seq of the last chunk handed to the application
+        self.buffer: deque[tuple[int, bytes] | Gap] = deque()
+        self.outcome: _Outcome | StreamError | None = None
+        self.handle = 0
+        self.conn_serial = 0
+        self.accepted = False
+        self.closed = False
+        self.notify: Callable[[], None] = lambda: None
+
+    def take(self) -> tuple[int, bytes] | Gap | None:
+        """The next item, or None when the buffer is empty. Raises the outcome at the end
+        (:class:`StreamError`) or ``StopIteration``-worthy ``_Outcome.ENDED`` as None with
+        ``finished`` set."""
+        if self.buffer:
+            item = self.buffer.popleft()
+            if isinstance(item, Gap):
+                self.seq = item.to_seq
+            else:
+                self.seq = item[0]
+                self.core._consume(self, len(item[1]))
+            return item
+        return None
+
+    @property
+    def finished(self) -> bool:
+        """True when the buffer is empty and the stream is over."""
+        return not self.buffer and self.outcome is not None
+
+    def error(self) -> StreamError | None:
+        """The error that ended the stream, if it did not end well."""
+        return self.outcome if isinstance(self.outcome, StreamError) else None
+
+    def cancel(self, *, unsubscribe: bool = False) -> None:
+        """Leave (and, unless ``unsubscribe``, ask the producer to stop)."""
+        if self.closed:
+            return
+        self.closed = True
+        self.core._leave(self, unsubscribe=unsubscribe)
+
+    def _finish(self, outcome: _Outcome | StreamError) -> None:
+        if self.outcome is None:
+            self.outcome = outcome
+            self.closed = True
+            self.notify()
+
+
+class UploadCore:
+    """The shared state of one client upload."""
+
+    def __init__(self, core: ClientCore, channel: str, stream_id: str, args: bytes) -> None:
+        self.core = core
+        self.channel = channel
+        self.stream_id = stream_id
+        self.args = args
+        self.handle = 0
+        self.accepted = False
+        self.error: StreamError | None = None
+        self.done = False
+        self.notify: Callable[[], None] = lambda: None
+
+    def write(self, chunk: bytes) -> WriteResult:
+        """Queue a chunk: ACCEPTED, or BLOCKED (wait for ``notify``). Raises the upload's
+        error once it failed or was cancelled."""
+        if self.error is not None:
+            raise self.error
+        conn = self.core.conn
+        if conn is None or self.done:
+            raise StreamError(ErrorCode.STREAM_CLOSED, "the upload is finished")
+        result = conn.send_data(self.handle, chunk)
+        if result is WriteResult.CLOSED:
+            raise self.error or StreamError(ErrorCode.UPLOAD_CANCELLED, "upload cancelled")
+        return result
+
+    def end(self) -> None:
+        """Finish the upload."""
+        if self.error is not None:
+            raise self.error
+        conn = self.core.conn
+        if conn is not None and not self.done:
+            self.done = True
+            conn.send_end(self.handle)
+
+    def fail(self, code: int, message: str = "") -> None:
+        """Fail the upload with ``code``."""
+        conn = self.core.conn
+        if conn is not None and not self.done and self.error is None:
+            self.done = True
+            conn.send_error(self.handle, code, message)
+
+    def _fail(self, error: StreamError) -> None:
+        if self.error is None and not self.done:
+            self.error = error
+        self.done = True
+        self.notify()
+
+
+class ClientCore:
+    """The client's shared state: the current connection, subscriptions, uploads, resume.
+
+    A backend creates one, calls ``new_connection()`` for every (re)connection, feeds it
+    ``receive(data)``, writes ``outgoing()``, runs ``timer()`` and calls ``lost()`` when the
+    socket dies, then ``reconnect_delay()`` tells it how long to wait before trying again.
+    """
+
+    def __init__(
+        self,
+        url: Url,
+        *,
+        config: Config | None = None,
+        auth: bytes = b"",
+        clock: Callable[[], float],
+        backoff: Backoff = NO_RECONNECT,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.url = url
+        self.config = attrs.evolve(config or Config(), auto_credit=False)
+        self.auth = auth
+        self.clock = clock
+        self.backoff = backoff
+        self.rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
+        self.conn: Connection | None = None
+        self.framing: Framing | None = None
+        self.serial = 0
+        self.resume_token = ""
+        self.session_id = ""
+        self.ready = False
+        self.failure: StreamError | None = None
+        self.attempt = 0
+        self.reconnects = 0
+        self.resumed = 0
+        self.gaps = 0
+        self.overflows = 0
+        self.chunks = 0
+        self.goaway = False
+        self._subs: dict[int, SubscriptionCore] = {}
+        self._pending: list[SubscriptionCore] = []
+        self._uploads: dict[int, UploadCore] = {}
+        self.on_ready: Callable[[], None] = lambda: None
+
+    # -- connection lifecycle -------------------------------------------------------------------
+
+    def new_connection(self) -> None:
+        """Start a (re)connection: a fresh framing and Connection, resuming the session."""
+        self.serial += 1
+        self.framing = self.url.framing(client=True)
+        self.conn = Connection(
+            Role.CLIENT,
+            self.config,
+            now=self.clock(),
+            resume_token=self.resume_token,
+            auth=self.auth,
+        )
+        self.ready = False
+        self.goaway = False
+
+    def receive(self, data: bytes) -> None:
+        """Socket bytes in (``b""``: end of input)."""
+        framing, conn = self.framing, self.conn
+        if framing is None or conn is None:
+            return
+        payload = framing.receive(data)
+        if payload:
+            self._route(conn.receive_data(payload))
+        if framing.closed and not conn.closed:
+            self._route(conn.receive_data(b""))
+
+    def outgoing(self) -> bytes:
+        """Socket bytes to write now."""
+        framing, conn = self.framing, self.conn
+        if framing is None or conn is None:
+            return b""
+        payload = conn.data_to_send() if framing.ready else b""
+        events = conn.take_events()
+        if events:
+            self._route(events)
+            payload += conn.data_to_send() if framing.ready else b""
+        data = framing.wrap(payload)
+        if conn.closed and not framing.closed:
+            data += framing.close(ErrorCode.NO_ERROR)
+        return data
+
+    def deadline(self) -> float | None:
+        """When ``timer`` must run next."""
+        return None if self.conn is None else self.conn.next_deadline()
+
+    def timer(self) -> None:
+        """Run the connection's timers."""
+        if self.conn is not None:
+            self._route(self.conn.handle_timer(self.clock()))
+
+    @property
+    def finished(self) -> bool:
+        """True when the current socket should be closed."""
+        return (
+            self.conn is None
+            or self.conn.closed
+            or (self.framing is not None and self.framing.closed)
+        )
+
+    def lost(self, error: StreamError | None = None) -> None:
+        """The socket is gone. Open subscriptions wait for the next connection (or fail if
+        reconnecting is off); uploads fail, since uploads are not replayed."""
+        self.conn = None
+        self.framing = None
+        self.ready = False
+        lost = error or ConnectionLost(ErrorCode.CONNECTION_LOST, "the connection was lost")
+        for upload in list(self._uploads.values()):
+            upload._fail(lost)
+        self._uploads.clear()
+        subs = list(self._subs.values())
+        self._subs.clear()
+        for sub in subs:
+            sub.handle = 0
+            if sub.closed:
+                continue
+            if sub.open_args is not None and not sub.accepted:
+                sub._finish(StreamError(ErrorCode.CONNECTION_LOST, "lost before the open answer"))
+            else:
+                self._pending.append(sub)
+
+    def give_up(self, error: StreamError) -> None:
+        """Reconnecting failed for good: everything open fails with ``error``."""
+        self.failure = error
+        self.lost(error)
+        for sub in self._pending:
+            sub._finish(error)
+        self._pending.clear()
+        self.on_ready()
+
+    def reconnect_delay(self) -> float | None:
+        """How long to wait before the next attempt, or None to give up."""
+        if self.attempt >= self.backoff.attempts:
+            return None
+        delay = self.backoff.delay(self.attempt, self.rng)
+        self.attempt += 1
+        return delay
+
+    # -- operations -----------------------------------------------------------------------------
+
+    def subscribe(
+        self,
+        channel: str,
+        stream_id: str,
+        *,
+        after_seq: int = 0,
+        tail: bool = False,
+        policy: OverflowPolicy = OverflowPolicy.DEFAULT,
+        priority: int = 0,
+        on_gap: GapMode = "raise",
+        open_args: bytes | None = None,
+    ) -> SubscriptionCore:
+        """A new subscription (or, with ``open_args``, an OPEN request)."""
+        self._check_usable()
+        sub = SubscriptionCore(
+            self,
+            channel,
+            stream_id,
+            after_seq=after_seq,
+            tail=tail,
+            open_args=open_args,
+            policy=policy,
+            priority=priority,
+            on_gap=on_gap,
+        )
+        self._pending.append(sub)
+        if self.ready:
+            self._send_pending()
+        return sub
+
+    def upload(self, channel: str, stream_id: str = "", args: bytes = b"") -> UploadCore:
+        """A new upload (requires a ready connection)."""
+        self._check_usable()
+        conn = self.conn
+        if conn is None or not self.ready:
+            raise ConnectionLost(ErrorCode.CONNECTION_LOST, "not connected")
+        up = UploadCore(self, channel, stream_id, args)
+        up.handle = conn.upload(channel, stream_id, args)
+        self._uploads[up.handle] = up
+        return up
+
+    def _check_usable(self) -> None:
+        if self.failure is not None:
+            raise self.failure
+
+    def _send_pending(self) -> None:
+        conn = self.conn
+        if conn is None or not self.ready or self.goaway:
+            return
+        pending = self._pending
+        self._pending = []
+        for sub in pending:
+            if sub.closed:
+                continue
+            if sub.open_args is not None and not sub.accepted:
+                sub.handle = conn.open(
+                    sub.channel,
+                    sub.open_args,
+                    stream_id=sub.stream_id,
+                    policy=sub.policy,
+                    priority=sub.priority,
+                )
+            else:
+                tail = sub.tail and not sub.accepted
+                sub.handle = conn.subscribe(
+                    sub.channel,
+                    sub.stream_id,
+                    after_seq=sub.received_seq,
+                    tail=tail,
+                    policy=sub.policy,
+                    priority=sub.priority,
+                )
+            sub.conn_serial = self.serial
+            self._subs[sub.handle] = sub
+
+    def _consume(self, sub: SubscriptionCore, nbytes: int) -> None:
+        conn = self.conn
+        if conn is not None and sub.conn_serial == self.serial and sub.handle in self._subs:
+            conn.consume(sub.handle, 1, nbytes)
+
+    def _leave(self, sub: SubscriptionCore, *, unsubscribe: bool) -> None:
+        if sub in self._pending:
+            self._pending.remove(sub)
+        conn = self.conn
+        if conn is not None and self._subs.pop(sub.handle, None) is sub:
+            if unsubscribe:
+                conn.unsubscribe(sub.handle)
+            else:
+                conn.cancel(sub.handle)
+
+    # -- events ---------------------------------------------------------------------------------
+
+    def _route(self, events: list[Event]) -> None:
+        subs = self._subs
+        for event in events:
+            if isinstance(event, DataReceived):
+                sub = subs.get(event.handle)
+                if sub is None:
+                    continue
+                seq = event.seq
+                buffer = sub.buffer
+                for chunk in event.chunks:
+                    buffer.append((seq, chunk))
+                    seq += 1
+                sub.received_seq = seq - 1
+                self.chunks += len(event.chunks)
+                sub.notify()
+            elif isinstance(event, GapReceived):
+                sub = subs.get(event.handle)
+                if sub is not None:
+                    sub.buffer.append(Gap(event.from_seq, event.to_seq, event.reason))
+                    sub.received_seq = event.to_seq
+                    self.gaps += 1
+                    sub.notify()
+            elif isinstance(event, RequestAccepted):
+                self._on_accepted(event)
+            elif isinstance(event, StreamEnded | StreamFailed | RequestRejected):
+                sub = subs.pop(event.handle, None)
+                if sub is None:
+                    up = self._uploads.pop(event.handle, None)
+                    if up is not None and isinstance(event, RequestRejected):
+                        up._fail(StreamError(event.code, event.message))
+                    continue
+                if isinstance(event, StreamEnded):
+                    sub._finish(_Outcome.ENDED)
+                else:
+                    sub._finish(StreamError(event.code, event.message))
+            elif isinstance(event, Writable):
+                up = self._uploads.get(event.handle)
+                if up is not None:
+                    up.notify()
+            elif isinstance(event, UploadCancelled):
+                up = self._uploads.pop(event.handle, None)
+                if up is not None:
+                    up._fail(StreamError(event.code, event.message or "upload cancelled"))
+            elif isinstance(event, OverflowWarning):
+                self.overflows += 1
+            elif isinstance(event, HandshakeCompleted):
+                self._on_handshake(event)
+            elif isinstance(event, HandshakeRefused):
+                self.give_up(StreamError(event.code, event.message or "handshake refused"))
+            elif isinstance(event, GoawayReceived):
+                self.goaway = True
+            elif isinstance(event, ConnectionTerminated):
+                pass  # the backend sees ``finished`` and calls ``lost``
+
+    def _on_accepted(self, event: RequestAccepted) -> None:
+        sub = self._subs.get(event.handle)
+        if sub is not None:
+            if not sub.accepted and sub.tail:
+                sub.received_seq = sub.seq = event.last_seq
+            sub.accepted = True
+            sub.stream_id = event.stream_id
+            sub.notify()
+            return
+        up = self._uploads.get(event.handle)
+        if up is not None:
+            up.accepted = True
+            up.stream_id = event.stream_id
+            up.notify()
+
+    def _on_handshake(self, event: HandshakeCompleted) -> None:
+        if self.resume_token:
+            self.reconnects += 1
+            self.resumed += int(event.resumed)
+        self.resume_token = event.resume_token
+        self.session_id = event.session_id
+        self.ready = True
+        self.attempt = 0
+        self._send_pending()
+        self.on_ready()

@@ -1,0 +1,172 @@
+"""Transport framing, sans-IO: raw TCP (identity) and WebSocket (wsproto).
+
+A framing sits between the socket and the streamproto :class:`~streamproto.Connection`:
+``receive(data)`` turns socket bytes into streamproto bytes, ``wrap(payload)`` turns a batch of
+streamproto frames into socket bytes, ``close(code)`` says goodbye. WebSocket carries each batch
+from ``Connection.data_to_send()`` as one binary message (whole frames only, spec section 1).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Protocol
+
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Ping,
+    RejectConnection,
+    Request,
+    TextMessage,
+)
+from wsproto.utilities import LocalProtocolError as WsLocalError
+from wsproto.utilities import RemoteProtocolError as WsRemoteError
+
+from streamproto import ErrorCode
+
+__all__ = ["SUBPROTOCOL", "Framing", "RawFraming", "WsFraming", "close_code_for"]
+
+#: The WebSocket subprotocol name of version 1.
+SUBPROTOCOL = "streamproto.v1"
+
+
+def close_code_for(code: int) -> int:
+    """The WebSocket close code for a streamproto error code: 1000 for NO_ERROR, 1001 for
+    SERVER_SHUTDOWN, otherwise 4000 + code (private range) for codes below 1000."""
+    if code == ErrorCode.NO_ERROR:
+        return 1000
+    if code == ErrorCode.SERVER_SHUTDOWN:
+        return 1001
+    return 4000 + code if code < 1000 else 1008
+
+
+class Framing(Protocol):
+    """What the drivers need of a transport framing."""
+
+    @property
+    def ready(self) -> bool:
+        """True once streamproto bytes may be sent (after the WebSocket handshake)."""
+
+    @property
+    def closed(self) -> bool:
+        """True once the transport-level close happened (or the handshake failed)."""
+
+    def receive(self, data: bytes) -> bytes:
+        """Socket bytes in (``b""``: end of input); streamproto bytes out."""
+
+    def wrap(self, payload: bytes) -> bytes:
+        """Streamproto bytes (whole frames) to socket bytes, plus anything the framing itself
+        has to send (handshake, pong). ``payload`` may be empty."""
+
+    def close(self, code: int) -> bytes:
+        """Socket bytes that close the transport cleanly for streamproto ``code``."""
+
+
+class RawFraming:
+    """Raw TCP: streamproto frames are self-delimiting, so the bytes pass through."""
+
+    ready = True
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    def receive(self, data: bytes) -> bytes:
+        if not data:
+            self.closed = True
+        return data
+
+    def wrap(self, payload: bytes) -> bytes:
+        return payload
+
+    def close(self, code: int) -> bytes:
+        self.closed = True
+        return b""
+
+
+class WsFraming:
+    """WebSocket over wsproto, either side.
+
+    The client sends the upgrade request at once; the server accepts a request for ``path``
+    (any path when None) that offers the ``streamproto.v1`` subprotocol and refuses others with
+    HTTP 400/404. Text messages are a protocol error (close 1003). Pings are answered.
+    """
+
+    def __init__(self, client: bool, *, host: str = "localhost", path: str | None = "/") -> None:
+        self._ws = WSConnection(ConnectionType.CLIENT if client else ConnectionType.SERVER)
+        self._client = client
+        self._path = path
+        self._out: list[bytes] = []
+        self._in: list[bytes] = []
+        self.ready = False
+        self.closed = False
+        self.error: str | None = None
+        if client:
+            target = path or "/"
+            self._out.append(
+                self._ws.send(Request(host=host, target=target, subprotocols=[SUBPROTOCOL]))
+            )
+
+    def receive(self, data: bytes) -> bytes:
+        try:
+            self._ws.receive_data(data or None)
+            for event in self._ws.events():
+                self._on_event(event)
+        except (WsRemoteError, WsLocalError) as exc:
+            self.error = str(exc)
+            self.closed = True
+        if not data:
+            self.closed = True
+        payload = b"".join(self._in)
+        self._in.clear()
+        return payload
+
+    def _on_event(self, event: object) -> None:
+        ws = self._ws
+        if isinstance(event, BytesMessage):
+            self._in.append(bytes(event.data))
+        elif isinstance(event, Request):
+            if self._path is not None and event.target != self._path:
+                self._refuse(404, "unknown path")
+            elif SUBPROTOCOL not in event.subprotocols:
+                self._refuse(400, f"the {SUBPROTOCOL} subprotocol is required")
+            else:
+                self._out.append(ws.send(AcceptConnection(subprotocol=SUBPROTOCOL)))
+                self.ready = True
+        elif isinstance(event, AcceptConnection):
+            self.ready = True
+        elif isinstance(event, RejectConnection):
+            self.error = f"the server refused the WebSocket upgrade ({event.status_code})"
+            self.closed = True
+        elif isinstance(event, Ping):
+            self._out.append(ws.send(event.response()))
+        elif isinstance(event, CloseConnection):
+            if ws.state.name == "REMOTE_CLOSING":
+                self._out.append(ws.send(event.response()))
+            self.closed = True
+        elif isinstance(event, TextMessage):
+            self.error = "text messages are not part of streamproto"
+            self._out.append(ws.send(CloseConnection(code=1003, reason=self.error)))
+            self.closed = True
+
+    def _refuse(self, status: int, why: str) -> None:
+        self.error = why
+        self._out.append(self._ws.send(RejectConnection(status_code=status)))
+        self.closed = True
+
+    def wrap(self, payload: bytes) -> bytes:
+        if payload and self.ready and not self.closed:
+            self._out.append(self._ws.send(BytesMessage(data=payload)))
+        data = b"".join(self._out)
+        self._out.clear()
+        return data
+
+    def close(self, code: int) -> bytes:
+        if self.ready and not self.closed:
+            with contextlib.suppress(WsLocalError):  # the peer closed first
+                self._out.append(self._ws.send(CloseConnection(code=close_code_for(code))))
+        self.closed = True
+        data = b"".join(self._out)
+        self._out.clear()
+        return data

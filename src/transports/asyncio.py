@@ -1,0 +1,723 @@
+"""The asyncio backend: a server that serves a hub, and a client, over TCP or WebSocket.
+
+Built on asyncio's Protocol/transport level (no streams): ``data_received`` feeds the
+sans-IO driver and writes its answer in the same callback, and hub wakeups coalesce into one
+flush per loop iteration. Everything else is decided in ``_common`` and the core.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from types import TracebackType
+from typing import Any
+
+from streamproto import (
+    ChannelOptions,
+    Config,
+    ErrorCode,
+    Hub,
+    OverflowPolicy,
+    Producer,
+    UploadReader,
+    WriteResult,
+)
+
+from ._common import (
+    Backoff,
+    ClientCore,
+    ConnectionLost,
+    Gap,
+    GapError,
+    GapMode,
+    ServerDriver,
+    StreamError,
+    SubscriptionCore,
+    UploadCore,
+    parse_url,
+    server_config,
+)
+
+__all__ = [
+    "Client",
+    "Server",
+    "ServerProducer",
+    "ServerUpload",
+    "Subscription",
+    "Upload",
+    "connect",
+    "serve",
+]
+
+
+# -- producer side ------------------------------------------------------------------------------
+
+
+class ServerProducer:
+    """A stream's writing end for asyncio code: ``await write`` waits under the BLOCK
+    policy; ``aborted`` is set when the last subscriber cancelled."""
+
+    def __init__(self, producer: Producer) -> None:
+        self.producer = producer
+        self.aborted = asyncio.Event()
+        self._writable = asyncio.Event()
+        producer.on_abort = self.aborted.set
+        producer.on_writable = self._writable.set
+
+    @property
+    def stream_id(self) -> str:
+        """The stream's id."""
+        return self.producer.stream_id
+
+    @property
+    def last_seq(self) -> int:
+        """The seq of the last chunk written."""
+        return self.producer.last_seq
+
+    async def write(self, chunk: bytes) -> None:
+        """Write ``chunk``; waits while a BLOCK subscriber has no room."""
+        while True:
+            self._writable.clear()
+            if self.producer.write(chunk) is WriteResult.ACCEPTED:
+                return
+            await self._writable.wait()
+
+    def write_nowait(self, chunk: bytes) -> WriteResult:
+        """Write without waiting: ACCEPTED or BLOCKED."""
+        return self.producer.write(chunk)
+
+    def close(self) -> None:
+        """End the stream."""
+        self.producer.close()
+
+    def fail(self, code: int, message: str = "") -> None:
+        """Fail the stream with ``code``."""
+        self.producer.fail(code, message)
+
+
+class ServerUpload:
+    """The server's end of an upload: ``async for chunk in upload``. Raises
+    :class:`StreamError` (UPLOAD_DISCONNECTED, the uploader's code, ...) if it did not end well."""
+
+    def __init__(self, reader: UploadReader) -> None:
+        self.reader = reader
+        self._event = asyncio.Event()
+        reader.on_readable = self._event.set
+
+    @property
+    def stream_id(self) -> str:
+        """The upload's id."""
+        return self.reader.stream_id
+
+    @property
+    def args(self) -> bytes:
+        """The arguments the client sent with the upload."""
+        return self.reader.args
+
+    def cancel(self, code: int = ErrorCode.UPLOAD_CANCELLED, message: str = "") -> None:
+        """Stop the upload (the client's writes fail with ``code``)."""
+        self.reader.cancel(code, message)
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self
+
+    async def __anext__(self) -> bytes:
+        reader = self.reader
+        while True:
+            chunk = reader.read_nowait()
+            if chunk is not None:
+                return chunk
+            if reader.outcome is not None:
+                code, message = reader.outcome
+                if code == 0:
+                    raise StopAsyncIteration
+                raise StreamError(code, message)
+            self._event.clear()
+            await self._event.wait()
+
+
+# -- server -------------------------------------------------------------------------------------
+
+
+class _ServerProtocol(asyncio.Protocol):
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.loop = server.loop
+        self.transport: asyncio.Transport | None = None
+        self.driver: ServerDriver | None = None
+        self.scheduled = False
+        self.paused = False
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_at: float | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        server = self.server
+        self.driver = ServerDriver(
+            server.hub, server.url.framing(client=False), server.config, self.loop.time, self.wakeup
+        )
+        server.protocols.add(self)
+        self.flush()
+
+    def data_received(self, data: bytes) -> None:
+        if self.driver is not None:
+            self.driver.receive(data)
+            self.flush()
+
+    def eof_received(self) -> bool | None:
+        self.data_received(b"")
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        driver = self.driver
+        self.server.protocols.discard(self)
+        if self.timer is not None:
+            self.timer.cancel()
+        if driver is not None and not driver.conn.closed:
+            driver.receive(b"")
+        self.transport = None
+        self.server._rearm_hub()
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        self.flush()
+
+    def wakeup(self) -> None:
+        if not self.scheduled:
+            self.scheduled = True
+            self.loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self.scheduled = False
+        driver, transport = self.driver, self.transport
+        if driver is None or transport is None or self.paused:
+            return
+        data = driver.outgoing()
+        if data:
+            transport.write(data)
+        if driver.finished:
+            transport.close()
+            return
+        deadline = driver.deadline()
+        if deadline != self.timer_at:
+            if self.timer is not None:
+                self.timer.cancel()
+            self.timer_at = deadline
+            self.timer = None if deadline is None else self.loop.call_at(deadline, self.on_timer)
+        self.server._rearm_hub()
+
+    def on_timer(self) -> None:
+        self.timer = None
+        self.timer_at = None
+        if self.driver is not None:
+            self.driver.timer()
+            self.flush()
+
+
+OpenHandler = Callable[[ServerProducer, bytes], Awaitable[None]]
+UploadHandler = Callable[[ServerUpload], Awaitable[None]]
+
+
+class Server:
+    """A running server (from :func:`serve`). ``async with`` shuts it down on exit."""
+
+    def __init__(self, hub: Hub, url: str, config: Config) -> None:
+        self.hub = hub
+        self.url = parse_url(url)
+        self.config = server_config(config)
+        self.loop = asyncio.get_running_loop()
+        self.protocols: set[_ServerProtocol] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self._server: asyncio.Server | None = None
+        self._hub_timer: asyncio.TimerHandle | None = None
+        self._hub_at: float | None = None
+
+    @property
+    def port(self) -> int:
+        """The port the server listens on."""
+        if self._server is None:
+            raise StreamError(ErrorCode.INVALID_STATE, "the server is not listening")
+        return int(self._server.sockets[0].getsockname()[1])
+
+    @property
+    def address(self) -> str:
+        """The URL clients connect to."""
+        path = self.url.path if self.url.scheme == "ws" else ""
+        return f"{self.url.scheme}://{self.url.host}:{self.port}{path}"
+
+    def channel(
+        self,
+        name: str,
+        options: ChannelOptions | None = None,
+        *,
+        on_open: OpenHandler | None = None,
+        on_upload: UploadHandler | None = None,
+    ) -> Any:
+        """Register a channel whose handlers are coroutines run as tasks of this server."""
+        sync_open = None
+        sync_upload = None
+        if on_open is not None:
+            handler = on_open
+
+            def sync_open(producer: Producer, args: bytes) -> None:
+                self.spawn(handler(ServerProducer(producer), args))
+
+        if on_upload is not None:
+            up_handler = on_upload
+
+            def sync_upload(reader: UploadReader) -> None:
+                self.spawn(up_handler(ServerUpload(reader)))
+
+        return self.hub.register(name, options, on_open=sync_open, on_upload=sync_upload)
+
+    def spawn(self, coro: Awaitable[None]) -> None:
+        """Run a coroutine as a task owned by the server (cancelled at shutdown)."""
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def producer(self, channel: str, stream_id: str | None = None) -> ServerProducer:
+        """Start a stream on a registered channel and wrap its producer."""
+        chan = self.hub.channel(channel)
+        if chan is None:
+            raise StreamError(ErrorCode.UNKNOWN_CHANNEL, f"no channel {channel!r}")
+        return ServerProducer(chan.start(stream_id))
+
+    def _rearm_hub(self) -> None:
+        deadline = self.hub.next_deadline()
+        if deadline == self._hub_at:
+            return
+        if self._hub_timer is not None:
+            self._hub_timer.cancel()
+        self._hub_at = deadline
+        self._hub_timer = (
+            None if deadline is None else self.loop.call_at(deadline, self._on_hub_timer)
+        )
+
+    def _on_hub_timer(self) -> None:
+        self._hub_timer = None
+        self._hub_at = None
+        self.hub.handle_timer()
+        self._rearm_hub()
+
+    async def _start(self) -> None:
+        self._server = await self.loop.create_server(
+            lambda: _ServerProtocol(self), self.url.host, self.url.port
+        )
+
+    async def shutdown(self, timeout: float = 5.0) -> None:
+        """GOAWAY to every connection, let open streams drain for up to ``timeout`` seconds,
+        then close what is left (GOAWAY SERVER_SHUTDOWN) and stop listening."""
+        if self._server is not None:
+            self._server.close()
+        for proto in list(self.protocols):
+            if proto.driver is not None:
+                proto.driver.shutdown(ErrorCode.NO_ERROR)
+                proto.flush()
+        deadline = self.loop.time() + timeout
+        while self.protocols and self.loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        for proto in list(self.protocols):
+            if proto.driver is not None:
+                proto.driver.shutdown(ErrorCode.SERVER_SHUTDOWN)
+                proto.flush()
+            if proto.transport is not None:
+                proto.transport.close()
+        for task in list(self.tasks):
+            task.cancel()
+        if self.tasks:
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self._hub_timer is not None:
+            self._hub_timer.cancel()
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    async def __aenter__(self) -> Server:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.shutdown(timeout=1.0)
+
+
+async def serve(hub: Hub, url: str, *, config: Config | None = None) -> Server:
+    """Serve ``hub`` at ``url`` (``tcp://host:port`` or ``ws://host:port/path``; port 0
+    picks a free one, see :attr:`Server.address`)."""
+    server = Server(hub, url, config or Config())
+    await server._start()
+    return server
+
+
+# -- client -------------------------------------------------------------------------------------
+
+
+class _ClientProtocol(asyncio.Protocol):
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.client._flush()
+
+    def data_received(self, data: bytes) -> None:
+        client = self.client
+        if client._proto is self:
+            client.core.receive(data)
+            client._flush()
+
+    def eof_received(self) -> bool | None:
+        self.data_received(b"")
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        client = self.client
+        if client._proto is self:
+            client._on_lost()
+
+
+class Subscription:
+    """A client subscription: ``async for chunk in sub`` yields chunk payloads in order;
+    ``sub.seq`` is the seq of the last one. Gaps raise :class:`GapError` (iteration may go
+    on) or arrive as :class:`Gap` items, as chosen at subscribe time. Breaking out of the
+    loop, ``aclose()`` or cancelling the task sends CANCEL."""
+
+    def __init__(self, client: Client, core: SubscriptionCore) -> None:
+        self._client = client
+        self._core = core
+        self._event = asyncio.Event()
+        core.notify = self._event.set
+
+    @property
+    def seq(self) -> int:
+        """The seq of the last chunk (or gap end) handed out."""
+        return self._core.seq
+
+    @property
+    def stream_id(self) -> str:
+        """The stream id (known for an open once it is accepted)."""
+        return self._core.stream_id
+
+    async def accepted(self) -> str:
+        """Wait until the server accepted the request; returns the stream id."""
+        core = self._core
+        while not core.accepted:
+            if core.outcome is not None:
+                raise core.error() or StreamError(ErrorCode.STREAM_CLOSED, "ended")
+            self._event.clear()
+            await self._event.wait()
+        return core.stream_id
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Any]:
+        core = self._core
+        try:
+            while True:
+                item = core.take()
+                if item is not None:
+                    self._client._flush_soon()
+                    if isinstance(item, Gap):
+                        if core.on_gap == "item":
+                            yield item
+                            continue
+                        raise GapError(item.from_seq, item.to_seq, item.reason)
+                    yield item[1]
+                    continue
+                if core.outcome is not None:
+                    error = core.error()
+                    if error is not None:
+                        raise error
+                    return
+                self._event.clear()
+                await self._event.wait()
+        finally:
+            self.close()
+
+    def close(self, *, unsubscribe: bool = False) -> None:
+        """Stop: CANCEL (or UNSUBSCRIBE) unless the stream is already over."""
+        if not self._core.closed:
+            self._core.cancel(unsubscribe=unsubscribe)
+            self._client._flush_soon()
+
+    async def aclose(self) -> None:
+        """Same as :meth:`close`."""
+        self.close()
+
+
+class Upload:
+    """A client upload: ``async with client.upload(...) as up: await up.write(b"...")``.
+    Leaving the block ends the upload (or fails it with the exception's code)."""
+
+    def __init__(self, client: Client, channel: str, stream_id: str, args: bytes) -> None:
+        self._client = client
+        self._args = (channel, stream_id, args)
+        self._core: UploadCore | None = None
+        self._event = asyncio.Event()
+
+    @property
+    def stream_id(self) -> str:
+        """The upload's id (the server's choice when none was given)."""
+        return self._core.stream_id if self._core is not None else self._args[1]
+
+    async def __aenter__(self) -> Upload:
+        await self._client._ready()
+        core = self._client.core.upload(*self._args)
+        core.notify = self._event.set
+        self._core = core
+        self._client._flush()
+        while not core.accepted:
+            if core.error is not None:
+                raise core.error
+            self._event.clear()
+            await self._event.wait()
+        return self
+
+    async def write(self, chunk: bytes) -> None:
+        """Send a chunk; waits for credit."""
+        core = self._core
+        if core is None:
+            raise StreamError(ErrorCode.INVALID_STATE, "use the upload in 'async with'")
+        while True:
+            self._event.clear()
+            if core.write(chunk) is WriteResult.ACCEPTED:
+                self._client._flush_soon()
+                return
+            self._client._flush()
+            await self._event.wait()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        core = self._core
+        if core is None:
+            return
+        if exc is None:
+            core.end()
+        else:
+            core.fail(getattr(exc, "code", ErrorCode.CANCELLED), str(exc))
+        self._client._flush()
+
+
+class Client:
+    """A connection to a streamproto server that reconnects and resumes (from :func:`connect`)."""
+
+    def __init__(self, core: ClientCore) -> None:
+        self.core = core
+        self.loop = asyncio.get_running_loop()
+        self._proto: _ClientProtocol | None = None
+        self._ready_event = asyncio.Event()
+        self._closing = False
+        self._scheduled = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._reconnect_task: asyncio.Task[None] | None = None
+        core.on_ready = self._ready_event.set
+
+    async def _connect_once(self) -> None:
+        core = self.core
+        core.new_connection()
+        self._ready_event.clear()
+        url = core.url
+        _, proto = await self.loop.create_connection(
+            lambda: _ClientProtocol(self), url.host, url.port
+        )
+        self._proto = proto
+        self._flush()
+
+    async def _ready(self) -> None:
+        while not self.core.ready:
+            if self.core.failure is not None:
+                raise self.core.failure
+            await self._ready_event.wait()
+            self._ready_event.clear()
+
+    def _on_lost(self) -> None:
+        self._proto = None
+        self.core.lost()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = self._timer_at = None
+        if self._closing:
+            return
+        self._reconnect_task = self.loop.create_task(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        core = self.core
+        while True:
+            delay = core.reconnect_delay()
+            if delay is None:
+                core.give_up(ConnectionLost(ErrorCode.CONNECTION_LOST, "reconnecting failed"))
+                return
+            await asyncio.sleep(delay)
+            if self._closing:
+                return
+            try:
+                await self._connect_once()
+                return
+            except OSError:
+                continue
+
+    def _flush_soon(self) -> None:
+        if not self._scheduled:
+            self._scheduled = True
+            self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        proto = self._proto
+        if proto is None or proto.transport is None:
+            return
+        data = self.core.outgoing()
+        if data:
+            proto.transport.write(data)
+        if self.core.finished:
+            proto.transport.close()
+            return
+        deadline = self.core.deadline()
+        if deadline != self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_at = deadline
+            self._timer = None if deadline is None else self.loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = self._timer_at = None
+        self.core.timer()
+        self._flush()
+
+    def subscribe(
+        self,
+        channel: str,
+        stream_id: str,
+        *,
+        after_seq: int = 0,
+        tail: bool = False,
+        policy: OverflowPolicy = OverflowPolicy.DEFAULT,
+        priority: int = 0,
+        on_gap: GapMode = "raise",
+    ) -> Subscription:
+        """Subscribe to ``channel``/``stream_id`` after ``after_seq`` (or live only, with
+        ``tail``). Iterate the result."""
+        core = self.core.subscribe(
+            channel,
+            stream_id,
+            after_seq=after_seq,
+            tail=tail,
+            policy=policy,
+            priority=priority,
+            on_gap=on_gap,
+        )
+        self._flush_soon()
+        return Subscription(self, core)
+
+    def open(
+        self,
+        channel: str,
+        args: bytes = b"",
+        *,
+        stream_id: str = "",
+        policy: OverflowPolicy = OverflowPolicy.DEFAULT,
+        priority: int = 0,
+        on_gap: GapMode = "raise",
+    ) -> Subscription:
+        """Ask ``channel`` to start a stream with ``args``, subscribed from its first chunk."""
+        core = self.core.subscribe(
+            channel,
+            stream_id,
+            open_args=args,
+            policy=policy,
+            priority=priority,
+            on_gap=on_gap,
+        )
+        self._flush_soon()
+        return Subscription(self, core)
+
+    def upload(self, channel: str, stream_id: str = "", args: bytes = b"") -> Upload:
+        """An upload, used as ``async with client.upload(...) as up``."""
+        return Upload(self, channel, stream_id, args)
+
+    def statistics(self) -> dict[str, int]:
+        """Counters: chunks, gaps, overflows, reconnects, resumed sessions."""
+        core = self.core
+        return {
+            "chunks": core.chunks,
+            "gaps": core.gaps,
+            "overflows": core.overflows,
+            "reconnects": core.reconnects,
+            "resumed": core.resumed,
+        }
+
+    def abort_transport(self) -> None:
+        """Kill the socket without a goodbye (tests and demos of resume)."""
+        proto = self._proto
+        if proto is not None and proto.transport is not None:
+            proto.transport.abort()
+
+    async def close(self) -> None:
+        """Say GOAWAY and close; no reconnect."""
+        self._closing = True
+        if self._reconnect_task is not None:
+            self._reconnect_task.cancel()
+        proto = self._proto
+        conn = self.core.conn
+        if proto is not None and proto.transport is not None:
+            if conn is not None and not conn.closed:
+                conn.goaway(ErrorCode.NO_ERROR)
+            data = self.core.outgoing()
+            if data:
+                proto.transport.write(data)
+            proto.transport.close()
+        self._proto = None
+        if self._timer is not None:
+            self._timer.cancel()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+async def connect(
+    url: str,
+    *,
+    config: Config | None = None,
+    auth: bytes = b"",
+    reconnect: Backoff | None = None,
+    rng: random.Random | None = None,
+    timeout: float = 10.0,
+) -> Client:
+    """Connect to ``url`` and complete the handshake. ``reconnect`` (default: a
+    :class:`Backoff`) reconnects and resumes after a lost connection; pass
+    ``Backoff(attempts=0)`` to disable it."""
+    loop = asyncio.get_running_loop()
+    core = ClientCore(
+        parse_url(url),
+        config=config,
+        auth=auth,
+        clock=loop.time,
+        backoff=reconnect if reconnect is not None else Backoff(),
+        rng=rng,
+    )
+    client = Client(core)
+    await client._connect_once()
+    await asyncio.wait_for(client._ready(), timeout)
+    return client
