@@ -42,7 +42,7 @@ def bootstrap() -> None:
 
 
 def demo() -> None:
-    run(PY, "examples/core_demo.py")
+    run(PY, "examples/token_streaming.py")
 
 
 def test() -> None:
