@@ -1345,9 +1345,10 @@ class Connection:
         while queue and not self._has_room(h, size):
             seq, item = queue.popleft()
             if isinstance(item, _GapMark):
-                if gap_from == 0:  # a gap before anything dropped stays as it is
-                    keep.append((seq, item))
-                else:
+                if gap_from == 0 and item.reason is not GapReason.OVERFLOW:
+                    keep.append((seq, item))  # an EVICTED gap before the drops stays as it is
+                else:  # an earlier overflow gap, or one between dropped chunks: merge
+                    gap_from = gap_from or seq
                     gap_to = item.to_seq
                 continue
             if gap_from == 0:

@@ -405,6 +405,7 @@ class ClientCore:
         self.overflows = 0
         self.chunks = 0
         self.goaway = False
+        self.terminated = ConnectionLost(ErrorCode.CONNECTION_LOST, "the connection was lost")
         self._subs: dict[int, SubscriptionCore] = {}
         self._pending: list[SubscriptionCore] = []
         self._uploads: dict[int, UploadCore] = {}
@@ -425,6 +426,7 @@ class ClientCore:
         )
         self.ready = False
         self.goaway = False
+        self.terminated = ConnectionLost(ErrorCode.CONNECTION_LOST, "the connection was lost")
 
     def receive(self, data: bytes) -> None:
         """Socket bytes in (``b""``: end of input)."""
@@ -476,7 +478,7 @@ class ClientCore:
         self.conn = None
         self.framing = None
         self.ready = False
-        lost = error or ConnectionLost(ErrorCode.CONNECTION_LOST, "the connection was lost")
+        lost = error or self.terminated
         for upload in list(self._uploads.values()):
             upload._fail(lost)
         self._uploads.clear()
@@ -491,8 +493,10 @@ class ClientCore:
             else:
                 self._pending.append(sub)
 
-    def give_up(self, error: StreamError) -> None:
-        """Reconnecting failed for good: everything open fails with ``error``."""
+    def give_up(self, error: StreamError | None = None) -> None:
+        """Reconnecting failed for good: everything open fails with ``error`` (default: why
+        the last connection ended)."""
+        error = error or self.terminated
         self.failure = error
         self.lost(error)
         for sub in self._pending:
@@ -653,8 +657,9 @@ class ClientCore:
                 self.give_up(StreamError(event.code, event.message or "handshake refused"))
             elif isinstance(event, GoawayReceived):
                 self.goaway = True
-            elif isinstance(event, ConnectionTerminated):
-                pass  # the backend sees ``finished`` and calls ``lost``
+            elif isinstance(event, ConnectionTerminated) and event.code != ErrorCode.NO_ERROR:
+                # The backend sees ``finished`` and calls ``lost``; the code says why.
+                self.terminated = ConnectionLost(event.code, event.message)
 
     def _on_accepted(self, event: RequestAccepted) -> None:
         sub = self._subs.get(event.handle)

@@ -27,7 +27,6 @@ from streamproto import (
 from ._common import (
     Backoff,
     ClientCore,
-    ConnectionLost,
     Gap,
     GapError,
     GapMode,
@@ -559,7 +558,7 @@ class Client:
         while True:
             delay = core.reconnect_delay()
             if delay is None:
-                core.give_up(ConnectionLost(ErrorCode.CONNECTION_LOST, "reconnecting failed"))
+                core.give_up()
                 return
             await asyncio.sleep(delay)
             if self._closing:
