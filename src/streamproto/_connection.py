@@ -111,6 +111,11 @@ _DEFAULT_SETTINGS: Final[dict[int, int]] = {
     Setting.SESSION_GRACE_MS: 30_000,
 }
 
+#: Settings only a server announces; a HELLO's are ignored (R-SET-2).
+_SERVER_SETTINGS: Final = frozenset(
+    {Setting.MAX_SUBSCRIPTIONS, Setting.MAX_UPLOADS, Setting.SESSION_GRACE_MS}
+)
+
 
 class Role(enum.Enum):
     """Which end of the connection this object is."""
@@ -163,16 +168,17 @@ class _Out:
         "credit_chunks",
         "deficit",
         "handle",
+        "head_size",
         "in_ready",
         "next_seq",
         "offset",
         "policy",
         "q_bytes",
+        "q_chunks",
         "queue",
         "sent_seq",
         "side",
         "state",
-        "want_writable",
         "weight",
     )
 
@@ -184,14 +190,15 @@ class _Out:
         self.credit_bytes = credit_bytes
         self.queue: deque[_Entry] = deque()
         self.q_bytes = 0
+        self.q_chunks = 0  # chunks in the queue (GAP marks are not counted)
         self.policy = OverflowPolicy.BLOCK
         self.weight = 1
         self.deficit = 0
         self.in_ready = False
         self.offset = 0  # bytes of the head chunk already sent as fragments
+        self.head_size = 0  # the size of the head chunk while it is half sent
         self.next_seq = 1  # the seq the next queued entry must have
         self.sent_seq = 0  # the last seq sent (or gapped) on the wire
-        self.want_writable = False
 
     def sendable(self) -> bool:
         queue = self.queue
@@ -297,6 +304,7 @@ class Connection:
         self._handles: dict[int, _Out | _In] = {}
         self._highest = 0
         self._pending: list[Event] = []
+        self._blocked: dict[int, _Out] = {}  # senders told BLOCKED, owed a Writable
         self._overflow: dict[int, list[int]] = {}
         self._now = now
         self._hs_deadline = now + self._cfg.handshake_timeout
@@ -401,12 +409,14 @@ class Connection:
             for frame in frames:
                 self._dispatch(frame, events)
                 if self.closed:  # a property: _dispatch may have changed the state
-                    return events
-            if error is not None:
-                raise _PeerFault(ErrorCode(error.code), error.message)
+                    break
+            else:
+                if error is not None:
+                    raise _PeerFault(ErrorCode(error.code), error.message)
         except _PeerFault as fault:
             self._fail(fault.code, fault.message, events)
-        self._collect_overflow(events)
+        # Closing a handle may have finished a drain: that ConnectionTerminated comes last.
+        events += self.take_events()
         return events
 
     def take_events(self) -> list[Event]:
@@ -432,6 +442,8 @@ class Connection:
         with :meth:`next_deadline`."""
         events = self.take_events()
         self._now = now
+        if self._state is ConnState.CLOSED:  # a stale timer
+            return events
         if self._state in _HANDSHAKE_STATES:
             if now >= self._hs_deadline:
                 self._fail(ErrorCode.HANDSHAKE_TIMEOUT, "the handshake did not finish", events)
@@ -464,20 +476,27 @@ class Connection:
             while ready:
                 h = ready.popleft()
                 h.in_ready = False
+                h.deficit = 0
                 self._emit(h, parts, _UNLIMITED)
         else:
             budget = max_bytes
             while ready and budget > 0:
-                h = ready.popleft()
-                h.deficit += QUANTUM * h.weight
+                h = ready[0]
+                if h.deficit <= 0:  # a new turn
+                    h.deficit += QUANTUM * h.weight
                 used = self._emit(h, parts, min(h.deficit, budget))
                 h.deficit -= used
                 budget -= used
-                if h.state is not HState.CLOSED and h.sendable():
-                    ready.append(h)
-                else:
+                if h.state is HState.CLOSED or not h.sendable():
+                    ready.popleft()
                     h.in_ready = False
                     h.deficit = 0
+                elif h.deficit <= 0:  # its turn is over
+                    ready.rotate(-1)
+                # else the budget ran out in the middle of its turn: the next call goes on
+                # with it, so that small budgets keep the weights (R-SCHED-3).
+        if self._blocked:
+            self._wake_writers(self._pending)
         if not parts:
             return b""
         return b"".join(parts)
@@ -517,6 +536,7 @@ class Connection:
                     sent_bytes += size
                     used += size + 18
                     continue
+                h.head_size = size
             piece = item[offset : offset + frag_max]
             offset += len(piece)
             more = offset < size
@@ -526,7 +546,7 @@ class Connection:
             if more:
                 h.offset = offset
             else:
-                h.offset = 0
+                h.offset = h.head_size = 0
                 queue.popleft()
                 h.q_bytes -= size
                 h.sent_seq = seq
@@ -535,16 +555,19 @@ class Connection:
         if used:
             self._chunks_sent += sent
             self._queued_bytes -= sent_bytes
-            self._after_dequeue(h)
+            h.q_chunks -= sent
+            if h.state is HState.DRAINING and not queue:
+                self._handle_step(h, Input.DRAINED)
+                self._close_handle(h)
         return used
 
-    def _after_dequeue(self, h: _Out) -> None:
-        if h.want_writable and self._has_room(h, 0):
-            h.want_writable = False
-            self._pending.append(Writable(h.handle))
-        if h.state is HState.DRAINING and not h.queue:
-            self._handle_step(h, Input.DRAINED)
-            self._close_handle(h)
+    def _wake_writers(self, events: list[Event]) -> None:
+        """A Writable for each blocked sender that has room again. Room is freed by sending
+        (any handle's: the connection-wide cap), credit and closing."""
+        for handle, h in list(self._blocked.items()):
+            if self._has_room(h, 0):
+                del self._blocked[handle]
+                events.append(Writable(handle))
 
     # -- client operations ----------------------------------------------------------------------
 
@@ -655,9 +678,13 @@ class Connection:
 
     def accept_handshake(
         self, *, session_id: str, resume_token: str, resumed: bool = False
-    ) -> None:
-        """Server: accept the client's HELLO (after :class:`HandshakeRequested`)."""
+    ) -> bool:
+        """Server: accept the client's HELLO (after :class:`HandshakeRequested`). Returns
+        False if the connection ended meanwhile (the client broke the protocol or went away in
+        the same batch of bytes): there is nothing to accept then."""
         self._require_role(Role.SERVER)
+        if self._state is ConnState.CLOSED:
+            return False
         self._conn_step(ConnInput.SEND_WELCOME, local=True)
         cfg = self._cfg
         settings = (
@@ -672,15 +699,21 @@ class Connection:
             encode(Welcome(PROTOCOL_VERSION, resumed, settings, session_id, resume_token))
         )
         self._start_keepalive()
+        return True
 
-    def refuse_handshake(self, code: int, message: str = "") -> None:
+    def refuse_handshake(self, code: int, message: str = "") -> bool:
         """Server: refuse the client's HELLO with ``code`` (e.g. AUTH_FAILED). The connection
-        closes: flush ``data_to_send()`` and close the transport."""
+        closes: flush ``data_to_send()`` and close the transport. Returns False if it had
+        ended already."""
         self._require_role(Role.SERVER)
         _check_code(code)
+        if self._state is ConnState.CLOSED:
+            return False
         self._conn_step(ConnInput.SEND_REFUSE, local=True)
         self._control.append(encode(Goaway(code, 0, _truncate(message))))
         self._drop_all()
+        self._pending.append(ConnectionTerminated(code, message, False))
+        return True
 
     def accept(
         self,
@@ -762,6 +795,8 @@ class Connection:
             raise LocalProtocolError(
                 ErrorCode.INVALID_ARGUMENT, f"seq {seq} on handle {handle}: expected {h.next_seq}"
             )
+        if h.next_seq > U64:
+            raise LocalProtocolError(ErrorCode.INVALID_ARGUMENT, f"handle {handle} has no seq left")
         size = len(chunk)
         if size > self._peer_max_chunk:
             raise LocalProtocolError(
@@ -771,7 +806,7 @@ class Connection:
         if not self._has_room(h, size):
             policy = h.policy
             if policy is OverflowPolicy.BLOCK:
-                h.want_writable = True
+                self._blocked[handle] = h
                 return WriteResult.BLOCKED
             if policy is OverflowPolicy.ERROR:
                 self._fail_sender(h)
@@ -785,6 +820,7 @@ class Connection:
         h.queue.append((h.next_seq, chunk))
         h.next_seq += 1
         h.q_bytes += size
+        h.q_chunks += 1
         self._queued_bytes += size
         if not h.in_ready and h.sendable():
             h.in_ready = True
@@ -849,7 +885,7 @@ class Connection:
             raise LocalProtocolError(ErrorCode.INVALID_STATE, f"handle {handle} does not send data")
         if self._has_room(h, nbytes):
             return True
-        h.want_writable = True
+        self._blocked[handle] = h
         return False
 
     # -- both roles -----------------------------------------------------------------------------
@@ -873,6 +909,7 @@ class Connection:
             self._conn_step(ConnInput.FAIL, local=True)
             self._control.append(goaway)
             self._drop_all()
+            self._pending.append(ConnectionTerminated(code, message, False))
             return
         self._conn_step(ConnInput.SEND_GOAWAY, local=True)
         self._control.append(goaway)
@@ -928,6 +965,8 @@ class Connection:
         h = self._lookup(frame.handle)
         if h is None:
             return
+        if h.side is Side.SERVER_UPLOAD and h.state is HState.REQUESTED:
+            raise _PeerFault(ErrorCode.FLOW_CONTROL_ERROR, "DATA on an upload before ACCEPT")
         self._recv_step(h, Input.RECV_DATA)
         h = cast(_In, h)  # only receivers have RECV_DATA in their tables
         chunks = frame.chunks
@@ -1003,6 +1042,7 @@ class Connection:
         if (h.consumed_chunks or h.consumed_bytes) and (
             h.consumed_chunks * 2 >= h.window_chunks or h.consumed_bytes * 2 >= h.window_bytes
         ):
+            self._handle_step(h, Input.SEND_CREDIT)
             self._control.append(encode(Credit(h.handle, h.consumed_chunks, h.consumed_bytes)))
             h.credit_chunks += h.consumed_chunks
             h.credit_bytes += h.consumed_bytes
@@ -1019,8 +1059,8 @@ class Connection:
         h.credit_bytes += frame.nbytes
         if h.credit_chunks > MAX_CREDIT or h.credit_bytes > MAX_CREDIT:
             raise _PeerFault(ErrorCode.FLOW_CONTROL_ERROR, f"credit overflow on handle {h.handle}")
-        if h.want_writable and self._has_room(h, 0):
-            h.want_writable = False
+        if h.handle in self._blocked and self._has_room(h, 0):
+            del self._blocked[h.handle]
             events.append(Writable(h.handle))
         if not h.in_ready and h.sendable():
             h.in_ready = True
@@ -1070,6 +1110,9 @@ class Connection:
                     events.append(OverflowWarning(h.handle, dropped, frame.from_seq, frame.to_seq))
                 if h.state is HState.DRAINING:
                     self._maybe_delivered(h, events)
+            case Error() if h.state is HState.CLOSED:  # an upload failed before ACCEPT
+                self._close_handle(h)
+                events.append(UploadFailed(h.handle, frame.code, frame.message, 0))
             case End() | Error():
                 h = cast(_In, h)
                 if frame.last_seq < h.expect - 1:
@@ -1078,6 +1121,8 @@ class Connection:
                         f"final seq {frame.last_seq} is before {h.expect - 1}, already delivered",
                     )
                 h.final_seq = frame.last_seq
+                if h.frag is not None and frame.last_seq < h.expect:
+                    h.frag = None  # the sender gave up the chunk half sent (ERROR policy)
                 upload = h.side is Side.SERVER_UPLOAD
                 if isinstance(frame, End):
                     h.final_event = (UploadEnded if upload else StreamEnded)(
@@ -1103,7 +1148,7 @@ class Connection:
                 events.append(UploadCancelled(h.handle, frame.code, frame.message))
 
     def _maybe_delivered(self, h: _In, events: list[Event]) -> None:
-        if h.expect - 1 == h.final_seq and h.frag is None and h.state is HState.DRAINING:
+        if h.expect - 1 == h.final_seq and h.frag is None:
             self._handle_step(h, Input.DRAINED)
             events.append(cast(Event, h.final_event))
             self._close_handle(h)
@@ -1205,7 +1250,9 @@ class Connection:
         for key, value in settings:
             if key == Setting.MAX_FRAME_SIZE and value < MIN_MAX_FRAME_SIZE:
                 raise _PeerFault(ErrorCode.PROTOCOL_ERROR, f"MAX_FRAME_SIZE {value} below 16384")
-            if key in _DEFAULT_SETTINGS:
+            if key in _DEFAULT_SETTINGS and not (
+                self._role is Role.SERVER and key in _SERVER_SETTINGS
+            ):
                 self._peer_settings[key] = value
         self._frag_max = min(self._peer_settings[Setting.MAX_FRAME_SIZE], 1 << 24) - 8
         self._peer_max_chunk = self._peer_settings[Setting.MAX_CHUNK_SIZE]
@@ -1225,6 +1272,15 @@ class Connection:
         self._conn_step(ConnInput.RECV_GOAWAY)
         self._goaway_by_peer = True
         events.append(GoawayReceived(frame.code, frame.last_handle, frame.message))
+        if self._role is Role.CLIENT:
+            # The server never saw the requests above last_handle and, draining, would reject
+            # them with SERVER_SHUTDOWN if it is still there to: answer them now.
+            for h in list(self._handles.values()):
+                if h.handle > frame.last_handle:
+                    self._close_handle(h)
+                    events.append(
+                        RequestRejected(h.handle, ErrorCode.SERVER_SHUTDOWN, "not processed")
+                    )
         self._maybe_finish_draining(events)
 
     # -- helpers --------------------------------------------------------------------------------
@@ -1324,8 +1380,9 @@ class Connection:
 
     def _has_room(self, h: _Out, size: int) -> bool:
         cfg = self._cfg
-        beyond_chunks = len(h.queue) - max(h.credit_chunks, 0)
-        beyond_bytes = h.q_bytes + size - max(h.credit_bytes, 0)
+        # A half-sent head chunk (head_size > 0) took its credit when it started.
+        beyond_chunks = h.q_chunks - (h.head_size > 0) - max(h.credit_chunks, 0)
+        beyond_bytes = h.q_bytes - h.head_size + size - max(h.credit_bytes, 0)
         return (
             beyond_chunks < cfg.max_queued_chunks
             and beyond_bytes <= cfg.max_queued_bytes
@@ -1355,6 +1412,7 @@ class Connection:
                 gap_from = seq
             gap_to = seq
             h.q_bytes -= len(item)
+            h.q_chunks -= 1
             self._queued_bytes -= len(item)
             self._record_drop(h, seq, seq)
         if gap_from:
@@ -1381,7 +1439,12 @@ class Connection:
             self._overflow.clear()
 
     def _queue_gap(self, h: _Out, to_seq: int, reason: GapReason) -> None:
-        h.queue.append((h.next_seq, _GapMark(to_seq, reason)))
+        queue = h.queue
+        last = queue[-1][1] if queue else None
+        if isinstance(last, _GapMark) and last.reason is reason:
+            last.to_seq = to_seq  # it ends just before next_seq: extend it
+        else:
+            queue.append((h.next_seq, _GapMark(to_seq, reason)))
         h.next_seq = to_seq + 1
         if not h.in_ready:
             h.in_ready = True
@@ -1393,27 +1456,27 @@ class Connection:
         self._control.append(
             encode(Error(h.handle, ErrorCode.RESOURCE_EXHAUSTED, h.sent_seq, "subscriber too slow"))
         )
-        self._discard_queue(h)
         h.offset = 0
         self._handle_step(h, Input.DRAINED)
-        self._close_handle(h)
+        self._close_handle(h)  # discards the queue
 
     def _maybe_drained(self, h: _Out) -> None:
         if not h.queue:
             self._handle_step(h, Input.DRAINED)
             self._close_handle(h)
 
-    def _discard_queue(self, h: _Out) -> None:
-        self._queued_bytes -= h.q_bytes
-        h.q_bytes = 0
-        h.queue.clear()
-
     def _close_handle(self, h: _Out | _In) -> None:
         h.state = HState.CLOSED
         if self._handles.pop(h.handle, None) is None:
             return
         if isinstance(h, _Out):
-            self._discard_queue(h)
+            self._blocked.pop(h.handle, None)
+            freed = h.q_bytes
+            self._queued_bytes -= freed
+            h.q_bytes = h.q_chunks = 0
+            h.queue.clear()
+            if freed and self._blocked:  # room under the connection-wide cap
+                self._wake_writers(self._pending)
             if h.side is Side.SERVER_SUBSCRIPTION:
                 self._subs -= 1
         elif h.side is Side.SERVER_UPLOAD:
@@ -1434,6 +1497,7 @@ class Connection:
             h.state = HState.CLOSED
         self._handles.clear()
         self._ready.clear()
+        self._blocked.clear()
         self._queued_bytes = 0
         self._subs = self._uploads = 0
 

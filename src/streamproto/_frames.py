@@ -881,7 +881,7 @@ class FrameDecoder:
         more_flag = _F_MORE
         # The open run of whole DATA chunks: handle, next expected seq, first seq, payloads.
         run_handle = 0
-        run_next = 0
+        run_next = -1  # no DATA frame has this seq: the first one never joins an empty run
         run_first = 0
         run: list[bytes] = []
         append = run.append
