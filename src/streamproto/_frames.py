@@ -162,13 +162,22 @@ def _uint(bound: int) -> Callable[[object, attrs.Attribute[int], int], None]:
     return check
 
 
+def _seq(_inst: object, attr: attrs.Attribute[int], value: int) -> None:
+    if not 1 <= value <= U64:
+        raise ValueError(f"{attr.name} must be in 1..{U64} (seqs start at 1), got {value}")
+
+
 def _handle(_inst: object, attr: attrs.Attribute[int], value: int) -> None:
     if not 1 <= value <= U32:
         raise ValueError(f"{attr.name} must be in 1..{U32}, got {value}")
 
 
 def _str16(_inst: object, attr: attrs.Attribute[str], value: str) -> None:
-    if len(value.encode("utf-8", "surrogatepass")) > U16:
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise ValueError(f"{attr.name} must be valid UTF-8 (no lone surrogates)") from None
+    if size > U16:
         raise ValueError(f"{attr.name} must encode to at most {U16} bytes")
 
 
@@ -211,7 +220,7 @@ class Hello:
 
     def __str__(self) -> str:
         return (
-            f"HELLO v{self.min_version}-{self.max_version} settings={dict(self.settings)} "
+            f"HELLO v{self.min_version}-{self.max_version} {len(self.settings)} settings "
             f"resume={bool(self.resume_token)} auth={len(self.auth)}B"
         )
 
@@ -290,8 +299,8 @@ class Subscribe:
     def __str__(self) -> str:
         start = "tail" if self.tail else f"after={self.after_seq}"
         return (
-            f"SUBSCRIBE h={self.handle} {_short(self.channel)}/{_short(self.stream_id)} {start} "
-            f"credit={self.credit_chunks}/{self.credit_bytes}B {self.policy.name}"
+            f"SUBSCRIBE h={self.handle} {_short(self.channel, 20)}/{_short(self.stream_id, 20)} "
+            f"{start} {self.policy.name}"
         )
 
 
@@ -382,7 +391,7 @@ class Data:
     TYPE: ClassVar[FrameType] = FrameType.DATA
 
     handle: int = attrs.field(validator=_handle)
-    seq: int = attrs.field(validator=_u64)
+    seq: int = attrs.field(validator=_seq)
     chunks: tuple[bytes, ...] = attrs.field(validator=_chunks)
     more: bool = attrs.field(default=False)
 
@@ -407,9 +416,14 @@ class Gap:
     TYPE: ClassVar[FrameType] = FrameType.GAP
 
     handle: int = attrs.field(validator=_handle)
-    from_seq: int = attrs.field(validator=_u64)
+    from_seq: int = attrs.field(validator=_seq)
     to_seq: int = attrs.field(validator=_u64)
     reason: GapReason = attrs.field(converter=GapReason)
+
+    @to_seq.validator
+    def _check_range(self, _attr: attrs.Attribute[int], value: int) -> None:
+        if value < self.from_seq:
+            raise ValueError("to_seq must be >= from_seq")
 
     def __str__(self) -> str:
         return f"GAP h={self.handle} {self.from_seq}..{self.to_seq} {self.reason.name}"
@@ -506,6 +520,11 @@ class Unknown:
     handle: int = attrs.field(default=0, validator=_u32)
     body: bytes = b""
 
+    @type.validator
+    def _check_type(self, _attr: attrs.Attribute[int], value: int) -> None:
+        if value in _KNOWN_TYPES:
+            raise ValueError(f"type 0x{value:02x} is known: use its frame class")
+
     def __str__(self) -> str:
         return f"UNKNOWN type=0x{self.type:02x} h={self.handle} {len(self.body)}B"
 
@@ -536,7 +555,7 @@ Frame = (
 
 
 def _s16(value: str) -> bytes:
-    raw = value.encode("utf-8", "surrogatepass")
+    raw = value.encode("utf-8")
     return _U16.pack(len(raw)) + raw
 
 
@@ -799,6 +818,7 @@ _CONNECTION_TYPES: Final = frozenset(
 )
 _HANDLE_TYPES: Final = frozenset(FrameType) - _CONNECTION_TYPES
 _GAP_REASONS: Final = frozenset(GapReason)
+_KNOWN_TYPES: Final = frozenset(int(t) for t in FrameType)
 
 
 class FrameDecoder:
@@ -909,17 +929,17 @@ class FrameDecoder:
                 stop = off + HEADER_SIZE + length
             else:
                 break
+            if run:  # whatever comes next ends the run: hand it out before any error
+                out.append(Data(run_handle, run_first, tuple(run)))
+                run = []
+                append = run.append
+                run_handle, run_next = 0, -1
             if length > limit:
                 raise FrameError(
                     ErrorCode.FRAME_TOO_LARGE, f"frame body of {length} bytes exceeds {limit}"
                 )
             if stop > end:
                 break
-            if run:
-                out.append(Data(run_handle, run_first, tuple(run)))
-                run = []
-                append = run.append
-                run_handle = 0
             start = off + HEADER_SIZE
             off = stop
             if ftype != data_type:
