@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Protocol
 
 from streamproto import ChannelOptions, Config, Hub, OverflowPolicy, Window
+from streamproto.testing.conformance import register_reference_channels
 
 BACKENDS = ("asyncio", "trio", "sync")
 TRANSPORTS = ("tcp", "ws")
@@ -196,6 +197,7 @@ class ServerProxy:
             server = mod.serve(hub, url, config=config)
         self.mod = mod
         self.thread.call(self._register, server)
+        self.thread.call(register_reference_channels, self.hub)
         return server
 
     async def _trio_serve(self, mod: Any, url: str) -> Any:
@@ -478,7 +480,9 @@ class ClientProxy:
     def open(self, *args: Any, **kwargs: Any) -> SubProxy:
         return SubProxy(self, lambda: self.client.open(*args, **kwargs))
 
-    def upload(self, channel: str, stream_id: str, chunks: Iterator[bytes], args: bytes = b"") -> BaseException | None:
+    def upload(
+        self, channel: str, stream_id: str, chunks: Iterator[bytes], args: bytes = b""
+    ) -> BaseException | None:
         """Upload every chunk; returns the exception the upload ended with, if any."""
         client = self.client
         if self.backend == "sync":

@@ -1,0 +1,664 @@
+"""The wire conformance runner: drive any streamproto server through numbered cases.
+
+    python -m streamproto conformance tcp://127.0.0.1:9000 [--json report.json] [--case C07]
+
+Every case opens its own connection, speaks raw frames, and checks the server's answer against
+one or more spec rules (h2spec and Autobahn are the models). The server must expose the
+channels described in ``spec/CONFORMANCE.md``; :func:`register_reference_channels` adds them
+to a :class:`~streamproto.Hub`, which is what our reference server does.
+
+This module does I/O (blocking sockets), unlike the rest of ``streamproto``: it is a tool, not
+part of the core.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import struct
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+import attrs
+
+from .._errors import ErrorCode
+from .._frames import (
+    Accept,
+    Cancel,
+    Credit,
+    Data,
+    End,
+    Error,
+    Frame,
+    FrameDecoder,
+    Gap,
+    GapReason,
+    Goaway,
+    Hello,
+    Open,
+    Ping,
+    Pong,
+    Reject,
+    Subscribe,
+    Unknown,
+    Upload,
+    Welcome,
+    encode,
+)
+from .._hub import ChannelOptions, Hub, Producer, UploadReader
+from .._store import Window
+
+__all__ = ["CASES", "CaseResult", "Report", "register_reference_channels", "run"]
+
+#: Chunks of the reference stream ``conformance:fixed/five``.
+FIVE = [b"chunk-%d" % i for i in range(1, 6)]
+FAIL_CODE = 4321
+FAIL_MESSAGE = "the producer failed on purpose"
+BIG = bytes(range(256)) * 400  # 102,400 bytes: larger than the default frame size
+
+
+def register_reference_channels(hub: Hub) -> None:
+    """The channels and streams a server under test must expose (spec/CONFORMANCE.md)."""
+    fixed = hub.register("conformance:fixed", ChannelOptions(retention=86_400))
+    five = fixed.start("five")
+    for chunk in FIVE:
+        five.write(chunk)
+    five.close()
+    failed = fixed.start("failed")
+    failed.write(b"before-1")
+    failed.write(b"before-2")
+    failed.fail(FAIL_CODE, FAIL_MESSAGE)
+    big = fixed.start("big")
+    big.write(BIG)
+    big.close()
+    evicted = hub.register(
+        "conformance:evicted", ChannelOptions(replay=Window(chunks=3), retention=86_400)
+    )
+    ten = evicted.start("ten")
+    for i in range(1, 11):
+        ten.write(b"e-%d" % i)
+    ten.close()
+
+    def on_open(producer: Producer, args: bytes) -> None:
+        for i in range(1, int(args or b"3") + 1):
+            producer.write(b"o-%d" % i)
+        producer.close()
+
+    hub.register("conformance:open", on_open=on_open)
+
+    def on_upload(reader: UploadReader) -> None:
+        reader.on_readable = lambda: _drain(reader)
+
+    hub.register("conformance:upload", on_upload=on_upload)
+
+
+def _drain(reader: UploadReader) -> None:
+    while reader.read_nowait() is not None:
+        pass
+
+
+# -- a raw peer ---------------------------------------------------------------------------------
+
+
+class _Closed(Exception):
+    pass
+
+
+class RawPeer:
+    """A minimal blocking client speaking raw frames over TCP or WebSocket."""
+
+    def __init__(self, url: str, timeout: float) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("tcp", "ws") or not parts.hostname or not parts.port:
+            raise ValueError(f"expected tcp://host:port or ws://host:port/path, got {url!r}")
+        self.timeout = timeout
+        self.sock = socket.create_connection((parts.hostname, parts.port), timeout=timeout)
+        self.decoder = FrameDecoder(16_777_216)
+        self.frames: list[Frame] = []
+        self.eof = False
+        self.ws: Any = None
+        if parts.scheme == "ws":
+            self._ws_handshake(f"{parts.hostname}:{parts.port}", parts.path or "/")
+
+    def _ws_handshake(self, host: str, path: str) -> None:
+        from wsproto import ConnectionType, WSConnection  # noqa: PLC0415 - optional extra
+        from wsproto.events import Request  # noqa: PLC0415
+
+        self.ws = WSConnection(ConnectionType.CLIENT)
+        self.sock.sendall(
+            self.ws.send(Request(host=host, target=path, subprotocols=["streamproto.v1"]))
+        )
+        while True:
+            self._feed_ws(self._recv())
+            if getattr(self, "_accepted", False):
+                return
+
+    def _feed_ws(self, data: bytes) -> bytes:
+        from wsproto.events import (  # noqa: PLC0415 - optional extra
+            AcceptConnection,
+            BytesMessage,
+            CloseConnection,
+        )
+        from wsproto.events import Ping as WsPing  # noqa: PLC0415
+
+        self.ws.receive_data(data or None)
+        out = []
+        for event in self.ws.events():
+            if isinstance(event, AcceptConnection):
+                self._accepted = True
+            elif isinstance(event, BytesMessage):
+                out.append(bytes(event.data))
+            elif isinstance(event, WsPing):
+                self.sock.sendall(self.ws.send(event.response()))
+            elif isinstance(event, CloseConnection):
+                self._ws_closed = True
+        return b"".join(out)
+
+    def _recv(self) -> bytes:
+        try:
+            return self.sock.recv(65536)
+        except (ConnectionResetError, BrokenPipeError):
+            return b""
+
+    def send_raw(self, data: bytes) -> None:
+        if self.ws is not None:
+            from wsproto.events import BytesMessage  # noqa: PLC0415 - optional extra
+
+            data = self.ws.send(BytesMessage(data=data))
+        with contextlib.suppress(ConnectionResetError, BrokenPipeError):
+            self.sock.sendall(data)
+
+    def send(self, *frames: Frame) -> None:
+        self.send_raw(b"".join(encode(f) for f in frames))
+
+    def _pull(self, deadline: float) -> bool:
+        """Read once; True if bytes arrived. Raises _Closed once the server closed and
+        everything it sent was handed out."""
+        if self.eof:
+            raise _Closed
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        self.sock.settimeout(remaining)
+        try:
+            data = self._recv()
+        except TimeoutError:
+            return False
+        payload = data
+        if self.ws is not None:
+            payload = self._feed_ws(data)
+            self.eof = not data or getattr(self, "_ws_closed", False)
+        else:
+            self.eof = not data
+        self.frames.extend(self.decoder.feed(payload))
+        return True
+
+    def expect(self, kind: type, timeout: float | None = None) -> Any:
+        """The next frame; it must be of ``kind`` (flattening DATA runs)."""
+        deadline = time.monotonic() + (timeout or self.timeout)
+        while not self.frames:
+            if not self._pull(deadline):
+                raise AssertionError(f"expected {kind.__name__}, got nothing in time")
+        frame = self.frames.pop(0)
+        if isinstance(frame, Data) and len(frame.chunks) > 1:
+            rest = Data(frame.handle, frame.seq + 1, frame.chunks[1:])
+            self.frames.insert(0, rest)
+            frame = Data(frame.handle, frame.seq, frame.chunks[:1])
+        if not isinstance(frame, kind):
+            raise AssertionError(f"expected {kind.__name__}, got {frame}")
+        return frame
+
+    def expect_quiet(self, seconds: float) -> None:
+        """Nothing more arrives for ``seconds``."""
+        deadline = time.monotonic() + seconds
+        while not self.frames and self._pull(deadline):
+            pass
+        if self.frames:
+            raise AssertionError(f"expected nothing, got {self.frames[0]}")
+
+    def expect_closed(self, timeout: float | None = None) -> None:
+        """The server closes the transport (after whatever it sent)."""
+        deadline = time.monotonic() + (timeout or self.timeout)
+        try:
+            while self._pull(deadline):
+                pass
+        except _Closed:
+            return
+        raise AssertionError("the server did not close the connection")
+
+    def handshake(self) -> Welcome:
+        self.send(Hello())
+        welcome: Welcome = self.expect(Welcome)
+        return welcome
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+# -- cases --------------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Case:
+    """One conformance case: an id, the spec rules it checks, what it checks, and the check."""
+
+    id: str
+    rules: tuple[str, ...]
+    title: str
+    check: Callable[[RawPeer], None]
+
+
+CASES: list[Case] = []
+
+
+def case(
+    case_id: str, *rules: str
+) -> Callable[[Callable[[RawPeer], None]], Callable[[RawPeer], None]]:
+    def register(check: Callable[[RawPeer], None]) -> Callable[[RawPeer], None]:
+        CASES.append(Case(case_id, rules, (check.__doc__ or "").strip(), check))
+        return check
+
+    return register
+
+
+def _goaway(peer: RawPeer, code: ErrorCode) -> None:
+    goaway: Goaway = peer.expect(Goaway)
+    if goaway.code != code:
+        raise AssertionError(f"expected GOAWAY {code.name}, got code {goaway.code}")
+    peer.expect_closed()
+
+
+@case("C01", "R-HS-1", "R-HS-3", "R-HS-6")
+def _c01(peer: RawPeer) -> None:
+    """HELLO is answered with WELCOME for version 1, a session id and a resume token."""
+    welcome = peer.handshake()
+    if welcome.version != 1 or not welcome.session_id or not welcome.resume_token:
+        raise AssertionError(f"unexpected {welcome}")
+
+
+@case("C02", "R-HS-2")
+def _c02(peer: RawPeer) -> None:
+    """HELLO without the magic STRP is MALFORMED_FRAME."""
+    raw = bytearray(encode(Hello()))
+    raw[10:14] = b"XXXX"
+    peer.send_raw(bytes(raw))
+    _goaway(peer, ErrorCode.MALFORMED_FRAME)
+
+
+@case("C03", "R-FRAME-6")
+def _c03(peer: RawPeer) -> None:
+    """A header announcing a body above the maximum frame size is refused from the header."""
+    peer.send_raw(struct.pack(">IBBI", 1 << 30, 0x01, 0, 0))
+    _goaway(peer, ErrorCode.FRAME_TOO_LARGE)
+
+
+@case("C04", "R-HS-3", "R-HS-4")
+def _c04(peer: RawPeer) -> None:
+    """A HELLO offering only unsupported versions is refused with UNSUPPORTED_VERSION."""
+    peer.send(Hello(min_version=7, max_version=9))
+    _goaway(peer, ErrorCode.UNSUPPORTED_VERSION)
+
+
+@case("C05", "R-HS-2")
+def _c05(peer: RawPeer) -> None:
+    """A known frame other than HELLO first is a PROTOCOL_ERROR."""
+    peer.send(Ping(1))
+    _goaway(peer, ErrorCode.PROTOCOL_ERROR)
+
+
+@case("C06", "R-KA-4")
+def _c06(peer: RawPeer) -> None:
+    """PING is answered with PONG carrying the same payload."""
+    peer.handshake()
+    peer.send(Ping(0xDEADBEEF))
+    pong: Pong = peer.expect(Pong)
+    if pong.payload != 0xDEADBEEF:
+        raise AssertionError(f"PONG payload {pong.payload}")
+
+
+@case("C07", "R-FWD-1", "R-FWD-2")
+def _c07(peer: RawPeer) -> None:
+    """Frames of unknown type and unknown flag bits are ignored."""
+    peer.handshake()
+    peer.send(Unknown(0x7E, 0xFF, 5, b"future"), Unknown(0x41, 0, 0, b""))
+    peer.send_raw(struct.pack(">IBBIQ", 8, 0x03, 0xF0, 0, 9))  # PING with unknown flags
+    pong: Pong = peer.expect(Pong)
+    if pong.payload != 9:
+        raise AssertionError(f"PONG payload {pong.payload}")
+
+
+@case("C08", "R-REQ-1", "R-REQ-5")
+def _c08(peer: RawPeer) -> None:
+    """SUBSCRIBE to an unknown channel is rejected with UNKNOWN_CHANNEL."""
+    peer.handshake()
+    peer.send(Subscribe(1, "conformance:nope", "x", credit_chunks=8, credit_bytes=1 << 16))
+    reject: Reject = peer.expect(Reject)
+    if reject.code != ErrorCode.UNKNOWN_CHANNEL:
+        raise AssertionError(f"REJECT code {reject.code}")
+
+
+@case("C09", "R-REQ-1", "R-REQ-5")
+def _c09(peer: RawPeer) -> None:
+    """SUBSCRIBE to an unknown stream is rejected with UNKNOWN_STREAM (never silence)."""
+    peer.handshake()
+    peer.send(Subscribe(1, "conformance:fixed", "nope", credit_chunks=8, credit_bytes=1 << 16))
+    reject: Reject = peer.expect(Reject)
+    if reject.code != ErrorCode.UNKNOWN_STREAM:
+        raise AssertionError(f"REJECT code {reject.code}")
+
+
+@case("C10", "R-NAME-1", "R-NAME-2")
+def _c10(peer: RawPeer) -> None:
+    """Channel names and stream ids that break the patterns are rejected with INVALID_NAME."""
+    peer.handshake()
+    peer.send(
+        Subscribe(1, "no-colon", "x", credit_chunks=8, credit_bytes=1 << 16),
+        Subscribe(2, "conformance:fixed", "bad id!", credit_chunks=8, credit_bytes=1 << 16),
+    )
+    for _ in range(2):
+        reject: Reject = peer.expect(Reject)
+        if reject.code != ErrorCode.INVALID_NAME:
+            raise AssertionError(f"REJECT code {reject.code}")
+
+
+def _subscribe(peer: RawPeer, stream: str, after: int = 0, credit: int = 64) -> Accept:
+    channel, stream_id = stream.split("/")
+    peer.send(Subscribe(1, channel, stream_id, after, credit_chunks=credit, credit_bytes=1 << 24))
+    accept: Accept = peer.expect(Accept)
+    return accept
+
+
+@attrs.define
+class Delivery:
+    """What one subscription handle received, in order: ``items`` holds ``(seq, chunk)``
+    for data (fragments reassembled) and ``Gap`` frames; ``outcome`` the END or ERROR."""
+
+    items: list[tuple[int, bytes] | Gap] = attrs.Factory(list)
+    outcome: End | Error | None = None
+    fragments: int = 0
+
+
+def _collect(peer: RawPeer, handle: int = 1, *, upto: int | None = None) -> Delivery:
+    """Read the handle's frames until its outcome has arrived and every seq up to the
+    outcome's ``last_seq`` was covered (END/ERROR may overtake queued DATA: R-SUB-8), or
+    until data up to ``upto`` arrived."""
+    got = Delivery()
+    pieces: list[bytes] = []
+    covered = 0
+    while True:
+        if got.outcome is not None and covered >= got.outcome.last_seq:
+            return got
+        if upto is not None and covered >= upto:
+            return got
+        frame = peer.expect(object)
+        if getattr(frame, "handle", handle) != handle:
+            continue
+        if isinstance(frame, Data):
+            pieces.append(frame.chunks[0])
+            got.fragments += 1
+            if not frame.more:
+                got.items.append((frame.seq, b"".join(pieces)))
+                pieces = []
+                covered = frame.seq
+        elif isinstance(frame, Gap):
+            got.items.append(frame)
+            covered = frame.to_seq
+        elif isinstance(frame, End | Error):
+            got.outcome = frame
+        else:
+            raise AssertionError(f"unexpected {frame}")
+
+
+def _expect_items(got: Delivery, expected: list[tuple[int, bytes] | Gap]) -> None:
+    if got.items != expected:
+        raise AssertionError(f"expected {expected}, got {got.items}")
+
+
+@case("C11", "R-REQ-3", "R-SUB-1", "R-SUB-2", "R-SUB-8", "R-SUB-9")
+def _c11(peer: RawPeer) -> None:
+    """An ended stream: ACCEPT with its seqs, every chunk in order, then END."""
+    peer.handshake()
+    accept = _subscribe(peer, "conformance:fixed/five")
+    if (accept.first_seq, accept.last_seq) != (1, 5):
+        raise AssertionError(f"ACCEPT seqs {accept.first_seq}..{accept.last_seq}")
+    got = _collect(peer)
+    _expect_items(got, list(enumerate(FIVE, 1)))
+    if not isinstance(got.outcome, End) or got.outcome.last_seq != 5:
+        raise AssertionError(f"outcome {got.outcome}")
+
+
+@case("C12", "R-SUB-2", "R-SUB-5")
+def _c12(peer: RawPeer) -> None:
+    """A resubscribe with after_seq gets only the chunks after it."""
+    peer.handshake()
+    _subscribe(peer, "conformance:fixed/five", after=3)
+    _expect_items(_collect(peer), [(4, FIVE[3]), (5, FIVE[4])])
+
+
+@case("C13", "R-SUB-2", "R-REPLAY-1")
+def _c13(peer: RawPeer) -> None:
+    """Evicted chunks are reported as GAP(EVICTED) with exact bounds, then the rest."""
+    peer.handshake()
+    accept = _subscribe(peer, "conformance:evicted/ten")
+    if (accept.first_seq, accept.last_seq) != (8, 10):
+        raise AssertionError(f"ACCEPT seqs {accept.first_seq}..{accept.last_seq}")
+    got = _collect(peer)
+    gap = Gap(1, 1, 7, GapReason.EVICTED)
+    _expect_items(got, [gap, (8, b"e-8"), (9, b"e-9"), (10, b"e-10")])
+
+
+@case("C14", "R-SUB-9", "R-SUB-10")
+def _c14(peer: RawPeer) -> None:
+    """A failed stream replays its chunks, then ERROR with the same code and message."""
+    peer.handshake()
+    _subscribe(peer, "conformance:fixed/failed")
+    got = _collect(peer)
+    _expect_items(got, [(1, b"before-1"), (2, b"before-2")])
+    error = got.outcome
+    if not isinstance(error, Error) or (error.code, error.message) != (FAIL_CODE, FAIL_MESSAGE):
+        raise AssertionError(f"outcome {error}")
+
+
+@case("C15", "R-FLOW-1", "R-FLOW-2", "R-SUB-8")
+def _c15(peer: RawPeer) -> None:
+    """The server sends no more chunks than the credit allows, and resumes on CREDIT."""
+    peer.handshake()
+    _subscribe(peer, "conformance:fixed/five", credit=2)
+    got = _collect(peer, upto=2)
+    _expect_items(got, [(1, FIVE[0]), (2, FIVE[1])])
+    deadline = time.monotonic() + 0.3
+    while peer.frames or peer._pull(deadline):
+        while peer.frames:
+            frame = peer.frames.pop(0)
+            if isinstance(frame, Data):
+                raise AssertionError(f"DATA beyond credit: {frame}")
+    peer.send(Credit(1, 3, 1 << 16))
+    _expect_items(_collect(peer, upto=5), [(3, FIVE[2]), (4, FIVE[3]), (5, FIVE[4])])
+
+
+@case("C16", "R-HANDLE-3")
+def _c16(peer: RawPeer) -> None:
+    """A request whose handle does not increase is INVALID_HANDLE."""
+    peer.handshake()
+    peer.send(Subscribe(5, "conformance:fixed", "five", credit_chunks=1, credit_bytes=1 << 16))
+    peer.expect(Accept)
+    peer.send(Subscribe(5, "conformance:fixed", "five", credit_chunks=1, credit_bytes=1 << 16))
+    while True:
+        frame = peer.expect(object)
+        if isinstance(frame, Goaway):
+            if frame.code != ErrorCode.INVALID_HANDLE:
+                raise AssertionError(f"GOAWAY code {frame.code}")
+            break
+    peer.expect_closed()
+
+
+@case("C17", "R-HANDLE-4")
+def _c17(peer: RawPeer) -> None:
+    """A frame on a handle never opened is INVALID_HANDLE."""
+    peer.handshake()
+    peer.send(Cancel(42))
+    _goaway(peer, ErrorCode.INVALID_HANDLE)
+
+
+@case("C18", "R-REQ-3", "R-REQ-8")
+def _c18(peer: RawPeer) -> None:
+    """OPEN starts a stream with the arguments, subscribed from seq 1, and names its id."""
+    peer.handshake()
+    peer.send(Open(1, "conformance:open", "", credit_chunks=16, credit_bytes=1 << 16, args=b"4"))
+    accept: Accept = peer.expect(Accept)
+    if not accept.stream_id or (accept.first_seq, accept.last_seq) != (1, 0):
+        raise AssertionError(f"unexpected {accept}")
+    got = _collect(peer)
+    _expect_items(got, [(seq, b"o-%d" % seq) for seq in range(1, 5)])
+    if not isinstance(got.outcome, End):
+        raise AssertionError(f"outcome {got.outcome}")
+
+
+@case("C19", "R-UP-1", "R-UP-2", "R-UP-3", "R-FLOW-1")
+def _c19(peer: RawPeer) -> None:
+    """UPLOAD is accepted with credit; data within it and END are taken without complaint."""
+    peer.handshake()
+    peer.send(Upload(1, "conformance:upload", "up-1"))
+    accept: Accept = peer.expect(Accept)
+    if accept.credit_chunks < 1 or accept.credit_bytes < 1:
+        raise AssertionError(f"no credit in {accept}")
+    count = min(accept.credit_chunks, 4)
+    peer.send(Data(1, 1, tuple(b"u" * 10 for _ in range(count))), End(1, count))
+    peer.send(Ping(5))
+    peer.expect(Pong)
+
+
+@case("C20", "R-FLOW-8")
+def _c20(peer: RawPeer) -> None:
+    """DATA beyond the granted credit is a FLOW_CONTROL_ERROR."""
+    peer.handshake()
+    peer.send(Upload(1, "conformance:upload", "up-2"))
+    accept: Accept = peer.expect(Accept)
+    chunks = tuple(b"x" for _ in range(accept.credit_chunks + 1))
+    peer.send(Data(1, 1, chunks))
+    _goaway(peer, ErrorCode.FLOW_CONTROL_ERROR)
+
+
+@case("C21", "R-FRAG-1", "R-FRAME-5")
+def _c21(peer: RawPeer) -> None:
+    """A chunk larger than the frame size arrives as fragments that reassemble to it."""
+    peer.handshake()
+    _subscribe(peer, "conformance:fixed/big")
+    got = _collect(peer)
+    _expect_items(got, [(1, BIG)])
+    if got.fragments < 2:
+        raise AssertionError(f"{len(BIG)} bytes arrived in {got.fragments} frame(s)")
+
+
+@case("C22", "R-SUB-11")
+def _c22(peer: RawPeer) -> None:
+    """After CANCEL the server sends nothing more on the handle (others keep working)."""
+    peer.handshake()
+    _subscribe(peer, "conformance:fixed/five", credit=1)
+    _expect_items(_collect(peer, upto=1), [(1, FIVE[0])])
+    peer.send(Cancel(1), Credit(1, 10, 1 << 16))
+    peer.send(Ping(3))
+    while True:
+        frame = peer.expect(object)
+        if isinstance(frame, Pong):
+            break
+        if isinstance(frame, Data):
+            raise AssertionError(f"DATA after CANCEL: {frame}")
+    peer.expect_quiet(0.2)
+
+
+@case("C23", "R-GOAWAY-1")
+def _c23(peer: RawPeer) -> None:
+    """A client's GOAWAY(NO_ERROR) with nothing open ends the connection."""
+    peer.handshake()
+    peer.send(Goaway(0, 0, "bye"))
+    peer.expect_closed()
+
+
+# -- running ------------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class CaseResult:
+    """The outcome of one case."""
+
+    id: str
+    rules: tuple[str, ...]
+    title: str
+    passed: bool
+    detail: str
+    seconds: float
+
+
+@attrs.frozen
+class Report:
+    """Every case's outcome."""
+
+    url: str
+    results: tuple[CaseResult, ...]
+
+    @property
+    def passed(self) -> int:
+        """How many cases passed."""
+        return sum(r.passed for r in self.results)
+
+    @property
+    def failed(self) -> int:
+        """How many cases failed."""
+        return len(self.results) - self.passed
+
+    def to_json(self) -> str:
+        """The report as JSON."""
+        return json.dumps(
+            {
+                "url": self.url,
+                "passed": self.passed,
+                "failed": self.failed,
+                "cases": [attrs.asdict(r) for r in self.results],
+            },
+            indent=2,
+        )
+
+
+def run(
+    url: str,
+    *,
+    only: set[str] | None = None,
+    timeout: float = 5.0,
+    out: Callable[[str], None] | None = None,
+) -> Report:
+    """Run the cases (all, or those in ``only``) against the server at ``url``."""
+    results = []
+    for item in CASES:
+        if only and item.id not in only:
+            continue
+        started = time.monotonic()
+        detail = ""
+        try:
+            peer = RawPeer(url, timeout)
+        except OSError as exc:
+            passed, detail = False, f"cannot connect: {exc}"
+        else:
+            try:
+                item.check(peer)
+                passed = True
+            except (AssertionError, _Closed, OSError, ValueError) as exc:
+                passed, detail = False, f"{type(exc).__name__}: {exc}"
+            finally:
+                peer.close()
+        result = CaseResult(
+            item.id, item.rules, item.title, passed, detail, round(time.monotonic() - started, 3)
+        )
+        results.append(result)
+        if out is not None:
+            mark = "PASS" if passed else "FAIL"
+            out(f"{item.id} {mark} [{', '.join(item.rules)}] {item.title}")
+            if detail:
+                out(f"     {detail}")
+    report = Report(url, tuple(results))
+    if out is not None:
+        out(f"{report.passed} passed, {report.failed} failed")
+    return report

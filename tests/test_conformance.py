@@ -1,0 +1,86 @@
+"""The wire conformance runner passes in full against every server backend, over TCP and
+WebSocket; and the runner's own reporting works (JSON, case selection, failures)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+from harness import BACKENDS, TRANSPORTS, ServerProxy
+
+from streamproto.__main__ import main
+from streamproto.testing.conformance import CASES, run
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_runner_passes_against_our_servers(backend: str, transport: str) -> None:
+    server = ServerProxy(backend, transport)
+    try:
+        report = run(server.url, timeout=5.0)
+    finally:
+        server.stop()
+    failures = [f"{r.id}: {r.detail}" for r in report.results if not r.passed]
+    assert failures == []
+    assert report.passed == len(CASES)
+
+
+def test_every_case_cites_spec_rules() -> None:
+    spec = (Path(__file__).resolve().parent.parent / "spec" / "PROTOCOL.md").read_text()
+    ids = [c.id for c in CASES]
+    assert len(ids) == len(set(ids))
+    for case in CASES:
+        assert case.rules
+        assert case.title
+        for rule in case.rules:
+            assert f"**{rule}.**" in spec, f"{case.id} cites {rule}, which the spec lacks"
+
+
+def test_command_line_writes_a_json_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server = ServerProxy("asyncio", "tcp")
+    try:
+        path = tmp_path / "report.json"
+        status = main(
+            ["conformance", server.url, "--case", "C01", "--case", "C06", "--json", str(path)]
+        )
+    finally:
+        server.stop()
+    assert status == 0
+    report = json.loads(path.read_text())
+    assert (report["passed"], report["failed"]) == (2, 0)
+    assert [c["id"] for c in report["cases"]] == ["C01", "C06"]
+    assert "C01 PASS" in capsys.readouterr().out
+
+
+def test_a_server_that_is_not_there_fails_every_case() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    assert main(["conformance", f"tcp://127.0.0.1:{port}", "--case", "C01"]) == 1
+
+
+def test_a_silent_server_fails_with_a_timeout() -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    accepted: list[socket.socket] = []
+
+    def accept() -> None:
+        conn, _ = listener.accept()
+        accepted.append(conn)
+
+    thread = threading.Thread(target=accept)
+    thread.start()
+    try:
+        report = run(f"tcp://127.0.0.1:{port}", only={"C01"}, timeout=0.3)
+    finally:
+        thread.join(5)
+        for conn in accepted:
+            conn.close()
+        listener.close()
+    assert report.failed == 1
+    assert "nothing in time" in report.results[0].detail
