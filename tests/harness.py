@@ -201,15 +201,13 @@ class ServerProxy:
         return server
 
     async def _trio_serve(self, mod: Any, url: str) -> Any:
-        started: Any = None
 
         async def run(task_status: Any) -> None:
             async with mod.serve(self.hub, url, config=self.config) as server:
                 task_status.started(server)
                 await self.thread.trio.sleep_forever()  # type: ignore[attr-defined]
 
-        started = await self.thread.nursery.start(run)  # type: ignore[attr-defined]
-        return started
+        return await self.thread.nursery.start(run)  # type: ignore[attr-defined]
 
     def _register(self, server: Any) -> None:
         record = self.record
