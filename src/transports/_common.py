@@ -13,19 +13,24 @@ Rules for this file:
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import logging
 import random
 from collections import deque
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Generic, Literal, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import attrs
 
 from streamproto import (
+    Channel,
+    ChannelOptions,
     Config,
     Connection,
     ConnectionTerminated,
+    ConnState,
     DataReceived,
     ErrorCode,
     Event,
@@ -39,6 +44,7 @@ from streamproto import (
     OverflowPolicy,
     OverflowWarning,
     Peer,
+    Producer,
     RequestAccepted,
     RequestRejected,
     Role,
@@ -46,6 +52,7 @@ from streamproto import (
     StreamFailed,
     StreamProtoError,
     UploadCancelled,
+    UploadReader,
     Writable,
     WriteResult,
 )
@@ -54,18 +61,29 @@ from ._framing import Framing, RawFraming, WsFraming
 
 __all__ = [
     "Backoff",
+    "ClientBase",
     "ClientCore",
     "ConnectionLost",
     "Gap",
     "GapError",
+    "ProducerBase",
+    "ServerBase",
     "ServerDriver",
+    "ServerUploadBase",
+    "Side",
     "StreamError",
+    "SubscriptionBase",
     "SubscriptionCore",
+    "UploadBase",
     "UploadCore",
     "Url",
+    "handler_failed",
     "parse_url",
+    "read_upload",
     "server_config",
 ]
+
+log = logging.getLogger("transports")
 
 GapMode = Literal["raise", "item"]
 
@@ -123,6 +141,11 @@ class Url:
             return RawFraming()
         return WsFraming(client, host=f"{self.host}:{self.port}", path=self.path)
 
+    def address(self, port: int) -> str:
+        """This URL with ``port`` (a server's address once it listens)."""
+        path = self.path if self.scheme == "ws" else ""
+        return f"{self.scheme}://{self.host}:{port}{path}"
+
 
 def parse_url(url: str) -> Url:
     """Parse ``tcp://host:port`` or ``ws://host:port[/path]``."""
@@ -162,7 +185,47 @@ def server_config(config: Config | None) -> Config:
     return attrs.evolve(config or Config(), auto_credit=False)
 
 
+class Side(Protocol):
+    """One socket's sans-IO side, as a backend drives it (:class:`ServerDriver`,
+    :class:`ClientCore`): socket bytes in with ``receive``; after every call and whenever
+    woken, and at ``deadline()``, write ``step()``; close the socket once ``finished``."""
+
+    def receive(self, data: bytes) -> None: ...
+
+    def step(self) -> bytes: ...
+
+    def deadline(self) -> float | None: ...
+
+    @property
+    def finished(self) -> bool: ...
+
+
 # -- server -------------------------------------------------------------------------------------
+
+#: States in which GOAWAY(NO_ERROR) is allowed (the core refuses it during the handshake).
+_DRAINABLE = (ConnState.OPEN, ConnState.DRAINING)
+
+
+def handler_failed(target: Producer | UploadReader, exc: BaseException) -> None:
+    """A handler the backend ran as a task or thread raised: what the hub does for handlers
+    that raise while it calls them, so the requester gets an answer instead of a hang."""
+    log.error("handler of %s failed", target.channel, exc_info=exc)
+    message = f"{type(exc).__name__}: {exc}"
+    if isinstance(target, Producer):
+        if not target.closed:
+            target.fail(ErrorCode.HANDLER_FAILED, message)
+    else:
+        target.cancel(ErrorCode.HANDLER_FAILED, message)
+
+
+def read_upload(reader: UploadReader) -> bytes | None:
+    """The next chunk of an upload, or None: wait for ``on_readable``, unless ``outcome``
+    says the upload ended well. Raises :class:`StreamError` with the outcome's code
+    (UPLOAD_DISCONNECTED, the uploader's own code, ...) once the chunks before it were read."""
+    chunk = reader.read_nowait()
+    if chunk is None and reader.outcome is not None and reader.outcome[0] != 0:
+        raise StreamError(*reader.outcome)
+    return chunk
 
 
 class ServerDriver:
@@ -226,8 +289,27 @@ class ServerDriver:
         """Run the connection's timers."""
         self._handle(self.conn.handle_timer(self.clock()))
 
+    def step(self) -> bytes:
+        """Run the timers if they are due, then ``outgoing()``."""
+        deadline = self.conn.next_deadline()
+        if deadline is not None and self.clock() >= deadline:
+            self.timer()
+        return self.outgoing()
+
+    def connection_lost(self) -> None:
+        """The socket is closed: make sure the hub knows the connection is gone (sessions
+        park, uploads fail with UPLOAD_DISCONNECTED), however the connection ended."""
+        if not self.conn.closed:
+            self.receive(b"")
+        if not self.peer.closed:
+            # A connection closed by a local non-zero GOAWAY emits no ConnectionTerminated.
+            self._handle([ConnectionTerminated(self.close_code, "the transport closed", False)])
+
     def shutdown(self, code: int = ErrorCode.NO_ERROR) -> None:
-        """GOAWAY: NO_ERROR drains open streams; another code closes now."""
+        """GOAWAY: NO_ERROR drains open streams; another code closes now (as NO_ERROR does
+        before the handshake is over: there is nothing to drain yet)."""
+        if code == ErrorCode.NO_ERROR and self.conn.state not in _DRAINABLE:
+            code = ErrorCode.SERVER_SHUTDOWN
         if not self.conn.closed:
             self.conn.goaway(code, "server shutting down")
             self.close_code = code
@@ -281,9 +363,8 @@ class SubscriptionCore:
         self.notify: Callable[[], None] = lambda: None
 
     def take(self) -> tuple[int, bytes] | Gap | None:
-        """The next item, or None when the buffer is empty. Raises the outcome at the end
-        (:class:`StreamError`) or ``StopIteration``-worthy ``_Outcome.ENDED`` as None with
-        ``finished`` set."""
+        """The next ``(seq, payload)`` or Gap, or None when the buffer is empty; returns the
+        chunk's credit to the server."""
         if self.buffer:
             item = self.buffer.popleft()
             if isinstance(item, Gap):
@@ -293,6 +374,29 @@ class SubscriptionCore:
                 self.core._consume(self, len(item[1]))
             return item
         return None
+
+    def poll(self) -> bytes | Gap | None:
+        """What an iterator hands out next: a payload, or a Gap under ``on_gap="item"``.
+        None when there is nothing: stop if ``finished``, else wait for ``notify``. Raises
+        :class:`GapError` for a gap under ``on_gap="raise"``, and the stream's error once
+        every chunk before it was handed out."""
+        item = self.take()
+        if item is None:
+            error = self.error()
+            if error is not None:
+                raise error
+            return None
+        if not isinstance(item, Gap):
+            return item[1]
+        if self.on_gap == "item":
+            return item
+        raise GapError(item.from_seq, item.to_seq, item.reason)
+
+    def check_accepted(self) -> bool:
+        """True once the server accepted the request; raises if it ended without an accept."""
+        if not self.accepted and self.outcome is not None:
+            raise self.error() or StreamError(ErrorCode.STREAM_CLOSED, "ended")
+        return self.accepted
 
     @property
     def finished(self) -> bool:
@@ -343,6 +447,20 @@ class UploadCore:
         if result is WriteResult.CLOSED:
             raise self.error or StreamError(ErrorCode.UPLOAD_CANCELLED, "upload cancelled")
         return result
+
+    def check_accepted(self) -> bool:
+        """True once the server accepted the upload; raises if it was refused or lost."""
+        if not self.accepted and self.error is not None:
+            raise self.error
+        return self.accepted
+
+    def finish(self, exc: BaseException | None) -> None:
+        """Leaving the upload's ``with`` block: END, or ERROR with the exception's code."""
+        if exc is None:
+            self.end()
+            return
+        code = getattr(exc, "code", 0)
+        self.fail(code if isinstance(code, int) and code > 0 else ErrorCode.CANCELLED, str(exc))
 
     def end(self) -> None:
         """Finish the upload."""
@@ -406,6 +524,7 @@ class ClientCore:
         self.chunks = 0
         self.goaway = False
         self.terminated = ConnectionLost(ErrorCode.CONNECTION_LOST, "the connection was lost")
+        self._goodbye = b""
         self._subs: dict[int, SubscriptionCore] = {}
         self._pending: list[SubscriptionCore] = []
         self._uploads: dict[int, UploadCore] = {}
@@ -443,7 +562,8 @@ class ClientCore:
         """Socket bytes to write now."""
         framing, conn = self.framing, self.conn
         if framing is None or conn is None:
-            return b""
+            goodbye, self._goodbye = self._goodbye, b""
+            return goodbye
         payload = conn.data_to_send() if framing.ready else b""
         events = conn.take_events()
         if events:
@@ -462,6 +582,35 @@ class ClientCore:
         """Run the connection's timers."""
         if self.conn is not None:
             self._route(self.conn.handle_timer(self.clock()))
+
+    def step(self) -> bytes:
+        """Run the timers if they are due, then ``outgoing()``."""
+        deadline = self.deadline()
+        if deadline is not None and self.clock() >= deadline:
+            self.timer()
+        return self.outgoing()
+
+    def close(self) -> None:
+        """The application closes the client: GOAWAY (the next ``outgoing()`` carries it and
+        the WebSocket close; ``finished`` is true), and everything open fails with
+        CONNECTION_LOST, so no iterator waits for a connection that will not come."""
+        conn, framing = self.conn, self.framing
+        if conn is not None and framing is not None and not conn.closed:
+            if conn.state in _DRAINABLE:
+                conn.goaway(ErrorCode.NO_ERROR)
+            self._goodbye = self.outgoing() + framing.close(ErrorCode.NO_ERROR)
+        if self.failure is None:
+            self.give_up(ConnectionLost(ErrorCode.CONNECTION_LOST, "the client is closed"))
+
+    def statistics(self) -> dict[str, int]:
+        """Counters: chunks, gaps, overflows, reconnects, resumed sessions."""
+        return {
+            "chunks": self.chunks,
+            "gaps": self.gaps,
+            "overflows": self.overflows,
+            "reconnects": self.reconnects,
+            "resumed": self.resumed,
+        }
 
     @property
     def finished(self) -> bool:
@@ -686,3 +835,269 @@ class ClientCore:
         self.attempt = 0
         self._send_pending()
         self.on_ready()
+
+
+# -- what the backends' public classes share ----------------------------------------------------
+#
+# Each backend subclasses these and supplies the loop: how to run a handler (``_start``), how
+# to wake the socket's writer (``_wake``), and ``_lock``, held around every call into the hub
+# or the client core (a real lock only in the thread backend; the event loops need none).
+
+_NO_LOCK: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+_P = TypeVar("_P", bound="ProducerBase")
+_U = TypeVar("_U", bound="ServerUploadBase")
+_S = TypeVar("_S", bound="SubscriptionBase")
+
+
+class ServerBase(Generic[_P, _U]):
+    """A server's loop-independent half. The backend sets ``port`` once it listens and
+    implements ``_producer``/``_upload`` (wrap the hub's objects) and ``_start`` (run a
+    handler as a task or thread; errors go to :func:`handler_failed`)."""
+
+    _lock: contextlib.AbstractContextManager[Any] = _NO_LOCK
+
+    def __init__(self, hub: Hub, url: str, config: Config | None) -> None:
+        self.hub = hub
+        self.url = parse_url(url)
+        self.config = server_config(config)
+        #: The port the server listens on.
+        self.port = 0
+
+    @property
+    def address(self) -> str:
+        """The URL clients connect to."""
+        return self.url.address(self.port)
+
+    def channel(
+        self,
+        name: str,
+        options: ChannelOptions | None = None,
+        *,
+        on_open: Callable[[_P, bytes], Any] | None = None,
+        on_upload: Callable[[_U], Any] | None = None,
+    ) -> Channel:
+        """Register a channel. ``on_open(producer, args)`` serves OPEN requests and
+        ``on_upload(upload)`` UPLOAD requests, each as a task of the server (async backends:
+        coroutine functions) or in a thread of its own (thread backend: plain functions)."""
+        open_cb = upload_cb = None
+        if on_open is not None:
+            open_handler = on_open
+
+            def open_cb(producer: Producer, args: bytes) -> None:
+                self._start(open_handler, producer, self._producer(producer), args)
+
+        if on_upload is not None:
+            upload_handler = on_upload
+
+            def upload_cb(reader: UploadReader) -> None:
+                self._start(upload_handler, reader, self._upload(reader))
+
+        with self._lock:
+            return self.hub.register(name, options, on_open=open_cb, on_upload=upload_cb)
+
+    def producer(self, channel: str, stream_id: str | None = None) -> _P:
+        """Start a stream on a registered channel (``stream_id`` None: the hub picks one)."""
+        with self._lock:
+            chan = self.hub.channel(channel)
+            if chan is None:
+                raise StreamError(ErrorCode.UNKNOWN_CHANNEL, f"no channel {channel!r}")
+            return self._producer(chan.start(stream_id))
+
+    def _producer(self, producer: Producer) -> _P:
+        raise NotImplementedError
+
+    def _upload(self, reader: UploadReader) -> _U:
+        raise NotImplementedError
+
+    def _start(
+        self, fn: Callable[..., Any], target: Producer | UploadReader | None, *args: Any
+    ) -> None:
+        raise NotImplementedError
+
+    def _rearm_hub(self) -> None:
+        """The hub's next deadline may have moved."""
+
+
+class ProducerBase:
+    """The non-waiting half of a backend's ``ServerProducer``."""
+
+    def __init__(self, server: ServerBase[Any, Any], producer: Producer) -> None:
+        self.producer = producer
+        self._server = server
+
+    @property
+    def stream_id(self) -> str:
+        """The stream's id."""
+        return self.producer.stream_id
+
+    @property
+    def last_seq(self) -> int:
+        """The seq of the last chunk written."""
+        with self._server._lock:
+            return self.producer.last_seq
+
+    def write_nowait(self, chunk: bytes) -> WriteResult:
+        """Write without waiting: ACCEPTED, or BLOCKED (nothing written) when a subscriber
+        under the BLOCK policy has no room."""
+        with self._server._lock:
+            return self.producer.write(chunk)
+
+    def close(self) -> None:
+        """End the stream."""
+        with self._server._lock:
+            self.producer.close()
+            self._server._rearm_hub()  # its retention timer
+
+    def fail(self, code: int, message: str = "") -> None:
+        """Fail the stream with ``code`` (an application code, 1000-65535)."""
+        with self._server._lock:
+            self.producer.fail(code, message)
+            self._server._rearm_hub()
+
+
+class ServerUploadBase:
+    """The non-waiting half of a backend's ``ServerUpload``."""
+
+    def __init__(self, server: ServerBase[Any, Any], reader: UploadReader) -> None:
+        self.reader = reader
+        self._server = server
+
+    @property
+    def stream_id(self) -> str:
+        """The upload's id."""
+        return self.reader.stream_id
+
+    @property
+    def args(self) -> bytes:
+        """The arguments the client sent with the upload."""
+        return self.reader.args
+
+    def cancel(self, code: int = ErrorCode.UPLOAD_CANCELLED, message: str = "") -> None:
+        """Stop the upload (the client's writes fail with ``code``)."""
+        with self._server._lock:
+            self.reader.cancel(code, message)
+
+
+class ClientBase(Generic[_S]):
+    """A client's loop-independent half. The backend implements ``_wake`` (flush the
+    socket soon) and ``_subscription`` (wrap a :class:`SubscriptionCore`)."""
+
+    _lock: contextlib.AbstractContextManager[Any] = _NO_LOCK
+
+    def __init__(self, core: ClientCore) -> None:
+        self.core = core
+
+    def subscribe(
+        self,
+        channel: str,
+        stream_id: str,
+        *,
+        after_seq: int = 0,
+        tail: bool = False,
+        policy: OverflowPolicy = OverflowPolicy.DEFAULT,
+        priority: int = 0,
+        on_gap: GapMode = "raise",
+    ) -> _S:
+        """Subscribe to ``channel``/``stream_id`` after ``after_seq`` (or live only, with
+        ``tail``). Iterate the result."""
+        with self._lock:
+            core = self.core.subscribe(
+                channel,
+                stream_id,
+                after_seq=after_seq,
+                tail=tail,
+                policy=policy,
+                priority=priority,
+                on_gap=on_gap,
+            )
+            self._wake()
+            return self._subscription(core)
+
+    def open(
+        self,
+        channel: str,
+        args: bytes = b"",
+        *,
+        stream_id: str = "",
+        policy: OverflowPolicy = OverflowPolicy.DEFAULT,
+        priority: int = 0,
+        on_gap: GapMode = "raise",
+    ) -> _S:
+        """Ask ``channel`` to start a stream with ``args``, subscribed from its first chunk."""
+        with self._lock:
+            core = self.core.subscribe(
+                channel, stream_id, open_args=args, policy=policy, priority=priority, on_gap=on_gap
+            )
+            self._wake()
+            return self._subscription(core)
+
+    def statistics(self) -> dict[str, int]:
+        """Counters: chunks, gaps, overflows, reconnects, resumed sessions."""
+        with self._lock:
+            return self.core.statistics()
+
+    def _wake(self) -> None:
+        raise NotImplementedError
+
+    def _subscription(self, core: SubscriptionCore) -> _S:
+        raise NotImplementedError
+
+
+class SubscriptionBase:
+    """The non-waiting half of a backend's ``Subscription``."""
+
+    def __init__(self, client: ClientBase[Any], core: SubscriptionCore) -> None:
+        self._client = client
+        self._core = core
+
+    @property
+    def seq(self) -> int:
+        """The seq of the last chunk (or gap end) handed out."""
+        return self._core.seq
+
+    @property
+    def stream_id(self) -> str:
+        """The stream id (known for an open once it is accepted)."""
+        return self._core.stream_id
+
+    def close(self, *, unsubscribe: bool = False) -> None:
+        """Stop: CANCEL (or UNSUBSCRIBE) unless the stream is already over."""
+        with self._client._lock:
+            if not self._core.closed:
+                self._core.cancel(unsubscribe=unsubscribe)
+                self._client._wake()
+
+
+class UploadBase:
+    """The non-waiting half of a backend's client ``Upload``."""
+
+    def __init__(self, client: ClientBase[Any], channel: str, stream_id: str, args: bytes) -> None:
+        self._client = client
+        self._args = (channel, stream_id, args)
+        self._core: UploadCore | None = None
+
+    @property
+    def stream_id(self) -> str:
+        """The upload's id (the server's choice when none was given)."""
+        return self._core.stream_id if self._core is not None else self._args[1]
+
+    def _begin(self, notify: Callable[[], None]) -> UploadCore:
+        """Send the UPLOAD request (the client must be ready)."""
+        with self._client._lock:
+            core = self._client.core.upload(*self._args)
+            core.notify = notify
+            self._core = core
+            self._client._wake()
+            return core
+
+    def _started(self) -> UploadCore:
+        if self._core is None:
+            raise StreamError(ErrorCode.INVALID_STATE, "use the upload as a context manager")
+        return self._core
+
+    def _finish(self, exc: BaseException | None) -> None:
+        """Leaving the block: END, or ERROR with the exception's code."""
+        if self._core is not None:
+            with self._client._lock:
+                self._core.finish(exc)
+                self._client._wake()

@@ -13,29 +13,22 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
 from typing import Any
 
-from streamproto import (
-    ChannelOptions,
-    Config,
-    ErrorCode,
-    Hub,
-    OverflowPolicy,
-    Producer,
-    UploadReader,
-    WriteResult,
-)
+from streamproto import Config, ErrorCode, Hub, Producer, UploadReader, WriteResult
 
 from ._common import (
     Backoff,
+    ClientBase,
     ClientCore,
-    Gap,
-    GapError,
-    GapMode,
+    ProducerBase,
+    ServerBase,
     ServerDriver,
-    StreamError,
+    ServerUploadBase,
+    SubscriptionBase,
     SubscriptionCore,
-    UploadCore,
+    UploadBase,
+    handler_failed,
     parse_url,
-    server_config,
+    read_upload,
 )
 
 __all__ = [
@@ -53,26 +46,16 @@ __all__ = [
 # -- producer side ------------------------------------------------------------------------------
 
 
-class ServerProducer:
+class ServerProducer(ProducerBase):
     """A stream's writing end for asyncio code: ``await write`` waits under the BLOCK
     policy; ``aborted`` is set when the last subscriber cancelled."""
 
-    def __init__(self, producer: Producer) -> None:
-        self.producer = producer
+    def __init__(self, server: Server, producer: Producer) -> None:
+        super().__init__(server, producer)
         self.aborted = asyncio.Event()
         self._writable = asyncio.Event()
         producer.on_abort = self.aborted.set
         producer.on_writable = self._writable.set
-
-    @property
-    def stream_id(self) -> str:
-        """The stream's id."""
-        return self.producer.stream_id
-
-    @property
-    def last_seq(self) -> int:
-        """The seq of the last chunk written."""
-        return self.producer.last_seq
 
     async def write(self, chunk: bytes) -> None:
         """Write ``chunk``; waits while a BLOCK subscriber has no room."""
@@ -82,57 +65,27 @@ class ServerProducer:
                 return
             await self._writable.wait()
 
-    def write_nowait(self, chunk: bytes) -> WriteResult:
-        """Write without waiting: ACCEPTED or BLOCKED."""
-        return self.producer.write(chunk)
 
-    def close(self) -> None:
-        """End the stream."""
-        self.producer.close()
-
-    def fail(self, code: int, message: str = "") -> None:
-        """Fail the stream with ``code``."""
-        self.producer.fail(code, message)
-
-
-class ServerUpload:
+class ServerUpload(ServerUploadBase):
     """The server's end of an upload: ``async for chunk in upload``. Raises
     :class:`StreamError` (UPLOAD_DISCONNECTED, the uploader's code, ...) if it did not end well."""
 
-    def __init__(self, reader: UploadReader) -> None:
-        self.reader = reader
+    def __init__(self, server: Server, reader: UploadReader) -> None:
+        super().__init__(server, reader)
         self._event = asyncio.Event()
         reader.on_readable = self._event.set
-
-    @property
-    def stream_id(self) -> str:
-        """The upload's id."""
-        return self.reader.stream_id
-
-    @property
-    def args(self) -> bytes:
-        """The arguments the client sent with the upload."""
-        return self.reader.args
-
-    def cancel(self, code: int = ErrorCode.UPLOAD_CANCELLED, message: str = "") -> None:
-        """Stop the upload (the client's writes fail with ``code``)."""
-        self.reader.cancel(code, message)
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self
 
     async def __anext__(self) -> bytes:
-        reader = self.reader
         while True:
-            chunk = reader.read_nowait()
+            self._event.clear()
+            chunk = read_upload(self.reader)
             if chunk is not None:
                 return chunk
-            if reader.outcome is not None:
-                code, message = reader.outcome
-                if code == 0:
-                    raise StopAsyncIteration
-                raise StreamError(code, message)
-            self._event.clear()
+            if self.reader.outcome is not None:
+                raise StopAsyncIteration
             await self._event.wait()
 
 
@@ -173,8 +126,8 @@ class _ServerProtocol(asyncio.Protocol):
         self.server.protocols.discard(self)
         if self.timer is not None:
             self.timer.cancel()
-        if driver is not None and not driver.conn.closed:
-            driver.receive(b"")
+        if driver is not None:
+            driver.connection_lost()
         self.transport = None
         self.server._rearm_hub()
 
@@ -217,17 +170,20 @@ class _ServerProtocol(asyncio.Protocol):
             self.flush()
 
 
-OpenHandler = Callable[[ServerProducer, bytes], Awaitable[None]]
-UploadHandler = Callable[[ServerUpload], Awaitable[None]]
+async def _guard(handler: Awaitable[None], target: Producer | UploadReader | None) -> None:
+    try:
+        await handler
+    except Exception as exc:
+        if target is None:
+            raise
+        handler_failed(target, exc)
 
 
-class Server:
+class Server(ServerBase[ServerProducer, ServerUpload]):
     """A running server (from :func:`serve`). ``async with`` shuts it down on exit."""
 
-    def __init__(self, hub: Hub, url: str, config: Config) -> None:
-        self.hub = hub
-        self.url = parse_url(url)
-        self.config = server_config(config)
+    def __init__(self, hub: Hub, url: str, config: Config | None) -> None:
+        super().__init__(hub, url, config)
         self.loop = asyncio.get_running_loop()
         self.protocols: set[_ServerProtocol] = set()
         self.tasks: set[asyncio.Task[None]] = set()
@@ -235,56 +191,22 @@ class Server:
         self._hub_timer: asyncio.TimerHandle | None = None
         self._hub_at: float | None = None
 
-    @property
-    def port(self) -> int:
-        """The port the server listens on."""
-        if self._server is None:
-            raise StreamError(ErrorCode.INVALID_STATE, "the server is not listening")
-        return int(self._server.sockets[0].getsockname()[1])
+    def _producer(self, producer: Producer) -> ServerProducer:
+        return ServerProducer(self, producer)
 
-    @property
-    def address(self) -> str:
-        """The URL clients connect to."""
-        path = self.url.path if self.url.scheme == "ws" else ""
-        return f"{self.url.scheme}://{self.url.host}:{self.port}{path}"
+    def _upload(self, reader: UploadReader) -> ServerUpload:
+        return ServerUpload(self, reader)
 
-    def channel(
-        self,
-        name: str,
-        options: ChannelOptions | None = None,
-        *,
-        on_open: OpenHandler | None = None,
-        on_upload: UploadHandler | None = None,
-    ) -> Any:
-        """Register a channel whose handlers are coroutines run as tasks of this server."""
-        sync_open = None
-        sync_upload = None
-        if on_open is not None:
-            handler = on_open
-
-            def sync_open(producer: Producer, args: bytes) -> None:
-                self.spawn(handler(ServerProducer(producer), args))
-
-        if on_upload is not None:
-            up_handler = on_upload
-
-            def sync_upload(reader: UploadReader) -> None:
-                self.spawn(up_handler(ServerUpload(reader)))
-
-        return self.hub.register(name, options, on_open=sync_open, on_upload=sync_upload)
+    def _start(
+        self, fn: Callable[..., Awaitable[None]], target: Producer | UploadReader | None, *args: Any
+    ) -> None:
+        self.spawn(_guard(fn(*args), target))
 
     def spawn(self, coro: Awaitable[None]) -> None:
         """Run a coroutine as a task owned by the server (cancelled at shutdown)."""
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
-
-    def producer(self, channel: str, stream_id: str | None = None) -> ServerProducer:
-        """Start a stream on a registered channel and wrap its producer."""
-        chan = self.hub.channel(channel)
-        if chan is None:
-            raise StreamError(ErrorCode.UNKNOWN_CHANNEL, f"no channel {channel!r}")
-        return ServerProducer(chan.start(stream_id))
 
     def _rearm_hub(self) -> None:
         deadline = self.hub.next_deadline()
@@ -303,10 +225,11 @@ class Server:
         self.hub.handle_timer()
         self._rearm_hub()
 
-    async def _start(self) -> None:
+    async def _listen(self) -> None:
         self._server = await self.loop.create_server(
             lambda: _ServerProtocol(self), self.url.host, self.url.port
         )
+        self.port = int(self._server.sockets[0].getsockname()[1])
 
     async def shutdown(self, timeout: float = 5.0) -> None:
         """GOAWAY to every connection, let open streams drain for up to ``timeout`` seconds,
@@ -350,8 +273,8 @@ class Server:
 async def serve(hub: Hub, url: str, *, config: Config | None = None) -> Server:
     """Serve ``hub`` at ``url`` (``tcp://host:port`` or ``ws://host:port/path``; port 0
     picks a free one, see :attr:`Server.address`)."""
-    server = Server(hub, url, config or Config())
-    await server._start()
+    server = Server(hub, url, config)
+    await server._listen()
     return server
 
 
@@ -383,37 +306,23 @@ class _ClientProtocol(asyncio.Protocol):
             client._on_lost()
 
 
-class Subscription:
+class Subscription(SubscriptionBase):
     """A client subscription: ``async for chunk in sub`` yields chunk payloads in order;
     ``sub.seq`` is the seq of the last one. Gaps raise :class:`GapError` (iteration may go
     on) or arrive as :class:`Gap` items, as chosen at subscribe time. Breaking out of the
     loop, ``aclose()`` or cancelling the task sends CANCEL."""
 
     def __init__(self, client: Client, core: SubscriptionCore) -> None:
-        self._client = client
-        self._core = core
+        super().__init__(client, core)
         self._event = asyncio.Event()
         core.notify = self._event.set
 
-    @property
-    def seq(self) -> int:
-        """The seq of the last chunk (or gap end) handed out."""
-        return self._core.seq
-
-    @property
-    def stream_id(self) -> str:
-        """The stream id (known for an open once it is accepted)."""
-        return self._core.stream_id
-
     async def accepted(self) -> str:
         """Wait until the server accepted the request; returns the stream id."""
-        core = self._core
-        while not core.accepted:
-            if core.outcome is not None:
-                raise core.error() or StreamError(ErrorCode.STREAM_CLOSED, "ended")
+        while not self._core.check_accepted():
             self._event.clear()
             await self._event.wait()
-        return core.stream_id
+        return self._core.stream_id
 
     def __aiter__(self) -> AsyncIterator[Any]:
         return self._iterate()
@@ -422,74 +331,48 @@ class Subscription:
         core = self._core
         try:
             while True:
-                item = core.take()
-                if item is not None:
-                    self._client._flush_soon()
-                    if isinstance(item, Gap):
-                        if core.on_gap == "item":
-                            yield item
-                            continue
-                        raise GapError(item.from_seq, item.to_seq, item.reason)
-                    yield item[1]
-                    continue
-                if core.outcome is not None:
-                    error = core.error()
-                    if error is not None:
-                        raise error
-                    return
                 self._event.clear()
-                await self._event.wait()
+                item = core.poll()
+                if item is not None:
+                    self._client._wake()  # the credit it returned
+                    yield item
+                elif core.finished:
+                    return
+                else:
+                    await self._event.wait()
         finally:
             self.close()
-
-    def close(self, *, unsubscribe: bool = False) -> None:
-        """Stop: CANCEL (or UNSUBSCRIBE) unless the stream is already over."""
-        if not self._core.closed:
-            self._core.cancel(unsubscribe=unsubscribe)
-            self._client._flush_soon()
 
     async def aclose(self) -> None:
         """Same as :meth:`close`."""
         self.close()
 
 
-class Upload:
+class Upload(UploadBase):
     """A client upload: ``async with client.upload(...) as up: await up.write(b"...")``.
     Leaving the block ends the upload (or fails it with the exception's code)."""
 
-    def __init__(self, client: Client, channel: str, stream_id: str, args: bytes) -> None:
-        self._client = client
-        self._args = (channel, stream_id, args)
-        self._core: UploadCore | None = None
-        self._event = asyncio.Event()
+    _client: Client
 
-    @property
-    def stream_id(self) -> str:
-        """The upload's id (the server's choice when none was given)."""
-        return self._core.stream_id if self._core is not None else self._args[1]
+    def __init__(self, client: Client, channel: str, stream_id: str, args: bytes) -> None:
+        super().__init__(client, channel, stream_id, args)
+        self._event = asyncio.Event()
 
     async def __aenter__(self) -> Upload:
         await self._client._ready()
-        core = self._client.core.upload(*self._args)
-        core.notify = self._event.set
-        self._core = core
-        self._client._flush()
-        while not core.accepted:
-            if core.error is not None:
-                raise core.error
+        core = self._begin(self._event.set)
+        while not core.check_accepted():
             self._event.clear()
             await self._event.wait()
         return self
 
     async def write(self, chunk: bytes) -> None:
         """Send a chunk; waits for credit."""
-        core = self._core
-        if core is None:
-            raise StreamError(ErrorCode.INVALID_STATE, "use the upload in 'async with'")
+        core = self._started()
         while True:
             self._event.clear()
             if core.write(chunk) is WriteResult.ACCEPTED:
-                self._client._flush_soon()
+                self._client._wake()
                 return
             self._client._flush()
             await self._event.wait()
@@ -500,21 +383,14 @@ class Upload:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        core = self._core
-        if core is None:
-            return
-        if exc is None:
-            core.end()
-        else:
-            core.fail(getattr(exc, "code", ErrorCode.CANCELLED), str(exc))
-        self._client._flush()
+        self._finish(exc)
 
 
-class Client:
+class Client(ClientBase[Subscription]):
     """A connection to a streamproto server that reconnects and resumes (from :func:`connect`)."""
 
     def __init__(self, core: ClientCore) -> None:
-        self.core = core
+        super().__init__(core)
         self.loop = asyncio.get_running_loop()
         self._proto: _ClientProtocol | None = None
         self._ready_event = asyncio.Event()
@@ -569,7 +445,10 @@ class Client:
             except OSError:
                 continue
 
-    def _flush_soon(self) -> None:
+    def _subscription(self, core: SubscriptionCore) -> Subscription:
+        return Subscription(self, core)
+
+    def _wake(self) -> None:
         if not self._scheduled:
             self._scheduled = True
             self.loop.call_soon(self._flush)
@@ -597,67 +476,9 @@ class Client:
         self.core.timer()
         self._flush()
 
-    def subscribe(
-        self,
-        channel: str,
-        stream_id: str,
-        *,
-        after_seq: int = 0,
-        tail: bool = False,
-        policy: OverflowPolicy = OverflowPolicy.DEFAULT,
-        priority: int = 0,
-        on_gap: GapMode = "raise",
-    ) -> Subscription:
-        """Subscribe to ``channel``/``stream_id`` after ``after_seq`` (or live only, with
-        ``tail``). Iterate the result."""
-        core = self.core.subscribe(
-            channel,
-            stream_id,
-            after_seq=after_seq,
-            tail=tail,
-            policy=policy,
-            priority=priority,
-            on_gap=on_gap,
-        )
-        self._flush_soon()
-        return Subscription(self, core)
-
-    def open(
-        self,
-        channel: str,
-        args: bytes = b"",
-        *,
-        stream_id: str = "",
-        policy: OverflowPolicy = OverflowPolicy.DEFAULT,
-        priority: int = 0,
-        on_gap: GapMode = "raise",
-    ) -> Subscription:
-        """Ask ``channel`` to start a stream with ``args``, subscribed from its first chunk."""
-        core = self.core.subscribe(
-            channel,
-            stream_id,
-            open_args=args,
-            policy=policy,
-            priority=priority,
-            on_gap=on_gap,
-        )
-        self._flush_soon()
-        return Subscription(self, core)
-
     def upload(self, channel: str, stream_id: str = "", args: bytes = b"") -> Upload:
         """An upload, used as ``async with client.upload(...) as up``."""
         return Upload(self, channel, stream_id, args)
-
-    def statistics(self) -> dict[str, int]:
-        """Counters: chunks, gaps, overflows, reconnects, resumed sessions."""
-        core = self.core
-        return {
-            "chunks": core.chunks,
-            "gaps": core.gaps,
-            "overflows": core.overflows,
-            "reconnects": core.reconnects,
-            "resumed": core.resumed,
-        }
 
     def abort_transport(self) -> None:
         """Kill the socket without a goodbye (tests and demos of resume)."""
@@ -666,15 +487,13 @@ class Client:
             proto.transport.abort()
 
     async def close(self) -> None:
-        """Say GOAWAY and close; no reconnect."""
+        """Say GOAWAY and close; no reconnect. Open subscriptions and uploads fail."""
         self._closing = True
         if self._reconnect_task is not None:
             self._reconnect_task.cancel()
         proto = self._proto
-        conn = self.core.conn
+        self.core.close()
         if proto is not None and proto.transport is not None:
-            if conn is not None and not conn.closed:
-                conn.goaway(ErrorCode.NO_ERROR)
             data = self.core.outgoing()
             if data:
                 proto.transport.write(data)

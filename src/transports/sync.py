@@ -1,0 +1,605 @@
+"""The thread backend: blocking sockets and threads, for code without an event loop.
+
+Per socket, a reader thread feeds ``recv`` to the sans-IO side, and a writer thread sleeps on
+a condition until something wakes it (the reader, the hub, the application) or its deadline
+passes, then writes ``step()``. Every call into the hub, a driver or the client core is made
+under one lock (the server's, the client's), so the core needs no locking of its own; the
+writer lets go of the lock while it sends, and is the only thread that sends, so frames keep
+their order. Every thread is joined by ``close()`` / ``shutdown()``.
+
+Clocks: connections run on ``time.monotonic``; the hub's deadlines are taken to be in the same
+clock (the Hub's documented ``clock=time.monotonic``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import selectors
+import socket
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterator
+from types import TracebackType
+from typing import Any
+
+from streamproto import Config, ErrorCode, Hub, Producer, UploadReader, WriteResult
+
+from ._common import (
+    Backoff,
+    ClientBase,
+    ClientCore,
+    ProducerBase,
+    ServerBase,
+    ServerDriver,
+    ServerUploadBase,
+    Side,
+    StreamError,
+    SubscriptionBase,
+    SubscriptionCore,
+    UploadBase,
+    Url,
+    handler_failed,
+    log,
+    parse_url,
+    read_upload,
+)
+
+__all__ = [
+    "Client",
+    "Server",
+    "ServerProducer",
+    "ServerUpload",
+    "Subscription",
+    "Upload",
+    "connect",
+    "serve",
+]
+
+_RECEIVE = 65536
+#: How long a closing socket gets to write its goodbye before it is shut down anyway.
+_LINGER = 1.0
+
+
+class _Writer:
+    """The writer thread of one socket. ``wake`` and ``stop`` are called with the lock held."""
+
+    def __init__(
+        self,
+        lock: threading.RLock,
+        sock: socket.socket,
+        side: Side,
+        after: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._lock = lock
+        self._cond = threading.Condition(lock)
+        self._sock = sock
+        self._side = side
+        self._after = after
+        self._woken = False
+        self._stopping = False
+        self.thread = threading.Thread(target=self._run, name="streamproto-writer", daemon=True)
+
+    def wake(self) -> None:
+        self._woken = True
+        self._cond.notify()
+
+    def stop(self) -> None:
+        """Write what is left, then shut the socket down."""
+        self._stopping = True
+        self._cond.notify()
+
+    def _run(self) -> None:
+        side, sock, lock = self._side, self._sock, self._lock
+        with self._cond:
+            while True:
+                self._woken = False
+                data = side.step()
+                self._after()
+                if data:
+                    lock.release()
+                    try:
+                        sock.sendall(data)
+                    except OSError:
+                        break
+                    finally:
+                        lock.acquire()
+                    continue  # more may have been queued while the lock was free
+                if side.finished or self._stopping:
+                    break
+                deadline = side.deadline()
+                while not self._woken and not self._stopping:
+                    timeout = None if deadline is None else deadline - time.monotonic()
+                    if timeout is not None and timeout <= 0:
+                        break
+                    self._cond.wait(timeout)
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)  # the reader's recv returns
+
+
+def _read(sock: socket.socket, lock: threading.RLock, side: Side, writer: _Writer) -> None:
+    """The reader loop of one socket; then stop and join the writer, and close the socket."""
+    writer.thread.start()
+    try:
+        while True:
+            try:
+                data = sock.recv(_RECEIVE)
+            except OSError:
+                data = b""
+            with lock:
+                side.receive(data)
+                writer.wake()
+                if not data or side.finished:
+                    return
+    finally:
+        with lock:
+            writer.stop()
+        writer.thread.join(_LINGER)
+        if writer.thread.is_alive():  # stuck sending to a peer that does not read
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            writer.thread.join()
+        sock.close()
+
+
+def _dial(url: Url, timeout: float) -> socket.socket:
+    sock = socket.create_connection((url.host, url.port), timeout=timeout)
+    sock.settimeout(None)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+# -- producer side ------------------------------------------------------------------------------
+
+
+class ServerProducer(ProducerBase):
+    """A stream's writing end for threads: ``write`` blocks under the BLOCK policy;
+    ``aborted`` is set when the last subscriber cancelled, and when the server shuts down
+    (threads cannot be cancelled: handlers should watch it)."""
+
+    _server: Server
+
+    def __init__(self, server: Server, producer: Producer) -> None:
+        super().__init__(server, producer)
+        self.aborted = threading.Event()
+        self._cond = threading.Condition(server._lock)
+        self._writable = False
+        producer.on_abort = self.aborted.set
+        producer.on_writable = self._on_writable
+        server._waiters.add(self)
+
+    def _on_writable(self) -> None:
+        self._writable = True
+        self._cond.notify_all()
+
+    def _shutdown(self) -> None:
+        self.aborted.set()
+        self._cond.notify_all()
+
+    def write(self, chunk: bytes) -> None:
+        """Write ``chunk``; blocks while a BLOCK subscriber has no room. Raises
+        SERVER_SHUTDOWN if the server shuts down meanwhile."""
+        with self._cond:
+            while True:
+                self._writable = False
+                if self.producer.write(chunk) is WriteResult.ACCEPTED:
+                    return
+                while not self._writable:
+                    if self._server._closed:
+                        raise StreamError(ErrorCode.SERVER_SHUTDOWN, "the server shut down")
+                    self._cond.wait()
+
+
+class ServerUpload(ServerUploadBase):
+    """The server's end of an upload: ``for chunk in upload``. Raises :class:`StreamError`
+    (UPLOAD_DISCONNECTED, the uploader's code, ...) if it did not end well."""
+
+    _server: Server
+
+    def __init__(self, server: Server, reader: UploadReader) -> None:
+        super().__init__(server, reader)
+        self._cond = threading.Condition(server._lock)
+        reader.on_readable = self._cond.notify_all
+        server._waiters.add(self)
+
+    def _shutdown(self) -> None:
+        self._cond.notify_all()
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        with self._cond:
+            while True:
+                chunk = read_upload(self.reader)
+                if chunk is not None:
+                    return chunk
+                if self.reader.outcome is not None:
+                    raise StopIteration
+                if self._server._closed:
+                    raise StreamError(ErrorCode.SERVER_SHUTDOWN, "the server shut down")
+                self._cond.wait()
+
+
+# -- server -------------------------------------------------------------------------------------
+
+
+class _Connection:
+    """One accepted socket: its driver and its reader and writer threads."""
+
+    def __init__(self, server: Server, sock: socket.socket) -> None:
+        self.server = server
+        self.sock = sock
+        framing = server.url.framing(client=False)
+        self.driver = ServerDriver(server.hub, framing, server.config, time.monotonic, self.wake)
+        self.writer = _Writer(server._lock, sock, self.driver, server._rearm_hub)
+        self.reader = threading.Thread(target=self._run, name="streamproto-reader", daemon=True)
+
+    def wake(self) -> None:
+        self.writer.wake()
+
+    def _run(self) -> None:
+        server = self.server
+        try:
+            _read(self.sock, server._lock, self.driver, self.writer)
+        finally:
+            with server._lock:
+                self.driver.connection_lost()
+                server.drivers.discard(self)
+                server._changed.notify_all()
+                server._rearm_hub()
+
+
+class Server(ServerBase[ServerProducer, ServerUpload]):
+    """A running server (from :func:`serve`); ``with`` shuts it down on exit."""
+
+    _lock: threading.RLock  # the one lock around every call into the core
+
+    def __init__(self, hub: Hub, url: str, config: Config | None) -> None:
+        super().__init__(hub, url, config)
+        self._lock = threading.RLock()
+        self.drivers: set[_Connection] = set()
+        self._changed = threading.Condition(self._lock)  # connections gone, hub deadline moved
+        self._waiters: weakref.WeakSet[ServerProducer | ServerUpload] = weakref.WeakSet()
+        self._threads: set[threading.Thread] = set()
+        self._hub_at: float | None = None
+        self._closed = False
+        self._listener = socket.create_server((self.url.host, self.url.port))
+        self.port = int(self._listener.getsockname()[1])
+        self._stop_r, self._stop_w = socket.socketpair()
+        self._acceptor = threading.Thread(target=self._accept, name="streamproto-accept")
+        self._timer = threading.Thread(target=self._hub_timer, name="streamproto-hub-timer")
+        self._acceptor.daemon = self._timer.daemon = True
+        self._acceptor.start()
+        self._timer.start()
+
+    def _producer(self, producer: Producer) -> ServerProducer:
+        return ServerProducer(self, producer)
+
+    def _upload(self, reader: UploadReader) -> ServerUpload:
+        return ServerUpload(self, reader)
+
+    def spawn(self, fn: Callable[..., object], *args: Any) -> None:
+        """Run ``fn(*args)`` in a thread of the server (joined at shutdown; errors logged)."""
+        self._start(fn, None, *args)
+
+    def _start(
+        self, fn: Callable[..., object], target: Producer | UploadReader | None, *args: Any
+    ) -> None:
+        def run() -> None:
+            try:
+                fn(*args)
+            except Exception as exc:
+                if target is None:
+                    log.exception("thread %r failed", fn)
+                else:
+                    with self._lock:
+                        handler_failed(target, exc)
+            finally:
+                with self._lock:
+                    self._threads.discard(thread)
+
+        thread = threading.Thread(target=run, name="streamproto-handler", daemon=True)
+        with self._lock:
+            if self._closed:
+                raise StreamError(ErrorCode.INVALID_STATE, "the server is shut down")
+            self._threads.add(thread)
+        thread.start()
+
+    def _accept(self) -> None:
+        with selectors.DefaultSelector() as selector:
+            selector.register(self._listener, selectors.EVENT_READ)
+            selector.register(self._stop_r, selectors.EVENT_READ)
+            while not any(key.fileobj is self._stop_r for key, _ in selector.select()):
+                try:
+                    sock, _ = self._listener.accept()
+                except OSError:
+                    log.exception("accept failed")
+                    time.sleep(0.05)  # out of descriptors, say: let some close
+                    continue
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                with self._lock:
+                    conn = _Connection(self, sock)
+                    self.drivers.add(conn)
+                conn.reader.start()
+
+    def _rearm_hub(self) -> None:
+        if self.hub.next_deadline() != self._hub_at:
+            self._changed.notify_all()
+
+    def _hub_timer(self) -> None:
+        hub = self.hub
+        with self._changed:
+            while not self._closed:
+                at = self._hub_at = hub.next_deadline()
+                if at is not None and time.monotonic() >= at:
+                    hub.handle_timer()
+                    continue
+                self._changed.wait(None if at is None else at - time.monotonic())
+
+    def _goaway(self, code: int) -> None:
+        for conn in self.drivers:
+            conn.driver.shutdown(code)
+            conn.writer.wake()
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        """Stop listening, GOAWAY to every connection, let open streams drain for up to
+        ``timeout`` seconds, then close what is left (GOAWAY SERVER_SHUTDOWN), stop the
+        handlers (``aborted`` is set, blocked writes raise) and join every thread."""
+        with self._lock:
+            if self._closed:
+                return
+            self._goaway(ErrorCode.NO_ERROR)
+        self._stop_w.send(b"x")
+        self._acceptor.join()
+        self._listener.close()
+        with self._changed:
+            self._changed.wait_for(lambda: not self.drivers, timeout)
+            self._closed = True
+            self._goaway(ErrorCode.SERVER_SHUTDOWN)
+            for waiter in list(self._waiters):
+                waiter._shutdown()
+            self._changed.notify_all()
+            readers = [conn.reader for conn in self.drivers]
+        for thread in [*readers, self._timer]:
+            thread.join()
+        deadline = time.monotonic() + max(timeout, _LINGER)
+        for thread in list(self._threads):
+            thread.join(max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                log.warning("a handler thread ignored the shutdown: %r", thread)
+        self._stop_r.close()
+        self._stop_w.close()
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.shutdown(timeout=1.0)
+
+
+def serve(hub: Hub, url: str, *, config: Config | None = None) -> Server:
+    """Serve ``hub`` at ``url`` (``tcp://host:port`` or ``ws://host:port/path``; port 0
+    picks a free one, see :attr:`Server.address`) from threads of its own."""
+    return Server(hub, url, config)
+
+
+# -- client -------------------------------------------------------------------------------------
+
+
+class Subscription(SubscriptionBase):
+    """A client subscription: ``for chunk in sub`` yields chunk payloads in order;
+    ``sub.seq`` is the seq of the last one. Gaps raise :class:`GapError` (iteration may go
+    on) or arrive as :class:`Gap` items, as chosen at subscribe time. Breaking out of the
+    loop or closing the iterator sends CANCEL."""
+
+    def __init__(self, client: Client, core: SubscriptionCore) -> None:
+        super().__init__(client, core)
+        self._cond = threading.Condition(client._lock)
+        core.notify = self._cond.notify_all
+
+    def accepted(self, timeout: float | None = None) -> str:
+        """Wait until the server accepted the request; returns the stream id."""
+        with self._cond:
+            if not self._cond.wait_for(self._core.check_accepted, timeout):
+                raise TimeoutError("the request was not answered in time")
+            return self._core.stream_id
+
+    def __iter__(self) -> Iterator[Any]:
+        return self._iterate()
+
+    def _iterate(self) -> Iterator[Any]:
+        core = self._core
+        try:
+            while True:
+                with self._cond:
+                    item = core.poll()
+                    while item is None and not core.finished:
+                        self._cond.wait()
+                        item = core.poll()
+                    if item is None:
+                        return
+                    self._client._wake()  # the credit it returned
+                yield item
+        finally:
+            self.close()
+
+
+class Upload(UploadBase):
+    """A client upload: ``with client.upload(...) as up: up.write(b"...")``. Leaving the
+    block ends the upload (or fails it with the exception's code)."""
+
+    _client: Client
+
+    def __init__(self, client: Client, channel: str, stream_id: str, args: bytes) -> None:
+        super().__init__(client, channel, stream_id, args)
+        self._cond = threading.Condition(client._lock)
+
+    def __enter__(self) -> Upload:
+        self._client._wait_ready(self._client._timeout)
+        core = self._begin(self._cond.notify_all)
+        with self._cond:
+            self._cond.wait_for(core.check_accepted)
+        return self
+
+    def write(self, chunk: bytes) -> None:
+        """Send a chunk; blocks for credit."""
+        core = self._started()
+        with self._cond:
+            while core.write(chunk) is not WriteResult.ACCEPTED:
+                self._client._wake()
+                self._cond.wait()
+            self._client._wake()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._finish(exc)
+
+
+class Client(ClientBase[Subscription]):
+    """A connection to a streamproto server that reconnects and resumes (from :func:`connect`).
+    One thread reads (and reconnects), one writes; ``close()`` joins both."""
+
+    _lock: threading.RLock  # the one lock around every call into the core
+
+    def __init__(self, core: ClientCore, timeout: float) -> None:
+        super().__init__(core)
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)  # ready, failed or closing
+        self._timeout = timeout
+        self._sock: socket.socket | None = None
+        self._writer: _Writer | None = None
+        self._closing = False
+        self._thread: threading.Thread | None = None
+        core.on_ready = self._changed.notify_all
+
+    def _start(self, sock: socket.socket) -> None:
+        self._thread = threading.Thread(
+            target=self._run, args=(sock,), name="streamproto-client", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, sock: socket.socket | None) -> None:
+        core = self.core
+        while sock is not None:
+            with self._lock:
+                if self._closing:
+                    sock.close()
+                    return
+                core.new_connection()
+                self._sock = sock
+                writer = self._writer = _Writer(self._lock, sock, core)
+            try:
+                _read(sock, self._lock, core, writer)
+            finally:
+                with self._lock:
+                    self._sock = self._writer = None
+                    core.lost()
+            sock = self._reconnect()
+
+    def _reconnect(self) -> socket.socket | None:
+        core = self.core
+        while True:
+            with self._changed:
+                delay = None if self._closing else core.reconnect_delay()
+                if delay is None:
+                    if not self._closing:
+                        core.give_up()
+                    return None
+                if self._changed.wait_for(lambda: self._closing, delay):
+                    return None
+            try:
+                return _dial(core.url, self._timeout)
+            except OSError:
+                continue
+
+    def _wait_ready(self, timeout: float | None = None) -> None:
+        core = self.core
+        with self._changed:
+            if not self._changed.wait_for(lambda: core.ready or core.failure, timeout):
+                raise TimeoutError("no handshake in time")
+            if core.failure is not None:
+                raise core.failure
+
+    def _wake(self) -> None:
+        if self._writer is not None:
+            self._writer.wake()
+
+    def _subscription(self, core: SubscriptionCore) -> Subscription:
+        return Subscription(self, core)
+
+    def upload(self, channel: str, stream_id: str = "", args: bytes = b"") -> Upload:
+        """An upload, used as ``with client.upload(...) as up``."""
+        return Upload(self, channel, stream_id, args)
+
+    def abort_transport(self) -> None:
+        """Kill the socket without a goodbye (tests and demos of resume)."""
+        with self._lock:
+            sock = self._sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        """Say GOAWAY and close; no reconnect. Open subscriptions and uploads fail, and the
+        client's threads are joined."""
+        with self._lock:
+            if not self._closing:
+                self._closing = True
+                self.core.close()
+                self._wake()
+                self._changed.notify_all()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def connect(
+    url: str,
+    *,
+    config: Config | None = None,
+    auth: bytes = b"",
+    reconnect: Backoff | None = None,
+    rng: random.Random | None = None,
+    timeout: float = 10.0,
+) -> Client:
+    """Connect to ``url`` and complete the handshake. ``reconnect`` (default: a
+    :class:`Backoff`) reconnects and resumes after a lost connection; pass
+    ``Backoff(attempts=0)`` to disable it."""
+    core = ClientCore(
+        parse_url(url),
+        config=config,
+        auth=auth,
+        clock=time.monotonic,
+        backoff=reconnect if reconnect is not None else Backoff(),
+        rng=rng,
+    )
+    client = Client(core, timeout)
+    client._start(_dial(core.url, timeout))
+    try:
+        client._wait_ready(timeout)
+    except BaseException:
+        client.close()
+        raise
+    return client

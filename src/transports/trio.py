@@ -1,0 +1,546 @@
+"""The trio backend: a server that serves a hub, and a client, over TCP or WebSocket.
+
+Each socket gets two tasks: a reader that feeds ``receive_some`` to the sans-IO side, and a
+writer that sleeps until something wakes it (the reader, the hub, the application) or its
+deadline passes, then writes ``step()``. Only the writer writes, so there is no send lock.
+:func:`serve` and :func:`connect` are async context managers: their tasks need a nursery.
+Everything else is decided in ``_common`` and the core.
+
+Clocks: each connection runs on ``trio.current_time`` (its deadlines are only ever compared
+with its own clock, and trio's MockClock then drives keepalive in tests). The hub's deadlines
+are in the clock its creator injected, ``time.monotonic`` by convention (the asyncio backend
+assumes the same), so the hub timer waits their distance from ``time.monotonic()`` in trio time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from types import TracebackType
+from typing import Any
+
+import trio
+
+from streamproto import Config, ErrorCode, Hub, Producer, UploadReader, WriteResult
+
+from ._common import (
+    Backoff,
+    ClientBase,
+    ClientCore,
+    ProducerBase,
+    ServerBase,
+    ServerDriver,
+    ServerUploadBase,
+    Side,
+    StreamError,
+    SubscriptionBase,
+    SubscriptionCore,
+    UploadBase,
+    handler_failed,
+    log,
+    parse_url,
+    read_upload,
+)
+
+__all__ = [
+    "Client",
+    "Server",
+    "ServerProducer",
+    "ServerUpload",
+    "Subscription",
+    "Upload",
+    "connect",
+    "serve",
+]
+
+_RECEIVE = 65536
+#: How long a closing socket gets to write its goodbye.
+_LINGER = 1.0
+
+
+class _Wake:
+    """A level-triggered wakeup: ``wait()`` returns once ``set()`` was called since the last
+    ``wait()`` returned, or at ``deadline`` (trio time). Waiters re-check their state."""
+
+    def __init__(self) -> None:
+        self._event = trio.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    async def wait(self, deadline: float = math.inf) -> None:
+        if deadline == math.inf:  # a cancel scope per wait costs more than the rest
+            await self._event.wait()
+        else:
+            with trio.move_on_at(deadline):
+                await self._event.wait()
+        if self._event.is_set():
+            self._event = trio.Event()
+
+
+@contextlib.contextmanager
+def _unwrap() -> Iterator[None]:
+    # Strict nurseries wrap even the body's own exception in an ExceptionGroup; users of
+    # ``async with serve(...)`` / ``connect(...)`` should see the exception they raised.
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) != 1:
+            raise
+        exc = group.exceptions[0]
+        raise exc from exc.__cause__
+
+
+async def _read(stream: trio.SocketStream, side: Side, wake: _Wake) -> None:
+    while True:
+        try:
+            data = await stream.receive_some(_RECEIVE)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            data = b""
+        side.receive(data)
+        wake.set()
+        if not data:
+            return
+
+
+async def _write(
+    stream: trio.SocketStream, side: Side, wake: _Wake, after: Callable[[], None]
+) -> None:
+    while True:
+        data = side.step()
+        after()
+        if data:
+            try:
+                await stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return
+            continue  # the reader may have queued more (a GOAWAY, say) while this was sent
+        if side.finished:
+            return
+        deadline = side.deadline()
+        await wake.wait(math.inf if deadline is None else deadline)
+
+
+async def _run_socket(
+    stream: trio.SocketStream,
+    side: Side,
+    wake: _Wake,
+    scope: trio.CancelScope,
+    after: Callable[[], None] = lambda: None,
+) -> None:
+    """Drive one socket until its side is finished (or ``scope`` is cancelled), then close it."""
+    try:
+        with scope:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_read, stream, side, wake)
+                await _write(stream, side, wake, after)
+                nursery.cancel_scope.cancel()
+    finally:
+        await trio.aclose_forcefully(stream)
+
+
+async def _run_handler(
+    fn: Callable[..., Awaitable[None]],
+    target: Producer | UploadReader | None,
+    args: tuple[Any, ...],
+) -> None:
+    try:
+        await fn(*args)
+    except Exception as exc:
+        if target is None:
+            log.exception("task %r failed", fn)
+        else:
+            handler_failed(target, exc)
+
+
+# -- producer side ------------------------------------------------------------------------------
+
+
+class ServerProducer(ProducerBase):
+    """A stream's writing end for trio code: ``await write`` waits under the BLOCK policy;
+    ``aborted`` is set when the last subscriber cancelled."""
+
+    def __init__(self, server: Server, producer: Producer) -> None:
+        super().__init__(server, producer)
+        self.aborted = trio.Event()
+        self._writable = _Wake()
+        producer.on_abort = self.aborted.set
+        producer.on_writable = self._writable.set
+
+    async def write(self, chunk: bytes) -> None:
+        """Write ``chunk``; waits while a BLOCK subscriber has no room."""
+        while self.producer.write(chunk) is not WriteResult.ACCEPTED:
+            await self._writable.wait()
+        await trio.lowlevel.checkpoint()
+
+
+class ServerUpload(ServerUploadBase):
+    """The server's end of an upload: ``async for chunk in upload``. Raises
+    :class:`StreamError` (UPLOAD_DISCONNECTED, the uploader's code, ...) if it did not end well."""
+
+    def __init__(self, server: Server, reader: UploadReader) -> None:
+        super().__init__(server, reader)
+        self._wake = _Wake()
+        reader.on_readable = self._wake.set
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self
+
+    async def __anext__(self) -> bytes:
+        while True:
+            chunk = read_upload(self.reader)
+            if chunk is not None:
+                return chunk
+            if self.reader.outcome is not None:
+                raise StopAsyncIteration
+            await self._wake.wait()
+
+
+# -- server -------------------------------------------------------------------------------------
+
+
+class _Connection:
+    __slots__ = ("driver", "scope", "wake")
+
+    def __init__(self, driver: ServerDriver, wake: _Wake) -> None:
+        self.driver = driver
+        self.wake = wake
+        self.scope = trio.CancelScope()
+
+
+class Server(ServerBase[ServerProducer, ServerUpload]):
+    """A running server (from :func:`serve`); its tasks live until :meth:`shutdown`."""
+
+    def __init__(self, hub: Hub, url: str, config: Config | None) -> None:
+        super().__init__(hub, url, config)
+        self.drivers: set[_Connection] = set()
+        self._tasks: trio.Nursery | None = None
+        self._scope = trio.CancelScope()  # every task of the server
+        self._listening = trio.CancelScope()
+        self._hub_wake = _Wake()
+        self._hub_at: float | None = None
+        self._idle = _Wake()
+        self._closed = False
+
+    def _producer(self, producer: Producer) -> ServerProducer:
+        return ServerProducer(self, producer)
+
+    def _upload(self, reader: UploadReader) -> ServerUpload:
+        return ServerUpload(self, reader)
+
+    def spawn(self, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
+        """Run ``fn(*args)`` as a task of the server (cancelled at shutdown; errors logged)."""
+        self._start(fn, None, *args)
+
+    def _start(
+        self, fn: Callable[..., Awaitable[None]], target: Producer | UploadReader | None, *args: Any
+    ) -> None:
+        if self._tasks is None or self._closed:
+            raise StreamError(ErrorCode.INVALID_STATE, "the server is not running")
+        self._tasks.start_soon(_run_handler, fn, target, args)
+
+    async def _run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        with self._scope:
+            async with trio.open_nursery() as nursery:
+                self._tasks = nursery
+                listeners = await trio.open_tcp_listeners(self.url.port, host=self.url.host)
+                self.port = int(listeners[0].socket.getsockname()[1])
+                nursery.start_soon(self._listen, listeners)
+                nursery.start_soon(self._hub_timer)
+                task_status.started()
+
+    async def _listen(self, listeners: list[trio.SocketListener]) -> None:
+        with self._listening:
+            await trio.serve_listeners(self._handle, listeners, handler_nursery=self._tasks)
+
+    async def _handle(self, stream: trio.SocketStream) -> None:
+        wake = _Wake()
+        framing = self.url.framing(client=False)
+        driver = ServerDriver(self.hub, framing, self.config, trio.current_time, wake.set)
+        conn = _Connection(driver, wake)
+        self.drivers.add(conn)
+        try:
+            await _run_socket(stream, driver, wake, conn.scope, self._rearm_hub)
+        except Exception:  # a bug must cost one connection, not the server
+            log.exception("connection failed")
+        finally:
+            driver.connection_lost()
+            self.drivers.discard(conn)
+            self._idle.set()
+            self._rearm_hub()
+
+    def _rearm_hub(self) -> None:
+        if self.hub.next_deadline() != self._hub_at:
+            self._hub_wake.set()
+
+    async def _hub_timer(self) -> None:
+        hub = self.hub
+        while True:
+            at = self._hub_at = hub.next_deadline()
+            if at is not None and time.monotonic() >= at:
+                hub.handle_timer()
+                continue
+            until = math.inf if at is None else trio.current_time() + (at - time.monotonic())
+            await self._hub_wake.wait(until)
+
+    def _goaway(self, code: int) -> None:
+        for conn in list(self.drivers):
+            conn.driver.shutdown(code)
+            conn.wake.set()
+
+    async def shutdown(self, timeout: float = 5.0) -> None:
+        """Stop listening, GOAWAY to every connection, let open streams drain for up to
+        ``timeout`` seconds, then close what is left (GOAWAY SERVER_SHUTDOWN) and cancel the
+        server's tasks."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._listening.cancel()
+            self._goaway(ErrorCode.NO_ERROR)
+            with trio.move_on_after(timeout):
+                while self.drivers:
+                    await self._idle.wait()
+            self._goaway(ErrorCode.SERVER_SHUTDOWN)
+            with trio.move_on_after(_LINGER):
+                while self.drivers:
+                    await self._idle.wait()
+        finally:
+            self._scope.cancel()
+
+
+@contextlib.asynccontextmanager
+async def serve(hub: Hub, url: str, *, config: Config | None = None) -> AsyncIterator[Server]:
+    """Serve ``hub`` at ``url`` (``tcp://host:port`` or ``ws://host:port/path``; port 0 picks
+    a free one, see :attr:`Server.address`): ``async with serve(hub, url) as server``.
+    Leaving the block shuts the server down."""
+    server = Server(hub, url, config)
+    with _unwrap():
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server._run)
+            try:
+                yield server
+            finally:
+                await server.shutdown(timeout=1.0)
+
+
+# -- client -------------------------------------------------------------------------------------
+
+
+class Subscription(SubscriptionBase):
+    """A client subscription: ``async for chunk in sub`` yields chunk payloads in order;
+    ``sub.seq`` is the seq of the last one. Gaps raise :class:`GapError` (iteration may go
+    on) or arrive as :class:`Gap` items, as chosen at subscribe time. Breaking out of the
+    loop, ``aclose()`` or cancelling the task sends CANCEL."""
+
+    def __init__(self, client: Client, core: SubscriptionCore) -> None:
+        super().__init__(client, core)
+        self._wake = _Wake()
+        core.notify = self._wake.set
+
+    async def accepted(self) -> str:
+        """Wait until the server accepted the request; returns the stream id."""
+        while not self._core.check_accepted():
+            await self._wake.wait()
+        return self._core.stream_id
+
+    def __aiter__(self) -> _Chunks:
+        return _Chunks(self)
+
+    async def aclose(self) -> None:
+        """Same as :meth:`close`."""
+        self.close()
+
+
+class _Chunks:
+    # Not an async generator: trio warns when one is collected unfinished, which is exactly
+    # what breaking out of ``async for`` does. This iterator sends CANCEL when it raises (an
+    # error, the task's cancellation), when it is closed, and when it is dropped (a break).
+
+    def __init__(self, sub: Subscription) -> None:
+        self._sub = sub
+
+    def __aiter__(self) -> _Chunks:
+        return self
+
+    async def __anext__(self) -> Any:
+        sub = self._sub
+        core = sub._core
+        try:
+            while True:
+                item = core.poll()
+                if item is not None:
+                    sub._client._wake()  # the credit it returned
+                    return item
+                if core.finished:
+                    raise StopAsyncIteration
+                await sub._wake.wait()
+        except BaseException:
+            sub.close()
+            raise
+
+    async def aclose(self) -> None:
+        self._sub.close()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):  # dropped outside trio.run: nobody to wake
+            self._sub.close()
+
+
+class Upload(UploadBase):
+    """A client upload: ``async with client.upload(...) as up: await up.write(b"...")``.
+    Leaving the block ends the upload (or fails it with the exception's code)."""
+
+    _client: Client
+
+    def __init__(self, client: Client, channel: str, stream_id: str, args: bytes) -> None:
+        super().__init__(client, channel, stream_id, args)
+        self._wake = _Wake()
+
+    async def __aenter__(self) -> Upload:
+        await self._client._wait_ready()
+        core = self._begin(self._wake.set)
+        while not core.check_accepted():
+            await self._wake.wait()
+        return self
+
+    async def write(self, chunk: bytes) -> None:
+        """Send a chunk; waits for credit."""
+        core = self._started()
+        while core.write(chunk) is not WriteResult.ACCEPTED:
+            self._client._wake()
+            await self._wake.wait()
+        self._client._wake()
+        await trio.lowlevel.checkpoint()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._finish(exc)
+
+
+class Client(ClientBase[Subscription]):
+    """A connection to a streamproto server that reconnects and resumes (from :func:`connect`)."""
+
+    def __init__(self, core: ClientCore) -> None:
+        super().__init__(core)
+        self._writer = _Wake()  # the writer of the current socket
+        self._ready = _Wake()
+        self._socket = trio.CancelScope()  # the current socket's tasks
+        self._task = trio.CancelScope()  # the connection task, reconnects included
+        self._done = trio.Event()
+        self._closing = False
+        core.on_ready = self._ready.set
+
+    async def _run(self, stream: trio.SocketStream | None) -> None:
+        core = self.core
+        with self._task:
+            try:
+                while stream is not None:
+                    core.new_connection()
+                    self._socket = trio.CancelScope()
+                    await _run_socket(stream, core, self._writer, self._socket)
+                    core.lost()
+                    stream = None if self._closing else await self._reconnect()
+            finally:
+                self._done.set()
+
+    async def _reconnect(self) -> trio.SocketStream | None:
+        core = self.core
+        while True:
+            delay = core.reconnect_delay()
+            if delay is None:
+                core.give_up()
+                return None
+            await trio.sleep(delay)
+            try:
+                return await trio.open_tcp_stream(core.url.host, core.url.port)
+            except OSError:
+                continue
+
+    async def _wait_ready(self) -> None:
+        while not self.core.ready:
+            if self.core.failure is not None:
+                raise self.core.failure
+            await self._ready.wait()
+
+    def _wake(self) -> None:
+        self._writer.set()
+
+    def _subscription(self, core: SubscriptionCore) -> Subscription:
+        return Subscription(self, core)
+
+    def upload(self, channel: str, stream_id: str = "", args: bytes = b"") -> Upload:
+        """An upload, used as ``async with client.upload(...) as up``."""
+        return Upload(self, channel, stream_id, args)
+
+    def abort_transport(self) -> None:
+        """Kill the socket without a goodbye (tests and demos of resume)."""
+        self._socket.cancel()
+
+    async def close(self) -> None:
+        """Say GOAWAY and close; no reconnect. Open subscriptions and uploads fail."""
+        connected = self.core.conn is not None
+        if not self._closing:
+            self._closing = True
+            self.core.close()
+            self._wake()
+        try:
+            if connected:
+                with trio.move_on_after(_LINGER):
+                    await self._done.wait()
+        finally:
+            self._task.cancel()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+@contextlib.asynccontextmanager
+async def connect(
+    url: str,
+    *,
+    config: Config | None = None,
+    auth: bytes = b"",
+    reconnect: Backoff | None = None,
+    rng: random.Random | None = None,
+    timeout: float = 10.0,
+) -> AsyncIterator[Client]:
+    """Connect to ``url`` and complete the handshake: ``async with connect(url) as client``.
+    ``reconnect`` (default: a :class:`Backoff`) reconnects and resumes after a lost
+    connection; pass ``Backoff(attempts=0)`` to disable it."""
+    core = ClientCore(
+        parse_url(url),
+        config=config,
+        auth=auth,
+        clock=trio.current_time,
+        backoff=reconnect if reconnect is not None else Backoff(),
+        rng=rng,
+    )
+    client = Client(core)
+    with _unwrap():
+        async with trio.open_nursery() as nursery:
+            try:
+                with trio.move_on_after(timeout) as scope:
+                    stream = await trio.open_tcp_stream(core.url.host, core.url.port)
+                    nursery.start_soon(client._run, stream)
+                    await client._wait_ready()
+                if scope.cancelled_caught:
+                    raise TimeoutError(f"no handshake with {url} within {timeout} s")
+                yield client
+            finally:
+                await client.close()
