@@ -256,7 +256,9 @@ class UploadReader:
     """The server's end of an upload: chunks in order, then the outcome.
 
     Read with :meth:`read_nowait`; ``on_readable`` is called when chunks or the outcome arrive.
-    Reading returns credit to the uploader, so an upload never buffers more than its window.
+    On a server connection with ``Config(auto_credit=False)``, reading returns credit to the
+    uploader, so an upload never buffers more than its window. With auto credit the connection
+    returns credit as it receives, and an unread upload buffers here without bound.
     """
 
     def __init__(self, hub: Hub, channel: str, stream_id: str, args: bytes) -> None:
@@ -305,9 +307,7 @@ class UploadReader:
             self._hub._dirty.add(peer)
             self._hub._wake()
         else:  # an expected upload that never came: the id is no longer expected
-            expected = self._hub._channels[self.channel]._expected
-            if expected.get(self.stream_id) is self:
-                del expected[self.stream_id]
+            self._hub._channels[self.channel]._expected.pop(self.stream_id, None)
         self._finish((code, message))
 
     def _push(self, chunks: Iterable[bytes]) -> None:
@@ -315,10 +315,10 @@ class UploadReader:
         self._notify()
 
     def _finish(self, outcome: tuple[int, str]) -> None:
-        if self.outcome is None:
-            self.outcome = outcome
-            self._peer = None
-            self._notify()
+        # Only open readers get here: a finished one is detached (and no longer expected).
+        self.outcome = outcome
+        self._peer = None
+        self._notify()
 
     def _notify(self) -> None:
         if self.on_readable is not None:
@@ -597,10 +597,7 @@ class Hub:
                 (ErrorCode.UPLOAD_DISCONNECTED, "the uploader disconnected")
             )
         session = peer.session
-        if session is None:
-            for sub in list(peer.subs.values()):
-                self._leave(sub, cancelled=False)
-            peer.subs.clear()
+        if session is None:  # no handshake, so no requests either
             return
         self._park_all(peer, session)
         session.peer = None
@@ -687,6 +684,7 @@ class Hub:
         channel = stream.channel
         del channel._open[stream.key[1]]
         stream.closed_at = self._clock()
+        stream.blocked = False  # no write to retry: on_writable is not called any more
         channel._closed[stream.key[1]] = stream
         self._add_timer(stream.closed_at + channel.options.retention, stream)
         for sub in list(stream.live):
@@ -714,10 +712,9 @@ class Hub:
             stream.channel._closed.pop(stream.key[1], None)
         if stream.catching:
             info = cast(StreamInfo, self._store.status(stream.key))  # finished, not released
-            for sub in list(stream.catching):
-                if sub.cursor < info.last_seq:
-                    sub.peer.conn.send_gap(sub.handle, info.last_seq, GapReason.EVICTED)
-                    sub.cursor = info.last_seq
+            for sub in list(stream.catching):  # behind the end, or _pump had let it go
+                sub.peer.conn.send_gap(sub.handle, info.last_seq, GapReason.EVICTED)
+                sub.cursor = info.last_seq
                 self._send_outcome(sub, cast(Outcome, info.outcome))
         self._store.release(stream.key, stream.generation)
 
@@ -748,13 +745,12 @@ class Hub:
             cursor = info.last_seq
         else:
             cursor = max(event.after_seq, info.first_seq - 1)
-        session = peer.session
-        if session is not None:  # a resumed subscription takes over its parked one
-            parked = session.parked.get(stream.key)
-            if parked:
-                parked.pop().stream.parked -= 1  # maybe an older generation's stream
-                if not parked:
-                    del session.parked[stream.key]
+        session = cast(_Session, peer.session)  # requests come after the handshake
+        parked = session.parked.get(stream.key)
+        if parked:  # a resumed subscription takes over its parked one
+            parked.pop().stream.parked -= 1  # maybe an older generation's stream
+            if not parked:
+                del session.parked[stream.key]
         sub = _Sub(peer, event.handle, stream, cursor)
         sub.policy = policy
         peer.subs[event.handle] = sub
@@ -800,9 +796,9 @@ class Hub:
         store = self._store
         handle = sub.handle
         while True:
-            info = store.status(stream.key)
-            if info is None or info.generation != stream.generation:
-                return
+            # A catching-up subscription's stream is in the store: _release answers them all
+            # before it releases the stream.
+            info = cast(StreamInfo, store.status(stream.key))
             if sub.cursor >= info.last_seq:
                 if info.outcome is not None:
                     stream.catching.discard(sub)

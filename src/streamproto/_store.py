@@ -173,6 +173,7 @@ class MemoryStore:
         end = len(chunks)
         while end - head > window.chunks or (h.nbytes > window.nbytes and end - head > 1):
             h.nbytes -= len(chunks[head])
+            chunks[head] = b""  # free it now: compaction may be up to a window away
             head += 1
         h.first_seq += head - h.head
         if head > 64 and head * 2 > end:  # compact: amortized O(1) per chunk
