@@ -1321,6 +1321,20 @@ def test_reader_without_callback_and_unread_upload_is_bounded() -> None:
     assert c.server.statistics().chunks_received == 2
 
 
+def test_an_unread_upload_on_an_auto_credit_connection_is_cut_off_at_its_window() -> None:
+    h, _ = setup(on_upload=lambda reader: None)
+    c = h.connect(server_config=Config(window_chunks=3, window_bytes=1000))  # auto credit
+    handle = c.conn.upload(CH)
+    h.pump()
+    for i in range(12):
+        c.conn.send_data(handle, b"%d" % i)
+    h.pump()
+    h.pump()
+    cancelled = [e for e in c.events if isinstance(e, UploadCancelled)]
+    assert [(e.handle, e.code) for e in cancelled] == [(handle, ErrorCode.RESOURCE_EXHAUSTED)]
+    assert c.server.statistics().chunks_received <= 3 + 3  # a window, then the cut
+
+
 # -- 9. generations -----------------------------------------------------------------------------
 
 

@@ -256,9 +256,10 @@ class UploadReader:
     """The server's end of an upload: chunks in order, then the outcome.
 
     Read with :meth:`read_nowait`; ``on_readable`` is called when chunks or the outcome arrive.
-    On a server connection with ``Config(auto_credit=False)``, reading returns credit to the
-    uploader, so an upload never buffers more than its window. With auto credit the connection
-    returns credit as it receives, and an unread upload buffers here without bound.
+    On a server connection with ``Config(auto_credit=False)`` (what the adapters use), reading
+    returns credit to the uploader, so an upload never buffers more than its window. With auto
+    credit the connection returns credit as it receives; a reader that falls a whole window
+    behind then has its upload cancelled with RESOURCE_EXHAUSTED, so memory stays bounded.
     """
 
     def __init__(self, hub: Hub, channel: str, stream_id: str, args: bytes) -> None:
@@ -309,6 +310,11 @@ class UploadReader:
         else:  # an expected upload that never came: the id is no longer expected
             self._hub._channels[self.channel]._expected.pop(self.stream_id, None)
         self._finish((code, message))
+
+    @property
+    def buffered(self) -> int:
+        """Chunks received and not read yet."""
+        return len(self._chunks) - self._head
 
     def _push(self, chunks: Iterable[bytes]) -> None:
         self._chunks.extend(chunks)
@@ -522,9 +528,11 @@ class Hub:
 
     def handle_events(self, peer: Peer, events: Iterable[Event]) -> None:
         """Act on a connection's events (see :meth:`Peer.handle_events`)."""
+        acted = False
         for event in events:
             if peer.closed:
                 break
+            acted = True
             match event:
                 case SubscribeRequested():
                     self._on_subscribe(peer, event)
@@ -539,7 +547,7 @@ class Hub:
                 case Writable():
                     self._on_writable(peer, event.handle)
                 case UploadData():
-                    peer.uploads[event.handle]._push(event.chunks)
+                    self._on_upload_data(peer, event)
                 case UploadEnded():
                     self._detach_upload(peer, event.handle)._finish((0, ""))
                 case UploadFailed():
@@ -550,8 +558,18 @@ class Hub:
                     self._on_disconnect(peer)
                 case _:
                     pass  # pings, pongs, goaway, overflow warnings: nothing to decide here
-        self._dirty.add(peer)
+        if acted:  # what the events made us queue on this connection (an empty list: nothing)
+            self._dirty.add(peer)
         self._wake()
+
+    def _on_upload_data(self, peer: Peer, event: UploadData) -> None:
+        reader = peer.uploads[event.handle]
+        reader._push(event.chunks)
+        config = peer.conn.config
+        if config.auto_credit and reader.buffered > config.window_chunks:
+            # With auto credit the uploader got its credit back on delivery: only the reader
+            # reading bounds this buffer. A reader that falls a window behind is cut off.
+            reader.cancel(ErrorCode.RESOURCE_EXHAUSTED, "the upload's reader fell behind")
 
     def _wake(self) -> None:
         dirty = self._dirty
