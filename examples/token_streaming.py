@@ -23,10 +23,11 @@ from streamproto import ChannelOptions, Hub, Window
 from transports import Backoff
 from transports import asyncio as sp
 
-WORDS = (
+ANSWER = (
     "Streams of chunks share one connection; each has its own credit, its own order and its "
     "own replay window, so a dropped socket costs a reconnect and nothing else."
-).split()
+)
+WORDS = ANSWER.split()
 
 
 async def answer(producer: sp.ServerProducer, prompt: bytes) -> None:

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Protocol
 
 from streamproto import ChannelOptions, Config, Hub, OverflowPolicy, Window
-from streamproto.testing.conformance import register_reference_channels
+from streamproto.testing.reference import register_reference_channels
 
 BACKENDS = ("asyncio", "trio", "sync")
 TRANSPORTS = ("tcp", "ws")

@@ -12,7 +12,7 @@ import pytest
 from harness import BACKENDS, TRANSPORTS, ServerProxy
 
 from streamproto.__main__ import main
-from streamproto.testing.conformance import CASES, run
+from transports.conformance import CASES, run
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)

@@ -137,12 +137,6 @@ def test_file_upload_stores_one_and_cancels_the_other() -> None:
     assert report["cancelled"]["on_disk"] is None
 
 
-@pytest.mark.xfail(
-    raises=AssertionError,
-    reason="asyncio Upload.__aexit__ sends END and returns while up to a window of data is "
-    "still queued; an UPLOAD_CANCEL that arrives while the upload drains is dropped "
-    "(UploadCore._fail ignores it once done), so the client reports success",
-)
 def test_file_upload_cancel_after_the_last_write_reaches_the_client() -> None:
     # 2 MiB fits in the server's window plus the client's queue: no write waits, so the
     # cancel can only be reported when the upload block is left.
@@ -152,14 +146,9 @@ def test_file_upload_cancel_after_the_last_write_reaches_the_client() -> None:
     assert report["cancelled"]["client_error"] == example.FILE_TOO_LARGE
 
 
-@pytest.mark.xfail(
-    raises=subprocess.TimeoutExpired,
-    reason="Writable fires while a 64 KiB write is still BLOCKED at the byte bound "
-    "(Connection._wake_writers checks room for 0 bytes), and asyncio Upload.write spins on it "
-    "without yielding: the event loop livelocks",
-)
 def test_file_upload_with_64k_chunks() -> None:
-    # In a subprocess: a livelocked event loop cannot be interrupted from inside.
+    # In a subprocess, with a timeout: this once livelocked the event loop (a Writable event
+    # fired while the retried 64 KiB write was still blocked), which cannot be interrupted.
     code = (
         "import asyncio, json, sys; sys.path.insert(0, sys.argv[1]); import file_upload; "
         "print(json.dumps(asyncio.run(file_upload.main(4.0, 64, quiet=True))))"

@@ -14,11 +14,10 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+from harness import BACKENDS, ClientProxy, ServerProxy
 from websockets.asyncio.client import connect as ws_connect
 from websockets.asyncio.server import ServerConnection
 from websockets.asyncio.server import serve as ws_serve
-
-from harness import BACKENDS, ClientProxy, ServerProxy
 
 HEADER = struct.Struct(">IBBI")
 
@@ -109,7 +108,10 @@ class Relay:
     async def _run(self) -> None:
         self.stop_event = asyncio.Event()
         async with ws_serve(
-            self._handle, "127.0.0.1", 0, subprotocols=["streamproto.v1"]  # type: ignore[list-item]
+            self._handle,
+            "127.0.0.1",
+            0,
+            subprotocols=["streamproto.v1"],  # type: ignore[list-item]
         ) as server:
             self.port = next(iter(server.sockets)).getsockname()[1]
             self.ready.set()

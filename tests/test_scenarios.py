@@ -1,4 +1,4 @@
-"""The adapter scenario suite: every backend × transport pair, and clients against servers of
+"""The adapter scenario suite: every backend-transport pair, and clients against servers of
 other backends. Each scenario is written once against the blocking proxies in ``harness``."""
 
 from __future__ import annotations
@@ -8,12 +8,12 @@ import struct
 import time
 
 import pytest
+from harness import BACKENDS, TRANSPORTS, pair
+
 from streamproto import ErrorCode, WriteResult
 from streamproto._frames import FrameDecoder, Goaway
 from transports import Backoff, GapError, StreamError
 from transports._common import Gap as ItemGap
-
-from harness import BACKENDS, TRANSPORTS, pair
 
 PAIRS = [(b, b, t) for b in BACKENDS for t in TRANSPORTS]
 CROSS = [

@@ -19,7 +19,8 @@ def main(argv: list[str] | None = None) -> int:
     conformance.add_argument("--timeout", type=float, default=5.0, help="seconds per wait")
     args = parser.parse_args(argv)
 
-    from .testing.conformance import run  # noqa: PLC0415 - keeps --help fast
+    # The runner does I/O, so it lives with the adapters (same distribution).
+    from transports.conformance import run  # noqa: PLC0415 - keeps --help fast
 
     report = run(args.url, only=set(args.case or ()), timeout=args.timeout, out=print)
     if args.json:

@@ -304,7 +304,9 @@ class Connection:
         self._handles: dict[int, _Out | _In] = {}
         self._highest = 0
         self._pending: list[Event] = []
-        self._blocked: dict[int, _Out] = {}  # senders told BLOCKED, owed a Writable
+        # Senders told BLOCKED (or has_room False), with the size refused: owed a Writable
+        # once that size fits, not before (else a writer that retries on Writable spins).
+        self._blocked: dict[int, tuple[_Out, int]] = {}
         self._overflow: dict[int, list[int]] = {}
         self._now = now
         self._hs_deadline = now + self._cfg.handshake_timeout
@@ -562,10 +564,10 @@ class Connection:
         return used
 
     def _wake_writers(self, events: list[Event]) -> None:
-        """A Writable for each blocked sender that has room again. Room is freed by sending
+        """A Writable for each blocked sender whose refused write fits now. Room is freed by sending
         (any handle's: the connection-wide cap), credit and closing."""
-        for handle, h in list(self._blocked.items()):
-            if self._has_room(h, 0):
+        for handle, (h, size) in list(self._blocked.items()):
+            if self._has_room(h, size):
                 del self._blocked[handle]
                 events.append(Writable(handle))
 
@@ -806,7 +808,7 @@ class Connection:
         if not self._has_room(h, size):
             policy = h.policy
             if policy is OverflowPolicy.BLOCK:
-                self._blocked[handle] = h
+                self._blocked[handle] = (h, size)
                 return WriteResult.BLOCKED
             if policy is OverflowPolicy.ERROR:
                 self._fail_sender(h)
@@ -885,7 +887,7 @@ class Connection:
             raise LocalProtocolError(ErrorCode.INVALID_STATE, f"handle {handle} does not send data")
         if self._has_room(h, nbytes):
             return True
-        self._blocked[handle] = h
+        self._blocked[handle] = (h, nbytes)
         return False
 
     # -- both roles -----------------------------------------------------------------------------
@@ -1037,8 +1039,6 @@ class Connection:
             )
 
     def _maybe_grant(self, h: _In) -> None:
-        if h.state is HState.CLOSED:
-            return
         if (h.consumed_chunks or h.consumed_bytes) and (
             h.consumed_chunks * 2 >= h.window_chunks or h.consumed_bytes * 2 >= h.window_bytes
         ):
@@ -1059,7 +1059,8 @@ class Connection:
         h.credit_bytes += frame.nbytes
         if h.credit_chunks > MAX_CREDIT or h.credit_bytes > MAX_CREDIT:
             raise _PeerFault(ErrorCode.FLOW_CONTROL_ERROR, f"credit overflow on handle {h.handle}")
-        if h.handle in self._blocked and self._has_room(h, 0):
+        blocked = self._blocked.get(h.handle)
+        if blocked is not None and self._has_room(h, blocked[1]):
             del self._blocked[h.handle]
             events.append(Writable(h.handle))
         if not h.in_ready and h.sendable():
@@ -1276,7 +1277,7 @@ class Connection:
             # The server never saw the requests above last_handle and, draining, would reject
             # them with SERVER_SHUTDOWN if it is still there to: answer them now.
             for h in list(self._handles.values()):
-                if h.handle > frame.last_handle:
+                if h.handle > frame.last_handle and h.state is HState.REQUESTED:
                     self._close_handle(h)
                     events.append(
                         RequestRejected(h.handle, ErrorCode.SERVER_SHUTDOWN, "not processed")
@@ -1319,8 +1320,7 @@ class Connection:
 
     def _new_handle(self) -> int:
         self._require_role(Role.CLIENT)
-        if self._state is not ConnState.OPEN:
-            self._conn_step(ConnInput.SEND_REQUEST, local=True)
+        self._conn_step(ConnInput.SEND_REQUEST, local=True)
         if self._highest >= self._cfg.max_handle:
             raise LocalProtocolError(
                 ErrorCode.HANDLE_EXHAUSTED, "no handles left: open a new connection"
@@ -1466,9 +1466,9 @@ class Connection:
             self._close_handle(h)
 
     def _close_handle(self, h: _Out | _In) -> None:
+        """Forget an open handle (every caller holds one that is still registered)."""
         h.state = HState.CLOSED
-        if self._handles.pop(h.handle, None) is None:
-            return
+        del self._handles[h.handle]
         if isinstance(h, _Out):
             self._blocked.pop(h.handle, None)
             freed = h.q_bytes

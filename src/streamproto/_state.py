@@ -39,6 +39,8 @@ __all__ = [
 class Side(enum.Enum):
     """A handle's machine: which role holds it and what it carries."""
 
+    __hash__ = object.__hash__  # identity, in C: these key the tables on the hot path
+
     CLIENT_SUBSCRIPTION = "client subscription"
     SERVER_SUBSCRIPTION = "server subscription"
     CLIENT_UPLOAD = "client upload"
@@ -48,6 +50,8 @@ class Side(enum.Enum):
 class HState(enum.Enum):
     """A handle's state."""
 
+    __hash__ = object.__hash__  # identity, in C: these key the tables on the hot path
+
     REQUESTED = "REQUESTED"  # request sent or received, no ACCEPT/REJECT yet
     ACTIVE = "ACTIVE"  # accepted; data flows
     DRAINING = "DRAINING"  # END or ERROR sent/received; data up to its last_seq still flows
@@ -56,6 +60,8 @@ class HState(enum.Enum):
 
 class Input(enum.Enum):
     """What happens to a handle: a frame sent or received, or the end of draining."""
+
+    __hash__ = object.__hash__  # identity, in C: these key the tables on the hot path
 
     SEND_ACCEPT = "SEND_ACCEPT"
     RECV_ACCEPT = "RECV_ACCEPT"
@@ -175,6 +181,8 @@ def recv_input(frame_type: int) -> Input | None:
 class ConnState(enum.Enum):
     """A connection's state."""
 
+    __hash__ = object.__hash__  # identity, in C: these key the tables on the hot path
+
     HANDSHAKING = "HANDSHAKING"  # client: HELLO sent, waiting for WELCOME
     AWAIT_HELLO = "AWAIT_HELLO"  # server: waiting for HELLO
     HELLO_RECEIVED = "HELLO_RECEIVED"  # server: the application decides
@@ -185,6 +193,8 @@ class ConnState(enum.Enum):
 
 class ConnInput(enum.Enum):
     """What happens to a connection."""
+
+    __hash__ = object.__hash__  # identity, in C: these key the tables on the hot path
 
     RECV_HELLO = "RECV_HELLO"
     SEND_WELCOME = "SEND_WELCOME"

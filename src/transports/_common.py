@@ -39,6 +39,7 @@ from streamproto import (
     GoawayReceived,
     HandshakeCompleted,
     HandshakeRefused,
+    HState,
     Hub,
     LocalProtocolError,
     OverflowPolicy,
@@ -433,6 +434,9 @@ class UploadCore:
         self.accepted = False
         self.error: StreamError | None = None
         self.done = False
+        #: True once END (or ERROR) and every queued chunk went out: the upload is over on
+        #: this side. The protocol has no acknowledgement after that (spec R-UP-5).
+        self.drained = False
         self.notify: Callable[[], None] = lambda: None
 
     def write(self, chunk: bytes) -> WriteResult:
@@ -463,13 +467,14 @@ class UploadCore:
         self.fail(code if isinstance(code, int) and code > 0 else ErrorCode.CANCELLED, str(exc))
 
     def end(self) -> None:
-        """Finish the upload."""
+        """Finish the upload: END goes out now, queued chunks follow under credit."""
         if self.error is not None:
             raise self.error
         conn = self.core.conn
         if conn is not None and not self.done:
             self.done = True
             conn.send_end(self.handle)
+            self.core._ending.add(self)
 
     def fail(self, code: int, message: str = "") -> None:
         """Fail the upload with ``code``."""
@@ -477,11 +482,20 @@ class UploadCore:
         if conn is not None and not self.done and self.error is None:
             self.done = True
             conn.send_error(self.handle, code, message)
+            self.core._ending.add(self)
+
+    @property
+    def settled(self) -> bool:
+        """True once the upload failed, was cancelled, or drained after ``end``."""
+        return self.error is not None or self.drained
 
     def _fail(self, error: StreamError) -> None:
-        if self.error is None and not self.done:
+        # A cancel (or loss) while the queue drains after END still counts: the server did
+        # not get the whole upload.
+        if self.error is None and not self.drained:
             self.error = error
         self.done = True
+        self.core._ending.discard(self)
         self.notify()
 
 
@@ -528,6 +542,7 @@ class ClientCore:
         self._subs: dict[int, SubscriptionCore] = {}
         self._pending: list[SubscriptionCore] = []
         self._uploads: dict[int, UploadCore] = {}
+        self._ending: set[UploadCore] = set()  # ended or failed uploads still draining
         self.on_ready: Callable[[], None] = lambda: None
 
     # -- connection lifecycle -------------------------------------------------------------------
@@ -569,6 +584,13 @@ class ClientCore:
         if events:
             self._route(events)
             payload += conn.data_to_send() if framing.ready else b""
+        if self._ending:
+            # A cancel would have come as an event above; a handle closed without one drained.
+            for up in [u for u in self._ending if conn.handle_state(u.handle) is HState.CLOSED]:
+                up.drained = True
+                self._ending.discard(up)
+                self._uploads.pop(up.handle, None)
+                up.notify()
         data = framing.wrap(payload)
         if conn.closed and not framing.closed:
             data += framing.close(ErrorCode.NO_ERROR)

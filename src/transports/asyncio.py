@@ -384,6 +384,14 @@ class Upload(UploadBase):
         tb: TracebackType | None,
     ) -> None:
         self._finish(exc)
+        if exc is None:  # wait until it is all out, so a cancel meanwhile is not missed
+            core = self._started()
+            while not core.settled:
+                self._event.clear()
+                self._client._flush()
+                await self._event.wait()
+            if core.error is not None:
+                raise core.error
 
 
 class Client(ClientBase[Subscription]):

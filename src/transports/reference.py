@@ -3,7 +3,7 @@
     python -m transports.reference tcp://127.0.0.1:9000 [--backend asyncio]
 
 Serves a hub with the channels of ``spec/CONFORMANCE.md`` (see
-``streamproto.testing.conformance.register_reference_channels``) until interrupted.
+``streamproto.testing.reference.register_reference_channels``) until interrupted.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import secrets
 import time
 
 from streamproto import Hub
-from streamproto.testing.conformance import register_reference_channels
+from streamproto.testing.reference import register_reference_channels
 
 from . import asyncio as backend
 

@@ -464,6 +464,14 @@ class Upload(UploadBase):
         tb: TracebackType | None,
     ) -> None:
         self._finish(exc)
+        if exc is None:  # wait until it is all out, so a cancel meanwhile is not missed
+            core = self._started()
+            with self._cond:
+                while not core.settled:
+                    self._client._wake()
+                    self._cond.wait()
+            if core.error is not None:
+                raise core.error
 
 
 class Client(ClientBase[Subscription]):

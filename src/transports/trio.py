@@ -423,6 +423,13 @@ class Upload(UploadBase):
         tb: TracebackType | None,
     ) -> None:
         self._finish(exc)
+        if exc is None:  # wait until it is all out, so a cancel meanwhile is not missed
+            core = self._started()
+            while not core.settled:
+                self._client._wake()
+                await self._wake.wait()
+            if core.error is not None:
+                raise core.error
 
 
 class Client(ClientBase[Subscription]):

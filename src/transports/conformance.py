@@ -4,11 +4,10 @@
 
 Every case opens its own connection, speaks raw frames, and checks the server's answer against
 one or more spec rules (h2spec and Autobahn are the models). The server must expose the
-channels described in ``spec/CONFORMANCE.md``; :func:`register_reference_channels` adds them
-to a :class:`~streamproto.Hub`, which is what our reference server does.
-
-This module does I/O (blocking sockets), unlike the rest of ``streamproto``: it is a tool, not
-part of the core.
+channels described in ``spec/CONFORMANCE.md``;
+``streamproto.testing.reference.register_reference_channels`` adds them to a hub, which is
+what our reference server (``python -m transports.reference``) does. This module does I/O
+(blocking sockets), so it lives beside the adapters, not in the sans-IO core.
 """
 
 from __future__ import annotations
@@ -24,8 +23,8 @@ from urllib.parse import urlsplit
 
 import attrs
 
-from .._errors import ErrorCode
-from .._frames import (
+from streamproto._errors import ErrorCode
+from streamproto._frames import (
     Accept,
     Cancel,
     Credit,
@@ -48,57 +47,9 @@ from .._frames import (
     Welcome,
     encode,
 )
-from .._hub import ChannelOptions, Hub, Producer, UploadReader
-from .._store import Window
+from streamproto.testing.reference import BIG, FAIL_CODE, FAIL_MESSAGE, FIVE
 
-__all__ = ["CASES", "CaseResult", "Report", "register_reference_channels", "run"]
-
-#: Chunks of the reference stream ``conformance:fixed/five``.
-FIVE = [b"chunk-%d" % i for i in range(1, 6)]
-FAIL_CODE = 4321
-FAIL_MESSAGE = "the producer failed on purpose"
-BIG = bytes(range(256)) * 400  # 102,400 bytes: larger than the default frame size
-
-
-def register_reference_channels(hub: Hub) -> None:
-    """The channels and streams a server under test must expose (spec/CONFORMANCE.md)."""
-    fixed = hub.register("conformance:fixed", ChannelOptions(retention=86_400))
-    five = fixed.start("five")
-    for chunk in FIVE:
-        five.write(chunk)
-    five.close()
-    failed = fixed.start("failed")
-    failed.write(b"before-1")
-    failed.write(b"before-2")
-    failed.fail(FAIL_CODE, FAIL_MESSAGE)
-    big = fixed.start("big")
-    big.write(BIG)
-    big.close()
-    evicted = hub.register(
-        "conformance:evicted", ChannelOptions(replay=Window(chunks=3), retention=86_400)
-    )
-    ten = evicted.start("ten")
-    for i in range(1, 11):
-        ten.write(b"e-%d" % i)
-    ten.close()
-
-    def on_open(producer: Producer, args: bytes) -> None:
-        for i in range(1, int(args or b"3") + 1):
-            producer.write(b"o-%d" % i)
-        producer.close()
-
-    hub.register("conformance:open", on_open=on_open)
-
-    def on_upload(reader: UploadReader) -> None:
-        reader.on_readable = lambda: _drain(reader)
-
-    hub.register("conformance:upload", on_upload=on_upload)
-
-
-def _drain(reader: UploadReader) -> None:
-    while reader.read_nowait() is not None:
-        pass
-
+__all__ = ["CASES", "CaseResult", "RawPeer", "Report", "run"]
 
 # -- a raw peer ---------------------------------------------------------------------------------
 

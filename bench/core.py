@@ -1,0 +1,86 @@
+"""The ``core`` workload: two connections in one process, no I/O.
+
+A server :class:`~streamproto.Connection` sends N data chunks to one subscription
+(``send_data`` then ``data_to_send``) and a client connection decodes them into events
+(``receive_data``), credit flowing back as the client consumes — the whole sans-IO path of a
+chunk. Beside it, in the same run, the bare floor: a ``struct`` length prefix encoded and
+decoded for the same payloads. The headline figure is our throughput as a share of the bare
+framing's (goal: at least 40% at 64 B).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+from bench import Config, Report, measure, workload
+from bench.codec import bare_decode, bare_encode
+from streamproto import Config as CoreConfig
+from streamproto import Connection, DataReceived, Role
+
+SIZES = (64, 4096)
+CHUNKS = 5000
+BATCH = 256  # chunks written before each flush, as an adapter writes a burst
+
+
+def _pair(window: int) -> tuple[Connection, Connection, int]:
+    config = CoreConfig(window_chunks=window, window_bytes=1 << 30, max_queued_chunks=window)
+    client = Connection(Role.CLIENT, config)
+    server = Connection(Role.SERVER, config)
+    server.receive_data(client.data_to_send())
+    server.accept_handshake(session_id="s", resume_token="t")
+    client.receive_data(server.data_to_send())
+    handle = client.subscribe("bench:core", "s1")
+    server.receive_data(client.data_to_send())
+    server.accept(handle, stream_id="s1")
+    client.receive_data(server.data_to_send())
+    return client, server, handle
+
+
+def _cases(size: int, count: int) -> dict[str, tuple[Callable[[], object], int]]:
+    rng = random.Random(size)
+    payloads = [rng.randbytes(size) for _ in range(count)]
+    batches = [payloads[i : i + BATCH] for i in range(0, count, BATCH)]
+
+    def ours() -> int:
+        client, server, handle = _pair(window=BATCH * 2)
+        send, flush = server.send_data, server.data_to_send
+        receive, back = client.receive_data, client.data_to_send
+        received = 0
+        for batch in batches:
+            for payload in batch:
+                send(handle, payload)
+            for event in receive(flush()):
+                if isinstance(event, DataReceived):
+                    received += len(event.chunks)
+            server.receive_data(back())  # the credit the client returned
+        return received
+
+    def bare() -> int:
+        received = 0
+        for batch in batches:
+            received += len(bare_decode(b"".join([bare_encode(p) for p in batch])))
+        return received
+
+    if ours() != count or bare() != count:
+        raise RuntimeError(f"core workload self-check failed for {size}-byte chunks")
+    return {f"{size} B ours": (ours, count), f"{size} B bare": (bare, count)}
+
+
+@workload(
+    "core", "server connection -> client connection in one process vs bare framing (ns/chunk)"
+)
+def run(config: Config) -> Report:
+    count = CHUNKS // 5 if config.quick else CHUNKS
+    cases: dict[str, tuple[Callable[[], object], int]] = {}
+    for size in SIZES:
+        cases.update(_cases(size, count))
+    measurements = measure(cases, config)
+    median = {m.name: m.median for m in measurements}
+    derived = {}
+    for size in SIZES:
+        derived[f"{size} B ours throughput / bare throughput"] = (
+            median[f"{size} B bare"] / median[f"{size} B ours"]
+        )
+        derived[f"{size} B ours chunks/s (millions)"] = 1e3 / median[f"{size} B ours"]
+    return Report(measurements, derived, {"chunks": count, "batch": BATCH, "payload_sizes": SIZES})
