@@ -1961,3 +1961,18 @@ def test_pair_consume() -> None:
     pair.client.send_data(u, b"c")
     assert pair.transfer() == Transfer([], [])  # no credit left
     assert pair.consume(u, 2, 2).server == [UploadData(u, 3, (b"c",))]
+
+
+def test_the_shared_empty_queue_is_never_written() -> None:
+    """Idle senders share one empty deque (memory); only a real queue may receive entries."""
+    from streamproto import _connection
+
+    pair = ConnectionPair()
+    pair.handshake()
+    handle = pair.client.subscribe("demo:x", "s1", credit_chunks=1)
+    pair.transfer()
+    pair.server.accept(handle, stream_id="s1", first_seq=5, last_seq=9)  # queues a GAP
+    for i in range(3):
+        pair.server.send_data(handle, b"%d" % i)
+    pair.transfer()
+    assert len(_connection._NO_QUEUE) == 0

@@ -97,6 +97,12 @@ __all__ = ["Connection", "ConnectionStatistics", "Role", "WriteResult"]
 
 _T_DATA: Final = 0x15
 _UNLIMITED: Final = 1 << 62
+#: From the tables: writing data on an ACTIVE sender leaves it ACTIVE, on both sides that send,
+#: so send_data's hot path may skip the lookup (the table stays the single source).
+_DATA_KEEPS_ACTIVE: Final = all(
+    HANDLE_TRANSITIONS[side].get((HState.ACTIVE, Input.SEND_DATA)) is HState.ACTIVE
+    for side in (Side.SERVER_SUBSCRIPTION, Side.CLIENT_UPLOAD)
+)
 _HANDSHAKE_STATES: Final = frozenset(
     {ConnState.HANDSHAKING, ConnState.AWAIT_HELLO, ConnState.HELLO_RECEIVED}
 )
@@ -158,6 +164,8 @@ class _GapMark:
 
 
 _Entry = tuple[int, "bytes | _GapMark"]
+#: The queue of every _Out that never queued anything. Never mutated: see _Out.queue.
+_NO_QUEUE: deque[_Entry] = deque()
 
 
 class _Out:
@@ -188,7 +196,9 @@ class _Out:
         self.state = HState.REQUESTED
         self.credit_chunks = credit_chunks
         self.credit_bytes = credit_bytes
-        self.queue: deque[_Entry] = deque()
+        # Shared and always empty until the first entry: an idle subscription costs no deque
+        # (about 600 bytes). Only the two append sites replace it.
+        self.queue: deque[_Entry] = _NO_QUEUE
         self.q_bytes = 0
         self.q_chunks = 0  # chunks in the queue (GAP marks are not counted)
         self.policy = OverflowPolicy.BLOCK
@@ -789,10 +799,12 @@ class Connection:
         upload. ``seq`` defaults to the next one; when given it must be that one (send a gap
         to skip). Under the subscription's overflow policy a full queue drops the oldest
         chunks, answers BLOCKED, or fails the subscription. Then call ``data_to_send``."""
-        h = self._sender(handle)
-        if h is None:
-            return WriteResult.CLOSED
-        self._handle_step(h, Input.SEND_DATA)
+        h = self._handles.get(handle)
+        if not isinstance(h, _Out):
+            self._sender(handle)  # raises for a misuse: never opened, or not a sender
+            return WriteResult.CLOSED  # the peer closed it: a race, not a misuse
+        if not (h.state is HState.ACTIVE and _DATA_KEEPS_ACTIVE):
+            self._handle_step(h, Input.SEND_DATA)
         if seq is not None and seq != h.next_seq:
             raise LocalProtocolError(
                 ErrorCode.INVALID_ARGUMENT, f"seq {seq} on handle {handle}: expected {h.next_seq}"
@@ -819,7 +831,10 @@ class Connection:
                 self._record_drop(h, h.next_seq, h.next_seq)
                 self._queue_gap(h, h.next_seq, GapReason.OVERFLOW)
                 return WriteResult.ACCEPTED
-        h.queue.append((h.next_seq, chunk))
+        queue = h.queue
+        if queue is _NO_QUEUE:
+            queue = h.queue = deque()
+        queue.append((h.next_seq, chunk))
         h.next_seq += 1
         h.q_bytes += size
         h.q_chunks += 1
@@ -1381,8 +1396,10 @@ class Connection:
     def _has_room(self, h: _Out, size: int) -> bool:
         cfg = self._cfg
         # A half-sent head chunk (head_size > 0) took its credit when it started.
-        beyond_chunks = h.q_chunks - (h.head_size > 0) - max(h.credit_chunks, 0)
-        beyond_bytes = h.q_bytes - h.head_size + size - max(h.credit_bytes, 0)
+        credit_chunks = h.credit_chunks
+        credit_bytes = h.credit_bytes
+        beyond_chunks = h.q_chunks - (h.head_size > 0) - (credit_chunks if credit_chunks > 0 else 0)
+        beyond_bytes = h.q_bytes - h.head_size + size - (credit_bytes if credit_bytes > 0 else 0)
         return (
             beyond_chunks < cfg.max_queued_chunks
             and beyond_bytes <= cfg.max_queued_bytes
@@ -1440,6 +1457,8 @@ class Connection:
 
     def _queue_gap(self, h: _Out, to_seq: int, reason: GapReason) -> None:
         queue = h.queue
+        if queue is _NO_QUEUE:
+            queue = h.queue = deque()
         last = queue[-1][1] if queue else None
         if isinstance(last, _GapMark) and last.reason is reason:
             last.to_seq = to_seq  # it ends just before next_seq: extend it
