@@ -876,18 +876,49 @@ def test_drop_oldest() -> None:
     for seq in range(3, 9):
         assert s.send_data(h, b"%d" % seq) is WriteResult.ACCEPTED
         assert s.statistics().queued_bytes <= 2
-    # 3..6 were dropped; 7 and 8 are queued behind an OVERFLOW gap that needs no credit.
+    # 3..6 were dropped; 7 and 8 are queued behind an OVERFLOW gap, which is held until the
+    # subscriber has credit again (so later drops merge into it instead of piling up gaps).
     assert s.take_events() == [OverflowWarning(h, 4, 3, 6)]
     assert s.statistics().chunks_dropped == 4
     events = pair.feed(c, held + s.data_to_send())
-    assert events == [
-        DataReceived(h, 1, (b"1", b"2")),
+    assert events == [DataReceived(h, 1, (b"1", b"2"))]
+    t = pair.transfer()  # the client's credit returns; the gap and the survivors follow
+    assert t.client == [
         GapReceived(h, 3, 6, GapReason.OVERFLOW),
         OverflowWarning(h, 4, 3, 6),
+        DataReceived(h, 7, (b"7", b"8")),
     ]
-    t = pair.transfer()
-    assert t.client == [DataReceived(h, 7, (b"7", b"8"))]
     pair.send_end(h)
+
+
+def test_a_stalled_subscriber_gets_one_overflow_gap_not_one_per_flush() -> None:
+    pair, h, held = stalled(OverflowPolicy.DROP_OLDEST, max_queued_chunks=2, max_queued_bytes=100)
+    s, c = pair.server, pair.client
+    for seq in range(3, 103):
+        s.send_data(h, b"%d" % seq)
+        assert s.data_to_send() == b""  # nothing goes out while there is no credit
+    events = pair.feed(c, held)
+    assert events == [DataReceived(h, 1, (b"1", b"2"))]
+    t = pair.transfer()
+    assert t.client == [
+        GapReceived(h, 3, 100, GapReason.OVERFLOW),
+        OverflowWarning(h, 98, 3, 100),
+        DataReceived(h, 101, (b"101", b"102")),
+    ]
+
+
+def test_a_held_overflow_gap_goes_out_when_it_is_the_end() -> None:
+    pair, h, held = stalled(OverflowPolicy.DROP_OLDEST, max_queued_chunks=1, max_queued_bytes=100)
+    s, c = pair.server, pair.client
+    for seq in range(3, 6):
+        s.send_data(h, b"%d" % seq)
+    s.send_gap(h, 6, GapReason.OVERFLOW)  # the queue now ends with an overflow gap
+    s.send_end(h)
+    events = pair.feed(c, held + s.data_to_send())
+    assert events[0] == DataReceived(h, 1, (b"1", b"2"))
+    t = pair.transfer()
+    assert isinstance(t.client[-1], StreamEnded)
+    assert [type(e) for e in t.client].count(GapReceived) >= 1
 
 
 def test_drop_oldest_bounded_by_bytes() -> None:

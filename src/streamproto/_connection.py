@@ -214,10 +214,21 @@ class _Out:
         queue = self.queue
         if not queue:
             return False
-        return (
-            self.offset > 0
-            or queue[0][1].__class__ is _GapMark
-            or (self.credit_chunks >= 1 and self.credit_bytes > 0)
+        if self.offset > 0:
+            return True
+        credit = self.credit_chunks >= 1 and self.credit_bytes > 0
+        head = queue[0][1]
+        if isinstance(head, _GapMark):
+            return credit or not self.holds(head)
+        return credit
+
+    def holds(self, mark: _GapMark) -> bool:
+        """Whether an OVERFLOW gap at the head waits for credit. While the subscriber has no
+        credit it is not reading; holding the gap lets later drops merge into it, so a stalled
+        subscriber is sent one gap per window, not one per flush (R-OVF-5). The last entry of
+        a draining handle is never held: the subscriber needs it to reach the final seq."""
+        return mark.reason is GapReason.OVERFLOW and not (
+            self.state is HState.DRAINING and len(self.queue) == 1
         )
 
 
@@ -526,6 +537,8 @@ class Connection:
         while queue and used < allowance:
             seq, item = queue[0]
             if isinstance(item, _GapMark):
+                if h.holds(item) and not (h.credit_chunks >= 1 and h.credit_bytes > 0):
+                    break
                 append(encode(Gap(handle, seq, item.to_seq, item.reason)))
                 queue.popleft()
                 h.sent_seq = item.to_seq
