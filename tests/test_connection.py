@@ -2007,3 +2007,14 @@ def test_the_shared_empty_queue_is_never_written() -> None:
         pair.server.send_data(handle, b"%d" % i)
     pair.transfer()
     assert len(_connection._NO_QUEUE) == 0
+
+
+@pytest.mark.parametrize("role", [Role.CLIENT, Role.SERVER])
+def test_goaway_before_the_handshake_closes_at_once(role: Role) -> None:
+    conn = Connection(role)
+    conn.data_to_send()
+    conn.goaway(ErrorCode.NO_ERROR, "never mind")
+    assert conn.closed
+    assert conn.take_events() == [ConnectionTerminated(ErrorCode.NO_ERROR, "never mind", False)]
+    frames = decode_frames(conn.data_to_send())
+    assert [type(f) for f in frames] == [Goaway]

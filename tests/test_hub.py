@@ -1454,3 +1454,36 @@ def test_upload_failed_before_its_accept() -> None:
     h.pump()
     assert [r.outcome for r in uploads.readers] == [(2002, "changed my mind")]
     assert h.hub.statistics().uploads == 0
+
+
+def test_a_chunk_too_large_for_one_subscriber_fails_only_that_subscription() -> None:
+    h, ch = setup()
+    small = h.connect(Config(max_chunk_size=100))  # this client accepts chunks of 100 B at most
+    large = h.connect()
+    producer = ch.start("s")
+    producer.write(b"x" * 10)
+    a = subscribe(small, "s")
+    b = subscribe(large, "s")
+    assert producer.write(b"y" * 500) is WriteResult.ACCEPTED
+    producer.write(b"z")
+    producer.close()
+    h.pump()
+    failed = [e for e in only(small, a) if isinstance(e, StreamFailed)]
+    assert [(e.code, e.last_seq) for e in failed] == [(ErrorCode.CHUNK_TOO_LARGE, 1)]
+    assert [x for x in only(large, b) if isinstance(x, tuple)] == [
+        (1, b"x" * 10),
+        (2, b"y" * 500),
+        (3, b"z"),
+    ]
+
+
+def test_a_chunk_too_large_during_catch_up_fails_that_subscription() -> None:
+    h, ch = setup()
+    producer = ch.start("s")
+    producer.write(b"y" * 500)
+    producer.write(b"z")
+    c = h.connect(Config(max_chunk_size=100))
+    handle = subscribe(c, "s")
+    h.pump()
+    failed = [e for e in only(c, handle) if isinstance(e, StreamFailed)]
+    assert [(e.code, e.last_seq) for e in failed] == [(ErrorCode.CHUNK_TOO_LARGE, 0)]

@@ -930,12 +930,13 @@ class Connection:
     def goaway(self, code: int = ErrorCode.NO_ERROR, message: str = "") -> None:
         """Stop accepting new requests. Code 0 drains: open streams run to completion, then
         the connection ends with :class:`ConnectionTerminated`. Any other code closes now:
-        queued data is dropped; flush ``data_to_send()`` and close the transport."""
+        queued data is dropped; flush ``data_to_send()`` and close the transport. Before the
+        handshake completed there is nothing to drain, so any GOAWAY closes at once."""
         _check_code(code)
         if self._state is ConnState.CLOSED:
             return
         goaway = encode(Goaway(code, self._highest, _truncate(message)))
-        if code != ErrorCode.NO_ERROR:
+        if code != ErrorCode.NO_ERROR or self._state in _HANDSHAKE_STATES:
             self._conn_step(ConnInput.FAIL, local=True)
             self._control.append(goaway)
             self._drop_all()

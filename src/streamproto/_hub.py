@@ -682,7 +682,7 @@ class Hub:
         for sub in stream.live:
             if seq <= sub.cursor:  # the subscriber said it had seen this seq (after_seq)
                 continue
-            result = sub.peer.conn.send_data(sub.handle, chunk, seq=seq)
+            result = self._send(sub, chunk, seq)
             sub.cursor = seq
             dirty.add(sub.peer)
             # CLOSED: the client closed the handle and its CANCEL or UNSUBSCRIBE event is on
@@ -696,6 +696,19 @@ class Hub:
                 self._leave(sub, cancelled=False)
         self._wake()
         return WriteResult.ACCEPTED
+
+    @staticmethod
+    def _send(sub: _Sub, chunk: bytes, seq: int) -> WriteResult:
+        """One chunk to one subscriber. A chunk larger than that subscriber's MAX_CHUNK_SIZE
+        fails only that subscription (CHUNK_TOO_LARGE); the others still get it."""
+        conn = sub.peer.conn
+        try:
+            return conn.send_data(sub.handle, chunk, seq=seq)
+        except LocalProtocolError as exc:
+            if exc.code != ErrorCode.CHUNK_TOO_LARGE:
+                raise
+            conn.send_error(sub.handle, ErrorCode.CHUNK_TOO_LARGE, exc.message)
+            return WriteResult.FAILED
 
     def _finish(self, stream: _Stream, outcome: Outcome) -> None:
         self._store.finish(stream.key, stream.generation, outcome)
@@ -833,7 +846,11 @@ class Hub:
                 if not conn.has_room(handle, len(chunk)):
                     self._dirty.add(sub.peer)
                     return  # a Writable event resumes the catch-up
-                conn.send_data(handle, chunk, seq=seq)
+                if self._send(sub, chunk, seq) is WriteResult.FAILED:
+                    self._dirty.add(sub.peer)
+                    sub.peer.subs.pop(sub.handle, None)
+                    self._leave(sub, cancelled=False)
+                    return
                 sub.cursor = seq
                 seq += 1
             self._dirty.add(sub.peer)
