@@ -584,7 +584,6 @@ def test_requests_before_handshake_raise() -> None:
     c = Connection(Role.CLIENT)
     local_error(ErrorCode.INVALID_STATE, c.subscribe, CH, "s")
     local_error(ErrorCode.INVALID_STATE, c.ping)
-    local_error(ErrorCode.INVALID_STATE, c.goaway)
 
 
 def test_tail_subscription(split: dict[str, Any]) -> None:

@@ -383,6 +383,12 @@ class Connection:
         return self._state is ConnState.CLOSED
 
     @property
+    def peer_max_chunk_size(self) -> int:
+        """The largest chunk the peer accepts (its MAX_CHUNK_SIZE); ``send_data`` of a larger
+        one raises CHUNK_TOO_LARGE."""
+        return self._peer_max_chunk
+
+    @property
     def peer_settings(self) -> dict[int, int]:
         """The peer's settings (defaults where it announced none)."""
         return dict(self._peer_settings)

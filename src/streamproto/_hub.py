@@ -702,13 +702,11 @@ class Hub:
         """One chunk to one subscriber. A chunk larger than that subscriber's MAX_CHUNK_SIZE
         fails only that subscription (CHUNK_TOO_LARGE); the others still get it."""
         conn = sub.peer.conn
-        try:
-            return conn.send_data(sub.handle, chunk, seq=seq)
-        except LocalProtocolError as exc:
-            if exc.code != ErrorCode.CHUNK_TOO_LARGE:
-                raise
-            conn.send_error(sub.handle, ErrorCode.CHUNK_TOO_LARGE, exc.message)
+        limit = conn.peer_max_chunk_size
+        if len(chunk) > limit:
+            conn.send_error(sub.handle, ErrorCode.CHUNK_TOO_LARGE, f"chunks here are <= {limit} B")
             return WriteResult.FAILED
+        return conn.send_data(sub.handle, chunk, seq=seq)
 
     def _finish(self, stream: _Stream, outcome: Outcome) -> None:
         self._store.finish(stream.key, stream.generation, outcome)
