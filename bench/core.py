@@ -82,5 +82,4 @@ def run(config: Config) -> Report:
         derived[f"{size} B ours throughput / bare throughput"] = (
             median[f"{size} B bare"] / median[f"{size} B ours"]
         )
-        derived[f"{size} B ours chunks/s (millions)"] = 1e3 / median[f"{size} B ours"]
     return Report(measurements, derived, {"chunks": count, "batch": BATCH, "payload_sizes": SIZES})
