@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ._diagrams import render
+
 
 def main(argv: list[str] | None = None) -> int:
     """Run a subcommand; returns the exit status."""
@@ -17,7 +19,11 @@ def main(argv: list[str] | None = None) -> int:
     conformance.add_argument("--json", metavar="PATH", help="also write a JSON report here")
     conformance.add_argument("--case", action="append", metavar="ID", help="run only these")
     conformance.add_argument("--timeout", type=float, default=5.0, help="seconds per wait")
+    commands.add_parser("diagrams", help="print the state diagrams (docs/state-machines.md)")
     args = parser.parse_args(argv)
+    if args.command == "diagrams":
+        print(render(), end="")
+        return 0
 
     # The runner does I/O, so it lives with the adapters (same distribution).
     from transports.conformance import run  # noqa: PLC0415 - keeps --help fast

@@ -14,7 +14,8 @@ Rules for this file (after h11's ``_state.py`` and h2's ``stream.py``):
    or sent (sender) everything up to its final seq. A sender's queued DATA and GAP still go out
    while it drains, but the application can no longer write: SEND_DATA is not legal there.
 
-The docs' state diagrams are generated from these tables (``python -m streamproto.diagrams``).
+The docs' state diagrams are generated from these tables (``python -m streamproto diagrams``
+writes ``docs/state-machines.md``; a test keeps the page in step).
 """
 
 from __future__ import annotations

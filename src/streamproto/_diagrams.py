@@ -1,0 +1,47 @@
+"""State diagrams (Mermaid) generated from the state tables, for ``docs/state-machines.md``.
+
+``python -m streamproto diagrams`` prints the page; a test keeps the committed page equal to
+what the tables say, so the pictures cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+from ._state import CONNECTION_TRANSITIONS, HANDLE_TRANSITIONS, ConnState, HState, Side
+
+__all__ = ["render"]
+
+
+def _diagram(rows: dict[tuple[str, str], str], start: str) -> list[str]:
+    lines = ["```mermaid", "stateDiagram-v2", f"    [*] --> {start}"]
+    edges: dict[tuple[str, str], list[str]] = {}
+    for (state, inp), new in rows.items():
+        edges.setdefault((state, new), []).append(inp)
+    for (state, new), inputs in edges.items():
+        lines.append(f"    {state} --> {new}: {', '.join(sorted(inputs))}")
+    lines += ["    CLOSED --> [*]", "```"]
+    return lines
+
+
+def render() -> str:
+    """The Markdown page with one diagram per handle side and one for the connection."""
+    out = [
+        "# State machines",
+        "",
+        "Generated from `src/streamproto/_state.py` by `python -m streamproto diagrams`; do not",
+        "edit by hand. Inputs are `SEND_*`/`RECV_*` frames and the internal `DRAINED`; a pair",
+        "missing from a diagram is a protocol error (received) or a local error (sent).",
+        "",
+    ]
+    for side in Side:
+        rows = {
+            (state.value, inp.value): new.value
+            for (state, inp), new in HANDLE_TRANSITIONS[side].items()
+        }
+        out += [f"## {side.value.capitalize()}", ""]
+        out += [*_diagram(rows, HState.REQUESTED.value), ""]
+    rows = {(s.value, i.value): n.value for (s, i), n in CONNECTION_TRANSITIONS.items()}
+    out += ["## Connection (both roles)", ""]
+    out += _diagram(
+        rows, f"{ConnState.HANDSHAKING.value}\n    [*] --> {ConnState.AWAIT_HELLO.value}"
+    )
+    return "\n".join(out) + "\n"
