@@ -37,6 +37,7 @@ from streamproto import (
     Connection,
     DataReceived,
     Hub,
+    OverflowPolicy,
     Peer,
     Role,
     StreamEnded,
@@ -175,6 +176,86 @@ def run_memory(config: Config) -> Report:
         {"per subscription / goal (512 B)": statistics.median(per_sub) / 512},
         {"idle": IDLE, "many": MANY},
     )
+
+
+def _idle_connection_bytes(n: int) -> int:
+    """Bytes held for ``n`` idle, handshaken connections: each server connection, its hub peer
+    and session (the clients exist before tracing starts; what they allocate while the
+    handshake runs is counted too, a small overestimate)."""
+    rig = _Rig()
+    clients = [Connection(Role.CLIENT, ConnConfig(keepalive=0)) for _ in range(n)]
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        kept = []
+        for client in clients:
+            server = Connection(Role.SERVER, ConnConfig(keepalive=0))
+            peer = rig.hub.attach(server)
+            rig.pump(client, server, peer)
+            kept.append(peer)
+        gc.collect()
+        after = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    if rig.hub.statistics().sessions != n:
+        raise RuntimeError("memory self-check failed: not every connection was handshaken")
+    return after - before
+
+
+SLOW_CHUNKS = 5_000
+SLOW_CHUNK = b"s" * 1024
+SLOW_WINDOW = 64
+
+
+def _slow_consumer_peak(policy: OverflowPolicy) -> tuple[int, int]:
+    """Peak traced bytes while a producer writes SLOW_CHUNKS of 1 KiB to a subscriber that
+    never returns credit, under ``policy``; and the bound the configuration promises
+    (replay window + credit window + queue bound, in chunk bytes)."""
+    window = Window(chunks=SLOW_WINDOW, nbytes=SLOW_WINDOW * len(SLOW_CHUNK))
+    rig = _Rig(ChannelOptions(replay=window, default_policy=policy))
+    server_config = ConnConfig(keepalive=0, max_queued_chunks=16, max_queued_bytes=16 << 10)
+    client = Connection(
+        Role.CLIENT,
+        ConnConfig(keepalive=0, auto_credit=False, window_chunks=8, window_bytes=8 << 10),
+    )
+    server = Connection(Role.SERVER, server_config)
+    peer = rig.hub.attach(server)
+    rig.pump(client, server, peer)
+    producer = rig.channel.start("slow")
+    client.subscribe("bench:hub", "slow")
+    rig.pump(client, server, peer)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        for i in range(SLOW_CHUNKS):  # 5,000 < 65,536: two bytes name the chunk
+            chunk = SLOW_CHUNK[:-2] + i.to_bytes(2, "big", signed=False)[-2:]  # a new object
+            if producer.write(chunk).name == "BLOCKED":
+                break
+            client.receive_data(server.data_to_send())  # delivered, never consumed
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    bound = (SLOW_WINDOW + 8 + 16) * len(SLOW_CHUNK)
+    return peak, bound
+
+
+@workload("memory", "an idle connection, and a stalled consumer's peak under each overflow policy")
+def run_memory_more(config: Config) -> Report:
+    n = 100 if config.quick else 1000
+    idle = [_idle_connection_bytes(n) / n for _ in range(config.repeats)]
+    measurements = [Measurement("idle connection (server side)", idle, "B")]
+    derived = {}
+    for policy in (OverflowPolicy.DROP_OLDEST, OverflowPolicy.BLOCK, OverflowPolicy.ERROR):
+        runs = [_slow_consumer_peak(policy) for _ in range(1 if config.quick else 3)]
+        peaks = [peak / 1024 for peak, _ in runs]
+        bound = runs[0][1]
+        measurements.append(Measurement(f"stalled consumer peak, {policy.name}", peaks, "KiB"))
+        derived[f"{policy.name} peak / (window x chunk + bounds)"] = (
+            statistics.median([peak for peak, _ in runs]) / bound
+        )
+    return Report(measurements, derived, {"connections": n, "chunks_written": SLOW_CHUNKS})
 
 
 # -- replay -------------------------------------------------------------------------------------
