@@ -6,6 +6,7 @@ and checks, on every call, that each side receives exactly what the other sent (
 they work with any test runner and under ``python -O``.
 """
 
+from ._clock import MockClock
 from ._pair import (
     ConnectionPair,
     Transfer,
@@ -17,6 +18,7 @@ from ._pair import (
 
 __all__ = [
     "ConnectionPair",
+    "MockClock",
     "Transfer",
     "decode_frames",
     "expect_events",
