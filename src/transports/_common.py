@@ -178,6 +178,8 @@ class Backoff:
 
 
 NO_RECONNECT = Backoff(attempts=0)
+#: Chunks a subscription takes before it reports them to its connection (at the latest).
+_CREDIT_BATCH = 32
 
 
 def server_config(config: Config | None) -> Config:
@@ -361,20 +363,35 @@ class SubscriptionCore:
         self.conn_serial = 0
         self.accepted = False
         self.closed = False
+        # Chunks taken but not yet reported to the connection (credit is returned in batches),
+        # and buffered items that came from an earlier connection (their credit died with it).
+        self.owed_chunks = 0
+        self.owed_bytes = 0
+        self.stale = 0
         self.notify: Callable[[], None] = lambda: None
 
     def take(self) -> tuple[int, bytes] | Gap | None:
         """The next ``(seq, payload)`` or Gap, or None when the buffer is empty; returns the
         chunk's credit to the server."""
-        if self.buffer:
-            item = self.buffer.popleft()
-            if isinstance(item, Gap):
-                self.seq = item.to_seq
-            else:
-                self.seq = item[0]
-                self.core._consume(self, len(item[1]))
-            return item
-        return None
+        buffer = self.buffer
+        if not buffer:
+            return None
+        item = buffer.popleft()
+        stale = self.stale > 0
+        if stale:
+            self.stale -= 1
+        if isinstance(item, Gap):
+            self.seq = item.to_seq
+        else:
+            self.seq = item[0]
+            if not stale:
+                self.owed_chunks += 1
+                self.owed_bytes += len(item[1])
+        # Report consumption in batches, and always before the consumer would wait.
+        if self.owed_chunks and (not buffer or self.owed_chunks >= _CREDIT_BATCH):
+            self.core._consume(self, self.owed_chunks, self.owed_bytes)
+            self.owed_chunks = self.owed_bytes = 0
+        return item
 
     def poll(self) -> bytes | Gap | None:
         """What an iterator hands out next: a payload, or a Gap under ``on_gap="item"``.
@@ -657,6 +674,9 @@ class ClientCore:
         self._subs.clear()
         for sub in subs:
             sub.handle = 0
+            # What is buffered came over the lost connection: taking it returns no credit.
+            sub.stale = len(sub.buffer)
+            sub.owed_chunks = sub.owed_bytes = 0
             if sub.closed:
                 continue
             if sub.open_args is not None and not sub.accepted:
@@ -760,10 +780,10 @@ class ClientCore:
             sub.conn_serial = self.serial
             self._subs[sub.handle] = sub
 
-    def _consume(self, sub: SubscriptionCore, nbytes: int) -> None:
+    def _consume(self, sub: SubscriptionCore, chunks: int, nbytes: int) -> None:
         conn = self.conn
         if conn is not None and sub.conn_serial == self.serial and sub.handle in self._subs:
-            conn.consume(sub.handle, 1, nbytes)
+            conn.consume(sub.handle, chunks, nbytes)
 
     def _leave(self, sub: SubscriptionCore, *, unsubscribe: bool) -> None:
         if sub in self._pending:
