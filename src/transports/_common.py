@@ -8,7 +8,8 @@ Rules for this file:
 2. Waking is a callback (``notify``) each backend maps to its own primitive (asyncio.Event,
    trio.Event, threading.Condition); nothing here blocks.
 3. Client-side buffers are bounded by the credit window: the client connection runs with
-   ``auto_credit=False`` and credit is returned as the application takes each chunk.
+   ``auto_credit=False`` and credit is returned as the application takes chunks (in batches,
+   always before it would wait for more).
 """
 
 from __future__ import annotations
