@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import socket
 import struct
+import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 from harness import BACKENDS, TRANSPORTS, pair
@@ -43,6 +45,22 @@ def case(request: pytest.FixtureRequest) -> tuple[str, str, str]:
 def same(request: pytest.FixtureRequest) -> tuple[str, str, str]:
     result: tuple[str, str, str] = request.param
     return result
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_threads() -> Iterator[None]:
+    """A thread census around every scenario: each backend's threads (the sync backend's
+    readers, writers, timers and handler threads; the harness's loop threads) are gone once
+    the client and server are closed."""
+    before = {t.ident for t in threading.enumerate()}
+    yield
+    deadline = time.monotonic() + 5
+    while True:
+        extra = [t.name for t in threading.enumerate() if t.ident not in before]
+        if not extra or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    assert extra == []
 
 
 def test_subscribe_and_receive(case: tuple[str, str, str]) -> None:

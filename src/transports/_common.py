@@ -427,11 +427,16 @@ class SubscriptionCore:
         return self.outcome if isinstance(self.outcome, StreamError) else None
 
     def cancel(self, *, unsubscribe: bool = False) -> None:
-        """Leave (and, unless ``unsubscribe``, ask the producer to stop)."""
+        """Leave (and, unless ``unsubscribe``, ask the producer to stop). An iterator waiting
+        on this subscription in another task or thread ends quietly; what was buffered and
+        not taken is dropped."""
         if self.closed:
             return
         self.closed = True
         self.core._leave(self, unsubscribe=unsubscribe)
+        self.buffer.clear()
+        self.outcome = _Outcome.ENDED
+        self.notify()
 
     def _finish(self, outcome: _Outcome | StreamError) -> None:
         if self.outcome is None:
