@@ -508,6 +508,12 @@ class ClientProxy:
         """The backend's own subscription object, not iterated yet."""
         return self.thread.call(lambda: self.client.subscribe(*args, **kwargs))
 
+    def wait_accepted(self, sub: Any) -> str:
+        """Block until the server accepted ``sub`` (a backend subscription object)."""
+        if self.backend == "sync":
+            return str(sub.accepted(TIMEOUT))
+        return str(self.thread.call(sub.accepted))
+
     def collect(self, sub: Any) -> tuple[list[Any], BaseException | None]:
         """Iterate ``sub`` to its end in the client's thread: (items, error)."""
         if self.backend == "sync":

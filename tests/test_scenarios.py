@@ -143,7 +143,7 @@ def test_slow_consumer_drop_oldest(same: tuple[str, str, str]) -> None:
     with pair(*same, **_slow_client_config()) as (server, client):
         server.start("test:drop", "d1")
         sub = client.raw_subscribe("test:drop", "d1", on_gap="item")
-        time.sleep(0.2)
+        client.wait_accepted(sub)
         peak = 0
         for i in range(50):
             server.write("d1", *[b"%06d" % (i * 100 + j) + b"." * 994 for j in range(100)])
@@ -164,7 +164,7 @@ def test_slow_consumer_block(same: tuple[str, str, str]) -> None:
     with pair(*same, **_slow_client_config()) as (server, client):
         server.start("test:block", "b1")
         sub = client.raw_subscribe("test:block", "b1")
-        time.sleep(0.2)
+        client.wait_accepted(sub)
         results = server.try_write("b1", *[b"%06d" % i for i in range(1000)])
         accepted = [i for i, r in enumerate(results) if r is WriteResult.ACCEPTED]
         assert WriteResult.BLOCKED in results
@@ -180,7 +180,7 @@ def test_slow_consumer_error(same: tuple[str, str, str]) -> None:
     with pair(*same, **_slow_client_config()) as (server, client):
         server.start("test:error", "e1")
         sub = client.raw_subscribe("test:error", "e1")
-        time.sleep(0.2)
+        client.wait_accepted(sub)
         server.write("e1", *[b"%06d" % i for i in range(200)])
         assert server.queued_bytes() <= (16 + 8) * 6
         items, error = client.collect(sub)
