@@ -14,6 +14,7 @@ Rules for this file:
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import enum
 import logging
@@ -897,7 +898,7 @@ _U = TypeVar("_U", bound="ServerUploadBase")
 _S = TypeVar("_S", bound="SubscriptionBase")
 
 
-class ServerBase(Generic[_P, _U]):
+class ServerBase(abc.ABC, Generic[_P, _U]):
     """A server's loop-independent half. The backend sets ``port`` once it listens and
     implements ``_producer``/``_upload`` (wrap the hub's objects) and ``_start`` (run a
     handler as a task or thread; errors go to :func:`handler_failed`)."""
@@ -951,16 +952,19 @@ class ServerBase(Generic[_P, _U]):
                 raise StreamError(ErrorCode.UNKNOWN_CHANNEL, f"no channel {channel!r}")
             return self._producer(chan.start(stream_id))
 
+    @abc.abstractmethod
     def _producer(self, producer: Producer) -> _P:
-        raise NotImplementedError
+        """Supplied by each backend."""
 
+    @abc.abstractmethod
     def _upload(self, reader: UploadReader) -> _U:
-        raise NotImplementedError
+        """Supplied by each backend."""
 
+    @abc.abstractmethod
     def _start(
         self, fn: Callable[..., Any], target: Producer | UploadReader | None, *args: Any
     ) -> None:
-        raise NotImplementedError
+        """Supplied by each backend."""
 
     def _rearm_hub(self) -> None:
         """The hub's next deadline may have moved."""
@@ -1026,7 +1030,7 @@ class ServerUploadBase:
             self.reader.cancel(code, message)
 
 
-class ClientBase(Generic[_S]):
+class ClientBase(abc.ABC, Generic[_S]):
     """A client's loop-independent half. The backend implements ``_wake`` (flush the
     socket soon) and ``_subscription`` (wrap a :class:`SubscriptionCore`)."""
 
@@ -1084,11 +1088,13 @@ class ClientBase(Generic[_S]):
         with self._lock:
             return self.core.statistics()
 
+    @abc.abstractmethod
     def _wake(self) -> None:
-        raise NotImplementedError
+        """Supplied by each backend."""
 
+    @abc.abstractmethod
     def _subscription(self, core: SubscriptionCore) -> _S:
-        raise NotImplementedError
+        """Supplied by each backend."""
 
 
 class SubscriptionBase:
