@@ -234,7 +234,7 @@ def _c01(peer: RawPeer) -> None:
 def _c02(peer: RawPeer) -> None:
     """HELLO without the magic STRP is MALFORMED_FRAME."""
     raw = bytearray(encode(Hello()))
-    raw[10:14] = b"XXXX"
+    raw[10:14] = b"NOPE"  # not the magic STRP
     peer.send_raw(bytes(raw))
     _goaway(peer, ErrorCode.MALFORMED_FRAME)
 
