@@ -23,17 +23,7 @@ from streamproto import (
     Peer,
     ReplayStore,
 )
-from streamproto.testing import ConnectionPair
-
-
-class FakeClock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, now: float = 0.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+from streamproto.testing import ConnectionPair, MockClock
 
 
 class CounterIds:
@@ -136,7 +126,7 @@ class HubHarness:
         authenticate: Callable[[bytes], int | None] | None = None,
         seed: int | None = None,
     ) -> None:
-        self.clock = FakeClock()
+        self.clock = MockClock()
         self.ids = CounterIds()
         self.hub = Hub(clock=self.clock, ids=self.ids, store=store, authenticate=authenticate)
         self.rng = None if seed is None else random.Random(seed)
@@ -155,7 +145,7 @@ class HubHarness:
         pair = ConnectionPair(
             client_config,
             server_config,
-            now=self.clock.now,
+            now=self.clock(),
             rng=self.rng,
             resume_token=resume_token,
             auth=auth,
@@ -178,6 +168,6 @@ class HubHarness:
 
     def advance(self, seconds: float) -> None:
         """Move the clock, run the hub's timers, then pump."""
-        self.clock.now += seconds
+        self.clock.advance(seconds)
         self.hub.handle_timer()
         self.pump()

@@ -690,7 +690,7 @@ def test_finished_stream_is_retained_then_released() -> None:
     assert h.hub.next_deadline() is None
     p = ch.start("s")
     write_n(p, range(1, 3))
-    h.clock.now = 5
+    h.clock.advance(5 - h.clock())
     p.close()
     assert h.hub.next_deadline() == 15
     c = h.connect()
@@ -736,7 +736,7 @@ def test_next_deadline_is_the_earliest_valid_timer() -> None:
     ch.start("s").close()  # released at 10
     c.disconnect()  # the session expires at 30
     assert h.hub.next_deadline() == 10
-    h.clock.now = 5
+    h.clock.advance(5 - h.clock())
     ch.start("s")  # reusing the id releases the retained stream early: its timer is void
     h.hub.handle_timer()
     assert h.hub.next_deadline() == 30
@@ -910,7 +910,7 @@ def test_resume_within_grace_continues_without_duplicates(seed: int | None) -> N
     a.disconnect()
     assert h.hub.statistics().parked_subscriptions == 1
     write_n(p, range(4, 6))
-    h.clock.now = 29
+    h.clock.advance(29 - h.clock())
     b = h.connect(resume_token=first.resume_token)
     second = b.handshake
     assert (second.resumed, second.session_id) == (True, first.session_id)

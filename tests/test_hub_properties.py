@@ -540,7 +540,7 @@ class HubMachine(RuleBasedStateMachine):
 
     @rule(dt=st.sampled_from([0.5, 1.0, 2.0, 4.0, 5.0]))
     def advance(self, dt: float) -> None:
-        self.h.clock.now += dt
+        self.h.clock.advance(dt)
         now = self.now()
         self.h.hub.handle_timer()
         for stream in self.streams.values():

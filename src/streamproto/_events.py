@@ -13,7 +13,7 @@ from __future__ import annotations
 import attrs
 
 from ._errors import code_name
-from ._frames import GapReason, OverflowPolicy
+from ._frames import GapReason, OverflowPolicy, _short
 
 __all__ = [
     "CancelRequested",
@@ -42,11 +42,6 @@ __all__ = [
     "UploadRequested",
     "Writable",
 ]
-
-
-def _short(value: bytes | str, limit: int = 24) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _chunks_str(name: str, handle: int, seq: int, chunks: tuple[bytes, ...]) -> str:

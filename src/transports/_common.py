@@ -272,16 +272,11 @@ class ServerDriver:
 
     def outgoing(self) -> bytes:
         """Socket bytes to write now."""
-        parts: list[bytes] = []
-        while True:
-            payload = self.conn.data_to_send()
-            events = self.conn.take_events()
-            if payload or not parts:
-                parts.append(self.framing.wrap(payload))
-            if events:
-                self._handle(events)
-            if not payload and not events:
-                break
+        # Sending can free room (Writable) and the hub's answer to that can queue more.
+        parts = [self.framing.wrap(self.conn.data_to_send())]
+        while events := self.conn.take_events():
+            self._handle(events)
+            parts.append(self.framing.wrap(self.conn.data_to_send()))
         if self.conn.closed and not self.framing.closed:
             parts.append(self.framing.close(self.close_code))
         return b"".join(parts)
