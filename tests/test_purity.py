@@ -34,7 +34,7 @@ def test_the_core_is_sans_io(path: Path) -> None:
 def test_the_core_depends_on_attrs_only() -> None:
     stdlib_ok = {
         "__future__", "enum", "struct", "collections", "typing", "re", "heapq", "logging",
-        "attrs", "argparse", "sys", "json", "itertools", "functools",
+        "attrs", "argparse", "sys", "json", "itertools", "functools", "contextlib",
     }  # fmt: skip
     optional = {"strategies.py": {"hypothesis"}}  # the testing extra, imported on demand
     third_party = {

@@ -4,9 +4,27 @@
 and checks, on every call, that each side receives exactly what the other sent (h11's
 ``ConnectionPair``). The ``expect_*`` helpers raise AssertionError with a readable message, so
 they work with any test runner and under ``python -O``.
+
+:func:`check_adapter` runs the protocol scenarios against any adapter, given a factory of
+connected server/client pairs (``transports.testing.pair_factory`` makes one for adapters shaped
+like ours); :class:`MockClock` is time that moves only when told.
 """
 
 from ._clock import MockClock
+from ._conformance import (
+    CONFORMANCE_CLIENT_WINDOW,
+    CONFORMANCE_SERVER_CONFIG,
+    SCENARIOS,
+    ClientUnderTest,
+    ConformanceError,
+    ConformanceReport,
+    PairFactory,
+    PairOptions,
+    ScenarioResult,
+    ServerUnderTest,
+    SubscriptionUnderTest,
+    check_adapter,
+)
 from ._pair import (
     ConnectionPair,
     Transfer,
@@ -17,9 +35,21 @@ from ._pair import (
 )
 
 __all__ = [
+    "CONFORMANCE_CLIENT_WINDOW",
+    "CONFORMANCE_SERVER_CONFIG",
+    "SCENARIOS",
+    "ClientUnderTest",
+    "ConformanceError",
+    "ConformanceReport",
     "ConnectionPair",
     "MockClock",
+    "PairFactory",
+    "PairOptions",
+    "ScenarioResult",
+    "ServerUnderTest",
+    "SubscriptionUnderTest",
     "Transfer",
+    "check_adapter",
     "decode_frames",
     "expect_events",
     "expect_goaway",
