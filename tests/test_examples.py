@@ -50,7 +50,7 @@ def run(main: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
 
 
 def test_every_example_is_tested() -> None:
-    tested = {"token_streaming", "log_tail", "file_upload", "custom_transport"}
+    tested = {"token_streaming", "log_tail", "file_upload", "custom_transport", "conformance_check"}
     assert {p.stem for p in EXAMPLES.glob("*.py")} == tested
 
 
@@ -179,3 +179,17 @@ def test_custom_transport_runs_on_the_core_alone() -> None:
     source = (EXAMPLES / "custom_transport.py").read_text()
     assert "import transports" not in source
     assert "from transports" not in source
+
+
+def test_conformance_check_passes_our_adapters_and_prints_each_scenario() -> None:
+    example = load("conformance_check")
+    report = example.main("sync", "asyncio", "tcp", ["subscribe_and_receive"], quiet=True)
+    assert report.passed
+    out = subprocess.run(
+        [sys.executable, str(EXAMPLES / "conformance_check.py"), "trio", "sync", "ws",
+         "--scenario", "gap_raises_by_default", "--scenario", "chunks_larger_than_a_frame"],
+        capture_output=True, text=True, timeout=120, check=True,
+    ).stdout  # fmt: skip
+    assert "trio server, sync client, over ws" in out
+    assert "ok   gap_raises_by_default" in out
+    assert out.strip().endswith("2 passed, 0 failed")
