@@ -7,8 +7,6 @@ order, across the two connections."""
 from __future__ import annotations
 
 import itertools
-import struct
-from collections.abc import Iterator
 
 import pytest
 
@@ -25,66 +23,35 @@ from streamproto import (
     StreamEnded,
     Window,
 )
+from streamproto.testing import Cut, FakeTransport, Pipe, Wire, frame_sizes
 
 HISTORY = 12
 LIVE = 12
 EXPECTED = [b"chunk-%02d" % i for i in range(1, HISTORY + LIVE + 1)]
 
 
-class Run:
-    """One client connection against a hub, with the bytes of one direction cut at ``cut``."""
-
-    def __init__(self, hub: Hub, token: str, cut: int | None, direction: str) -> None:
-        self.client = Connection(Role.CLIENT, Config(window_chunks=4), resume_token=token)
-        self.server = Connection(Role.SERVER, Config(auto_credit=False))
-        self.peer = hub.attach(self.server)
-        self.cut = cut
-        self.direction = direction
-        self.sent = 0  # bytes of the cut direction delivered so far
-        self.stream: bytearray = bytearray()  # what went in the cut direction
-        self.events: list[object] = []
-        self.broken = False
-
-    def _through(self, data: bytes, direction: str) -> bytes:
-        """What of ``data`` gets through before the cut (and note the cut)."""
-        if direction != self.direction:
-            return data
-        self.stream += data
-        if self.cut is None or self.sent + len(data) <= self.cut:
-            self.sent += len(data)
-            return data
-        keep = data[: self.cut - self.sent]
-        self.sent = self.cut
-        self.broken = True
-        return keep
-
-    def pump(self) -> None:
-        for _ in range(1000):
-            if self.broken:
-                return
-            up = self._through(self.client.data_to_send(), "up")
-            if up:
-                self.peer.handle_events(self.server.receive_data(up))
-            down = self._through(self.server.data_to_send(), "down")
-            self.peer.handle_events(self.server.take_events())
-            if down:
-                self.events += self.client.receive_data(down)
-            if self.broken:
-                self.events += self.client.receive_data(b"")
-                self.peer.handle_events(self.server.receive_data(b""))
-                return
-            if not up and not down:
-                return
-
-    def delivered(self) -> list[tuple[int, bytes]]:
-        out = []
-        for event in self.events:
-            if isinstance(event, DataReceived):
-                out += [(event.seq + i, chunk) for i, chunk in enumerate(event.chunks)]
-        return out
+def connect(hub: Hub, token: str, transport: FakeTransport) -> Wire:
+    """One client connection against ``hub`` over ``transport``."""
+    client = Connection(Role.CLIENT, Config(window_chunks=4), resume_token=token)
+    server = Connection(Role.SERVER, Config(auto_credit=False))
+    return Wire(client, hub.attach(server), transport)
 
 
-def scenario(cut: int | None, direction: str) -> tuple[list[tuple[int, bytes]], Run, Run | None]:
+def delivered(wire: Wire) -> list[tuple[int, bytes]]:
+    return [
+        (event.seq + i, chunk)
+        for event in wire.client_events
+        if isinstance(event, DataReceived)
+        for i, chunk in enumerate(event.chunks)
+    ]
+
+
+def scenario(
+    direction: str, cut: Cut | None
+) -> tuple[list[tuple[int, bytes]], FakeTransport, Wire | None]:
+    """Subscribe over a transport whose ``direction`` is cut at ``cut`` (and recorded); if it
+    broke, reconnect and resume. Returns every chunk delivered, the first transport and the
+    second wire (None if the first connection survived)."""
     clock = itertools.count()
     ids = itertools.count(1)
     hub = Hub(clock=lambda: float(next(clock)), ids=lambda: f"id{next(ids)}")
@@ -92,55 +59,70 @@ def scenario(cut: int | None, direction: str) -> tuple[list[tuple[int, bytes]], 
     producer = channel.start("s")
     for i in range(1, HISTORY + 1):
         producer.write(b"chunk-%02d" % i)
-    first = Run(hub, "", cut, direction)
-    first.pump()
-    handle = first.client.subscribe("fault:x", "s") if not first.broken else 0
-    first.pump()
+    pipe = Pipe(cut=cut, record=True)
+    if direction == "to_server":
+        first = connect(hub, "", FakeTransport(to_server=pipe))
+    else:
+        first = connect(hub, "", FakeTransport(to_client=pipe))
+    first.run()
+    if not first.client.closed:
+        first.client.subscribe("fault:x", "s")
+    first.run()
     for i in range(HISTORY + 1, HISTORY + LIVE + 1):
         producer.write(b"chunk-%02d" % i)
-        first.pump()
+        first.run()
     producer.close()
-    first.pump()
-    got = first.delivered()
-    if not first.broken:
-        assert any(isinstance(e, StreamEnded) for e in first.events)
-        return got, first, None
-    assert isinstance(first.events[-1], ConnectionTerminated)
+    first.run()
+    got = delivered(first)
+    if not first.transport.broken:
+        assert any(isinstance(e, StreamEnded) for e in first.client_events)
+        return got, first.transport, None
+    assert isinstance(first.client_events[-1], ConnectionTerminated)
+    assert isinstance(first.server_events[-1], ConnectionTerminated)
     assert first.client.closed
     assert first.server.closed
-    token = next((e.resume_token for e in first.events if isinstance(e, HandshakeCompleted)), "")
+    token = next(
+        (e.resume_token for e in first.client_events if isinstance(e, HandshakeCompleted)), ""
+    )
     after = got[-1][0] if got else 0
-    second = Run(hub, token, None, direction)
-    second.pump()
+    second = connect(hub, token, FakeTransport())
+    second.run()
     assert any(
-        isinstance(e, HandshakeCompleted) and e.resumed == bool(token) for e in second.events
+        isinstance(e, HandshakeCompleted) and e.resumed == bool(token) for e in second.client_events
     )
     handle = second.client.subscribe("fault:x", "s", after_seq=after)
-    second.pump()
-    assert not any(isinstance(e, GapReceived) for e in second.events)
-    assert any(isinstance(e, StreamEnded) and e.handle == handle for e in second.events)
-    return got + second.delivered(), first, second
+    second.run()
+    assert not any(isinstance(e, GapReceived) for e in second.client_events)
+    assert any(isinstance(e, StreamEnded) and e.handle == handle for e in second.client_events)
+    return got + delivered(second), first.transport, second
 
 
-def frame_cuts(stream: bytes) -> Iterator[int]:
+def frame_cuts(stream: bytes) -> list[Cut]:
     """Every frame boundary, and three points inside each frame."""
-    offset = 0
-    while offset + 4 <= len(stream):
-        (length,) = struct.unpack_from(">I", stream, offset)
-        end = offset + 10 + length
-        yield offset
-        yield from sorted({offset + 1, offset + 7, (offset + end) // 2} - {offset, end})
-        offset = end
-    yield len(stream)
+    sizes = frame_sizes(stream)
+    assert sum(sizes) == len(stream)
+    cuts = [
+        Cut(index, into)
+        for index, size in enumerate(sizes)
+        for into in sorted({0, 1, 7, size // 2})
+    ]
+    return [*cuts, Cut(len(sizes))]
 
 
-@pytest.mark.parametrize("direction", ["down", "up"])
+@pytest.mark.parametrize("direction", ["to_client", "to_server"])
 def test_a_cut_anywhere_loses_and_repeats_nothing(direction: str) -> None:
-    reference, run, _ = scenario(None, direction)
+    reference, transport, _ = scenario(direction, None)
     assert [chunk for _, chunk in reference] == EXPECTED
-    cuts = list(frame_cuts(bytes(run.stream)))
+    stream = getattr(transport, direction).transcript
+    cuts = frame_cuts(stream)
     assert len(cuts) > 40  # every frame of the conversation, and points inside them
+    resumed = 0
     for cut in cuts:
-        got, _first, _second = scenario(cut, direction)
+        got, first, second = scenario(direction, cut)
+        pipe = getattr(first, direction)
+        assert pipe.cut_point == cut
+        assert pipe.transcript == stream[: pipe.cut_offset], f"cut at {cut}"
         assert [seq for seq, _ in got] == list(range(1, len(EXPECTED) + 1)), f"cut at {cut}"
         assert [chunk for _, chunk in got] == EXPECTED, f"cut at {cut}"
+        resumed += second is not None
+    assert resumed == len(cuts)  # every cut broke the first connection

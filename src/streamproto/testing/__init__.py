@@ -8,6 +8,11 @@ they work with any test runner and under ``python -O``.
 :func:`check_adapter` runs the protocol scenarios against any adapter, given a factory of
 connected server/client pairs (``transports.testing.pair_factory`` makes one for adapters shaped
 like ours); :class:`MockClock` is time that moves only when told.
+
+:class:`FakeTransport` is a connection without sockets whose :class:`Pipe` directions deliver
+all at once, one byte at a time, late or in random pieces (:class:`Delivery`), and break at a
+frame boundary or inside a frame (:class:`Cut`); :class:`Wire` runs the adapter loop between
+a client and a server (or a hub's :class:`~streamproto.Peer`) over one.
 """
 
 from ._clock import MockClock
@@ -25,6 +30,7 @@ from ._conformance import (
     SubscriptionUnderTest,
     check_adapter,
 )
+from ._links import Cut, Delivery, FakeTransport, Pipe, PipeStatistics, Wire, frame_sizes
 from ._pair import (
     ConnectionPair,
     Transfer,
@@ -42,16 +48,23 @@ __all__ = [
     "ConformanceError",
     "ConformanceReport",
     "ConnectionPair",
+    "Cut",
+    "Delivery",
+    "FakeTransport",
     "MockClock",
     "PairFactory",
     "PairOptions",
+    "Pipe",
+    "PipeStatistics",
     "ScenarioResult",
     "ServerUnderTest",
     "SubscriptionUnderTest",
     "Transfer",
+    "Wire",
     "check_adapter",
     "decode_frames",
     "expect_events",
     "expect_goaway",
     "expect_terminated",
+    "frame_sizes",
 ]
