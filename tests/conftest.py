@@ -7,10 +7,24 @@ import sys
 import pytest
 
 
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+def _stateful_steps(terminalreporter: pytest.TerminalReporter) -> None:
     """Report how many steps the connection state machine executed (the lead quotes it)."""
     for name, module in list(sys.modules.items()):
         if name.rpartition(".")[2] == "test_connection_stateful":
             steps = getattr(module, "STEPS", 0)
             if steps:
                 terminalreporter.write_line(f"stateful connection steps executed: {steps}")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The step count above, and the adapter fault-injection counts (what actually ran)."""
+    _stateful_steps(terminalreporter)
+    module = next(
+        (m for n, m in list(sys.modules.items()) if n.rpartition(".")[2] == "test_adapter_faults"),
+        None,
+    )
+    stats = getattr(module, "STATS", None)
+    if stats:
+        parts = [f"{c} {stats[c]}" for c in module.CATEGORIES]  # type: ignore[union-attr]
+        parts += [f"{k} {stats[k]}" for k in ("hangs", "leaked tasks", "leaked threads")]
+        terminalreporter.write_line("adapter faults: " + ", ".join(parts))

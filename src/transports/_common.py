@@ -741,10 +741,16 @@ class ClientCore:
         """A new upload (requires a ready connection)."""
         self._check_usable()
         conn = self.conn
-        if conn is None or not self.ready:
+        if conn is None or not self.ready or conn.state is not ConnState.OPEN:
             raise ConnectionLost(ErrorCode.CONNECTION_LOST, "not connected")
         up = UploadCore(self, channel, stream_id, args)
-        up.handle = conn.upload(channel, stream_id, args)
+        try:
+            up.handle = conn.upload(channel, stream_id, args)
+        except LocalProtocolError as exc:
+            if exc.code != ErrorCode.HANDLE_EXHAUSTED:
+                raise
+            self._out_of_handles(conn)
+            raise StreamError(exc.code, "no handles left: retry once reconnected") from None
         self._uploads[up.handle] = up
         return up
 
@@ -753,34 +759,53 @@ class ClientCore:
             raise self.failure
 
     def _send_pending(self) -> None:
+        """Make the waiting requests on the current connection. A request leaves the queue
+        only once it was made: while the connection is not OPEN (it died and ``lost()`` has
+        not run yet, or it drains after a GOAWAY) the requests wait for the next one."""
         conn = self.conn
-        if conn is None or not self.ready or self.goaway:
+        if conn is None or not self.ready or self.goaway or conn.state is not ConnState.OPEN:
             return
         pending = self._pending
-        self._pending = []
-        for sub in pending:
-            if sub.closed:
-                continue
-            if sub.open_args is not None and not sub.accepted:
-                sub.handle = conn.open(
-                    sub.channel,
-                    sub.open_args,
-                    stream_id=sub.stream_id,
-                    policy=sub.policy,
-                    priority=sub.priority,
-                )
-            else:
-                tail = sub.tail and not sub.accepted
-                sub.handle = conn.subscribe(
-                    sub.channel,
-                    sub.stream_id,
-                    after_seq=sub.received_seq,
-                    tail=tail,
-                    policy=sub.policy,
-                    priority=sub.priority,
-                )
-            sub.conn_serial = self.serial
-            self._subs[sub.handle] = sub
+        while pending:
+            sub = pending[0]
+            if not sub.closed:
+                try:
+                    sub.handle = self._request(conn, sub)
+                except LocalProtocolError as exc:
+                    if exc.code != ErrorCode.HANDLE_EXHAUSTED:
+                        pending.pop(0)  # a bad request (its name, say): the caller's error
+                        raise
+                    self._out_of_handles(conn)
+                    return
+                sub.conn_serial = self.serial
+                self._subs[sub.handle] = sub
+            pending.pop(0)
+
+    @staticmethod
+    def _request(conn: Connection, sub: SubscriptionCore) -> int:
+        if sub.open_args is not None and not sub.accepted:
+            return conn.open(
+                sub.channel,
+                sub.open_args,
+                stream_id=sub.stream_id,
+                policy=sub.policy,
+                priority=sub.priority,
+            )
+        return conn.subscribe(
+            sub.channel,
+            sub.stream_id,
+            after_seq=sub.received_seq,
+            tail=sub.tail and not sub.accepted,
+            policy=sub.policy,
+            priority=sub.priority,
+        )
+
+    def _out_of_handles(self, conn: Connection) -> None:
+        """R-HANDLE-6: no handles left on this connection. GOAWAY(NO_ERROR) lets the open
+        streams finish; then the connection ends and the next one (same session) takes the
+        requests still waiting."""
+        self.goaway = True
+        conn.goaway()
 
     def _consume(self, sub: SubscriptionCore, chunks: int, nbytes: int) -> None:
         conn = self.conn
