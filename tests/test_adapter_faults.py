@@ -42,6 +42,7 @@ from streamproto._frames import (
     encode_data,
 )
 from transports import Backoff, Gap, StreamError
+from transports.testing import threads_left
 
 PAIRS = [(b, t) for b in BACKENDS for t in TRANSPORTS]
 WAIT = 10.0  # the bound on every wait
@@ -119,12 +120,7 @@ def thread_census() -> Iterator[None]:
     """No thread of a case (adapters, harness loops, proxy pumps) outlives it."""
     before = {t.ident for t in threading.enumerate()}
     yield
-    deadline = time.monotonic() + 5
-    while True:
-        extra = [t.name for t in threading.enumerate() if t.ident not in before]
-        if not extra or time.monotonic() > deadline:
-            break
-        time.sleep(0.02)
+    extra = threads_left(before)
     STATS["leaked threads"] += len(extra)
     assert extra == []
 

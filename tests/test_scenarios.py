@@ -8,7 +8,6 @@ from __future__ import annotations
 import socket
 import struct
 import threading
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -16,7 +15,7 @@ import pytest
 from streamproto import ErrorCode
 from streamproto._frames import FrameDecoder, Goaway
 from streamproto.testing import SCENARIOS, check_adapter
-from transports.testing import BACKENDS, TRANSPORTS, pair, pair_factory
+from transports.testing import BACKENDS, TRANSPORTS, pair, pair_factory, threads_left
 
 PAIRS = [(b, b, t) for b in BACKENDS for t in TRANSPORTS]
 CROSS = [
@@ -54,13 +53,7 @@ def no_leaked_threads() -> Iterator[None]:
     the client and server are closed."""
     before = {t.ident for t in threading.enumerate()}
     yield
-    deadline = time.monotonic() + 5
-    while True:
-        extra = [t.name for t in threading.enumerate() if t.ident not in before]
-        if not extra or time.monotonic() > deadline:
-            break
-        time.sleep(0.02)
-    assert extra == []
+    assert threads_left(before) == []
 
 
 # Every scenario of the conformance check, on every pair. Scenarios that need a client and a

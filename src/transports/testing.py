@@ -49,6 +49,7 @@ __all__ = [
     "adapter",
     "pair",
     "pair_factory",
+    "threads_left",
 ]
 
 #: The adapters of this package, by name.
@@ -129,6 +130,17 @@ class Record:
         with self.changed:
             if not self.changed.wait_for(predicate, timeout):
                 raise TimeoutError("the server never got there")
+
+
+def threads_left(before: set[int | None], timeout: float = 5.0) -> list[str]:
+    """The names of threads alive now that were not in ``before`` (a set of thread idents
+    taken earlier), after giving them up to ``timeout`` seconds to end: a thread census."""
+    deadline = time.monotonic() + timeout
+    while True:
+        extra = [t.name for t in threading.enumerate() if t.ident not in before]
+        if not extra or time.monotonic() > deadline:
+            return extra
+        time.sleep(0.02)
 
 
 # -- loop threads -------------------------------------------------------------------------------
