@@ -13,6 +13,7 @@ clock (the Hub's documented ``clock=time.monotonic``).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import random
 import selectors
@@ -60,10 +61,28 @@ __all__ = [
 _RECEIVE = 65536
 #: How long a closing socket gets to write its goodbye before it is shut down anyway.
 _LINGER = 1.0
+#: How long a handler thread waits for the next handler before it ends.
+_HANDLER_IDLE = 5.0
+
+
+#: Non-blocking send for the inline write path (absent on Windows: the writer thread does it).
+_DONTWAIT: int | None = getattr(socket, "MSG_DONTWAIT", None)
+#: Inline writes allowed per input read: replies go out at once; a producer writing on its
+#: own gets this many, then the writer thread takes over and sends in batches.
+_INLINE_BUDGET = 4
 
 
 class _Writer:
-    """The writer thread of one socket. ``wake`` and ``stop`` are called with the lock held."""
+    """The writer of one socket: a thread, plus an inline path. ``wake`` and ``stop`` are
+    called with the lock held.
+
+    When the thread is idle, ``wake`` takes what the core has to send and writes it at once,
+    in the caller's thread, with a non-blocking send: a reply or a chunk then leaves without
+    a hand-off to another thread (which costs more than the send itself under the GIL). What
+    the kernel does not take waits in ``_pending`` for the thread, which is woken only when it
+    has something to do: bytes left over, a new deadline, the end. Inline sends are rationed
+    (``_INLINE_BUDGET`` per input read): one send per chunk would cost a producer that writes
+    in a loop its throughput, which the thread's batched ``sendall`` keeps."""
 
     def __init__(
         self,
@@ -79,9 +98,28 @@ class _Writer:
         self._after = after
         self._woken = False
         self._stopping = False
+        self._idle = False  # the thread waits on the condition, with the lock free
+        self._waiting_for: float | None = None  # the deadline the idle thread waits for
+        self._pending = b""  # taken from the core, not yet written
+        self.budget = _INLINE_BUDGET  # inline sends left until the next input
         self.thread = threading.Thread(target=self._run, name="streamproto-writer", daemon=True)
 
     def wake(self) -> None:
+        if self._idle and self.budget and not self._pending and _DONTWAIT is not None:
+            self.budget -= 1
+            side = self._side
+            data = side.step()
+            self._after()
+            if data:
+                try:
+                    sent = self._sock.send(data, _DONTWAIT)
+                except BlockingIOError:
+                    sent = 0
+                except OSError:
+                    sent = 0  # the thread's sendall meets the error and ends the writer
+                self._pending = data[sent:]
+            if not self._pending and not side.finished and side.deadline() == self._waiting_for:
+                return  # written: the thread has nothing new to do
         self._woken = True
         self._cond.notify()
 
@@ -95,8 +133,10 @@ class _Writer:
         with self._cond:
             while True:
                 self._woken = False
-                data = side.step()
-                self._after()
+                data, self._pending = self._pending, b""
+                if not data:
+                    data = side.step()
+                    self._after()
                 if data:
                     lock.release()
                     try:
@@ -108,12 +148,16 @@ class _Writer:
                     continue  # more may have been queued while the lock was free
                 if side.finished or self._stopping:
                     break
-                deadline = side.deadline()
-                while not self._woken and not self._stopping:
-                    timeout = None if deadline is None else deadline - time.monotonic()
-                    if timeout is not None and timeout <= 0:
-                        break
-                    self._cond.wait(timeout)
+                deadline = self._waiting_for = side.deadline()
+                self._idle = True
+                try:
+                    while not self._woken and not self._stopping:
+                        timeout = None if deadline is None else deadline - time.monotonic()
+                        if timeout is not None and timeout <= 0:
+                            break
+                        self._cond.wait(timeout)
+                finally:
+                    self._idle = False
         with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_RDWR)  # the reader's recv returns
 
@@ -129,6 +173,7 @@ def _read(sock: socket.socket, lock: threading.RLock, side: Side, writer: _Write
                 data = b""
             with lock:
                 side.receive(data)
+                writer.budget = _INLINE_BUDGET  # answers to input leave at once
                 writer.wake()
                 if not data or side.finished:
                     return
@@ -225,6 +270,52 @@ class ServerUpload(ServerUploadBase):
 # -- server -------------------------------------------------------------------------------------
 
 
+class _Handlers:
+    """The server's handler threads, reused: a thread whose handler returned waits up to
+    ``_HANDLER_IDLE`` seconds for the next one before it ends, so a server answering many
+    short OPENs does not start a thread for each. A handler never waits for a free thread:
+    when none is idle, a new one starts."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._tasks: collections.deque[Callable[[], None]] = collections.deque()
+        self._idle = 0
+        self._closed = False
+        self.threads: set[threading.Thread] = set()
+
+    def submit(self, task: Callable[[], None]) -> None:
+        with self._cond:
+            if self._idle > len(self._tasks):
+                self._tasks.append(task)
+                self._cond.notify()
+                return
+            thread = threading.Thread(
+                target=self._work, args=(task,), name="streamproto-handler", daemon=True
+            )
+            self.threads.add(thread)
+        thread.start()
+
+    def _work(self, task: Callable[[], None] | None) -> None:
+        try:
+            while task is not None:
+                task()
+                with self._cond:
+                    self._idle += 1
+                    self._cond.wait_for(lambda: self._tasks or self._closed, _HANDLER_IDLE)
+                    self._idle -= 1
+                    task = self._tasks.popleft() if self._tasks else None
+        finally:
+            with self._cond:
+                self.threads.discard(threading.current_thread())
+
+    def close(self) -> list[threading.Thread]:
+        """No new handlers; idle threads end. Returns the threads to join."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+            return list(self.threads)
+
+
 class _Connection:
     """One accepted socket: its driver and its reader and writer threads."""
 
@@ -262,7 +353,7 @@ class Server(ServerBase[ServerProducer, ServerUpload]):
         self.drivers: set[_Connection] = set()
         self._changed = threading.Condition(self._lock)  # connections gone, hub deadline moved
         self._waiters: weakref.WeakSet[ServerProducer | ServerUpload] = weakref.WeakSet()
-        self._threads: set[threading.Thread] = set()
+        self._handlers = _Handlers()
         self._hub_at: float | None = None
         self._closed = False
         self._listener = socket.create_server((self.url.host, self.url.port))
@@ -296,16 +387,11 @@ class Server(ServerBase[ServerProducer, ServerUpload]):
                 else:
                     with self._lock:
                         handler_failed(target, exc)
-            finally:
-                with self._lock:
-                    self._threads.discard(thread)
 
-        thread = threading.Thread(target=run, name="streamproto-handler", daemon=True)
         with self._lock:
             if self._closed:
                 raise StreamError(ErrorCode.INVALID_STATE, "the server is shut down")
-            self._threads.add(thread)
-        thread.start()
+            self._handlers.submit(run)
 
     def _accept(self) -> None:
         with selectors.DefaultSelector() as selector:
@@ -365,7 +451,7 @@ class Server(ServerBase[ServerProducer, ServerUpload]):
         for thread in [*readers, self._timer]:
             thread.join()
         deadline = time.monotonic() + max(timeout, _LINGER)
-        for thread in list(self._threads):
+        for thread in self._handlers.close():
             thread.join(max(0.0, deadline - time.monotonic()))
             if thread.is_alive():
                 log.warning("a handler thread ignored the shutdown: %r", thread)
