@@ -114,3 +114,42 @@ def test_handler_threads_are_reused_and_never_starve() -> None:
         thread.join(5)
         assert not thread.is_alive()
     assert handlers.threads == set()
+
+
+def test_inline_sends_are_rationed_until_the_next_input() -> None:
+    """A producer writing in a loop gets ``_INLINE_BUDGET`` inline sends; then the writer
+    thread takes over (and batches); input restores the budget."""
+    from transports.sync import _INLINE_BUDGET
+
+    lock = threading.RLock()
+    a, b = socket.socketpair()
+    side = FakeSide()
+    writer = _Writer(lock, a, side)
+    writer.thread.start()
+    me = threading.get_ident()
+    try:
+        for i in range(_INLINE_BUDGET + 1):
+            _wait(lambda: writer._idle)
+            with lock:
+                side.outbox.append(b"%d" % i)
+                writer.wake()
+        _wait(lambda: len(side.takers) == _INLINE_BUDGET + 1)
+        assert side.takers[:_INLINE_BUDGET] == [me] * _INLINE_BUDGET
+        assert side.takers[-1] != me  # the writer thread sent the last one
+        _wait(lambda: writer._idle)
+        with lock:
+            writer.budget = _INLINE_BUDGET  # what reading input does
+            side.outbox.append(b"x")
+            writer.wake()
+        assert side.takers[-1] == me
+        b.settimeout(5)
+        received = b""
+        while len(received) < _INLINE_BUDGET + 2:
+            received += b.recv(100)
+        assert received == b"".join(b"%d" % i for i in range(_INLINE_BUDGET + 1)) + b"x"
+    finally:
+        with lock:
+            writer.stop()
+        writer.thread.join(5)
+        a.close()
+        b.close()
