@@ -700,7 +700,7 @@ def test_error_code_examples() -> None:
     [
         (0, "NO_ERROR", False, False),
         (5, "HANDSHAKE_TIMEOUT", False, True),
-        (15, "UNKNOWN_15", False, False),
+        (99, "UNKNOWN_99", False, False),
         (299, "UNKNOWN_299", False, False),
         (999, "UNKNOWN_999", False, False),
         (APPLICATION_CODE_MIN, "APPLICATION_1000", True, False),

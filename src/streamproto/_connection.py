@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from itertools import accumulate, chain, islice, repeat, takewhile
 from typing import Final, cast
 
 import attrs
@@ -139,6 +140,26 @@ class WriteResult(enum.Enum):
     CLOSED = "closed"  # not accepted; the peer closed the handle (a race, not a misuse)
 
 
+# Enum members the per-chunk paths compare with, as module globals: on CPython 3.11 reading
+# a member off its class (``HState.ACTIVE``) runs a descriptor, several times a global lookup.
+_ACTIVE: Final = HState.ACTIVE
+_DRAINING: Final = HState.DRAINING
+_H_CLOSED: Final = HState.CLOSED
+_REQUESTED: Final = HState.REQUESTED
+_CONN_CLOSED: Final = ConnState.CLOSED
+_ACCEPTED: Final = WriteResult.ACCEPTED
+_W_CLOSED: Final = WriteResult.CLOSED
+_OVERFLOW: Final = GapReason.OVERFLOW
+_RECV_DATA: Final = Input.RECV_DATA
+_SEND_DATA: Final = Input.SEND_DATA
+_DRAINED: Final = Input.DRAINED
+_RECV_HANDLE_FRAME: Final = ConnInput.RECV_HANDLE_FRAME
+_CLIENT_SUBSCRIPTION: Final = Side.CLIENT_SUBSCRIPTION
+_SERVER_UPLOAD: Final = Side.SERVER_UPLOAD
+_DROP_OLDEST: Final = OverflowPolicy.DROP_OLDEST
+_DEFAULT_POLICY: Final = OverflowPolicy.DEFAULT
+
+
 @attrs.frozen
 class ConnectionStatistics:
     """Counters of one connection (see :meth:`Connection.statistics`)."""
@@ -227,9 +248,7 @@ class _Out:
         credit it is not reading; holding the gap lets later drops merge into it, so a stalled
         subscriber is sent one gap per window, not one per flush (R-OVF-5). The last entry of
         a draining handle is never held: the subscriber needs it to reach the final seq."""
-        return mark.reason is GapReason.OVERFLOW and not (
-            self.state is HState.DRAINING and len(self.queue) == 1
-        )
+        return mark.reason is _OVERFLOW and not (self.state is _DRAINING and len(self.queue) == 1)
 
 
 class _In:
@@ -282,6 +301,15 @@ class _PeerFault(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+_plus_8 = (8).__add__  # a frame body is 8 bytes of seq, then the chunk
+
+
+def _prefix_fitting(totals: Iterable[int], room: int, most: int) -> int:
+    """How many of the running totals ``totals`` (non-decreasing) are <= ``room``, at most
+    ``most``: the chunks of a batch that fit."""
+    return len(list(takewhile(room.__ge__, islice(totals, max(most, 0)))))
 
 
 def _truncate(message: str) -> str:
@@ -380,7 +408,7 @@ class Connection:
     @property
     def closed(self) -> bool:
         """True once the connection is over: flush ``data_to_send()``, then close."""
-        return self._state is ConnState.CLOSED
+        return self._state is _CONN_CLOSED
 
     @property
     def peer_max_chunk_size(self) -> int:
@@ -425,7 +453,7 @@ class Connection:
         peer's fault.
         """
         events = self.take_events()
-        if self._state is ConnState.CLOSED:
+        if self._state is _CONN_CLOSED:
             return events
         if not data:
             self._terminate(ErrorCode.CONNECTION_LOST, "the transport closed", True, events)
@@ -502,10 +530,32 @@ class Connection:
         self._control = []
         ready = self._ready
         if max_bytes is None:
+            frag_max = self._frag_max
             while ready:
                 h = ready.popleft()
                 h.in_ready = False
                 h.deficit = 0
+                queue = h.queue
+                if len(queue) == 1 and h.offset == 0 and h.credit_chunks and h.credit_bytes > 0:
+                    # One whole chunk, as a fan-out flush finds on every subscription: what
+                    # _emit does for it, without its set-up.
+                    seq, item = queue[0]
+                    if not isinstance(item, _GapMark) and len(item) <= frag_max:
+                        size = len(item)
+                        queue.clear()
+                        parts.append(_DATA_HEADER.pack(8 + size, _T_DATA, 0, h.handle, seq))
+                        parts.append(item)
+                        h.credit_chunks -= 1
+                        h.credit_bytes -= size
+                        h.sent_seq = seq
+                        h.q_bytes -= size
+                        h.q_chunks -= 1
+                        self._chunks_sent += 1
+                        self._queued_bytes -= size
+                        if h.state is _DRAINING:
+                            self._handle_step(h, _DRAINED)
+                            self._close_handle(h)
+                        continue
                 self._emit(h, parts, _UNLIMITED)
         else:
             budget = max_bytes
@@ -516,7 +566,7 @@ class Connection:
                 used = self._emit(h, parts, min(h.deficit, budget))
                 h.deficit -= used
                 budget -= used
-                if h.state is HState.CLOSED or not h.sendable():
+                if h.state is _H_CLOSED or not h.sendable():
                     ready.popleft()
                     h.in_ready = False
                     h.deficit = 0
@@ -540,7 +590,69 @@ class Connection:
         used = 0
         sent = 0
         sent_bytes = 0
+        n = min(len(queue), h.credit_chunks)
+        if n > 1 and h.offset == 0 and len(queue) == h.q_chunks and h.credit_bytes > 0:
+            # The bulk path: a run of whole chunks (no gap marks queued) that credit, frame
+            # size and allowance all take, framed with C-level iteration.
+            seqs, items = zip(*(queue if n == len(queue) else islice(queue, n)), strict=True)
+            sizes = list(map(len, items))
+            total = sum(sizes)
+            before_last = total - sizes[-1]
+            if (
+                max(sizes) <= frag_max
+                and before_last < h.credit_bytes
+                and before_last + 18 * (n - 1) < allowance
+            ):
+                headers = map(
+                    pack,
+                    map(_plus_8, sizes),
+                    repeat(_T_DATA, n),
+                    repeat(0, n),
+                    repeat(handle, n),
+                    seqs,
+                )
+                parts.extend(chain.from_iterable(zip(headers, items, strict=True)))
+                if n == len(queue):
+                    queue.clear()
+                else:
+                    popleft = queue.popleft
+                    for _ in repeat(None, n):
+                        popleft()
+                h.credit_chunks -= n
+                h.credit_bytes -= total
+                h.sent_seq = seqs[-1]
+                sent = n
+                sent_bytes = total
+                used = total + 18 * n
         while queue and used < allowance:
+            if h.offset == 0:
+                # The hot path: whole chunks while credit lasts, counters in locals.
+                credit_chunks = h.credit_chunks
+                credit_bytes = h.credit_bytes
+                popleft = queue.popleft
+                last = 0
+                while credit_chunks >= 1 and credit_bytes > 0 and used < allowance and queue:
+                    seq, item = queue[0]
+                    if isinstance(item, _GapMark):
+                        break
+                    size = len(item)
+                    if size > frag_max:
+                        break
+                    popleft()
+                    credit_chunks -= 1
+                    credit_bytes -= size
+                    append(pack(8 + size, _T_DATA, 0, handle, seq))
+                    append(item)
+                    sent += 1
+                    sent_bytes += size
+                    used += size + 18
+                    last = seq
+                if last:
+                    h.credit_chunks = credit_chunks
+                    h.credit_bytes = credit_bytes
+                    h.sent_seq = last
+                if not queue or used >= allowance:
+                    break
             seq, item = queue[0]
             if isinstance(item, _GapMark):
                 if h.holds(item) and not (h.credit_chunks >= 1 and h.credit_bytes > 0):
@@ -555,18 +667,9 @@ class Connection:
             if offset == 0:
                 if h.credit_chunks < 1 or h.credit_bytes <= 0:
                     break
+                # A chunk above the frame size (the fast path takes the others): fragments.
                 h.credit_chunks -= 1
                 h.credit_bytes -= size
-                if size <= frag_max:
-                    append(pack(8 + size, _T_DATA, 0, handle, seq))
-                    append(item)
-                    queue.popleft()
-                    h.q_bytes -= size
-                    h.sent_seq = seq
-                    sent += 1
-                    sent_bytes += size
-                    used += size + 18
-                    continue
                 h.head_size = size
             piece = item[offset : offset + frag_max]
             offset += len(piece)
@@ -579,16 +682,16 @@ class Connection:
             else:
                 h.offset = h.head_size = 0
                 queue.popleft()
-                h.q_bytes -= size
                 h.sent_seq = seq
                 sent += 1
                 sent_bytes += size
         if used:
             self._chunks_sent += sent
             self._queued_bytes -= sent_bytes
+            h.q_bytes -= sent_bytes
             h.q_chunks -= sent
-            if h.state is HState.DRAINING and not queue:
-                self._handle_step(h, Input.DRAINED)
+            if h.state is _DRAINING and not queue:
+                self._handle_step(h, _DRAINED)
                 self._close_handle(h)
         return used
 
@@ -817,18 +920,20 @@ class Connection:
         """Queue ``chunk`` on ``handle``: a server subscription (after ``accept``) or a client
         upload. ``seq`` defaults to the next one; when given it must be that one (send a gap
         to skip). Under the subscription's overflow policy a full queue drops the oldest
-        chunks, answers BLOCKED, or fails the subscription. Then call ``data_to_send``."""
+        chunks, answers BLOCKED, or fails the subscription. Then call ``data_to_send``.
+        To queue many chunks at once, :meth:`send_data_many` does the same for less."""
         h = self._handles.get(handle)
         if not isinstance(h, _Out):
             self._sender(handle)  # raises for a misuse: never opened, or not a sender
-            return WriteResult.CLOSED  # the peer closed it: a race, not a misuse
-        if not (h.state is HState.ACTIVE and _DATA_KEEPS_ACTIVE):
-            self._handle_step(h, Input.SEND_DATA)
-        if seq is not None and seq != h.next_seq:
+            return _W_CLOSED  # the peer closed it: a race, not a misuse
+        if not (h.state is _ACTIVE and _DATA_KEEPS_ACTIVE):
+            self._handle_step(h, _SEND_DATA)
+        next_seq = h.next_seq
+        if seq is not None and seq != next_seq:
             raise LocalProtocolError(
-                ErrorCode.INVALID_ARGUMENT, f"seq {seq} on handle {handle}: expected {h.next_seq}"
+                ErrorCode.INVALID_ARGUMENT, f"seq {seq} on handle {handle}: expected {next_seq}"
             )
-        if h.next_seq > U64:
+        if next_seq > U64:
             raise LocalProtocolError(ErrorCode.INVALID_ARGUMENT, f"handle {handle} has no seq left")
         size = len(chunk)
         if size > self._peer_max_chunk:
@@ -836,31 +941,174 @@ class Connection:
                 ErrorCode.CHUNK_TOO_LARGE,
                 f"chunk of {size} bytes exceeds the peer's maximum of {self._peer_max_chunk}",
             )
-        if not self._has_room(h, size):
-            policy = h.policy
-            if policy is OverflowPolicy.BLOCK:
-                self._blocked[handle] = (h, size)
-                return WriteResult.BLOCKED
-            if policy is OverflowPolicy.ERROR:
-                self._fail_sender(h)
-                return WriteResult.FAILED
-            if not self._drop_oldest(h, size):
-                # Dropping this handle's chunks did not make room (the connection-wide cap is
-                # full with other handles' data): the new chunk is dropped too.
-                self._record_drop(h, h.next_seq, h.next_seq)
-                self._queue_gap(h, h.next_seq, GapReason.OVERFLOW)
-                return WriteResult.ACCEPTED
+        # _has_room, inlined: this is the hot path of every write.
+        cfg = self._cfg
+        credit_chunks = h.credit_chunks
+        credit_bytes = h.credit_bytes
+        if (
+            h.q_chunks - (h.head_size > 0) - (credit_chunks if credit_chunks > 0 else 0)
+            < cfg.max_queued_chunks
+            and h.q_bytes - h.head_size + size - (credit_bytes if credit_bytes > 0 else 0)
+            <= cfg.max_queued_bytes
+            and self._queued_bytes + size <= cfg.max_connection_queued_bytes
+        ):
+            queue = h.queue
+            if queue is _NO_QUEUE:
+                queue = h.queue = deque()
+            queue.append((next_seq, chunk))
+            h.next_seq = next_seq + 1
+            h.q_bytes += size
+            h.q_chunks += 1
+            self._queued_bytes += size
+            if not h.in_ready and (
+                (len(queue) == 1 and credit_chunks >= 1 and credit_bytes > 0) or h.sendable()
+            ):
+                h.in_ready = True
+                self._ready.append(h)
+            return _ACCEPTED
+        return self._overflow_one(h, chunk, size, h.policy)
+
+    def send_data_many(
+        self, handle: int, chunks: Sequence[bytes], *, seq: int | None = None
+    ) -> tuple[int, WriteResult]:
+        """Queue ``chunks`` on ``handle`` with consecutive seqs, exactly as calling
+        :meth:`send_data` for each in turn and stopping at the first answer that is not
+        ACCEPTED would: the same seqs, overflow policy, bytes out and events, for one room
+        check per call instead of one per chunk.
+
+        Returns ``(accepted, result)``: the first ``accepted`` chunks were ACCEPTED (queued,
+        or dropped under ``drop_oldest``, which reports them in a gap as ``send_data`` does);
+        ``result`` is ACCEPTED when all were, else what ``send_data`` answered for
+        ``chunks[accepted]``: BLOCKED (a :class:`Writable` follows when it fits; offer
+        ``chunks[accepted:]`` again then), FAILED (the ``error`` policy failed the
+        subscription) or CLOSED (the peer closed the handle). ``seq``, when given, must be the
+        seq of ``chunks[0]``.
+
+        Unlike a loop of ``send_data``, misuse raises before anything is queued: the handle
+        is checked even when ``chunks`` is empty, and a chunk above
+        :attr:`peer_max_chunk_size` (CHUNK_TOO_LARGE) or a batch past the last seq
+        (INVALID_ARGUMENT) rejects the whole call.
+        """
+        h = self._handles.get(handle)
+        if not isinstance(h, _Out):
+            self._sender(handle)  # raises for a misuse: never opened, or not a sender
+            return 0, WriteResult.CLOSED  # the peer closed it: a race, not a misuse
+        return self._send_many(h, chunks, seq, h.policy)
+
+    def _send_many(
+        self, h: _Out, chunks: Sequence[bytes], seq: int | None, policy: OverflowPolicy
+    ) -> tuple[int, WriteResult]:
+        """:meth:`send_data_many` on an open sender, with ``policy`` for its overflow policy
+        (the hub's replay passes BLOCK: catching up never trips a policy)."""
+        if not (h.state is _ACTIVE and _DATA_KEEPS_ACTIVE):
+            self._handle_step(h, _SEND_DATA)
+        next_seq = h.next_seq
+        handle = h.handle
+        if seq is not None and seq != next_seq:
+            raise LocalProtocolError(
+                ErrorCode.INVALID_ARGUMENT, f"seq {seq} on handle {handle}: expected {next_seq}"
+            )
+        n = len(chunks)
+        if not n:
+            return 0, _ACCEPTED
+        if next_seq + n - 1 > U64:
+            raise LocalProtocolError(ErrorCode.INVALID_ARGUMENT, f"handle {handle} has no seq left")
+        sizes = list(map(len, chunks))
+        biggest = max(sizes)
+        if biggest > self._peer_max_chunk:
+            raise LocalProtocolError(
+                ErrorCode.CHUNK_TOO_LARGE,
+                f"chunk of {biggest} bytes exceeds the peer's maximum of {self._peer_max_chunk}",
+            )
+        total = sum(sizes)
+        cfg = self._cfg
+        credit_chunks = h.credit_chunks
+        credit_bytes = h.credit_bytes
+        # What send_data's room check would see before the first chunk; each chunk it
+        # accepts adds one chunk and its size to all three.
+        beyond_chunks = h.q_chunks - (h.head_size > 0) - (credit_chunks if credit_chunks > 0 else 0)
+        room_chunks = cfg.max_queued_chunks - beyond_chunks
+        room_bytes = min(
+            cfg.max_queued_bytes
+            - (h.q_bytes - h.head_size - (credit_bytes if credit_bytes > 0 else 0)),
+            cfg.max_connection_queued_bytes - self._queued_bytes,
+        )
+        if n <= room_chunks and total <= room_bytes:
+            self._enqueue(h, chunks, total)
+            return n, _ACCEPTED
+        fit = _prefix_fitting(accumulate(sizes), room_bytes, min(n, room_chunks))
+        if fit:
+            self._enqueue(h, chunks[:fit], sum(sizes[:fit]))
+        if policy is _DROP_OLDEST or policy is _DEFAULT_POLICY:
+            # Every chunk is accepted, maybe after dropping older ones: one at a time, as
+            # send_data does, since each drop depends on the one before.
+            for i in range(fit, n):
+                if not self._has_room(h, sizes[i]):
+                    self._overflow_one(h, chunks[i], sizes[i], policy)
+                    continue
+                self._enqueue(h, chunks[i : i + 1], sizes[i])
+            return n, _ACCEPTED
+        return fit, self._overflow_one(h, chunks[fit], sizes[fit], policy)
+
+    def _enqueue(self, h: _Out, chunks: Sequence[bytes], total: int) -> None:
+        """Queue ``chunks`` (room checked by the caller) with the next seqs."""
         queue = h.queue
         if queue is _NO_QUEUE:
             queue = h.queue = deque()
-        queue.append((h.next_seq, chunk))
-        h.next_seq += 1
-        h.q_bytes += size
-        h.q_chunks += 1
-        self._queued_bytes += size
+        seq = h.next_seq
+        n = len(chunks)
+        if n == 1:
+            queue.append((seq, chunks[0]))
+        else:
+            queue.extend(zip(range(seq, seq + n), chunks, strict=True))
+        h.next_seq = seq + n
+        h.q_bytes += total
+        h.q_chunks += n
+        self._queued_bytes += total
         if not h.in_ready and h.sendable():
             h.in_ready = True
             self._ready.append(h)
+
+    def _room_count(self, h: _Out, totals: list[int], share: int) -> int:
+        """How many leading chunks of a batch whose running byte totals are ``totals`` fit in
+        ``h``'s bounds without its overflow policy, when ``share`` senders of this
+        connection (``h`` among them) each queue the same batch. 0 when ``h`` cannot take data
+        as it is (not ACTIVE, out of seqs): the caller then goes one chunk at a time."""
+        n = len(totals)
+        if h.state is not _ACTIVE or h.next_seq + n - 1 > U64:
+            return 0
+        cfg = self._cfg
+        credit_chunks = h.credit_chunks
+        credit_bytes = h.credit_bytes
+        room_chunks = cfg.max_queued_chunks - (
+            h.q_chunks - (h.head_size > 0) - (credit_chunks if credit_chunks > 0 else 0)
+        )
+        room_bytes = min(
+            cfg.max_queued_bytes
+            - (h.q_bytes - h.head_size - (credit_bytes if credit_bytes > 0 else 0)),
+            (cfg.max_connection_queued_bytes - self._queued_bytes) // share,
+        )
+        if n <= room_chunks and totals[-1] <= room_bytes:
+            return n
+        return _prefix_fitting(totals, room_bytes, min(n, room_chunks))
+
+    def _overflow_one(
+        self, h: _Out, chunk: bytes, size: int, policy: OverflowPolicy
+    ) -> WriteResult:
+        """``send_data`` of a chunk that does not fit: apply ``policy``."""
+        if policy is OverflowPolicy.BLOCK:
+            self._blocked[h.handle] = (h, size)
+            return WriteResult.BLOCKED
+        if policy is OverflowPolicy.ERROR:
+            self._fail_sender(h)
+            return WriteResult.FAILED
+        if not self._drop_oldest(h, size):
+            # Dropping this handle's chunks did not make room (the connection-wide cap is
+            # full with other handles' data): the new chunk is dropped too.
+            self._record_drop(h, h.next_seq, h.next_seq)
+            self._queue_gap(h, h.next_seq, GapReason.OVERFLOW)
+            return WriteResult.ACCEPTED
+        self._enqueue(h, (chunk,), size)
         return WriteResult.ACCEPTED
 
     def send_gap(
@@ -983,7 +1231,7 @@ class Connection:
                 self._on_handle_frame(frame, events)
 
     def _lookup(self, handle: int) -> _Out | _In | None:
-        self._conn_step(ConnInput.RECV_HANDLE_FRAME)
+        self._conn_step(_RECV_HANDLE_FRAME)
         h = self._handles.get(handle)
         if h is None and handle > self._highest:
             raise _PeerFault(ErrorCode.INVALID_HANDLE, f"handle {handle} was never opened")
@@ -1002,9 +1250,9 @@ class Connection:
         h = self._lookup(frame.handle)
         if h is None:
             return
-        if h.side is Side.SERVER_UPLOAD and h.state is HState.REQUESTED:
+        if h.side is _SERVER_UPLOAD and h.state is _REQUESTED:
             raise _PeerFault(ErrorCode.FLOW_CONTROL_ERROR, "DATA on an upload before ACCEPT")
-        self._recv_step(h, Input.RECV_DATA)
+        self._recv_step(h, _RECV_DATA)
         h = cast(_In, h)  # only receivers have RECV_DATA in their tables
         chunks = frame.chunks
         seq = frame.seq
@@ -1045,11 +1293,11 @@ class Connection:
                 self._add_fragment(h, chunks[0])
                 return
         last = seq + len(chunks) - 1
-        if h.state is HState.DRAINING and last > h.final_seq:
+        if h.state is _DRAINING and last > h.final_seq:
             raise _PeerFault(ErrorCode.PROTOCOL_ERROR, f"DATA after the final seq {h.final_seq}")
         h.expect = last + 1
         self._chunks_received += len(chunks)
-        if h.side is Side.CLIENT_SUBSCRIPTION:
+        if h.side is _CLIENT_SUBSCRIPTION:
             events.append(DataReceived(h.handle, seq, chunks))
         else:
             events.append(UploadData(h.handle, seq, chunks))
@@ -1061,7 +1309,7 @@ class Connection:
         else:
             h.unconsumed_chunks += len(chunks)
             h.unconsumed_bytes += nbytes
-        if h.state is HState.DRAINING:
+        if h.state is _DRAINING:
             self._maybe_delivered(h, events)
 
     def _add_fragment(self, h: _In, piece: bytes) -> None:

@@ -26,11 +26,12 @@ import heapq
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from typing import Any, cast
+from itertools import accumulate
+from typing import Any, Final, cast
 
 import attrs
 
-from ._connection import Connection, Role, WriteResult
+from ._connection import Connection, Role, WriteResult, _Out
 from ._errors import ErrorCode, LocalProtocolError, StreamProtoError
 from ._events import (
     CancelRequested,
@@ -63,6 +64,12 @@ __all__ = [
 ]
 
 log = logging.getLogger("streamproto.hub")
+
+# Enum members the per-chunk paths compare with, as module globals (see _connection.py).
+_BLOCK: Final = OverflowPolicy.BLOCK
+_ACCEPTED: Final = WriteResult.ACCEPTED
+_BLOCKED: Final = WriteResult.BLOCKED
+_FAILED: Final = WriteResult.FAILED
 
 #: Chunks read from the store per step of a catch-up.
 REPLAY_BATCH = 256
@@ -140,6 +147,10 @@ class _Sub:
         self.policy = OverflowPolicy.DROP_OLDEST
 
 
+def _cursor(sub: _Sub) -> int:
+    return sub.cursor
+
+
 class _Stream:
     """The hub's view of one stream: who listens, and its producer."""
 
@@ -176,7 +187,8 @@ class Producer:
     """The writing end of a stream, from :meth:`Channel.start` or an open handler.
 
     ``write`` returns ACCEPTED, or BLOCKED when a subscriber under the BLOCK policy has no room
-    (nothing was written; ``on_writable`` is called when it may be retried). ``aborted`` and
+    (nothing was written; ``on_writable`` is called when it may be retried). ``write_many``
+    writes a burst the same way for much less per chunk. ``aborted`` and
     ``on_abort`` tell the producer to stop (the last subscriber cancelled).
     """
 
@@ -223,6 +235,19 @@ class Producer:
         after close or fail, STALE_GENERATION if the id was reused."""
         self._check_open()
         return self._hub._write(self._stream, bytes(chunk))
+
+    def write_many(self, chunks: Iterable[bytes]) -> tuple[int, WriteResult]:
+        """Write ``chunks`` in order, exactly as calling :meth:`write` for each in turn and
+        stopping at the first BLOCKED would (the same seqs, bytes and events for every
+        subscriber, under every overflow policy), for much less per chunk: one store step and
+        one queueing step per subscriber while the batch fits everywhere.
+
+        Returns ``(written, result)``: the first ``written`` chunks were written; ``result``
+        is ACCEPTED when all were, else BLOCKED: ``chunks[written]`` and the rest were not,
+        and ``on_writable`` is called when they may be offered again. Raises like ``write``.
+        """
+        self._check_open()
+        return self._hub._write_many(self._stream, list(map(bytes, chunks)))
 
     def close(self) -> None:
         """End the stream: subscribers get END after the last chunk."""
@@ -435,6 +460,10 @@ class Hub:
         self._timers: list[tuple[float, int, object]] = []
         self._timer_seq = 0
         self._dirty: set[Peer] = set()
+        # The store's optional batch append (see ReplayStore).
+        self._extend: Callable[[tuple[str, str], int, list[bytes]], int] | None = getattr(
+            self._store, "extend", None
+        )
 
     # -- registry -------------------------------------------------------------------------------
 
@@ -671,23 +700,29 @@ class Hub:
         size = len(chunk)
         if stream.n_block:
             for sub in stream.live:
-                if sub.policy is OverflowPolicy.BLOCK and not sub.peer.conn.has_room(
-                    sub.handle, size
-                ):
+                if sub.policy is _BLOCK and not sub.peer.conn.has_room(sub.handle, size):
                     stream.blocked = True
-                    return WriteResult.BLOCKED
+                    return _BLOCKED
         seq = self._store.append(stream.key, stream.generation, chunk)
         dirty = self._dirty
         failed: list[_Sub] | None = None
         for sub in stream.live:
             if seq <= sub.cursor:  # the subscriber said it had seen this seq (after_seq)
                 continue
-            result = self._send(sub, chunk, seq)
+            peer = sub.peer
+            conn = peer.conn
+            # A chunk larger than this subscriber's MAX_CHUNK_SIZE fails only this
+            # subscription (CHUNK_TOO_LARGE); the others still get it.
+            if size > conn._peer_max_chunk:
+                self._too_large(sub)
+                result = _FAILED
+            else:
+                result = conn.send_data(sub.handle, chunk, seq=seq)
             sub.cursor = seq
-            dirty.add(sub.peer)
+            dirty.add(peer)
             # CLOSED: the client closed the handle and its CANCEL or UNSUBSCRIBE event is on
             # its way to handle_events, which must see the subscription to count a cancel.
-            if result is WriteResult.FAILED:
+            if result is _FAILED:
                 failed = failed or []
                 failed.append(sub)
         if failed:
@@ -695,18 +730,106 @@ class Hub:
                 sub.peer.subs.pop(sub.handle, None)
                 self._leave(sub, cancelled=False)
         self._wake()
-        return WriteResult.ACCEPTED
+        return _ACCEPTED
+
+    def _write_many(self, stream: _Stream, chunks: list[bytes]) -> tuple[int, WriteResult]:
+        """Producer.write_many: batches where every subscriber has room for them, else one
+        chunk at a time through _write, whose answers define the semantics."""
+        n = len(chunks)
+        done = 0
+        while done < n:
+            rest = chunks[done:] if done else chunks
+            fit = self._batch_fit(stream, rest)
+            if not fit:
+                # Some subscriber is full (its policy decides), or cannot take a batch: the
+                # rest goes one chunk at a time, exactly as write does.
+                for chunk in rest:
+                    if self._write(stream, chunk) is _BLOCKED:
+                        return done, _BLOCKED
+                    done += 1
+                break
+            self._deliver(stream, rest if fit == len(rest) else rest[:fit])
+            done += fit
+        return n, _ACCEPTED
 
     @staticmethod
-    def _send(sub: _Sub, chunk: bytes, seq: int) -> WriteResult:
-        """One chunk to one subscriber. A chunk larger than that subscriber's MAX_CHUNK_SIZE
-        fails only that subscription (CHUNK_TOO_LARGE); the others still get it."""
+    def _batch_fit(stream: _Stream, chunks: list[bytes]) -> int:
+        """How many leading ``chunks`` every live subscriber can queue without its overflow
+        policy (or CHUNK_TOO_LARGE) deciding anything. Writing those one at a time would
+        accept each everywhere, so they may go as one batch per subscriber."""
+        totals = list(accumulate(map(len, chunks)))
+        biggest = max(map(len, chunks))
+        live = stream.live
+        fit = len(chunks)
+        # The connection-wide cap is shared by the subscribers on one connection: at first
+        # assume they all are on each (cheap, and enough unless the cap is near).
+        share = len(live) or 1
+        shares: dict[Connection, int] | None = None
+        for sub in live:
+            conn = sub.peer.conn
+            h = conn._handles.get(sub.handle)
+            if h is None:  # closed by the client: its writes answer CLOSED, queue nothing,
+                if sub.policy is _BLOCK:  # but has_room says no: write blocks
+                    return 0
+                continue
+            if biggest > conn._peer_max_chunk:
+                limit = conn._peer_max_chunk
+                fit = min(fit, next(i for i, c in enumerate(chunks) if len(c) > limit))
+            room = conn._room_count(cast(_Out, h), totals, share)
+            if room < fit and share > 1:
+                if shares is None:
+                    shares = {}
+                    for other in live:
+                        c = other.peer.conn
+                        shares[c] = shares.get(c, 0) + 1
+                room = conn._room_count(cast(_Out, h), totals, shares[conn])
+            fit = min(fit, room)
+            if not fit:
+                return 0
+        return fit
+
+    def _deliver(self, stream: _Stream, chunks: list[bytes]) -> None:
+        """Append ``chunks`` and queue them on every live subscriber: each has room
+        (_batch_fit), so each takes them as one batch."""
+        store = self._store
+        extend = self._extend
+        if extend is not None:
+            last = extend(stream.key, stream.generation, chunks)
+        else:
+            for chunk in chunks:
+                last = store.append(stream.key, stream.generation, chunk)
+        first = last - len(chunks) + 1
+        total = sum(map(len, chunks))
+        dirty = self._dirty
+        ahead: list[_Sub] = []
+        for sub in stream.live:
+            if sub.cursor >= first:  # the subscriber said it had seen some (after_seq)
+                if sub.cursor < last:
+                    ahead.append(sub)
+                continue
+            peer = sub.peer
+            h = peer.conn._handles.get(sub.handle)
+            if h is not None:  # else closed by the client: see _write
+                peer.conn._enqueue(cast(_Out, h), chunks, total)
+            sub.cursor = last
+            dirty.add(peer)
+        # Written one at a time, these get their first chunk later than the others: queue
+        # them in that order, which is the order they join their connection's ready list.
+        ahead.sort(key=_cursor)
+        for sub in ahead:
+            peer = sub.peer
+            part = chunks[sub.cursor - first + 1 :]
+            h = peer.conn._handles.get(sub.handle)
+            if h is not None:
+                peer.conn._enqueue(cast(_Out, h), part, sum(map(len, part)))
+            sub.cursor = last
+            dirty.add(peer)
+        self._wake()
+
+    def _too_large(self, sub: _Sub) -> None:
         conn = sub.peer.conn
-        limit = conn.peer_max_chunk_size
-        if len(chunk) > limit:
-            conn.send_error(sub.handle, ErrorCode.CHUNK_TOO_LARGE, f"chunks here are <= {limit} B")
-            return WriteResult.FAILED
-        return conn.send_data(sub.handle, chunk, seq=seq)
+        limit = conn._peer_max_chunk
+        conn.send_error(sub.handle, ErrorCode.CHUNK_TOO_LARGE, f"chunks here are <= {limit} B")
 
     def _finish(self, stream: _Stream, outcome: Outcome) -> None:
         self._store.finish(stream.key, stream.generation, outcome)
@@ -839,19 +962,33 @@ class Hub:
             if replay.first_seq > sub.cursor + 1:
                 conn.send_gap(handle, replay.first_seq - 1, GapReason.EVICTED)
                 sub.cursor = replay.first_seq - 1
-            seq = replay.first_seq
-            for chunk in replay.chunks:
-                if not conn.has_room(handle, len(chunk)):
-                    self._dirty.add(sub.peer)
-                    return  # a Writable event resumes the catch-up
-                if self._send(sub, chunk, seq) is WriteResult.FAILED:
-                    self._dirty.add(sub.peer)
-                    sub.peer.subs.pop(sub.handle, None)
-                    self._leave(sub, cancelled=False)
-                    return
-                sub.cursor = seq
-                seq += 1
             self._dirty.add(sub.peer)
+            chunks = replay.chunks
+            if not chunks:  # nothing retained: the gap took the cursor to the end
+                continue
+            h = conn._handles.get(handle)
+            if h is None:  # the client closed it; its event is on the way
+                return
+            h = cast(_Out, h)
+            limit = conn._peer_max_chunk
+            big = len(chunks)
+            if max(map(len, chunks)) > limit:
+                big = next(i for i, c in enumerate(chunks) if len(c) > limit)
+            # As far as the connection has room, never past it (BLOCK whatever the policy):
+            # a Writable event resumes the catch-up.
+            sent, result = conn._send_many(
+                h, chunks if big == len(chunks) else chunks[:big], sub.cursor + 1, _BLOCK
+            )
+            sub.cursor += sent
+            if result is _BLOCKED:
+                return
+            if big < len(chunks):
+                if not conn.has_room(handle, len(chunks[big])):
+                    return
+                self._too_large(sub)
+                sub.peer.subs.pop(sub.handle, None)
+                self._leave(sub, cancelled=False)
+                return
 
     def _go_live(self, sub: _Sub) -> None:
         stream = sub.stream

@@ -19,6 +19,7 @@ Rules for this file:
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from typing import Protocol
 
 import attrs
@@ -96,6 +97,12 @@ class ReplayStore(Protocol):
     def read(self, key: tuple[str, str], after_seq: int, limit: int) -> Replay:
         """Up to ``limit`` retained chunks after ``after_seq``. Raises UNKNOWN_STREAM."""
 
+    # A store may also have ``extend(key, generation, chunks) -> int``: append every chunk of
+    # a non-empty sequence in one step and return the seq of the last (as :meth:`append`
+    # does, and with the same state as that many appends left). The hub uses it for batches
+    # when present (:meth:`MemoryStore.extend`) and calls ``append`` per chunk otherwise, so
+    # stores written before it existed keep working.
+
     def finish(self, key: tuple[str, str], generation: int, outcome: Outcome) -> None:
         """Record the terminal outcome. Raises like ``append``."""
 
@@ -107,11 +114,23 @@ class ReplayStore(Protocol):
 
 
 class _History:
-    __slots__ = ("chunks", "first_seq", "generation", "head", "nbytes", "outcome", "window")
+    __slots__ = (
+        "chunks",
+        "first_seq",
+        "generation",
+        "head",
+        "max_bytes",
+        "max_chunks",
+        "nbytes",
+        "outcome",
+        "window",
+    )
 
     def __init__(self, generation: int, window: Window) -> None:
         self.generation = generation
         self.window = window
+        self.max_chunks = window.chunks
+        self.max_bytes = window.nbytes
         self.chunks: list[bytes] = []
         self.head = 0  # index in ``chunks`` of the oldest retained chunk
         self.first_seq = 1  # seq of chunks[head]
@@ -155,26 +174,63 @@ class MemoryStore:
 
     def append(self, key: tuple[str, str], generation: int, chunk: bytes) -> int:
         """See :meth:`ReplayStore.append`."""
-        h = self._writable(key, generation)
+        h = self._streams.get(key)
+        if h is None or h.generation != generation or h.outcome is not None:
+            h = self._writable(key, generation)  # raises
         chunks = h.chunks
         chunks.append(chunk)
-        h.nbytes += len(chunk)
-        window = h.window
+        nbytes = h.nbytes = h.nbytes + len(chunk)
         retained = len(chunks) - h.head
-        if retained > window.chunks or (h.nbytes > window.nbytes and retained > 1):
-            self._evict(h)
+        if retained > h.max_chunks or (nbytes > h.max_bytes and retained > 1):
+            if retained - 1 == h.max_chunks and nbytes - len(chunks[h.head]) <= h.max_bytes:
+                # The steady state of a full window: one in, one out.
+                head = h.head
+                h.nbytes = nbytes - len(chunks[head])
+                chunks[head] = b""
+                head += 1
+                h.first_seq += 1
+                if head > 64 and head * 2 > len(chunks):  # compact, as _evict does
+                    del chunks[:head]
+                    head = 0
+                h.head = head
+            else:
+                self._evict(h)
         return h.first_seq + len(chunks) - h.head - 1
+
+    def extend(self, key: tuple[str, str], generation: int, chunks: Sequence[bytes]) -> int:
+        """Append every chunk of the non-empty ``chunks`` in one step; return the seq of the
+        last. The history is as ``len(chunks)`` calls of :meth:`append` would leave it (the
+        window evicts the oldest first, the batch's own chunks included). Raises like
+        ``append``, before appending anything."""
+        h = self._streams.get(key)
+        if h is None or h.generation != generation or h.outcome is not None:
+            h = self._writable(key, generation)  # raises
+        held = h.chunks
+        held += chunks
+        h.nbytes += sum(map(len, chunks))
+        retained = len(held) - h.head
+        if retained > h.max_chunks or (h.nbytes > h.max_bytes and retained > 1):
+            self._evict(h)
+        return h.first_seq + len(held) - h.head - 1
 
     @staticmethod
     def _evict(h: _History) -> None:
         chunks = h.chunks
-        window = h.window
+        max_chunks = h.max_chunks
+        max_bytes = h.max_bytes
         head = h.head
         end = len(chunks)
-        while end - head > window.chunks or (h.nbytes > window.nbytes and end - head > 1):
-            h.nbytes -= len(chunks[head])
-            chunks[head] = b""  # free it now: compaction may be up to a window away
+        nbytes = h.nbytes
+        if end - head > max_chunks:  # whole chunks beyond the count first: no sizes needed
+            drop = end - head - max_chunks
+            nbytes -= sum(map(len, chunks[head : head + drop]))
+            chunks[head : head + drop] = [b""] * drop  # free them now: compaction may be later
+            head += drop
+        while nbytes > max_bytes and end - head > 1:
+            nbytes -= len(chunks[head])
+            chunks[head] = b""
             head += 1
+        h.nbytes = nbytes
         h.first_seq += head - h.head
         if head > 64 and head * 2 > end:  # compact: amortized O(1) per chunk
             del chunks[:head]

@@ -20,7 +20,7 @@ import enum
 import logging
 import random
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Generic, Literal, Protocol, TypeVar
 from urllib.parse import urlsplit
 
@@ -1013,6 +1013,13 @@ class ProducerBase:
         under the BLOCK policy has no room."""
         with self._server._lock:
             return self.producer.write(chunk)
+
+    def write_many_nowait(self, chunks: Iterable[bytes]) -> tuple[int, WriteResult]:
+        """Write ``chunks`` without waiting, as :meth:`streamproto.Producer.write_many` does:
+        ``(written, ACCEPTED)``, or ``(written, BLOCKED)`` when a subscriber under the BLOCK
+        policy has no room for ``chunks[written]`` (it and the rest were not written)."""
+        with self._server._lock:
+            return self.producer.write_many(chunks)
 
     def close(self) -> None:
         """End the stream."""

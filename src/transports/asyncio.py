@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -63,6 +63,18 @@ class ServerProducer(ProducerBase):
             self._writable.clear()
             if self.producer.write(chunk) is WriteResult.ACCEPTED:
                 return
+            await self._writable.wait()
+
+    async def write_many(self, chunks: Sequence[bytes]) -> None:
+        """Write ``chunks`` in order, as that many ``write`` calls would, for much less per
+        chunk; waits while a BLOCK subscriber has no room for the next one."""
+        rest = chunks
+        while rest:
+            self._writable.clear()
+            written, result = self.producer.write_many(rest)
+            if result is WriteResult.ACCEPTED:
+                return
+            rest = rest[written:]
             await self._writable.wait()
 
 
