@@ -26,9 +26,18 @@ def _git_commit() -> str | None:
             text=True,
             check=True,
         )
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
     except (OSError, subprocess.CalledProcessError):
         return None
-    return result.stdout.strip() or None
+    commit = result.stdout.strip()
+    # Uncommitted changes to tracked files: the figures are not that commit's alone.
+    return f"{commit}+dirty" if commit and status.stdout.strip() else commit or None
 
 
 def _print_report(name: str, description: str, report: Report, config: Config) -> None:
@@ -52,6 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer, shorter samples (smoke run)")
     parser.add_argument(
         "--json", type=Path, default=DEFAULT_JSON, help=f"results file (default: {DEFAULT_JSON})"
+    )
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="replace only these workloads in the existing results file (recorded in "
+        "meta.reruns) and keep the others",
     )
     parser.add_argument(
         "workload", nargs="*", help=f"workloads to run (default: all): {', '.join(workloads)}"
@@ -89,6 +104,13 @@ def main(argv: list[str] | None = None) -> int:
         },
         "workloads": results,
     }
+    if args.merge and args.json.exists():
+        merged = json.loads(args.json.read_text(encoding="utf-8"))
+        reruns = merged["meta"].setdefault("reruns", {})
+        for name in results:
+            reruns[name] = document["meta"]
+        merged["workloads"].update(results)
+        document = merged
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     print(f"\nwrote {args.json}")

@@ -61,6 +61,17 @@ def _machine(document: dict[str, Any]) -> list[str]:
         f"- Python {str(meta.get('python', '?')).split()[0]} ({meta.get('implementation', '?')}), "
         f"{meta.get('platform', '?')}.",
     ]
+    reruns = meta.get("reruns", {})
+    if reruns:
+        lines.append(
+            "- Re-run later and merged in (`python -m bench --merge`), the rest as above: "
+            + "; ".join(
+                f"{name} at {run.get('time', '?')}, commit `{run.get('commit') or '?'}`"
+                f"{' (quick mode)' if run.get('quick') else ''}"
+                for name, run in reruns.items()
+            )
+            + "."
+        )
     if e2e:
         load = e2e.get("loadavg_before"), e2e.get("loadavg_after")
         load_text = " → ".join(f"{v[0]:.1f}" for v in load if v) or "?"
@@ -100,6 +111,9 @@ def _e2e(report: dict[str, Any]) -> list[str]:
         f"- **64 B**: chunks/s of a stream of {params.get('chunks_64B', '?'):,} chunks of 64 "
         "bytes, from `open` to the end of the stream (overflow policy BLOCK, client credit "
         f"window {params.get('client_window', '?')}).",
+        "- **64 B write_many** (asyncio only): the same stream, the server's handler writing "
+        "bursts of 64 chunks with `ServerProducer.write_many` instead of one `write` each "
+        "(the same bytes reach the client).",
         f"- **4 KiB**: MB/s (10^6 bytes) of {params.get('chunks_4KiB', '?'):,} chunks of 4096 "
         "bytes, the same way.",
         f"- **rtt p50 / p99**: µs from `open` of an echo stream (64 bytes of args, written "

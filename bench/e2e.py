@@ -9,6 +9,9 @@ them the peers of :mod:`bench._peers` (a bare length-prefix asyncio Protocol, ``
     stream (BLOCK policy: nothing is dropped, so this is delivered throughput); the client
     opens the stream with a large credit window (4096 chunks, 16 MiB) and counts chunks until
     the end. Timed from ``open`` to the end of the stream.
+``64 B write_many`` (chunks/s, asyncio only)
+    The same stream, the server's handler writing bursts of 64 chunks with
+    ``ServerProducer.write_many`` (same bytes to the client) instead of one ``write`` per chunk.
 ``4 KiB`` (MB/s, 10^6 bytes)
     The same with 4096-byte chunks.
 ``rtt p50`` / ``rtt p99`` (microseconds)
@@ -58,12 +61,20 @@ TRANSPORTS = ("tcp", "ws")
 SMALL = 64
 LARGE = 4096
 STREAM_CHANNEL = "bench:stream"
+STREAM_MANY_CHANNEL = "bench:stream-many"
+BURST = 64  # chunks per write_many in the "64 B write_many" figure
 ECHO_CHANNEL = "bench:echo"
 SCALE_ENV = "STREAMPROTO_BENCH_SCALE"
 ROOT = Path(__file__).resolve().parent.parent
 
 #: Metric name -> unit. Throughputs: higher is better; latencies: lower is better.
-METRICS = {"64 B": "chunks/s", "4 KiB": "MB/s", "rtt p50": "us", "rtt p99": "us"}
+METRICS = {
+    "64 B": "chunks/s",
+    "64 B write_many": "chunks/s",
+    "4 KiB": "MB/s",
+    "rtt p50": "us",
+    "rtt p99": "us",
+}
 LOWER_IS_BETTER = frozenset({"rtt p50", "rtt p99"})
 
 #: Targets from the benchmark issue: (measured, denominator or None, comparison, bound).
@@ -161,6 +172,15 @@ async def _stream_async(producer: Any, args: bytes) -> None:
     producer.close()
 
 
+async def _stream_many_async(producer: Any, args: bytes) -> None:
+    count, size = REQUEST.unpack(args)
+    burst = [b"x" * size] * BURST
+    write_many = producer.write_many
+    for start in range(0, count, BURST):
+        await write_many(burst[: min(BURST, count - start)])
+    producer.close()
+
+
 async def _echo_async(producer: Any, args: bytes) -> None:
     await producer.write(args)
     producer.close()
@@ -190,6 +210,7 @@ async def _serve_asyncio(transport: str, ready: Callable[[int], None], stop: Any
 
     async with await serve(_hub(), _url(transport)) as server:
         _register(server, _stream_async, _echo_async)
+        server.channel(STREAM_MANY_CHANNEL, _options(), on_open=_stream_many_async)
         ready(server.port)
         await stop.wait()
 
@@ -315,11 +336,11 @@ async def _asyncio_session(address: str, plan: Plan) -> SessionResult:
     perf = time.perf_counter
     async with await connect(address, config=_client_config(), reconnect=_no_reconnect()) as client:
 
-        async def stream(count: int, size: int) -> float:
+        async def stream(count: int, size: int, channel: str = STREAM_CHANNEL) -> float:
             started = perf()
             received = 0
             args = REQUEST.pack(count, size)
-            sub = client.open(STREAM_CHANNEL, args, policy=OverflowPolicy.BLOCK)
+            sub = client.open(channel, args, policy=OverflowPolicy.BLOCK)
             async for _ in sub:
                 received += 1
             elapsed = perf() - started
@@ -328,6 +349,7 @@ async def _asyncio_session(address: str, plan: Plan) -> SessionResult:
 
         result: SessionResult = {
             "small_s": await stream(small_count, small_size),
+            "small_many_s": await stream(small_count, small_size, STREAM_MANY_CHANNEL),
             "large_s": await stream(large_count, large_size),
         }
         payload = b"x" * small_size
@@ -535,12 +557,15 @@ def _percentile(values: list[float], q: float) -> float:
 def _figures(result: SessionResult, plan: Plan) -> dict[str, float]:
     small_count, _small, large_count, large_size, _trips = plan
     rtts = result["rtt_s"]
-    return {
+    figures = {
         "64 B": small_count / result["small_s"],
         "4 KiB": large_count * large_size / result["large_s"] / 1e6,
         "rtt p50": _percentile(rtts, 50) * 1e6,
         "rtt p99": _percentile(rtts, 99) * 1e6,
     }
+    if "small_many_s" in result:  # the asyncio backend only
+        figures["64 B write_many"] = small_count / result["small_many_s"]
+    return figures
 
 
 def target_rows(median: dict[str, float]) -> list[dict[str, Any]]:
@@ -588,6 +613,11 @@ def _derived(median: dict[str, float], cases: list[str]) -> dict[str, float]:
         for backend in BACKENDS[1:]:
             for transport in TRANSPORTS:
                 ratio(f"{backend}/{transport}", f"asyncio/{transport}", metric)
+    for transport in TRANSPORTS:  # what batching the producer buys end to end
+        a = median.get(f"asyncio/{transport} 64 B write_many")
+        b = median.get(f"asyncio/{transport} 64 B")
+        if a is not None and b:
+            derived[f"64 B write_many / 64 B write, asyncio/{transport}"] = a / b
     return derived
 
 
