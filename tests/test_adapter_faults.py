@@ -864,6 +864,48 @@ def test_raw_subscribe_flood(same: tuple[str, str]) -> None:
             assert pong[-1].payload == 7
 
 
+def server_closed_all(r: Rig) -> bool:
+    """Every connection the server has is over (or gone)."""
+
+    def closed() -> bool:
+        return all(p.driver.conn.closed for p in r.server._drivers())
+
+    return bool(r.server.thread.call(closed))
+
+
+def test_ping_flood_from_a_peer_that_never_reads(same: tuple[str, str]) -> None:
+    """R-LIM-4: a peer that sends PINGs as fast as it can and reads nothing. Once the socket
+    buffers are full the server stops taking output, PONGs pile up in the core, and past
+    ``max_queued_control_frames`` the connection ends with EXCESSIVE_LOAD (the GOAWAY arrives
+    last if the peer ever reads, or the socket is reset). The server serves the next client."""
+    backend, transport = same
+    config = Config(max_queued_control_frames=1000)
+    with counted("flood"), rig(backend, transport, config=config) as r:
+        with raw(r.url) as peer:
+            peer.hello()
+            pings = encode(Ping(9)) * 100
+            burst = (_ws_frame(pings, 0x2) if peer.ws else pings) * 40
+            peer.sock.settimeout(0.2)
+            ended = False
+            deadline = time.monotonic() + WAIT
+            while time.monotonic() < deadline and not server_closed_all(r):
+                try:
+                    peer.sock.sendall(burst)
+                except TimeoutError:
+                    continue  # the server does not read now; has it ended the connection?
+                except OSError:  # reset: the server cut the connection
+                    ended = True
+                    break
+            peer.sock.settimeout(WAIT)
+            # Reading to the end: a server that kept the connection raises TimeoutError here.
+            # Unread input makes the server's close a reset, which may discard the GOAWAY.
+            frames = [] if ended else peer.read_until(lambda f: False)
+            goaways = [f for f in frames if isinstance(f, Goaway)]
+            assert [g.code for g in goaways] in ([], [ErrorCode.EXCESSIVE_LOAD])
+            assert not goaways or frames[-1] is goaways[-1]  # nothing after a GOAWAY
+        serves_next_client(r, "pingflood")
+
+
 def test_client_api_subscribe_flood(same: tuple[str, str]) -> None:
     """2000 subscriptions made as fast as the API allows, on a server that allows 256 at once:
     256 are served to the end, the rest are rejected with LIMIT_EXCEEDED, no request hangs."""

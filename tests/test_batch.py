@@ -404,6 +404,25 @@ hub_steps = st.lists(
         ("pump", 0, None),
     ],
 )
+@example(  # the connection cap shared unevenly: two subscribers on one link, one on another
+    params={
+        "append_only": False,
+        "replay": 40,
+        "max_chunks": 6,
+        "max_bytes": 40_000,
+        "conn_bytes": 500,
+        "window_chunks": 0,
+        "window_bytes": 0,
+        "client_max_chunk": [1 << 20, 1 << 20],
+    },
+    steps=[
+        ("subscribe", 0, OverflowPolicy.DROP_OLDEST, None),
+        ("subscribe", 1, OverflowPolicy.DROP_OLDEST, None),
+        ("subscribe", 1, OverflowPolicy.DROP_OLDEST, None),
+        ("write", [50] * 8),
+        ("pump", 1, None),
+    ],
+)
 def test_write_many_is_a_loop_of_write(params: dict[str, Any], steps: list[Any]) -> None:
     single = HubWorld(False, params)
     many = HubWorld(True, params)

@@ -351,6 +351,32 @@ def test_ping(split: dict[str, Any]) -> None:
     assert pair.client.receive_data(encode(Pong(77))) == [PongReceived(77)]
 
 
+def test_a_ping_flood_from_a_peer_that_does_not_read_is_excessive_load() -> None:
+    """R-LIM-4: PONGs pile up while the peer does not read them; past the bound the
+    connection ends with EXCESSIVE_LOAD, and the answers it would never read are dropped."""
+    pair = open_pair(server=Config(max_queued_control_frames=100))
+    pings = encode(Ping(1)) * 60
+    events = pair.server.receive_data(pings)  # 60 PONGs queued: within the bound
+    assert len(events) == 60
+    events += pair.server.receive_data(pings)  # 120 queued: the next input finds it over
+    assert not pair.server.closed
+    events = pair.server.receive_data(encode(Ping(2)))
+    terminated = [e for e in events if isinstance(e, ConnectionTerminated)]
+    assert [t.code for t in terminated] == [ErrorCode.EXCESSIVE_LOAD]
+    assert pair.server.closed
+    frames = decode_frames(pair.server.data_to_send())
+    assert len(frames) == 1  # the GOAWAY alone: the queued PONGs were dropped
+    assert expect_goaway(encode(frames[0]), ErrorCode.EXCESSIVE_LOAD).code == 15
+
+
+def test_a_peer_that_reads_its_answers_may_ping_without_end() -> None:
+    pair = open_pair(server=Config(max_queued_control_frames=100))
+    for _ in range(10):
+        assert len(pair.server.receive_data(encode(Ping(1)) * 60)) == 60
+        pair.client.receive_data(pair.server.data_to_send())
+    assert not pair.server.closed
+
+
 # -- requests -----------------------------------------------------------------------------------
 
 

@@ -74,6 +74,10 @@ class Config:
     )
     #: Server: the policy of a subscription that asked for DEFAULT and was accepted without one.
     default_policy: OverflowPolicy = attrs.field(default=OverflowPolicy.DROP_OLDEST)
+    #: Both: control frames (PONG, ACCEPT, REJECT, CREDIT, ...) queued but not yet taken by
+    #: ``data_to_send``; a peer that makes more pile up than this, not reading them, gets
+    #: GOAWAY EXCESSIVE_LOAD (R-LIM-4).
+    max_queued_control_frames: int = attrs.field(default=10_000, validator=_in_range(1, U32))
     #: Client: the highest handle this connection may allocate (u32 on the wire).
     max_handle: int = attrs.field(default=U32, validator=_in_range(1, U32))
 

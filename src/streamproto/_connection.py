@@ -460,6 +460,14 @@ class Connection:
             return events
         self._received = True
         self._bytes_received += len(data)
+        queued = len(self._control)
+        if queued > self._cfg.max_queued_control_frames:
+            # R-LIM-4: the peer sends what must be answered and does not read the answers.
+            # They would never be read: drop them, so that only the GOAWAY remains.
+            self._control.clear()
+            message = f"{queued} control frames queued for a peer that does not read them"
+            self._fail(ErrorCode.EXCESSIVE_LOAD, message, events)
+            return events
         frames: list[Frame] = []
         error = self._decoder.feed_into(data, frames)
         try:

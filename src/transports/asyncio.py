@@ -158,7 +158,15 @@ class _ServerProtocol(asyncio.Protocol):
     def flush(self) -> None:
         self.scheduled = False
         driver, transport = self.driver, self.transport
-        if driver is None or transport is None or self.paused:
+        if driver is None or transport is None:
+            return
+        if self.paused:
+            if driver.finished:
+                # Over (a GOAWAY for a peer that floods and does not read, say): the goodbye
+                # goes behind what the peer has not read, and reading stops now rather than
+                # once it drains.
+                transport.write(driver.outgoing())
+                transport.close()
             return
         data = driver.outgoing()
         if data:
