@@ -17,8 +17,10 @@ from __future__ import annotations
 import abc
 import contextlib
 import enum
+import functools
 import logging
 import random
+import sys
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any, Generic, Literal, Protocol, TypeVar
@@ -328,6 +330,18 @@ class _Outcome(enum.Enum):
     ENDED = "ended"
 
 
+class _Run:
+    """The chunks of one DataReceived (seqs ``seq, seq + 1, ...``), handed out from ``pos``:
+    buffering a run costs the same for one chunk or a thousand."""
+
+    __slots__ = ("chunks", "pos", "seq")
+
+    def __init__(self, seq: int, chunks: tuple[bytes, ...]) -> None:
+        self.seq = seq
+        self.chunks = chunks
+        self.pos = 0
+
+
 class SubscriptionCore:
     """The shared state of one client subscription (or opened stream) and its iterator."""
 
@@ -354,18 +368,23 @@ class SubscriptionCore:
         self.on_gap = on_gap
         self.received_seq = after_seq  # last seq received into the buffer
         self.seq = after_seq  # seq of the last chunk handed to the application
-        self.buffer: deque[tuple[int, bytes] | Gap] = deque()
+        self.buffer: deque[_Run | Gap] = deque()
         self.outcome: _Outcome | StreamError | None = None
         self.handle = 0
         self.conn_serial = 0
         self.accepted = False
         self.closed = False
         # Chunks taken but not yet reported to the connection (credit is returned in batches),
-        # and buffered items that came from an earlier connection (their credit died with it).
+        # and the last seq that came over an earlier connection (its credit died with it).
         self.owed_chunks = 0
         self.owed_bytes = 0
-        self.stale = 0
+        self.stale_seq = after_seq
         self.notify: Callable[[], None] = lambda: None
+
+    @property
+    def buffered(self) -> int:
+        """Chunks received and not handed out yet (gaps not counted)."""
+        return sum(len(i.chunks) - i.pos for i in self.buffer if isinstance(i, _Run))
 
     def take(self) -> tuple[int, bytes] | Gap | None:
         """The next ``(seq, payload)`` or Gap, or None when the buffer is empty; returns the
@@ -373,22 +392,74 @@ class SubscriptionCore:
         buffer = self.buffer
         if not buffer:
             return None
-        item = buffer.popleft()
-        stale = self.stale > 0
-        if stale:
-            self.stale -= 1
-        if isinstance(item, Gap):
-            self.seq = item.to_seq
+        head = buffer[0]
+        item: tuple[int, bytes] | Gap
+        if isinstance(head, Gap):
+            buffer.popleft()
+            self.seq = head.to_seq
+            item = head
         else:
-            self.seq = item[0]
-            if not stale:
+            pos = head.pos
+            chunks = head.chunks
+            chunk = chunks[pos]
+            seq = self.seq = head.seq + pos
+            pos += 1
+            if pos == len(chunks):
+                buffer.popleft()
+            else:
+                head.pos = pos
+            if seq > self.stale_seq:
                 self.owed_chunks += 1
-                self.owed_bytes += len(item[1])
+                self.owed_bytes += len(chunk)
+            item = (seq, chunk)
         # Report consumption in batches, and always before the consumer would wait.
         if self.owed_chunks and (not buffer or self.owed_chunks >= _CREDIT_BATCH):
+            self._report()
+        return item
+
+    def take_many(self, limit: int) -> list[bytes | Gap]:
+        """Up to ``limit`` items in order: payloads, and gaps under ``on_gap="item"``. Under
+        ``on_gap="raise"`` a gap ends the batch before it; one at the head raises
+        :class:`GapError`. Returns their credit as :meth:`take` would for each."""
+        buffer = self.buffer
+        out: list[bytes | Gap] = []
+        stale_seq = self.stale_seq
+        while buffer and limit > 0:
+            head = buffer[0]
+            if isinstance(head, Gap):
+                if self.on_gap != "item" and out:
+                    break
+                buffer.popleft()
+                self.seq = head.to_seq
+                if self.on_gap != "item":
+                    self._report()
+                    raise GapError(head.from_seq, head.to_seq, head.reason)
+                out.append(head)
+                limit -= 1
+                continue
+            chunks = head.chunks
+            pos = head.pos
+            end = min(len(chunks), pos + limit)
+            part = chunks[pos:end] if pos or end < len(chunks) else chunks
+            out += part
+            limit -= end - pos
+            last = head.seq + end - 1
+            if last > stale_seq:  # (a run is all stale or all fresh: lost() ends at a run)
+                self.owed_chunks += len(part)
+                self.owed_bytes += sum(map(len, part))
+            self.seq = last
+            if end == len(chunks):
+                buffer.popleft()
+            else:
+                head.pos = end
+        if self.owed_chunks and (not buffer or self.owed_chunks >= _CREDIT_BATCH):
+            self._report()
+        return out
+
+    def _report(self) -> None:
+        if self.owed_chunks:
             self.core._consume(self, self.owed_chunks, self.owed_bytes)
             self.owed_chunks = self.owed_bytes = 0
-        return item
 
     def poll(self) -> bytes | Gap | None:
         """What an iterator hands out next: a payload, or a Gap under ``on_gap="item"``.
@@ -406,6 +477,16 @@ class SubscriptionCore:
         if self.on_gap == "item":
             return item
         raise GapError(item.from_seq, item.to_seq, item.reason)
+
+    def poll_many(self, limit: int) -> list[bytes | Gap] | None:
+        """What a batch iterator hands out next: :meth:`take_many`, or None when there is
+        nothing (stop if ``finished``, else wait); raises like :meth:`poll`."""
+        if not self.buffer:
+            error = self.error()
+            if error is not None:
+                raise error
+            return None
+        return self.take_many(limit)
 
     def check_accepted(self) -> bool:
         """True once the server accepted the request; raises if it ended without an accept."""
@@ -677,7 +758,7 @@ class ClientCore:
         for sub in subs:
             sub.handle = 0
             # What is buffered came over the lost connection: taking it returns no credit.
-            sub.stale = len(sub.buffer)
+            sub.stale_seq = sub.received_seq
             sub.owed_chunks = sub.owed_bytes = 0
             if sub.closed:
                 continue
@@ -831,13 +912,10 @@ class ClientCore:
                 sub = subs.get(event.handle)
                 if sub is None:
                     continue
-                seq = event.seq
-                buffer = sub.buffer
-                for chunk in event.chunks:
-                    buffer.append((seq, chunk))
-                    seq += 1
-                sub.received_seq = seq - 1
-                self.chunks += len(event.chunks)
+                chunks = event.chunks
+                sub.buffer.append(_Run(event.seq, chunks))
+                sub.received_seq = event.seq + len(chunks) - 1
+                self.chunks += len(chunks)
                 sub.notify()
             elif isinstance(event, GapReceived):
                 sub = subs.get(event.handle)
@@ -1140,6 +1218,18 @@ class SubscriptionBase:
     def stream_id(self) -> str:
         """The stream id (known for an open once it is accepted)."""
         return self._core.stream_id
+
+    def _batch_poll(self, max_chunks: int | None) -> Callable[[], list[bytes | Gap] | None]:
+        """The poll of a ``batches`` iterator (checks ``max_chunks``)."""
+        if max_chunks is None:
+            limit = sys.maxsize
+        elif isinstance(max_chunks, int) and max_chunks > 0:
+            limit = max_chunks
+        else:
+            raise LocalProtocolError(
+                ErrorCode.INVALID_ARGUMENT, f"max_chunks must be a positive int: {max_chunks!r}"
+            )
+        return functools.partial(self._core.poll_many, limit)
 
     def close(self, *, unsubscribe: bool = False) -> None:
         """Stop: CANCEL (or UNSUBSCRIBE) unless the stream is already over."""

@@ -345,21 +345,30 @@ class Subscription(SubscriptionBase):
         return self._core.stream_id
 
     def __aiter__(self) -> AsyncIterator[Any]:
-        return self._iterate()
+        return self._iterate(self._core.poll)
 
-    async def _iterate(self) -> AsyncIterator[Any]:
+    def batches(self, max_chunks: int | None = None) -> AsyncIterator[list[Any]]:
+        """``async for batch in sub.batches()``: lists of the payloads that have arrived (at
+        most ``max_chunks`` each), in order, with no wait between chunks that are already
+        here; ``sub.seq`` is the seq of the last chunk of the last batch. Gaps, errors,
+        credit and CANCEL on leaving are as for ``async for chunk in sub``; a gap under
+        ``on_gap="raise"`` ends the batch before it and raises on the next one."""
+        return self._iterate(self._batch_poll(max_chunks))
+
+    async def _iterate(self, poll: Callable[[], Any]) -> AsyncIterator[Any]:
         core = self._core
+        event = self._event
         try:
             while True:
-                self._event.clear()
-                item = core.poll()
+                item = poll()
                 if item is not None:
                     self._client._wake()  # the credit it returned
                     yield item
                 elif core.finished:
                     return
                 else:
-                    await self._event.wait()
+                    await event.wait()
+                    event.clear()
         finally:
             self.close()
 

@@ -21,7 +21,7 @@ import socket
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -230,10 +230,27 @@ class ServerProducer(ProducerBase):
                 self._writable = False
                 if self.producer.write(chunk) is WriteResult.ACCEPTED:
                     return
-                while not self._writable:
-                    if self._server._closed:
-                        raise StreamError(ErrorCode.SERVER_SHUTDOWN, "the server shut down")
-                    self._cond.wait()
+                self._wait_writable()
+
+    def write_many(self, chunks: Sequence[bytes]) -> None:
+        """Write ``chunks`` in order, as that many ``write`` calls would, for much less per
+        chunk; blocks while a BLOCK subscriber has no room for the next one. Raises
+        SERVER_SHUTDOWN if the server shuts down meanwhile."""
+        rest = chunks
+        with self._cond:
+            while rest:
+                self._writable = False
+                written, result = self.producer.write_many(rest)
+                if result is WriteResult.ACCEPTED:
+                    return
+                rest = rest[written:]
+                self._wait_writable()
+
+    def _wait_writable(self) -> None:
+        while not self._writable:
+            if self._server._closed:
+                raise StreamError(ErrorCode.SERVER_SHUTDOWN, "the server shut down")
+            self._cond.wait()
 
 
 class ServerUpload(ServerUploadBase):
@@ -498,17 +515,25 @@ class Subscription(SubscriptionBase):
             return self._core.stream_id
 
     def __iter__(self) -> Iterator[Any]:
-        return self._iterate()
+        return self._iterate(self._core.poll)
 
-    def _iterate(self) -> Iterator[Any]:
+    def batches(self, max_chunks: int | None = None) -> Iterator[list[Any]]:
+        """``for batch in sub.batches()``: lists of the payloads that have arrived (at most
+        ``max_chunks`` each), in order, with no wait between chunks that are already here;
+        ``sub.seq`` is the seq of the last chunk of the last batch. Gaps, errors, credit and
+        CANCEL on leaving are as for ``for chunk in sub``; a gap under ``on_gap="raise"``
+        ends the batch before it and raises on the next one."""
+        return self._iterate(self._batch_poll(max_chunks))
+
+    def _iterate(self, poll: Callable[[], Any]) -> Iterator[Any]:
         core = self._core
         try:
             while True:
                 with self._cond:
-                    item = core.poll()
+                    item = poll()
                     while item is None and not core.finished:
                         self._cond.wait()
-                        item = core.poll()
+                        item = poll()
                     if item is None:
                         return
                     self._client._wake()  # the credit it returned
