@@ -111,9 +111,12 @@ def _e2e(report: dict[str, Any]) -> list[str]:
         f"- **64 B**: chunks/s of a stream of {params.get('chunks_64B', '?'):,} chunks of 64 "
         "bytes, from `open` to the end of the stream (overflow policy BLOCK, client credit "
         f"window {params.get('client_window', '?')}).",
-        "- **64 B write_many** (asyncio only): the same stream, the server's handler writing "
-        "bursts of 64 chunks with `ServerProducer.write_many` instead of one `write` each "
-        "(the same bytes reach the client).",
+        "- **64 B write_many**: the same stream, the server's handler writing bursts of 64 "
+        "chunks with `ServerProducer.write_many` instead of one `write` each (the same bytes "
+        "reach the client).",
+        "- **64 B batched**: the `write_many` stream read with `sub.batches()` (lists of "
+        "what has arrived) instead of one iteration step per chunk: both ends batched, as "
+        "the `raw` peer is.",
         f"- **4 KiB**: MB/s (10^6 bytes) of {params.get('chunks_4KiB', '?'):,} chunks of 4096 "
         "bytes, the same way.",
         f"- **rtt p50 / p99**: µs from `open` of an echo stream (64 bytes of args, written "

@@ -9,9 +9,12 @@ them the peers of :mod:`bench._peers` (a bare length-prefix asyncio Protocol, ``
     stream (BLOCK policy: nothing is dropped, so this is delivered throughput); the client
     opens the stream with a large credit window (4096 chunks, 16 MiB) and counts chunks until
     the end. Timed from ``open`` to the end of the stream.
-``64 B write_many`` (chunks/s, asyncio only)
+``64 B write_many`` (chunks/s)
     The same stream, the server's handler writing bursts of 64 chunks with
     ``ServerProducer.write_many`` (same bytes to the client) instead of one ``write`` per chunk.
+``64 B batched`` (chunks/s)
+    The ``write_many`` stream, read by the client with ``sub.batches()`` (lists of whatever
+    has arrived) instead of one ``async for`` step per chunk: both ends batched.
 ``4 KiB`` (MB/s, 10^6 bytes)
     The same with 4096-byte chunks.
 ``rtt p50`` / ``rtt p99`` (microseconds)
@@ -71,6 +74,7 @@ ROOT = Path(__file__).resolve().parent.parent
 METRICS = {
     "64 B": "chunks/s",
     "64 B write_many": "chunks/s",
+    "64 B batched": "chunks/s",
     "4 KiB": "MB/s",
     "rtt p50": "us",
     "rtt p99": "us",
@@ -83,6 +87,7 @@ LOWER_IS_BETTER = frozenset({"rtt p50", "rtt p99"})
 #: 1.5x of asyncio", throughput ratios are asyncio/backend so that <= 1.5 is the goal.
 TARGETS: list[tuple[str, str | None, str, float]] = [
     ("asyncio/tcp 64 B", None, ">=", 1_000_000),
+    ("asyncio/tcp 64 B batched", None, ">=", 1_000_000),
     ("asyncio/tcp 64 B", "websockets/ws 64 B", ">=", 6),
     ("asyncio/tcp 64 B", "grpc/h2 64 B", ">=", 30),
     ("asyncio/ws 64 B", "websockets/ws 64 B", ">=", 6),
@@ -195,13 +200,28 @@ def _stream_sync(producer: Any, args: bytes) -> None:
     producer.close()
 
 
+def _stream_many_sync(producer: Any, args: bytes) -> None:
+    count, size = REQUEST.unpack(args)
+    burst = [b"x" * size] * BURST
+    write_many = producer.write_many
+    for start in range(0, count, BURST):
+        write_many(burst[: min(BURST, count - start)])
+    producer.close()
+
+
 def _echo_sync(producer: Any, args: bytes) -> None:
     producer.write(args)
     producer.close()
 
 
-def _register(server: Any, stream: Callable[..., Any], echo: Callable[..., Any]) -> None:
+def _register(server: Any, *, sync: bool) -> None:
+    stream, many, echo = (
+        (_stream_sync, _stream_many_sync, _echo_sync)
+        if sync
+        else (_stream_async, _stream_many_async, _echo_async)
+    )
     server.channel(STREAM_CHANNEL, _options(), on_open=stream)
+    server.channel(STREAM_MANY_CHANNEL, _options(), on_open=many)
     server.channel(ECHO_CHANNEL, _options(), on_open=echo)
 
 
@@ -209,8 +229,7 @@ async def _serve_asyncio(transport: str, ready: Callable[[int], None], stop: Any
     from transports.asyncio import serve  # noqa: PLC0415
 
     async with await serve(_hub(), _url(transport)) as server:
-        _register(server, _stream_async, _echo_async)
-        server.channel(STREAM_MANY_CHANNEL, _options(), on_open=_stream_many_async)
+        _register(server, sync=False)
         ready(server.port)
         await stop.wait()
 
@@ -221,7 +240,7 @@ async def _serve_trio(transport: str, ready: Callable[[int], None]) -> None:
     from transports.trio import serve  # noqa: PLC0415
 
     async with serve(_hub(), _url(transport)) as server:
-        _register(server, _stream_async, _echo_async)
+        _register(server, sync=False)
         ready(server.port)
         await trio.sleep_forever()
 
@@ -230,7 +249,7 @@ def _serve_sync(transport: str, ready: Callable[[int], None]) -> None:
     from transports.sync import serve  # noqa: PLC0415
 
     with serve(_hub(), _url(transport)) as server:
-        _register(server, _stream_sync, _echo_sync)
+        _register(server, sync=True)
         ready(server.port)
         threading.Event().wait()
 
@@ -336,13 +355,19 @@ async def _asyncio_session(address: str, plan: Plan) -> SessionResult:
     perf = time.perf_counter
     async with await connect(address, config=_client_config(), reconnect=_no_reconnect()) as client:
 
-        async def stream(count: int, size: int, channel: str = STREAM_CHANNEL) -> float:
+        async def stream(
+            count: int, size: int, channel: str = STREAM_CHANNEL, batched: bool = False
+        ) -> float:
             started = perf()
             received = 0
             args = REQUEST.pack(count, size)
             sub = client.open(channel, args, policy=OverflowPolicy.BLOCK)
-            async for _ in sub:
-                received += 1
+            if batched:
+                async for batch in sub.batches():
+                    received += len(batch)
+            else:
+                async for _ in sub:
+                    received += 1
             elapsed = perf() - started
             _check("stream", received, count)
             return elapsed
@@ -350,6 +375,7 @@ async def _asyncio_session(address: str, plan: Plan) -> SessionResult:
         result: SessionResult = {
             "small_s": await stream(small_count, small_size),
             "small_many_s": await stream(small_count, small_size, STREAM_MANY_CHANNEL),
+            "small_batched_s": await stream(small_count, small_size, STREAM_MANY_CHANNEL, True),
             "large_s": await stream(large_count, large_size),
         }
         payload = b"x" * small_size
@@ -374,19 +400,27 @@ async def _trio_session(address: str, plan: Plan) -> SessionResult:
     perf = time.perf_counter
     async with connect(address, config=_client_config(), reconnect=_no_reconnect()) as client:
 
-        async def stream(count: int, size: int) -> float:
+        async def stream(
+            count: int, size: int, channel: str = STREAM_CHANNEL, batched: bool = False
+        ) -> float:
             started = perf()
             received = 0
             args = REQUEST.pack(count, size)
-            sub = client.open(STREAM_CHANNEL, args, policy=OverflowPolicy.BLOCK)
-            async for _ in sub:
-                received += 1
+            sub = client.open(channel, args, policy=OverflowPolicy.BLOCK)
+            if batched:
+                async for batch in sub.batches():
+                    received += len(batch)
+            else:
+                async for _ in sub:
+                    received += 1
             elapsed = perf() - started
             _check("stream", received, count)
             return elapsed
 
         result: SessionResult = {
             "small_s": await stream(small_count, small_size),
+            "small_many_s": await stream(small_count, small_size, STREAM_MANY_CHANNEL),
+            "small_batched_s": await stream(small_count, small_size, STREAM_MANY_CHANNEL, True),
             "large_s": await stream(large_count, large_size),
         }
         payload = b"x" * small_size
@@ -411,19 +445,27 @@ def _sync_session(address: str, plan: Plan) -> SessionResult:
     perf = time.perf_counter
     with connect(address, config=_client_config(), reconnect=_no_reconnect()) as client:
 
-        def stream(count: int, size: int) -> float:
+        def stream(
+            count: int, size: int, channel: str = STREAM_CHANNEL, batched: bool = False
+        ) -> float:
             started = perf()
             received = 0
             args = REQUEST.pack(count, size)
-            sub = client.open(STREAM_CHANNEL, args, policy=OverflowPolicy.BLOCK)
-            for _ in sub:
-                received += 1
+            sub = client.open(channel, args, policy=OverflowPolicy.BLOCK)
+            if batched:
+                for batch in sub.batches():
+                    received += len(batch)
+            else:
+                for _ in sub:
+                    received += 1
             elapsed = perf() - started
             _check("stream", received, count)
             return elapsed
 
         result: SessionResult = {
             "small_s": stream(small_count, small_size),
+            "small_many_s": stream(small_count, small_size, STREAM_MANY_CHANNEL),
+            "small_batched_s": stream(small_count, small_size, STREAM_MANY_CHANNEL, True),
             "large_s": stream(large_count, large_size),
         }
         payload = b"x" * small_size
@@ -563,8 +605,9 @@ def _figures(result: SessionResult, plan: Plan) -> dict[str, float]:
         "rtt p50": _percentile(rtts, 50) * 1e6,
         "rtt p99": _percentile(rtts, 99) * 1e6,
     }
-    if "small_many_s" in result:  # the asyncio backend only
+    if "small_many_s" in result:  # ours, not the peers
         figures["64 B write_many"] = small_count / result["small_many_s"]
+        figures["64 B batched"] = small_count / result["small_batched_s"]
     return figures
 
 
@@ -613,11 +656,19 @@ def _derived(median: dict[str, float], cases: list[str]) -> dict[str, float]:
         for backend in BACKENDS[1:]:
             for transport in TRANSPORTS:
                 ratio(f"{backend}/{transport}", f"asyncio/{transport}", metric)
-    for transport in TRANSPORTS:  # what batching the producer buys end to end
-        a = median.get(f"asyncio/{transport} 64 B write_many")
-        b = median.get(f"asyncio/{transport} 64 B")
-        if a is not None and b:
-            derived[f"64 B write_many / 64 B write, asyncio/{transport}"] = a / b
+    for backend in BACKENDS:  # what batching buys end to end
+        for transport in TRANSPORTS:
+            b = median.get(f"{backend}/{transport} 64 B")
+            for metric in ("64 B write_many", "64 B batched"):
+                a = median.get(f"{backend}/{transport} {metric}")
+                if a is not None and b:
+                    derived[f"{metric} / 64 B, {backend}/{transport}"] = a / b
+    for transport in TRANSPORTS:  # both ends batched, against the peers' 64 B streams
+        a = median.get(f"asyncio/{transport} 64 B batched")
+        for peer in peers:
+            b = median.get(f"{peer} 64 B")
+            if a is not None and b:
+                derived[f"64 B batched asyncio/{transport} / 64 B {peer}"] = a / b
     return derived
 
 
