@@ -148,7 +148,9 @@ class _ServerProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.driver is not None:
             self.driver.receive(data)
-            self.flush()
+            # Not flushed here: a handler this input started (an OPEN) runs first, so the
+            # ACCEPT leaves in one write with the handler's first chunks.
+            self.wakeup()
 
     def eof_received(self) -> bool | None:
         self.data_received(b"")
