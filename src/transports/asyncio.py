@@ -146,11 +146,15 @@ class _ServerProtocol(asyncio.Protocol):
         self.flush()
 
     def data_received(self, data: bytes) -> None:
-        if self.driver is not None:
-            self.driver.receive(data)
-            # Not flushed here: a handler this input started (an OPEN) runs first, so the
-            # ACCEPT leaves in one write with the handler's first chunks.
-            self.wakeup()
+        driver = self.driver
+        if driver is not None:
+            driver.receive(data)
+            if data and not driver.finished:
+                # Flushed soon, not now: a handler this input started (an OPEN) runs first,
+                # so the ACCEPT leaves in one write with the handler's first chunks.
+                self.wakeup()
+            else:  # the end of input, or of the connection: out before the transport closes
+                self.flush()
 
     def eof_received(self) -> bool | None:
         self.data_received(b"")
