@@ -347,94 +347,62 @@ def _check(what: str, got: int, want: int) -> None:
         raise RuntimeError(f"{what}: received {got} chunks, expected {want}")
 
 
-async def _asyncio_session(address: str, plan: Plan) -> SessionResult:
+async def _async_session(client: Any, plan: Plan) -> SessionResult:
+    """The measurements of one session, for the asyncio and trio clients (same API)."""
     from streamproto import OverflowPolicy  # noqa: PLC0415
-    from transports.asyncio import connect  # noqa: PLC0415
 
     small_count, small_size, large_count, large_size, round_trips = plan
     perf = time.perf_counter
+
+    async def stream(
+        count: int, size: int, channel: str = STREAM_CHANNEL, batched: bool = False
+    ) -> float:
+        started = perf()
+        received = 0
+        args = REQUEST.pack(count, size)
+        sub = client.open(channel, args, policy=OverflowPolicy.BLOCK)
+        if batched:
+            async for batch in sub.batches():
+                received += len(batch)
+        else:
+            async for _ in sub:
+                received += 1
+        elapsed = perf() - started
+        _check("stream", received, count)
+        return elapsed
+
+    result: SessionResult = {
+        "small_s": await stream(small_count, small_size),
+        "small_many_s": await stream(small_count, small_size, STREAM_MANY_CHANNEL),
+        "small_batched_s": await stream(small_count, small_size, STREAM_MANY_CHANNEL, True),
+        "large_s": await stream(large_count, large_size),
+    }
+    payload = b"x" * small_size
+    rtts = []
+    for _ in range(round_trips):
+        started = perf()
+        first = 0.0
+        async for chunk in client.open(ECHO_CHANNEL, payload):
+            if not first:
+                first = perf()
+                _check("echo", len(chunk), len(payload))
+        rtts.append(first - started)
+    result["rtt_s"] = rtts
+    return result
+
+
+async def _asyncio_session(address: str, plan: Plan) -> SessionResult:
+    from transports.asyncio import connect  # noqa: PLC0415
+
     async with await connect(address, config=_client_config(), reconnect=_no_reconnect()) as client:
-
-        async def stream(
-            count: int, size: int, channel: str = STREAM_CHANNEL, batched: bool = False
-        ) -> float:
-            started = perf()
-            received = 0
-            args = REQUEST.pack(count, size)
-            sub = client.open(channel, args, policy=OverflowPolicy.BLOCK)
-            if batched:
-                async for batch in sub.batches():
-                    received += len(batch)
-            else:
-                async for _ in sub:
-                    received += 1
-            elapsed = perf() - started
-            _check("stream", received, count)
-            return elapsed
-
-        result: SessionResult = {
-            "small_s": await stream(small_count, small_size),
-            "small_many_s": await stream(small_count, small_size, STREAM_MANY_CHANNEL),
-            "small_batched_s": await stream(small_count, small_size, STREAM_MANY_CHANNEL, True),
-            "large_s": await stream(large_count, large_size),
-        }
-        payload = b"x" * small_size
-        rtts = []
-        for _ in range(round_trips):
-            started = perf()
-            first = 0.0
-            async for chunk in client.open(ECHO_CHANNEL, payload):
-                if not first:
-                    first = perf()
-                    _check("echo", len(chunk), len(payload))
-            rtts.append(first - started)
-        result["rtt_s"] = rtts
-        return result
+        return await _async_session(client, plan)
 
 
 async def _trio_session(address: str, plan: Plan) -> SessionResult:
-    from streamproto import OverflowPolicy  # noqa: PLC0415
     from transports.trio import connect  # noqa: PLC0415
 
-    small_count, small_size, large_count, large_size, round_trips = plan
-    perf = time.perf_counter
     async with connect(address, config=_client_config(), reconnect=_no_reconnect()) as client:
-
-        async def stream(
-            count: int, size: int, channel: str = STREAM_CHANNEL, batched: bool = False
-        ) -> float:
-            started = perf()
-            received = 0
-            args = REQUEST.pack(count, size)
-            sub = client.open(channel, args, policy=OverflowPolicy.BLOCK)
-            if batched:
-                async for batch in sub.batches():
-                    received += len(batch)
-            else:
-                async for _ in sub:
-                    received += 1
-            elapsed = perf() - started
-            _check("stream", received, count)
-            return elapsed
-
-        result: SessionResult = {
-            "small_s": await stream(small_count, small_size),
-            "small_many_s": await stream(small_count, small_size, STREAM_MANY_CHANNEL),
-            "small_batched_s": await stream(small_count, small_size, STREAM_MANY_CHANNEL, True),
-            "large_s": await stream(large_count, large_size),
-        }
-        payload = b"x" * small_size
-        rtts = []
-        for _ in range(round_trips):
-            started = perf()
-            first = 0.0
-            async for chunk in client.open(ECHO_CHANNEL, payload):
-                if not first:
-                    first = perf()
-                    _check("echo", len(chunk), len(payload))
-            rtts.append(first - started)
-        result["rtt_s"] = rtts
-        return result
+        return await _async_session(client, plan)
 
 
 def _sync_session(address: str, plan: Plan) -> SessionResult:

@@ -253,6 +253,16 @@ def _check_batches(batches: list[list[bytes]], seqs: list[int], max_chunks: int 
     assert seqs == ends
 
 
+async def _read(sub: Any, max_chunks: int | None) -> tuple[list[list[bytes]], list[int]]:
+    """Every batch of an async subscription, and ``sub.seq`` after each."""
+    got: list[list[bytes]] = []
+    seqs: list[int] = []
+    async for batch in sub.batches(max_chunks):
+        got.append(batch)
+        seqs.append(sub.seq)
+    return got, seqs
+
+
 @pytest.mark.parametrize("max_chunks", [None, 7])
 def test_asyncio_batches(max_chunks: int | None) -> None:
     async def main() -> tuple[list[list[bytes]], list[int]]:
@@ -263,13 +273,7 @@ def test_asyncio_batches(max_chunks: int | None) -> None:
         producer.close()
         try:
             async with await aio.connect(server.address) as client:
-                sub = client.subscribe("test:t", "s")
-                got: list[list[bytes]] = []
-                seqs: list[int] = []
-                async for batch in sub.batches(max_chunks):
-                    got.append(batch)
-                    seqs.append(sub.seq)
-                return got, seqs
+                return await _read(client.subscribe("test:t", "s"), max_chunks)
         finally:
             await server.shutdown()
 
@@ -285,14 +289,9 @@ def test_trio_batches(max_chunks: int | None) -> None:
             producer.write_many_nowait(PAYLOADS)
             producer.close()
             async with tri.connect(server.address) as client:
-                sub = client.subscribe("test:t", "s")
-                got: list[list[bytes]] = []
-                seqs: list[int] = []
-                async for batch in sub.batches(max_chunks):
-                    got.append(batch)
-                    seqs.append(sub.seq)
+                result = await _read(client.subscribe("test:t", "s"), max_chunks)
             await server.shutdown()
-            return got, seqs
+            return result
 
     got, seqs = trio.run(main)
     _check_batches(got, seqs, max_chunks)
