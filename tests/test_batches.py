@@ -99,7 +99,8 @@ def test_the_limit_splits_a_run_and_seq_follows() -> None:
     assert sub.poll_many(2) == [b"c1", b"c2"]
     assert sub.seq == 2
     assert core.consumed == []  # not yet: the buffer is not empty and the batch is small
-    assert sub.take() == (3, b"c3")  # the one-at-a-time path goes on from there
+    assert sub.poll() == b"c3"  # the one-at-a-time path goes on from there
+    assert sub.seq == 3
     assert sub.poll_many(10) == [b"c4", b"c5"]
     assert sub.seq == 5
     assert core.consumed == [(5, 10)]

@@ -379,6 +379,7 @@ class SubscriptionCore:
         self.owed_chunks = 0
         self.owed_bytes = 0
         self.stale_seq = after_seq
+        self.reported = False  # consumption was reported: the connection has CREDIT to send
         self.notify: Callable[[], None] = lambda: None
 
     @property
@@ -386,41 +387,10 @@ class SubscriptionCore:
         """Chunks received and not handed out yet (gaps not counted)."""
         return sum(len(i.chunks) - i.pos for i in self.buffer if isinstance(i, _Run))
 
-    def take(self) -> tuple[int, bytes] | Gap | None:
-        """The next ``(seq, payload)`` or Gap, or None when the buffer is empty; returns the
-        chunk's credit to the server."""
-        buffer = self.buffer
-        if not buffer:
-            return None
-        head = buffer[0]
-        item: tuple[int, bytes] | Gap
-        if isinstance(head, Gap):
-            buffer.popleft()
-            self.seq = head.to_seq
-            item = head
-        else:
-            pos = head.pos
-            chunks = head.chunks
-            chunk = chunks[pos]
-            seq = self.seq = head.seq + pos
-            pos += 1
-            if pos == len(chunks):
-                buffer.popleft()
-            else:
-                head.pos = pos
-            if seq > self.stale_seq:
-                self.owed_chunks += 1
-                self.owed_bytes += len(chunk)
-            item = (seq, chunk)
-        # Report consumption in batches, and always before the consumer would wait.
-        if self.owed_chunks and (not buffer or self.owed_chunks >= _CREDIT_BATCH):
-            self._report()
-        return item
-
     def take_many(self, limit: int) -> list[bytes | Gap]:
         """Up to ``limit`` items in order: payloads, and gaps under ``on_gap="item"``. Under
         ``on_gap="raise"`` a gap ends the batch before it; one at the head raises
-        :class:`GapError`. Returns their credit as :meth:`take` would for each."""
+        :class:`GapError`. Returns their credit as :meth:`poll` would for each."""
         buffer = self.buffer
         out: list[bytes | Gap] = []
         stale_seq = self.stale_seq
@@ -460,23 +430,45 @@ class SubscriptionCore:
         if self.owed_chunks:
             self.core._consume(self, self.owed_chunks, self.owed_bytes)
             self.owed_chunks = self.owed_bytes = 0
+            self.reported = True
 
     def poll(self) -> bytes | Gap | None:
         """What an iterator hands out next: a payload, or a Gap under ``on_gap="item"``.
         None when there is nothing: stop if ``finished``, else wait for ``notify``. Raises
         :class:`GapError` for a gap under ``on_gap="raise"``, and the stream's error once
-        every chunk before it was handed out."""
-        item = self.take()
-        if item is None:
+        every chunk before it was handed out. Returns the chunk's credit (in batches:
+        ``reported`` says when it did)."""
+        buffer = self.buffer
+        if not buffer:
             error = self.error()
             if error is not None:
                 raise error
             return None
-        if not isinstance(item, Gap):
-            return item[1]
-        if self.on_gap == "item":
-            return item
-        raise GapError(item.from_seq, item.to_seq, item.reason)
+        head = buffer[0]
+        if isinstance(head, Gap):
+            buffer.popleft()
+            self.seq = head.to_seq
+            if self.owed_chunks and not buffer:
+                self._report()
+            if self.on_gap == "item":
+                return head
+            raise GapError(head.from_seq, head.to_seq, head.reason)
+        pos = head.pos
+        chunks = head.chunks
+        chunk = chunks[pos]
+        seq = self.seq = head.seq + pos
+        pos += 1
+        if pos == len(chunks):
+            buffer.popleft()
+        else:
+            head.pos = pos
+        if seq > self.stale_seq:  # (stale chunks come first: nothing is owed before them)
+            self.owed_chunks += 1
+            self.owed_bytes += len(chunk)
+            # Report consumption in batches, and always before the consumer would wait.
+            if not buffer or self.owed_chunks >= _CREDIT_BATCH:
+                self._report()
+        return chunk
 
     def poll_many(self, limit: int) -> list[bytes | Gap] | None:
         """What a batch iterator hands out next: :meth:`take_many`, or None when there is

@@ -389,7 +389,9 @@ class Subscription(SubscriptionBase):
             while True:
                 item = poll()
                 if item is not None:
-                    self._client._wake()  # the credit it returned
+                    if core.reported:  # the credit it returned goes out
+                        core.reported = False
+                        self._client._wake()
                     yield item
                 elif core.finished:
                     return

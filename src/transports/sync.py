@@ -536,7 +536,9 @@ class Subscription(SubscriptionBase):
                         item = poll()
                     if item is None:
                         return
-                    self._client._wake()  # the credit it returned
+                    if core.reported:  # the credit it returned goes out
+                        core.reported = False
+                        self._client._wake()
                 yield item
         finally:
             self.close()

@@ -422,7 +422,9 @@ class _Chunks:
             while True:
                 item = poll()
                 if item is not None:
-                    sub._client._wake()  # the credit it returned
+                    if core.reported:  # the credit it returned goes out
+                        core.reported = False
+                        sub._client._wake()
                     return item
                 if core.finished:
                     raise StopAsyncIteration
