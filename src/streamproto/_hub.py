@@ -233,8 +233,9 @@ class Producer:
     def write(self, chunk: bytes) -> WriteResult:
         """Append ``chunk`` and deliver it to every live subscriber. Raises STREAM_CLOSED
         after close or fail, STALE_GENERATION if the id was reused."""
-        self._check_open()
-        return self._hub._write(self._stream, bytes(chunk))
+        if self._closed:
+            self._check_open()  # raises
+        return self._hub._write(self._stream, chunk if type(chunk) is bytes else bytes(chunk))
 
     def write_many(self, chunks: Iterable[bytes]) -> tuple[int, WriteResult]:
         """Write ``chunks`` in order, exactly as calling :meth:`write` for each in turn and
@@ -700,9 +701,16 @@ class Hub:
         size = len(chunk)
         if stream.n_block:
             for sub in stream.live:
-                if sub.policy is _BLOCK and not sub.peer.conn.has_room(sub.handle, size):
-                    stream.blocked = True
-                    return _BLOCKED
+                if sub.policy is _BLOCK:
+                    conn = sub.peer.conn
+                    h = conn._handles.get(sub.handle)
+                    # The common case (room) without has_room's checks; has_room decides the
+                    # rest, and registers for the Writable that follows.
+                    if (h is None or not conn._has_room(cast(_Out, h), size)) and not (
+                        conn.has_room(sub.handle, size)
+                    ):
+                        stream.blocked = True
+                        return _BLOCKED
         seq = self._store.append(stream.key, stream.generation, chunk)
         dirty = self._dirty
         failed: list[_Sub] | None = None
