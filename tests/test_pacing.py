@@ -20,10 +20,7 @@ import trio
 from streamproto import ChannelOptions, Hub
 from transports import asyncio as aio
 from transports import trio as tri
-from transports.asyncio import _YIELD_BYTES as AIO_BYTES
-from transports.asyncio import _YIELD_CHUNKS as AIO_CHUNKS
-from transports.trio import _YIELD_BYTES as TRIO_BYTES
-from transports.trio import _YIELD_CHUNKS as TRIO_CHUNKS
+from transports._common import YIELD_BYTES, YIELD_CHUNKS
 
 
 def _hub() -> Hub:
@@ -33,10 +30,10 @@ def _hub() -> Hub:
 
 # (what to write, how many times write is called, how often the producer must have yielded)
 CASES = {
-    "small chunks, one write each": ("write", [b"x" * 8] * (4 * AIO_CHUNKS)),
-    "small chunks, write_many bursts": ("write_many", [b"x" * 8] * (4 * AIO_CHUNKS)),
-    "large chunks, one write each": ("write", [b"x" * (AIO_BYTES // 8)] * 32),
-    "large chunks, write_many bursts": ("write_many", [b"x" * (AIO_BYTES // 8)] * 32),
+    "small chunks, one write each": ("write", [b"x" * 8] * (4 * YIELD_CHUNKS)),
+    "small chunks, write_many bursts": ("write_many", [b"x" * 8] * (4 * YIELD_CHUNKS)),
+    "large chunks, one write each": ("write", [b"x" * (YIELD_BYTES // 8)] * 32),
+    "large chunks, write_many bursts": ("write_many", [b"x" * (YIELD_BYTES // 8)] * 32),
 }
 
 
@@ -99,7 +96,7 @@ def _asyncio_ticks(write: Callable[[Any], Awaitable[None]]) -> int:
 def test_asyncio_producer_lets_the_loop_run(case: str) -> None:
     how, chunks = CASES[case]
     ticks = _asyncio_ticks(lambda producer: _write(producer, how, chunks))
-    assert ticks >= _expected(how, chunks, AIO_CHUNKS, AIO_BYTES)
+    assert ticks >= _expected(how, chunks, YIELD_CHUNKS, YIELD_BYTES)
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -128,7 +125,7 @@ def test_trio_producer_lets_the_loop_run(case: str) -> None:
             await server.shutdown()
         return ticks
 
-    assert trio.run(main) >= _expected(how, chunks, TRIO_CHUNKS, TRIO_BYTES)
+    assert trio.run(main) >= _expected(how, chunks, YIELD_CHUNKS, YIELD_BYTES)
 
 
 def test_small_writes_yield_rarely() -> None:
@@ -136,7 +133,7 @@ def test_small_writes_yield_rarely() -> None:
     batched (a yield per write sent one chunk per syscall)."""
 
     async def write(producer: Any) -> None:
-        for _ in range(AIO_CHUNKS * 2):
+        for _ in range(YIELD_CHUNKS * 2):
             await producer.write(b"x")
 
     assert _asyncio_ticks(write) <= 3

@@ -701,16 +701,9 @@ class Hub:
         size = len(chunk)
         if stream.n_block:
             for sub in stream.live:
-                if sub.policy is _BLOCK:
-                    conn = sub.peer.conn
-                    h = conn._handles.get(sub.handle)
-                    # The common case (room) without has_room's checks; has_room decides the
-                    # rest, and registers for the Writable that follows.
-                    if (h is None or not conn._has_room(cast(_Out, h), size)) and not (
-                        conn.has_room(sub.handle, size)
-                    ):
-                        stream.blocked = True
-                        return _BLOCKED
+                if sub.policy is _BLOCK and not sub.peer.conn.has_room(sub.handle, size):
+                    stream.blocked = True
+                    return _BLOCKED
         seq = self._store.append(stream.key, stream.generation, chunk)
         dirty = self._dirty
         failed: list[_Sub] | None = None

@@ -186,6 +186,38 @@ NO_RECONNECT = Backoff(attempts=0)
 _CREDIT_BATCH = 32
 
 
+#: A producer yields to its event loop once it wrote this many chunks or bytes since it last
+#: did (see :class:`Pacer`).
+YIELD_CHUNKS = 512
+YIELD_BYTES = 256 << 10
+
+
+class Pacer:
+    """When an async producer that is never blocked should yield to its loop.
+
+    Without yielding it would hold the loop until it is blocked, and the connection's flush
+    runs only when the loop gets control: nothing goes out while it writes, then everything at
+    once, and both ends take turns idling. Yielding after every write costs as much the other
+    way (one small flush per chunk). Every ``YIELD_CHUNKS`` chunks or ``YIELD_BYTES`` bytes,
+    whichever comes first, measured best for asyncio and trio (docs/performance.md)."""
+
+    __slots__ = ("chunks", "nbytes")
+
+    def __init__(self) -> None:
+        self.chunks = 0
+        self.nbytes = 0
+
+    def due(self, chunks: int, nbytes: int) -> bool:
+        """Count a write of ``chunks`` chunks and ``nbytes`` bytes; True when it is time to
+        yield (and the count starts again)."""
+        self.chunks += chunks
+        self.nbytes += nbytes
+        if self.chunks >= YIELD_CHUNKS or self.nbytes >= YIELD_BYTES:
+            self.chunks = self.nbytes = 0
+            return True
+        return False
+
+
 def server_config(config: Config | None) -> Config:
     """A server connection's config: upload credit returns as the reader reads, so an
     upload nobody reads stalls at its window instead of filling memory."""
@@ -410,7 +442,7 @@ class SubscriptionCore:
             chunks = head.chunks
             pos = head.pos
             end = min(len(chunks), pos + limit)
-            part = chunks[pos:end] if pos or end < len(chunks) else chunks
+            part = chunks[pos:end]  # (the whole tuple itself when that is all of it)
             out += part
             limit -= end - pos
             last = head.seq + end - 1
@@ -440,9 +472,7 @@ class SubscriptionCore:
         ``reported`` says when it did)."""
         buffer = self.buffer
         if not buffer:
-            error = self.error()
-            if error is not None:
-                raise error
+            self._raise_error()
             return None
         head = buffer[0]
         if isinstance(head, Gap):
@@ -474,11 +504,15 @@ class SubscriptionCore:
         """What a batch iterator hands out next: :meth:`take_many`, or None when there is
         nothing (stop if ``finished``, else wait); raises like :meth:`poll`."""
         if not self.buffer:
-            error = self.error()
-            if error is not None:
-                raise error
+            self._raise_error()
             return None
         return self.take_many(limit)
+
+    def _raise_error(self) -> None:
+        """Raise the stream's error if it ended with one (the buffer is empty)."""
+        error = self.error()
+        if error is not None:
+            raise error
 
     def check_accepted(self) -> bool:
         """True once the server accepted the request; raises if it ended without an accept."""

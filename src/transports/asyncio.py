@@ -19,6 +19,7 @@ from ._common import (
     Backoff,
     ClientBase,
     ClientCore,
+    Pacer,
     ProducerBase,
     ServerBase,
     ServerDriver,
@@ -44,10 +45,6 @@ __all__ = [
 
 
 _ACCEPTED = WriteResult.ACCEPTED
-#: A producer yields to the loop once it wrote this many chunks or bytes since it last did
-#: (see ServerProducer._pace).
-_YIELD_CHUNKS = 512
-_YIELD_BYTES = 256 << 10
 
 
 # -- producer side ------------------------------------------------------------------------------
@@ -61,7 +58,7 @@ class ServerProducer(ProducerBase):
         super().__init__(server, producer)
         self.aborted = asyncio.Event()
         self._writable = asyncio.Event()
-        self._chunks = self._bytes = 0  # written since the last yield to the loop
+        self._pacer = Pacer()
         producer.on_abort = self.aborted.set
         producer.on_writable = self._writable.set
 
@@ -70,10 +67,8 @@ class ServerProducer(ProducerBase):
         while self.producer.write(chunk) is not _ACCEPTED:
             self._writable.clear()  # (on_writable comes later than a BLOCKED answer)
             await self._writable.wait()
-        self._chunks += 1
-        self._bytes += len(chunk)
-        if self._chunks >= _YIELD_CHUNKS or self._bytes >= _YIELD_BYTES:
-            await self._pace()
+        if self._pacer.due(1, len(chunk)):
+            await asyncio.sleep(0)
 
     async def write_many(self, chunks: Sequence[bytes]) -> None:
         """Write ``chunks`` in order, as that many ``write`` calls would, for much less per
@@ -86,17 +81,8 @@ class ServerProducer(ProducerBase):
             rest = rest[written:]
             self._writable.clear()
             await self._writable.wait()
-        self._chunks += len(chunks)
-        self._bytes += sum(map(len, chunks))
-        if self._chunks >= _YIELD_CHUNKS or self._bytes >= _YIELD_BYTES:
-            await self._pace()
-
-    async def _pace(self) -> None:
-        # A producer that is never blocked would otherwise hold the loop until it is: the
-        # connection's flush (a call_soon) runs only when it yields, so nothing would go out
-        # while it writes. Yielding every so often lets the socket work while it writes.
-        self._chunks = self._bytes = 0
-        await asyncio.sleep(0)
+        if self._pacer.due(len(chunks), sum(map(len, chunks))):
+            await asyncio.sleep(0)
 
 
 class ServerUpload(ServerUploadBase):

@@ -30,6 +30,7 @@ from ._common import (
     Backoff,
     ClientBase,
     ClientCore,
+    Pacer,
     ProducerBase,
     ServerBase,
     ServerDriver,
@@ -61,30 +62,13 @@ _RECEIVE = 65536
 _LINGER = 1.0
 
 
-#: A producer yields to the scheduler once it wrote this many chunks or bytes since it last
-#: did. Every write is still a cancel point; yielding on each one made the writer flush one
-#: chunk per syscall (10x slower at 64 B), and yielding rarely leaves the socket idle while the
-#: producer writes (asyncio's and trio's best figures came at about these two bounds).
-_YIELD_CHUNKS = 512
-_YIELD_BYTES = 256 << 10
-
-
-class _Pacer:
-    """A checkpoint after every write, yielding to the scheduler every ``_YIELD_CHUNKS``
-    chunks or ``_YIELD_BYTES`` bytes."""
-
-    def __init__(self) -> None:
-        self.chunks = 0
-        self.nbytes = 0
-
-    async def tick(self, chunks: int, nbytes: int) -> None:
-        self.chunks += chunks
-        self.nbytes += nbytes
-        if self.chunks >= _YIELD_CHUNKS or self.nbytes >= _YIELD_BYTES:
-            self.chunks = self.nbytes = 0
-            await trio.lowlevel.checkpoint()
-        else:
-            await trio.lowlevel.checkpoint_if_cancelled()
+async def _tick(pacer: Pacer, chunks: int, nbytes: int) -> None:
+    """After a write: a checkpoint, a full one when the pacer says so (every write stays a
+    cancel point)."""
+    if pacer.due(chunks, nbytes):
+        await trio.lowlevel.checkpoint()
+    else:
+        await trio.lowlevel.checkpoint_if_cancelled()
 
 
 class _Wake:
@@ -193,7 +177,7 @@ class ServerProducer(ProducerBase):
         super().__init__(server, producer)
         self.aborted = trio.Event()
         self._writable = _Wake()
-        self._pacer = _Pacer()
+        self._pacer = Pacer()
         producer.on_abort = self.aborted.set
         producer.on_writable = self._writable.set
 
@@ -201,7 +185,7 @@ class ServerProducer(ProducerBase):
         """Write ``chunk``; waits while a BLOCK subscriber has no room."""
         while self.producer.write(chunk) is not WriteResult.ACCEPTED:
             await self._writable.wait()
-        await self._pacer.tick(1, len(chunk))
+        await _tick(self._pacer, 1, len(chunk))
 
     async def write_many(self, chunks: Sequence[bytes]) -> None:
         """Write ``chunks`` in order, as that many ``write`` calls would, for much less per
@@ -213,7 +197,7 @@ class ServerProducer(ProducerBase):
                 break
             rest = rest[written:]
             await self._writable.wait()
-        await self._pacer.tick(len(chunks), sum(map(len, chunks)))
+        await _tick(self._pacer, len(chunks), sum(map(len, chunks)))
 
 
 class ServerUpload(ServerUploadBase):
@@ -450,7 +434,7 @@ class Upload(UploadBase):
     def __init__(self, client: Client, channel: str, stream_id: str, args: bytes) -> None:
         super().__init__(client, channel, stream_id, args)
         self._wake = _Wake()
-        self._pacer = _Pacer()
+        self._pacer = Pacer()
 
     async def __aenter__(self) -> Upload:
         await self._client._wait_ready()
@@ -466,7 +450,7 @@ class Upload(UploadBase):
             self._client._wake()
             await self._wake.wait()
         self._client._wake()
-        await self._pacer.tick(1, len(chunk))
+        await _tick(self._pacer, 1, len(chunk))
 
     async def __aexit__(
         self,
