@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import itertools
 import queue
+import secrets
 import selectors
 import socket
 import tempfile
@@ -246,8 +246,8 @@ class Client:
 
 def main(keepalive: float = 0.1, quiet: bool = False) -> dict[str, Any]:
     say = (lambda *a: None) if quiet else print
-    ids = (f"id{n}" for n in itertools.count(1))
-    hub = Hub(clock=time.monotonic, ids=lambda: next(ids))  # inject the clock and the ids
+    # The core draws no randomness: inject the clock and an unguessable id source (128 bits).
+    hub = Hub(clock=time.monotonic, ids=lambda: secrets.token_urlsafe(16))
     uploads: dict[str, bytes] = {}
     uploaded = threading.Event()
 

@@ -30,8 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from streamproto import Hub, code_name
-from transports import StreamError
+from streamproto import code_name
+from transports import StreamError, new_hub
 from transports import asyncio as sp
 
 CHANNEL = "files:upload"
@@ -102,7 +102,7 @@ async def upload_file(
 async def main(size_mb: float = 4.0, chunk_kb: int = 64, quiet: bool = False) -> dict[str, Any]:
     say = (lambda *a: None) if quiet else print
     size = int(size_mb * (1 << 20))
-    hub = Hub(clock=time.monotonic, ids=lambda: secrets.token_urlsafe(16))
+    hub = new_hub()  # time.monotonic and 128-bit random ids
     report: dict[str, Any] = {"size": size}
     results: dict[str, asyncio.Future[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory() as tmp:

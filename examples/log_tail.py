@@ -26,12 +26,11 @@ import argparse
 import asyncio
 import contextlib
 import itertools
-import secrets
 import time
 from typing import Any
 
-from streamproto import ChannelOptions, Config, Hub, OverflowPolicy, code_name
-from transports import Gap, StreamError
+from streamproto import ChannelOptions, Config, OverflowPolicy, code_name
+from transports import Gap, StreamError, new_hub
 from transports import asyncio as sp
 
 CHANNEL, STREAM = "logs:app", "app"
@@ -93,7 +92,7 @@ async def main(
     quiet: bool = False,
 ) -> dict[str, Any]:
     say = (lambda *a: None) if quiet else print
-    hub = Hub(clock=time.monotonic, ids=lambda: secrets.token_urlsafe(16))
+    hub = new_hub()  # time.monotonic and 128-bit random ids
     async with contextlib.AsyncExitStack() as stack:  # closes clients, then the server
         server_config = Config(max_queued_chunks=QUEUE_LINES)
         server = await stack.enter_async_context(

@@ -16,11 +16,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import secrets
-import time
 
-from streamproto import ChannelOptions, Hub, Window
-from transports import Backoff
+from streamproto import ChannelOptions, Window
+from transports import Backoff, new_hub
 from transports import asyncio as sp
 
 ANSWER = (
@@ -42,7 +40,7 @@ async def answer(producer: sp.ServerProducer, prompt: bytes) -> None:
 
 async def main(transport: str, tokens: int, drop_at: int, quiet: bool = False) -> list[str]:
     say = (lambda *a: None) if quiet else print
-    hub = Hub(clock=time.monotonic, ids=lambda: secrets.token_urlsafe(16))
+    hub = new_hub()  # time.monotonic and 128-bit random ids
     url = "ws://127.0.0.1:0/streamproto" if transport == "ws" else "tcp://127.0.0.1:0"
     server = await sp.serve(hub, url)
     server.channel("llm:answers", ChannelOptions(replay=Window(chunks=4096)), on_open=answer)

@@ -4,6 +4,7 @@ The core turns received bytes into events and the application's decisions into b
 It does no I/O, reads no clock and draws no randomness: time and ids are passed in.
 """
 
+from ._access import AccessRequest, Authenticate, Authorize, Refuse, RequestKind
 from ._config import MAX_CREDIT, MAX_MESSAGE_BYTES, Config
 from ._connection import Connection, ConnectionStatistics, Role, WriteResult
 from ._errors import (
@@ -72,6 +73,9 @@ __all__ = [
     "MAX_MESSAGE_BYTES",
     "PROTOCOL_VERSION",
     "AbortRule",
+    "AccessRequest",
+    "Authenticate",
+    "Authorize",
     "CancelRequested",
     "Channel",
     "ChannelOptions",
@@ -106,10 +110,12 @@ __all__ = [
     "PongReceived",
     "Producer",
     "ProtocolError",
+    "Refuse",
     "RemoteProtocolError",
     "Replay",
     "ReplayStore",
     "RequestAccepted",
+    "RequestKind",
     "RequestRejected",
     "Role",
     "Setting",

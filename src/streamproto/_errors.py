@@ -78,6 +78,7 @@ class ErrorCode(enum.IntEnum):
     STALE_GENERATION = 109
     NOT_ALLOWED = 110
     HANDLER_FAILED = 111
+    FORBIDDEN = 112
     # Local codes (raised, never sent).
     STREAM_CLOSED = 200
     CHANNEL_EXISTS = 201
@@ -138,6 +139,7 @@ _INFO: Final[dict[ErrorCode, tuple[ErrorKind, bool, str]]] = {
     ErrorCode.STALE_GENERATION: (_S, False, "the stream id was reused; this writer is fenced"),
     ErrorCode.NOT_ALLOWED: (_S, False, "the channel does not allow this request"),
     ErrorCode.HANDLER_FAILED: (_S, True, "the channel's handler raised while starting a stream"),
+    ErrorCode.FORBIDDEN: (_S, False, "the server's authorization hook refused this request"),
     ErrorCode.STREAM_CLOSED: (_L, False, "write, close or fail on a stream already closed"),
     ErrorCode.CHANNEL_EXISTS: (_L, False, "a channel with this name is already registered"),
     ErrorCode.INVALID_STATE: (_L, False, "the operation is not allowed in the current state"),

@@ -31,6 +31,8 @@ from typing import Any, Final, cast
 
 import attrs
 
+from . import _access
+from ._access import AccessRequest, Authenticate, Authorize, RequestKind
 from ._connection import Connection, Role, WriteResult, _Out
 from ._errors import ErrorCode, LocalProtocolError, StreamProtoError
 from ._events import (
@@ -114,6 +116,9 @@ class ChannelOptions:
     max_streams: int = attrs.field(default=10_000, validator=_non_negative)
     #: Open uploads at most.
     max_uploads: int = attrs.field(default=1_000, validator=_non_negative)
+    #: Answer a request the authorization hook refuses exactly as a request naming an unknown
+    #: channel is answered (UNKNOWN_CHANNEL, same message), so names cannot be probed.
+    conceal: bool = False
 
 
 @attrs.frozen
@@ -367,12 +372,16 @@ class Channel:
         options: ChannelOptions,
         on_open: OpenHandler | None,
         on_upload: UploadHandler | None,
+        *,
+        authorize: Authorize | None = None,
     ) -> None:
         self._hub = hub
         self.name = name
         self.options = options
         self.on_open = on_open
         self.on_upload = on_upload
+        #: This channel's authorization hook (None: the hub's).
+        self.authorize = authorize
         self._open: dict[str, _Stream] = {}
         self._closed: OrderedDict[str, _Stream] = OrderedDict()
         self._expected: dict[str, UploadReader] = {}
@@ -418,30 +427,59 @@ class Peer:
         self.uploads: dict[int, UploadReader] = {}
         self.closed = False
 
+    @property
+    def principal(self) -> object:
+        """Who this connection authenticated as (what ``authenticate`` returned; None when
+        anonymous or before the handshake)."""
+        return None if self.session is None else self.session.principal
+
     def handle_events(self, events: Iterable[Event]) -> None:
         """Act on the events ``conn.receive_data`` / ``handle_timer`` returned."""
         self.hub.handle_events(self, events)
 
 
 class _Session:
-    __slots__ = ("expires_at", "id", "parked", "peer", "token")
+    __slots__ = ("expires_at", "id", "parked", "peer", "principal", "token")
 
-    def __init__(self, session_id: str, token: str) -> None:
+    def __init__(self, session_id: str, token: str, principal: object) -> None:
         self.id = session_id
         self.token = token
+        self.principal = principal  # fixed for the session's life: a resume must present it
         self.peer: Peer | None = None
         self.parked: dict[tuple[str, str], list[_Sub]] = {}
         self.expires_at = -1.0
+
+
+def _same(owner: object, principal: object) -> bool:
+    return owner is principal or owner == principal
+
+
+def _reject_unknown_channel(conn: Connection, handle: int, name: str) -> None:
+    # The one reply for an unknown channel: a concealed refusal must be byte-identical to it.
+    conn.reject(handle, ErrorCode.UNKNOWN_CHANNEL, f"no channel {name!r}")
 
 
 class Hub:
     """The server-side registry shared by all connections.
 
     ``clock`` returns the current time in seconds (monotonic); ``ids`` returns a fresh
-    unguessable, URL-safe token each call (``secrets.token_urlsafe(16)`` in production, a
-    counter in tests): session ids, resume tokens and server-chosen stream ids come from it.
-    ``authenticate`` sees the HELLO's auth payload and returns None to accept or an error code
-    to refuse. A disconnected session is kept for its connection's ``Config.session_grace``.
+    unguessable, URL-safe token each call (``transports.default_ids``, 128 random bits, in
+    production; a counter in tests): session ids, resume tokens and server-chosen stream ids
+    come from it. A disconnected session is kept for its connection's ``Config.session_grace``.
+
+    ``authenticate(auth)`` sees each HELLO's auth payload and returns the *principal* (any
+    object identifying who connected; None is anonymous), kept with the session: a resume
+    token resumes its session only for the same principal (``==``). It refuses by returning
+    a :class:`Refuse` (GOAWAY with its code: AUTH_FAILED or an application code) or False;
+    an ``int`` is read as a refusal with that code, as before principals. Without it every
+    connection is anonymous.
+
+    ``authorize(request)`` sees an :class:`AccessRequest` for every SUBSCRIBE, OPEN and
+    UPLOAD (unless the channel has its own hook, see :meth:`register`) before anything else
+    is checked, and returns True to allow, or a :class:`Refuse` (REJECT with its code: a
+    stream or application code); any other answer, or an exception, refuses with FORBIDDEN.
+    A channel with ``ChannelOptions(conceal=True)`` answers every refusal as an unknown
+    channel is answered. See ``docs/security.md``.
     """
 
     def __init__(
@@ -450,12 +488,14 @@ class Hub:
         clock: Callable[[], float],
         ids: Callable[[], str],
         store: ReplayStore | None = None,
-        authenticate: Callable[[bytes], int | None] | None = None,
+        authenticate: Authenticate | None = None,
+        authorize: Authorize | None = None,
     ) -> None:
         self._clock = clock
         self._ids = ids
         self._store: ReplayStore = store if store is not None else MemoryStore()
         self._authenticate = authenticate
+        self._authorize = authorize
         self._channels: dict[str, Channel] = {}
         self._sessions: dict[str, _Session] = {}  # by resume token
         self._timers: list[tuple[float, int, object]] = []
@@ -475,15 +515,19 @@ class Hub:
         *,
         on_open: OpenHandler | None = None,
         on_upload: UploadHandler | None = None,
+        authorize: Authorize | None = None,
     ) -> Channel:
         """Register a channel. ``on_open(producer, args)`` serves OPEN requests (the requester
-        is subscribed before it is called); ``on_upload(reader)`` serves UPLOAD requests.
+        is subscribed before it is called); ``on_upload(reader)`` serves UPLOAD requests;
+        ``authorize(request)`` decides this channel's requests instead of the hub's hook.
         Raises INVALID_NAME or CHANNEL_EXISTS."""
         if not valid_channel(name):
             raise LocalProtocolError(ErrorCode.INVALID_NAME, f"invalid channel name {name!r}")
         if name in self._channels:
             raise LocalProtocolError(ErrorCode.CHANNEL_EXISTS, f"channel {name!r} is registered")
-        channel = Channel(self, name, options or ChannelOptions(), on_open, on_upload)
+        channel = Channel(
+            self, name, options or ChannelOptions(), on_open, on_upload, authorize=authorize
+        )
         self._channels[name] = channel
         return channel
 
@@ -609,16 +653,22 @@ class Hub:
     # -- handshake and sessions -----------------------------------------------------------------
 
     def _on_handshake(self, peer: Peer, event: HandshakeRequested) -> None:
+        principal: object = None
         if self._authenticate is not None:
-            code = self._authenticate(event.auth)
-            if code is not None:
-                peer.conn.refuse_handshake(code, "authentication failed")
+            principal, refusal = _access.authenticate(self._authenticate, event.auth)
+            if refusal is not None:
+                peer.conn.refuse_handshake(refusal.code, refusal.message)
                 peer.closed = True
                 return
-        session = self._sessions.pop(event.resume_token, None) if event.resume_token else None
+        session = self._sessions.get(event.resume_token) if event.resume_token else None
+        if session is not None and not _same(session.principal, principal):
+            # Another principal's token takes nothing over and is answered as an unknown
+            # token is; the session, its connection and its token stay its owner's (R-SESS-40).
+            log.warning("a resume token was presented by another principal: new session")
+            session = None
         resumed = session is not None
         if session is None:
-            session = _Session(self._ids(), "")
+            session = _Session(self._ids(), "", principal)
         elif session.peer is not None:  # the old connection has not noticed it is dead yet
             old = session.peer
             old.conn.goaway(ErrorCode.CONNECTION_LOST, "the session resumed on a new connection")
@@ -875,9 +925,8 @@ class Hub:
 
     def _on_subscribe(self, peer: Peer, event: SubscribeRequested) -> None:
         conn = peer.conn
-        channel = self._channels.get(event.channel)
+        channel = self._admit(peer, event.handle, event.channel, RequestKind.SUBSCRIBE, event)
         if channel is None:
-            conn.reject(event.handle, ErrorCode.UNKNOWN_CHANNEL, f"no channel {event.channel!r}")
             return
         stream = channel._stream(event.stream_id)
         if stream is None:
@@ -912,9 +961,8 @@ class Hub:
 
     def _on_open(self, peer: Peer, event: OpenRequested) -> None:
         conn = peer.conn
-        channel = self._channels.get(event.channel)
+        channel = self._admit(peer, event.handle, event.channel, RequestKind.OPEN, event)
         if channel is None:
-            conn.reject(event.handle, ErrorCode.UNKNOWN_CHANNEL, f"no channel {event.channel!r}")
             return
         if channel.on_open is None:
             conn.reject(event.handle, ErrorCode.NOT_ALLOWED, "this channel does not open streams")
@@ -941,6 +989,35 @@ class Hub:
             log.exception("open handler of %s failed", channel.name)
             if not producer.closed:
                 producer.fail(ErrorCode.HANDLER_FAILED, f"{type(exc).__name__}: {exc}")
+
+    def _admit(
+        self,
+        peer: Peer,
+        handle: int,
+        name: str,
+        kind: RequestKind,
+        event: SubscribeRequested | OpenRequested | UploadRequested,
+    ) -> Channel | None:
+        """The channel a request names, if it exists and the request is authorized; else
+        the request is rejected here, before anything about the stream is revealed."""
+        conn = peer.conn
+        channel = self._channels.get(name)
+        if channel is None:
+            _reject_unknown_channel(conn, handle, name)
+            return None
+        hook = channel.authorize or self._authorize
+        if hook is None:
+            return channel
+        args = b"" if isinstance(event, SubscribeRequested) else event.args
+        request = AccessRequest(peer.principal, kind, name, event.stream_id, args)
+        refusal = _access.authorize(hook, request)
+        if refusal is None:
+            return channel
+        if channel.options.conceal:
+            _reject_unknown_channel(conn, handle, name)
+        else:
+            conn.reject(handle, refusal.code, refusal.message)
+        return None
 
     def _pump(self, sub: _Sub) -> None:
         """Move a catching-up subscription forward as far as its connection has room."""
@@ -1049,9 +1126,8 @@ class Hub:
 
     def _on_upload(self, peer: Peer, event: UploadRequested) -> None:
         conn = peer.conn
-        channel = self._channels.get(event.channel)
+        channel = self._admit(peer, event.handle, event.channel, RequestKind.UPLOAD, event)
         if channel is None:
-            conn.reject(event.handle, ErrorCode.UNKNOWN_CHANNEL, f"no channel {event.channel!r}")
             return
         reader = channel._expected.pop(event.stream_id, None) if event.stream_id else None
         if reader is None:

@@ -6,8 +6,10 @@ Each backend is a thin "loop + lock + clock" around the sans-IO core: ``transpor
 
 from ._common import Backoff, ConnectionLost, Gap, GapError, StreamError, Url, parse_url
 from ._framing import SUBPROTOCOL, close_code_for
+from ._hubs import ID_BYTES, default_ids, new_hub
 
 __all__ = [
+    "ID_BYTES",
     "SUBPROTOCOL",
     "Backoff",
     "ConnectionLost",
@@ -16,5 +18,7 @@ __all__ = [
     "StreamError",
     "Url",
     "close_code_for",
+    "default_ids",
+    "new_hub",
     "parse_url",
 ]

@@ -63,6 +63,7 @@ from streamproto import (
 )
 
 from ._framing import Framing, RawFraming, WsFraming
+from ._hubs import new_hub
 
 __all__ = [
     "Backoff",
@@ -1023,14 +1024,15 @@ _S = TypeVar("_S", bound="SubscriptionBase")
 
 
 class ServerBase(abc.ABC, Generic[_P, _U]):
-    """A server's loop-independent half. The backend sets ``port`` once it listens and
-    implements ``_producer``/``_upload`` (wrap the hub's objects) and ``_start`` (run a
-    handler as a task or thread; errors go to :func:`handler_failed`)."""
+    """A server's loop-independent half, serving ``hub`` (None: :func:`transports.new_hub`,
+    128-bit random ids). The backend sets ``port`` once it listens and implements
+    ``_producer``/``_upload`` (wrap the hub's objects) and ``_start`` (run a handler as a task
+    or thread; errors go to :func:`handler_failed`)."""
 
     _lock: contextlib.AbstractContextManager[Any] = _NO_LOCK
 
-    def __init__(self, hub: Hub, url: str, config: Config | None) -> None:
-        self.hub = hub
+    def __init__(self, hub: Hub | None, url: str, config: Config | None) -> None:
+        self.hub = hub if hub is not None else new_hub()
         self.url = parse_url(url)
         self.config = server_config(config)
         #: The port the server listens on.

@@ -215,7 +215,7 @@ async def _guard(handler: Awaitable[None], target: Producer | UploadReader | Non
 class Server(ServerBase[ServerProducer, ServerUpload]):
     """A running server (from :func:`serve`). ``async with`` shuts it down on exit."""
 
-    def __init__(self, hub: Hub, url: str, config: Config | None) -> None:
+    def __init__(self, hub: Hub | None, url: str, config: Config | None) -> None:
         super().__init__(hub, url, config)
         self.loop = asyncio.get_running_loop()
         self.protocols: set[_ServerProtocol] = set()
@@ -303,9 +303,10 @@ class Server(ServerBase[ServerProducer, ServerUpload]):
         await self.shutdown(timeout=1.0)
 
 
-async def serve(hub: Hub, url: str, *, config: Config | None = None) -> Server:
+async def serve(hub: Hub | None, url: str, *, config: Config | None = None) -> Server:
     """Serve ``hub`` at ``url`` (``tcp://host:port`` or ``ws://host:port/path``; port 0
-    picks a free one, see :attr:`Server.address`)."""
+    picks a free one, see :attr:`Server.address`). ``hub`` None serves a
+    :func:`transports.new_hub` (128-bit random ids), as :attr:`Server.hub`."""
     server = Server(hub, url, config)
     await server._listen()
     return server

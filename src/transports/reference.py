@@ -11,18 +11,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import secrets
-import time
 
 from streamproto import Hub
 from streamproto.testing.reference import register_reference_channels
 
 from . import asyncio as backend
+from ._hubs import new_hub
 
 
 def reference_hub() -> Hub:
     """A hub with the conformance channels."""
-    hub = Hub(clock=time.monotonic, ids=lambda: secrets.token_urlsafe(16))
+    hub = new_hub()
     register_reference_channels(hub)
     return hub
 

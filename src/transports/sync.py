@@ -364,7 +364,7 @@ class Server(ServerBase[ServerProducer, ServerUpload]):
 
     _lock: threading.RLock  # the one lock around every call into the core
 
-    def __init__(self, hub: Hub, url: str, config: Config | None) -> None:
+    def __init__(self, hub: Hub | None, url: str, config: Config | None) -> None:
         super().__init__(hub, url, config)
         self._lock = threading.RLock()
         self.drivers: set[_Connection] = set()
@@ -487,9 +487,10 @@ class Server(ServerBase[ServerProducer, ServerUpload]):
         self.shutdown(timeout=1.0)
 
 
-def serve(hub: Hub, url: str, *, config: Config | None = None) -> Server:
+def serve(hub: Hub | None, url: str, *, config: Config | None = None) -> Server:
     """Serve ``hub`` at ``url`` (``tcp://host:port`` or ``ws://host:port/path``; port 0
-    picks a free one, see :attr:`Server.address`) from threads of its own."""
+    picks a free one, see :attr:`Server.address`) from threads of its own. ``hub`` None
+    serves a :func:`transports.new_hub` (128-bit random ids), as :attr:`Server.hub`."""
     return Server(hub, url, config)
 
 

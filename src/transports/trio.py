@@ -237,7 +237,7 @@ class _Connection:
 class Server(ServerBase[ServerProducer, ServerUpload]):
     """A running server (from :func:`serve`); its tasks live until :meth:`shutdown`."""
 
-    def __init__(self, hub: Hub, url: str, config: Config | None) -> None:
+    def __init__(self, hub: Hub | None, url: str, config: Config | None) -> None:
         super().__init__(hub, url, config)
         self.drivers: set[_Connection] = set()
         self._tasks: trio.Nursery | None = None
@@ -336,10 +336,13 @@ class Server(ServerBase[ServerProducer, ServerUpload]):
 
 
 @contextlib.asynccontextmanager
-async def serve(hub: Hub, url: str, *, config: Config | None = None) -> AsyncIterator[Server]:
+async def serve(
+    hub: Hub | None, url: str, *, config: Config | None = None
+) -> AsyncIterator[Server]:
     """Serve ``hub`` at ``url`` (``tcp://host:port`` or ``ws://host:port/path``; port 0 picks
     a free one, see :attr:`Server.address`): ``async with serve(hub, url) as server``.
-    Leaving the block shuts the server down."""
+    Leaving the block shuts the server down. ``hub`` None serves a
+    :func:`transports.new_hub` (128-bit random ids), as :attr:`Server.hub`."""
     server = Server(hub, url, config)
     with _unwrap():
         async with trio.open_nursery() as nursery:
