@@ -11,9 +11,10 @@ event), and cuts the bytes at random points when the harness has a seed.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
 
 from streamproto import (
+    Authenticate,
+    Authorize,
     Config,
     Connection,
     DataReceived,
@@ -123,12 +124,19 @@ class HubHarness:
         self,
         *,
         store: ReplayStore | None = None,
-        authenticate: Callable[[bytes], int | None] | None = None,
+        authenticate: Authenticate | None = None,
+        authorize: Authorize | None = None,
         seed: int | None = None,
     ) -> None:
         self.clock = MockClock()
         self.ids = CounterIds()
-        self.hub = Hub(clock=self.clock, ids=self.ids, store=store, authenticate=authenticate)
+        self.hub = Hub(
+            clock=self.clock,
+            ids=self.ids,
+            store=store,
+            authenticate=authenticate,
+            authorize=authorize,
+        )
         self.rng = None if seed is None else random.Random(seed)
         self.clients: list[Client] = []
 

@@ -258,19 +258,24 @@ TEST_CHANNELS = {
 
 
 class ServerProxy:
-    """A server of one adapter serving a hub, plus the conformance application: the channels
-    that :class:`streamproto.testing.ServerUnderTest` describes, and the reference channels
-    (``spec/CONFORMANCE.md``)."""
+    """A server of one adapter serving a hub (``hub``, or one with counter ids), plus the
+    conformance application: the channels that :class:`streamproto.testing.ServerUnderTest`
+    describes, and the reference channels (``spec/CONFORMANCE.md``)."""
 
     def __init__(
-        self, backend: str | Adapter, transport: str, config: Config | None = None
+        self,
+        backend: str | Adapter,
+        transport: str,
+        config: Config | None = None,
+        *,
+        hub: Hub | None = None,
     ) -> None:
         self.adapter = _adapter(backend)
         self.flavour = self.adapter.flavour
         self.backend = backend if isinstance(backend, str) else self.flavour
         self.record = Record()
         self.thread = loop_thread(self.flavour)
-        self.hub = Hub(clock=time.monotonic, ids=_ids())
+        self.hub = hub if hub is not None else Hub(clock=time.monotonic, ids=_ids())
         self.producers: dict[str, Any] = {}
         self.config = config or CONFORMANCE_SERVER_CONFIG
         self.server = self._start(self.adapter.urls[transport])
