@@ -60,12 +60,12 @@ def backend_transport(request: pytest.FixtureRequest) -> tuple[str, str]:
 @contextlib.contextmanager
 def secured(backend: str, transport: str) -> Iterator[ServerProxy]:
     """A server whose hub knows alice and mallory and lets only alice in; with a concealed
-    channel ``sec:hidden`` that has an open stream ``s``."""
+    channel ``sec:hidden`` that has an open stream ``hidden``."""
     hub = Hub(clock=time.monotonic, ids=default_ids, authenticate=who, authorize=alice_only)
     server = ServerProxy(backend, transport, hub=hub)
     try:
         server.thread.call(server.server.channel, HIDDEN, ChannelOptions(conceal=True))
-        server.start(HIDDEN, "s")
+        server.start(HIDDEN, "hidden")
         yield server
     finally:
         server.stop()
@@ -177,7 +177,14 @@ def test_unauthorized_requests_are_forbidden(backend_transport: tuple[str, str])
     with secured(backend, transport) as server:
         server.start("test:streams", "s")
         server.write("s", b"x")
+        # A channel's own hook replaces the hub's: this one is mallory's.
+        server.thread.call(
+            lambda: server.server.channel("sec:own", authorize=lambda r: r.principal == "mallory")
+        )
+        server.start("sec:own", "own")
+        server.write("own", b"own")
         with client(backend, server.url, auth=b"mallory", reconnect=NO_RETRY) as mallory:
+            assert mallory.subscribe("sec:own", "own").take(1, WAIT) == [b"own"]
             sub = mallory.subscribe("test:streams", "s")
             opened = mallory.open("test:open", b"2:0")
             assert sub.rest(WAIT) == []
@@ -194,7 +201,7 @@ def test_unauthorized_requests_are_forbidden(backend_transport: tuple[str, str])
 
 
 REQUESTS: dict[str, Callable[[Connection], int]] = {
-    "subscribe-open-stream": lambda c: c.subscribe(HIDDEN, "s"),
+    "subscribe-open-stream": lambda c: c.subscribe(HIDDEN, "hidden"),
     "subscribe-unknown-stream": lambda c: c.subscribe(HIDDEN, "nothing-here"),
     "open": lambda c: c.open(HIDDEN, b"args"),
     "upload": lambda c: c.upload(HIDDEN, "up"),

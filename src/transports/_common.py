@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 import attrs
 
 from streamproto import (
+    Authorize,
     Channel,
     ChannelOptions,
     Config,
@@ -1050,10 +1051,13 @@ class ServerBase(abc.ABC, Generic[_P, _U]):
         *,
         on_open: Callable[[_P, bytes], Any] | None = None,
         on_upload: Callable[[_U], Any] | None = None,
+        authorize: Authorize | None = None,
     ) -> Channel:
         """Register a channel. ``on_open(producer, args)`` serves OPEN requests and
         ``on_upload(upload)`` UPLOAD requests, each as a task of the server (async backends:
-        coroutine functions) or in a thread of its own (thread backend: plain functions)."""
+        coroutine functions) or in a thread of its own (thread backend: plain functions).
+        ``authorize(request)`` decides this channel's requests instead of the hub's hook; it
+        is called in the server's loop (or under its lock), so it must not block."""
         open_cb = upload_cb = None
         if on_open is not None:
             open_handler = on_open
@@ -1068,7 +1072,9 @@ class ServerBase(abc.ABC, Generic[_P, _U]):
                 self._start(upload_handler, reader, self._upload(reader))
 
         with self._lock:
-            return self.hub.register(name, options, on_open=open_cb, on_upload=upload_cb)
+            return self.hub.register(
+                name, options, on_open=open_cb, on_upload=upload_cb, authorize=authorize
+            )
 
     def producer(self, channel: str, stream_id: str | None = None) -> _P:
         """Start a stream on a registered channel (``stream_id`` None: the hub picks one)."""
