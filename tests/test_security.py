@@ -11,6 +11,7 @@ import re
 import socket
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,6 +28,7 @@ from streamproto import (
     Hub,
     Refuse,
     RequestAccepted,
+    RequestKind,
     RequestRejected,
     Role,
 )
@@ -295,3 +297,28 @@ def test_sync_serve_without_a_hub_uses_random_ids() -> None:
             sub = cl.open("sec:ids")
             assert list(sub) == [b"x"]
             _random_ids(cl.core.session_id, cl.core.resume_token, sub.stream_id)
+
+
+# -- the security page --------------------------------------------------------------------------
+
+
+def test_the_security_page_examples_run_and_decide_as_described() -> None:
+    text = (Path(__file__).resolve().parent.parent / "docs" / "security.md").read_text()
+    found = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+    assert len(found) == 2
+    ns: dict[str, Any] = {}
+    for i, block in enumerate(found):
+        exec(compile(block, f"docs/security.md block {i}", "exec"), ns)
+    assert isinstance(ns["hub"], Hub)
+    authenticate, authorize = ns["authenticate"], ns["authorize"]
+    assert authenticate(b"t-bob") == "bob"
+    assert authenticate(b"nope") == Refuse(ErrorCode.AUTH_FAILED, "bad token")
+
+    def ask(principal: str, kind: RequestKind, channel: str) -> object:
+        return authorize(AccessRequest(principal, kind, channel, "s"))
+
+    assert ask("bob", RequestKind.SUBSCRIBE, "app:logs") is True
+    assert ask("bob", RequestKind.SUBSCRIBE, "app:other") is False
+    assert ask("bob", RequestKind.OPEN, "app:logs") is False
+    assert ask("alice", RequestKind.UPLOAD, "app:logs") is True
+    assert ask("bob", RequestKind.SUBSCRIBE, "billing:x") == Refuse(4030, "admins only")
