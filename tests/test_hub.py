@@ -402,7 +402,7 @@ def test_a_writer_blocked_at_the_abort_is_woken_and_its_retry_learns_it() -> Non
         p.write(b"c3")
 
 
-def test_call_at_runs_callbacks_on_the_hub_clock(caplog: pytest.LogCaptureFixture) -> None:
+def test_call_later_runs_callbacks_on_the_hub_clock(caplog: pytest.LogCaptureFixture) -> None:
     h = HubHarness()
     ran: list[tuple[str, float]] = []
 
@@ -412,11 +412,12 @@ def test_call_at_runs_callbacks_on_the_hub_clock(caplog: pytest.LogCaptureFixtur
     def boom() -> None:
         raise RuntimeError("boom")
 
-    h.hub.call_at(2.0, later("b"))
-    h.hub.call_at(1.0, later("a"))
-    h.hub.call_at(1.5, boom)
+    h.hub.call_later(2.0, later("b"))
+    h.hub.call_later(1.0, later("a"))
+    h.clock.advance(0.25)
+    h.hub.call_later(1.25, boom)  # due at 1.5: the delay counts from now
     assert h.hub.next_deadline() == 1.0
-    h.advance(0.5)
+    h.advance(0.25)
     assert ran == []
     with caplog.at_level(logging.ERROR, "streamproto.hub"):
         h.advance(1.0)  # a, then the failing one: logged, and the others still run

@@ -550,7 +550,7 @@ class Hub:
 
     def handle_timer(self) -> None:
         """Expire sessions past their grace period, release finished streams past their
-        retention and run the :meth:`call_at` callbacks that are due, as of ``clock()``."""
+        retention and run the :meth:`call_later` callbacks that are due, as of ``clock()``."""
         now = self._clock()
         timers = self._timers
         while timers and timers[0][0] <= now:
@@ -570,8 +570,9 @@ class Hub:
                     log.exception("timer callback %r failed", call.fn)
         self._wake()
 
-    def call_at(self, when: float, callback: Callable[[], None]) -> None:
-        """Call ``callback()`` from :meth:`handle_timer` once ``clock()`` has reached ``when``.
+    def call_later(self, delay: float, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` from :meth:`handle_timer` once ``delay`` seconds of ``clock()``
+        have passed.
 
         Work paced by the hub's clock (a producer that writes on a schedule) then needs no
         task or thread of its own, and runs the same under every adapter and under a test
@@ -579,7 +580,7 @@ class Hub:
         after ``handle_timer``, so call it from an open or upload handler, a producer's
         callback or another timer callback. A callback that raises is logged.
         """
-        self._add_timer(when, _Call(callback))
+        self._add_timer(self._clock() + delay, _Call(callback))
 
     def _add_timer(self, when: float, target: object) -> None:
         self._timer_seq += 1
@@ -590,7 +591,7 @@ class Hub:
         if isinstance(target, _Session):
             return target.expires_at == when and self._sessions.get(target.token) is target
         if not isinstance(target, _Stream):
-            return True  # a call_at callback
+            return True  # a call_later callback
         stream = target
         channel = stream.channel
         return (
