@@ -73,6 +73,14 @@ def test_every_case_cites_spec_rules() -> None:
             assert f"**{rule}.**" in spec, f"{case.id} cites {rule}, which the spec lacks"
 
 
+def test_the_case_table_matches_the_cases() -> None:
+    """spec/CONFORMANCE.md lists every case with the runner's own rules and title."""
+    table = (Path(__file__).resolve().parent.parent / "spec" / "CONFORMANCE.md").read_text()
+    for case in CASES:
+        row = f"| {case.id} | {', '.join(case.rules)} | {case.title} |"
+        assert row in table, f"{case.id}: no row {row!r}"
+
+
 def test_command_line_writes_a_json_report(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

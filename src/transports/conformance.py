@@ -219,7 +219,8 @@ def case(
     case_id: str, *rules: str
 ) -> Callable[[Callable[[RawPeer], None]], Callable[[RawPeer], None]]:
     def register(check: Callable[[RawPeer], None]) -> Callable[[RawPeer], None]:
-        CASES.append(Case(case_id, rules, (check.__doc__ or "").strip(), check))
+        title = " ".join((check.__doc__ or "").split())  # a docstring may wrap
+        CASES.append(Case(case_id, rules, title, check))
         return check
 
     return register
