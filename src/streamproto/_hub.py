@@ -284,14 +284,11 @@ class Producer:
     def _abort(self, why: str) -> None:
         """The last subscriber cancelled under the ABORT rule: finish the stream with its own
         outcome (R-SUB-50), then tell the producer."""
-        last = self.last_seq
+        reason = f"aborted at seq {self.last_seq}: {why}"
         self.aborted = True
         self._closed = True
-        self._aborted_because = f"was aborted at seq {last}: {why}"
-        outcome = Outcome(
-            StreamStatus.ABORTED, ErrorCode.CANCELLED, f"aborted at seq {last}: {why}"
-        )
-        self._hub._finish(self._stream, outcome)
+        self._aborted_because = f"was {reason}"
+        self._hub._finish(self._stream, Outcome(StreamStatus.ABORTED, ErrorCode.CANCELLED, reason))
         if self.on_abort is not None:
             self.on_abort()
 
