@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from streamproto import (
+    AbortRule,
     ChannelOptions,
     Config,
     Connection,
@@ -274,7 +275,12 @@ class HubWorld:
         self.hub = Hub(clock=lambda: 0.0, ids=lambda: f"id{next(ids)}", store=store)
         self.channel = self.hub.register(
             "bench:batch",
-            ChannelOptions(replay=Window(chunks=params["replay"], nbytes=params["replay"] * 60)),
+            ChannelOptions(
+                replay=Window(chunks=params["replay"], nbytes=params["replay"] * 60),
+                # A cancel here is a way to leave: an abort would finish the stream, and the
+                # writes compared here would stop there.
+                on_last_cancel=AbortRule.CONTINUE,
+            ),
         )
         self.producer = self.channel.start("s")
         self.log: list[object] = []

@@ -327,6 +327,108 @@ def test_parked_subscription_holds_off_the_abort() -> None:
     assert p.aborted
 
 
+ABORTED_AT_3 = "aborted at seq 3: the last subscriber cancelled"
+
+
+def test_an_aborted_stream_replays_as_cancelled_never_as_end() -> None:
+    """R-SUB-50: the abort is the stream's outcome; late subscribers replay it as ERROR
+    CANCELLED after the retained chunks, whatever the producer does afterwards."""
+    store = MemoryStore()
+    h = HubHarness(store=store)
+    ch = h.hub.register(CH, ChannelOptions(retention=10))
+    p = ch.start("s")
+    seen: list[tuple[bool, bool]] = []
+    p.on_abort = lambda: seen.append((p.closed, ch.producer("s") is None))
+    write_n(p, range(1, 4))
+    a = h.connect()
+    a.conn.cancel(subscribe(a, "s"))
+    h.pump()
+    assert (p.aborted, p.closed) == (True, True)
+    assert seen == [(True, True)]  # the stream was finished before the signal fired
+    info = store.status((CH, "s"))
+    assert info is not None
+    assert info.outcome == Outcome(StreamStatus.ABORTED, ErrorCode.CANCELLED, ABORTED_AT_3)
+    with raises(ErrorCode.STREAM_CLOSED) as caught:
+        p.write(b"late")
+    assert "was aborted at seq 3: the last subscriber cancelled" in str(caught.value)
+    with raises(ErrorCode.STREAM_CLOSED):
+        p.write_many([b"late"])
+    p.close()  # what a handler does when it returns: nothing changes
+    p.fail(1234, "too late")
+    assert p.last_seq == 3
+    b = h.connect()
+    hb = subscribe(b, "s")
+    assert only(b, hb)[1:] == [
+        *data(range(1, 4)),
+        StreamFailed(hb, ErrorCode.CANCELLED, ABORTED_AT_3, 3),
+    ]
+    ht = subscribe(b, "s", tail=True)  # from the end: only the outcome
+    assert only(b, ht)[1:] == [StreamFailed(ht, ErrorCode.CANCELLED, ABORTED_AT_3, 3)]
+    assert h.hub.statistics().open_streams == 0
+    h.advance(10)  # retained like any finished stream, then released
+    hz = subscribe(b, "s")
+    assert only(b, hz)[0].code == ErrorCode.UNKNOWN_STREAM
+
+
+def test_an_expired_session_aborts_with_its_own_reason() -> None:
+    h, ch = setup(ChannelOptions(on_disconnect=DisconnectRule.CANCEL))
+    p = ch.start("s")
+    a = h.connect()
+    subscribe(a, "s")
+    write_n(p, range(1, 3))
+    a.disconnect()
+    h.advance(30)
+    assert p.aborted
+    b = h.connect()
+    hb = subscribe(b, "s", after_seq=2)
+    message = "aborted at seq 2: the last subscriber's session expired"
+    assert only(b, hb)[1:] == [StreamFailed(hb, ErrorCode.CANCELLED, message, 2)]
+
+
+def test_a_writer_blocked_at_the_abort_is_woken_and_its_retry_learns_it() -> None:
+    h, ch = setup()
+    p = ch.start("s")
+    calls: list[str] = []
+    p.on_abort = lambda: calls.append("abort")
+    p.on_writable = lambda: calls.append("writable")
+    c = h.connect(Config(auto_credit=False), Config(max_queued_chunks=1, max_queued_bytes=100))
+    handle = subscribe(c, "s", credit_chunks=1, policy=OverflowPolicy.BLOCK)
+    write_n(p, range(1, 3))
+    assert p.write(b"c3") is WriteResult.BLOCKED
+    c.conn.cancel(handle)  # the blocking subscriber leaves (writable), and it was the last
+    h.pump()
+    assert calls == ["writable", "abort"]
+    with raises(ErrorCode.STREAM_CLOSED):  # the waiting writer's retry: the abort came first
+        p.write(b"c3")
+
+
+def test_call_later_runs_callbacks_on_the_hub_clock(caplog: pytest.LogCaptureFixture) -> None:
+    h = HubHarness()
+    ran: list[tuple[str, float]] = []
+
+    def later(name: str) -> Any:
+        return lambda: ran.append((name, h.clock.now))
+
+    def boom() -> None:
+        raise RuntimeError("boom")
+
+    h.hub.call_later(2.0, later("b"))
+    h.hub.call_later(1.0, later("a"))
+    h.clock.advance(0.25)
+    h.hub.call_later(1.25, boom)  # due at 1.5: the delay counts from now
+    assert h.hub.next_deadline() == 1.0
+    h.advance(0.25)
+    assert ran == []
+    with caplog.at_level(logging.ERROR, "streamproto.hub"):
+        h.advance(1.0)  # a, then the failing one: logged, and the others still run
+    assert ran == [("a", 1.5)]
+    assert "timer callback" in caplog.text
+    assert h.hub.next_deadline() == 2.0
+    h.advance(1.0)
+    assert ran == [("a", 1.5), ("b", 2.5)]
+    assert h.hub.next_deadline() is None
+
+
 def test_block_policy_reports_blocked_and_calls_on_writable() -> None:
     h, ch = setup()
     p = ch.start("s")

@@ -14,7 +14,7 @@ random points. A model predicts every answer and every abort signal; after every
 * a subscription of a finished stream got exactly one terminal event, matching the stream's
   outcome (or RESOURCE_EXHAUSTED under the error policy);
 * each producer's abort signal fired iff the rules say (cancels and expiries under CANCEL,
-  never leaves);
+  never leaves), and an aborted stream's subscribers get ERROR CANCELLED, never END;
 * server connections queue at most the credit window plus the queue bound per subscription,
   and nothing once quiet; the hub's counters match the model.
 """
@@ -458,7 +458,7 @@ class HubMachine(RuleBasedStateMachine):
             and self.listeners(stream) == 0
             and stream.rules.on_last_cancel is AbortRule.ABORT
         ):
-            stream.aborted = True
+            self._aborted(stream, "the last subscriber cancelled")
         self.pump()
 
     @precondition(lambda self: any(s.unconsumed[0] for s in self.subs))
@@ -536,6 +536,13 @@ class HubMachine(RuleBasedStateMachine):
         stream.closed_at = self.now()
         self.pump()
 
+    def _aborted(self, stream: MStream, why: str) -> None:
+        """The abort finishes the stream with its own outcome (R-SUB-50)."""
+        stream.aborted = True
+        message = f"aborted at seq {stream.last_seq}: {why}"
+        stream.outcome = ("fail", ErrorCode.CANCELLED, message)
+        stream.closed_at = self.now()
+
     # -- time -----------------------------------------------------------------------------------
 
     @rule(dt=st.sampled_from([0.5, 1.0, 2.0, 4.0, 5.0]))
@@ -564,7 +571,7 @@ class HubMachine(RuleBasedStateMachine):
                 and self.listeners(stream) == 0
                 and stream.rules.on_last_cancel is AbortRule.ABORT
             ):
-                stream.aborted = True
+                self._aborted(stream, "the last subscriber's session expired")
         self.pump()
         deadline = self.h.hub.next_deadline()
         assert deadline is None or deadline > now

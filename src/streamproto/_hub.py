@@ -194,17 +194,22 @@ class Producer:
     ``write`` returns ACCEPTED, or BLOCKED when a subscriber under the BLOCK policy has no room
     (nothing was written; ``on_writable`` is called when it may be retried). ``write_many``
     writes a burst the same way for much less per chunk. ``aborted`` and
-    ``on_abort`` tell the producer to stop (the last subscriber cancelled).
+    ``on_abort`` tell the producer to stop: the last subscriber cancelled, and the hub has
+    finished the stream with the outcome ABORTED (R-SUB-50). After that ``write`` raises
+    STREAM_CLOSED, while ``close`` and ``fail`` do nothing, so a handler that stops on the
+    signal may still end the stream as it always does.
     """
 
     def __init__(self, hub: Hub, stream: _Stream) -> None:
         self._hub = hub
         self._stream = stream
         self._closed = False
+        self._aborted_because = ""
         self.aborted = False
-        #: Called once when the abort signal fires.
+        #: Called once when the abort signal fires (the stream is already finished then).
         self.on_abort: Callable[[], None] | None = None
-        #: Called when a write that was BLOCKED may be retried.
+        #: Called when a write that was BLOCKED may be retried (also when the last blocking
+        #: subscriber leaves: after an abort, the retry raises STREAM_CLOSED).
         self.on_writable: Callable[[], None] | None = None
 
     @property
@@ -224,7 +229,7 @@ class Producer:
 
     @property
     def closed(self) -> bool:
-        """True after ``close`` or ``fail``."""
+        """True after ``close`` or ``fail``, and once the stream was aborted."""
         return self._closed
 
     @property
@@ -237,7 +242,7 @@ class Producer:
 
     def write(self, chunk: bytes) -> WriteResult:
         """Append ``chunk`` and deliver it to every live subscriber. Raises STREAM_CLOSED
-        after close or fail, STALE_GENERATION if the id was reused."""
+        after close, fail or the abort, STALE_GENERATION if the id was reused."""
         if self._closed:
             self._check_open()  # raises
         return self._hub._write(self._stream, chunk if type(chunk) is bytes else bytes(chunk))
@@ -256,14 +261,20 @@ class Producer:
         return self._hub._write_many(self._stream, list(map(bytes, chunks)))
 
     def close(self) -> None:
-        """End the stream: subscribers get END after the last chunk."""
+        """End the stream: subscribers get END after the last chunk. Does nothing once the
+        stream was aborted (its outcome is recorded already)."""
+        if self.aborted:
+            return
         self._check_open()
         self._closed = True
         self._hub._finish(self._stream, Outcome(StreamStatus.ENDED))
 
     def fail(self, code: int, message: str = "") -> None:
         """Fail the stream with ``code`` (use application codes, 1000-65535): subscribers,
-        now and late, get ERROR with this code and message after the last chunk."""
+        now and late, get ERROR with this code and message after the last chunk. Does
+        nothing once the stream was aborted (its outcome is recorded already)."""
+        if self.aborted:
+            return
         self._check_open()
         if not 0 < code <= 0xFFFF:
             raise LocalProtocolError(ErrorCode.INVALID_ARGUMENT, "code must be in 1..65535")
@@ -272,15 +283,19 @@ class Producer:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise LocalProtocolError(
-                ErrorCode.STREAM_CLOSED, f"stream {self.stream_id!r} is already closed"
-            )
+            why = self._aborted_because or "is already closed"
+            raise LocalProtocolError(ErrorCode.STREAM_CLOSED, f"stream {self.stream_id!r} {why}")
 
-    def _abort(self) -> None:
-        if not self.aborted:
-            self.aborted = True
-            if self.on_abort is not None:
-                self.on_abort()
+    def _abort(self, why: str) -> None:
+        """The last subscriber cancelled under the ABORT rule: finish the stream with its own
+        outcome (R-SUB-50), then tell the producer."""
+        reason = f"aborted at seq {self.last_seq}: {why}"
+        self.aborted = True
+        self._closed = True
+        self._aborted_because = f"was {reason}"
+        self._hub._finish(self._stream, Outcome(StreamStatus.ABORTED, ErrorCode.CANCELLED, reason))
+        if self.on_abort is not None:
+            self.on_abort()
 
 
 class UploadReader:
@@ -459,6 +474,13 @@ def _reject_unknown_channel(conn: Connection, handle: int, name: str) -> None:
     conn.reject(handle, ErrorCode.UNKNOWN_CHANNEL, f"no channel {name!r}")
 
 
+class _Call:
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[[], None]) -> None:
+        self.fn = fn
+
+
 class Hub:
     """The server-side registry shared by all connections.
 
@@ -568,8 +590,8 @@ class Hub:
         return timers[0][0] if timers else None
 
     def handle_timer(self) -> None:
-        """Expire sessions past their grace period and release finished streams past their
-        retention, as of ``clock()``."""
+        """Expire sessions past their grace period, release finished streams past their
+        retention and run the :meth:`call_later` callbacks that are due, as of ``clock()``."""
         now = self._clock()
         timers = self._timers
         while timers and timers[0][0] <= now:
@@ -579,9 +601,27 @@ class Hub:
             target = entry[2]
             if isinstance(target, _Session):
                 self._expire_session(target)
+            elif isinstance(target, _Stream):
+                self._release(target)
             else:
-                self._release(cast(_Stream, target))
+                call = cast(_Call, target)
+                try:
+                    call.fn()
+                except Exception:
+                    log.exception("timer callback %r failed", call.fn)
         self._wake()
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` from :meth:`handle_timer` once ``delay`` seconds of ``clock()``
+        have passed.
+
+        Work paced by the hub's clock (a producer that writes on a schedule) then needs no
+        task or thread of its own, and runs the same under every adapter and under a test
+        clock. Adapters read :meth:`next_deadline` again after handing the hub events and
+        after ``handle_timer``, so call it from an open or upload handler, a producer's
+        callback or another timer callback. A callback that raises is logged.
+        """
+        self._add_timer(self._clock() + delay, _Call(callback))
 
     def _add_timer(self, when: float, target: object) -> None:
         self._timer_seq += 1
@@ -591,7 +631,9 @@ class Hub:
         when, _, target = entry
         if isinstance(target, _Session):
             return target.expires_at == when and self._sessions.get(target.token) is target
-        stream = cast(_Stream, target)
+        if not isinstance(target, _Stream):
+            return True  # a call_later callback
+        stream = target
         channel = stream.channel
         return (
             channel._closed.get(stream.key[1]) is stream
@@ -724,7 +766,11 @@ class Hub:
             for sub in subs:
                 sub.stream.parked -= 1
                 rule = sub.stream.channel.options.on_disconnect
-                self._after_leave(sub.stream, cancelled=rule is DisconnectRule.CANCEL)
+                self._after_leave(
+                    sub.stream,
+                    cancelled=rule is DisconnectRule.CANCEL,
+                    why="the last subscriber's session expired",
+                )
 
     # -- streams --------------------------------------------------------------------------------
 
@@ -1091,7 +1137,9 @@ class Hub:
         self._detach(sub)
         self._after_leave(sub.stream, cancelled=cancelled)
 
-    def _after_leave(self, stream: _Stream, *, cancelled: bool) -> None:
+    def _after_leave(
+        self, stream: _Stream, *, cancelled: bool, why: str = "the last subscriber cancelled"
+    ) -> None:
         producer = stream.producer
         if (
             cancelled
@@ -1100,7 +1148,7 @@ class Hub:
             and stream.listeners() == 0
             and stream.channel.options.on_last_cancel is AbortRule.ABORT
         ):
-            producer._abort()
+            producer._abort(why)
 
     def _on_writable(self, peer: Peer, handle: int) -> None:
         sub = peer.subs.get(handle)

@@ -43,6 +43,9 @@ class StreamStatus(enum.Enum):
     OPEN = "open"
     ENDED = "ended"
     FAILED = "failed"
+    #: Finished by the hub when the last subscriber's cancel aborted the producer (R-SUB-50):
+    #: replayed as ERROR with the outcome's code (CANCELLED) and message, never as END.
+    ABORTED = "aborted"
 
 
 @attrs.frozen
@@ -56,7 +59,7 @@ class Window:
 
 @attrs.frozen
 class Outcome:
-    """How a stream finished: ENDED, or FAILED with a code and message."""
+    """How a stream finished: ENDED, or FAILED or ABORTED with a code and message."""
 
     status: StreamStatus
     code: int = 0

@@ -250,6 +250,11 @@ _DRAINABLE = (ConnState.OPEN, ConnState.DRAINING)
 def handler_failed(target: Producer | UploadReader, exc: BaseException) -> None:
     """A handler the backend ran as a task or thread raised: what the hub does for handlers
     that raise while it calls them, so the requester gets an answer instead of a hang."""
+    if isinstance(target, Producer) and target.aborted:
+        # The abort finished the stream; a handler that wrote on (its write raised
+        # STREAM_CLOSED) or ended badly after it has nothing left to report to anyone.
+        log.debug("handler of %s stopped after the abort: %r", target.channel, exc)
+        return
     log.error("handler of %s failed", target.channel, exc_info=exc)
     message = f"{type(exc).__name__}: {exc}"
     if isinstance(target, Producer):

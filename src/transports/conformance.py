@@ -44,10 +44,19 @@ from streamproto._frames import (
     Subscribe,
     Unknown,
     Upload,
+    UploadCancel,
     Welcome,
     encode,
 )
-from streamproto.testing.reference import BIG, FAIL_CODE, FAIL_MESSAGE, FIVE
+from streamproto.testing.reference import (
+    BIG,
+    FAIL_CODE,
+    FAIL_MESSAGE,
+    FIVE,
+    MANY,
+    UPLOAD_CANCEL_AFTER,
+    slow_chunk,
+)
 
 __all__ = ["CASES", "CaseResult", "RawPeer", "Report", "run"]
 
@@ -65,6 +74,7 @@ class RawPeer:
         parts = urlsplit(url)
         if parts.scheme not in ("tcp", "ws") or not parts.hostname or not parts.port:
             raise ValueError(f"expected tcp://host:port or ws://host:port/path, got {url!r}")
+        self.url = url
         self.timeout = timeout
         self.sock = socket.create_connection((parts.hostname, parts.port), timeout=timeout)
         self.decoder = FrameDecoder(16_777_216)
@@ -209,7 +219,8 @@ def case(
     case_id: str, *rules: str
 ) -> Callable[[Callable[[RawPeer], None]], Callable[[RawPeer], None]]:
     def register(check: Callable[[RawPeer], None]) -> Callable[[RawPeer], None]:
-        CASES.append(Case(case_id, rules, (check.__doc__ or "").strip(), check))
+        title = " ".join((check.__doc__ or "").split())  # a docstring may wrap
+        CASES.append(Case(case_id, rules, title, check))
         return check
 
     return register
@@ -527,6 +538,220 @@ def _c23(peer: RawPeer) -> None:
     peer.handshake()
     peer.send(Goaway(0, 0, "bye"))
     peer.expect_closed()
+
+
+# -- live producers (C30 and up) ----------------------------------------------------------------
+# The channels conformance:slow, conformance:abort and conformance:slow-window write s-1 ... s-N,
+# one chunk per millisecond, from an OPEN with args N (spec/CONFORMANCE.md).
+
+#: Credit that never runs out within a case (chunks, bytes).
+_CHUNKS, _BYTES = 1 << 20, 1 << 24
+
+
+def _on(peer: RawPeer, handle: int, kind: type) -> Any:
+    """The next frame of ``handle`` (frames of other handles are skipped); it must be
+    ``kind``."""
+    while True:
+        frame = peer.expect(object)
+        if getattr(frame, "handle", handle) == handle:
+            if not isinstance(frame, kind):
+                raise AssertionError(f"expected {kind.__name__} on handle {handle}, got {frame}")
+            return frame
+
+
+def _open_slow(peer: RawPeer, channel: str, count: int, *, upto: int) -> tuple[str, int]:
+    """OPEN ``channel`` with args ``count`` on handle 1 and read it until seq ``upto``:
+    (the stream id, the last seq read)."""
+    peer.send(Open(1, channel, "", args=b"%d" % count, credit_chunks=_CHUNKS, credit_bytes=_BYTES))
+    accept: Accept = _on(peer, 1, Accept)
+    return accept.stream_id, _expect_slow(_collect(peer, 1, upto=upto).items, 1)
+
+
+def _expect_slow(items: list[tuple[int, bytes] | Gap], first: int) -> int:
+    """Data from seq ``first`` on, in order, each chunk ``s-<seq>``; returns the last seq."""
+    seq = first - 1
+    for item in items:
+        if isinstance(item, Gap) or item != (seq + 1, slow_chunk(seq + 1)):
+            raise AssertionError(f"expected seq {seq + 1} ({slow_chunk(seq + 1)!r}), got {item}")
+        seq += 1
+    return seq
+
+
+def _expect_outcome(got: Delivery, kind: type, last_seq: int, code: int = 0) -> None:
+    outcome = got.outcome
+    if outcome is None or not isinstance(outcome, kind) or outcome.last_seq != last_seq:
+        raise AssertionError(f"expected {kind.__name__} after seq {last_seq}, got {outcome}")
+    if isinstance(outcome, Error) and outcome.code != code:
+        raise AssertionError(f"expected code {code}, got {outcome}")
+
+
+@case("C30", "R-REQ-8", "R-SUB-2", "R-SUB-12")
+def _c30(peer: RawPeer) -> None:
+    """A live stream whose channel lets producers continue is not aborted by its only
+    reader's CANCEL: a new subscriber gets every chunk, then END."""
+    peer.handshake()
+    stream_id, _ = _open_slow(peer, "conformance:slow", 60, upto=5)
+    peer.send(
+        Cancel(1),
+        Subscribe(2, "conformance:slow", stream_id, credit_chunks=_CHUNKS, credit_bytes=_BYTES),
+    )
+    _on(peer, 2, Accept)
+    got = _collect(peer, 2)
+    _expect_slow(got.items, 1)
+    _expect_outcome(got, End, 60)
+
+
+@case("C31", "R-SUB-12", "R-SUB-50", "R-SUB-9")
+def _c31(peer: RawPeer) -> None:
+    """The last subscriber's CANCEL aborts the producer: the stream stops there, and later
+    subscribers get the chunks written, then ERROR CANCELLED, never END."""
+    peer.handshake()
+    stream_id, _ = _open_slow(peer, "conformance:abort", 5000, upto=3)
+    peer.send(
+        Cancel(1),
+        Subscribe(2, "conformance:abort", stream_id, credit_chunks=_CHUNKS, credit_bytes=_BYTES),
+    )
+    accept: Accept = _on(peer, 2, Accept)
+    last = accept.last_seq
+    if not 3 <= last < 5000:
+        raise AssertionError(f"ACCEPT last_seq {last} after the abort")
+    got = _collect(peer, 2)
+    _expect_slow(got.items, 1)
+    _expect_outcome(got, Error, last, ErrorCode.CANCELLED)
+    time.sleep(0.05)  # the producer wrote one chunk per millisecond: it must have stopped
+    peer.send(
+        Subscribe(
+            3, "conformance:abort", stream_id, tail=True, credit_chunks=_CHUNKS, credit_bytes=_BYTES
+        )
+    )
+    again: Accept = _on(peer, 3, Accept)
+    if again.last_seq != last:
+        raise AssertionError(f"the stream went on after the abort: last_seq {again.last_seq}")
+    error: Error = _on(peer, 3, Error)  # TAIL: nothing to replay, only the outcome
+    if (error.code, error.last_seq) != (ErrorCode.CANCELLED, last):
+        raise AssertionError(f"expected CANCELLED after seq {last}, got {error}")
+
+
+@case("C32", "R-SESS-3", "R-SESS-4", "R-SESS-5", "R-SUB-5")
+def _c32(peer: RawPeer) -> None:
+    """A resumed session re-subscribes with after_seq while the producer writes: every chunk
+    arrives exactly once across the lost connection, then END."""
+    welcome = peer.handshake()
+    stream_id, seen = _open_slow(peer, "conformance:slow", 300, upto=20)
+    peer.close()  # the transport is lost: the subscription is parked
+    second = RawPeer(peer.url, peer.timeout)
+    try:
+        second.send(Hello(resume_token=welcome.resume_token))
+        resumed: Welcome = second.expect(Welcome)
+        if not resumed.resumed or resumed.session_id != welcome.session_id:
+            raise AssertionError(f"not resumed: {resumed}")
+        second.send(
+            Subscribe(
+                1, "conformance:slow", stream_id, seen, credit_chunks=_CHUNKS, credit_bytes=_BYTES
+            )
+        )
+        _on(second, 1, Accept)
+        got = _collect(second, 1)
+        _expect_slow(got.items, seen + 1)
+        _expect_outcome(got, End, 300)
+    finally:
+        second.close()
+
+
+@case("C33", "R-SUB-3", "R-SUB-6", "R-SUB-7")
+def _c33(peer: RawPeer) -> None:
+    """SUBSCRIBE with TAIL to a live stream starts after ACCEPT's last_seq: no replay and no
+    GAP, then every later chunk and END."""
+    peer.handshake()
+    stream_id, _ = _open_slow(peer, "conformance:slow", 300, upto=10)
+    peer.send(
+        Subscribe(
+            2, "conformance:slow", stream_id, tail=True, credit_chunks=_CHUNKS, credit_bytes=_BYTES
+        )
+    )
+    accept: Accept = _on(peer, 2, Accept)
+    if accept.last_seq < 10:
+        raise AssertionError(f"ACCEPT last_seq {accept.last_seq}: 10 chunks were read")
+    got = _collect(peer, 2)
+    _expect_slow(got.items, accept.last_seq + 1)
+    _expect_outcome(got, End, 300)
+
+
+@case("C34", "R-SUB-2", "R-REPLAY-1", "R-SUB-5")
+def _c34(peer: RawPeer) -> None:
+    """A reader that starts late on a live stream retaining 4 chunks gets GAP(EVICTED) for
+    what is gone, then the retained and the live chunks, then END."""
+    peer.handshake()
+    stream_id, _ = _open_slow(peer, "conformance:slow-window", 200, upto=20)
+    peer.send(
+        Subscribe(
+            2, "conformance:slow-window", stream_id, credit_chunks=_CHUNKS, credit_bytes=_BYTES
+        )
+    )
+    accept: Accept = _on(peer, 2, Accept)
+    first = accept.first_seq
+    if not (first > 1 and accept.last_seq - first + 1 <= 4):
+        raise AssertionError(f"ACCEPT seqs {first}..{accept.last_seq}: 4 chunks are retained")
+    got = _collect(peer, 2)
+    if not got.items or got.items[0] != Gap(2, 1, first - 1, GapReason.EVICTED):
+        raise AssertionError(f"expected GAP 1..{first - 1} EVICTED first, got {got.items[:1]}")
+    _expect_slow(got.items[1:], first)
+    _expect_outcome(got, End, 200)
+
+
+@case("C35", "R-UP-5", "R-HANDLE-5")
+def _c35(peer: RawPeer) -> None:
+    """The server cancels an upload with UPLOAD_CANCEL(UPLOAD_CANCELLED) after its third
+    chunk; a later DATA on the handle is discarded and the connection goes on."""
+    peer.handshake()
+    peer.send(Upload(1, "conformance:upload-cancel", "uc-1"))
+    accept: Accept = peer.expect(Accept)
+    credit, sent = accept.credit_chunks, 0
+    while True:
+        if sent < UPLOAD_CANCEL_AFTER and credit > 0:
+            sent += 1
+            credit -= 1
+            peer.send(Data(1, sent, (b"u-%d" % sent,)))
+            continue
+        frame = peer.expect(object)
+        if isinstance(frame, Credit):
+            credit += frame.chunks
+        elif isinstance(frame, UploadCancel):
+            break
+        else:
+            raise AssertionError(f"unexpected {frame}")
+    if frame.code != ErrorCode.UPLOAD_CANCELLED:
+        raise AssertionError(f"UPLOAD_CANCEL code {frame.code}")
+    peer.send(Data(1, sent + 1, (b"late",)), Ping(35))
+    while not isinstance(frame := peer.expect(object), Pong):
+        if not isinstance(frame, Credit):  # a CREDIT sent before the cancel may trail it
+            raise AssertionError(f"unexpected {frame}")
+
+
+@case("C36", "R-SCHED-3")
+def _c36(peer: RawPeer) -> None:
+    """Two subscriptions on one connection, priorities 0 and 3, each with credit for 32
+    equal chunks: the higher one gets at least 20 of the first 32 chunks sent (weighted
+    round robin gives it about 24; this checks a SHOULD)."""
+    peer.handshake()
+    peer.send(
+        Subscribe(1, "conformance:fixed", "many", credit_chunks=32, credit_bytes=_BYTES),
+        Subscribe(
+            2, "conformance:fixed", "many", credit_chunks=32, credit_bytes=_BYTES, priority=3
+        ),
+    )
+    order: list[int] = []
+    while len(order) < 64:
+        frame = peer.expect(object)
+        if isinstance(frame, Data):
+            if frame.chunks[0] != MANY[frame.seq - 1] or frame.more:
+                raise AssertionError(f"unexpected {frame}")
+            order.append(frame.handle)
+        elif not isinstance(frame, Accept):
+            raise AssertionError(f"unexpected {frame}")
+    high = order[:32].count(2)
+    if high < 20:
+        raise AssertionError(f"the priority-3 subscription got {high} of the first 32 chunks")
 
 
 # -- running ------------------------------------------------------------------------------------

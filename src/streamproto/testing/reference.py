@@ -1,19 +1,51 @@
 """The reference channels a server must expose for the wire conformance runner
-(``spec/CONFORMANCE.md``). Pure: it only registers channels and writes streams on a hub.
-The runner itself does I/O and lives in ``transports.conformance``."""
+(``spec/CONFORMANCE.md``). Pure: it only registers channels and writes streams on a hub; the
+live producers are paced by the hub's own clock (:meth:`Hub.call_later`), so they run the same
+under every adapter and under a test clock. The runner itself does I/O and lives in
+``transports.conformance``."""
 
 from __future__ import annotations
 
-from .._hub import ChannelOptions, Hub, Producer, UploadReader
+from .._connection import WriteResult
+from .._errors import ErrorCode
+from .._hub import AbortRule, ChannelOptions, Hub, OpenHandler, Producer, UploadReader
 from .._store import Window
 
-__all__ = ["BIG", "FAIL_CODE", "FAIL_MESSAGE", "FIVE", "register_reference_channels"]
+__all__ = [
+    "BIG",
+    "FAIL_CODE",
+    "FAIL_MESSAGE",
+    "FIVE",
+    "MANY",
+    "SLOW_INTERVAL",
+    "SLOW_MAX",
+    "UPLOAD_CANCEL_AFTER",
+    "UPLOAD_CANCEL_MESSAGE",
+    "register_reference_channels",
+    "slow_chunk",
+]
 
 #: Chunks of the reference stream ``conformance:fixed/five``.
 FIVE = [b"chunk-%d" % i for i in range(1, 6)]
 FAIL_CODE = 4321
 FAIL_MESSAGE = "the producer failed on purpose"
 BIG = bytes(range(256)) * 400  # 102,400 bytes: larger than the default frame size
+#: Chunks of ``conformance:fixed/many``: 64 chunks of 4,096 bytes, for the priority case.
+MANY = [(b"m-%d-" % i).ljust(4096, b".") for i in range(1, 65)]
+#: The live producers write one chunk per this many seconds of the hub's clock.
+SLOW_INTERVAL = 0.001
+#: The most chunks one OPEN of a live channel writes (its stream is retained whole).
+SLOW_MAX = 100_000
+#: ``conformance:upload-cancel`` cancels an upload once it has read this many chunks.
+UPLOAD_CANCEL_AFTER = 3
+UPLOAD_CANCEL_MESSAGE = f"cancelled after {UPLOAD_CANCEL_AFTER} chunks"
+
+_WHOLE = Window(chunks=SLOW_MAX, nbytes=SLOW_MAX * 16)
+
+
+def slow_chunk(seq: int) -> bytes:
+    """The chunk a live reference producer writes at ``seq``."""
+    return b"s-%d" % seq
 
 
 def register_reference_channels(hub: Hub) -> None:
@@ -30,6 +62,9 @@ def register_reference_channels(hub: Hub) -> None:
     big = fixed.start("big")
     big.write(BIG)
     big.close()
+    many = fixed.start("many")
+    many.write_many(MANY)
+    many.close()
     evicted = hub.register(
         "conformance:evicted", ChannelOptions(replay=Window(chunks=3), retention=86_400)
     )
@@ -50,7 +85,72 @@ def register_reference_channels(hub: Hub) -> None:
 
     hub.register("conformance:upload", on_upload=on_upload)
 
+    # Live producers: the same paced writer under three channel rules.
+    paced = _paced(hub)
+    keep = AbortRule.CONTINUE  # readers that leave, cancel or vanish do not stop it
+    hub.register(
+        "conformance:slow", ChannelOptions(replay=_WHOLE, on_last_cancel=keep), on_open=paced
+    )
+    hub.register("conformance:abort", ChannelOptions(replay=_WHOLE), on_open=paced)
+    hub.register(
+        "conformance:slow-window",
+        ChannelOptions(replay=Window(chunks=4), on_last_cancel=keep),
+        on_open=paced,
+    )
+
+    def cancel_after(reader: UploadReader) -> None:
+        reader.on_readable = _CancelAfter(reader).read
+
+    hub.register("conformance:upload-cancel", on_upload=cancel_after)
+
 
 def _drain(reader: UploadReader) -> None:
     while reader.read_nowait() is not None:
         pass
+
+
+class _CancelAfter:
+    """Reads an upload and cancels it (UPLOAD_CANCELLED) once it has read a few chunks."""
+
+    def __init__(self, reader: UploadReader) -> None:
+        self.reader = reader
+        self.read_chunks = 0
+
+    def read(self) -> None:
+        reader = self.reader
+        while reader.outcome is None and reader.read_nowait() is not None:
+            self.read_chunks += 1
+            if self.read_chunks == UPLOAD_CANCEL_AFTER:
+                reader.cancel(ErrorCode.UPLOAD_CANCELLED, UPLOAD_CANCEL_MESSAGE)
+
+
+def _paced(hub: Hub) -> OpenHandler:
+    def on_open(producer: Producer, args: bytes) -> None:
+        _Paced(hub, producer, min(int(args or b"3"), SLOW_MAX)).step()
+
+    return on_open
+
+
+class _Paced:
+    """Writes ``slow_chunk(1)`` ... ``slow_chunk(count)``, one per SLOW_INTERVAL of the hub's
+    clock, then ends the stream; stops when the stream was aborted (the hub finished it)."""
+
+    def __init__(self, hub: Hub, producer: Producer, count: int) -> None:
+        self.hub = hub
+        self.producer = producer
+        self.count = count
+
+    def step(self) -> None:
+        producer = self.producer
+        producer.on_writable = None
+        if producer.closed:  # aborted
+            return
+        seq = producer.last_seq + 1
+        if seq > self.count:  # OPEN with args 0
+            producer.close()
+        elif producer.write(slow_chunk(seq)) is WriteResult.BLOCKED:
+            producer.on_writable = self.step  # a BLOCK subscriber has no room: wait for it
+        elif seq == self.count:
+            producer.close()
+        else:
+            self.hub.call_later(SLOW_INTERVAL, self.step)
