@@ -1059,7 +1059,8 @@ class Hub:
             conn.reject(event.handle, ErrorCode.UNKNOWN_CHANNEL, f"no channel {event.channel!r}")
             return
         if event.stream_id in channel._upload_ids:
-            conn.reject(event.handle, ErrorCode.STREAM_EXISTS, f"upload {event.stream_id!r} is open")
+            why = f"upload {event.stream_id!r} is open"
+            conn.reject(event.handle, ErrorCode.STREAM_EXISTS, why)
             return
         reader = channel._expected.pop(event.stream_id, None) if event.stream_id else None
         if reader is None:
