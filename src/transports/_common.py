@@ -267,6 +267,16 @@ def read_upload(reader: UploadReader) -> bytes | None:
     return chunk
 
 
+def fail_on_violation(framing: Framing, conn: Connection) -> list[Event]:
+    """A peer that broke the transport's rules (a WebSocket text message) gets a connection
+    error PROTOCOL_ERROR: its GOAWAY goes out before the framing closes (spec R-TR-4).
+    Returns the connection's events, to be handled at once, like those of input."""
+    if framing.violation is None or conn.closed:
+        return []
+    conn.goaway(ErrorCode.PROTOCOL_ERROR, framing.violation)
+    return conn.take_events()
+
+
 class ServerDriver:
     """One accepted socket on the server: framing, a server Connection and its hub Peer.
 
@@ -301,6 +311,8 @@ class ServerDriver:
         payload = self.framing.receive(data)
         if payload:
             self._handle(self.conn.receive_data(payload))
+        if violated := fail_on_violation(self.framing, self.conn):
+            self._handle(violated)
         if self.framing.closed and not self.conn.closed:
             self._handle(self.conn.receive_data(b""))
 
@@ -664,6 +676,7 @@ class ClientCore:
         self.chunks = 0
         self.goaway = False
         self.terminated = ConnectionLost(ErrorCode.CONNECTION_LOST, "the connection was lost")
+        self.close_code = int(ErrorCode.NO_ERROR)
         self._goodbye = b""
         self._subs: dict[int, SubscriptionCore] = {}
         self._pending: list[SubscriptionCore] = []
@@ -687,6 +700,7 @@ class ClientCore:
         self.ready = False
         self.goaway = False
         self.terminated = ConnectionLost(ErrorCode.CONNECTION_LOST, "the connection was lost")
+        self.close_code = int(ErrorCode.NO_ERROR)  # the code of the GOAWAY that ended it
 
     def receive(self, data: bytes) -> None:
         """Socket bytes in (``b""``: end of input)."""
@@ -696,6 +710,8 @@ class ClientCore:
         payload = framing.receive(data)
         if payload:
             self._route(conn.receive_data(payload))
+        if violated := fail_on_violation(framing, conn):
+            self._route(violated)
         if framing.closed and not conn.closed:
             self._route(conn.receive_data(b""))
 
@@ -719,7 +735,7 @@ class ClientCore:
                 up.notify()
         data = framing.wrap(payload)
         if conn.closed and not framing.closed:
-            data += framing.close(ErrorCode.NO_ERROR)
+            data += framing.close(self.close_code)
         return data
 
     def deadline(self) -> float | None:
@@ -976,12 +992,15 @@ class ClientCore:
             elif isinstance(event, HandshakeCompleted):
                 self._on_handshake(event)
             elif isinstance(event, HandshakeRefused):
+                self.close_code = event.code
                 self.give_up(StreamError(event.code, event.message or "handshake refused"))
             elif isinstance(event, GoawayReceived):
                 self.goaway = True
-            elif isinstance(event, ConnectionTerminated) and event.code != ErrorCode.NO_ERROR:
-                # The backend sees ``finished`` and calls ``lost``; the code says why.
-                self.terminated = ConnectionLost(event.code, event.message)
+            elif isinstance(event, ConnectionTerminated):
+                self.close_code = event.code
+                if event.code != ErrorCode.NO_ERROR:
+                    # The backend sees ``finished`` and calls ``lost``; the code says why.
+                    self.terminated = ConnectionLost(event.code, event.message)
 
     def _on_accepted(self, event: RequestAccepted) -> None:
         sub = self._subs.get(event.handle)
