@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 from harness import BACKENDS, TRANSPORTS, ServerProxy
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, Request
 
 from streamproto.__main__ import main
 from transports.conformance import CASES, run
@@ -25,7 +27,7 @@ def test_runner_passes_against_our_servers(backend: str, transport: str) -> None
         server.stop()
     failures = [f"{r.id}: {r.detail}" for r in report.results if not r.passed]
     assert failures == []
-    assert report.passed == len(CASES)
+    assert report.passed == len([c for c in CASES if transport in c.schemes])
 
 
 def test_every_case_cites_spec_rules() -> None:
@@ -84,3 +86,45 @@ def test_a_silent_server_fails_with_a_timeout() -> None:
         listener.close()
     assert report.failed == 1
     assert "nothing in time" in report.results[0].detail
+
+
+def test_websocket_only_cases_are_not_applicable_over_tcp(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    server = ServerProxy("asyncio", "tcp")
+    try:
+        report = run(server.url, only={"C24", "C01"}, out=print)
+    finally:
+        server.stop()
+    assert [r.id for r in report.results] == ["C01"]
+    assert "C24 N/A [R-TR-5]" in capsys.readouterr().out
+
+
+def test_c24_fails_a_server_that_selects_no_subprotocol() -> None:
+    """A WebSocket server that accepts every upgrade and selects no subprotocol."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    conns: list[socket.socket] = []
+
+    def serve() -> None:
+        for _ in range(2):  # the case's own connection, then the upgrade without a subprotocol
+            conn, _ = listener.accept()
+            conns.append(conn)
+            ws = WSConnection(ConnectionType.SERVER)
+            while not (request := [e for e in ws.events() if isinstance(e, Request)]):
+                ws.receive_data(conn.recv(65536))
+            del request
+            conn.sendall(ws.send(AcceptConnection()))
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    try:
+        report = run(f"ws://127.0.0.1:{port}/", only={"C24"}, timeout=2.0)
+    finally:
+        thread.join(5)
+        for conn in conns:
+            conn.close()
+        listener.close()
+    (result,) = report.results
+    assert not result.passed
+    assert result.detail == "AssertionError: the server selected subprotocol None"

@@ -299,6 +299,7 @@ class ServerDriver:
         self.peer: Peer = hub.attach(self.conn, wakeup)
         self.hub = hub
         self.close_code = int(ErrorCode.NO_ERROR)
+        self._flushing = False
 
     def _handle(self, events: list[Event]) -> None:
         for event in events:
@@ -318,13 +319,22 @@ class ServerDriver:
 
     def outgoing(self) -> bytes:
         """Socket bytes to write now."""
-        # Sending can free room (Writable) and the hub's answer to that can queue more.
-        parts = [self.framing.wrap(self.conn.data_to_send())]
-        while events := self.conn.take_events():
-            self._handle(events)
-            parts.append(self.framing.wrap(self.conn.data_to_send()))
-        if self.conn.closed and not self.framing.closed:
-            parts.append(self.framing.close(self.close_code))
+        if self._flushing:
+            # Re-entered by a wakeup from the hub while the events below are handled (the
+            # thread adapter flushes inline): the outer call returns everything in order, and
+            # the close last, so no close can overtake the last data.
+            return b""
+        self._flushing = True
+        try:
+            # Sending can free room (Writable) and the hub's answer to that can queue more.
+            parts = [self.framing.wrap(self.conn.data_to_send())]
+            while events := self.conn.take_events():
+                self._handle(events)
+                parts.append(self.framing.wrap(self.conn.data_to_send()))
+            if self.conn.closed and not self.framing.closed:
+                parts.append(self.framing.close(self.close_code))
+        finally:
+            self._flushing = False
         return b"".join(parts)
 
     def deadline(self) -> float | None:
