@@ -4,6 +4,7 @@ WebSocket; and the runner's own reporting works (JSON, case selection, failures)
 from __future__ import annotations
 
 import json
+import re
 import socket
 import threading
 from pathlib import Path
@@ -128,3 +129,13 @@ def test_c24_fails_a_server_that_selects_no_subprotocol() -> None:
     (result,) = report.results
     assert not result.passed
     assert result.detail == "AssertionError: the server selected subprotocol None"
+
+
+def test_rule_index_repeats_every_rule_verbatim() -> None:
+    """§18 lists every rule of the body once, with the same text, so the spec says one thing."""
+    spec = (Path(__file__).resolve().parent.parent / "spec" / "PROTOCOL.md").read_text()
+    body, index = spec.split("## 18. Rule index")
+    rules = re.findall(r"^- \*\*(R-[A-Z]+-\d+)\.\*\* (.*)$", body, re.M)
+    listed = re.findall(r"^\d+[a-z]?\. \*\*(R-[A-Z]+-\d+)\*\* \(§[\d.]+\) (.*)$", index, re.M)
+    assert len(rules) == len({rule for rule, _ in rules})
+    assert listed == rules
