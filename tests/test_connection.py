@@ -249,6 +249,35 @@ def test_peer_max_frame_size_below_floor(role: Role) -> None:
     assert_fails(conn, encode(frame), ErrorCode.PROTOCOL_ERROR)
 
 
+@pytest.mark.parametrize(
+    ("settings", "frame_size"),
+    [
+        (((Setting.MAX_FRAME_SIZE, 65_536), (Setting.MAX_FRAME_SIZE, 20_000)), 20_000),
+        (((Setting.MAX_FRAME_SIZE, 20_000), (Setting.MAX_FRAME_SIZE, 16_383)), None),
+        (((Setting.MAX_FRAME_SIZE, 16_383), (Setting.MAX_FRAME_SIZE, 65_536)), None),
+    ],
+)
+def test_repeated_setting_every_occurrence_checked_last_one_used(
+    settings: tuple[tuple[int, int], ...], frame_size: int | None
+) -> None:
+    """R-SET-4: settings are processed in order (as HTTP/2 does): each occurrence is checked,
+    so a MAX_FRAME_SIZE below 16384 is PROTOCOL_ERROR even when a later one is valid, and the
+    last occurrence is the value in effect."""
+    s = Connection(Role.SERVER, Config(keepalive=15))
+    proposals = ((Setting.KEEPALIVE_MS, 5_000), (Setting.KEEPALIVE_MS, 2_000))
+    hello = encode(Hello(settings=(*settings, *proposals)))
+    if frame_size is None:
+        assert_fails(s, hello, ErrorCode.PROTOCOL_ERROR)
+        return
+    [event] = s.receive_data(hello)
+    assert isinstance(event, HandshakeRequested)
+    assert s.peer_settings[Setting.MAX_FRAME_SIZE] == frame_size
+    s.accept_handshake(session_id="s", resume_token="t")
+    welcome = decode_frames(s.data_to_send())[0]
+    assert isinstance(welcome, Welcome)
+    assert dict(welcome.settings)[Setting.KEEPALIVE_MS] == 2_000  # the last proposal
+
+
 def test_unknown_settings_are_ignored() -> None:
     s = Connection(Role.SERVER)
     settings = ((99, 7), (Setting.MAX_UPLOADS, 3), (Setting.MAX_CHUNK_SIZE, 3000))
@@ -328,6 +357,32 @@ def test_keepalive_timeout() -> None:
     # The client learns it from the GOAWAY.
     t = pair.client.receive_data(encode(Goaway(ErrorCode.KEEPALIVE_TIMEOUT, 0, "x")))
     expect_terminated(t, ErrorCode.KEEPALIVE_TIMEOUT, by_peer=True)
+
+
+@pytest.mark.parametrize("last_frame_at", [1.0, 1.5, 2.0])
+def test_keepalive_bounds_follow_the_ticks(last_frame_at: float) -> None:
+    """R-KA-2, R-KA-5: checks run every K (here 1 s) from WELCOME; the PING goes out between K
+    and 2K after the last frame received, the timeout between 2K and 3K after it, and never
+    sooner than K after the PING."""
+    s = open_pair(server=Config(keepalive=1.0)).server
+    assert s.handle_timer(1.0) == []  # the handshake's traffic: re-arm
+    # The peer's last frame arrives after the tick at 1.0 and before the one at 2.0 runs.
+    s.receive_data(encode(Ping(7)))
+    s.data_to_send()
+    ping_at = timeout_at = None
+    while timeout_at is None:
+        now = s.next_deadline()
+        assert now is not None
+        events = s.handle_timer(now)
+        if any(isinstance(f, Ping) for f in sent(s)):
+            ping_at = now
+        if events:
+            expect_terminated(events, ErrorCode.KEEPALIVE_TIMEOUT, by_peer=False)
+            timeout_at = now
+    assert (ping_at, timeout_at) == (3.0, 4.0)
+    assert 1.0 <= ping_at - last_frame_at <= 2.0
+    assert 2.0 <= timeout_at - last_frame_at <= 3.0
+    assert timeout_at - ping_at == 1.0
 
 
 def test_stale_timer_after_close_does_nothing() -> None:

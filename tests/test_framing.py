@@ -103,11 +103,35 @@ def test_pings_are_answered_and_text_is_refused_with_1003() -> None:
     server.receive(peer.send(Ping(b"hi")))
     peer.receive_data(server.wrap(b""))
     assert [type(e) for e in peer.events()] == [Pong]
-    server.receive(peer.send(TextMessage(data="hello")))
+    assert server.violation is None
+    # R-TR-4: the text is a violation; binary messages after it are not passed on, and the
+    # GOAWAY the connection sends still goes out before the close with 1003.
+    data = peer.send(TextMessage(data="hello")) + peer.send(BytesMessage(data=b"late"))
+    assert server.receive(data) == b""
+    assert server.violation == "text messages are not part of streamproto"
+    assert not server.closed
+    peer.receive_data(server.wrap(b"goaway") + server.close(ErrorCode.PROTOCOL_ERROR))
     assert server.closed
-    peer.receive_data(server.wrap(b""))
-    (close,) = [e for e in peer.events() if isinstance(e, CloseConnection)]
-    assert close.code == 1003
+    events = list(peer.events())
+    assert [type(e) for e in events] == [BytesMessage, CloseConnection]
+    assert events[0].data == b"goaway"
+    assert events[1].code == 1003
+    assert RawFraming().violation is None
+
+
+def test_the_client_closes_when_the_server_selects_no_subprotocol() -> None:
+    """R-TR-5: HELLO never goes to a server whose upgrade did not select streamproto.v1."""
+    client = WsFraming(True, host="h:1", path="/sp")
+    peer = WSConnection(ConnectionType.SERVER)
+    peer.receive_data(client.wrap(b""))
+    (request,) = [e for e in peer.events() if isinstance(e, Request)]
+    assert request.subprotocols == [SUBPROTOCOL]
+    client.receive(peer.send(AcceptConnection()))  # no subprotocol selected
+    assert client.closed
+    assert not client.ready
+    assert client.error == "the server did not select the streamproto.v1 subprotocol"
+    peer.receive_data(client.wrap(b"HELLO"))
+    assert [(type(e), getattr(e, "code", None)) for e in peer.events()] == [(CloseConnection, 1002)]
 
 
 def test_close_maps_our_code_to_the_close_code() -> None:

@@ -1250,6 +1250,35 @@ def test_upload_data_in_order_then_end() -> None:
     assert h.hub.statistics().uploads == 0
 
 
+def test_upload_naming_an_open_upload_is_rejected() -> None:
+    """R-REQ-8: an id names one open upload at a time; uploads and outbound streams have
+    separate namespaces, and an upload's id is free again once it is closed (no retention)."""
+    uploads = Uploads()
+    h, ch = setup(on_upload=uploads, on_open=lambda producer, args: None)
+    c = h.connect()
+    first = c.conn.upload(CH, "file-1")
+    h.pump()
+    second = c.conn.upload(CH, "file-1")
+    h.pump()
+    assert only(c, second) == [
+        RequestRejected(second, ErrorCode.STREAM_EXISTS, "upload 'file-1' is open")
+    ]
+    with raises(ErrorCode.STREAM_EXISTS):
+        ch.expect_upload("file-1")
+    # An outbound stream of the same id is another namespace.
+    opened = c.conn.open(CH, stream_id="file-1")
+    h.pump()
+    assert isinstance(only(c, opened)[0], RequestAccepted)
+    assert len(uploads.readers) == 1
+    c.conn.send_end(first)
+    h.pump()
+    assert uploads.readers[0].outcome == (0, "")
+    third = c.conn.upload(CH, "file-1")
+    h.pump()
+    assert isinstance(only(c, third)[0], RequestAccepted)
+    assert [r.stream_id for r in uploads.readers] == ["file-1", "file-1"]
+
+
 def test_upload_chunks_are_read_in_order() -> None:
     uploads = Uploads()
     h, _ = setup(seed=7, on_upload=uploads)

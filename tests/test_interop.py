@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import struct
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -18,6 +19,9 @@ from harness import BACKENDS, ClientProxy, ServerProxy
 from websockets.asyncio.client import connect as ws_connect
 from websockets.asyncio.server import ServerConnection
 from websockets.asyncio.server import serve as ws_serve
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from transports import Backoff, ConnectionLost
 
 HEADER = struct.Struct(">IBBI")
 
@@ -83,6 +87,105 @@ async def _raw_client(url: str) -> None:
         pong = list(split_frames(await _recv(ws)))
         assert pong[0][0] == 0x04
         assert struct.unpack(">Q", pong[0][3]) == (77,)
+
+
+HELLO = frame(0x01, 0, b"STRP" + struct.pack(">HH", 1, 1) + struct.pack(">H", 0) + s16(""))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_websocket_subprotocol_text_and_close_codes(backend: str) -> None:
+    """R-TR-5: a client offering no subprotocol is refused with HTTP 400. R-TR-4: a text
+    message gets GOAWAY(PROTOCOL_ERROR), then close 1003. R-TR-6: the close code mirrors the
+    GOAWAY (4000 + code, 1000 for NO_ERROR). R-GOAWAY-2: the server closes after the client's
+    GOAWAY(0) once nothing is open."""
+    server = ServerProxy(backend, "ws")
+    try:
+        asyncio.run(_close_codes(server.url))
+    finally:
+        server.stop()
+
+
+async def _close_codes(url: str) -> None:
+    with pytest.raises(InvalidStatus) as refused:
+        async with ws_connect(url):
+            pass
+    assert refused.value.response.status_code == 400
+    assert await _goodbye(url, ["hello"]) == ([], 1, 1003)
+    ping_first = frame(0x03, 0, struct.pack(">Q", 1))
+    assert await _goodbye(url, [ping_first], handshake=False) == ([], 1, 4001)
+    graceful = frame(0x05, 0, struct.pack(">HI", 0, 0) + s16("bye"))
+    assert await _goodbye(url, [graceful]) == ([], None, 1000)
+
+
+async def _goodbye(
+    url: str, messages: list[bytes | str], *, handshake: bool = True
+) -> tuple[list[int], int | None, int]:
+    """After HELLO and WELCOME (with ``handshake``), send ``messages``; return the types of
+    the other frames received, the GOAWAY's code (None if none came) and the close code the
+    server closed with."""
+    kinds: list[int] = []
+    code = None
+    async with ws_connect(url, subprotocols=["streamproto.v1"]) as ws:  # type: ignore[list-item]
+        assert ws.subprotocol == "streamproto.v1"
+        if handshake:
+            await ws.send(HELLO)
+            assert next(split_frames(await _recv(ws)))[0] == 0x02  # WELCOME
+        for message in messages:
+            await ws.send(message)
+        while True:
+            try:
+                message = await _recv(ws)
+            except ConnectionClosed as exc:
+                rcvd = exc.rcvd
+                break
+            for ftype, _flags, _handle, body in split_frames(message):
+                if ftype == 0x05:  # GOAWAY
+                    code = struct.unpack_from(">H", body)[0]
+                else:
+                    kinds.append(ftype)
+    assert rcvd is not None
+    return kinds, code, rcvd.code
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_our_client_sends_no_hello_without_the_subprotocol(backend: str) -> None:
+    """R-TR-5: a server whose upgrade selects no subprotocol gets no HELLO and close 1002."""
+    received: list[bytes | str] = []
+    close_codes: list[int | None] = []
+    ready = threading.Event()
+    stop: list[asyncio.Event] = []
+    port: list[int] = []
+
+    async def handle(ws: ServerConnection) -> None:
+        try:
+            async for message in ws:
+                received.append(message)
+        finally:
+            close_codes.append(ws.close_code)
+
+    async def run() -> None:
+        stop.append(asyncio.Event())
+        async with ws_serve(handle, "127.0.0.1", 0) as server:  # selects no subprotocol
+            port.append(next(iter(server.sockets)).getsockname()[1])
+            ready.set()
+            await stop[0].wait()
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_until_complete, args=(run(),))
+    thread.start()
+    try:
+        assert ready.wait(5)
+        url = f"ws://127.0.0.1:{port[0]}/"
+        with pytest.raises(ConnectionLost):
+            ClientProxy(backend, url, reconnect=Backoff(attempts=0))
+        deadline = time.monotonic() + 5
+        while not close_codes and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert (received, close_codes) == ([], [1002])
+    finally:
+        loop.call_soon_threadsafe(stop[0].set)
+        thread.join(5)
+        loop.close()
 
 
 async def _recv(ws: object) -> bytes:

@@ -93,6 +93,9 @@ def frame_from_json(obj: dict[str, Any]) -> Frame:
     cls = CLASSES[obj["type"]]
     names = [field.name for field in attrs.fields(cls)]
     keys = ["type_byte" if (cls is Unknown and n == "type") else n for n in names]
+    # The vectors use the spec's field names: CREDIT's ``bytes`` is the codec's ``nbytes``.
+    pairs = zip(names, keys, strict=True)
+    keys = ["bytes" if (cls is Credit and n == "nbytes") else k for n, k in pairs]
     assert sorted(obj) == sorted(["type", *keys]), f"{obj['type']} must list every field"
     kwargs: dict[str, Any] = {}
     for name, key in zip(names, keys, strict=True):

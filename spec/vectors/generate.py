@@ -84,6 +84,9 @@ TYPE_NAMES: dict[type, str] = {
 }
 #: ``Unknown.type`` is stored under this key, since ``"type"`` names the frame class.
 UNKNOWN_TYPE_KEY = "type_byte"
+#: Keys that differ from the codec's attribute names: the vectors use the spec's field names
+#: (CREDIT's ``bytes``, which a Python attribute would shadow the builtin with).
+FIELD_KEYS = {(Credit, "nbytes"): "bytes"}
 
 
 def bytes_to_json(value: bytes) -> str | dict[str, Any] | list[Any]:
@@ -110,6 +113,7 @@ def frame_to_json(frame: Frame) -> dict[str, Any]:
     for field in attrs.fields(type(frame)):
         value = getattr(frame, field.name)
         key = UNKNOWN_TYPE_KEY if (type(frame) is Unknown and field.name == "type") else field.name
+        key = FIELD_KEYS.get((type(frame), field.name), key)
         if isinstance(value, bytes):
             value = bytes_to_json(value)
         elif isinstance(frame, Data) and field.name == "chunks":

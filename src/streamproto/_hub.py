@@ -401,6 +401,9 @@ class Channel:
         self._closed: OrderedDict[str, _Stream] = OrderedDict()
         self._expected: dict[str, UploadReader] = {}
         self._uploads = 0
+        # Ids of the channel's attached uploads: an id names one open upload at a time
+        # (R-REQ-8). Uploads have their own namespace, apart from the outbound streams.
+        self._upload_ids: set[str] = set()
 
     def start(self, stream_id: str | None = None) -> Producer:
         """Start a stream (``stream_id`` None: the hub picks one) and return its producer.
@@ -415,6 +418,8 @@ class Channel:
             raise LocalProtocolError(ErrorCode.INVALID_NAME, f"invalid stream id {sid!r}")
         if sid in self._expected:
             raise LocalProtocolError(ErrorCode.STREAM_EXISTS, f"upload {sid!r} already expected")
+        if sid in self._upload_ids:
+            raise LocalProtocolError(ErrorCode.STREAM_EXISTS, f"upload {sid!r} is open")
         reader = UploadReader(self._hub, self.name, sid, b"")
         self._expected[sid] = reader
         return reader
@@ -1177,6 +1182,10 @@ class Hub:
         channel = self._admit(peer, event.handle, event.channel, RequestKind.UPLOAD, event)
         if channel is None:
             return
+        if event.stream_id in channel._upload_ids:
+            why = f"upload {event.stream_id!r} is open"
+            conn.reject(event.handle, ErrorCode.STREAM_EXISTS, why)
+            return
         reader = channel._expected.pop(event.stream_id, None) if event.stream_id else None
         if reader is None:
             if channel.on_upload is None:
@@ -1196,6 +1205,7 @@ class Hub:
         reader._handle = event.handle
         peer.uploads[event.handle] = reader
         channel._uploads += 1
+        channel._upload_ids.add(reader.stream_id)
         if handler is not None:
             try:
                 handler(reader)
@@ -1207,4 +1217,5 @@ class Hub:
         reader = peer.uploads.pop(handle)
         channel = self._channels[reader.channel]
         channel._uploads -= 1
+        channel._upload_ids.discard(reader.stream_id)
         return reader

@@ -274,6 +274,16 @@ def read_upload(reader: UploadReader) -> bytes | None:
     return chunk
 
 
+def fail_on_violation(framing: Framing, conn: Connection) -> list[Event]:
+    """A peer that broke the transport's rules (a WebSocket text message) gets a connection
+    error PROTOCOL_ERROR: its GOAWAY goes out before the framing closes (spec R-TR-4).
+    Returns the connection's events, to be handled at once, like those of input."""
+    if framing.violation is None or conn.closed:
+        return []
+    conn.goaway(ErrorCode.PROTOCOL_ERROR, framing.violation)
+    return conn.take_events()
+
+
 class ServerDriver:
     """One accepted socket on the server: framing, a server Connection and its hub Peer.
 
@@ -296,6 +306,7 @@ class ServerDriver:
         self.peer: Peer = hub.attach(self.conn, wakeup)
         self.hub = hub
         self.close_code = int(ErrorCode.NO_ERROR)
+        self._flushing = False
 
     def _handle(self, events: list[Event]) -> None:
         for event in events:
@@ -308,18 +319,29 @@ class ServerDriver:
         payload = self.framing.receive(data)
         if payload:
             self._handle(self.conn.receive_data(payload))
+        if violated := fail_on_violation(self.framing, self.conn):
+            self._handle(violated)
         if self.framing.closed and not self.conn.closed:
             self._handle(self.conn.receive_data(b""))
 
     def outgoing(self) -> bytes:
         """Socket bytes to write now."""
-        # Sending can free room (Writable) and the hub's answer to that can queue more.
-        parts = [self.framing.wrap(self.conn.data_to_send())]
-        while events := self.conn.take_events():
-            self._handle(events)
-            parts.append(self.framing.wrap(self.conn.data_to_send()))
-        if self.conn.closed and not self.framing.closed:
-            parts.append(self.framing.close(self.close_code))
+        if self._flushing:
+            # Re-entered by a wakeup from the hub while the events below are handled (the
+            # thread adapter flushes inline): the outer call returns everything in order, and
+            # the close last, so no close can overtake the last data.
+            return b""
+        self._flushing = True
+        try:
+            # Sending can free room (Writable) and the hub's answer to that can queue more.
+            parts = [self.framing.wrap(self.conn.data_to_send())]
+            while events := self.conn.take_events():
+                self._handle(events)
+                parts.append(self.framing.wrap(self.conn.data_to_send()))
+            if self.conn.closed and not self.framing.closed:
+                parts.append(self.framing.close(self.close_code))
+        finally:
+            self._flushing = False
         return b"".join(parts)
 
     def deadline(self) -> float | None:
@@ -671,6 +693,7 @@ class ClientCore:
         self.chunks = 0
         self.goaway = False
         self.terminated = ConnectionLost(ErrorCode.CONNECTION_LOST, "the connection was lost")
+        self.close_code = int(ErrorCode.NO_ERROR)
         self._goodbye = b""
         self._subs: dict[int, SubscriptionCore] = {}
         self._pending: list[SubscriptionCore] = []
@@ -694,6 +717,7 @@ class ClientCore:
         self.ready = False
         self.goaway = False
         self.terminated = ConnectionLost(ErrorCode.CONNECTION_LOST, "the connection was lost")
+        self.close_code = int(ErrorCode.NO_ERROR)  # the code of the GOAWAY that ended it
 
     def receive(self, data: bytes) -> None:
         """Socket bytes in (``b""``: end of input)."""
@@ -703,6 +727,8 @@ class ClientCore:
         payload = framing.receive(data)
         if payload:
             self._route(conn.receive_data(payload))
+        if violated := fail_on_violation(framing, conn):
+            self._route(violated)
         if framing.closed and not conn.closed:
             self._route(conn.receive_data(b""))
 
@@ -726,7 +752,7 @@ class ClientCore:
                 up.notify()
         data = framing.wrap(payload)
         if conn.closed and not framing.closed:
-            data += framing.close(ErrorCode.NO_ERROR)
+            data += framing.close(self.close_code)
         return data
 
     def deadline(self) -> float | None:
@@ -983,12 +1009,15 @@ class ClientCore:
             elif isinstance(event, HandshakeCompleted):
                 self._on_handshake(event)
             elif isinstance(event, HandshakeRefused):
+                self.close_code = event.code
                 self.give_up(StreamError(event.code, event.message or "handshake refused"))
             elif isinstance(event, GoawayReceived):
                 self.goaway = True
-            elif isinstance(event, ConnectionTerminated) and event.code != ErrorCode.NO_ERROR:
-                # The backend sees ``finished`` and calls ``lost``; the code says why.
-                self.terminated = ConnectionLost(event.code, event.message)
+            elif isinstance(event, ConnectionTerminated):
+                self.close_code = event.code
+                if event.code != ErrorCode.NO_ERROR:
+                    # The backend sees ``finished`` and calls ``lost``; the code says why.
+                    self.terminated = ConnectionLost(event.code, event.message)
 
     def _on_accepted(self, event: RequestAccepted) -> None:
         sub = self._subs.get(event.handle)

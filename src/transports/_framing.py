@@ -33,8 +33,9 @@ SUBPROTOCOL = "streamproto.v1"
 
 
 def close_code_for(code: int) -> int:
-    """The WebSocket close code for a streamproto error code: 1000 for NO_ERROR, 1001 for
-    SERVER_SHUTDOWN, otherwise 4000 + code (private range) for codes below 1000."""
+    """The WebSocket close code after a GOAWAY with ``code`` (spec R-TR-6): 1000 for NO_ERROR,
+    1001 for SERVER_SHUTDOWN, 4000 + code (the private range) for the other connection codes
+    and 1008 for an application code, which does not fit in that range."""
     if code == ErrorCode.NO_ERROR:
         return 1000
     if code == ErrorCode.SERVER_SHUTDOWN:
@@ -53,6 +54,11 @@ class Framing(Protocol):
     def closed(self) -> bool:
         """True once the transport-level close happened (or the handshake failed)."""
 
+    @property
+    def violation(self) -> str | None:
+        """Why the peer broke the transport's rules (a WebSocket text message), else None.
+        The connection then fails with PROTOCOL_ERROR before ``close`` (spec R-TR-4)."""
+
     def receive(self, data: bytes) -> bytes:
         """Socket bytes in (``b""``: end of input); streamproto bytes out."""
 
@@ -68,6 +74,7 @@ class RawFraming:
     """Raw TCP: streamproto frames are self-delimiting, so the bytes pass through."""
 
     ready = True
+    violation = None
 
     def __init__(self) -> None:
         self.closed = False
@@ -90,7 +97,9 @@ class WsFraming:
 
     The client sends the upgrade request at once; the server accepts a request for ``path``
     (any path when None) that offers the ``streamproto.v1`` subprotocol and refuses others with
-    HTTP 400/404. Text messages are a protocol error (close 1003). Pings are answered.
+    HTTP 400/404; a client whose upgrade does not select the subprotocol closes with 1002 and
+    sends nothing (spec R-TR-5). A text message is a protocol error: ``violation`` says so, the
+    connection sends its GOAWAY and ``close`` uses 1003 (R-TR-4). Pings are answered.
     """
 
     def __init__(self, client: bool, *, host: str = "localhost", path: str | None = "/") -> None:
@@ -102,6 +111,7 @@ class WsFraming:
         self.ready = False
         self.closed = False
         self.error: str | None = None
+        self.violation: str | None = None
         if client:
             target = path or "/"
             self._out.append(
@@ -125,7 +135,8 @@ class WsFraming:
     def _on_event(self, event: object) -> None:
         ws = self._ws
         if isinstance(event, BytesMessage):
-            self._in.append(bytes(event.data))
+            if self.violation is None:  # after a violation the peer's bytes mean nothing
+                self._in.append(bytes(event.data))
         elif isinstance(event, Request):
             if self._path is not None and event.target != self._path:
                 self._refuse(404, "unknown path")
@@ -135,7 +146,14 @@ class WsFraming:
                 self._out.append(ws.send(AcceptConnection(subprotocol=SUBPROTOCOL)))
                 self.ready = True
         elif isinstance(event, AcceptConnection):
-            self.ready = True
+            if event.subprotocol == SUBPROTOCOL:
+                self.ready = True
+            else:
+                # A server that did not select the subprotocol may not speak streamproto (or
+                # another version of it): fail the WebSocket before HELLO goes out.
+                self.error = f"the server did not select the {SUBPROTOCOL} subprotocol"
+                self._out.append(ws.send(CloseConnection(code=1002, reason=self.error)))
+                self.closed = True
         elif isinstance(event, RejectConnection):
             self.error = f"the server refused the WebSocket upgrade ({event.status_code})"
             self.closed = True
@@ -145,10 +163,8 @@ class WsFraming:
             if ws.state.name == "REMOTE_CLOSING":
                 self._out.append(ws.send(event.response()))
             self.closed = True
-        elif isinstance(event, TextMessage):
-            self.error = "text messages are not part of streamproto"
-            self._out.append(ws.send(CloseConnection(code=1003, reason=self.error)))
-            self.closed = True
+        elif isinstance(event, TextMessage) and self.violation is None:
+            self.error = self.violation = "text messages are not part of streamproto"
 
     def _refuse(self, status: int, why: str) -> None:
         self.error = why
@@ -164,8 +180,9 @@ class WsFraming:
 
     def close(self, code: int) -> bytes:
         if self.ready and not self.closed:
+            ws_code = 1003 if self.violation is not None else close_code_for(code)
             with contextlib.suppress(WsLocalError):  # the peer closed first
-                self._out.append(self._ws.send(CloseConnection(code=close_code_for(code))))
+                self._out.append(self._ws.send(CloseConnection(code=ws_code)))
         self.closed = True
         data = b"".join(self._out)
         self._out.clear()

@@ -76,6 +76,8 @@ class RawPeer:
             raise ValueError(f"expected tcp://host:port or ws://host:port/path, got {url!r}")
         self.url = url
         self.timeout = timeout
+        #: The subprotocol the server selected (WebSocket only).
+        self.subprotocol: str | None = None
         self.sock = socket.create_connection((parts.hostname, parts.port), timeout=timeout)
         self.decoder = FrameDecoder(16_777_216)
         self.frames: list[Frame] = []
@@ -110,6 +112,7 @@ class RawPeer:
         for event in self.ws.events():
             if isinstance(event, AcceptConnection):
                 self._accepted = True
+                self.subprotocol = event.subprotocol
             elif isinstance(event, BytesMessage):
                 out.append(bytes(event.data))
             elif isinstance(event, WsPing):
@@ -210,17 +213,19 @@ class Case:
     rules: tuple[str, ...]
     title: str
     check: Callable[[RawPeer], None]
+    #: The URL schemes the case applies to (a WebSocket rule has nothing to check over TCP).
+    schemes: tuple[str, ...] = ("tcp", "ws")
 
 
 CASES: list[Case] = []
 
 
 def case(
-    case_id: str, *rules: str
+    case_id: str, *rules: str, schemes: tuple[str, ...] = ("tcp", "ws")
 ) -> Callable[[Callable[[RawPeer], None]], Callable[[RawPeer], None]]:
     def register(check: Callable[[RawPeer], None]) -> Callable[[RawPeer], None]:
         title = " ".join((check.__doc__ or "").split())  # a docstring may wrap
-        CASES.append(Case(case_id, rules, title, check))
+        CASES.append(Case(case_id, rules, title, check, schemes))
         return check
 
     return register
@@ -493,7 +498,7 @@ def _c19(peer: RawPeer) -> None:
     peer.expect(Pong)
 
 
-@case("C20", "R-FLOW-8")
+@case("C20", "R-FLOW-3")
 def _c20(peer: RawPeer) -> None:
     """DATA beyond the granted credit is a FLOW_CONTROL_ERROR."""
     peer.handshake()
@@ -532,11 +537,61 @@ def _c22(peer: RawPeer) -> None:
     peer.expect_quiet(0.2)
 
 
-@case("C23", "R-GOAWAY-1")
+@case("C23", "R-GOAWAY-1", "R-GOAWAY-2")
 def _c23(peer: RawPeer) -> None:
     """A client's GOAWAY(NO_ERROR) with nothing open ends the connection."""
     peer.handshake()
     peer.send(Goaway(0, 0, "bye"))
+    peer.expect_closed()
+
+
+def _upgrade_status(url: str, timeout: float) -> int:
+    """The HTTP status a WebSocket upgrade that offers no subprotocol is answered with."""
+    from wsproto import ConnectionType, WSConnection  # noqa: PLC0415 - optional extra
+    from wsproto.events import AcceptConnection, RejectConnection, Request  # noqa: PLC0415
+
+    parts = urlsplit(url)
+    ws = WSConnection(ConnectionType.CLIENT)
+    with socket.create_connection((parts.hostname, parts.port), timeout=timeout) as sock:
+        sock.sendall(ws.send(Request(host=parts.netloc, target=parts.path or "/")))
+        while data := sock.recv(65536):
+            ws.receive_data(data)
+            for event in ws.events():
+                if isinstance(event, RejectConnection):
+                    return int(event.status_code)
+                if isinstance(event, AcceptConnection):
+                    raise AssertionError("an upgrade without the subprotocol was accepted")
+    raise AssertionError("the server closed without answering the upgrade")
+
+
+@case("C24", "R-TR-5", schemes=("ws",))
+def _c24(peer: RawPeer) -> None:
+    """The server selects streamproto.v1, and refuses an upgrade offering none with 400."""
+    if peer.subprotocol != "streamproto.v1":
+        raise AssertionError(f"the server selected subprotocol {peer.subprotocol!r}")
+    status = _upgrade_status(peer.url, peer.timeout)
+    if status != 400:
+        raise AssertionError(f"an upgrade without the subprotocol got HTTP {status}, not 400")
+
+
+@case("C25", "R-GOAWAY-1", "R-GOAWAY-2")
+def _c25(peer: RawPeer) -> None:
+    """After a client's GOAWAY(NO_ERROR) an open subscription runs to its end; then the
+    server closes the connection."""
+    peer.handshake()
+    _subscribe(peer, "conformance:fixed/five", credit=2)
+    peer.send(Goaway(0, 1, "no more requests"))
+    deadline = time.monotonic() + 0.3
+    try:
+        while peer._pull(deadline):
+            pass
+    except _Closed:
+        raise AssertionError("the server closed while a subscription was open") from None
+    peer.send(Credit(1, 8, 1 << 16))
+    got = _collect(peer)
+    _expect_items(got, list(enumerate(FIVE, 1)))
+    if not isinstance(got.outcome, End) or got.outcome.last_seq != 5:
+        raise AssertionError(f"outcome {got.outcome}")
     peer.expect_closed()
 
 
@@ -808,8 +863,13 @@ def run(
 ) -> Report:
     """Run the cases (all, or those in ``only``) against the server at ``url``."""
     results = []
+    scheme = urlsplit(url).scheme
     for item in CASES:
         if only and item.id not in only:
+            continue
+        if scheme not in item.schemes:
+            if out is not None:
+                out(f"{item.id} N/A [{', '.join(item.rules)}] {item.title} ({scheme})")
             continue
         started = time.monotonic()
         detail = ""

@@ -558,12 +558,16 @@ class ClientProxy:
         self.backend = backend if isinstance(backend, str) else self.flavour
         self.thread = loop_thread(self.flavour)
         connect = self.adapter.connect
-        if self.flavour == "trio":
-            self.client = self.thread.call(self._trio_connect, url, kwargs)
-        elif self.flavour == "asyncio":
-            self.client = self.thread.call(lambda: connect(url, **kwargs))
-        else:
-            self.client = connect(url, **kwargs)
+        try:
+            if self.flavour == "trio":
+                self.client = self.thread.call(self._trio_connect, url, kwargs)
+            elif self.flavour == "asyncio":
+                self.client = self.thread.call(lambda: connect(url, **kwargs))
+            else:
+                self.client = connect(url, **kwargs)
+        except BaseException:
+            self.thread.stop()  # a client that could not connect leaves no thread behind
+            raise
 
     async def _trio_connect(self, url: str, kwargs: dict[str, Any]) -> Any:
         thread = cast(TrioThread, self.thread)
