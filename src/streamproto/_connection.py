@@ -22,7 +22,7 @@ from typing import Final, cast
 
 import attrs
 
-from ._config import MAX_CREDIT, MAX_MESSAGE_BYTES, Config
+from ._config import MAX_CREDIT, MAX_MESSAGE_BYTES, MIN_KEEPALIVE_MS, Config
 from ._errors import ErrorCode, LocalProtocolError
 from ._events import (
     CancelRequested,
@@ -53,6 +53,8 @@ from ._events import (
 )
 from ._frames import (
     _DATA_HEADER,
+    HEADER_SIZE,
+    MAX_HANDSHAKE_BODY,
     MIN_MAX_FRAME_SIZE,
     PROTOCOL_VERSION,
     U64,
@@ -75,7 +77,6 @@ from ._frames import (
     Reject,
     Setting,
     Subscribe,
-    Unknown,
     Unsubscribe,
     Upload,
     UploadCancel,
@@ -319,6 +320,21 @@ def _truncate(message: str) -> str:
     return raw[:MAX_MESSAGE_BYTES].decode("utf-8", "ignore")
 
 
+def _check_handshake_size(frame: bytes, what: str) -> None:
+    """R-FRAME-7: HELLO and WELCOME travel before any limit is known."""
+    if len(frame) - HEADER_SIZE > MAX_HANDSHAKE_BODY:
+        raise LocalProtocolError(
+            ErrorCode.FRAME_TOO_LARGE,
+            f"{what} must encode to at most {MAX_HANDSHAKE_BODY} bytes, "
+            f"got {len(frame) - HEADER_SIZE}",
+        )
+
+
+def _keepalive_ms(value: int) -> int:
+    """R-SET-30: a nonzero interval below the floor counts as the floor."""
+    return MIN_KEEPALIVE_MS if 0 < value < MIN_KEEPALIVE_MS else value
+
+
 def _check_code(code: int) -> None:
     if not 0 <= code <= 0xFFFF:
         raise LocalProtocolError(ErrorCode.INVALID_ARGUMENT, f"code must fit in u16, got {code}")
@@ -347,7 +363,10 @@ class Connection:
     ) -> None:
         self._role = role
         self._cfg = config if config is not None else Config()
-        self._decoder = FrameDecoder(self._cfg.max_frame_size)
+        self._decoder = FrameDecoder(
+            self._cfg.max_frame_size,
+            unknown_budget=(self._cfg.max_unknown_frames, self._cfg.max_unknown_bytes),
+        )
         self._control: list[bytes] = []
         self._ready: deque[_Out] = deque()
         self._handles: dict[int, _Out | _In] = {}
@@ -382,9 +401,9 @@ class Connection:
                 (Setting.MAX_CHUNK_SIZE, self._cfg.max_chunk_size),
                 (Setting.KEEPALIVE_MS, round(self._cfg.keepalive * 1000)),
             )
-            self._control.append(
-                encode(Hello(settings=settings, resume_token=resume_token, auth=auth))
-            )
+            hello = encode(Hello(settings=settings, resume_token=resume_token, auth=auth))
+            _check_handshake_size(hello, "HELLO (its resume token and auth)")
+            self._control.append(hello)
         else:
             self._state = ConnState.AWAIT_HELLO
 
@@ -827,7 +846,6 @@ class Connection:
         self._require_role(Role.SERVER)
         if self._state is ConnState.CLOSED:
             return False
-        self._conn_step(ConnInput.SEND_WELCOME, local=True)
         cfg = self._cfg
         settings = (
             (Setting.MAX_FRAME_SIZE, cfg.max_frame_size),
@@ -837,9 +855,10 @@ class Connection:
             (Setting.MAX_UPLOADS, cfg.max_uploads),
             (Setting.SESSION_GRACE_MS, round(cfg.session_grace * 1000)),
         )
-        self._control.append(
-            encode(Welcome(PROTOCOL_VERSION, resumed, settings, session_id, resume_token))
-        )
+        welcome = encode(Welcome(PROTOCOL_VERSION, resumed, settings, session_id, resume_token))
+        _check_handshake_size(welcome, "WELCOME (its session id and resume token)")
+        self._conn_step(ConnInput.SEND_WELCOME, local=True)
+        self._control.append(welcome)
         self._start_keepalive()
         return True
 
@@ -1233,9 +1252,17 @@ class Connection:
                 events.append(PongReceived(frame.payload))
             case Goaway():
                 self._on_goaway(frame, events)
-            case Unknown():
-                pass  # R-FWD-1: unknown frame types are ignored
-            case _:
+            # The decoder skips unknown frame types (R-FWD-1), so one case always matches.
+            case (  # pragma: no branch
+                Accept()
+                | Reject()
+                | Gap()
+                | End()
+                | Error()
+                | Cancel()
+                | Unsubscribe()
+                | UploadCancel()
+            ):
                 self._on_handle_frame(frame, events)
 
     def _lookup(self, handle: int) -> _Out | _In | None:
@@ -1516,7 +1543,7 @@ class Connection:
             )
         self._apply_peer_settings(frame.settings)
         # The server's interval binds; a client may only ask for a shorter one.
-        proposed = dict(frame.settings).get(Setting.KEEPALIVE_MS, 0) / 1000
+        proposed = _keepalive_ms(dict(frame.settings).get(Setting.KEEPALIVE_MS, 0)) / 1000
         own = self._cfg.keepalive
         self._keepalive = min(own, proposed) if own and proposed else own
         events.append(
@@ -1542,6 +1569,8 @@ class Connection:
         for key, value in settings:
             if key == Setting.MAX_FRAME_SIZE and value < MIN_MAX_FRAME_SIZE:
                 raise _PeerFault(ErrorCode.PROTOCOL_ERROR, f"MAX_FRAME_SIZE {value} below 16384")
+            if key == Setting.KEEPALIVE_MS:
+                value = _keepalive_ms(value)
             if key in _DEFAULT_SETTINGS and not (
                 self._role is Role.SERVER and key in _SERVER_SETTINGS
             ):
