@@ -375,7 +375,6 @@ class Connection:
         # Senders told BLOCKED (or has_room False), with the size refused: owed a Writable
         # once that size fits, not before (else a writer that retries on Writable spins).
         self._blocked: dict[int, tuple[_Out, int]] = {}
-        self._overflow: dict[int, list[int]] = {}
         self._now = now
         self._hs_deadline = now + self._cfg.handshake_timeout
         self._keepalive = 0.0
@@ -505,12 +504,11 @@ class Connection:
 
     def take_events(self) -> list[Event]:
         """Events produced by method calls since the last ``receive_data`` or ``handle_timer``
-        (overflow warnings, writable notices, the end of draining). Those two calls return them
-        too, first; call this after ``send_data`` or ``data_to_send`` if you do not want to
-        wait for the next one."""
+        (overflow warnings as their GAP is sent, writable notices, the end of draining). Those
+        two calls return them too, first; call this after ``send_data`` or ``data_to_send`` if
+        you do not want to wait for the next one."""
         events = self._pending
         self._pending = []
-        self._collect_overflow(events)
         return events
 
     def next_deadline(self) -> float | None:
@@ -687,6 +685,12 @@ class Connection:
                 append(encode(Gap(handle, seq, item.to_seq, item.reason)))
                 queue.popleft()
                 h.sent_seq = item.to_seq
+                if item.reason is _OVERFLOW:
+                    # Reported as it leaves, for exactly the seqs the subscriber is told of
+                    # (one warning per gap, as the client's on receipt, R-OVF-2), not per drop:
+                    # a stalled subscriber's drops merge into one held gap.
+                    dropped = item.to_seq - seq + 1
+                    self._pending.append(OverflowWarning(handle, dropped, seq, item.to_seq))
                 used += 27
                 continue
             size = len(item)
@@ -721,6 +725,13 @@ class Connection:
                 self._handle_step(h, _DRAINED)
                 self._close_handle(h)
         return used
+
+    def _overflow_queued(self, handle: int) -> bool:
+        """Whether ``handle`` is a sender whose queue holds an OVERFLOW gap not sent yet."""
+        h = self._handles.get(handle)
+        return isinstance(h, _Out) and any(
+            type(item) is _GapMark and item.reason is _OVERFLOW for _, item in h.queue
+        )
 
     def _wake_writers(self, events: list[Event]) -> None:
         """A Writable for each blocked sender whose refused write fits now. Room is freed by sending
@@ -1132,7 +1143,7 @@ class Connection:
         if not self._drop_oldest(h, size):
             # Dropping this handle's chunks did not make room (the connection-wide cap is
             # full with other handles' data): the new chunk is dropped too.
-            self._record_drop(h, h.next_seq, h.next_seq)
+            self._chunks_dropped += 1
             self._queue_gap(h, h.next_seq, GapReason.OVERFLOW)
             return WriteResult.ACCEPTED
         self._enqueue(h, (chunk,), size)
@@ -1736,29 +1747,13 @@ class Connection:
             h.q_bytes -= len(item)
             h.q_chunks -= 1
             self._queued_bytes -= len(item)
-            self._record_drop(h, seq, seq)
+            self._chunks_dropped += 1
         if gap_from:
             if queue and isinstance(queue[0][1], _GapMark):  # merge with the gap that follows
                 gap_to = queue.popleft()[1].to_seq  # type: ignore[union-attr]
             queue.appendleft((gap_from, _GapMark(gap_to, GapReason.OVERFLOW)))
         queue.extendleft(reversed(keep))
         return self._has_room(h, size)
-
-    def _record_drop(self, h: _Out, first: int, last: int) -> None:
-        self._chunks_dropped += last - first + 1
-        current = self._overflow.get(h.handle)
-        if current is None:
-            self._overflow[h.handle] = [last - first + 1, first, last]
-        else:
-            current[0] += last - first + 1
-            current[1] = min(current[1], first)
-            current[2] = max(current[2], last)
-
-    def _collect_overflow(self, events: list[Event]) -> None:
-        if self._overflow:
-            for handle, (dropped, first, last) in self._overflow.items():
-                events.append(OverflowWarning(handle, dropped, first, last))
-            self._overflow.clear()
 
     def _queue_gap(self, h: _Out, to_seq: int, reason: GapReason) -> None:
         queue = h.queue
