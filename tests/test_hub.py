@@ -1619,3 +1619,8 @@ def test_overflow_without_a_callback_and_for_a_handle_the_hub_does_not_know() ->
     assert p.statistics() == ProducerStatistics(overflows=1, dropped=1)
     c.peer.handle_events([OverflowWarning(handle + 7, 1, 1, 1)])  # ignored
     assert p.statistics().overflows == 1
+
+
+def test_overflow_record_is_short_in_logs() -> None:
+    record = Overflow(CH, "s", "x" * 40, 3, 6, 3, 8)
+    assert str(record) == f"Overflow({CH}/s session={'x' * 16} h=3 dropped=6 3..8)"
