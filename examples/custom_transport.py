@@ -244,7 +244,7 @@ class Client:
         self.link.sock.close()  # the server reads end of input and closes its side
 
 
-def main(keepalive: float = 0.1, quiet: bool = False) -> dict[str, Any]:
+def main(keepalive: float = 1.0, quiet: bool = False) -> dict[str, Any]:
     say = (lambda *a: None) if quiet else print
     # The core draws no randomness: inject the clock and an unguessable id source (128 bits).
     hub = Hub(clock=time.monotonic, ids=lambda: secrets.token_urlsafe(16))
@@ -320,5 +320,5 @@ def main(keepalive: float = 0.1, quiet: bool = False) -> dict[str, Any]:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--keepalive", type=float, default=0.1)
+    parser.add_argument("--keepalive", type=float, default=1.0)
     main(parser.parse_args().keepalive)

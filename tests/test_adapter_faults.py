@@ -15,6 +15,7 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
+import logging
 import queue
 import socket
 import struct
@@ -28,7 +29,7 @@ import trio.testing as trio_testing
 from faultproxy import Cut, FaultProxy, Stall
 from harness import BACKENDS, TRANSPORTS, ClientProxy, ServerProxy
 
-from streamproto import Config, ErrorCode, OverflowPolicy, WriteResult
+from streamproto import Config, ErrorCode, Overflow, OverflowPolicy, WriteResult
 from streamproto._frames import (
     Credit,
     FrameDecoder,
@@ -568,6 +569,53 @@ def test_reader_that_never_reads_then_closes(same: tuple[str, str], policy: str)
         )
         assert r.server.try_write("q", b"after") == [WriteResult.ACCEPTED]
         serves_next_client(r, policy)
+
+
+def test_overflow_warnings_reach_the_producer_and_the_subscription(
+    same: tuple[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """drop_oldest with a stalled subscriber: the producer's ``on_overflow`` and the
+    subscription's ``on_overflow``/``recent_overflows`` get the seqs of the very gaps the
+    iterator hands out, and each side logs one WARNING record, not one per drop."""
+    backend, transport = same
+    with (
+        counted("slow"),
+        caplog.at_level(logging.WARNING),
+        rig(backend, transport) as r,
+    ):
+        client = r.connect(config=SLOW_CLIENT)
+        r.server.start("test:drop", "o")
+        on_server: list[Overflow] = []
+        on_client: list[Overflow] = []
+        r.server.producers["o"].on_overflow = on_server.append
+        sub = client.raw_subscribe("test:drop", "o", on_gap="item")
+        sub.on_overflow = on_client.append
+        bounded(lambda: client.wait_accepted(sub))
+        for i in range(40):  # 1000 chunks while the subscriber reads nothing
+            r.server.try_write("o", *[b"%06d" % (i * 25 + j) + KB for j in range(25)])
+        r.server.close_stream("o")
+        items, error = bounded(lambda: client.collect(sub))
+        assert error is None
+        gaps = [(g.from_seq, g.to_seq) for g in items if isinstance(g, Gap)]
+        assert gaps
+        wait_for(lambda: len(on_server) == len(gaps), "the producer heard of every gap")
+        session = r.core(client).session_id
+        for records in (on_server, on_client, list(sub.recent_overflows)):
+            assert [(o.from_seq, o.to_seq) for o in records] == gaps
+            assert {(o.channel, o.stream_id, o.session_id) for o in records} == {
+                ("test:drop", "o", session)
+            }
+            assert all(o.dropped == o.to_seq - o.from_seq + 1 for o in records)
+        assert sub.overflows == len(gaps)
+        dropped = sum(o.dropped for o in on_server)
+        assert r.server.thread.call(r.server.producers["o"].statistics).dropped == dropped
+        assert dropped > 900  # a stalled subscriber: almost everything was dropped
+    hub_records = [x for x in caplog.records if x.name == "streamproto.hub"]
+    client_records = [x for x in caplog.records if x.name == "transports"]
+    assert len(hub_records) == 1  # rate-limited: at most one per stream per 10 s
+    assert len(client_records) == 1
+    assert f"seqs {gaps[0][0]}..{gaps[0][1]}" in hub_records[0].getMessage()
+    assert f"seqs {gaps[0][0]}..{gaps[0][1]}" in client_records[0].getMessage()
 
 
 # -- 3. malformed and oversize frames -----------------------------------------------------------

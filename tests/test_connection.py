@@ -58,11 +58,15 @@ from streamproto import (
     Writable,
     WriteResult,
 )
+from streamproto._config import MIN_KEEPALIVE_MS
 from streamproto._connection import QUANTUM
 from streamproto._frames import (
     HEADER_SIZE,
     MAX_FRAME_SIZE_LIMIT,
+    MAX_HANDSHAKE_BODY,
     MIN_MAX_FRAME_SIZE,
+    MIN_UNKNOWN_BYTES,
+    MIN_UNKNOWN_FRAMES,
     Accept,
     Cancel,
     Credit,
@@ -331,8 +335,8 @@ def test_keepalive_ping_pong() -> None:
 
 def test_keepalive_negotiation() -> None:
     # The client may only shorten the server's interval; 0 (its own disabled) leaves it.
-    pair = open_pair(Config(keepalive=0.5), Config(keepalive=2.0))
-    assert pair.client.next_deadline() == pair.server.next_deadline() == 0.5
+    pair = open_pair(Config(keepalive=1.5), Config(keepalive=2.0))
+    assert pair.client.next_deadline() == pair.server.next_deadline() == 1.5
     pair = open_pair(Config(keepalive=0), Config(keepalive=2.0))
     assert pair.client.next_deadline() == pair.server.next_deadline() == 2.0
     pair = open_pair(Config(keepalive=5), Config(keepalive=0))
@@ -958,16 +962,20 @@ def test_drop_oldest() -> None:
         assert s.statistics().queued_bytes <= 2
     # 3..6 were dropped; 7 and 8 are queued behind an OVERFLOW gap, which is held until the
     # subscriber has credit again (so later drops merge into it instead of piling up gaps).
-    assert s.take_events() == [OverflowWarning(h, 4, 3, 6)]
+    # The warning goes with the gap: none yet.
+    assert s.take_events() == []
     assert s.statistics().chunks_dropped == 4
     events = pair.feed(c, held + s.data_to_send())
     assert events == [DataReceived(h, 1, (b"1", b"2"))]
+    assert s.take_events() == []
     t = pair.transfer()  # the client's credit returns; the gap and the survivors follow
     assert t.client == [
         GapReceived(h, 3, 6, GapReason.OVERFLOW),
         OverflowWarning(h, 4, 3, 6),
         DataReceived(h, 7, (b"7", b"8")),
     ]
+    # Both sides report the same gap, once.
+    assert [e for e in t.server if isinstance(e, OverflowWarning)] == [OverflowWarning(h, 4, 3, 6)]
     pair.send_end(h)
 
 
@@ -985,6 +993,9 @@ def test_a_stalled_subscriber_gets_one_overflow_gap_not_one_per_flush() -> None:
         OverflowWarning(h, 98, 3, 100),
         DataReceived(h, 101, (b"101", b"102")),
     ]
+    # 98 drops, one warning on the server too: not one per drop or per flush.
+    warnings = [e for e in t.server if isinstance(e, OverflowWarning)]
+    assert warnings == [OverflowWarning(h, 98, 3, 100)]
 
 
 def test_a_held_overflow_gap_goes_out_when_it_is_the_end() -> None:
@@ -1016,13 +1027,13 @@ def test_drop_oldest_bounded_by_bytes() -> None:
     gaps = [e for e in t.client if isinstance(e, GapReceived)]
     assert [(g.from_seq, g.to_seq, g.reason) for g in gaps] == [(2, 37, GapReason.OVERFLOW)]
     assert data_chunks(t.client, h) == [bytes([38]) * 100, bytes([39]) * 100]
-    # The server's warning was reported at the next receive_data.
+    # The server's warning went with the gap.
     assert OverflowWarning(h, 36, 2, 37) in t.server
 
 
 def test_drop_oldest_merges_queued_gaps() -> None:
     # R-OVF-2: the OVERFLOW gap takes in the queued gaps next to the dropped chunks (an EVICTED
-    # one included); the server's warning counts the chunks it dropped.
+    # one included); both warnings cover the gap's seqs, the statistics count the drops.
     pair, h, held = stalled(OverflowPolicy.DROP_OLDEST, max_queued_chunks=2)
     s = pair.server
     s.send_data(h, b"3")
@@ -1031,13 +1042,15 @@ def test_drop_oldest_merges_queued_gaps() -> None:
     s.send_data(h, b"7")  # drops 3
     s.send_data(h, b"8")  # drops 6
     s.send_data(h, b"9")  # drops 7
-    assert s.take_events() == [OverflowWarning(h, 3, 3, 7)]
+    assert s.take_events() == []
+    assert s.statistics().chunks_dropped == 3
     pair.feed(pair.client, held)
     t = pair.transfer()
     assert [e for e in t.client if not isinstance(e, DataReceived)] == [
         GapReceived(h, 3, 7, GapReason.OVERFLOW),
         OverflowWarning(h, 5, 3, 7),
     ]
+    assert OverflowWarning(h, 5, 3, 7) in t.server
     assert data_chunks(t.client, h) == [b"8", b"9"]
 
 
@@ -1068,7 +1081,7 @@ def test_drop_oldest_keeps_half_sent_chunk() -> None:
     part = s.data_to_send(max_bytes=1000)  # the first fragment: the credit is used up
     assert s.send_data(h, b"2") is WriteResult.ACCEPTED  # the half-sent chunk is not "beyond"
     assert s.send_data(h, b"3") is WriteResult.ACCEPTED  # 2 is dropped; the big one stays
-    assert s.take_events() == [OverflowWarning(h, 1, 2, 2)]
+    assert s.take_events() == []
     assert pair.feed(pair.client, part) == []
     t = pair.transfer()
     assert t.client == [
@@ -1077,6 +1090,7 @@ def test_drop_oldest_keeps_half_sent_chunk() -> None:
         OverflowWarning(h, 1, 2, 2),
         DataReceived(h, 3, (b"3",)),
     ]
+    assert OverflowWarning(h, 1, 2, 2) in t.server
 
 
 def test_drop_oldest_connection_cap_drops_new_chunk() -> None:
@@ -1098,7 +1112,8 @@ def test_drop_oldest_connection_cap_drops_new_chunk() -> None:
     for _ in range(4):
         assert s.send_data(h, b"x" * 150) is WriteResult.ACCEPTED
         assert s.statistics().queued_bytes <= 300
-    assert s.take_events() == [OverflowWarning(h, 4, 1, 4)]
+    assert s.take_events() == []
+    assert s.statistics().chunks_dropped == 4
     pair.feed(pair.client, held)
     t = pair.transfer()
     assert [e for e in t.client if e.handle == h] == [  # type: ignore[union-attr]
@@ -1106,6 +1121,7 @@ def test_drop_oldest_connection_cap_drops_new_chunk() -> None:
         OverflowWarning(h, 4, 1, 4),
     ]
     assert Writable(h2) in t.server
+    assert OverflowWarning(h, 4, 1, 4) in t.server
 
 
 def test_block_then_writable() -> None:
@@ -1181,7 +1197,7 @@ def test_default_policy_from_config() -> None:
     pair2, h2, _ = stalled(OverflowPolicy.DEFAULT, max_queued_chunks=1)  # drop_oldest
     pair2.server.send_data(h2, b"3")
     assert pair2.server.send_data(h2, b"4") is WriteResult.ACCEPTED
-    assert pair2.server.take_events() == [OverflowWarning(h2, 1, 3, 3)]
+    assert pair2.server.statistics().chunks_dropped == 1
 
 
 def test_connection_queued_bytes_cap() -> None:
@@ -1567,6 +1583,135 @@ def test_unknown_frames_are_ignored(split: dict[str, Any]) -> None:
     s = Connection(Role.SERVER)
     assert s.receive_data(encode(Unknown(0x40))) == []  # even before HELLO
     pair.send_data(h, b"still fine")
+
+
+# -- handshake size, keepalive floor, unknown-frame budget --------------------------------------
+
+
+def hello_of(body_size: int) -> bytes:
+    """A HELLO whose body is exactly ``body_size`` bytes (the auth fills it)."""
+    return encode(Hello(auth=b"a" * (body_size - len(encode(Hello())) + HEADER_SIZE)))
+
+
+def test_hello_body_at_the_limit_is_accepted() -> None:
+    s = Connection(Role.SERVER)
+    [event] = s.receive_data(hello_of(MAX_HANDSHAKE_BODY))
+    assert isinstance(event, HandshakeRequested)
+    assert len(event.auth) > MAX_HANDSHAKE_BODY - 100
+
+
+def test_oversize_hello_is_refused_from_its_header() -> None:
+    # R-FRAME-7: 16384 whatever the server's own MAX_FRAME_SIZE (here the default, 65536).
+    s = Connection(Role.SERVER)
+    raw = hello_of(MAX_HANDSHAKE_BODY + 1)
+    assert s.receive_data(raw[:4]) == []  # a length alone could be any type's
+    assert_fails(s, raw[4:HEADER_SIZE], ErrorCode.FRAME_TOO_LARGE)  # the type byte decides
+    assert s.statistics().buffered_bytes == 0  # the body was never waited for
+
+
+def test_oversize_welcome_is_refused() -> None:
+    c = Connection(Role.CLIENT, Config(max_frame_size=MAX_FRAME_SIZE_LIMIT))
+    welcome = encode(Welcome(session_id="s" * MAX_HANDSHAKE_BODY))
+    assert_fails(c, welcome, ErrorCode.FRAME_TOO_LARGE)
+
+
+def test_oversize_handshake_frames_are_local_errors() -> None:
+    local_error(ErrorCode.FRAME_TOO_LARGE, Connection, Role.CLIENT, auth=b"x" * MAX_HANDSHAKE_BODY)
+    s = Connection(Role.SERVER)
+    s.receive_data(encode(Hello()))
+    local_error(
+        ErrorCode.FRAME_TOO_LARGE,
+        s.accept_handshake,
+        session_id="s" * MAX_HANDSHAKE_BODY,
+        resume_token="t",
+    )
+    assert s.state is ConnState.HELLO_RECEIVED  # nothing was sent: it may still answer
+    assert s.accept_handshake(session_id="s", resume_token="t")
+
+
+@pytest.mark.parametrize(
+    ("proposed", "bound"), [(1, 1000), (999, 1000), (1000, 1000), (1500, 1500), (0, 15_000)]
+)
+def test_keepalive_proposal_below_the_floor_counts_as_the_floor(proposed: int, bound: int) -> None:
+    # R-SET-30: a HELLO's KEEPALIVE_MS of 1..999 is taken as 1000, then R-SET-5 applies.
+    s = Connection(Role.SERVER, Config(keepalive=15.0))
+    s.receive_data(encode(Hello(settings=((Setting.KEEPALIVE_MS, proposed),))))
+    s.accept_handshake(session_id="s", resume_token="t")
+    [welcome] = decode_frames(s.data_to_send())
+    assert isinstance(welcome, Welcome)
+    assert dict(welcome.settings)[Setting.KEEPALIVE_MS] == bound
+    assert s.next_deadline() == bound / 1000
+
+
+@pytest.mark.parametrize(("announced", "bound"), [(1, 1000), (999, 1000), (0, 0), (2000, 2000)])
+def test_welcome_keepalive_below_the_floor_counts_as_the_floor(announced: int, bound: int) -> None:
+    c = Connection(Role.CLIENT)
+    c.receive_data(encode(Welcome(settings=((Setting.KEEPALIVE_MS, announced),))))
+    assert c.peer_settings[Setting.KEEPALIVE_MS] == bound
+    assert c.next_deadline() == (bound / 1000 if bound else None)
+
+
+def test_keepalive_config_floor() -> None:
+    for bad in (0.001, 0.5, 0.999, -1):
+        local_error(ErrorCode.INVALID_ARGUMENT, Config, keepalive=bad)
+    assert Config(keepalive=0).keepalive == 0
+    assert Config(keepalive=MIN_KEEPALIVE_MS / 1000).keepalive == 1.0
+
+
+EMPTY_UNKNOWN = encode(Unknown(0x40))
+
+
+@pytest.mark.parametrize("role", [Role.CLIENT, Role.SERVER])
+def test_unknown_frames_past_the_budget_end_the_connection(role: Role) -> None:
+    pair = open_pair()
+    conn = pair.client if role is Role.CLIENT else pair.server
+    assert conn.receive_data(EMPTY_UNKNOWN * MIN_UNKNOWN_FRAMES) == []
+    assert_fails(conn, EMPTY_UNKNOWN, ErrorCode.EXCESSIVE_LOAD)
+
+
+def test_unknown_frame_budget_before_the_handshake() -> None:
+    s = Connection(Role.SERVER)
+    assert_fails(s, EMPTY_UNKNOWN * (MIN_UNKNOWN_FRAMES + 1), ErrorCode.EXCESSIVE_LOAD)
+
+
+def test_a_known_frame_restarts_the_unknown_frame_count(split: dict[str, Any]) -> None:
+    pair, h = subscribed(**split)
+    c = pair.client
+    for _ in range(3):  # 3000 unknown frames in all, never 1001 in a row
+        assert c.receive_data(EMPTY_UNKNOWN * (MIN_UNKNOWN_FRAMES - 1)) == []
+        # The run is counted across reads: split it anywhere.
+        assert c.receive_data(EMPTY_UNKNOWN[:3]) == []
+        assert c.receive_data(EMPTY_UNKNOWN[3:]) == []
+        assert c.receive_data(encode(Ping(7))) == [PingReceived(7)]
+    pair.send_data(h, b"still fine")
+    # A DATA frame counts as a known frame too.
+    pair.server.send_data(h, b"x")
+    raw = EMPTY_UNKNOWN * MIN_UNKNOWN_FRAMES + pair.server.data_to_send()
+    assert c.receive_data(raw + EMPTY_UNKNOWN * MIN_UNKNOWN_FRAMES) == [DataReceived(h, 2, (b"x",))]
+    assert_fails(c, EMPTY_UNKNOWN, ErrorCode.EXCESSIVE_LOAD)
+
+
+def test_unknown_bytes_past_the_budget_end_the_connection() -> None:
+    pair = open_pair()
+    big = encode(Unknown(0x41, 0, 0, b"\0" * 65_536))
+    per_mib = MIN_UNKNOWN_BYTES // 65_536
+    assert pair.server.receive_data(big * per_mib) == []  # exactly the budget
+    assert pair.server.receive_data(encode(Ping(1))) == [PingReceived(1)]
+    assert pair.server.receive_data(big * per_mib) == []
+    term = assert_fails(pair.server, big, ErrorCode.EXCESSIVE_LOAD)
+    assert "unknown frames" in term.message
+
+
+def test_unknown_frame_budget_is_configurable() -> None:
+    config = Config(max_unknown_frames=5000, max_unknown_bytes=2 * MIN_UNKNOWN_BYTES)
+    pair = open_pair(server=config)
+    assert pair.server.receive_data(EMPTY_UNKNOWN * 5000) == []
+    assert_fails(pair.server, EMPTY_UNKNOWN, ErrorCode.EXCESSIVE_LOAD)
+    for field, low in [
+        ("max_unknown_frames", MIN_UNKNOWN_FRAMES - 1),
+        ("max_unknown_bytes", MIN_UNKNOWN_BYTES - 1),
+    ]:
+        local_error(ErrorCode.INVALID_ARGUMENT, Config, **{field: low})
 
 
 # -- local misuse -------------------------------------------------------------------------------

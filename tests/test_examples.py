@@ -169,13 +169,13 @@ def test_file_upload_with_64k_chunks() -> None:
 def test_custom_transport_runs_on_the_core_alone() -> None:
     example = load("custom_transport")
     start = time.monotonic()
-    result = example.main(keepalive=0.2, quiet=True)
+    result = example.main(keepalive=1.0, quiet=True)  # the shortest interval (R-SET-30)
     assert result["subscribed"] == [b"line 2", b"line 3", b"line 4"]
     assert result["opened"] == [b"%d" % i for i in range(50)]
     assert result["uploaded"] == b"hello over a unix socket"
     assert result["keepalive_events"] >= 1
     assert result["server_stopped"]
-    assert time.monotonic() - start < 5
+    assert time.monotonic() - start < 8
     source = (EXAMPLES / "custom_transport.py").read_text()
     assert "import transports" not in source
     assert "from transports" not in source

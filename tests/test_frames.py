@@ -36,7 +36,10 @@ from streamproto._frames import (
     DEFAULT_MAX_FRAME_SIZE,
     HEADER_SIZE,
     MAX_FRAME_SIZE_LIMIT,
+    MAX_HANDSHAKE_BODY,
     MIN_MAX_FRAME_SIZE,
+    MIN_UNKNOWN_BYTES,
+    MIN_UNKNOWN_FRAMES,
     Accept,
     Cancel,
     Credit,
@@ -568,8 +571,13 @@ def test_constructors_accept_the_bounds() -> None:
         Unknown(0, 0, 0),
     ]
     limit = FrameDecoder(MAX_FRAME_SIZE_LIMIT)
-    for frame in frames:
+    for frame in frames[2:]:
         assert limit.feed(encode(frame)) == [frame]
+    # HELLO and WELCOME may hold such strings, but no receiver takes them (R-FRAME-7).
+    for frame in frames[:2]:
+        with pytest.raises(FrameError) as info:
+            FrameDecoder(MAX_FRAME_SIZE_LIMIT).feed(encode(frame))
+        assert info.value.code == ErrorCode.FRAME_TOO_LARGE
 
 
 def test_enum_fields_are_converted() -> None:
@@ -739,3 +747,64 @@ def test_exceptions() -> None:
     assert isinstance(frame_error, RemoteProtocolError)
     assert not isinstance(frame_error, LocalProtocolError)
     assert frame_error.args == ("[FRAME_TOO_LARGE] too big",)
+
+
+# -- unknown-frame budget and handshake size (R-FWD-30, R-FRAME-7) ------------------------------
+
+
+BUDGET = (MIN_UNKNOWN_FRAMES, MIN_UNKNOWN_BYTES)
+
+
+def test_unknown_budget_must_allow_the_minimum() -> None:
+    for budget in [(MIN_UNKNOWN_FRAMES - 1, MIN_UNKNOWN_BYTES), (MIN_UNKNOWN_FRAMES, 1)]:
+        with pytest.raises(ValueError, match="unknown_budget"):
+            FrameDecoder(unknown_budget=budget)
+
+
+def test_a_budgeted_decoder_skips_unknown_frames_unbuilt() -> None:
+    decoder = FrameDecoder(unknown_budget=BUDGET)
+    raw = encode(Unknown(0x40, 1, 2, b"x")) + encode(Ping(1)) + encode(Unknown(0x41))
+    assert decoder.feed(raw) == [Ping(1)]
+    assert decoder.buffered == 0
+    # Without a budget they decode as Unknown, as before.
+    assert FrameDecoder().feed(raw) == [Unknown(0x40, 1, 2, b"x"), Ping(1), Unknown(0x41)]
+
+
+@pytest.mark.parametrize("step", [1, 7, 10, 11, 4096])
+def test_the_unknown_run_is_counted_across_reads(step: int) -> None:
+    unknown = encode(Unknown(0x40, 0, 0, b"ab"))
+    raw = unknown * MIN_UNKNOWN_FRAMES + encode(Ping(2)) + unknown * (MIN_UNKNOWN_FRAMES + 1)
+    decoder = FrameDecoder(unknown_budget=BUDGET)
+    out: list[Frame] = []
+    error = None
+    for i in range(0, len(raw), step):
+        error = decoder.feed_into(raw[i : i + step], out)
+        if error is not None:
+            break
+    assert out == [Ping(2)]
+    assert error is not None
+    assert error.code == ErrorCode.EXCESSIVE_LOAD
+    assert f"{MIN_UNKNOWN_FRAMES + 1} unknown frames" in error.message
+
+
+def test_an_oversize_unknown_frame_in_a_run_is_too_large() -> None:
+    decoder = FrameDecoder(unknown_budget=BUDGET)
+    raw = encode(Unknown(0x40)) + struct.pack(">IBBI", DEFAULT_MAX_FRAME_SIZE + 1, 0x40, 0, 0)
+    with pytest.raises(FrameError) as info:
+        decoder.feed(raw)
+    assert info.value.code == ErrorCode.FRAME_TOO_LARGE
+
+
+@pytest.mark.parametrize("ftype", [FrameType.HELLO, FrameType.WELCOME])
+@pytest.mark.parametrize("cut", [5, 9])
+def test_an_oversize_handshake_frame_is_refused_from_its_type_byte(
+    ftype: FrameType, cut: int
+) -> None:
+    header = struct.pack(">IBBI", MAX_HANDSHAKE_BODY + 1, ftype, 0, 0)
+    decoder = FrameDecoder(MAX_FRAME_SIZE_LIMIT)
+    with pytest.raises(FrameError) as info:
+        decoder.feed(header[:cut])
+    assert info.value.code == ErrorCode.FRAME_TOO_LARGE
+    # Another type with the same length only waits for its body.
+    other = struct.pack(">IBBI", MAX_HANDSHAKE_BODY + 1, FrameType.PING, 0, 0)
+    assert FrameDecoder(MAX_FRAME_SIZE_LIMIT).feed(other[:cut]) == []

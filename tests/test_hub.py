@@ -34,10 +34,12 @@ from streamproto import (
     LocalProtocolError,
     MemoryStore,
     Outcome,
+    Overflow,
     OverflowPolicy,
     OverflowWarning,
     PingReceived,
     Producer,
+    ProducerStatistics,
     RequestAccepted,
     RequestRejected,
     Role,
@@ -1618,3 +1620,138 @@ def test_a_chunk_too_large_during_catch_up_fails_that_subscription() -> None:
     h.pump()
     failed = [e for e in only(c, handle) if isinstance(e, StreamFailed)]
     assert [(e.code, e.last_seq) for e in failed] == [(ErrorCode.CHUNK_TOO_LARGE, 0)]
+
+
+# -- overflow warnings reach the producer -------------------------------------------------------
+
+
+def stalled_subscriber(h: HubHarness, stream_id: str = "s") -> tuple[Client, int]:
+    """A drop_oldest subscriber with 2 chunks of credit that consumes only when told."""
+    c = h.connect(Config(auto_credit=False), Config(max_queued_chunks=2))
+    handle = subscribe(c, stream_id, credit_chunks=2, policy=OverflowPolicy.DROP_OLDEST)
+    return c, handle
+
+
+def consume_all(c: Client, handle: int) -> None:
+    """The subscriber reads what arrived since it last did: its credit goes back."""
+    chunks = [
+        chunk
+        for e in c.take()
+        if isinstance(e, DataReceived) and e.handle == handle
+        for chunk in e.chunks
+    ]
+    c.conn.consume(handle, len(chunks), sum(map(len, chunks)))
+    c.harness.pump()
+
+
+def test_overflow_reaches_the_producer_with_the_subscribers_range(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    h, ch = setup()
+    p = ch.start("s")
+    seen: list[Overflow] = []
+    p.on_overflow = seen.append
+    c, handle = stalled_subscriber(h)
+    write_n(p, range(1, 3))
+    h.pump()  # 1 and 2 sent: no credit left
+    with caplog.at_level(logging.WARNING, logger="streamproto.hub"):
+        write_n(p, range(3, 11))  # 3..8 dropped, 9 and 10 queued behind the held gap
+        h.pump()
+        assert seen == []  # the gap waits for credit; so does its warning
+        consume_all(c, handle)
+    session = c.handshake.session_id
+    assert seen == [Overflow(CH, "s", session, handle, 6, 3, 8)]
+    gap = GapReceived(handle, 3, 8, GapReason.OVERFLOW)
+    assert only(c, handle)[1:] == [
+        *data(range(1, 3)),
+        gap,
+        OverflowWarning(handle, 6, 3, 8),
+        *data(range(9, 11)),
+    ]
+    assert p.statistics() == ProducerStatistics(overflows=1, dropped=6)
+    [record] = caplog.records
+    assert record.levelno == logging.WARNING
+    assert record.getMessage() == (
+        f"{CH}/s: seqs 3..8 (6) dropped for session {session} (handle {handle}), which fell behind"
+    )
+
+
+def test_overflow_log_is_rate_limited_per_stream(caplog: pytest.LogCaptureFixture) -> None:
+    h, ch = setup()
+    p = ch.start("s")
+    seen: list[Overflow] = []
+    p.on_overflow = seen.append
+    c, handle = stalled_subscriber(h)
+    seq = 0
+    with caplog.at_level(logging.WARNING, logger="streamproto.hub"):
+        for _ in range(20):  # a subscriber that reads, but slower than the producer writes
+            write_n(p, range(seq + 1, seq + 11))
+            seq += 10
+            h.pump()
+            consume_all(c, handle)
+            h.clock.advance(1.0)
+        assert len(seen) == 20  # one callback per gap
+        assert [s.dropped for s in seen[1:]] == [8] * 19  # 10 written, 2 fit, per round
+        # 20 gaps in 20 s: one record at the first, one 10 s later summing the 9 between.
+        assert len(caplog.records) == 2
+        assert (
+            caplog.records[1]
+            .getMessage()
+            .endswith("(and 9 earlier overflows, 72 seqs, not logged one by one)")
+        )
+    assert p.statistics().overflows == 20
+
+
+def test_overflow_after_the_stream_ended_still_reaches_the_producer() -> None:
+    h, ch = setup()
+    p = ch.start("s")
+    seen: list[Overflow] = []
+    p.on_overflow = seen.append
+    c, handle = stalled_subscriber(h)
+    write_n(p, range(1, 3))
+    h.pump()
+    write_n(p, range(3, 8))
+    p.close()  # the hub is done with the subscription; its connection drains the gap
+    h.pump()
+    assert seen == []
+    assert c.peer._ending
+    consume_all(c, handle)
+    assert seen == [Overflow(CH, "s", c.handshake.session_id, handle, 3, 3, 5)]
+    assert isinstance(only(c, handle)[-1], StreamEnded)
+    assert not c.peer._ending  # forgotten with its last warning
+
+
+def test_a_cancelled_subscriber_with_a_held_gap_is_no_overflow() -> None:
+    h, ch = setup()
+    p = ch.start("s")
+    seen: list[Overflow] = []
+    p.on_overflow = seen.append
+    c, handle = stalled_subscriber(h)
+    write_n(p, range(1, 3))
+    h.pump()
+    write_n(p, range(3, 8))
+    p.close()
+    h.pump()
+    assert c.peer._ending
+    c.conn.cancel(handle)  # the held gap is discarded with the queue
+    h.pump()
+    assert seen == []
+    assert not c.peer._ending
+    assert p.statistics() == ProducerStatistics(overflows=0, dropped=0)
+
+
+def test_overflow_without_a_callback_and_for_a_handle_the_hub_does_not_know() -> None:
+    h, ch = setup()
+    p = ch.start("s")
+    c, handle = stalled_subscriber(h)
+    write_n(p, range(1, 6))
+    h.pump()
+    consume_all(c, handle)
+    assert p.statistics() == ProducerStatistics(overflows=1, dropped=1)
+    c.peer.handle_events([OverflowWarning(handle + 7, 1, 1, 1)])  # ignored
+    assert p.statistics().overflows == 1
+
+
+def test_overflow_record_is_short_in_logs() -> None:
+    record = Overflow(CH, "s", "x" * 40, 3, 6, 3, 8)
+    assert str(record) == f"Overflow({CH}/s session={'x' * 16} h=3 dropped=6 3..8)"

@@ -17,10 +17,12 @@ from typing import Any
 import attrs
 import pytest
 
+from streamproto import Connection, Role, Setting
 from streamproto._errors import ErrorCode, FrameError
 from streamproto._frames import (
     DEFAULT_MAX_FRAME_SIZE,
     HEADER_SIZE,
+    MAX_HANDSHAKE_BODY,
     Accept,
     Cancel,
     Credit,
@@ -153,7 +155,11 @@ def random_cuts(name: str, size: int) -> list[list[int]]:
 
 
 def decoder_for(vector: dict[str, Any]) -> FrameDecoder:
-    return FrameDecoder(vector.get("max_frame_size", DEFAULT_MAX_FRAME_SIZE))
+    budget = vector.get("unknown_budget")
+    return FrameDecoder(
+        vector.get("max_frame_size", DEFAULT_MAX_FRAME_SIZE),
+        unknown_budget=None if budget is None else (budget[0], budget[1]),
+    )
 
 
 def params(vectors: list[dict[str, Any]]) -> list[Any]:
@@ -233,6 +239,15 @@ def test_decode_followed_by_whole_frames(vector: dict[str, Any]) -> None:
     assert decoder.buffered == 0
 
 
+@pytest.mark.parametrize("vector", params([v for v in FRAME_VECTORS if "keepalive_ms" in v]))
+def test_keepalive_vectors(vector: dict[str, Any]) -> None:
+    """R-SET-30: the receiver of the HELLO (a server) or WELCOME (a client) takes the value."""
+    frame = frame_from_json(vector["frame"])
+    conn = Connection(Role.SERVER if isinstance(frame, Hello) else Role.CLIENT)
+    conn.receive_data(from_hex(vector["hex"]))
+    assert conn.peer_settings[Setting.KEEPALIVE_MS] == vector["keepalive_ms"]
+
+
 # -- invalid input ------------------------------------------------------------------------------
 
 
@@ -243,7 +258,7 @@ def expected(vector: dict[str, Any]) -> tuple[ErrorCode, int]:
 @pytest.mark.parametrize("vector", params(INVALID_VECTORS))
 def test_invalid_whole(vector: dict[str, Any]) -> None:
     code, frames_before = expected(vector)
-    raw = bytes.fromhex(vector["hex"])
+    raw = from_hex(vector["hex"])
     with pytest.raises(FrameError) as info:
         decoder_for(vector).feed(raw)
     assert info.value.code == code
@@ -259,7 +274,7 @@ def test_invalid_whole(vector: dict[str, Any]) -> None:
 @pytest.mark.parametrize("vector", params(INVALID_VECTORS))
 def test_invalid_byte_at_a_time(vector: dict[str, Any]) -> None:
     code, frames_before = expected(vector)
-    raw = bytes.fromhex(vector["hex"])
+    raw = from_hex(vector["hex"])
     decoder = decoder_for(vector)
     out: list[Frame] = []
     error = None
@@ -278,7 +293,7 @@ def test_invalid_error_is_sticky(vector: dict[str, Any]) -> None:
     code, _ = expected(vector)
     decoder = decoder_for(vector)
     out: list[Frame] = []
-    error = decoder.feed_into(bytes.fromhex(vector["hex"]), out)
+    error = decoder.feed_into(from_hex(vector["hex"]), out)
     assert error is not None
     seen = len(out)
     for more in (b"", NEXT, NEXT[:3]):
@@ -293,14 +308,17 @@ def test_invalid_error_is_sticky(vector: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize(
     "vector",
-    [pytest.param(v, id=v["name"]) for v in INVALID_VECTORS if v["error"] != "MALFORMED_FRAME"],
+    [pytest.param(v, id=v["name"]) for v in INVALID_VECTORS if v["error"] == "FRAME_TOO_LARGE"],
 )
 def test_oversize_is_refused_from_the_header(vector: dict[str, Any]) -> None:
     """The FRAME_TOO_LARGE vectors end with a bare header: no body is ever needed."""
-    raw = bytes.fromhex(vector["hex"])
+    raw = from_hex(vector["hex"])
     header = raw[-HEADER_SIZE:]
     decoder = decoder_for(vector)
-    assert int.from_bytes(header[:4], "big") > decoder.max_frame_size
+    limit = decoder.max_frame_size
+    if header[4] in (FrameType.HELLO, FrameType.WELCOME):
+        limit = min(limit, MAX_HANDSHAKE_BODY)  # R-FRAME-7
+    assert int.from_bytes(header[:4], "big") > limit
     out: list[Frame] = []
     for i in range(len(raw) - HEADER_SIZE):
         assert decoder.feed_into(raw[i : i + 1], out) is None
@@ -324,9 +342,13 @@ def test_names_are_unique(vectors: list[dict[str, Any]]) -> None:
 
 def test_invalid_vector_keys() -> None:
     for vector in INVALID_VECTORS:
-        assert set(vector) <= {"name", "hex", "error", "max_frame_size", "frames_before"}
-        assert vector["error"] in {"MALFORMED_FRAME", "FRAME_TOO_LARGE"}
-        bytes.fromhex(vector["hex"])
+        assert set(vector) <= {
+            "name", "hex", "error", "max_frame_size", "frames_before", "unknown_budget"
+        }  # fmt: skip
+        assert vector["error"] in {"MALFORMED_FRAME", "FRAME_TOO_LARGE", "EXCESSIVE_LOAD"}
+        # EXCESSIVE_LOAD only comes from a decoder that counts unknown frames (R-FWD-30).
+        assert ("unknown_budget" in vector) == (vector["error"] == "EXCESSIVE_LOAD")
+        from_hex(vector["hex"])
 
 
 def test_frame_vectors_cover_every_type_flag_and_enum() -> None:

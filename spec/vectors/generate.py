@@ -23,7 +23,11 @@ import attrs
 
 from streamproto._frames import (
     MAGIC,
+    MAX_FRAME_SIZE_LIMIT,
+    MAX_HANDSHAKE_BODY,
     MIN_MAX_FRAME_SIZE,
+    MIN_UNKNOWN_BYTES,
+    MIN_UNKNOWN_FRAMES,
     Accept,
     Cancel,
     Credit,
@@ -239,7 +243,31 @@ FRAMES: list[tuple[str, Frame, int | None]] = [
     ("unknown-handle-range-0x3f", Unknown(0x3F, 0x01, 1, b"body"), None),
     ("unknown-type-0x1d", Unknown(0x1D, 0, 2, b"\x00" * 8), None),
     ("unknown-max-values", Unknown(0xFF, 0xFF, H, b"\xff" * 16), None),
+    # R-FRAME-7: the largest HELLO and WELCOME bodies, whatever the receiver's MAX_FRAME_SIZE.
+    (
+        "hello-body-at-handshake-limit",
+        Hello(auth=b"\xab" * (MAX_HANDSHAKE_BODY - len(encode(Hello())) + 10)),
+        None,
+    ),
+    (
+        "welcome-body-at-handshake-limit",
+        Welcome(resume_token="r" * (MAX_HANDSHAKE_BODY - len(encode(Welcome())) + 10)),
+        None,
+    ),
+    # R-SET-30: KEEPALIVE_MS values as announced; KEEPALIVE says what a receiver takes.
+    ("hello-keepalive-below-floor", Hello(settings=((int(Setting.KEEPALIVE_MS), 1),)), None),
+    ("welcome-keepalive-below-floor", Welcome(settings=((int(Setting.KEEPALIVE_MS), 999),)), None),
+    ("welcome-keepalive-at-floor", Welcome(settings=((int(Setting.KEEPALIVE_MS), 1000),)), None),
+    ("welcome-keepalive-off", Welcome(settings=((int(Setting.KEEPALIVE_MS), 0),)), None),
 ]
+
+#: The KEEPALIVE_MS a receiver of the vector's frame takes from it (R-SET-30).
+KEEPALIVE: dict[str, int] = {
+    "hello-keepalive-below-floor": 1000,
+    "welcome-keepalive-below-floor": 1000,
+    "welcome-keepalive-at-floor": 1000,
+    "welcome-keepalive-off": 0,
+}
 
 
 def _header(length: int, ftype: int, flags: int = 0, handle: int = 0) -> bytes:
@@ -297,6 +325,8 @@ def frame_vectors() -> list[dict[str, Any]]:
         }
         if max_frame_size is not None:
             vector["max_frame_size"] = max_frame_size
+        if name in KEEPALIVE:
+            vector["keepalive_ms"] = KEEPALIVE[name]
         vectors.append(vector)
     for name, raw, frame in NON_CANONICAL:
         vectors.append(
@@ -347,6 +377,31 @@ def _goaway_message(raw: bytes) -> bytes:
 PING_1 = _raw(T.PING, struct.pack(">Q", 1))
 RUN_2 = _data(1, 1, b"a") + _data(1, 2, b"b")
 
+EMPTY_UNKNOWN = _raw(0x40, b"")
+BUDGET = [MIN_UNKNOWN_FRAMES, MIN_UNKNOWN_BYTES]
+
+#: (name, bytes value, error code name, extra keys): inputs too long for plain hex, built from
+#: repeat objects (R-FWD-30 needs more than 1000 frames to trip; its 1 MiB byte budget is
+#: left to the test suites, since a seed of that size would slow every fuzzing run down).
+INVALID_REPEATED: list[tuple[str, Any, str, dict[str, Any]]] = [
+    (
+        "unknown-frames-over-budget",
+        {"repeat": EMPTY_UNKNOWN.hex(), "count": MIN_UNKNOWN_FRAMES + 1},
+        "EXCESSIVE_LOAD",
+        {"unknown_budget": BUDGET},
+    ),
+    (
+        "unknown-frames-over-budget-after-ping",
+        [
+            {"repeat": EMPTY_UNKNOWN.hex(), "count": MIN_UNKNOWN_FRAMES},
+            PING_1.hex(),
+            {"repeat": EMPTY_UNKNOWN.hex(), "count": MIN_UNKNOWN_FRAMES + 1},
+        ],
+        "EXCESSIVE_LOAD",
+        {"unknown_budget": BUDGET, "frames_before": 1},
+    ),
+]
+
 #: (name, bytes, error code name, extra keys).
 INVALID: list[tuple[str, bytes, str, dict[str, int]]] = [
     # The length is checked from the header, before any of the body arrives.
@@ -359,6 +414,14 @@ INVALID: list[tuple[str, bytes, str, dict[str, int]]] = [
         {"max_frame_size": MIN_MAX_FRAME_SIZE},
     ),
     ("oversize-unknown-type", _header(65_537, 0x7F), TOO_LARGE, {}),
+    # R-FRAME-7: HELLO and WELCOME bodies are capped at 16384 below any MAX_FRAME_SIZE.
+    ("hello-body-over-handshake-limit", _header(MIN_MAX_FRAME_SIZE + 1, T.HELLO), TOO_LARGE, {}),
+    (
+        "welcome-body-over-handshake-limit",
+        _header(MIN_MAX_FRAME_SIZE + 1, T.WELCOME),
+        TOO_LARGE,
+        {"max_frame_size": MAX_FRAME_SIZE_LIMIT},
+    ),
     ("oversize-after-ping", PING_1 + _header(70_000, T.GOAWAY), TOO_LARGE, {"frames_before": 1}),
     (
         "oversize-after-data-run",
@@ -665,6 +728,9 @@ def invalid_vectors() -> list[dict[str, Any]]:
     return [
         {"name": name, "hex": raw.hex(), "error": error, **extra}
         for name, raw, error, extra in INVALID
+    ] + [
+        {"name": name, "hex": value, "error": error, **extra}
+        for name, value, error, extra in INVALID_REPEATED
     ]
 
 

@@ -58,9 +58,11 @@ from ._hub import (
     HubStatistics,
     Peer,
     Producer,
+    ProducerStatistics,
     UploadReader,
 )
 from ._names import valid_channel, valid_stream_id
+from ._overflow import Overflow
 from ._state import ConnState, HState
 from ._store import MemoryStore, Outcome, Replay, ReplayStore, StreamInfo, StreamStatus, Window
 
@@ -103,12 +105,14 @@ __all__ = [
     "MemoryStore",
     "OpenRequested",
     "Outcome",
+    "Overflow",
     "OverflowPolicy",
     "OverflowWarning",
     "Peer",
     "PingReceived",
     "PongReceived",
     "Producer",
+    "ProducerStatistics",
     "ProtocolError",
     "Refuse",
     "RemoteProtocolError",

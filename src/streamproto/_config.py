@@ -11,17 +11,22 @@ from ._frames import (
     DEFAULT_MAX_FRAME_SIZE,
     MAX_FRAME_SIZE_LIMIT,
     MIN_MAX_FRAME_SIZE,
+    MIN_UNKNOWN_BYTES,
+    MIN_UNKNOWN_FRAMES,
     U32,
     OverflowPolicy,
 )
 
-__all__ = ["MAX_CREDIT", "MAX_MESSAGE_BYTES", "Config"]
+__all__ = ["MAX_CREDIT", "MAX_MESSAGE_BYTES", "MIN_KEEPALIVE_MS", "Config"]
 
 #: Outstanding credit may not exceed this many chunks or bytes (a CREDIT that would take it
 #: higher is a FLOW_CONTROL_ERROR), so counters stay small ints and windows stay meaningful.
 MAX_CREDIT = 2**31 - 1
 #: Error messages are truncated to this many UTF-8 bytes before they are sent.
 MAX_MESSAGE_BYTES = 1024
+#: The shortest keepalive interval (R-SET-30): one second, MQTT's smallest nonzero Keep Alive.
+#: A peer may not make the other side wake up and ping more often than that.
+MIN_KEEPALIVE_MS = 1000
 
 
 def _in_range(low: float, high: float) -> Any:
@@ -32,6 +37,15 @@ def _in_range(low: float, high: float) -> Any:
             )
 
     return check
+
+
+def _keepalive(_inst: object, attr: attrs.Attribute[float], value: float) -> None:
+    if value != 0 and not MIN_KEEPALIVE_MS / 1000 <= value <= U32 / 1000:
+        raise LocalProtocolError(
+            ErrorCode.INVALID_ARGUMENT,
+            f"{attr.name} must be 0 (off) or in {MIN_KEEPALIVE_MS / 1000}..{U32 / 1000}, "
+            f"got {value}",
+        )
 
 
 @attrs.frozen(kw_only=True)
@@ -50,8 +64,9 @@ class Config:
     )
     #: Largest reassembled chunk this side accepts (announced as MAX_CHUNK_SIZE).
     max_chunk_size: int = attrs.field(default=1 << 20, validator=_in_range(1, U32))
-    #: Keepalive interval; 0 disables. A client proposes, the server's answer binds both.
-    keepalive: float = attrs.field(default=15.0, validator=_in_range(0, U32 / 1000))
+    #: Keepalive interval; 0 disables, else at least 1 second (R-SET-30). A client proposes,
+    #: the server's answer binds both.
+    keepalive: float = attrs.field(default=15.0, validator=_keepalive)
     #: Time from connection start to a completed handshake.
     handshake_timeout: float = attrs.field(default=10.0, validator=_in_range(0.001, 3600))
     #: Server: concurrent subscriptions per connection (announced as MAX_SUBSCRIPTIONS).
@@ -80,6 +95,17 @@ class Config:
     max_queued_control_frames: int = attrs.field(default=10_000, validator=_in_range(1, U32))
     #: Client: the highest handle this connection may allocate (u32 on the wire).
     max_handle: int = attrs.field(default=U32, validator=_in_range(1, U32))
+    #: Both: frames of unknown type, and bytes of their bodies, accepted in a row with no frame
+    #: of a known type between them; past either, GOAWAY EXCESSIVE_LOAD (R-FWD-30). Skipping
+    #: an unknown frame costs little, but not nothing: these bound what a peer can make this
+    #: side do for frames that change nothing. The defaults are the minimum every receiver
+    #: grants, which a conforming sender never exceeds (it sends a PING in between).
+    max_unknown_frames: int = attrs.field(
+        default=MIN_UNKNOWN_FRAMES, validator=_in_range(MIN_UNKNOWN_FRAMES, U32)
+    )
+    max_unknown_bytes: int = attrs.field(
+        default=MIN_UNKNOWN_BYTES, validator=_in_range(MIN_UNKNOWN_BYTES, 1 << 40)
+    )
 
     @default_policy.validator
     def _check_policy(self, _attr: attrs.Attribute[OverflowPolicy], value: OverflowPolicy) -> None:

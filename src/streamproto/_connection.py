@@ -22,7 +22,7 @@ from typing import Final, cast
 
 import attrs
 
-from ._config import MAX_CREDIT, MAX_MESSAGE_BYTES, Config
+from ._config import MAX_CREDIT, MAX_MESSAGE_BYTES, MIN_KEEPALIVE_MS, Config
 from ._errors import ErrorCode, LocalProtocolError
 from ._events import (
     CancelRequested,
@@ -53,6 +53,8 @@ from ._events import (
 )
 from ._frames import (
     _DATA_HEADER,
+    HEADER_SIZE,
+    MAX_HANDSHAKE_BODY,
     MIN_MAX_FRAME_SIZE,
     PROTOCOL_VERSION,
     U64,
@@ -75,7 +77,6 @@ from ._frames import (
     Reject,
     Setting,
     Subscribe,
-    Unknown,
     Unsubscribe,
     Upload,
     UploadCancel,
@@ -319,6 +320,21 @@ def _truncate(message: str) -> str:
     return raw[:MAX_MESSAGE_BYTES].decode("utf-8", "ignore")
 
 
+def _check_handshake_size(frame: bytes, what: str) -> None:
+    """R-FRAME-7: HELLO and WELCOME travel before any limit is known."""
+    if len(frame) - HEADER_SIZE > MAX_HANDSHAKE_BODY:
+        raise LocalProtocolError(
+            ErrorCode.FRAME_TOO_LARGE,
+            f"{what} must encode to at most {MAX_HANDSHAKE_BODY} bytes, "
+            f"got {len(frame) - HEADER_SIZE}",
+        )
+
+
+def _keepalive_ms(value: int) -> int:
+    """R-SET-30: a nonzero interval below the floor counts as the floor."""
+    return MIN_KEEPALIVE_MS if 0 < value < MIN_KEEPALIVE_MS else value
+
+
 def _check_code(code: int) -> None:
     if not 0 <= code <= 0xFFFF:
         raise LocalProtocolError(ErrorCode.INVALID_ARGUMENT, f"code must fit in u16, got {code}")
@@ -347,7 +363,10 @@ class Connection:
     ) -> None:
         self._role = role
         self._cfg = config if config is not None else Config()
-        self._decoder = FrameDecoder(self._cfg.max_frame_size)
+        self._decoder = FrameDecoder(
+            self._cfg.max_frame_size,
+            unknown_budget=(self._cfg.max_unknown_frames, self._cfg.max_unknown_bytes),
+        )
         self._control: list[bytes] = []
         self._ready: deque[_Out] = deque()
         self._handles: dict[int, _Out | _In] = {}
@@ -356,7 +375,6 @@ class Connection:
         # Senders told BLOCKED (or has_room False), with the size refused: owed a Writable
         # once that size fits, not before (else a writer that retries on Writable spins).
         self._blocked: dict[int, tuple[_Out, int]] = {}
-        self._overflow: dict[int, list[int]] = {}
         self._now = now
         self._hs_deadline = now + self._cfg.handshake_timeout
         self._keepalive = 0.0
@@ -382,9 +400,9 @@ class Connection:
                 (Setting.MAX_CHUNK_SIZE, self._cfg.max_chunk_size),
                 (Setting.KEEPALIVE_MS, round(self._cfg.keepalive * 1000)),
             )
-            self._control.append(
-                encode(Hello(settings=settings, resume_token=resume_token, auth=auth))
-            )
+            hello = encode(Hello(settings=settings, resume_token=resume_token, auth=auth))
+            _check_handshake_size(hello, "HELLO (its resume token and auth)")
+            self._control.append(hello)
         else:
             self._state = ConnState.AWAIT_HELLO
 
@@ -486,12 +504,11 @@ class Connection:
 
     def take_events(self) -> list[Event]:
         """Events produced by method calls since the last ``receive_data`` or ``handle_timer``
-        (overflow warnings, writable notices, the end of draining). Those two calls return them
-        too, first; call this after ``send_data`` or ``data_to_send`` if you do not want to
-        wait for the next one."""
+        (overflow warnings as their GAP is sent, writable notices, the end of draining). Those
+        two calls return them too, first; call this after ``send_data`` or ``data_to_send`` if
+        you do not want to wait for the next one."""
         events = self._pending
         self._pending = []
-        self._collect_overflow(events)
         return events
 
     def next_deadline(self) -> float | None:
@@ -668,6 +685,12 @@ class Connection:
                 append(encode(Gap(handle, seq, item.to_seq, item.reason)))
                 queue.popleft()
                 h.sent_seq = item.to_seq
+                if item.reason is _OVERFLOW:
+                    # Reported as it leaves, for exactly the seqs the subscriber is told of
+                    # (one warning per gap, as the client's on receipt, R-OVF-2), not per drop:
+                    # a stalled subscriber's drops merge into one held gap.
+                    dropped = item.to_seq - seq + 1
+                    self._pending.append(OverflowWarning(handle, dropped, seq, item.to_seq))
                 used += 27
                 continue
             size = len(item)
@@ -702,6 +725,13 @@ class Connection:
                 self._handle_step(h, _DRAINED)
                 self._close_handle(h)
         return used
+
+    def _overflow_queued(self, handle: int) -> bool:
+        """Whether ``handle`` is a sender whose queue holds an OVERFLOW gap not sent yet."""
+        h = self._handles.get(handle)
+        return isinstance(h, _Out) and any(
+            type(item) is _GapMark and item.reason is _OVERFLOW for _, item in h.queue
+        )
 
     def _wake_writers(self, events: list[Event]) -> None:
         """A Writable for each blocked sender whose refused write fits now. Room is freed by sending
@@ -827,7 +857,6 @@ class Connection:
         self._require_role(Role.SERVER)
         if self._state is ConnState.CLOSED:
             return False
-        self._conn_step(ConnInput.SEND_WELCOME, local=True)
         cfg = self._cfg
         settings = (
             (Setting.MAX_FRAME_SIZE, cfg.max_frame_size),
@@ -837,9 +866,10 @@ class Connection:
             (Setting.MAX_UPLOADS, cfg.max_uploads),
             (Setting.SESSION_GRACE_MS, round(cfg.session_grace * 1000)),
         )
-        self._control.append(
-            encode(Welcome(PROTOCOL_VERSION, resumed, settings, session_id, resume_token))
-        )
+        welcome = encode(Welcome(PROTOCOL_VERSION, resumed, settings, session_id, resume_token))
+        _check_handshake_size(welcome, "WELCOME (its session id and resume token)")
+        self._conn_step(ConnInput.SEND_WELCOME, local=True)
+        self._control.append(welcome)
         self._start_keepalive()
         return True
 
@@ -1113,7 +1143,7 @@ class Connection:
         if not self._drop_oldest(h, size):
             # Dropping this handle's chunks did not make room (the connection-wide cap is
             # full with other handles' data): the new chunk is dropped too.
-            self._record_drop(h, h.next_seq, h.next_seq)
+            self._chunks_dropped += 1
             self._queue_gap(h, h.next_seq, GapReason.OVERFLOW)
             return WriteResult.ACCEPTED
         self._enqueue(h, (chunk,), size)
@@ -1233,9 +1263,17 @@ class Connection:
                 events.append(PongReceived(frame.payload))
             case Goaway():
                 self._on_goaway(frame, events)
-            case Unknown():
-                pass  # R-FWD-1: unknown frame types are ignored
-            case _:
+            # The decoder skips unknown frame types (R-FWD-1), so one case always matches.
+            case (  # pragma: no branch
+                Accept()
+                | Reject()
+                | Gap()
+                | End()
+                | Error()
+                | Cancel()
+                | Unsubscribe()
+                | UploadCancel()
+            ):
                 self._on_handle_frame(frame, events)
 
     def _lookup(self, handle: int) -> _Out | _In | None:
@@ -1516,7 +1554,7 @@ class Connection:
             )
         self._apply_peer_settings(frame.settings)
         # The server's interval binds; a client may only ask for a shorter one.
-        proposed = dict(frame.settings).get(Setting.KEEPALIVE_MS, 0) / 1000
+        proposed = _keepalive_ms(dict(frame.settings).get(Setting.KEEPALIVE_MS, 0)) / 1000
         own = self._cfg.keepalive
         self._keepalive = min(own, proposed) if own and proposed else own
         events.append(
@@ -1542,6 +1580,8 @@ class Connection:
         for key, value in settings:
             if key == Setting.MAX_FRAME_SIZE and value < MIN_MAX_FRAME_SIZE:
                 raise _PeerFault(ErrorCode.PROTOCOL_ERROR, f"MAX_FRAME_SIZE {value} below 16384")
+            if key == Setting.KEEPALIVE_MS:
+                value = _keepalive_ms(value)
             if key in _DEFAULT_SETTINGS and not (
                 self._role is Role.SERVER and key in _SERVER_SETTINGS
             ):
@@ -1707,29 +1747,13 @@ class Connection:
             h.q_bytes -= len(item)
             h.q_chunks -= 1
             self._queued_bytes -= len(item)
-            self._record_drop(h, seq, seq)
+            self._chunks_dropped += 1
         if gap_from:
             if queue and isinstance(queue[0][1], _GapMark):  # merge with the gap that follows
                 gap_to = queue.popleft()[1].to_seq  # type: ignore[union-attr]
             queue.appendleft((gap_from, _GapMark(gap_to, GapReason.OVERFLOW)))
         queue.extendleft(reversed(keep))
         return self._has_room(h, size)
-
-    def _record_drop(self, h: _Out, first: int, last: int) -> None:
-        self._chunks_dropped += last - first + 1
-        current = self._overflow.get(h.handle)
-        if current is None:
-            self._overflow[h.handle] = [last - first + 1, first, last]
-        else:
-            current[0] += last - first + 1
-            current[1] = min(current[1], first)
-            current[2] = max(current[2], last)
-
-    def _collect_overflow(self, events: list[Event]) -> None:
-        if self._overflow:
-            for handle, (dropped, first, last) in self._overflow.items():
-                events.append(OverflowWarning(handle, dropped, first, last))
-            self._overflow.clear()
 
     def _queue_gap(self, h: _Out, to_seq: int, reason: GapReason) -> None:
         queue = h.queue

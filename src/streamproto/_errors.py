@@ -126,7 +126,11 @@ _INFO: Final[dict[ErrorCode, tuple[ErrorKind, bool, str]]] = {
     ErrorCode.CONNECTION_LOST: (_C, True, "the transport closed without a GOAWAY"),
     ErrorCode.INTERNAL_ERROR: (_C, True, "the peer hit an internal error"),
     ErrorCode.CHUNK_TOO_LARGE: (_C, False, "a chunk exceeds the receiver's maximum chunk size"),
-    ErrorCode.EXCESSIVE_LOAD: (_C, True, "the peer made more replies queue than it reads"),
+    ErrorCode.EXCESSIVE_LOAD: (
+        _C,
+        True,
+        "the peer piled up unread replies or sent too many unknown frames",
+    ),
     ErrorCode.UNKNOWN_CHANNEL: (_S, False, "no channel has this name"),
     ErrorCode.UNKNOWN_STREAM: (_S, False, "the channel has no stream with this id"),
     ErrorCode.INVALID_NAME: (_S, False, "a channel name or stream id breaks the id rules"),

@@ -382,9 +382,11 @@ class Writable:
 
 @attrs.frozen
 class OverflowWarning:
-    """Chunks ``from_seq..to_seq`` (``dropped`` of them) were dropped on ``handle`` because the
-    subscriber fell behind (drop_oldest policy). Reported by both sides; the client also gets
-    the matching :class:`GapReceived` in stream order."""
+    """Seqs ``from_seq..to_seq`` (``dropped`` = how many) of ``handle`` were dropped because the
+    subscriber fell behind (drop_oldest policy): one per OVERFLOW gap, reported by the server
+    when it sends the gap and by the client when it receives it (after the matching
+    :class:`GapReceived`), with the same seqs. Drops whose gap is never sent (the subscriber
+    left, the connection ended) are counted in ``ConnectionStatistics.chunks_dropped`` only."""
 
     handle: int
     dropped: int

@@ -8,7 +8,8 @@ Rules for this file:
    ``length`` counts the body only. spec/PROTOCOL.md section 3 is the normative text.
 3. Decoding never trusts a length: an oversize frame is refused from its header, before its body
    is buffered, and every field is bounds-checked. Malformed input raises :class:`FrameError` with
-   its code; nothing else escapes.
+   its code; nothing else escapes. A frame of unknown type costs a few integer operations: a
+   decoder with an unknown-frame budget skips it without building an object.
 4. A run of DATA frames for one handle with consecutive seqs decodes as one :class:`Data` whose
    ``chunks`` holds every payload: the hot path costs one Python object per run, not per frame.
    Encoding such a :class:`Data` gives the same frames back.
@@ -30,7 +31,10 @@ __all__ = [
     "HEADER_SIZE",
     "MAGIC",
     "MAX_FRAME_SIZE_LIMIT",
+    "MAX_HANDSHAKE_BODY",
     "MIN_MAX_FRAME_SIZE",
+    "MIN_UNKNOWN_BYTES",
+    "MIN_UNKNOWN_FRAMES",
     "PROTOCOL_VERSION",
     "Accept",
     "Cancel",
@@ -68,6 +72,12 @@ HEADER_SIZE: Final = 10
 #: Every peer accepts frame bodies of at least this many bytes (HTTP/2 chose the same floor);
 #: HELLO and WELCOME must fit in it because they travel before any limit is known.
 MIN_MAX_FRAME_SIZE: Final = 16_384
+#: The largest HELLO or WELCOME body (R-FRAME-7), whatever the receiver's MAX_FRAME_SIZE.
+MAX_HANDSHAKE_BODY: Final = MIN_MAX_FRAME_SIZE
+#: Frames of unknown type, and bytes of their bodies, that every receiver accepts in a row
+#: before a frame of a known type (R-FWD-30): a sender that needs more sends a PING between.
+MIN_UNKNOWN_FRAMES: Final = 1000
+MIN_UNKNOWN_BYTES: Final = 1 << 20
 DEFAULT_MAX_FRAME_SIZE: Final = 65_536
 MAX_FRAME_SIZE_LIMIT: Final = 16_777_216
 
@@ -77,6 +87,7 @@ U32: Final = 0xFFFF_FFFF
 U64: Final = 0xFFFF_FFFF_FFFF_FFFF
 
 _HEADER = struct.Struct(">IBBI")
+_LENGTH_TYPE = struct.Struct(">IB")
 _DATA_HEADER = struct.Struct(">IBBIQ")
 _DATA_HEADER_SIZE: Final = 18
 _U16 = struct.Struct(">H")
@@ -812,6 +823,7 @@ def _decode_other(ftype: int, flags: int, handle: int, body: bytes) -> Frame:
 
 # Plain ints for the hot path: IntEnum and IntFlag arithmetic allocates.
 _T_DATA: Final = int(FrameType.DATA)
+_HANDSHAKE_TYPES: Final = (int(FrameType.HELLO), int(FrameType.WELCOME))
 _F_MORE: Final = int(FrameFlag.MORE)
 _CONNECTION_TYPES: Final = frozenset(
     {FrameType.HELLO, FrameType.WELCOME, FrameType.PING, FrameType.PONG, FrameType.GOAWAY}
@@ -825,25 +837,58 @@ class FrameDecoder:
     """Incremental decoder: feed bytes split anywhere, get whole frames.
 
     ``max_frame_size`` is the largest body this side accepts (announced to the peer as
-    ``Setting.MAX_FRAME_SIZE``). A frame announcing a larger body is refused from its header
-    with ``FRAME_TOO_LARGE`` before any of its body is buffered, so the decoder holds at most
+    ``Setting.MAX_FRAME_SIZE``). A frame announcing a larger body, or a HELLO or WELCOME
+    announcing more than ``MAX_HANDSHAKE_BODY``, is refused from its header with
+    ``FRAME_TOO_LARGE`` before any of its body is buffered, so the decoder holds at most
     ``HEADER_SIZE + max_frame_size`` bytes between calls.
+
+    Without ``unknown_budget`` a frame of unknown type decodes as :class:`Unknown`. With
+    ``unknown_budget=(frames, nbytes)`` it is skipped unread (R-FWD-1) and counted: more than
+    ``frames`` unknown frames, or more than ``nbytes`` bytes of their bodies, in a row (with no
+    frame of a known type between them) is ``EXCESSIVE_LOAD`` (R-FWD-30).
 
     After a :class:`FrameError` the byte stream has lost its framing: every later call raises
     the same error.
     """
 
-    __slots__ = ("_error", "_max", "_need", "_pending")
+    __slots__ = (
+        "_error",
+        "_max",
+        "_need",
+        "_pending",
+        "_run_bytes",
+        "_run_frames",
+        "_run_open",
+        "_unknown_budget",
+    )
 
-    def __init__(self, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> None:
+    def __init__(
+        self,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        *,
+        unknown_budget: tuple[int, int] | None = None,
+    ) -> None:
         if not MIN_MAX_FRAME_SIZE <= max_frame_size <= MAX_FRAME_SIZE_LIMIT:
             raise ValueError(
                 f"max_frame_size must be in {MIN_MAX_FRAME_SIZE}..{MAX_FRAME_SIZE_LIMIT}"
             )
+        if unknown_budget is not None and (
+            unknown_budget[0] < MIN_UNKNOWN_FRAMES or unknown_budget[1] < MIN_UNKNOWN_BYTES
+        ):
+            raise ValueError(
+                f"unknown_budget must allow at least {MIN_UNKNOWN_FRAMES} frames "
+                f"and {MIN_UNKNOWN_BYTES} bytes"
+            )
         self._max = max_frame_size
+        self._unknown_budget = unknown_budget
         self._pending = bytearray()
         self._need = HEADER_SIZE
         self._error: FrameError | None = None
+        # The unknown frames (and their body bytes) since the last known frame; _run_open says
+        # whether the last whole frame decoded was unknown, so a run can span calls.
+        self._run_frames = 0
+        self._run_bytes = 0
+        self._run_open = False
 
     @property
     def max_frame_size(self) -> int:
@@ -858,9 +903,10 @@ class FrameDecoder:
     def feed(self, data: bytes | bytearray | memoryview) -> list[Frame]:
         """Decode every complete frame in the bytes received so far.
 
-        Raises :class:`FrameError` (``MALFORMED_FRAME`` or ``FRAME_TOO_LARGE``) for input that
-        is not a valid frame; the frames decoded before the bad one are lost with it, so callers
-        that must keep them use :meth:`feed_into`.
+        Raises :class:`FrameError` (``MALFORMED_FRAME``, ``FRAME_TOO_LARGE`` or, with an
+        unknown-frame budget, ``EXCESSIVE_LOAD``) for input that is not a valid frame; the
+        frames decoded before the bad one are lost with it, so callers that must keep them use
+        :meth:`feed_into`.
         """
         out: list[Frame] = []
         error = self.feed_into(data, out)
@@ -897,8 +943,15 @@ class FrameDecoder:
         off = 0
         unpack_header = _HEADER.unpack_from
         unpack_data = _DATA_HEADER.unpack_from
+        unpack_type = _LENGTH_TYPE.unpack_from
         data_type = _T_DATA
         more_flag = _F_MORE
+        known = _KNOWN_TYPES
+        budget = self._unknown_budget
+        # Where the current run of unknown frames ends in buf (-1: no run reaches this far).
+        unknown_end = 0 if self._run_open else -1
+        unknown_frames = self._run_frames
+        unknown_bytes = self._run_bytes
         # The open run of whole DATA chunks: handle, next expected seq, first seq, payloads.
         run_handle = 0
         run_next = -1  # no DATA frame has this seq: the first one never joins an empty run
@@ -935,12 +988,35 @@ class FrameDecoder:
                 append = run.append
                 run_handle, run_next = 0, -1
             if length > limit:
-                raise FrameError(
-                    ErrorCode.FRAME_TOO_LARGE, f"frame body of {length} bytes exceeds {limit}"
-                )
+                raise _too_large(length, limit)
+            if length > MAX_HANDSHAKE_BODY and ftype in _HANDSHAKE_TYPES:
+                raise _too_large(length, MAX_HANDSHAKE_BODY)
             if stop > end:
                 break
             start = off + HEADER_SIZE
+            if ftype not in known and budget is not None:
+                # R-FWD-1 at the cost of a few integer operations; R-FWD-30 bounds the run.
+                if unknown_end != off:
+                    unknown_frames = unknown_bytes = 0
+                max_frames, max_bytes = budget
+                while True:  # this frame, and the unknown frames right behind it
+                    unknown_frames += 1
+                    unknown_bytes += length
+                    off = stop
+                    if unknown_frames > max_frames or unknown_bytes > max_bytes:
+                        raise FrameError(
+                            ErrorCode.EXCESSIVE_LOAD,
+                            f"{unknown_frames} unknown frames ({unknown_bytes} body bytes) "
+                            f"in a row exceed {max_frames} frames or {max_bytes} bytes",
+                        )
+                    if end - off < HEADER_SIZE:
+                        break
+                    length, ftype = unpack_type(buf, off)
+                    stop = off + HEADER_SIZE + length
+                    if ftype in known or length > limit or stop > end:
+                        break  # the main loop takes it (or its error, or its wait)
+                unknown_end = off
+                continue
             off = stop
             if ftype != data_type:
                 out.append(_decode_other(ftype, flags, handle, buf[start:stop]))
@@ -955,17 +1031,25 @@ class FrameDecoder:
             run_handle, run_first, run_next = handle, seq, seq + 1
         if run:
             out.append(Data(run_handle, run_first, tuple(run)))
+        self._run_open = unknown_end == off
+        self._run_frames = unknown_frames
+        self._run_bytes = unknown_bytes
         rest = end - off
         if rest:
             self._pending = bytearray(buf[off:])
             if rest >= 4:
                 (length,) = struct.unpack_from(">I", buf, off)
                 if length > limit:
-                    raise FrameError(
-                        ErrorCode.FRAME_TOO_LARGE, f"frame body of {length} bytes exceeds {limit}"
-                    )
-                self._need = HEADER_SIZE + length
+                    raise _too_large(length, limit)
+                if rest > 4 and length > MAX_HANDSHAKE_BODY and buf[off + 4] in _HANDSHAKE_TYPES:
+                    raise _too_large(length, MAX_HANDSHAKE_BODY)
+                # Until the header is whole, wait for it: its checks run again then.
+                self._need = HEADER_SIZE + length if rest >= HEADER_SIZE else HEADER_SIZE
             else:
                 self._need = HEADER_SIZE
         else:
             self._need = HEADER_SIZE
+
+
+def _too_large(length: int, limit: int) -> FrameError:
+    return FrameError(ErrorCode.FRAME_TOO_LARGE, f"frame body of {length} bytes exceeds {limit}")

@@ -41,6 +41,7 @@ from ._events import (
     Event,
     HandshakeRequested,
     OpenRequested,
+    OverflowWarning,
     SubscribeRequested,
     Unsubscribed,
     UploadData,
@@ -51,6 +52,7 @@ from ._events import (
 )
 from ._frames import GapReason, OverflowPolicy
 from ._names import valid_channel, valid_stream_id
+from ._overflow import Overflow, OverflowLog, held_back
 from ._store import MemoryStore, Outcome, ReplayStore, StreamInfo, StreamStatus, Window
 
 __all__ = [
@@ -62,6 +64,7 @@ __all__ = [
     "HubStatistics",
     "Peer",
     "Producer",
+    "ProducerStatistics",
     "UploadReader",
 ]
 
@@ -134,6 +137,16 @@ class HubStatistics:
     uploads: int
 
 
+@attrs.frozen
+class ProducerStatistics:
+    """Counters of a producer (see :meth:`Producer.statistics`)."""
+
+    #: Overflow warnings: OVERFLOW gaps sent to its subscribers (drop_oldest policy).
+    overflows: int
+    #: The seqs those gaps covered, summed over subscribers.
+    dropped: int
+
+
 OpenHandler = Callable[["Producer", bytes], None]
 UploadHandler = Callable[["UploadReader"], None]
 
@@ -197,7 +210,8 @@ class Producer:
     ``on_abort`` tell the producer to stop: the last subscriber cancelled, and the hub has
     finished the stream with the outcome ABORTED (R-SUB-50). After that ``write`` raises
     STREAM_CLOSED, while ``close`` and ``fail`` do nothing, so a handler that stops on the
-    signal may still end the stream as it always does.
+    signal may still end the stream as it always does. ``on_overflow`` hears of each
+    subscriber that fell behind under drop_oldest.
     """
 
     def __init__(self, hub: Hub, stream: _Stream) -> None:
@@ -211,6 +225,14 @@ class Producer:
         #: Called when a write that was BLOCKED may be retried (also when the last blocking
         #: subscriber leaves: after an abort, the retry raises STREAM_CLOSED).
         self.on_writable: Callable[[], None] | None = None
+        #: Called with an :class:`Overflow` when a subscriber under drop_oldest is sent the gap
+        #: of the chunks dropped for it (once per gap: at most once per its credit window).
+        #: A WARNING record also goes to the ``streamproto.hub`` logger, at most one per
+        #: ``LOG_INTERVAL`` seconds per stream.
+        self.on_overflow: Callable[[Overflow], None] | None = None
+        self._overflows = 0
+        self._dropped = 0
+        self._overflow_log = OverflowLog()
 
     @property
     def channel(self) -> str:
@@ -239,6 +261,10 @@ class Producer:
         if info is None or info.generation != self._stream.generation:
             return 0
         return info.last_seq
+
+    def statistics(self) -> ProducerStatistics:
+        """Counters: the overflows of its subscribers."""
+        return ProducerStatistics(overflows=self._overflows, dropped=self._dropped)
 
     def write(self, chunk: bytes) -> WriteResult:
         """Append ``chunk`` and deliver it to every live subscriber. Raises STREAM_CLOSED
@@ -285,6 +311,25 @@ class Producer:
         if self._closed:
             why = self._aborted_because or "is already closed"
             raise LocalProtocolError(ErrorCode.STREAM_CLOSED, f"stream {self.stream_id!r} {why}")
+
+    def _overflowed(self, record: Overflow, now: float) -> None:
+        self._overflows += 1
+        self._dropped += record.dropped
+        held = self._overflow_log.admit(record, now)
+        if held is not None:
+            log.warning(
+                "%s/%s: seqs %d..%d (%d) dropped for session %s (handle %d), which fell behind%s",
+                record.channel,
+                record.stream_id,
+                record.from_seq,
+                record.to_seq,
+                record.dropped,
+                record.session_id,
+                record.handle,
+                held_back(held),
+            )
+        if self.on_overflow is not None:
+            self.on_overflow(record)
 
     def _abort(self, why: str) -> None:
         """The last subscriber cancelled under the ABORT rule: finish the stream with its own
@@ -444,6 +489,9 @@ class Peer:
         self.wakeup = wakeup
         self.session: _Session | None = None
         self.subs: dict[int, _Sub] = {}
+        # Subscriptions the hub ended whose handle still holds an OVERFLOW gap: its warning
+        # comes when the gap is sent, and must still reach their producer.
+        self._ending: dict[int, _Sub] = {}
         self.uploads: dict[int, UploadReader] = {}
         self.closed = False
 
@@ -665,6 +713,10 @@ class Hub:
                     sub = peer.subs.pop(event.handle, None)
                     if sub is not None:
                         self._leave(sub, cancelled=isinstance(event, CancelRequested))
+                    else:  # its queue, gap included, is discarded: no warning will come
+                        peer._ending.pop(event.handle, None)
+                case OverflowWarning():
+                    self._on_overflow(peer, event)
                 case Writable():
                     self._on_writable(peer, event.handle)
                 case UploadData():
@@ -678,7 +730,7 @@ class Hub:
                 case ConnectionTerminated():
                     self._on_disconnect(peer)
                 case _:
-                    pass  # pings, pongs, goaway, overflow warnings: nothing to decide here
+                    pass  # pings, pongs, goaway: nothing to decide here
         if acted:  # what the events made us queue on this connection (an empty list: nothing)
             self._dirty.add(peer)
         self._wake()
@@ -691,6 +743,33 @@ class Hub:
             # With auto credit the uploader got its credit back on delivery: only the reader
             # reading bounds this buffer. A reader that falls a window behind is cut off.
             reader.cancel(ErrorCode.RESOURCE_EXHAUSTED, "the upload's reader fell behind")
+
+    def _on_overflow(self, peer: Peer, event: OverflowWarning) -> None:
+        handle = event.handle
+        # A handle holds one OVERFLOW gap at a time (drops merge into it): an ended
+        # subscription's warning is its last.
+        sub = peer.subs.get(handle) or peer._ending.pop(handle, None)
+        if sub is None:  # not a subscription of this hub's (a gap someone else queued)
+            return
+        producer = cast(Producer, sub.stream.producer)  # every stream is made with one
+        session = cast(_Session, peer.session)  # subscriptions come after the handshake
+        record = Overflow(
+            sub.stream.key[0],
+            sub.stream.key[1],
+            session.id,
+            handle,
+            event.dropped,
+            event.from_seq,
+            event.to_seq,
+        )
+        producer._overflowed(record, self._clock())
+
+    def _forget(self, sub: _Sub) -> None:
+        """The hub is done with ``sub`` while its handle may still drain."""
+        peer = sub.peer
+        peer.subs.pop(sub.handle, None)
+        if peer.conn._overflow_queued(sub.handle):
+            peer._ending[sub.handle] = sub
 
     def _wake(self) -> None:
         dirty = self._dirty
@@ -829,7 +908,7 @@ class Hub:
                 failed.append(sub)
         if failed:
             for sub in failed:
-                sub.peer.subs.pop(sub.handle, None)
+                self._forget(sub)
                 self._leave(sub, cancelled=False)
         self._wake()
         return _ACCEPTED
@@ -955,7 +1034,7 @@ class Hub:
         else:
             conn.send_error(sub.handle, outcome.code, outcome.message)
         self._dirty.add(sub.peer)
-        sub.peer.subs.pop(sub.handle, None)
+        self._forget(sub)
         self._detach(sub)
 
     def _release(self, stream: _Stream, already_popped: bool = False) -> None:

@@ -47,10 +47,12 @@ from streamproto import (
     HState,
     Hub,
     LocalProtocolError,
+    Overflow,
     OverflowPolicy,
     OverflowWarning,
     Peer,
     Producer,
+    ProducerStatistics,
     RequestAccepted,
     RequestRejected,
     Role,
@@ -62,6 +64,7 @@ from streamproto import (
     Writable,
     WriteResult,
 )
+from streamproto._overflow import OverflowLog, held_back
 
 from ._framing import Framing, RawFraming, WsFraming
 from ._hubs import new_hub
@@ -91,6 +94,9 @@ __all__ = [
 ]
 
 log = logging.getLogger("transports")
+
+#: Overflows a subscription keeps for ``recent_overflows``.
+RECENT_OVERFLOWS = 16
 
 GapMode = Literal["raise", "item"]
 
@@ -442,6 +448,10 @@ class SubscriptionCore:
         self.stale_seq = after_seq
         self.reported = False  # consumption was reported: the connection has CREDIT to send
         self.notify: Callable[[], None] = lambda: None
+        self.overflows = 0
+        self.recent_overflows: deque[Overflow] = deque(maxlen=RECENT_OVERFLOWS)
+        self.on_overflow: Callable[[Overflow], None] | None = None
+        self._overflow_log = OverflowLog()
 
     @property
     def buffered(self) -> int:
@@ -569,6 +579,24 @@ class SubscriptionCore:
         self.buffer.clear()
         self.outcome = _Outcome.ENDED
         self.notify()
+
+    def _overflowed(self, record: Overflow, now: float) -> None:
+        """The server dropped ``record``'s seqs for this subscriber, which fell behind."""
+        self.overflows += 1
+        self.recent_overflows.append(record)
+        held = self._overflow_log.admit(record, now)
+        if held is not None:
+            log.warning(
+                "%s/%s: seqs %d..%d (%d) were dropped by the server: this subscriber fell behind%s",
+                record.channel,
+                record.stream_id,
+                record.from_seq,
+                record.to_seq,
+                record.dropped,
+                held_back(held),
+            )
+        if self.on_overflow is not None:
+            self.on_overflow(record)
 
     def _finish(self, outcome: _Outcome | StreamError) -> None:
         if self.outcome is None:
@@ -1006,6 +1034,18 @@ class ClientCore:
                     up._fail(StreamError(event.code, event.message or "upload cancelled"))
             elif isinstance(event, OverflowWarning):
                 self.overflows += 1
+                sub = subs.get(event.handle)
+                if sub is not None:  # (it follows its GapReceived, before any end)
+                    record = Overflow(
+                        sub.channel,
+                        sub.stream_id,
+                        self.session_id,
+                        event.handle,
+                        event.dropped,
+                        event.from_seq,
+                        event.to_seq,
+                    )
+                    sub._overflowed(record, self.clock())
             elif isinstance(event, HandshakeCompleted):
                 self._on_handshake(event)
             elif isinstance(event, HandshakeRefused):
@@ -1154,6 +1194,24 @@ class ProducerBase:
         with self._server._lock:
             return self.producer.last_seq
 
+    @property
+    def on_overflow(self) -> Callable[[Overflow], None] | None:
+        """Called with an :class:`streamproto.Overflow` each time a subscriber under
+        drop_oldest is sent the gap of chunks dropped for it (see
+        :attr:`streamproto.Producer.on_overflow`). It runs in the server's loop (thread
+        backend: its I/O thread, under its lock): keep it short and do not block."""
+        return self.producer.on_overflow
+
+    @on_overflow.setter
+    def on_overflow(self, callback: Callable[[Overflow], None] | None) -> None:
+        with self._server._lock:
+            self.producer.on_overflow = callback
+
+    def statistics(self) -> ProducerStatistics:
+        """Counters: the overflows of its subscribers."""
+        with self._server._lock:
+            return self.producer.statistics()
+
     def write_nowait(self, chunk: bytes) -> WriteResult:
         """Write without waiting: ACCEPTED, or BLOCKED (nothing written) when a subscriber
         under the BLOCK policy has no room."""
@@ -1286,6 +1344,31 @@ class SubscriptionBase:
     def stream_id(self) -> str:
         """The stream id (known for an open once it is accepted)."""
         return self._core.stream_id
+
+    @property
+    def overflows(self) -> int:
+        """How many overflow warnings this subscription had: gaps of chunks the server
+        dropped because it fell behind (drop_oldest). A WARNING record goes to the
+        ``transports`` logger too, at most one per 10 seconds per subscription."""
+        return self._core.overflows
+
+    @property
+    def recent_overflows(self) -> tuple[Overflow, ...]:
+        """The last 16 overflow warnings, oldest first: the same seqs as their gaps."""
+        with self._client._lock:
+            return tuple(self._core.recent_overflows)
+
+    @property
+    def on_overflow(self) -> Callable[[Overflow], None] | None:
+        """Called with an :class:`streamproto.Overflow` when an overflow gap arrives (before
+        the iterator hands the gap out). It runs in the client's loop (thread backend: its
+        reader thread, under its lock): keep it short and do not block."""
+        return self._core.on_overflow
+
+    @on_overflow.setter
+    def on_overflow(self, callback: Callable[[Overflow], None] | None) -> None:
+        with self._client._lock:
+            self._core.on_overflow = callback
 
     def _batch_poll(self, max_chunks: int | None) -> Callable[[], list[bytes | Gap] | None]:
         """The poll of a ``batches`` iterator (checks ``max_chunks``)."""
