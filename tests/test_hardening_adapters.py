@@ -7,6 +7,8 @@ The rig, raw peers and the task and thread census are those of :mod:`test_adapte
 
 from __future__ import annotations
 
+import collections
+import socket
 import sys
 import time
 from typing import Any
@@ -27,8 +29,19 @@ from test_adapter_faults import (  # noqa: F401 - thread_census is an autouse fi
     wait_for,
 )
 
-from streamproto import ChannelOptions, OverflowPolicy
-from streamproto._frames import Credit, Data, End, Goaway, Ping, Subscribe, encode
+from streamproto import ChannelOptions, ErrorCode, OverflowPolicy
+from streamproto._frames import (
+    Credit,
+    Data,
+    End,
+    FrameDecoder,
+    Goaway,
+    Hello,
+    Ping,
+    Subscribe,
+    Welcome,
+    encode,
+)
 from streamproto.testing import CONFORMANCE_SERVER_CONFIG
 from transports import Gap
 from transports.testing import BACKENDS
@@ -151,3 +164,94 @@ def test_owed_chunks_are_sent_after_a_client_goaway(same: tuple[str, str]) -> No
             if peer.ws:
                 assert peer.close_code == 1000
         serves_next_client(r, "goaway")
+
+
+# -- 5. caps on connections and pending handshakes ------------------------------------------------
+
+
+def refused(peer: RawPeer) -> bool:
+    """Send HELLO: True if the server answered GOAWAY SERVER_BUSY (and closed), False if it
+    answered WELCOME."""
+    peer.send(encode(Hello()))
+    frames = peer.read_until(lambda f: isinstance(f, Welcome | Goaway))
+    if isinstance(frames[-1], Welcome):
+        return False
+    assert frames[-1].code == ErrorCode.SERVER_BUSY, frames
+    assert peer.read_until(lambda f: False) == []  # then the server closes
+    if peer.ws:
+        assert peer.close_code == 4000 + ErrorCode.SERVER_BUSY
+    return True
+
+
+@pytest.mark.parametrize("same", PAIRS, ids=pair_id)
+def test_connection_over_max_connections_is_refused(same: tuple[str, str]) -> None:
+    """R-TR-20: with ``max_connections=4`` the fifth connection gets GOAWAY SERVER_BUSY after
+    its HELLO; once one of the four leaves, a new one is served."""
+    backend, transport = same
+    config = attrs.evolve(CONFORMANCE_SERVER_CONFIG, max_connections=4)
+    with counted("handles"), rig(backend, transport, config=config) as r:
+        peers = [RawPeer(r.url) for _ in range(4)]
+        try:
+            assert [refused(p) for p in peers] == [False] * 4
+            with raw(r.url) as extra:
+                assert refused(extra)
+            peers.pop().close()
+            wait_for(lambda: len(r.server._drivers()) <= 3, "the server saw the close")
+            with raw(r.url) as extra:
+                assert not refused(extra)
+        finally:
+            for peer in peers:
+                peer.close()
+
+
+@pytest.mark.parametrize("same", PAIRS, ids=pair_id)
+def test_handshakes_over_max_pending_handshakes_are_refused(same: tuple[str, str]) -> None:
+    """R-TR-20: three sockets that never send HELLO hold the three pending-handshake places;
+    a fourth is refused with SERVER_BUSY, and a client of the backend retries (it is
+    retryable) until a place is free, then is served."""
+    backend, transport = same
+    config = attrs.evolve(CONFORMANCE_SERVER_CONFIG, max_pending_handshakes=3)
+    with counted("handles"), rig(backend, transport, config=config) as r:
+        idle = [RawPeer(r.url) for _ in range(3)]
+        try:
+            wait_for(lambda: len(r.server._drivers()) >= 3, "three sockets accepted")
+            with raw(r.url) as extra:
+                assert refused(extra)
+        finally:
+            for peer in idle:
+                peer.close()
+        serves_next_client(r, "pending")
+
+
+BURST = 300
+
+
+def test_a_burst_of_connections_all_get_an_answer(backend: str) -> None:
+    """R-TR-20 and the default backlog: 300 sockets connect at once and send HELLO; each gets
+    WELCOME or GOAWAY SERVER_BUSY (the pending-handshake cap is 128) in bounded time, none is
+    left without an answer."""
+    with counted("flood"), rig(backend, "tcp") as r:
+        host, port = r.url.split("://")[1].rsplit(":", 1)
+        socks = [socket.create_connection((host, int(port)), timeout=WAIT) for _ in range(BURST)]
+        try:
+            for sock in socks:
+                sock.sendall(encode(Hello()))
+            answers = collections.Counter()
+            for sock in socks:
+                decoder = FrameDecoder(max_frame_size=1 << 20)
+                frames: list[Any] = []
+                while not frames:
+                    data = sock.recv(65536)
+                    assert data, "closed without an answer"
+                    frames = decoder.feed(data)
+                first = frames[0]
+                assert isinstance(first, Welcome) or (
+                    isinstance(first, Goaway) and first.code == ErrorCode.SERVER_BUSY
+                ), first
+                answers[type(first).__name__] += 1
+            assert sum(answers.values()) == BURST
+            assert answers["Welcome"] >= 1
+        finally:
+            for sock in socks:
+                sock.close()
+        wait_for(lambda: not r.server._drivers(), "every connection gone")

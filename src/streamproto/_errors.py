@@ -65,6 +65,7 @@ class ErrorCode(enum.IntEnum):
     INTERNAL_ERROR = 13
     CHUNK_TOO_LARGE = 14
     EXCESSIVE_LOAD = 15
+    SERVER_BUSY = 16
     # Request and stream codes (REJECT, ERROR, UPLOAD_CANCEL).
     UNKNOWN_CHANNEL = 100
     UNKNOWN_STREAM = 101
@@ -126,6 +127,7 @@ _INFO: Final[dict[ErrorCode, tuple[ErrorKind, bool, str]]] = {
     ErrorCode.INTERNAL_ERROR: (_C, True, "the peer hit an internal error"),
     ErrorCode.CHUNK_TOO_LARGE: (_C, False, "a chunk exceeds the receiver's maximum chunk size"),
     ErrorCode.EXCESSIVE_LOAD: (_C, True, "the peer made more replies queue than it reads"),
+    ErrorCode.SERVER_BUSY: (_C, True, "the server is at its cap of connections or handshakes"),
     ErrorCode.UNKNOWN_CHANNEL: (_S, False, "no channel has this name"),
     ErrorCode.UNKNOWN_STREAM: (_S, False, "the channel has no stream with this id"),
     ErrorCode.INVALID_NAME: (_S, False, "a channel name or stream id breaks the id rules"),

@@ -43,6 +43,7 @@ from streamproto import (
     GoawayReceived,
     HandshakeCompleted,
     HandshakeRefused,
+    HandshakeRequested,
     HState,
     Hub,
     LocalProtocolError,
@@ -60,6 +61,7 @@ from streamproto import (
     UploadReader,
     Writable,
     WriteResult,
+    is_retryable,
 )
 
 from ._framing import Framing, RawFraming, WsFraming
@@ -339,6 +341,11 @@ class ServerDriver:
             # A connection closed by a local non-zero GOAWAY emits no ConnectionTerminated.
             self._handle([ConnectionTerminated(self.close_code, "the transport closed", False)])
 
+    @property
+    def handshaking(self) -> bool:
+        """True until the handshake is over (counted against ``max_pending_handshakes``)."""
+        return self.conn.state in _HANDSHAKING
+
     def shutdown(self, code: int = ErrorCode.NO_ERROR) -> None:
         """GOAWAY: NO_ERROR drains open streams; another code closes now (as NO_ERROR does
         before the handshake is over: there is nothing to drain yet)."""
@@ -353,6 +360,30 @@ class ServerDriver:
     def finished(self) -> bool:
         """True when the socket should be closed (after writing ``outgoing()``)."""
         return self.conn.closed or self.framing.closed
+
+
+class RefusingDriver(ServerDriver):
+    """An accepted socket over the server's caps (R-TR-20): it answers the client's HELLO
+    (after the WebSocket upgrade) with GOAWAY SERVER_BUSY and closes. The hub never sees it;
+    the handshake timeout bounds a socket that never sends HELLO."""
+
+    def __init__(self, framing: Framing, config: Config, clock: Callable[[], float]) -> None:
+        self.framing = framing
+        self.clock = clock
+        self.conn = Connection(Role.SERVER, config, now=clock())
+        self.close_code = int(ErrorCode.SERVER_BUSY)
+
+    def _handle(self, events: list[Event]) -> None:
+        # Answering the HELLO rather than at once: the client's bytes are read by then, so
+        # the close is a FIN after the GOAWAY, not a reset that may discard it.
+        if any(isinstance(event, HandshakeRequested) for event in events):
+            self.conn.refuse_handshake(ErrorCode.SERVER_BUSY, "the server is busy")
+
+    def connection_lost(self) -> None:
+        """Nothing to tell the hub."""
+
+
+_HANDSHAKING = (ConnState.AWAIT_HELLO, ConnState.HELLO_RECEIVED)
 
 
 # -- client -------------------------------------------------------------------------------------
@@ -976,7 +1007,10 @@ class ClientCore:
             elif isinstance(event, HandshakeCompleted):
                 self._on_handshake(event)
             elif isinstance(event, HandshakeRefused):
-                self.give_up(StreamError(event.code, event.message or "handshake refused"))
+                if is_retryable(event.code):  # SERVER_BUSY, say: the backend reconnects later
+                    self.terminated = ConnectionLost(event.code, event.message or "refused")
+                else:
+                    self.give_up(StreamError(event.code, event.message or "handshake refused"))
             elif isinstance(event, GoawayReceived):
                 self.goaway = True
             elif isinstance(event, ConnectionTerminated) and event.code != ErrorCode.NO_ERROR:
@@ -1035,6 +1069,25 @@ class ServerBase(abc.ABC, Generic[_P, _U]):
         self.config = server_config(config)
         #: The port the server listens on.
         self.port = 0
+        self._live: set[ServerDriver] = set()  # admitted connections, not yet gone
+
+    def _driver(
+        self, framing: Framing, clock: Callable[[], float], wakeup: Callable[[], None]
+    ) -> ServerDriver:
+        """The driver of a socket just accepted: a refusing one over ``max_connections`` or
+        ``max_pending_handshakes`` (R-TR-20). The backend calls :meth:`_gone` when it ends."""
+        config, live = self.config, self._live
+        if len(live) >= config.max_connections or (
+            sum(d.handshaking for d in live) >= config.max_pending_handshakes
+        ):
+            return RefusingDriver(framing, config, clock)
+        driver = ServerDriver(self.hub, framing, config, clock, wakeup)
+        live.add(driver)
+        return driver
+
+    def _gone(self, driver: ServerDriver) -> None:
+        """A socket's driver is done with."""
+        self._live.discard(driver)
 
     @property
     def address(self) -> str:

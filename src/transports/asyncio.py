@@ -125,9 +125,7 @@ class _ServerProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         server = self.server
-        self.driver = ServerDriver(
-            server.hub, server.url.framing(client=False), server.config, self.loop.time, self.wakeup
-        )
+        self.driver = server._driver(server.url.framing(client=False), self.loop.time, self.wakeup)
         server.protocols.add(self)
         self.flush()
 
@@ -153,6 +151,7 @@ class _ServerProtocol(asyncio.Protocol):
             self.timer.cancel()
         if driver is not None:
             driver.connection_lost()
+            self.server._gone(driver)
         self.transport = None
         self.server._rearm_hub()
 
@@ -260,7 +259,10 @@ class Server(ServerBase[ServerProducer, ServerUpload]):
 
     async def _listen(self) -> None:
         self._server = await self.loop.create_server(
-            lambda: _ServerProtocol(self), self.url.host, self.url.port
+            lambda: _ServerProtocol(self),
+            self.url.host,
+            self.url.port,
+            backlog=self.config.listen_backlog,
         )
         self.port = int(self._server.sockets[0].getsockname()[1])
 

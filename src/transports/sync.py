@@ -33,7 +33,6 @@ from ._common import (
     ClientCore,
     ProducerBase,
     ServerBase,
-    ServerDriver,
     ServerUploadBase,
     Side,
     StreamError,
@@ -340,7 +339,7 @@ class _Connection:
         self.server = server
         self.sock = sock
         framing = server.url.framing(client=False)
-        self.driver = ServerDriver(server.hub, framing, server.config, time.monotonic, self.wake)
+        self.driver = server._driver(framing, time.monotonic, self.wake)
         self.writer = _Writer(server._lock, sock, self.driver, server._rearm_hub)
         self.reader = threading.Thread(target=self._run, name="streamproto-reader", daemon=True)
 
@@ -354,6 +353,7 @@ class _Connection:
         finally:
             with server._lock:
                 self.driver.connection_lost()
+                server._gone(self.driver)
                 server.drivers.discard(self)
                 server._changed.notify_all()
                 server._rearm_hub()
@@ -373,7 +373,9 @@ class Server(ServerBase[ServerProducer, ServerUpload]):
         self._handlers = _Handlers()
         self._hub_at: float | None = None
         self._closed = False
-        self._listener = socket.create_server((self.url.host, self.url.port))
+        self._listener = socket.create_server(
+            (self.url.host, self.url.port), backlog=self.config.listen_backlog
+        )
         self.port = int(self._listener.getsockname()[1])
         self._stop_r, self._stop_w = socket.socketpair()
         self._acceptor = threading.Thread(target=self._accept, name="streamproto-accept")

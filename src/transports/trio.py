@@ -269,7 +269,9 @@ class Server(ServerBase[ServerProducer, ServerUpload]):
         with self._scope:
             async with trio.open_nursery() as nursery:
                 self._tasks = nursery
-                listeners = await trio.open_tcp_listeners(self.url.port, host=self.url.host)
+                listeners = await trio.open_tcp_listeners(
+                    self.url.port, host=self.url.host, backlog=self.config.listen_backlog
+                )
                 self.port = int(listeners[0].socket.getsockname()[1])
                 nursery.start_soon(self._listen, listeners)
                 nursery.start_soon(self._hub_timer)
@@ -282,7 +284,7 @@ class Server(ServerBase[ServerProducer, ServerUpload]):
     async def _handle(self, stream: trio.SocketStream) -> None:
         wake = _Wake()
         framing = self.url.framing(client=False)
-        driver = ServerDriver(self.hub, framing, self.config, trio.current_time, wake.set)
+        driver = self._driver(framing, trio.current_time, wake.set)
         conn = _Connection(driver, wake)
         self.drivers.add(conn)
         try:
@@ -291,6 +293,7 @@ class Server(ServerBase[ServerProducer, ServerUpload]):
             log.exception("connection failed")
         finally:
             driver.connection_lost()
+            self._gone(driver)
             self.drivers.discard(conn)
             self._idle.set()
             self._rearm_hub()
