@@ -8,9 +8,11 @@ The rig, raw peers and the task and thread census are those of :mod:`test_adapte
 from __future__ import annotations
 
 import collections
+import contextlib
 import socket
 import sys
 import time
+import tracemalloc
 from typing import Any
 
 import attrs
@@ -20,10 +22,12 @@ from test_adapter_faults import (  # noqa: F401 - thread_census is an autouse fi
     PAIRS,
     WAIT,
     RawPeer,
+    _ws_frame,
     counted,
     pair_id,
     raw,
     rig,
+    server_closed_all,
     serves_next_client,
     thread_census,
     wait_for,
@@ -255,3 +259,62 @@ def test_a_burst_of_connections_all_get_an_answer(backend: str) -> None:
             for sock in socks:
                 sock.close()
         wait_for(lambda: not r.server._drivers(), "every connection gone")
+
+
+# -- 4. output bounded for a peer that does not read ----------------------------------------------
+
+FLOOD = 50 << 20
+OUTPUT_BOUND = 16 << 20
+
+
+def test_websocket_ping_flood_from_a_peer_that_never_reads(backend: str) -> None:
+    """A client sends 50 MiB of WebSocket pings and reads nothing. The server holds at most
+    one pong per connection (RFC 6455 5.5.3), so Python memory (tracemalloc; server and client
+    share the process) grows by less than 16 MiB meanwhile, and nothing of the connection is
+    left after the client leaves."""
+    config = attrs.evolve(CONFORMANCE_SERVER_CONFIG, keepalive=0)
+    with counted("flood"), rig(backend, "ws", config=config) as r:
+        tracemalloc.start()
+        try:
+            base = tracemalloc.get_traced_memory()[0]
+            with raw(r.url) as peer:
+                peer.hello()
+                burst = _ws_frame(b"p" * 125, 0x9) * 2000
+                sent = 0
+                with contextlib.suppress(OSError):  # the server may cut the connection
+                    while sent < FLOOD:
+                        peer.sock.sendall(burst)
+                        sent += len(burst)
+                peak = tracemalloc.get_traced_memory()[1] - base
+            wait_for(lambda: not r.server._drivers(), "the connection is gone")
+        finally:
+            tracemalloc.stop()
+        assert peak < OUTPUT_BOUND, peak
+        serves_next_client(r, "wsping")
+
+
+@pytest.mark.parametrize("same", PAIRS, ids=pair_id)
+def test_output_stalled_past_the_timeout_ends_the_connection(same: tuple[str, str]) -> None:
+    """R-LIM-20: a subscriber with a large credit that never reads while 8 MiB are written:
+    the transport stops taking output, and ``output_stall_timeout`` (1 s) later the server
+    ends the connection (EXCESSIVE_LOAD) and drops its output, without the peer sending
+    anything. Nothing of the connection is left."""
+    backend, transport = same
+    config = attrs.evolve(CONFORMANCE_SERVER_CONFIG, output_stall_timeout=1.0, keepalive=0)
+    with counted("slow"), rig(backend, transport, config=config) as r:
+        r.server.start("test:streams", "big")
+        with raw(r.url) as peer:
+            peer.hello()
+            peer.send(
+                encode(
+                    Subscribe(1, "test:streams", "big", credit_chunks=1 << 20, credit_bytes=1 << 30)
+                )
+            )
+            peer.read_until(lambda f: type(f).__name__ == "Accept")
+            started = time.monotonic()
+            for _ in range(128):
+                r.server.write("big", *[b"y" * 4096] * 16)
+            wait_for(lambda: server_closed_all(r), "the stalled connection ended")
+            assert time.monotonic() - started < WAIT
+            wait_for(lambda: not r.server._drivers(), "the connection is gone")
+        serves_next_client(r, "stall")

@@ -91,6 +91,10 @@ class Config:
     #: Large enough that a burst of connects waits in the kernel instead of being dropped
     #: and retried by the client's TCP after a second or more.
     listen_backlog: int = attrs.field(default=1024, validator=_in_range(1, 65535))
+    #: Server adapters: how long a connection's transport may take no output (its buffer
+    #: above the high-water mark) before the connection ends with EXCESSIVE_LOAD (R-LIM-20).
+    #: Twice the keepalive interval: a live peer reads at least that often.
+    output_stall_timeout: float = attrs.field(default=30.0, validator=_in_range(0.001, 3600))
 
     @default_policy.validator
     def _check_policy(self, _attr: attrs.Attribute[OverflowPolicy], value: OverflowPolicy) -> None:

@@ -237,8 +237,13 @@ class Side(Protocol):
 
     def deadline(self) -> float | None: ...
 
+    def output_blocked(self, flag: bool) -> None: ...
+
     @property
     def finished(self) -> bool: ...
+
+    @property
+    def stalled(self) -> bool: ...
 
 
 # -- server -------------------------------------------------------------------------------------
@@ -269,6 +274,29 @@ def read_upload(reader: UploadReader) -> bytes | None:
     return chunk
 
 
+class OutputGuard:
+    """Whether a connection's output has stalled (R-LIM-20): the backend reports when its
+    transport stops taking bytes (above its high-water mark, a send that does not return) and
+    when it takes them again; stalled for ``timeout`` seconds running, the connection ends."""
+
+    __slots__ = ("since", "timeout")
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.since: float | None = None
+
+    def blocked(self, flag: bool, now: float) -> None:
+        """The transport stopped (True) or resumed (False) taking output, at ``now``."""
+        if not flag:
+            self.since = None
+        elif self.since is None:
+            self.since = now
+
+    def deadline(self) -> float | None:
+        """When the stall becomes fatal (None: not stalled)."""
+        return None if self.since is None else self.since + self.timeout
+
+
 class ServerDriver:
     """One accepted socket on the server: framing, a server Connection and its hub Peer.
 
@@ -291,6 +319,10 @@ class ServerDriver:
         self.peer: Peer = hub.attach(self.conn, wakeup)
         self.hub = hub
         self.close_code = int(ErrorCode.NO_ERROR)
+        self.guard = OutputGuard(config.output_stall_timeout)
+        #: The connection ended because its output stalled: close the transport at once
+        #: (the goodbye cannot reach a peer that does not read).
+        self.stalled = False
 
     def _handle(self, events: list[Event]) -> None:
         for event in events:
@@ -298,8 +330,24 @@ class ServerDriver:
                 self.close_code = event.code
         self.peer.handle_events(events)
 
+    def output_blocked(self, flag: bool) -> None:
+        """The transport stopped (True) or resumed (False) taking output."""
+        self.guard.blocked(flag, self.clock())
+
+    def _check_output(self) -> None:
+        deadline = self.guard.deadline()
+        if deadline is not None and self.clock() >= deadline and not self.conn.closed:
+            self.stalled = True
+            self.close_code = int(ErrorCode.EXCESSIVE_LOAD)
+            self.conn.goaway(
+                ErrorCode.EXCESSIVE_LOAD, f"output stalled for {self.guard.timeout:g} s"
+            )
+            self._handle(self.conn.take_events())
+
     def receive(self, data: bytes) -> None:
         """Socket bytes in; ``b""`` for end of input."""
+        if self.guard.since is not None:  # a peer that sends and does not read
+            self._check_output()
         payload = self.framing.receive(data)
         if payload:
             self._handle(self.conn.receive_data(payload))
@@ -319,15 +367,19 @@ class ServerDriver:
 
     def deadline(self) -> float | None:
         """When ``timer`` must run next."""
-        return self.conn.next_deadline()
+        deadline, stall = self.conn.next_deadline(), self.guard.deadline()
+        if stall is None or (deadline is not None and deadline < stall):
+            return deadline
+        return stall
 
     def timer(self) -> None:
         """Run the connection's timers."""
+        self._check_output()
         self._handle(self.conn.handle_timer(self.clock()))
 
     def step(self) -> bytes:
         """Run the timers if they are due, then ``outgoing()``."""
-        deadline = self.conn.next_deadline()
+        deadline = self.deadline()
         if deadline is not None and self.clock() >= deadline:
             self.timer()
         return self.outgoing()
@@ -372,6 +424,8 @@ class RefusingDriver(ServerDriver):
         self.clock = clock
         self.conn = Connection(Role.SERVER, config, now=clock())
         self.close_code = int(ErrorCode.SERVER_BUSY)
+        self.guard = OutputGuard(config.output_stall_timeout)
+        self.stalled = False
 
     def _handle(self, events: list[Event]) -> None:
         # Answering the HELLO rather than at once: the client's bytes are read by then, so
@@ -718,6 +772,12 @@ class ClientCore:
         self.ready = False
         self.goaway = False
         self.terminated = ConnectionLost(ErrorCode.CONNECTION_LOST, "the connection was lost")
+
+    #: A client does not bound its output by time: it only talks to the server it chose.
+    stalled = False
+
+    def output_blocked(self, flag: bool) -> None:
+        """See :meth:`ServerDriver.output_blocked` (nothing to do on a client)."""
 
     def receive(self, data: bytes) -> None:
         """Socket bytes in (``b""``: end of input)."""

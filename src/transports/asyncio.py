@@ -157,9 +157,14 @@ class _ServerProtocol(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.paused = True
+        if self.driver is not None:
+            self.driver.output_blocked(True)
+            self._arm(self.driver)
 
     def resume_writing(self) -> None:
         self.paused = False
+        if self.driver is not None:
+            self.driver.output_blocked(False)
         self.flush()
 
     def wakeup(self) -> None:
@@ -176,9 +181,13 @@ class _ServerProtocol(asyncio.Protocol):
             if driver.finished:
                 # Over (a GOAWAY for a peer that floods and does not read, say): the goodbye
                 # goes behind what the peer has not read, and reading stops now rather than
-                # once it drains.
+                # once it drains; stalled output is dropped (R-LIM-20), not kept for a peer
+                # that may never read it.
                 transport.write(driver.outgoing())
-                transport.close()
+                if driver.stalled:
+                    transport.abort()
+                else:
+                    transport.close()
             return
         data = driver.outgoing()
         if data:
@@ -186,6 +195,9 @@ class _ServerProtocol(asyncio.Protocol):
         if driver.finished:
             transport.close()
             return
+        self._arm(driver)
+
+    def _arm(self, driver: ServerDriver) -> None:
         deadline = driver.deadline()
         if deadline != self.timer_at:
             if self.timer is not None:

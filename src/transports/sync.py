@@ -18,6 +18,8 @@ import contextlib
 import random
 import selectors
 import socket
+import struct
+import sys
 import threading
 import time
 import weakref
@@ -137,13 +139,20 @@ class _Writer:
                     data = side.step()
                     self._after()
                 if data:
+                    side.output_blocked(True)
                     lock.release()
                     try:
                         sock.sendall(data)
                     except OSError:
-                        break
+                        stalled = True
+                    else:
+                        stalled = False
                     finally:
                         lock.acquire()
+                    if stalled:  # the peer is gone, or took nothing for the stall timeout
+                        side.step()  # past the stall deadline: ends with EXCESSIVE_LOAD
+                        break
+                    side.output_blocked(False)
                     continue  # more may have been queued while the lock was free
                 if side.finished or self._stopping:
                     break
@@ -185,6 +194,15 @@ def _read(sock: socket.socket, lock: threading.RLock, side: Side, writer: _Write
                 sock.shutdown(socket.SHUT_RDWR)
             writer.thread.join()
         sock.close()
+
+
+def _send_timeout(sock: socket.socket, seconds: float) -> None:
+    """A send that takes no byte for ``seconds`` fails (R-LIM-20): the writer thread is the
+    one that would notice a stall, and it is the one blocked in the send."""
+    if sys.platform != "win32":  # a timeval here; Windows takes milliseconds (not set there)
+        whole = int(seconds)
+        timeval = struct.pack("ll", whole, int((seconds - whole) * 1e6))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
 
 
 def _dial(url: Url, timeout: float) -> socket.socket:
@@ -340,6 +358,7 @@ class _Connection:
         self.sock = sock
         framing = server.url.framing(client=False)
         self.driver = server._driver(framing, time.monotonic, self.wake)
+        _send_timeout(sock, server.config.output_stall_timeout)
         self.writer = _Writer(server._lock, sock, self.driver, server._rearm_hub)
         self.reader = threading.Thread(target=self._run, name="streamproto-reader", daemon=True)
 
