@@ -29,6 +29,9 @@ class FakeSide:
     def deadline(self) -> float | None:
         return None
 
+    def output_blocked(self, flag: bool) -> None:
+        pass
+
 
 def _wait(predicate: object, timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
