@@ -318,3 +318,66 @@ def test_output_stalled_past_the_timeout_ends_the_connection(same: tuple[str, st
             assert time.monotonic() - started < WAIT
             wait_for(lambda: not r.server._drivers(), "the connection is gone")
         serves_next_client(r, "stall")
+
+
+# -- 9. priorities on a real socket ---------------------------------------------------------------
+
+PER_STREAM = 8 << 20
+
+
+@pytest.mark.parametrize("same", PAIRS, ids=pair_id)
+def test_priorities_share_a_contended_connection_by_weight(same: tuple[str, str]) -> None:
+    """R-SCHED-3 through the adapters: two subscriptions on one connection, priorities 0 and 7
+    (weights 1 and 8), 8 MiB queued on each before the reader reads. Once the kernel buffers
+    (filled in write order) are behind it, the reader gets about 8 bytes of the urgent stream
+    for each byte of the other: counted over the second half of the urgent stream's bytes."""
+    backend, transport = same
+    config = attrs.evolve(
+        CONFORMANCE_SERVER_CONFIG, max_queued_chunks=1 << 14, max_queued_bytes=1 << 24
+    )
+    chunk = b"z" * 1024
+    with counted("slow"), rig(backend, transport, config=config) as r:
+        r.server.start("test:streams", "low")
+        r.server.start("test:streams", "high")
+        with raw(r.url) as peer:
+            peer.hello()
+            for handle, sid, prio in ((1, "low", 0), (3, "high", 7)):
+                peer.send(
+                    encode(
+                        Subscribe(
+                            handle,
+                            "test:streams",
+                            sid,
+                            credit_chunks=1 << 20,
+                            credit_bytes=1 << 30,
+                            priority=prio,
+                        )
+                    )
+                )
+            while sum(type(f).__name__ == "Accept" for f in peer.received) < 2:
+                peer.read_until(lambda f: type(f).__name__ == "Accept")
+            for _ in range(PER_STREAM // (128 * len(chunk))):
+                r.server.write("low", *[chunk] * 128)
+                r.server.write("high", *[chunk] * 128)
+            order: list[tuple[int, int]] = []  # (handle, bytes) in arrival order
+            high = 0
+            while high < PER_STREAM:
+                frames = peer.read_until(lambda f: isinstance(f, Data))
+                for f in frames:
+                    if isinstance(f, Data):
+                        n = sum(map(len, f.chunks))
+                        order.append((f.handle, n))
+                        high += n if f.handle == 3 else 0
+        seen_high = seen_low = 0
+        half_low = None
+        for handle, n in order:
+            if handle == 3:
+                seen_high += n
+                if half_low is None and seen_high >= PER_STREAM // 2:
+                    half_low = seen_low
+            else:
+                seen_low += n
+        assert half_low is not None
+        low_in_window = seen_low - half_low
+        ratio = (PER_STREAM // 2) / max(1, low_in_window)
+        assert 5 <= ratio <= 12, (ratio, low_in_window)

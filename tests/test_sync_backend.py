@@ -20,7 +20,7 @@ class FakeSide:
     def receive(self, data: bytes) -> None:
         pass
 
-    def step(self) -> bytes:
+    def step(self, max_bytes: int | None = None) -> bytes:
         if not self.outbox:
             return b""
         self.takers.append(threading.get_ident())

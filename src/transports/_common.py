@@ -67,6 +67,7 @@ from streamproto import (
 from ._framing import Framing, RawFraming, WsFraming
 
 __all__ = [
+    "FLUSH_SLICE",
     "Backoff",
     "ClientBase",
     "ClientCore",
@@ -220,6 +221,15 @@ class Pacer:
         return False
 
 
+#: Data bytes a writer takes from the core per write (R-SCHED-3 in the adapters). The next
+#: slice is taken once the transport took this one (trio's ``send_all`` and the threads'
+#: ``sendall`` returned, asyncio's buffer is below its high-water mark), so under contention the
+#: data waits in the core, whose weighted round robin picks what goes next, instead of in a
+#: transport buffer in the order it was written. Without contention the slices follow each
+#: other at once.
+FLUSH_SLICE = 64 << 10
+
+
 def server_config(config: Config | None) -> Config:
     """A server connection's config: upload credit returns as the reader reads, so an
     upload nobody reads stalls at its window instead of filling memory."""
@@ -233,7 +243,7 @@ class Side(Protocol):
 
     def receive(self, data: bytes) -> None: ...
 
-    def step(self) -> bytes: ...
+    def step(self, max_bytes: int | None = None) -> bytes: ...
 
     def deadline(self) -> float | None: ...
 
@@ -354,13 +364,19 @@ class ServerDriver:
         if self.framing.closed and not self.conn.closed:
             self._handle(self.conn.receive_data(b""))
 
-    def outgoing(self) -> bytes:
-        """Socket bytes to write now."""
+    def outgoing(self, max_bytes: int | None = None) -> bytes:
+        """Socket bytes to write now: every control frame and about ``max_bytes`` of data
+        (None: all that credit allows), in the core's weighted order (R-SCHED-3)."""
         # Sending can free room (Writable) and the hub's answer to that can queue more.
-        parts = [self.framing.wrap(self.conn.data_to_send())]
-        while events := self.conn.take_events():
+        conn, wrap = self.conn, self.framing.wrap
+        payload = conn.data_to_send(max_bytes)
+        parts = [wrap(payload)]
+        while events := conn.take_events():
             self._handle(events)
-            parts.append(self.framing.wrap(self.conn.data_to_send()))
+            if max_bytes is not None:
+                max_bytes = max(0, max_bytes - len(payload))
+            payload = conn.data_to_send(max_bytes)
+            parts.append(wrap(payload))
         if self.conn.closed and not self.framing.closed:
             parts.append(self.framing.close(self.close_code))
         return b"".join(parts)
@@ -377,12 +393,12 @@ class ServerDriver:
         self._check_output()
         self._handle(self.conn.handle_timer(self.clock()))
 
-    def step(self) -> bytes:
-        """Run the timers if they are due, then ``outgoing()``."""
+    def step(self, max_bytes: int | None = None) -> bytes:
+        """Run the timers if they are due, then ``outgoing(max_bytes)``."""
         deadline = self.deadline()
         if deadline is not None and self.clock() >= deadline:
             self.timer()
-        return self.outgoing()
+        return self.outgoing(max_bytes)
 
     def connection_lost(self) -> None:
         """The socket is closed: make sure the hub knows the connection is gone (sessions
@@ -790,17 +806,19 @@ class ClientCore:
         if framing.closed and not conn.closed:
             self._route(conn.receive_data(b""))
 
-    def outgoing(self) -> bytes:
-        """Socket bytes to write now."""
+    def outgoing(self, max_bytes: int | None = None) -> bytes:
+        """Socket bytes to write now (about ``max_bytes`` of data; None: all there is)."""
         framing, conn = self.framing, self.conn
         if framing is None or conn is None:
             goodbye, self._goodbye = self._goodbye, b""
             return goodbye
-        payload = conn.data_to_send() if framing.ready else b""
+        payload = conn.data_to_send(max_bytes) if framing.ready else b""
         events = conn.take_events()
         if events:
             self._route(events)
-            payload += conn.data_to_send() if framing.ready else b""
+            if max_bytes is not None:
+                max_bytes = max(0, max_bytes - len(payload))
+            payload += conn.data_to_send(max_bytes) if framing.ready else b""
         if self._ending:
             # A cancel would have come as an event above; a handle closed without one drained.
             for up in [u for u in self._ending if conn.handle_state(u.handle) is HState.CLOSED]:
@@ -822,12 +840,12 @@ class ClientCore:
         if self.conn is not None:
             self._route(self.conn.handle_timer(self.clock()))
 
-    def step(self) -> bytes:
-        """Run the timers if they are due, then ``outgoing()``."""
+    def step(self, max_bytes: int | None = None) -> bytes:
+        """Run the timers if they are due, then ``outgoing(max_bytes)``."""
         deadline = self.deadline()
         if deadline is not None and self.clock() >= deadline:
             self.timer()
-        return self.outgoing()
+        return self.outgoing(max_bytes)
 
     def close(self) -> None:
         """The application closes the client: GOAWAY (the next ``outgoing()`` carries it and

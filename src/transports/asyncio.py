@@ -16,6 +16,7 @@ from typing import Any
 from streamproto import Config, ErrorCode, Hub, Producer, UploadReader, WriteResult
 
 from ._common import (
+    FLUSH_SLICE,
     Backoff,
     ClientBase,
     ClientCore,
@@ -189,9 +190,14 @@ class _ServerProtocol(asyncio.Protocol):
                 else:
                     transport.close()
             return
-        data = driver.outgoing()
-        if data:
+        # A slice at a time while the transport is below its high-water mark: what does not
+        # fit waits in the core, which picks by priority when ``resume_writing`` asks again.
+        data = driver.outgoing(FLUSH_SLICE)
+        while data:
             transport.write(data)
+            if self.paused or driver.finished:
+                break
+            data = driver.outgoing(FLUSH_SLICE)
         if driver.finished:
             transport.close()
             return

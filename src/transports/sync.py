@@ -30,6 +30,7 @@ from typing import Any
 from streamproto import Config, ErrorCode, Hub, Producer, UploadReader, WriteResult
 
 from ._common import (
+    FLUSH_SLICE,
     Backoff,
     ClientBase,
     ClientCore,
@@ -109,7 +110,7 @@ class _Writer:
         if self._idle and self.budget and not self._pending and _DONTWAIT is not None:
             self.budget -= 1
             side = self._side
-            data = side.step()
+            data = side.step(FLUSH_SLICE)
             self._after()
             if data:
                 try:
@@ -119,7 +120,12 @@ class _Writer:
                 except OSError:
                     sent = 0  # the thread's sendall meets the error and ends the writer
                 self._pending = data[sent:]
-            if not self._pending and not side.finished and side.deadline() == self._waiting_for:
+            if (
+                not self._pending
+                and len(data) < FLUSH_SLICE  # a whole slice: the core may hold more
+                and not side.finished
+                and side.deadline() == self._waiting_for
+            ):
                 return  # written: the thread has nothing new to do
         self._woken = True
         self._cond.notify()
@@ -136,7 +142,7 @@ class _Writer:
                 self._woken = False
                 data, self._pending = self._pending, b""
                 if not data:
-                    data = side.step()
+                    data = side.step(FLUSH_SLICE)
                     self._after()
                 if data:
                     side.output_blocked(True)

@@ -27,6 +27,7 @@ import trio
 from streamproto import Config, ErrorCode, Hub, Producer, UploadReader, WriteResult
 
 from ._common import (
+    FLUSH_SLICE,
     Backoff,
     ClientBase,
     ClientCore,
@@ -128,7 +129,7 @@ async def _write(
     stall: float,
 ) -> None:
     while True:
-        data = side.step()
+        data = side.step(FLUSH_SLICE)
         after()
         if data:
             side.output_blocked(True)
