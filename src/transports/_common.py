@@ -227,7 +227,7 @@ class Pacer:
 #: data waits in the core, whose weighted round robin picks what goes next, instead of in a
 #: transport buffer in the order it was written. Without contention the slices follow each
 #: other at once.
-FLUSH_SLICE = 64 << 10
+FLUSH_SLICE = 256 << 10
 
 
 def server_config(config: Config | None) -> Config:
