@@ -33,7 +33,7 @@ from test_adapter_faults import (  # noqa: F401 - thread_census is an autouse fi
     wait_for,
 )
 
-from streamproto import ChannelOptions, ErrorCode, OverflowPolicy
+from streamproto import ChannelOptions, ErrorCode, MemoryStore, OverflowPolicy, Window
 from streamproto._frames import (
     Credit,
     Data,
@@ -381,3 +381,18 @@ def test_priorities_share_a_contended_connection_by_weight(same: tuple[str, str]
         low_in_window = seen_low - half_low
         ratio = (PER_STREAM // 2) / max(1, low_in_window)
         assert 5 <= ratio <= 12, (ratio, low_in_window)
+
+
+def test_a_batch_that_overflows_the_window_compacts_the_history() -> None:
+    """A stalled run of writes can reach the store as one large batch (``extend``): evicting
+    most of it compacts the history at once, and the seqs and the retained chunks stay those
+    that one ``append`` per chunk would leave."""
+    store = MemoryStore()
+    key = ("demo:hot", "s")
+    generation = store.acquire(key, Window(chunks=10))
+    chunks = [b"%d" % i for i in range(1, 101)]
+    assert store.extend(key, generation, chunks) == 100
+    replay = store.read(key, 0, 100)
+    assert replay.first_seq == 91
+    assert list(replay.chunks) == chunks[90:]
+    assert store.append(key, generation, b"101") == 101
