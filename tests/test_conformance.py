@@ -20,12 +20,8 @@ from wsproto.events import AcceptConnection, Request
 from streamproto.__main__ import main
 from transports.conformance import CASES, run
 
-#: Cases left out of the run against our servers, and why. C36 checks R-SCHED-3 (weighted
-#: round robin between the subscriptions of one connection): the adapters flush a connection
-#: with ``data_to_send()`` and no byte budget, which sends one subscription's credited data
-#: before the next one's, so the share does not show on the wire until they flush in
-#: budgeted steps. Remove it from here once they do.
-PENDING = {"C36"}
+#: Cases left out of the run against our servers, and why (none today).
+PENDING: set[str] = set()
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)

@@ -20,7 +20,7 @@ class FakeSide:
     def receive(self, data: bytes) -> None:
         pass
 
-    def step(self) -> bytes:
+    def step(self, max_bytes: int | None = None) -> bytes:
         if not self.outbox:
             return b""
         self.takers.append(threading.get_ident())
@@ -28,6 +28,9 @@ class FakeSide:
 
     def deadline(self) -> float | None:
         return None
+
+    def output_blocked(self, flag: bool) -> None:
+        pass
 
 
 def _wait(predicate: object, timeout: float = 5.0) -> None:

@@ -106,6 +106,21 @@ class Config:
     max_unknown_bytes: int = attrs.field(
         default=MIN_UNKNOWN_BYTES, validator=_in_range(MIN_UNKNOWN_BYTES, 1 << 40)
     )
+    #: Server adapters: connections served at once; the next is refused with GOAWAY
+    #: SERVER_BUSY (R-TR-20). Below a default ``ulimit -n`` of 1024 descriptors.
+    max_connections: int = attrs.field(default=1000, validator=_in_range(1, U32))
+    #: Server adapters: accepted connections whose handshake is not over; the next is refused
+    #: with GOAWAY SERVER_BUSY (R-TR-20). Each costs buffers and a handshake timer, and
+    #: idle handshakes are the cheapest way to hold a server's sockets.
+    max_pending_handshakes: int = attrs.field(default=128, validator=_in_range(1, U32))
+    #: Server adapters: the listen backlog (the kernel caps it at ``net.core.somaxconn``).
+    #: Large enough that a burst of connects waits in the kernel instead of being dropped
+    #: and retried by the client's TCP after a second or more.
+    listen_backlog: int = attrs.field(default=1024, validator=_in_range(1, 65535))
+    #: Server adapters: how long a connection's transport may take no output (its buffer
+    #: above the high-water mark) before the connection ends with EXCESSIVE_LOAD (R-LIM-20).
+    #: Twice the keepalive interval: a live peer reads at least that often.
+    output_stall_timeout: float = attrs.field(default=30.0, validator=_in_range(0.001, 3600))
 
     @default_policy.validator
     def _check_policy(self, _attr: attrs.Attribute[OverflowPolicy], value: OverflowPolicy) -> None:

@@ -65,6 +65,7 @@ class ErrorCode(enum.IntEnum):
     INTERNAL_ERROR = 13
     CHUNK_TOO_LARGE = 14
     EXCESSIVE_LOAD = 15
+    SERVER_BUSY = 16
     # Request and stream codes (REJECT, ERROR, UPLOAD_CANCEL).
     UNKNOWN_CHANNEL = 100
     UNKNOWN_STREAM = 101
@@ -131,6 +132,7 @@ _INFO: Final[dict[ErrorCode, tuple[ErrorKind, bool, str]]] = {
         True,
         "the peer piled up unread replies or sent too many unknown frames",
     ),
+    ErrorCode.SERVER_BUSY: (_C, True, "the server is at its cap of connections or handshakes"),
     ErrorCode.UNKNOWN_CHANNEL: (_S, False, "no channel has this name"),
     ErrorCode.UNKNOWN_STREAM: (_S, False, "the channel has no stream with this id"),
     ErrorCode.INVALID_NAME: (_S, False, "a channel name or stream id breaks the id rules"),

@@ -576,6 +576,7 @@ class Hub:
         self._timers: list[tuple[float, int, object]] = []
         self._timer_seq = 0
         self._dirty: set[Peer] = set()
+        self._waking = False  # a _wake is draining _dirty (further up this call stack)
         # The store's optional batch append (see ReplayStore).
         self._extend: Callable[[tuple[str, str], int, list[bytes]], int] | None = getattr(
             self._store, "extend", None
@@ -772,9 +773,19 @@ class Hub:
             peer._ending[sub.handle] = sub
 
     def _wake(self) -> None:
-        dirty = self._dirty
-        while dirty:
-            dirty.pop().wakeup()
+        # A wakeup may flush its connection inline (the thread backend does), which hands the
+        # hub that connection's events, which mark peers dirty and wake again: a nested call
+        # only adds to ``_dirty`` and the outermost one drains it, so the stack stays flat
+        # however many connections wake each other.
+        if self._waking:
+            return
+        self._waking = True
+        try:
+            dirty = self._dirty
+            while dirty:
+                dirty.pop().wakeup()
+        finally:
+            self._waking = False
 
     # -- handshake and sessions -----------------------------------------------------------------
 

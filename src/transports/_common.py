@@ -44,6 +44,7 @@ from streamproto import (
     GoawayReceived,
     HandshakeCompleted,
     HandshakeRefused,
+    HandshakeRequested,
     HState,
     Hub,
     LocalProtocolError,
@@ -63,6 +64,7 @@ from streamproto import (
     UploadReader,
     Writable,
     WriteResult,
+    is_retryable,
 )
 from streamproto._overflow import OverflowLog, held_back
 
@@ -70,6 +72,7 @@ from ._framing import Framing, RawFraming, WsFraming
 from ._hubs import new_hub
 
 __all__ = [
+    "FLUSH_SLICE",
     "Backoff",
     "ClientBase",
     "ClientCore",
@@ -226,6 +229,15 @@ class Pacer:
         return False
 
 
+#: Data bytes a writer takes from the core per write (R-SCHED-3 in the adapters). The next
+#: slice is taken once the transport took this one (trio's ``send_all`` and the threads'
+#: ``sendall`` returned, asyncio's buffer is below its high-water mark), so under contention the
+#: data waits in the core, whose weighted round robin picks what goes next, instead of in a
+#: transport buffer in the order it was written. Without contention the slices follow each
+#: other at once.
+FLUSH_SLICE = 256 << 10
+
+
 def server_config(config: Config | None) -> Config:
     """A server connection's config: upload credit returns as the reader reads, so an
     upload nobody reads stalls at its window instead of filling memory."""
@@ -239,12 +251,17 @@ class Side(Protocol):
 
     def receive(self, data: bytes) -> None: ...
 
-    def step(self) -> bytes: ...
+    def step(self, max_bytes: int | None = None) -> bytes: ...
 
     def deadline(self) -> float | None: ...
 
+    def output_blocked(self, flag: bool) -> None: ...
+
     @property
     def finished(self) -> bool: ...
+
+    @property
+    def stalled(self) -> bool: ...
 
 
 # -- server -------------------------------------------------------------------------------------
@@ -290,6 +307,29 @@ def fail_on_violation(framing: Framing, conn: Connection) -> list[Event]:
     return conn.take_events()
 
 
+class OutputGuard:
+    """Whether a connection's output has stalled (R-LIM-20): the backend reports when its
+    transport stops taking bytes (above its high-water mark, a send that does not return) and
+    when it takes them again; stalled for ``timeout`` seconds running, the connection ends."""
+
+    __slots__ = ("since", "timeout")
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.since: float | None = None
+
+    def blocked(self, flag: bool, now: float) -> None:
+        """The transport stopped (True) or resumed (False) taking output, at ``now``."""
+        if not flag:
+            self.since = None
+        elif self.since is None:
+            self.since = now
+
+    def deadline(self) -> float | None:
+        """When the stall becomes fatal (None: not stalled)."""
+        return None if self.since is None else self.since + self.timeout
+
+
 class ServerDriver:
     """One accepted socket on the server: framing, a server Connection and its hub Peer.
 
@@ -313,6 +353,10 @@ class ServerDriver:
         self.hub = hub
         self.close_code = int(ErrorCode.NO_ERROR)
         self._flushing = False
+        self.guard = OutputGuard(config.output_stall_timeout)
+        #: The connection ended because its output stalled: close the transport at once
+        #: (the goodbye cannot reach a peer that does not read).
+        self.stalled = False
 
     def _handle(self, events: list[Event]) -> None:
         for event in events:
@@ -320,8 +364,24 @@ class ServerDriver:
                 self.close_code = event.code
         self.peer.handle_events(events)
 
+    def output_blocked(self, flag: bool) -> None:
+        """The transport stopped (True) or resumed (False) taking output."""
+        self.guard.blocked(flag, self.clock())
+
+    def _check_output(self) -> None:
+        deadline = self.guard.deadline()
+        if deadline is not None and self.clock() >= deadline and not self.conn.closed:
+            self.stalled = True
+            self.close_code = int(ErrorCode.EXCESSIVE_LOAD)
+            self.conn.goaway(
+                ErrorCode.EXCESSIVE_LOAD, f"output stalled for {self.guard.timeout:g} s"
+            )
+            self._handle(self.conn.take_events())
+
     def receive(self, data: bytes) -> None:
         """Socket bytes in; ``b""`` for end of input."""
+        if self.guard.since is not None:  # a peer that sends and does not read
+            self._check_output()
         payload = self.framing.receive(data)
         if payload:
             self._handle(self.conn.receive_data(payload))
@@ -330,8 +390,9 @@ class ServerDriver:
         if self.framing.closed and not self.conn.closed:
             self._handle(self.conn.receive_data(b""))
 
-    def outgoing(self) -> bytes:
-        """Socket bytes to write now."""
+    def outgoing(self, max_bytes: int | None = None) -> bytes:
+        """Socket bytes to write now: every control frame and about ``max_bytes`` of data
+        (None: all that credit allows), in the core's weighted order (R-SCHED-3)."""
         if self._flushing:
             # Re-entered by a wakeup from the hub while the events below are handled (the
             # thread adapter flushes inline): the outer call returns everything in order, and
@@ -340,11 +401,16 @@ class ServerDriver:
         self._flushing = True
         try:
             # Sending can free room (Writable) and the hub's answer to that can queue more.
-            parts = [self.framing.wrap(self.conn.data_to_send())]
-            while events := self.conn.take_events():
+            conn, wrap = self.conn, self.framing.wrap
+            payload = conn.data_to_send(max_bytes)
+            parts = [wrap(payload)]
+            while events := conn.take_events():
                 self._handle(events)
-                parts.append(self.framing.wrap(self.conn.data_to_send()))
-            if self.conn.closed and not self.framing.closed:
+                if max_bytes is not None:
+                    max_bytes = max(0, max_bytes - len(payload))
+                payload = conn.data_to_send(max_bytes)
+                parts.append(wrap(payload))
+            if conn.closed and not self.framing.closed:
                 parts.append(self.framing.close(self.close_code))
         finally:
             self._flushing = False
@@ -352,18 +418,22 @@ class ServerDriver:
 
     def deadline(self) -> float | None:
         """When ``timer`` must run next."""
-        return self.conn.next_deadline()
+        deadline, stall = self.conn.next_deadline(), self.guard.deadline()
+        if stall is None or (deadline is not None and deadline < stall):
+            return deadline
+        return stall
 
     def timer(self) -> None:
         """Run the connection's timers."""
+        self._check_output()
         self._handle(self.conn.handle_timer(self.clock()))
 
-    def step(self) -> bytes:
-        """Run the timers if they are due, then ``outgoing()``."""
-        deadline = self.conn.next_deadline()
+    def step(self, max_bytes: int | None = None) -> bytes:
+        """Run the timers if they are due, then ``outgoing(max_bytes)``."""
+        deadline = self.deadline()
         if deadline is not None and self.clock() >= deadline:
             self.timer()
-        return self.outgoing()
+        return self.outgoing(max_bytes)
 
     def connection_lost(self) -> None:
         """The socket is closed: make sure the hub knows the connection is gone (sessions
@@ -373,6 +443,11 @@ class ServerDriver:
         if not self.peer.closed:
             # A connection closed by a local non-zero GOAWAY emits no ConnectionTerminated.
             self._handle([ConnectionTerminated(self.close_code, "the transport closed", False)])
+
+    @property
+    def handshaking(self) -> bool:
+        """True until the handshake is over (counted against ``max_pending_handshakes``)."""
+        return self.conn.state in _HANDSHAKING
 
     def shutdown(self, code: int = ErrorCode.NO_ERROR) -> None:
         """GOAWAY: NO_ERROR drains open streams; another code closes now (as NO_ERROR does
@@ -388,6 +463,33 @@ class ServerDriver:
     def finished(self) -> bool:
         """True when the socket should be closed (after writing ``outgoing()``)."""
         return self.conn.closed or self.framing.closed
+
+
+class RefusingDriver(ServerDriver):
+    """An accepted socket over the server's caps (R-TR-20): it answers the client's HELLO
+    (after the WebSocket upgrade) with GOAWAY SERVER_BUSY and closes. The hub never sees it;
+    the handshake timeout bounds a socket that never sends HELLO."""
+
+    def __init__(self, framing: Framing, config: Config, clock: Callable[[], float]) -> None:
+        self.framing = framing
+        self.clock = clock
+        self.conn = Connection(Role.SERVER, config, now=clock())
+        self.close_code = int(ErrorCode.SERVER_BUSY)
+        self.guard = OutputGuard(config.output_stall_timeout)
+        self.stalled = False
+        self._flushing = False
+
+    def _handle(self, events: list[Event]) -> None:
+        # Answering the HELLO rather than at once: the client's bytes are read by then, so
+        # the close is a FIN after the GOAWAY, not a reset that may discard it.
+        if any(isinstance(event, HandshakeRequested) for event in events):
+            self.conn.refuse_handshake(ErrorCode.SERVER_BUSY, "the server is busy")
+
+    def connection_lost(self) -> None:
+        """Nothing to tell the hub."""
+
+
+_HANDSHAKING = (ConnState.AWAIT_HELLO, ConnState.HELLO_RECEIVED)
 
 
 # -- client -------------------------------------------------------------------------------------
@@ -747,6 +849,12 @@ class ClientCore:
         self.terminated = ConnectionLost(ErrorCode.CONNECTION_LOST, "the connection was lost")
         self.close_code = int(ErrorCode.NO_ERROR)  # the code of the GOAWAY that ended it
 
+    #: A client does not bound its output by time: it only talks to the server it chose.
+    stalled = False
+
+    def output_blocked(self, flag: bool) -> None:
+        """See :meth:`ServerDriver.output_blocked` (nothing to do on a client)."""
+
     def receive(self, data: bytes) -> None:
         """Socket bytes in (``b""``: end of input)."""
         framing, conn = self.framing, self.conn
@@ -760,17 +868,19 @@ class ClientCore:
         if framing.closed and not conn.closed:
             self._route(conn.receive_data(b""))
 
-    def outgoing(self) -> bytes:
-        """Socket bytes to write now."""
+    def outgoing(self, max_bytes: int | None = None) -> bytes:
+        """Socket bytes to write now (about ``max_bytes`` of data; None: all there is)."""
         framing, conn = self.framing, self.conn
         if framing is None or conn is None:
             goodbye, self._goodbye = self._goodbye, b""
             return goodbye
-        payload = conn.data_to_send() if framing.ready else b""
+        payload = conn.data_to_send(max_bytes) if framing.ready else b""
         events = conn.take_events()
         if events:
             self._route(events)
-            payload += conn.data_to_send() if framing.ready else b""
+            if max_bytes is not None:
+                max_bytes = max(0, max_bytes - len(payload))
+            payload += conn.data_to_send(max_bytes) if framing.ready else b""
         if self._ending:
             # A cancel would have come as an event above; a handle closed without one drained.
             for up in [u for u in self._ending if conn.handle_state(u.handle) is HState.CLOSED]:
@@ -792,12 +902,12 @@ class ClientCore:
         if self.conn is not None:
             self._route(self.conn.handle_timer(self.clock()))
 
-    def step(self) -> bytes:
-        """Run the timers if they are due, then ``outgoing()``."""
+    def step(self, max_bytes: int | None = None) -> bytes:
+        """Run the timers if they are due, then ``outgoing(max_bytes)``."""
         deadline = self.deadline()
         if deadline is not None and self.clock() >= deadline:
             self.timer()
-        return self.outgoing()
+        return self.outgoing(max_bytes)
 
     def close(self) -> None:
         """The application closes the client: GOAWAY (the next ``outgoing()`` carries it and
@@ -1050,7 +1160,10 @@ class ClientCore:
                 self._on_handshake(event)
             elif isinstance(event, HandshakeRefused):
                 self.close_code = event.code
-                self.give_up(StreamError(event.code, event.message or "handshake refused"))
+                if is_retryable(event.code):  # SERVER_BUSY, say: the backend reconnects later
+                    self.terminated = ConnectionLost(event.code, event.message or "refused")
+                else:
+                    self.give_up(StreamError(event.code, event.message or "handshake refused"))
             elif isinstance(event, GoawayReceived):
                 self.goaway = True
             elif isinstance(event, ConnectionTerminated):
@@ -1112,6 +1225,25 @@ class ServerBase(abc.ABC, Generic[_P, _U]):
         self.config = server_config(config)
         #: The port the server listens on.
         self.port = 0
+        self._live: set[ServerDriver] = set()  # admitted connections, not yet gone
+
+    def _driver(
+        self, framing: Framing, clock: Callable[[], float], wakeup: Callable[[], None]
+    ) -> ServerDriver:
+        """The driver of a socket just accepted: a refusing one over ``max_connections`` or
+        ``max_pending_handshakes`` (R-TR-20). The backend calls :meth:`_gone` when it ends."""
+        config, live = self.config, self._live
+        if len(live) >= config.max_connections or (
+            sum(d.handshaking for d in live) >= config.max_pending_handshakes
+        ):
+            return RefusingDriver(framing, config, clock)
+        driver = ServerDriver(self.hub, framing, config, clock, wakeup)
+        live.add(driver)
+        return driver
+
+    def _gone(self, driver: ServerDriver) -> None:
+        """A socket's driver is done with."""
+        self._live.discard(driver)
 
     @property
     def address(self) -> str:

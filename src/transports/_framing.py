@@ -107,6 +107,7 @@ class WsFraming:
         self._client = client
         self._path = path
         self._out: list[bytes] = []
+        self._pong = b""  # the answer to the latest ping, not yet sent
         self._in: list[bytes] = []
         self.ready = False
         self.closed = False
@@ -158,7 +159,9 @@ class WsFraming:
             self.error = f"the server refused the WebSocket upgrade ({event.status_code})"
             self.closed = True
         elif isinstance(event, Ping):
-            self._out.append(ws.send(event.response()))
+            # RFC 6455 5.5.3: only the latest ping needs its pong. One pending pong at most,
+            # so a peer that floods pings and does not read grows nothing here.
+            self._pong = ws.send(event.response())
         elif isinstance(event, CloseConnection):
             if ws.state.name == "REMOTE_CLOSING":
                 self._out.append(ws.send(event.response()))
@@ -172,6 +175,9 @@ class WsFraming:
         self.closed = True
 
     def wrap(self, payload: bytes) -> bytes:
+        if self._pong:
+            self._out.append(self._pong)
+            self._pong = b""
         if payload and self.ready and not self.closed:
             self._out.append(self._ws.send(BytesMessage(data=payload)))
         data = b"".join(self._out)

@@ -16,6 +16,7 @@ from typing import Any
 from streamproto import Config, ErrorCode, Hub, Producer, UploadReader, WriteResult
 
 from ._common import (
+    FLUSH_SLICE,
     Backoff,
     ClientBase,
     ClientCore,
@@ -125,9 +126,7 @@ class _ServerProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         server = self.server
-        self.driver = ServerDriver(
-            server.hub, server.url.framing(client=False), server.config, self.loop.time, self.wakeup
-        )
+        self.driver = server._driver(server.url.framing(client=False), self.loop.time, self.wakeup)
         server.protocols.add(self)
         self.flush()
 
@@ -153,14 +152,20 @@ class _ServerProtocol(asyncio.Protocol):
             self.timer.cancel()
         if driver is not None:
             driver.connection_lost()
+            self.server._gone(driver)
         self.transport = None
         self.server._rearm_hub()
 
     def pause_writing(self) -> None:
         self.paused = True
+        if self.driver is not None:
+            self.driver.output_blocked(True)
+            self._arm(self.driver)
 
     def resume_writing(self) -> None:
         self.paused = False
+        if self.driver is not None:
+            self.driver.output_blocked(False)
         self.flush()
 
     def wakeup(self) -> None:
@@ -177,16 +182,28 @@ class _ServerProtocol(asyncio.Protocol):
             if driver.finished:
                 # Over (a GOAWAY for a peer that floods and does not read, say): the goodbye
                 # goes behind what the peer has not read, and reading stops now rather than
-                # once it drains.
+                # once it drains; stalled output is dropped (R-LIM-20), not kept for a peer
+                # that may never read it.
                 transport.write(driver.outgoing())
-                transport.close()
+                if driver.stalled:
+                    transport.abort()
+                else:
+                    transport.close()
             return
-        data = driver.outgoing()
-        if data:
+        # A slice at a time while the transport is below its high-water mark: what does not
+        # fit waits in the core, which picks by priority when ``resume_writing`` asks again.
+        data = driver.outgoing(FLUSH_SLICE)
+        while data:
             transport.write(data)
+            if self.paused or driver.finished:
+                break
+            data = driver.outgoing(FLUSH_SLICE)
         if driver.finished:
             transport.close()
             return
+        self._arm(driver)
+
+    def _arm(self, driver: ServerDriver) -> None:
         deadline = driver.deadline()
         if deadline != self.timer_at:
             if self.timer is not None:
@@ -260,7 +277,10 @@ class Server(ServerBase[ServerProducer, ServerUpload]):
 
     async def _listen(self) -> None:
         self._server = await self.loop.create_server(
-            lambda: _ServerProtocol(self), self.url.host, self.url.port
+            lambda: _ServerProtocol(self),
+            self.url.host,
+            self.url.port,
+            backlog=self.config.listen_backlog,
         )
         self.port = int(self._server.sockets[0].getsockname()[1])
 

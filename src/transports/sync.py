@@ -18,6 +18,8 @@ import contextlib
 import random
 import selectors
 import socket
+import struct
+import sys
 import threading
 import time
 import weakref
@@ -28,12 +30,12 @@ from typing import Any
 from streamproto import Config, ErrorCode, Hub, Producer, UploadReader, WriteResult
 
 from ._common import (
+    FLUSH_SLICE,
     Backoff,
     ClientBase,
     ClientCore,
     ProducerBase,
     ServerBase,
-    ServerDriver,
     ServerUploadBase,
     Side,
     StreamError,
@@ -108,7 +110,7 @@ class _Writer:
         if self._idle and self.budget and not self._pending and _DONTWAIT is not None:
             self.budget -= 1
             side = self._side
-            data = side.step()
+            data = side.step(FLUSH_SLICE)
             self._after()
             if data:
                 try:
@@ -118,7 +120,12 @@ class _Writer:
                 except OSError:
                     sent = 0  # the thread's sendall meets the error and ends the writer
                 self._pending = data[sent:]
-            if not self._pending and not side.finished and side.deadline() == self._waiting_for:
+            if (
+                not self._pending
+                and len(data) < FLUSH_SLICE  # a whole slice: the core may hold more
+                and not side.finished
+                and side.deadline() == self._waiting_for
+            ):
                 return  # written: the thread has nothing new to do
         self._woken = True
         self._cond.notify()
@@ -135,16 +142,23 @@ class _Writer:
                 self._woken = False
                 data, self._pending = self._pending, b""
                 if not data:
-                    data = side.step()
+                    data = side.step(FLUSH_SLICE)
                     self._after()
                 if data:
+                    side.output_blocked(True)
                     lock.release()
                     try:
                         sock.sendall(data)
                     except OSError:
-                        break
+                        stalled = True
+                    else:
+                        stalled = False
                     finally:
                         lock.acquire()
+                    if stalled:  # the peer is gone, or took nothing for the stall timeout
+                        side.step()  # past the stall deadline: ends with EXCESSIVE_LOAD
+                        break
+                    side.output_blocked(False)
                     continue  # more may have been queued while the lock was free
                 if side.finished or self._stopping:
                     break
@@ -186,6 +200,15 @@ def _read(sock: socket.socket, lock: threading.RLock, side: Side, writer: _Write
                 sock.shutdown(socket.SHUT_RDWR)
             writer.thread.join()
         sock.close()
+
+
+def _send_timeout(sock: socket.socket, seconds: float) -> None:
+    """A send that takes no byte for ``seconds`` fails (R-LIM-20): the writer thread is the
+    one that would notice a stall, and it is the one blocked in the send."""
+    if sys.platform != "win32":  # a timeval here; Windows takes milliseconds (not set there)
+        whole = int(seconds)
+        timeval = struct.pack("ll", whole, int((seconds - whole) * 1e6))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
 
 
 def _dial(url: Url, timeout: float) -> socket.socket:
@@ -340,7 +363,8 @@ class _Connection:
         self.server = server
         self.sock = sock
         framing = server.url.framing(client=False)
-        self.driver = ServerDriver(server.hub, framing, server.config, time.monotonic, self.wake)
+        self.driver = server._driver(framing, time.monotonic, self.wake)
+        _send_timeout(sock, server.config.output_stall_timeout)
         self.writer = _Writer(server._lock, sock, self.driver, server._rearm_hub)
         self.reader = threading.Thread(target=self._run, name="streamproto-reader", daemon=True)
 
@@ -354,6 +378,7 @@ class _Connection:
         finally:
             with server._lock:
                 self.driver.connection_lost()
+                server._gone(self.driver)
                 server.drivers.discard(self)
                 server._changed.notify_all()
                 server._rearm_hub()
@@ -373,7 +398,9 @@ class Server(ServerBase[ServerProducer, ServerUpload]):
         self._handlers = _Handlers()
         self._hub_at: float | None = None
         self._closed = False
-        self._listener = socket.create_server((self.url.host, self.url.port))
+        self._listener = socket.create_server(
+            (self.url.host, self.url.port), backlog=self.config.listen_backlog
+        )
         self.port = int(self._listener.getsockname()[1])
         self._stop_r, self._stop_w = socket.socketpair()
         self._acceptor = threading.Thread(target=self._accept, name="streamproto-accept")

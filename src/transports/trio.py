@@ -27,6 +27,7 @@ import trio
 from streamproto import Config, ErrorCode, Hub, Producer, UploadReader, WriteResult
 
 from ._common import (
+    FLUSH_SLICE,
     Backoff,
     ClientBase,
     ClientCore,
@@ -104,7 +105,9 @@ def _unwrap() -> Iterator[None]:
         raise exc from exc.__cause__
 
 
-async def _read(stream: trio.SocketStream, side: Side, wake: _Wake) -> None:
+async def _read(
+    stream: trio.SocketStream, side: Side, wake: _Wake, cancel: Callable[[], None]
+) -> None:
     while True:
         try:
             data = await stream.receive_some(_RECEIVE)
@@ -112,21 +115,33 @@ async def _read(stream: trio.SocketStream, side: Side, wake: _Wake) -> None:
             data = b""
         side.receive(data)
         wake.set()
+        if side.stalled:  # the writer is stuck in a send the peer never takes
+            cancel()
         if not data:
             return
 
 
 async def _write(
-    stream: trio.SocketStream, side: Side, wake: _Wake, after: Callable[[], None]
+    stream: trio.SocketStream,
+    side: Side,
+    wake: _Wake,
+    after: Callable[[], None],
+    stall: float,
 ) -> None:
     while True:
-        data = side.step()
+        data = side.step(FLUSH_SLICE)
         after()
         if data:
+            side.output_blocked(True)
             try:
-                await stream.send_all(data)
+                with trio.move_on_after(stall) as sending:
+                    await stream.send_all(data)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return
+            if sending.cancelled_caught:  # stalled (R-LIM-20): the stream is unusable now
+                side.step()  # the stall timer fires: the connection ends with EXCESSIVE_LOAD
+                return
+            side.output_blocked(False)
             continue  # the reader may have queued more (a GOAWAY, say) while this was sent
         if side.finished:
             return
@@ -139,14 +154,17 @@ async def _run_socket(
     side: Side,
     wake: _Wake,
     scope: trio.CancelScope,
+    *,
     after: Callable[[], None] = lambda: None,
+    stall: float = math.inf,
 ) -> None:
-    """Drive one socket until its side is finished (or ``scope`` is cancelled), then close it."""
+    """Drive one socket until its side is finished (or ``scope`` is cancelled), then close it.
+    A send that takes nothing for ``stall`` seconds ends it."""
     try:
         with scope:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(_read, stream, side, wake)
-                await _write(stream, side, wake, after)
+                nursery.start_soon(_read, stream, side, wake, nursery.cancel_scope.cancel)
+                await _write(stream, side, wake, after, stall)
                 nursery.cancel_scope.cancel()
     finally:
         await trio.aclose_forcefully(stream)
@@ -269,7 +287,9 @@ class Server(ServerBase[ServerProducer, ServerUpload]):
         with self._scope:
             async with trio.open_nursery() as nursery:
                 self._tasks = nursery
-                listeners = await trio.open_tcp_listeners(self.url.port, host=self.url.host)
+                listeners = await trio.open_tcp_listeners(
+                    self.url.port, host=self.url.host, backlog=self.config.listen_backlog
+                )
                 self.port = int(listeners[0].socket.getsockname()[1])
                 nursery.start_soon(self._listen, listeners)
                 nursery.start_soon(self._hub_timer)
@@ -282,15 +302,17 @@ class Server(ServerBase[ServerProducer, ServerUpload]):
     async def _handle(self, stream: trio.SocketStream) -> None:
         wake = _Wake()
         framing = self.url.framing(client=False)
-        driver = ServerDriver(self.hub, framing, self.config, trio.current_time, wake.set)
+        driver = self._driver(framing, trio.current_time, wake.set)
         conn = _Connection(driver, wake)
         self.drivers.add(conn)
         try:
-            await _run_socket(stream, driver, wake, conn.scope, self._rearm_hub)
+            stall = self.config.output_stall_timeout
+            await _run_socket(stream, driver, wake, conn.scope, after=self._rearm_hub, stall=stall)
         except Exception:  # a bug must cost one connection, not the server
             log.exception("connection failed")
         finally:
             driver.connection_lost()
+            self._gone(driver)
             self.drivers.discard(conn)
             self._idle.set()
             self._rearm_hub()
