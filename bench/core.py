@@ -10,6 +10,11 @@ framing's (goal: at least 40% at 64 B).
 ``ours`` queues each chunk with ``send_data``; ``ours, send_data_many`` queues each burst with
 one ``send_data_many`` call, as a producer that has a burst in hand would (same bytes out,
 same events). Both are reported, each with its share of bare.
+
+``ours, sliced flush`` queues the whole run before the first flush (a reader that fell behind)
+and takes it the way the adapters do under a full socket, ``data_to_send(SLICE)`` at a time:
+its cost per chunk should match one whole take's (``ours, whole flush``), whatever the queue's
+length.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from streamproto import Connection, DataReceived, Role
 SIZES = (64, 4096)
 CHUNKS = 5000
 BATCH = 256  # chunks written before each flush, as an adapter writes a burst
+SLICE = 256 * 1024  # the adapters' FLUSH_SLICE
 
 
 def _pair(window: int) -> tuple[Connection, Connection, int]:
@@ -73,17 +79,33 @@ def _cases(size: int, count: int) -> dict[str, tuple[Callable[[], object], int]]
             server.receive_data(back())
         return received
 
+    def backlog(max_bytes: int | None) -> Callable[[], int]:
+        def take() -> int:
+            client, server, handle = _pair(window=count)
+            server.send_data_many(handle, payloads)
+            received = 0
+            while out := server.data_to_send(max_bytes):
+                for event in client.receive_data(out):
+                    if isinstance(event, DataReceived):
+                        received += len(event.chunks)
+            return received
+
+        return take
+
     def bare() -> int:
         received = 0
         for batch in batches:
             received += len(bare_decode(b"".join([bare_encode(p) for p in batch])))
         return received
 
-    if ours() != count or ours_many() != count or bare() != count:
+    sliced, whole = backlog(SLICE), backlog(None)
+    if any(f() != count for f in (ours, ours_many, sliced, whole, bare)):
         raise RuntimeError(f"core workload self-check failed for {size}-byte chunks")
     return {
         f"{size} B ours": (ours, count),
         f"{size} B ours, send_data_many": (ours_many, count),
+        f"{size} B ours, sliced flush": (sliced, count),
+        f"{size} B ours, whole flush": (whole, count),
         f"{size} B bare": (bare, count),
     }
 
@@ -105,5 +127,8 @@ def run(config: Config) -> Report:
         )
         derived[f"{size} B ours, send_data_many throughput / bare throughput"] = (
             median[f"{size} B bare"] / median[f"{size} B ours, send_data_many"]
+        )
+        derived[f"{size} B sliced flush cost / whole flush cost"] = (
+            median[f"{size} B ours, sliced flush"] / median[f"{size} B ours, whole flush"]
         )
     return Report(measurements, derived, {"chunks": count, "batch": BATCH, "payload_sizes": SIZES})

@@ -616,7 +616,12 @@ class Connection:
         sent = 0
         sent_bytes = 0
         n = min(len(queue), h.credit_chunks)
-        if n > 1 and h.offset == 0 and len(queue) == h.q_chunks and h.credit_bytes > 0:
+        bulk = n > 1 and h.offset == 0 and len(queue) == h.q_chunks and h.credit_bytes > 0
+        if bulk and allowance < _UNLIMITED:
+            # A budgeted take looks at no more chunks than the head's size says fit, so that
+            # draining a long queue a slice at a time stays linear in what is sent.
+            n = min(n, allowance // (18 + len(queue[0][1])))
+        if bulk and n > 1:
             # The bulk path: a run of whole chunks (no gap marks queued) that credit, frame
             # size and allowance all take, framed with C-level iteration.
             seqs, items = zip(*(queue if n == len(queue) else islice(queue, n)), strict=True)
