@@ -620,7 +620,7 @@ class Connection:
         if bulk and allowance < _UNLIMITED:
             # A budgeted take looks at no more chunks than the head's size says fit, so that
             # draining a long queue a slice at a time stays linear in what is sent.
-            n = min(n, allowance // (18 + len(queue[0][1])))
+            n = min(n, allowance // (18 + len(cast(bytes, queue[0][1]))))
         if bulk and n > 1:
             # The bulk path: a run of whole chunks (no gap marks queued) that credit, frame
             # size and allowance all take, framed with C-level iteration.
