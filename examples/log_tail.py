@@ -127,7 +127,7 @@ async def main(
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
-        overflows = slow_client.statistics()["overflows"]
+        overflows = slow_client.statistics().overflows
 
     line_bytes = max(len(log_line(seq)) for seq in range(1, lines + 1))
     bound = (SLOW_WINDOW + QUEUE_LINES) * line_bytes

@@ -60,7 +60,7 @@ async def main(transport: str, tokens: int, drop_at: int, quiet: bool = False) -
     seqs = [seq for seq, _ in received]
     say(
         f"\n\nreceived {len(received)} tokens, seqs 1..{seqs[-1]}, "
-        f"reconnects={stats['reconnects']} resumed={stats['resumed']} gaps={stats['gaps']}"
+        f"reconnects={stats.reconnects} resumed={stats.resumed} gaps={stats.gaps}"
     )
     if seqs != list(range(1, tokens + 1)):
         raise SystemExit(f"tokens lost or repeated: {seqs}")

@@ -129,6 +129,7 @@ def test_a_gap_under_raise_ends_the_batch_then_raises() -> None:
     with pytest.raises(GapError) as caught:
         sub.poll_many(100)
     assert (caught.value.from_seq, caught.value.to_seq) == (3, 4)
+    assert caught.value.code == ErrorCode.CHUNKS_MISSING
     assert sub.seq == 4
     assert sub.poll_many(100) == [b"c5"]
     assert sum(c for c, _ in core.consumed) == 3

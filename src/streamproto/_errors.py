@@ -87,6 +87,7 @@ class ErrorCode(enum.IntEnum):
     UNKNOWN_HANDLE = 203
     CONNECTION_CLOSED = 204
     INVALID_ARGUMENT = 205
+    CHUNKS_MISSING = 206
 
     @property
     def kind(self) -> ErrorKind:
@@ -152,6 +153,7 @@ _INFO: Final[dict[ErrorCode, tuple[ErrorKind, bool, str]]] = {
     ErrorCode.UNKNOWN_HANDLE: (_L, False, "no open handle has this number"),
     ErrorCode.CONNECTION_CLOSED: (_L, False, "the connection is closed or draining"),
     ErrorCode.INVALID_ARGUMENT: (_L, False, "an argument is out of its documented range"),
+    ErrorCode.CHUNKS_MISSING: (_L, False, "a gap: seqs that will never arrive were skipped"),
 }
 
 

@@ -4,7 +4,17 @@ Each backend is a thin "loop + lock + clock" around the sans-IO core: ``transpor
 ``transports.trio`` and ``transports.sync``. What they share lives in ``transports._common``.
 """
 
-from ._common import Backoff, ConnectionLost, Gap, GapError, StreamError, Url, parse_url
+from ._common import (
+    Backoff,
+    ClientStatistics,
+    ConnectionClosed,
+    ConnectionLost,
+    Gap,
+    GapError,
+    StreamError,
+    Url,
+    parse_url,
+)
 from ._framing import SUBPROTOCOL, close_code_for
 from ._hubs import ID_BYTES, default_ids, new_hub
 
@@ -12,6 +22,8 @@ __all__ = [
     "ID_BYTES",
     "SUBPROTOCOL",
     "Backoff",
+    "ClientStatistics",
+    "ConnectionClosed",
     "ConnectionLost",
     "Gap",
     "GapError",

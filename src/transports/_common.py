@@ -23,7 +23,7 @@ import random
 import sys
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Any, Generic, Literal, Protocol, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar, overload
 from urllib.parse import urlsplit
 
 import attrs
@@ -76,6 +76,8 @@ __all__ = [
     "Backoff",
     "ClientBase",
     "ClientCore",
+    "ClientStatistics",
+    "ConnectionClosed",
     "ConnectionLost",
     "Gap",
     "GapError",
@@ -116,18 +118,40 @@ class ConnectionLost(StreamError):
     """The connection is gone and could not be resumed (CONNECTION_LOST)."""
 
 
+class ConnectionClosed(StreamError):
+    """The application closed the client (CONNECTION_CLOSED, not retryable): what is still
+    open on it ends with this, and new requests raise it."""
+
+
 class GapError(StreamError):
     """Raised by a subscription iterator (``on_gap="raise"``) when seqs ``from_seq..to_seq``
-    will never arrive. Iteration may continue after it."""
+    will never arrive (code CHUNKS_MISSING; ``reason`` says why: evicted or overflow).
+    Iteration may continue after it."""
 
     def __init__(self, from_seq: int, to_seq: int, reason: GapReason) -> None:
         super().__init__(
-            ErrorCode.RESOURCE_EXHAUSTED if reason is GapReason.OVERFLOW else ErrorCode.NO_ERROR,
+            ErrorCode.CHUNKS_MISSING,
             f"seqs {from_seq}..{to_seq} are missing ({reason.name.lower()})",
         )
         self.from_seq = from_seq
         self.to_seq = to_seq
         self.reason = reason
+
+
+@attrs.frozen
+class ClientStatistics:
+    """A client's counters since it was made (``client.statistics()``, a snapshot)."""
+
+    #: Chunks received, over every connection.
+    chunks: int
+    #: Gaps received (evicted or overflow), each counted once.
+    gaps: int
+    #: Overflow warnings: gaps of chunks the server dropped because a subscription fell behind.
+    overflows: int
+    #: Connections made after the first one.
+    reconnects: int
+    #: Reconnections that resumed the session (its subscriptions went on where they were).
+    resumed: int
 
 
 @attrs.frozen
@@ -912,24 +936,25 @@ class ClientCore:
     def close(self) -> None:
         """The application closes the client: GOAWAY (the next ``outgoing()`` carries it and
         the WebSocket close; ``finished`` is true), and everything open fails with
-        CONNECTION_LOST, so no iterator waits for a connection that will not come."""
+        CONNECTION_CLOSED (:class:`ConnectionClosed`), so no iterator waits for a connection
+        that will not come."""
         conn, framing = self.conn, self.framing
         if conn is not None and framing is not None and not conn.closed:
             if conn.state in _DRAINABLE:
                 conn.goaway(ErrorCode.NO_ERROR)
             self._goodbye = self.outgoing() + framing.close(ErrorCode.NO_ERROR)
         if self.failure is None:
-            self.give_up(ConnectionLost(ErrorCode.CONNECTION_LOST, "the client is closed"))
+            self.give_up(ConnectionClosed(ErrorCode.CONNECTION_CLOSED, "the client is closed"))
 
-    def statistics(self) -> dict[str, int]:
-        """Counters: chunks, gaps, overflows, reconnects, resumed sessions."""
-        return {
-            "chunks": self.chunks,
-            "gaps": self.gaps,
-            "overflows": self.overflows,
-            "reconnects": self.reconnects,
-            "resumed": self.resumed,
-        }
+    def statistics(self) -> ClientStatistics:
+        """The client's counters."""
+        return ClientStatistics(
+            chunks=self.chunks,
+            gaps=self.gaps,
+            overflows=self.overflows,
+            reconnects=self.reconnects,
+            resumed=self.resumed,
+        )
 
     @property
     def finished(self) -> bool:
@@ -1208,7 +1233,10 @@ class ClientCore:
 _NO_LOCK: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
 _P = TypeVar("_P", bound="ProducerBase")
 _U = TypeVar("_U", bound="ServerUploadBase")
-_S = TypeVar("_S", bound="SubscriptionBase")
+_S = TypeVar("_S", bound="SubscriptionBase[bytes]")
+_SG = TypeVar("_SG", bound="SubscriptionBase[bytes | Gap]")
+#: What a subscription hands out: ``bytes``, or ``bytes | Gap`` with ``on_gap="item"``.
+_T = TypeVar("_T")
 
 
 class ServerBase(abc.ABC, Generic[_P, _U]):
@@ -1287,7 +1315,7 @@ class ServerBase(abc.ABC, Generic[_P, _U]):
         with self._lock:
             chan = self.hub.channel(channel)
             if chan is None:
-                raise StreamError(ErrorCode.UNKNOWN_CHANNEL, f"no channel {channel!r}")
+                raise LocalProtocolError(ErrorCode.UNKNOWN_CHANNEL, f"no channel {channel!r}")
             return self._producer(chan.start(stream_id))
 
     @abc.abstractmethod
@@ -1393,14 +1421,42 @@ class ServerUploadBase:
             self.reader.cancel(code, message)
 
 
-class ClientBase(abc.ABC, Generic[_S]):
+class ClientBase(abc.ABC, Generic[_S, _SG]):
     """A client's loop-independent half. The backend implements ``_wake`` (flush the
-    socket soon) and ``_subscription`` (wrap a :class:`SubscriptionCore`)."""
+    socket soon) and ``_subscription`` (wrap a :class:`SubscriptionCore`). ``_S`` is the
+    backend's subscription of ``bytes``, ``_SG`` the one of ``bytes | Gap`` (``on_gap="item"``):
+    ``subscribe`` and ``open`` return one or the other by overloads."""
 
     _lock: contextlib.AbstractContextManager[Any] = _NO_LOCK
 
     def __init__(self, core: ClientCore) -> None:
         self.core = core
+
+    @overload
+    def subscribe(
+        self,
+        channel: str,
+        stream_id: str,
+        *,
+        after_seq: int = ...,
+        tail: bool = ...,
+        policy: OverflowPolicy = ...,
+        priority: int = ...,
+        on_gap: Literal["raise"] = ...,
+    ) -> _S: ...
+
+    @overload
+    def subscribe(
+        self,
+        channel: str,
+        stream_id: str,
+        *,
+        after_seq: int = ...,
+        tail: bool = ...,
+        policy: OverflowPolicy = ...,
+        priority: int = ...,
+        on_gap: Literal["item"],
+    ) -> _SG: ...
 
     def subscribe(
         self,
@@ -1412,7 +1468,7 @@ class ClientBase(abc.ABC, Generic[_S]):
         policy: OverflowPolicy = OverflowPolicy.DEFAULT,
         priority: int = 0,
         on_gap: GapMode = "raise",
-    ) -> _S:
+    ) -> _S | _SG:
         """Subscribe to ``channel``/``stream_id`` after ``after_seq`` (or live only, with
         ``tail``). Iterate the result."""
         with self._lock:
@@ -1428,6 +1484,30 @@ class ClientBase(abc.ABC, Generic[_S]):
             self._wake()
             return self._subscription(core)
 
+    @overload
+    def open(
+        self,
+        channel: str,
+        args: bytes = ...,
+        *,
+        stream_id: str = ...,
+        policy: OverflowPolicy = ...,
+        priority: int = ...,
+        on_gap: Literal["raise"] = ...,
+    ) -> _S: ...
+
+    @overload
+    def open(
+        self,
+        channel: str,
+        args: bytes = ...,
+        *,
+        stream_id: str = ...,
+        policy: OverflowPolicy = ...,
+        priority: int = ...,
+        on_gap: Literal["item"],
+    ) -> _SG: ...
+
     def open(
         self,
         channel: str,
@@ -1437,7 +1517,7 @@ class ClientBase(abc.ABC, Generic[_S]):
         policy: OverflowPolicy = OverflowPolicy.DEFAULT,
         priority: int = 0,
         on_gap: GapMode = "raise",
-    ) -> _S:
+    ) -> _S | _SG:
         """Ask ``channel`` to start a stream with ``args``, subscribed from its first chunk."""
         with self._lock:
             core = self.core.subscribe(
@@ -1446,8 +1526,8 @@ class ClientBase(abc.ABC, Generic[_S]):
             self._wake()
             return self._subscription(core)
 
-    def statistics(self) -> dict[str, int]:
-        """Counters: chunks, gaps, overflows, reconnects, resumed sessions."""
+    def statistics(self) -> ClientStatistics:
+        """The client's counters (a snapshot)."""
         with self._lock:
             return self.core.statistics()
 
@@ -1456,14 +1536,15 @@ class ClientBase(abc.ABC, Generic[_S]):
         """Supplied by each backend."""
 
     @abc.abstractmethod
-    def _subscription(self, core: SubscriptionCore) -> _S:
+    def _subscription(self, core: SubscriptionCore) -> _S | _SG:
         """Supplied by each backend."""
 
 
-class SubscriptionBase:
-    """The non-waiting half of a backend's ``Subscription``."""
+class SubscriptionBase(Generic[_T]):
+    """The non-waiting half of a backend's ``Subscription``; ``_T`` is what it hands out
+    (``bytes``, or ``bytes | Gap`` under ``on_gap="item"``)."""
 
-    def __init__(self, client: ClientBase[Any], core: SubscriptionCore) -> None:
+    def __init__(self, client: ClientBase[Any, Any], core: SubscriptionCore) -> None:
         self._client = client
         self._core = core
 
@@ -1525,7 +1606,9 @@ class SubscriptionBase:
 class UploadBase:
     """The non-waiting half of a backend's client ``Upload``."""
 
-    def __init__(self, client: ClientBase[Any], channel: str, stream_id: str, args: bytes) -> None:
+    def __init__(
+        self, client: ClientBase[Any, Any], channel: str, stream_id: str, args: bytes
+    ) -> None:
         self._client = client
         self._args = (channel, stream_id, args)
         self._core: UploadCore | None = None

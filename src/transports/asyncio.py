@@ -11,7 +11,7 @@ import asyncio
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from streamproto import Config, ErrorCode, Hub, Producer, UploadReader, WriteResult
 
@@ -20,6 +20,7 @@ from ._common import (
     Backoff,
     ClientBase,
     ClientCore,
+    Gap,
     Pacer,
     ProducerBase,
     ServerBase,
@@ -32,6 +33,9 @@ from ._common import (
     parse_url,
     read_upload,
 )
+
+#: What a subscription hands out: ``bytes``, or ``bytes | Gap`` with ``on_gap="item"``.
+_T = TypeVar("_T")
 
 __all__ = [
     "Client",
@@ -360,7 +364,7 @@ class _ClientProtocol(asyncio.Protocol):
             client._on_lost()
 
 
-class Subscription(SubscriptionBase):
+class Subscription(SubscriptionBase[_T]):
     """A client subscription: ``async for chunk in sub`` yields chunk payloads in order;
     ``sub.seq`` is the seq of the last one. Gaps raise :class:`GapError` (iteration may go
     on) or arrive as :class:`Gap` items, as chosen at subscribe time. Breaking out of the
@@ -378,10 +382,10 @@ class Subscription(SubscriptionBase):
             await self._event.wait()
         return self._core.stream_id
 
-    def __aiter__(self) -> AsyncIterator[Any]:
+    def __aiter__(self) -> AsyncIterator[_T]:
         return self._iterate(self._core.poll)
 
-    def batches(self, max_chunks: int | None = None) -> AsyncIterator[list[Any]]:
+    def batches(self, max_chunks: int | None = None) -> AsyncIterator[list[_T]]:
         """``async for batch in sub.batches()``: lists of the payloads that have arrived (at
         most ``max_chunks`` each), in order, with no wait between chunks that are already
         here; ``sub.seq`` is the seq of the last chunk of the last batch. Gaps, errors,
@@ -459,7 +463,7 @@ class Upload(UploadBase):
                 raise core.error
 
 
-class Client(ClientBase[Subscription]):
+class Client(ClientBase[Subscription[bytes], Subscription[bytes | Gap]]):
     """A connection to a streamproto server that reconnects and resumes (from :func:`connect`)."""
 
     def __init__(self, core: ClientCore) -> None:
@@ -518,7 +522,7 @@ class Client(ClientBase[Subscription]):
             except OSError:
                 continue
 
-    def _subscription(self, core: SubscriptionCore) -> Subscription:
+    def _subscription(self, core: SubscriptionCore) -> Subscription[Any]:
         return Subscription(self, core)
 
     def _wake(self) -> None:

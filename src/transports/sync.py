@@ -25,7 +25,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from streamproto import Config, ErrorCode, Hub, Producer, UploadReader, WriteResult
 
@@ -34,6 +34,7 @@ from ._common import (
     Backoff,
     ClientBase,
     ClientCore,
+    Gap,
     ProducerBase,
     ServerBase,
     ServerUploadBase,
@@ -48,6 +49,9 @@ from ._common import (
     parse_url,
     read_upload,
 )
+
+#: What a subscription hands out: ``bytes``, or ``bytes | Gap`` with ``on_gap="item"``.
+_T = TypeVar("_T")
 
 __all__ = [
     "Client",
@@ -524,7 +528,7 @@ def serve(hub: Hub | None, url: str, *, config: Config | None = None) -> Server:
 # -- client -------------------------------------------------------------------------------------
 
 
-class Subscription(SubscriptionBase):
+class Subscription(SubscriptionBase[_T]):
     """A client subscription: ``for chunk in sub`` yields chunk payloads in order;
     ``sub.seq`` is the seq of the last one. Gaps raise :class:`GapError` (iteration may go
     on) or arrive as :class:`Gap` items, as chosen at subscribe time. Breaking out of the
@@ -542,10 +546,10 @@ class Subscription(SubscriptionBase):
                 raise TimeoutError("the request was not answered in time")
             return self._core.stream_id
 
-    def __iter__(self) -> Iterator[Any]:
+    def __iter__(self) -> Iterator[_T]:
         return self._iterate(self._core.poll)
 
-    def batches(self, max_chunks: int | None = None) -> Iterator[list[Any]]:
+    def batches(self, max_chunks: int | None = None) -> Iterator[list[_T]]:
         """``for batch in sub.batches()``: lists of the payloads that have arrived (at most
         ``max_chunks`` each), in order, with no wait between chunks that are already here;
         ``sub.seq`` is the seq of the last chunk of the last batch. Gaps, errors, credit and
@@ -615,7 +619,7 @@ class Upload(UploadBase):
                 raise core.error
 
 
-class Client(ClientBase[Subscription]):
+class Client(ClientBase[Subscription[bytes], Subscription[bytes | Gap]]):
     """A connection to a streamproto server that reconnects and resumes (from :func:`connect`).
     One thread reads (and reconnects), one writes; ``close()`` joins both."""
 
@@ -684,7 +688,7 @@ class Client(ClientBase[Subscription]):
         if self._writer is not None:
             self._writer.wake()
 
-    def _subscription(self, core: SubscriptionCore) -> Subscription:
+    def _subscription(self, core: SubscriptionCore) -> Subscription[Any]:
         return Subscription(self, core)
 
     def upload(self, channel: str, stream_id: str = "", args: bytes = b"") -> Upload:

@@ -126,10 +126,12 @@ class Record:
             self.uploads[stream_id] = (nbytes, code, message)
             self.changed.notify_all()
 
-    def wait(self, predicate: Callable[[], bool], timeout: float = TIMEOUT) -> None:
+    def wait(
+        self, predicate: Callable[[], bool], timeout: float = TIMEOUT, what: str = "the server"
+    ) -> None:
         with self.changed:
             if not self.changed.wait_for(predicate, timeout):
-                raise TimeoutError("the server never got there")
+                raise TimeoutError(f"waited {timeout:g} s for {what}")
 
 
 def threads_left(before: set[int | None], timeout: float = 5.0) -> list[str]:
@@ -269,8 +271,10 @@ class ServerProxy:
         config: Config | None = None,
         *,
         hub: Hub | None = None,
+        timeout: float = TIMEOUT,
     ) -> None:
         self.adapter = _adapter(backend)
+        self.timeout = timeout
         self.flavour = self.adapter.flavour
         self.backend = backend if isinstance(backend, str) else self.flavour
         self.record = Record()
@@ -373,11 +377,19 @@ class ServerProxy:
 
     def wait_aborted(self, count: int) -> None:
         """Block until ``count`` OPEN handlers of ``test:open`` saw their producer aborted."""
-        self.record.wait(lambda: len(self.record.aborted) >= count)
+        self.record.wait(
+            lambda: len(self.record.aborted) >= count,
+            self.timeout,
+            f"{count} aborted producer(s) of test:open (saw {len(self.record.aborted)})",
+        )
 
     def wait_upload(self, stream_id: str) -> tuple[int, int, str]:
         """Block until the upload handler for ``stream_id`` finished: (bytes, code, message)."""
-        self.record.wait(lambda: stream_id in self.record.uploads)
+        self.record.wait(
+            lambda: stream_id in self.record.uploads,
+            self.timeout,
+            f"the upload handler of {stream_id!r} to finish",
+        )
         return self.record.uploads[stream_id]
 
     def shutdown(self, timeout: float = 2.0) -> None:
@@ -468,11 +480,17 @@ def _upload_sync(record: Record) -> Any:
 _END = object()
 
 
+def _call(name: str, args: tuple[Any, ...]) -> str:
+    """``subscribe('test:streams', 's1')``: what a proxy subscription was made by."""
+    return f"{name}({', '.join(map(repr, args))})"
+
+
 class SubProxy:
     """A subscription iterated in the client's thread; items arrive on a queue."""
 
-    def __init__(self, client: ClientProxy, make: Callable[[], Any]) -> None:
+    def __init__(self, client: ClientProxy, make: Callable[[], Any], what: str = "") -> None:
         self.client = client
+        self.what = what or "the subscription"
         self.items: queue.Queue[Any] = queue.Queue()
         self.sub: Any = None
         self.seqs: list[int] = []
@@ -523,22 +541,33 @@ class SubProxy:
             self.items.put(_END)
             self.done.set()
 
-    def take(self, n: int, timeout: float = TIMEOUT) -> list[Any]:
+    def take(self, n: int, timeout: float | None = None) -> list[Any]:
         """The next ``n`` items (fewer if the stream ends first)."""
+        timeout = self.client.timeout if timeout is None else timeout
         out: list[Any] = []
         deadline = time.monotonic() + timeout
         while len(out) < n:
-            item = self.items.get(timeout=max(0.0, deadline - time.monotonic()))
+            try:
+                item = self.items.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise TimeoutError(
+                    f"waited {timeout:g} s for {n} items of {self.what}; "
+                    f"{len(out)} came: {out[:4]!r}{' ...' if len(out) > 4 else ''}"
+                ) from None
             if item is _END:
                 self.items.put(_END)
                 break
             out.append(item)
         return out
 
-    def rest(self, timeout: float = TIMEOUT) -> list[Any]:
+    def rest(self, timeout: float | None = None) -> list[Any]:
         """Every item until the stream ends; then ``error`` holds how it ended."""
+        timeout = self.client.timeout if timeout is None else timeout
         if not self.done.wait(timeout):
-            raise TimeoutError("the subscription did not end")
+            raise TimeoutError(
+                f"waited {timeout:g} s for {self.what} to end; "
+                f"{self.items.qsize()} items came, the last seq {self.sub.seq}"
+            )
         return self.take(1 << 30, timeout=0.5)
 
     def stop_after_next(self) -> None:
@@ -552,8 +581,11 @@ class SubProxy:
 class ClientProxy:
     """A client of one adapter, connected to ``url`` (``kwargs`` go to its ``connect``)."""
 
-    def __init__(self, backend: str | Adapter, url: str, **kwargs: Any) -> None:
+    def __init__(
+        self, backend: str | Adapter, url: str, *, timeout: float = TIMEOUT, **kwargs: Any
+    ) -> None:
         self.adapter = _adapter(backend)
+        self.timeout = timeout
         self.flavour = self.adapter.flavour
         self.backend = backend if isinstance(backend, str) else self.flavour
         self.thread = loop_thread(self.flavour)
@@ -580,10 +612,12 @@ class ClientProxy:
         return await thread.nursery.start(run)
 
     def subscribe(self, *args: Any, **kwargs: Any) -> SubProxy:
-        return SubProxy(self, lambda: self.client.subscribe(*args, **kwargs))
+        return SubProxy(
+            self, lambda: self.client.subscribe(*args, **kwargs), _call("subscribe", args)
+        )
 
     def open(self, *args: Any, **kwargs: Any) -> SubProxy:
-        return SubProxy(self, lambda: self.client.open(*args, **kwargs))
+        return SubProxy(self, lambda: self.client.open(*args, **kwargs), _call("open", args))
 
     def upload(
         self,
@@ -632,7 +666,7 @@ class ClientProxy:
     def wait_accepted(self, sub: Any) -> str:
         """Block until the server accepted ``sub`` (a backend subscription object)."""
         if self.flavour == "thread":
-            return str(sub.accepted(TIMEOUT))
+            return str(sub.accepted(self.timeout))
         return str(self.thread.call(sub.accepted))
 
     def collect(self, sub: Any) -> tuple[list[Any], BaseException | None]:
@@ -662,15 +696,18 @@ class ClientProxy:
         self.thread.call(self.client.abort_transport)
 
     def statistics(self) -> dict[str, int]:
-        stats: dict[str, int] = self.thread.call(self.client.statistics)
+        """The client's counters as a mapping (the conformance kit's ``statistics()``)."""
+        stats: dict[str, int] = attrs.asdict(self.thread.call(self.client.statistics))
         return stats
 
     def wait_resumed(self, count: int) -> None:
         """Block until the client resumed its session ``count`` times."""
-        deadline = time.monotonic() + TIMEOUT
-        while self.statistics()["resumed"] < count:
+        deadline = time.monotonic() + self.timeout
+        while (resumed := self.statistics()["resumed"]) < count:
             if time.monotonic() > deadline:
-                raise TimeoutError("the client never resumed")
+                raise TimeoutError(
+                    f"waited {self.timeout:g} s for {count} session resume(s); saw {resumed}"
+                )
             time.sleep(0.02)
 
     def pause(self, seconds: float) -> None:
@@ -688,12 +725,15 @@ def pair(
     server_backend: str | Adapter,
     client_backend: str | Adapter,
     transport: str,
+    *,
+    timeout: float = TIMEOUT,
     **client_kwargs: Any,
 ) -> Iterator[tuple[ServerProxy, ClientProxy]]:
-    """A server and a client connected to it; both closed on exit."""
-    server = ServerProxy(server_backend, transport)
+    """A server and a client connected to it; both closed on exit. ``timeout``: the longest
+    one call of either proxy waits before it raises ``TimeoutError`` saying for what."""
+    server = ServerProxy(server_backend, transport, timeout=timeout)
     try:
-        client = ClientProxy(client_backend, server.url, **client_kwargs)
+        client = ClientProxy(client_backend, server.url, timeout=timeout, **client_kwargs)
         try:
             yield server, client
         finally:
@@ -715,6 +755,6 @@ def pair_factory(server: str | Adapter, client: str | Adapter, transport: str) -
         }
         if options.client_config is not None:
             kwargs["config"] = options.client_config
-        return pair(server, client, transport, **kwargs)
+        return pair(server, client, transport, timeout=options.timeout, **kwargs)
 
     return make_pair

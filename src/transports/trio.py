@@ -20,7 +20,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import trio
 
@@ -31,6 +31,7 @@ from ._common import (
     Backoff,
     ClientBase,
     ClientCore,
+    Gap,
     Pacer,
     ProducerBase,
     ServerBase,
@@ -46,6 +47,11 @@ from ._common import (
     parse_url,
     read_upload,
 )
+
+#: What a subscription hands out: ``bytes``, or ``bytes | Gap`` with ``on_gap="item"``.
+_T = TypeVar("_T")
+#: What a ``_Chunks`` iterator yields: an item, or a batch (a list) of them.
+_I = TypeVar("_I")
 
 __all__ = [
     "Client",
@@ -378,7 +384,7 @@ async def serve(
 # -- client -------------------------------------------------------------------------------------
 
 
-class Subscription(SubscriptionBase):
+class Subscription(SubscriptionBase[_T]):
     """A client subscription: ``async for chunk in sub`` yields chunk payloads in order;
     ``sub.seq`` is the seq of the last one. Gaps raise :class:`GapError` (iteration may go
     on) or arrive as :class:`Gap` items, as chosen at subscribe time. Breaking out of the
@@ -395,10 +401,10 @@ class Subscription(SubscriptionBase):
             await self._wake.wait()
         return self._core.stream_id
 
-    def __aiter__(self) -> _Chunks:
+    def __aiter__(self) -> _Chunks[_T]:
         return _Chunks(self, self._core.poll)
 
-    def batches(self, max_chunks: int | None = None) -> _Chunks:
+    def batches(self, max_chunks: int | None = None) -> _Chunks[list[_T]]:
         """``async for batch in sub.batches()``: lists of the payloads that have arrived (at
         most ``max_chunks`` each), in order, with no wait between chunks that are already
         here; ``sub.seq`` is the seq of the last chunk of the last batch. Gaps, errors,
@@ -411,25 +417,25 @@ class Subscription(SubscriptionBase):
         self.close()
 
 
-class _Chunks:
+class _Chunks(Generic[_I]):
     # Not an async generator: trio warns when one is collected unfinished, which is exactly
     # what breaking out of ``async for`` does. This iterator sends CANCEL when it raises (an
     # error, the task's cancellation), when it is closed, and when it is dropped (a break).
 
-    def __init__(self, sub: Subscription, poll: Callable[[], Any]) -> None:
+    def __init__(self, sub: Subscription[Any], poll: Callable[[], Any]) -> None:
         self._sub = sub
         self._poll = poll
 
-    def __aiter__(self) -> _Chunks:
+    def __aiter__(self) -> _Chunks[_I]:
         return self
 
-    async def __anext__(self) -> Any:
+    async def __anext__(self) -> _I:
         sub = self._sub
         core = sub._core
         poll = self._poll
         try:
             while True:
-                item = poll()
+                item: _I | None = poll()
                 if item is not None:
                     if core.reported:  # the credit it returned goes out
                         core.reported = False
@@ -493,7 +499,7 @@ class Upload(UploadBase):
                 raise core.error
 
 
-class Client(ClientBase[Subscription]):
+class Client(ClientBase[Subscription[bytes], Subscription[bytes | Gap]]):
     """A connection to a streamproto server that reconnects and resumes (from :func:`connect`)."""
 
     def __init__(self, core: ClientCore) -> None:
@@ -541,7 +547,7 @@ class Client(ClientBase[Subscription]):
     def _wake(self) -> None:
         self._writer.set()
 
-    def _subscription(self, core: SubscriptionCore) -> Subscription:
+    def _subscription(self, core: SubscriptionCore) -> Subscription[Any]:
         return Subscription(self, core)
 
     def upload(self, channel: str, stream_id: str = "", args: bytes = b"") -> Upload:

@@ -56,10 +56,13 @@ class PairOptions:
     retry within about 20 ms, at least 20 attempts); when false it never retries.
     ``client_config``: the client's ``Config`` (None: the adapter's default). The server always
     uses :data:`CONFORMANCE_SERVER_CONFIG`.
+    ``timeout``: the longest one step of a scenario (a ``take``, a wait) may wait, in seconds,
+    before it raises ``TimeoutError`` saying what it waited for. :func:`check_adapter` sets it.
     """
 
     reconnect: bool = True
     client_config: Config | None = None
+    timeout: float = 20.0
 
 
 class SubscriptionUnderTest(Protocol):
@@ -175,6 +178,17 @@ PairFactory = Callable[[PairOptions], AbstractContextManager[tuple[ServerUnderTe
 
 class ScenarioFailed(AssertionError):
     """A scenario saw the adapter break the protocol's promise."""
+
+
+def _step(scenario: Callable[..., object], exc: BaseException) -> str:
+    """The scenario's line that ``exc`` came through."""
+    lineno = 0
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code is scenario.__code__:
+            lineno = tb.tb_lineno
+        tb = tb.tb_next
+    return f"{scenario.__name__}, line {lineno}"
 
 
 def _expect(condition: bool, message: str) -> None:
@@ -423,14 +437,19 @@ class ScenarioResult:
     name: str
     doc: str
     error: BaseException | None = None
+    #: Where it failed: the scenario function and its line (``"_subscribe_and_receive, line
+    #: 212"``, in ``streamproto/testing/_conformance.py``), or ``""``.
+    step: str = ""
 
     @property
     def passed(self) -> bool:
         return self.error is None
 
     def __str__(self) -> str:
-        status = "pass" if self.error is None else f"FAIL: {self.error!r}"
-        return f"{self.name}: {status}"
+        if self.error is None:
+            return f"{self.name}: pass"
+        where = f" at {self.step}" if self.step else ""
+        return f"{self.name}: FAIL{where}: {self.error!r}"
 
 
 @attrs.frozen
@@ -468,6 +487,7 @@ def check_adapter(
     *,
     scenarios: Iterable[str] | None = None,
     raise_on_failure: bool = True,
+    timeout: float = 5.0,
 ) -> ConformanceReport:
     """Run the protocol scenarios against an adapter.
 
@@ -476,9 +496,11 @@ def check_adapter(
     adapter's transport as ``options`` (:class:`PairOptions`) asks, and closes both on exit.
     Each scenario builds its own pairs. ``scenarios`` picks names from :data:`SCENARIOS` (all by
     default). A scenario that raises anything, including a ``TimeoutError`` from a pair that
-    hung, fails. Returns the report, or raises :class:`ConformanceError` with it if any scenario
-    failed and ``raise_on_failure`` is true; an unknown scenario name raises
-    ``LocalProtocolError(INVALID_ARGUMENT)``.
+    hung, fails; no step waits longer than ``timeout`` seconds (passed to the factory as
+    :attr:`PairOptions.timeout`). Each result names the scenario, the step it failed at (its
+    line in the scenario) and what was expected. Returns the report, or raises
+    :class:`ConformanceError` with it if any scenario failed and ``raise_on_failure`` is true;
+    an unknown scenario name raises ``LocalProtocolError(INVALID_ARGUMENT)``.
 
     ``transports.testing.pair_factory`` makes ``make_pair`` for adapters shaped like those of
     the ``transports`` package::
@@ -492,14 +514,20 @@ def check_adapter(
     unknown = [name for name in names if name not in SCENARIOS]
     if unknown:
         raise LocalProtocolError(ErrorCode.INVALID_ARGUMENT, f"unknown scenarios: {unknown}")
+    if not timeout > 0:
+        raise LocalProtocolError(ErrorCode.INVALID_ARGUMENT, f"timeout must be > 0: {timeout!r}")
+
+    def make(options: PairOptions) -> AbstractContextManager[tuple[ServerUnderTest, Any]]:
+        return make_pair(attrs.evolve(options, timeout=timeout))
+
     results = []
     for name in names:
         scenario = SCENARIOS[name]
         doc = " ".join((scenario.__doc__ or "").split())
         try:
-            scenario(make_pair)
+            scenario(make)
         except Exception as exc:  # every failure is reported, none stops the others
-            results.append(ScenarioResult(name, doc, exc))
+            results.append(ScenarioResult(name, doc, exc, _step(scenario, exc)))
         else:
             results.append(ScenarioResult(name, doc))
     report = ConformanceReport(tuple(results))
