@@ -148,11 +148,13 @@ def run_page(
     params: dict[str, str],
     *,
     timeout: float = DEFAULT_TIMEOUT,
+    tag: str = "",
 ) -> dict[str, Any]:
     """Open ``page`` with ``params`` in a fresh headless Chromium and return its report.
 
     Raises AssertionError (with the browser's stderr) if no report arrives in ``timeout``
-    seconds. The browser is killed in every case.
+    seconds. The browser is killed in every case. ``tag`` goes into the environment of every
+    browser process as ``STREAMPROTO_BROWSER_TAG`` (so a test can check none is left).
     """
     exe = chromium()
     if exe is None:
@@ -166,6 +168,7 @@ def run_page(
                 stdout=subprocess.DEVNULL,
                 stderr=stderr,
                 start_new_session=True,
+                env={**os.environ, "STREAMPROTO_BROWSER_TAG": tag},
             )
             try:
                 report = pages.result(timeout)

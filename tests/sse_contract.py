@@ -94,9 +94,13 @@ class SseParser:
         self.retry: int | None = None
 
     def feed(self, data: bytes) -> list[SseEvent]:
-        self._buffer += data
+        buffer = self._buffer + data
+        held = buffer.endswith(b"\r")  # maybe the first half of a CRLF: decide with the next
+        if held:
+            buffer = buffer[:-1]
+        *lines, rest = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+        self._buffer = rest + b"\r" if held else rest
         events = []
-        *lines, self._buffer = self._buffer.replace(b"\r\n", b"\n").split(b"\n")
         for raw in lines:
             line = raw.decode("utf-8")
             if not line:
