@@ -62,17 +62,26 @@ class ReadyProcess:
 
 
 @contextlib.contextmanager
-def run_sse_starlette(pace: float = 0.005) -> Iterator[SseTarget]:
-    """sse-starlette under uvicorn, ``pace`` seconds between chunks."""
-    server = ReadyProcess([sys.executable, str(HERE / "sse_starlette_app.py"), "--pace", str(pace)])
+def run_sse_starlette(pace: float = 0.005, server: str = "uvicorn") -> Iterator[SseTarget]:
+    """sse-starlette under ``server`` (uvicorn or hypercorn), ``pace`` seconds between chunks."""
+    process = ReadyProcess(
+        [
+            sys.executable,
+            str(HERE / "sse_starlette_app.py"),
+            "--pace",
+            str(pace),
+            "--server",
+            server,
+        ]
+    )
     try:
         yield SseTarget(
-            name="sse-starlette/uvicorn",
-            base=f"http://127.0.0.1:{server.port}",
+            name=f"sse-starlette/{server}",
+            base=f"http://127.0.0.1:{process.port}",
             channel=CHANNEL,
             stream_id="fixed",
             count=COUNT,
             post_body=str(COUNT),
         )
     finally:
-        server.stop()
+        process.stop()

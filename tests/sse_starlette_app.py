@@ -1,4 +1,5 @@
-"""A reference SSE server for the independent-client tests: sse-starlette under uvicorn.
+"""A reference SSE server for the independent-client tests: sse-starlette under uvicorn (or
+hypercorn).
 
 It speaks the wire shape of spec/HTTP.md for the one channel :data:`sse_contract.CHANNEL`, so
 that the browser, node and Python client harnesses are proven against a real, independent
@@ -16,8 +17,8 @@ Streams are made of :func:`sse_contract.chunk` and so need no storage: a resume 
 after the given seq. The stream ``fixed`` always exists, with :data:`sse_contract.COUNT`
 chunks. Chunks are paced (``--pace`` seconds apart) so that a client reads a live stream.
 
-Run ``python tests/sse_starlette_app.py [--port 0] [--pace S]``: it prints ``ready <port>`` once
-it listens and stops when its standard input closes.
+Run ``python tests/sse_starlette_app.py [--port 0] [--pace S] [--server uvicorn|hypercorn]``: it
+prints ``ready <port>`` once it listens and stops when its standard input closes.
 """
 
 from __future__ import annotations
@@ -117,13 +118,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="sse_starlette_app")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--pace", type=float, default=0.0)
+    parser.add_argument("--server", choices=["uvicorn", "hypercorn"], default="uvicorn")
     args = parser.parse_args(argv)
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", args.port))
     sock.listen(128)
-    config = uvicorn.Config(make_app(args.pace), log_level="warning", lifespan="off")
-    server = uvicorn.Server(config)
 
     def watch() -> None:
         with contextlib.suppress(OSError, ValueError):
@@ -132,7 +132,20 @@ def main(argv: list[str] | None = None) -> None:
 
     threading.Thread(target=watch, daemon=True).start()
     print(f"ready {sock.getsockname()[1]}", flush=True)
-    server.run(sockets=[sock])
+    app = make_app(args.pace)
+    if args.server == "hypercorn":
+        import asyncio
+
+        from hypercorn.asyncio import serve
+        from hypercorn.config import Config
+
+        config = Config()
+        config.bind = [f"fd://{sock.fileno()}"]
+        config.accesslog = config.errorlog = None
+        asyncio.run(serve(app, config))  # type: ignore[arg-type]
+    else:
+        config = uvicorn.Config(app, log_level="warning", lifespan="off")
+        uvicorn.Server(config).run(sockets=[sock])
 
 
 if __name__ == "__main__":

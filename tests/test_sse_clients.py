@@ -1,31 +1,38 @@
 """Independent SSE clients against a real SSE server: a headless Chromium (its own EventSource,
-and fetch reading a POST's body), and npm ``eventsource`` under node.
+and fetch reading a POST's body), npm ``eventsource`` under node, and httpx + httpx-sse.
 
 Each test runs against every server of the ``sse_target`` fixture (today sse-starlette under
-uvicorn, the reference these clients are proven on; streamproto's HTTP listeners join as more
-params). The server drops the connection mid-stream through :class:`killproxy.KillingProxy`,
-whatever the server is; the clients must resume by themselves (``Last-Event-ID``, or
-``after_seq`` for the fetch page) and end with every chunk exactly once, in order, byte-exact,
-then the end.
+uvicorn and under hypercorn, the reference these clients are proven on; streamproto's HTTP
+listeners join as more params). The server drops the connection mid-stream through
+:class:`killproxy.KillingProxy`, whatever the server is; the clients must resume by themselves
+(``Last-Event-ID``, or ``after_seq`` for the fetch page) and end with every chunk exactly once,
+in order, byte-exact, then the end.
 
 Chromium and node are installed by ``.ci/run``; without them these tests fail, saying so.
 """
 
 from __future__ import annotations
 
+import functools
 import http.client
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 from _browser import PageServer, run_page
+from _httpx import read_with_httpx_sse
 from _node import run_node_client
 from killproxy import KillingProxy, open_killing_proxy
 from sse_contract import SseTarget, assert_complete, outcome, parse_stream, sse_events
 from sse_servers import run_sse_starlette
 
 #: Server name -> context manager yielding its SseTarget.
-SERVERS = {"sse-starlette/uvicorn": run_sse_starlette}
+SERVERS: dict[str, Callable[[], AbstractContextManager[SseTarget]]] = {
+    "sse-starlette/uvicorn": functools.partial(run_sse_starlette, server="uvicorn"),
+    "sse-starlette/hypercorn": functools.partial(run_sse_starlette, server="hypercorn"),
+}
 
 
 @pytest.fixture(scope="module", params=list(SERVERS))
@@ -171,6 +178,35 @@ def test_node_eventsource_post_then_resume_by_stream_id(
     assert len(run.of("open")) >= 2, run.lines
     assert_complete(outcome(run.lines), sse_target.count)
     assert proxy.killed == 1
+
+
+@pytest.mark.parametrize("open_with", ["GET", "POST"])
+def test_httpx_sse_resumes_after_the_connection_is_killed(
+    sse_target: SseTarget, proxy: KillingProxy, open_with: str
+) -> None:
+    proxy.kill_after(_mid_stream(sse_target, open_with))
+    through = sse_target.via(proxy.port)
+    if open_with == "GET":
+        run = read_with_httpx_sse(through.stream_url())
+    else:
+        run = read_with_httpx_sse(through.channel_url(), post=through.post_body)
+        assert run.stream_id, run
+    assert run.closed_by == "end", run
+    assert len(run.broken) == 1, run.broken
+    assert run.statuses == [200, 200], run.statuses
+    assert_complete(outcome(run.events), sse_target.count)
+    assert proxy.killed == 1
+
+
+def test_httpx_sse_after_the_end_gets_204(sse_target: SseTarget) -> None:
+    """A client that reconnects after the end (as EventSource does) is told to stop."""
+    run = read_with_httpx_sse(sse_target.stream_url())
+    assert run.closed_by == "end", run
+    last = outcome(run.events).seqs[-1]
+    with httpx.Client(timeout=60) as client:
+        response = client.get(sse_target.stream_url(), headers={"Last-Event-ID": str(last)})
+    assert response.status_code == 204
+    assert response.content == b""
 
 
 def test_a_reconnect_after_the_last_chunk_gets_204(sse_target: SseTarget) -> None:
