@@ -29,9 +29,12 @@ class NodeRun:
         return [line for line in self.lines if line["type"] in types]
 
 
-def run_node_client(url: str, *, post: str | None = None, timeout: float = 60.0) -> NodeRun:
+def run_node_client(
+    url: str, *, post: str | None = None, timeout: float = 60.0, close_at_end: bool = True
+) -> NodeRun:
     """Read ``url`` with npm ``eventsource`` (``post``: open with ``POST url`` and this body
-    first); the client gives up after ``timeout`` seconds, and is killed 30 s after that."""
+    first; ``close_at_end`` False: read on after the end event until a 204 closes it); the
+    client gives up after ``timeout`` seconds, and is killed 30 s after that."""
     node = shutil.which("node")
     if node is None:
         raise AssertionError("node is not installed (.ci/run installs it)")
@@ -40,6 +43,8 @@ def run_node_client(url: str, *, post: str | None = None, timeout: float = 60.0)
     argv = [node, str(CLIENT), url, "--timeout", str(timeout)]
     if post is not None:
         argv += ["--post", post]
+    if not close_at_end:
+        argv.append("--no-close-at-end")
     proc = subprocess.run(
         argv, cwd=NODE_DIR, capture_output=True, text=True, timeout=timeout + 30, check=False
     )

@@ -154,16 +154,28 @@ def test_chromium_fetch_post_resumes_by_stream_id(
     assert_complete(outcome(report["events"]), sse_target.count)
 
 
+@pytest.mark.parametrize("rst", [False, True], ids=["fin", "rst"])
 def test_node_eventsource_resumes_after_the_connection_is_killed(
-    sse_target: SseTarget, proxy: KillingProxy
+    sse_target: SseTarget, proxy: KillingProxy, rst: bool
 ) -> None:
-    proxy.kill_after(_mid_stream(sse_target))
+    proxy.kill_after(_mid_stream(sse_target), rst=rst)
     run = run_node_client(sse_target.via(proxy.port).stream_url())
     assert run.returncode == 0, (run.lines[-5:], run.stderr)
     assert len(run.of("open")) >= 2, run.lines
     assert run.of("reconnecting"), run.lines
     assert_complete(outcome(run.lines), sse_target.count)
     assert proxy.killed == 1
+
+
+def test_node_eventsource_is_stopped_by_204_after_the_end(sse_target: SseTarget) -> None:
+    """Reading on after the end: the body ends, EventSource reconnects with the last id, and
+    the 204 closes it for good."""
+    run = run_node_client(sse_target.stream_url(), close_at_end=False)
+    assert run.returncode == 0, (run.lines[-5:], run.stderr)
+    assert_complete(outcome(run.of("message", "bytes", "gap", "error", "end")), sse_target.count)
+    last = run.lines[-1]
+    assert (last["type"], last["status"]) == ("closed", 204), run.lines[-4:]
+    assert run.of("end") == [run.lines[-3]], run.lines[-4:]  # end, reconnecting, closed
 
 
 def test_node_eventsource_post_then_resume_by_stream_id(

@@ -1,6 +1,6 @@
 // An independent SSE client: the npm `eventsource` package under node.
 //
-//   node sse_client.mjs URL [--post BODY] [--timeout SECONDS]
+//   node sse_client.mjs URL [--post BODY] [--timeout SECONDS] [--no-close-at-end]
 //
 // Reads URL with EventSource (GET; it reconnects by itself with Last-Event-ID). With --post,
 // the first request is POST URL with BODY (the open's args) instead, and every reconnect reads
@@ -9,17 +9,20 @@
 //   {"type": "message" | "bytes" | "gap" | "end" | "error", "id": LAST_EVENT_ID, "data": DATA},
 //   {"type": "reconnecting", "data": WHY}, {"type": "closed", "status": CODE, "data": WHY},
 //   {"type": "timeout"}
-// and exits 0 at the end event, a server error event, or when the EventSource closes for good
-// (a 204); 2 on timeout; 1 on a usage error.
+// and exits 0 at the end event (with --no-close-at-end it reads on: the server closes the body,
+// EventSource reconnects, and only a 204 stops it), at a server error event, or when the
+// EventSource closes for good (a 204); 2 on timeout; 1 on a usage error.
 import { EventSource } from "eventsource";
 
 const argv = process.argv.slice(2);
 let url = null;
 let post = null;
 let timeout = 60;
+let closeAtEnd = true;
 for (let i = 0; i < argv.length; i += 1) {
   if (argv[i] === "--post") post = argv[++i] ?? "";
   else if (argv[i] === "--timeout") timeout = Number(argv[++i]);
+  else if (argv[i] === "--no-close-at-end") closeAtEnd = false;
   else if (url === null) url = argv[i];
   else {
     process.stderr.write(`unexpected argument ${argv[i]}\n`);
@@ -27,7 +30,8 @@ for (let i = 0; i < argv.length; i += 1) {
   }
 }
 if (url === null || !(timeout > 0)) {
-  process.stderr.write("usage: node sse_client.mjs URL [--post BODY] [--timeout SECONDS]\n");
+  process.stderr.write(
+    "usage: node sse_client.mjs URL [--post BODY] [--timeout SECONDS] [--no-close-at-end]\n");
   process.exit(1);
 }
 
@@ -57,8 +61,10 @@ for (const type of ["message", "bytes", "gap"]) {
 }
 source.addEventListener("end", (e) => {
   out({type: "end", id: e.lastEventId, data: e.data});
-  source.close();
-  finish(0);
+  if (closeAtEnd) {
+    source.close();
+    finish(0);
+  }
 });
 source.addEventListener("error", (e) => {
   if (e instanceof MessageEvent) {  // the server's "event: error": terminal
