@@ -119,3 +119,18 @@ def test_the_client_counts_events_however_the_body_is_cut(piece: int, sep: bytes
 def test_the_client_refuses_an_error_event() -> None:
     with pytest.raises(RuntimeError, match="unexpected event"):
         SseClient().feed(b'event: error\ndata: {"code": 1}\n\n')
+
+
+@pytest.mark.parametrize("ids", [True, False])
+def test_the_clients_fast_path_counts_plain_streams(ids: bool) -> None:
+    """Blocks of ``[id]`` and one ``data:`` line are counted in bulk; the same as one by one."""
+    events = [(b"id: %d\n" % i if ids else b"") + b"data: " + b"y" * (i % 9) for i in range(99)]
+    body = b"".join(event + b"\n\n" for event in events)
+    assert SseClient._plain(body.split(b"\n\n")[:-1])
+    whole, by_byte = _read(body, 1 << 20, chunked=False), _read(body, 1, chunked=False)
+    assert (
+        (whole.events, whole.payload)
+        == (by_byte.events, by_byte.payload)
+        == (99, sum(i % 9 for i in range(99)))
+    )
+    assert not SseClient._plain([b"id: 1\ndata: a\ndata: b"])  # two data lines: counted slowly
