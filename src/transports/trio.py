@@ -46,6 +46,7 @@ from ._common import (
     parse_url,
     read_upload,
 )
+from .trace import Tracer
 
 __all__ = [
     "Client",
@@ -255,8 +256,10 @@ class _Connection:
 class Server(ServerBase[ServerProducer, ServerUpload]):
     """A running server (from :func:`serve`); its tasks live until :meth:`shutdown`."""
 
-    def __init__(self, hub: Hub | None, url: str, config: Config | None) -> None:
-        super().__init__(hub, url, config)
+    def __init__(
+        self, hub: Hub | None, url: str, config: Config | None, trace: Tracer | None = None
+    ) -> None:
+        super().__init__(hub, url, config, trace)
         self.drivers: set[_Connection] = set()
         self._tasks: trio.Nursery | None = None
         self._scope = trio.CancelScope()  # every task of the server
@@ -359,13 +362,13 @@ class Server(ServerBase[ServerProducer, ServerUpload]):
 
 @contextlib.asynccontextmanager
 async def serve(
-    hub: Hub | None, url: str, *, config: Config | None = None
+    hub: Hub | None, url: str, *, config: Config | None = None, trace: Tracer | None = None
 ) -> AsyncIterator[Server]:
     """Serve ``hub`` at ``url`` (``tcp://host:port`` or ``ws://host:port/path``; port 0 picks
     a free one, see :attr:`Server.address`): ``async with serve(hub, url) as server``.
     Leaving the block shuts the server down. ``hub`` None serves a
     :func:`transports.new_hub` (128-bit random ids), as :attr:`Server.hub`."""
-    server = Server(hub, url, config)
+    server = Server(hub, url, config, trace)
     with _unwrap():
         async with trio.open_nursery() as nursery:
             await nursery.start(server._run)
@@ -587,10 +590,12 @@ async def connect(
     reconnect: Backoff | None = None,
     rng: random.Random | None = None,
     timeout: float = 10.0,
+    trace: Tracer | None = None,
 ) -> AsyncIterator[Client]:
     """Connect to ``url`` and complete the handshake: ``async with connect(url) as client``.
     ``reconnect`` (default: a :class:`Backoff`) reconnects and resumes after a lost
-    connection; pass ``Backoff(attempts=0)`` to disable it."""
+    connection; pass ``Backoff(attempts=0)`` to disable it. ``trace`` gets a record per frame
+    (see :mod:`transports.trace`)."""
     core = ClientCore(
         parse_url(url),
         config=config,
@@ -598,6 +603,7 @@ async def connect(
         clock=trio.current_time,
         backoff=reconnect if reconnect is not None else Backoff(),
         rng=rng,
+        trace=trace,
     )
     client = Client(core)
     with _unwrap():
