@@ -85,7 +85,13 @@ def frame_records(frame: Frame) -> Iterator[TraceRecord]:
             yield record
         return
     if isinstance(frame, Unknown):
-        yield {"type": "UNKNOWN", "frame_type": frame.type, "flags": frame.flags}
+        yield {
+            "type": "UNKNOWN",
+            "frame_type": frame.type,
+            "flags": frame.flags,
+            "handle": frame.handle,
+            "length": len(frame.body),
+        }
         return
     record = {"type": frame.TYPE.name}
     for field in attrs.fields(type(frame)):
