@@ -257,7 +257,9 @@ def test_serve_shuts_down_gracefully_with_goaway(tmp_path: Path, signum: int) ->
     _, tail_err = tail.communicate(timeout=WAIT)
     assert status == 0, err
     assert took < WAIT / 2
-    assert "shutting down: GOAWAY to every connection" in err
+    assert f"listening on {server.tcp}" in err
+    assert f"shutting down {server.ws}: GOAWAY to 1 connections, 1 s to drain" in err
+    assert err.rstrip().endswith("INFO streamproto.cli stopped")
     assert "connection closed: SERVER_SHUTDOWN" in err  # the open stream did not drain in 1 s
     goaways = [
         json.loads(x)["frame"]

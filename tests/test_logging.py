@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 
 import pytest
 
@@ -36,8 +37,16 @@ def test_a_connection_is_logged_with_its_ids(caplog: pytest.LogCaptureFixture) -
 
     with caplog.at_level(logging.DEBUG, logger="streamproto"):
         session, address = asyncio.run(asyncio.wait_for(main(), WAIT))
+    assert messages(caplog, "streamproto.server", logging.INFO)[0] == f"listening on {address}"
+    # (the server may see the client's close before or after its shutdown starts)
+    assert any(
+        re.fullmatch(f"shutting down {address}: GOAWAY to [01] connections, {WAIT:g} s to drain", m)
+        for m in messages(caplog, "streamproto.server", logging.INFO)
+    )
     server_info = [
-        r for r in caplog.records if r.name == "streamproto.server" and r.levelno == logging.INFO
+        r
+        for r in caplog.records
+        if r.name == "streamproto.server" and r.levelno == logging.INFO and hasattr(r, "conn_id")
     ]
     assert [r.getMessage().split("] ", 1)[1] for r in server_info] == [
         "connection open",
@@ -70,7 +79,8 @@ def test_info_carries_no_per_event_records(caplog: pytest.LogCaptureFixture) -> 
     with caplog.at_level(logging.INFO, logger="streamproto"):
         asyncio.run(asyncio.wait_for(main(), WAIT))
     assert {r.levelno for r in caplog.records} == {logging.INFO}
-    assert len(caplog.records) == 3  # server open and closed, client connected
+    # listening, connection open and closed, shutting down; client connected
+    assert len(caplog.records) == 5
 
 
 def test_reconnect_and_resume_are_logged(caplog: pytest.LogCaptureFixture) -> None:

@@ -1378,6 +1378,19 @@ class ServerBase(abc.ABC, Generic[_P, _U]):
         """The URL clients connect to."""
         return self.url.address(self.port)
 
+    def _log_listening(self) -> None:
+        """The backend listens (INFO, as websockets logs it)."""
+        server_log.info("listening on %s", self.address)
+
+    def _log_shutdown(self, timeout: float) -> None:
+        """The backend starts its shutdown."""
+        server_log.info(
+            "shutting down %s: GOAWAY to %d connections, %g s to drain",
+            self.address,
+            len(self._live),
+            timeout,
+        )
+
     def channel(
         self,
         name: str,

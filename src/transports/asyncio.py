@@ -286,10 +286,12 @@ class Server(ServerBase[ServerProducer, ServerUpload]):
             backlog=self.config.listen_backlog,
         )
         self.port = int(self._server.sockets[0].getsockname()[1])
+        self._log_listening()
 
     async def shutdown(self, timeout: float = 5.0) -> None:
         """GOAWAY to every connection, let open streams drain for up to ``timeout`` seconds,
         then close what is left (GOAWAY SERVER_SHUTDOWN) and stop listening."""
+        self._log_shutdown(timeout)
         if self._server is not None:
             self._server.close()
         for proto in list(self.protocols):

@@ -342,7 +342,6 @@ async def _serve(args: argparse.Namespace, tracer: Tracer | None) -> Exit:
         for server in servers:
             print(f"serving {args.target} on {server.address}", flush=True)
         await stop.wait()
-        log.info("shutting down: GOAWAY to every connection, %g s to drain", args.grace)
     finally:
         await asyncio.gather(*(server.shutdown(timeout=args.grace) for server in servers))
     log.info("stopped")

@@ -405,6 +405,7 @@ class Server(ServerBase[ServerProducer, ServerUpload]):
             (self.url.host, self.url.port), backlog=self.config.listen_backlog
         )
         self.port = int(self._listener.getsockname()[1])
+        self._log_listening()
         self._stop_r, self._stop_w = socket.socketpair()
         self._acceptor = threading.Thread(target=self._accept, name="streamproto-accept")
         self._timer = threading.Thread(target=self._hub_timer, name="streamproto-hub-timer")
@@ -483,6 +484,7 @@ class Server(ServerBase[ServerProducer, ServerUpload]):
         with self._lock:
             if self._closed:
                 return
+            self._log_shutdown(timeout)
             self._goaway(ErrorCode.NO_ERROR)
         self._stop_w.send(b"x")
         self._acceptor.join()

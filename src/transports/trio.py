@@ -294,6 +294,7 @@ class Server(ServerBase[ServerProducer, ServerUpload]):
                     self.url.port, host=self.url.host, backlog=self.config.listen_backlog
                 )
                 self.port = int(listeners[0].socket.getsockname()[1])
+                self._log_listening()
                 nursery.start_soon(self._listen, listeners)
                 nursery.start_soon(self._hub_timer)
                 task_status.started()
@@ -346,6 +347,7 @@ class Server(ServerBase[ServerProducer, ServerUpload]):
         if self._closed:
             return
         self._closed = True
+        self._log_shutdown(timeout)
         try:
             self._listening.cancel()
             self._goaway(ErrorCode.NO_ERROR)
