@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from pathlib import Path
 
 import pytest
 
@@ -143,3 +144,20 @@ def test_giving_up_and_refusals_are_warnings(caplog: pytest.LogCaptureFixture) -
     assert any(
         m.endswith("connection closed: AUTH_FAILED: authentication failed") for m in server_info
     )
+
+
+def test_the_logging_page_runs() -> None:
+    text = (Path(__file__).resolve().parent.parent / "docs" / "logging.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+    assert len(blocks) == 3
+    loggers = [logging.getLogger(n) for n in ("streamproto", "streamproto.server")]
+    saved = [(lg.level, list(lg.handlers)) for lg in loggers]
+    root_handlers = list(logging.getLogger().handlers)
+    try:
+        for index, block in enumerate(blocks):
+            exec(compile(block, f"docs/logging.md block {index}", "exec"), {"__name__": "docs"})
+    finally:  # the page configures logging: undo it for the tests that follow
+        for lg, (level, handlers) in zip(loggers, saved, strict=True):
+            lg.setLevel(level)
+            lg.handlers[:] = handlers
+        logging.getLogger().handlers[:] = root_handlers
