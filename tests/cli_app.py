@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 
-from streamproto import ChannelOptions, ErrorCode, Hub
+from streamproto import ChannelOptions, ErrorCode, Hub, Window
 from transports import asyncio as sp
 from transports import new_hub
 
@@ -41,6 +41,8 @@ async def setup(server: sp.Server) -> None:
             out.write(str(size))
 
     server.channel("demo:count", on_open=count)
+    # Keeps two chunks of each stream: a late subscriber learns of the rest as a gap.
+    server.channel("demo:short", ChannelOptions(replay=Window(chunks=2)), on_open=count)
     server.channel("demo:fail", on_open=fail)
     server.channel("demo:upload", on_upload=store)
     server.channel("logs:app", ChannelOptions())

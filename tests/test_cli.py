@@ -120,6 +120,41 @@ def test_tail_replays_a_finished_stream_after_seq(served: Served) -> None:
     assert (tail.returncode, tail.stdout) == (0, "line 4\nline 5\n")
 
 
+def test_missing_seqs_are_reported_never_skipped(served: Served) -> None:
+    opened = run("open", served.tcp, "demo:short", "5", "--log-level", "info")
+    stream_id = opened.stderr.split("opened demo:short/")[1].split()[0]
+    text = run("tail", served.tcp, "demo:short", stream_id)
+    assert (text.returncode, text.stdout) == (0, "line 4\nline 5\n")
+    assert text.stderr == "streamproto tail: seqs 1..3 are missing (evicted)\n"
+    as_json = run("tail", served.tcp, "demo:short", stream_id, "--format", "json")
+    assert [json.loads(x) for x in as_json.stdout.splitlines()] == [
+        {"gap": [1, 3], "reason": "EVICTED"},
+        {"seq": 4, "length": 6, "text": "line 4"},
+        {"seq": 5, "length": 6, "text": "line 5"},
+    ]
+    assert as_json.stderr == ""
+
+
+def test_tail_live_starts_with_what_is_written_next() -> None:
+    server = Served({"CLI_APP_LOG_LINES": "100000", "CLI_APP_LOG_INTERVAL": "0.02"})
+    try:
+        time.sleep(0.5)  # some lines are written before the tail comes
+        with subprocess.Popen(
+            [*CLI, "tail", server.tcp, "logs:app", "app", "--live", "--format", "json"],
+            stdout=subprocess.PIPE,
+            text=True,
+        ) as tail:
+            assert tail.stdout is not None
+            first, second = (json.loads(tail.stdout.readline()) for _ in range(2))
+            tail.terminate()
+            tail.wait(WAIT)
+    finally:
+        server.stop()
+    assert first["seq"] > 1
+    assert second["seq"] == first["seq"] + 1
+    assert first["text"] == f"line {first['seq']}"
+
+
 def test_a_failed_stream_exits_1_with_its_code(served: Served) -> None:
     done = run("open", served.tcp, "demo:fail")
     assert done.returncode == Exit.FAILED
@@ -204,8 +239,9 @@ def test_diagrams_as_today() -> None:
 
 
 def test_tail_survives_a_server_side_drop(tmp_path: Path) -> None:
-    lines = 40
-    server = Served({"CLI_APP_LOG_LINES": str(lines), "CLI_APP_LOG_INTERVAL": "0.05"})
+    # Six seconds of lines: the cut comes while they flow, however slowly the tail starts.
+    lines = 150
+    server = Served({"CLI_APP_LOG_LINES": str(lines), "CLI_APP_LOG_INTERVAL": "0.04"})
     trace = tmp_path / "trace.jsonl"
     try:
         with (
