@@ -135,7 +135,8 @@ def test_missing_seqs_are_reported_never_skipped(served: Served) -> None:
     assert as_json.stderr == ""
 
 
-def test_tail_live_starts_with_what_is_written_next() -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_tail_live_starts_with_what_is_written_next_and_stops_on_a_signal(signum: int) -> None:
     server = Served({"CLI_APP_LOG_LINES": "100000", "CLI_APP_LOG_INTERVAL": "0.02"})
     try:
         time.sleep(0.5)  # some lines are written before the tail comes
@@ -146,10 +147,12 @@ def test_tail_live_starts_with_what_is_written_next() -> None:
         ) as tail:
             assert tail.stdout is not None
             first, second = (json.loads(tail.stdout.readline()) for _ in range(2))
-            tail.terminate()
+            tail.send_signal(signum)
             tail.wait(WAIT)
     finally:
-        server.stop()
+        _, log = server.stop()
+    assert tail.returncode == Exit.INTERRUPTED
+    assert "connection closed: NO_ERROR" in log  # the tail said goodbye on its way out
     assert first["seq"] > 1
     assert second["seq"] == first["seq"] + 1
     assert first["text"] == f"line {first['seq']}"

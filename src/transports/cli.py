@@ -10,7 +10,8 @@
 
 Data goes to stdout, everything else (errors, gaps, progress, logs) to stderr. The network
 commands run on the asyncio backend. Exit codes (see :class:`Exit`): 0 success, 1 the stream,
-upload, conformance run or dump failed, 2 usage error, 3 connection error, 130 interrupted.
+upload, conformance run or dump failed, 2 usage error, 3 connection error, 130 interrupted
+(SIGINT or SIGTERM).
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ class Exit(enum.IntEnum):
     #: No connection: the server cannot be reached, refused the handshake, or the connection
     #: was lost for good (after the reconnect attempts); ``serve`` cannot listen.
     CONNECTION = 3
-    #: Interrupted (SIGINT) before the command was done.
+    #: Interrupted: SIGINT or SIGTERM stopped a client command before it was done.
     INTERRUPTED = 130
 
 
@@ -539,6 +540,29 @@ def parser() -> argparse.ArgumentParser:
 _ASYNC = {"serve": _serve, "tail": _tail, "open": _open, "upload": _upload}
 
 
+async def _until_signal(command: Any, args: argparse.Namespace, tracer: Tracer | None) -> Exit:
+    """Run a client command; SIGINT or SIGTERM ends it (its client says GOAWAY on the way out)
+    with status 130. Installed on the loop, so they work even where the shell ignores SIGINT
+    (a background job)."""
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    signalled: list[int] = []
+
+    def stop(signum: int) -> None:
+        signalled.append(signum)
+        if task is not None:
+            task.cancel()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop, signum)
+    try:
+        return await command(args, tracer)  # type: ignore[no-any-return]
+    except asyncio.CancelledError:
+        if signalled:
+            return Exit.INTERRUPTED
+        raise
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (see :class:`Exit`)."""
     top = parser()
@@ -560,7 +584,10 @@ def main(argv: list[str] | None = None) -> int:
             return _conformance(args)
         with contextlib.ExitStack() as stack:
             tracer = _tracer(args, stack)
-            return asyncio.run(_ASYNC[args.command](args, tracer))
+            command = _ASYNC[args.command]
+            if args.command == "serve":  # (its own signal handling: a graceful shutdown)
+                return asyncio.run(command(args, tracer))
+            return asyncio.run(_until_signal(command, args, tracer))
     except UsageError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return Exit.USAGE
