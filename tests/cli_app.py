@@ -60,10 +60,13 @@ async def setup(server: sp.Server) -> None:
 
 def _hub() -> Hub:
     hub = new_hub()
-    hub.register("demo:empty")
+    producer = hub.register("demo:static").start("s")
+    producer.write(b"first")
+    producer.write(b"second")
+    producer.close()
     return hub
 
 
-#: A bare hub, for ``serve cli_app:hub``.
+#: A bare hub with one finished stream, ``demo:static``/``s``, for ``serve cli_app:hub``.
 hub = _hub()
 not_an_app = 42

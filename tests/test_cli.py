@@ -211,9 +211,42 @@ def test_serve_refuses_what_it_cannot_serve(target: str, message: str) -> None:
     assert message in done.stderr
 
 
-def test_serve_cannot_listen_twice_on_a_port(served: Served) -> None:
-    done = run("serve", "cli_app:hub", "--app-dir", str(TESTS), "--url", served.tcp)
-    assert done.returncode == Exit.CONNECTION
+@pytest.mark.parametrize("backend", ["asyncio", "trio", "sync"])
+def test_serve_a_bare_hub_on_every_backend(backend: str) -> None:
+    with subprocess.Popen(
+        [
+            *CLI,
+            "serve",
+            "cli_app:hub",
+            "--app-dir",
+            str(TESTS),
+            "--backend",
+            backend,
+            "--url",
+            "tcp://127.0.0.1:0",
+            "--url",
+            "ws://127.0.0.1:0/",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        assert proc.stdout is not None
+        urls = [proc.stdout.readline().split()[-1] for _ in range(2)]
+        tails = [run("tail", url, "demo:static", "s") for url in urls]
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=WAIT)
+    assert [(t.returncode, t.stdout) for t in tails] == [(0, "first\nsecond\n")] * 2
+    assert proc.returncode == 0, err
+    assert err.count("shutting down") == 2
+    assert err.rstrip().endswith("stopped")
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio", "sync"])
+def test_serve_cannot_listen_twice_on_a_port(served: Served, backend: str) -> None:
+    args = ["cli_app:hub", "--app-dir", str(TESTS), "--url", served.tcp, "--backend", backend]
+    done = run("serve", *args)
+    assert done.returncode == Exit.CONNECTION, done.stderr
     assert f"cannot listen on {served.tcp}" in done.stderr
 
 

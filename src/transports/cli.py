@@ -1,6 +1,6 @@
 """The ``streamproto`` command line (also ``python -m streamproto``); docs/cli.md is its page.
 
-    streamproto serve MODULE:ATTR --url URL [--url URL ...]
+    streamproto serve MODULE:ATTR --url URL [--url URL ...] [--backend asyncio|trio|sync]
     streamproto tail URL CHANNEL STREAM [--after-seq N | --live] [--format lines|raw|json|hex]
     streamproto open URL CHANNEL [ARGS] [--format ...]
     streamproto upload URL CHANNEL [ID] FILE
@@ -8,8 +8,8 @@
     streamproto conformance URL [--json PATH] [--case ID ...]
     streamproto diagrams
 
-Data goes to stdout, everything else (errors, gaps, progress, logs) to stderr. The network
-commands run on the asyncio backend. Exit codes (see :class:`Exit`): 0 success, 1 the stream,
+Data goes to stdout, everything else (errors, gaps, progress, logs) to stderr. The client
+commands run on the asyncio backend; ``serve --backend`` picks any. Exit codes (see :class:`Exit`): 0 success, 1 the stream,
 upload, conformance run or dump failed, 2 usage error, 3 connection error, 130 interrupted
 (SIGINT or SIGTERM).
 """
@@ -317,21 +317,33 @@ def load_target(target: str) -> object:
     return obj
 
 
+def _app(args: argparse.Namespace) -> tuple[object, Hub]:
+    sys.path.insert(0, args.app_dir)
+    target = load_target(args.target)
+    return target, target if isinstance(target, Hub) else new_hub()
+
+
+def _serving(target: str, servers: list[Any]) -> None:
+    for server in servers:
+        print(f"serving {target} on {server.address}", flush=True)
+
+
+def _cannot_listen(url: str, exc: BaseException) -> Exit:
+    print(f"streamproto serve: cannot listen on {url}: {exc}", file=sys.stderr)
+    return Exit.CONNECTION
+
+
 async def _serve(args: argparse.Namespace, tracer: Tracer | None) -> Exit:
     from . import asyncio as sp  # noqa: PLC0415
 
-    if args.app_dir is not None:
-        sys.path.insert(0, args.app_dir)
-    target = load_target(args.target)
-    hub = target if isinstance(target, Hub) else new_hub()
+    target, hub = _app(args)
     servers: list[sp.Server] = []
     try:
         for url in args.url:
             try:
                 servers.append(await sp.serve(hub, url, trace=tracer))
             except OSError as exc:
-                print(f"streamproto serve: cannot listen on {url}: {exc}", file=sys.stderr)
-                return Exit.CONNECTION
+                return _cannot_listen(url, exc)
         if not isinstance(target, Hub):
             setup = target(servers[0])  # type: ignore[operator]
             if inspect.isawaitable(setup):
@@ -340,11 +352,76 @@ async def _serve(args: argparse.Namespace, tracer: Tracer | None) -> Exit:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
-        for server in servers:
-            print(f"serving {args.target} on {server.address}", flush=True)
+        _serving(args.target, servers)
         await stop.wait()
     finally:
         await asyncio.gather(*(server.shutdown(timeout=args.grace) for server in servers))
+    log.info("stopped")
+    return Exit.OK
+
+
+async def _serve_trio(args: argparse.Namespace, tracer: Tracer | None) -> Exit:
+    import trio  # noqa: PLC0415 - trio is an optional extra
+
+    from . import trio as backend  # noqa: PLC0415
+
+    target, hub = _app(args)
+    async with contextlib.AsyncExitStack() as stack:
+        servers: list[backend.Server] = []
+        for url in args.url:
+            try:
+                servers.append(
+                    await stack.enter_async_context(backend.serve(hub, url, trace=tracer))
+                )
+            except OSError as exc:
+                return _cannot_listen(url, exc)
+            except BaseExceptionGroup as group:  # (trio's nursery wraps the bind's error)
+                failed = group.subgroup(OSError)
+                if failed is None:
+                    raise
+                leaf: BaseException = failed
+                while isinstance(leaf, BaseExceptionGroup):
+                    leaf = leaf.exceptions[0]
+                return _cannot_listen(url, leaf)
+        if not isinstance(target, Hub):
+            setup = target(servers[0])  # type: ignore[operator]
+            if inspect.isawaitable(setup):
+                await setup
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            _serving(args.target, servers)
+            async for _ in signals:
+                break
+        async with trio.open_nursery() as nursery:
+            for server in servers:
+                nursery.start_soon(server.shutdown, args.grace)
+    log.info("stopped")
+    return Exit.OK
+
+
+def _serve_sync(args: argparse.Namespace, tracer: Tracer | None) -> Exit:
+    import threading  # noqa: PLC0415
+
+    from . import sync as backend  # noqa: PLC0415
+
+    target, hub = _app(args)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda _signum, _frame: stop.set())
+    servers: list[backend.Server] = []
+    try:
+        for url in args.url:
+            try:
+                servers.append(backend.serve(hub, url, trace=tracer))
+            except OSError as exc:
+                return _cannot_listen(url, exc)
+        if not isinstance(target, Hub):
+            target(servers[0])  # type: ignore[operator]
+        _serving(args.target, servers)
+        while not stop.wait(0.5):  # (a timed wait, so the signal handler gets to run)
+            pass
+    finally:
+        for server in servers:
+            server.shutdown(timeout=args.grace)
     log.info("stopped")
     return Exit.OK
 
@@ -463,6 +540,12 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--app-dir", metavar="DIR", default=".", help="import MODULE from DIR (default: .)"
     )
+    serve.add_argument(
+        "--backend",
+        choices=("asyncio", "trio", "sync"),
+        default="asyncio",
+        help="the backend that serves (default asyncio); a setup function gets its server",
+    )
 
     tail = commands.add_parser(
         "tail",
@@ -537,7 +620,7 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
-_ASYNC = {"serve": _serve, "tail": _tail, "open": _open, "upload": _upload}
+_ASYNC = {"tail": _tail, "open": _open, "upload": _upload}
 
 
 async def _until_signal(command: Any, args: argparse.Namespace, tracer: Tracer | None) -> Exit:
@@ -584,10 +667,15 @@ def main(argv: list[str] | None = None) -> int:
             return _conformance(args)
         with contextlib.ExitStack() as stack:
             tracer = _tracer(args, stack)
-            command = _ASYNC[args.command]
             if args.command == "serve":  # (its own signal handling: a graceful shutdown)
-                return asyncio.run(command(args, tracer))
-            return asyncio.run(_until_signal(command, args, tracer))
+                if args.backend == "trio":
+                    import trio  # noqa: PLC0415 - trio is an optional extra
+
+                    return trio.run(_serve_trio, args, tracer)
+                if args.backend == "sync":
+                    return _serve_sync(args, tracer)
+                return asyncio.run(_serve(args, tracer))
+            return asyncio.run(_until_signal(_ASYNC[args.command], args, tracer))
     except UsageError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return Exit.USAGE
