@@ -9,9 +9,9 @@
     streamproto diagrams
 
 Data goes to stdout, everything else (errors, gaps, progress, logs) to stderr. The client
-commands run on the asyncio backend; ``serve --backend`` picks any. Exit codes (see :class:`Exit`): 0 success, 1 the stream,
-upload, conformance run or dump failed, 2 usage error, 3 connection error, 130 interrupted
-(SIGINT or SIGTERM).
+commands run on the asyncio backend; ``serve --backend`` picks any. Exit codes (see
+:class:`Exit`): 0 success, 1 the stream, upload, conformance run or dump failed, 2 usage error,
+3 connection error, 130 interrupted (SIGINT or SIGTERM).
 """
 
 from __future__ import annotations
