@@ -654,6 +654,7 @@ def main(argv: list[str] | None = None) -> int:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     root = logging.getLogger("streamproto")
+    saved_level = root.level
     root.addHandler(handler)
     root.setLevel(level.upper())
     prog = f"streamproto {args.command}"
@@ -691,8 +692,9 @@ def main(argv: list[str] | None = None) -> int:
         return Exit.CONNECTION
     except KeyboardInterrupt:
         return Exit.INTERRUPTED
-    finally:
+    finally:  # (main may run inside a program that configured logging its own way)
         root.removeHandler(handler)
+        root.setLevel(saved_level)
 
 
 if __name__ == "__main__":
