@@ -1350,6 +1350,7 @@ class ServerBase(abc.ABC, Generic[_P, _U]):
         with self._lock:
             now = None
             connections = []
+            b_in, b_out, received, sent, dropped = self._gone_totals
             for driver in sorted(self._live, key=lambda d: int(d.id[1:])):
                 now = driver.clock() if now is None else now
                 session = driver.peer.session
@@ -1370,7 +1371,7 @@ class ServerBase(abc.ABC, Generic[_P, _U]):
                 connections=tuple(connections),
                 channels={c.name: c.statistics() for c in self.hub.channels()},
                 hub=self.hub.statistics(),
-                closed_totals=tuple(self._gone_totals),  # type: ignore[arg-type]
+                closed_totals=(b_in, b_out, received, sent, dropped),
             )
 
     @property
