@@ -74,13 +74,11 @@ async def tail(sub: sp.Subscription, delay: float = 0.0) -> dict[str, Any]:
 
 
 async def watch_queues(server: sp.Server, peak: list[int]) -> None:
-    """Sample the bytes every server connection holds queued for its subscribers. (The asyncio
-    server has no public per-connection statistics yet: this reads its protocol objects.)"""
+    """Sample the bytes every server connection holds queued for its subscribers (the
+    server's public statistics: ``server.statistics().connections``)."""
     while True:
-        for proto in list(server.protocols):
-            if proto.driver is not None:
-                queued = proto.driver.conn.statistics().queued_bytes
-                peak[0] = max(peak[0], queued)
+        for info in server.statistics().connections:
+            peak[0] = max(peak[0], info.connection.queued_bytes)
         await asyncio.sleep(0.002)
 
 

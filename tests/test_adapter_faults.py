@@ -611,7 +611,7 @@ def test_overflow_warnings_reach_the_producer_and_the_subscription(
         assert r.server.thread.call(r.server.producers["o"].statistics).dropped == dropped
         assert dropped > 900  # a stalled subscriber: almost everything was dropped
     hub_records = [x for x in caplog.records if x.name == "streamproto.hub"]
-    client_records = [x for x in caplog.records if x.name == "transports"]
+    client_records = [x for x in caplog.records if x.name == "streamproto.transports"]
     assert len(hub_records) == 1  # rate-limited: at most one per stream per 10 s
     assert len(client_records) == 1
     assert f"seqs {gaps[0][0]}..{gaps[0][1]}" in hub_records[0].getMessage()

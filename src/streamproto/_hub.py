@@ -138,6 +138,19 @@ class HubStatistics:
 
 
 @attrs.frozen
+class ChannelStatistics:
+    """Counters of one channel (see :meth:`Channel.statistics`)."""
+
+    open_streams: int
+    retained_streams: int
+    #: Live and catching-up subscriptions to its streams.
+    subscriptions: int
+    #: Subscriptions held for disconnected sessions.
+    parked_subscriptions: int
+    uploads: int
+
+
+@attrs.frozen
 class ProducerStatistics:
     """Counters of a producer (see :meth:`Producer.statistics`)."""
 
@@ -474,6 +487,17 @@ class Channel:
         stream = self._open.get(stream_id)
         return None if stream is None else stream.producer
 
+    def statistics(self) -> ChannelStatistics:
+        """Counters (gauges): its streams, their subscriptions and its uploads."""
+        streams = [*self._open.values(), *self._closed.values()]
+        return ChannelStatistics(
+            open_streams=len(self._open),
+            retained_streams=len(self._closed),
+            subscriptions=sum(len(s.live) + len(s.catching) for s in streams),
+            parked_subscriptions=sum(s.parked for s in streams),
+            uploads=self._uploads,
+        )
+
     def _stream(self, stream_id: str) -> _Stream | None:
         stream = self._open.get(stream_id)
         return stream if stream is not None else self._closed.get(stream_id)
@@ -610,6 +634,10 @@ class Hub:
     def channel(self, name: str) -> Channel | None:
         """The registered channel ``name``, if any."""
         return self._channels.get(name)
+
+    def channels(self) -> tuple[Channel, ...]:
+        """Every registered channel, in registration order."""
+        return tuple(self._channels.values())
 
     def attach(self, conn: Connection, wakeup: Callable[[], None] | None = None) -> Peer:
         """Attach a server connection. Pass every event it returns to

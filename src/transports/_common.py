@@ -70,6 +70,9 @@ from streamproto._overflow import OverflowLog, held_back
 
 from ._framing import Framing, RawFraming, WsFraming
 from ._hubs import new_hub
+from ._log import ConnectionLog, client_log, describe, log_events, next_conn_id, server_log
+from .metrics import ConnectionInfo, ServerStatistics
+from .trace import FrameTap, Tracer
 
 __all__ = [
     "FLUSH_SLICE",
@@ -98,7 +101,7 @@ __all__ = [
     "server_config",
 ]
 
-log = logging.getLogger("transports")
+log = logging.getLogger("streamproto.transports")
 
 #: Overflows a subscription keeps for ``recent_overflows``.
 RECENT_OVERFLOWS = 16
@@ -369,24 +372,46 @@ class ServerDriver:
         config: Config,
         clock: Callable[[], float],
         wakeup: Callable[[], None],
+        *,
+        trace: Tracer | None = None,
     ) -> None:
         self.framing = framing
         self.clock = clock
-        self.conn = Connection(Role.SERVER, config, now=clock())
+        self.opened_at = clock()
+        self.conn = Connection(Role.SERVER, config, now=self.opened_at)
         self.peer: Peer = hub.attach(self.conn, wakeup)
+        #: This connection's id in logs, traces and statistics.
+        self.id = next_conn_id()
+        self.log = ConnectionLog(server_log, self._ids)
+        self.tap = None if trace is None else FrameTap(trace, self.id)
+        #: Transport bytes in and out (framing included).
+        self.bytes_in = self.bytes_out = 0
+        self.log.debug("connection accepted")
         self.hub = hub
         self.close_code = int(ErrorCode.NO_ERROR)
+        self.close_reason = ""
         self._flushing = False
         self.guard = OutputGuard(config.output_stall_timeout)
         #: The connection ended because its output stalled: close the transport at once
         #: (the goodbye cannot reach a peer that does not read).
         self.stalled = False
 
+    def _ids(self) -> tuple[str, str]:
+        session = self.peer.session
+        return self.id, "" if session is None else session.id
+
     def _handle(self, events: list[Event]) -> None:
+        log_events(self.log, events)
+        handshake = False
         for event in events:
             if isinstance(event, ConnectionTerminated):
                 self.close_code = event.code
+                self.close_reason = event.message
+            elif isinstance(event, HandshakeRequested):
+                handshake = True
         self.peer.handle_events(events)
+        if handshake and self.conn.state is ConnState.OPEN:
+            self.log.info("connection open")
 
     def output_blocked(self, flag: bool) -> None:
         """The transport stopped (True) or resumed (False) taking output."""
@@ -397,6 +422,7 @@ class ServerDriver:
         if deadline is not None and self.clock() >= deadline and not self.conn.closed:
             self.stalled = True
             self.close_code = int(ErrorCode.EXCESSIVE_LOAD)
+            self.log.warning("output stalled for %g s: closing", self.guard.timeout)
             self.conn.goaway(
                 ErrorCode.EXCESSIVE_LOAD, f"output stalled for {self.guard.timeout:g} s"
             )
@@ -406,8 +432,11 @@ class ServerDriver:
         """Socket bytes in; ``b""`` for end of input."""
         if self.guard.since is not None:  # a peer that sends and does not read
             self._check_output()
+        self.bytes_in += len(data)
         payload = self.framing.receive(data)
         if payload:
+            if self.tap is not None:
+                self.tap.received(payload)
             self._handle(self.conn.receive_data(payload))
         if violated := fail_on_violation(self.framing, self.conn):
             self._handle(violated)
@@ -425,20 +454,26 @@ class ServerDriver:
         self._flushing = True
         try:
             # Sending can free room (Writable) and the hub's answer to that can queue more.
-            conn, wrap = self.conn, self.framing.wrap
+            conn, wrap, tap = self.conn, self.framing.wrap, self.tap
             payload = conn.data_to_send(max_bytes)
             parts = [wrap(payload)]
+            if tap is not None:
+                tap.sent(payload)
             while events := conn.take_events():
                 self._handle(events)
                 if max_bytes is not None:
                     max_bytes = max(0, max_bytes - len(payload))
                 payload = conn.data_to_send(max_bytes)
                 parts.append(wrap(payload))
+                if tap is not None:
+                    tap.sent(payload)
             if conn.closed and not self.framing.closed:
                 parts.append(self.framing.close(self.close_code))
         finally:
             self._flushing = False
-        return b"".join(parts)
+        out = b"".join(parts)
+        self.bytes_out += len(out)
+        return out
 
     def deadline(self) -> float | None:
         """When ``timer`` must run next."""
@@ -467,6 +502,7 @@ class ServerDriver:
         if not self.peer.closed:
             # A connection closed by a local non-zero GOAWAY emits no ConnectionTerminated.
             self._handle([ConnectionTerminated(self.close_code, "the transport closed", False)])
+        self.log.info("connection closed: %s", describe(self.close_code, self.close_reason))
 
     @property
     def handshaking(self) -> bool:
@@ -481,6 +517,7 @@ class ServerDriver:
         if not self.conn.closed:
             self.conn.goaway(code, "server shutting down")
             self.close_code = code
+            self.close_reason = "server shutting down"
             self._handle(self.conn.take_events())
 
     @property
@@ -498,7 +535,11 @@ class RefusingDriver(ServerDriver):
         self.framing = framing
         self.clock = clock
         self.conn = Connection(Role.SERVER, config, now=clock())
+        self.id = next_conn_id()
+        self.tap = None
+        self.bytes_in = self.bytes_out = 0
         self.close_code = int(ErrorCode.SERVER_BUSY)
+        self.close_reason = "the server is busy"
         self.guard = OutputGuard(config.output_stall_timeout)
         self.stalled = False
         self._flushing = False
@@ -825,8 +866,14 @@ class ClientCore:
         clock: Callable[[], float],
         backoff: Backoff = NO_RECONNECT,
         rng: random.Random | None = None,
+        trace: Tracer | None = None,
     ) -> None:
         self.url = url
+        self.trace = trace
+        #: The current connection's id in logs and traces (a new one per reconnection).
+        self.id = ""
+        self.tap: FrameTap | None = None
+        self.log = ConnectionLog(client_log, lambda: (self.id, self.session_id))
         self.config = attrs.evolve(config or Config(), auto_credit=False)
         self.auth = auth
         self.clock = clock
@@ -860,6 +907,9 @@ class ClientCore:
     def new_connection(self) -> None:
         """Start a (re)connection: a fresh framing and Connection, resuming the session."""
         self.serial += 1
+        self.id = next_conn_id()
+        self.tap = None if self.trace is None else FrameTap(self.trace, self.id)
+        self.log.debug("connecting to %s", self.url.address(self.url.port))
         self.framing = self.url.framing(client=True)
         self.conn = Connection(
             Role.CLIENT,
@@ -886,6 +936,8 @@ class ClientCore:
             return
         payload = framing.receive(data)
         if payload:
+            if self.tap is not None:
+                self.tap.received(payload)
             self._route(conn.receive_data(payload))
         if violated := fail_on_violation(framing, conn):
             self._route(violated)
@@ -905,6 +957,8 @@ class ClientCore:
             if max_bytes is not None:
                 max_bytes = max(0, max_bytes - len(payload))
             payload += conn.data_to_send(max_bytes) if framing.ready else b""
+        if self.tap is not None:
+            self.tap.sent(payload)
         if self._ending:
             # A cancel would have come as an event above; a handle closed without one drained.
             for up in [u for u in self._ending if conn.handle_state(u.handle) is HState.CLOSED]:
@@ -944,6 +998,7 @@ class ClientCore:
                 conn.goaway(ErrorCode.NO_ERROR)
             self._goodbye = self.outgoing() + framing.close(ErrorCode.NO_ERROR)
         if self.failure is None:
+            self.log.debug("closed by the application")
             self.give_up(ConnectionClosed(ErrorCode.CONNECTION_CLOSED, "the client is closed"))
 
     def statistics(self) -> ClientStatistics:
@@ -968,6 +1023,9 @@ class ClientCore:
     def lost(self, error: StreamError | None = None) -> None:
         """The socket is gone. Open subscriptions wait for the next connection (or fail if
         reconnecting is off); uploads fail, since uploads are not replayed."""
+        if self.conn is not None and self.failure is None:
+            lost = error or self.terminated
+            self.log.info("connection lost: %s", describe(lost.code, lost.message))
         self.conn = None
         self.framing = None
         self.ready = False
@@ -993,6 +1051,8 @@ class ClientCore:
         """Reconnecting failed for good: everything open fails with ``error`` (default: why
         the last connection ended)."""
         error = error or self.terminated
+        if self.failure is None and self.conn is None:  # (close() logged its own reason)
+            self.log.warning("giving up: %s", describe(error.code, error.message))
         self.failure = error
         self.lost(error)
         for sub in self._pending:
@@ -1006,6 +1066,9 @@ class ClientCore:
             return None
         delay = self.backoff.delay(self.attempt, self.rng)
         self.attempt += 1
+        self.log.debug(
+            "reconnecting in %.3f s (attempt %d of %d)", delay, self.attempt, self.backoff.attempts
+        )
         return delay
 
     # -- operations -----------------------------------------------------------------------------
@@ -1128,6 +1191,7 @@ class ClientCore:
     # -- events ---------------------------------------------------------------------------------
 
     def _route(self, events: list[Event]) -> None:
+        log_events(self.log, events)
         subs = self._subs
         for event in events:
             if isinstance(event, DataReceived):
@@ -1184,6 +1248,7 @@ class ClientCore:
             elif isinstance(event, HandshakeCompleted):
                 self._on_handshake(event)
             elif isinstance(event, HandshakeRefused):
+                self.log.info("handshake refused: %s", describe(event.code, event.message))
                 self.close_code = event.code
                 if is_retryable(event.code):  # SERVER_BUSY, say: the backend reconnects later
                     self.terminated = ConnectionLost(event.code, event.message or "refused")
@@ -1216,8 +1281,15 @@ class ClientCore:
         if self.resume_token:
             self.reconnects += 1
             self.resumed += int(event.resumed)
+        again = bool(self.resume_token)
         self.resume_token = event.resume_token
         self.session_id = event.session_id
+        if not again:
+            self.log.info("connected to %s", self.url.address(self.url.port))
+        elif event.resumed:
+            self.log.info("reconnected: session resumed")
+        else:
+            self.log.info("reconnected: a new session (the old one expired)")
         self.ready = True
         self.attempt = 0
         self._send_pending()
@@ -1247,13 +1319,20 @@ class ServerBase(abc.ABC, Generic[_P, _U]):
 
     _lock: contextlib.AbstractContextManager[Any] = _NO_LOCK
 
-    def __init__(self, hub: Hub | None, url: str, config: Config | None) -> None:
+    def __init__(
+        self, hub: Hub | None, url: str, config: Config | None, trace: Tracer | None = None
+    ) -> None:
         self.hub = hub if hub is not None else new_hub()
         self.url = parse_url(url)
         self.config = server_config(config)
+        #: Gets a record per frame of every connection accepted (see :mod:`transports.trace`).
+        self.trace = trace
         #: The port the server listens on.
         self.port = 0
         self._live: set[ServerDriver] = set()  # admitted connections, not yet gone
+        # Counters of the connections that are gone, so the totals only grow.
+        self._accepted = self._refused = 0
+        self._gone_totals = [0, 0, 0, 0, 0]  # bytes in, out; chunks received, sent, dropped
 
     def _driver(
         self, framing: Framing, clock: Callable[[], float], wakeup: Callable[[], None]
@@ -1264,19 +1343,82 @@ class ServerBase(abc.ABC, Generic[_P, _U]):
         if len(live) >= config.max_connections or (
             sum(d.handshaking for d in live) >= config.max_pending_handshakes
         ):
+            self._refused += 1
+            if self._refused & (self._refused - 1) == 0:  # 1, 2, 4, 8, ...: a flood logs little
+                server_log.warning(
+                    "at capacity (%d connections, max_connections=%d, "
+                    "max_pending_handshakes=%d): %d connections refused with SERVER_BUSY so far",
+                    len(live),
+                    config.max_connections,
+                    config.max_pending_handshakes,
+                    self._refused,
+                )
             return RefusingDriver(framing, config, clock)
-        driver = ServerDriver(self.hub, framing, config, clock, wakeup)
+        driver = ServerDriver(self.hub, framing, config, clock, wakeup, trace=self.trace)
         live.add(driver)
+        self._accepted += 1
         return driver
 
     def _gone(self, driver: ServerDriver) -> None:
         """A socket's driver is done with."""
-        self._live.discard(driver)
+        if driver in self._live:
+            self._live.discard(driver)
+            stats = driver.conn.statistics()
+            totals = self._gone_totals
+            totals[0] += driver.bytes_in
+            totals[1] += driver.bytes_out
+            totals[2] += stats.chunks_received
+            totals[3] += stats.chunks_sent
+            totals[4] += stats.chunks_dropped
+
+    def statistics(self) -> ServerStatistics:
+        """A snapshot: every open connection (:class:`~transports.metrics.ConnectionInfo`),
+        every channel, the hub's counters, and totals over the server's life. Render it for
+        Prometheus with :func:`transports.metrics.prometheus_text`."""
+        with self._lock:
+            now = None
+            connections = []
+            b_in, b_out, received, sent, dropped = self._gone_totals
+            for driver in sorted(self._live, key=lambda d: int(d.id[1:])):
+                now = driver.clock() if now is None else now
+                session = driver.peer.session
+                connections.append(
+                    ConnectionInfo(
+                        id=driver.id,
+                        session_id="" if session is None else session.id,
+                        age=now - driver.opened_at,
+                        bytes_in=driver.bytes_in,
+                        bytes_out=driver.bytes_out,
+                        connection=driver.conn.statistics(),
+                    )
+                )
+            return ServerStatistics(
+                address=self.address,
+                accepted=self._accepted,
+                refused=self._refused,
+                connections=tuple(connections),
+                channels={c.name: c.statistics() for c in self.hub.channels()},
+                hub=self.hub.statistics(),
+                closed_totals=(b_in, b_out, received, sent, dropped),
+            )
 
     @property
     def address(self) -> str:
         """The URL clients connect to."""
         return self.url.address(self.port)
+
+    def _log_listening(self) -> None:
+        """The backend listens (INFO, as websockets logs it)."""
+        server_log.info("listening on %s", self.address)
+
+    def _log_shutdown(self, timeout: float) -> None:
+        """The backend starts its shutdown."""
+        server_log.info(
+            "shutting down %s: GOAWAY to %d connections, %g s to drain",
+            self.address,
+            len(self._live),
+            timeout,
+        )
 
     def channel(
         self,
@@ -1562,7 +1704,7 @@ class SubscriptionBase(Generic[_T]):
     def overflows(self) -> int:
         """How many overflow warnings this subscription had: gaps of chunks the server
         dropped because it fell behind (drop_oldest). A WARNING record goes to the
-        ``transports`` logger too, at most one per 10 seconds per subscription."""
+        ``streamproto.transports`` logger too, at most one per 10 seconds per subscription."""
         return self._core.overflows
 
     @property

@@ -33,6 +33,7 @@ from ._common import (
     parse_url,
     read_upload,
 )
+from .trace import Tracer
 
 #: What a subscription hands out: ``bytes``, or ``bytes | Gap`` with ``on_gap="item"``.
 _T = TypeVar("_T")
@@ -236,8 +237,10 @@ async def _guard(handler: Awaitable[None], target: Producer | UploadReader | Non
 class Server(ServerBase[ServerProducer, ServerUpload]):
     """A running server (from :func:`serve`). ``async with`` shuts it down on exit."""
 
-    def __init__(self, hub: Hub | None, url: str, config: Config | None) -> None:
-        super().__init__(hub, url, config)
+    def __init__(
+        self, hub: Hub | None, url: str, config: Config | None, trace: Tracer | None = None
+    ) -> None:
+        super().__init__(hub, url, config, trace)
         self.loop = asyncio.get_running_loop()
         self.protocols: set[_ServerProtocol] = set()
         self.tasks: set[asyncio.Task[None]] = set()
@@ -287,10 +290,12 @@ class Server(ServerBase[ServerProducer, ServerUpload]):
             backlog=self.config.listen_backlog,
         )
         self.port = int(self._server.sockets[0].getsockname()[1])
+        self._log_listening()
 
     async def shutdown(self, timeout: float = 5.0) -> None:
         """GOAWAY to every connection, let open streams drain for up to ``timeout`` seconds,
         then close what is left (GOAWAY SERVER_SHUTDOWN) and stop listening."""
+        self._log_shutdown(timeout)
         if self._server is not None:
             self._server.close()
         for proto in list(self.protocols):
@@ -327,11 +332,13 @@ class Server(ServerBase[ServerProducer, ServerUpload]):
         await self.shutdown(timeout=1.0)
 
 
-async def serve(hub: Hub | None, url: str, *, config: Config | None = None) -> Server:
+async def serve(
+    hub: Hub | None, url: str, *, config: Config | None = None, trace: Tracer | None = None
+) -> Server:
     """Serve ``hub`` at ``url`` (``tcp://host:port`` or ``ws://host:port/path``; port 0
     picks a free one, see :attr:`Server.address`). ``hub`` None serves a
     :func:`transports.new_hub` (128-bit random ids), as :attr:`Server.hub`."""
-    server = Server(hub, url, config)
+    server = Server(hub, url, config, trace)
     await server._listen()
     return server
 
@@ -599,10 +606,12 @@ async def connect(
     reconnect: Backoff | None = None,
     rng: random.Random | None = None,
     timeout: float = 10.0,
+    trace: Tracer | None = None,
 ) -> Client:
     """Connect to ``url`` and complete the handshake. ``reconnect`` (default: a
     :class:`Backoff`) reconnects and resumes after a lost connection; pass
-    ``Backoff(attempts=0)`` to disable it."""
+    ``Backoff(attempts=0)`` to disable it. ``trace`` gets a record per frame (see
+    :mod:`transports.trace`)."""
     loop = asyncio.get_running_loop()
     core = ClientCore(
         parse_url(url),
@@ -611,6 +620,7 @@ async def connect(
         clock=loop.time,
         backoff=reconnect if reconnect is not None else Backoff(),
         rng=rng,
+        trace=trace,
     )
     client = Client(core)
     await client._connect_once()

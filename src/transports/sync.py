@@ -49,6 +49,7 @@ from ._common import (
     parse_url,
     read_upload,
 )
+from .trace import Tracer
 
 #: What a subscription hands out: ``bytes``, or ``bytes | Gap`` with ``on_gap="item"``.
 _T = TypeVar("_T")
@@ -393,8 +394,10 @@ class Server(ServerBase[ServerProducer, ServerUpload]):
 
     _lock: threading.RLock  # the one lock around every call into the core
 
-    def __init__(self, hub: Hub | None, url: str, config: Config | None) -> None:
-        super().__init__(hub, url, config)
+    def __init__(
+        self, hub: Hub | None, url: str, config: Config | None, trace: Tracer | None = None
+    ) -> None:
+        super().__init__(hub, url, config, trace)
         self._lock = threading.RLock()
         self.drivers: set[_Connection] = set()
         self._changed = threading.Condition(self._lock)  # connections gone, hub deadline moved
@@ -406,6 +409,7 @@ class Server(ServerBase[ServerProducer, ServerUpload]):
             (self.url.host, self.url.port), backlog=self.config.listen_backlog
         )
         self.port = int(self._listener.getsockname()[1])
+        self._log_listening()
         self._stop_r, self._stop_w = socket.socketpair()
         self._acceptor = threading.Thread(target=self._accept, name="streamproto-accept")
         self._timer = threading.Thread(target=self._hub_timer, name="streamproto-hub-timer")
@@ -484,6 +488,7 @@ class Server(ServerBase[ServerProducer, ServerUpload]):
         with self._lock:
             if self._closed:
                 return
+            self._log_shutdown(timeout)
             self._goaway(ErrorCode.NO_ERROR)
         self._stop_w.send(b"x")
         self._acceptor.join()
@@ -518,11 +523,13 @@ class Server(ServerBase[ServerProducer, ServerUpload]):
         self.shutdown(timeout=1.0)
 
 
-def serve(hub: Hub | None, url: str, *, config: Config | None = None) -> Server:
+def serve(
+    hub: Hub | None, url: str, *, config: Config | None = None, trace: Tracer | None = None
+) -> Server:
     """Serve ``hub`` at ``url`` (``tcp://host:port`` or ``ws://host:port/path``; port 0
     picks a free one, see :attr:`Server.address`) from threads of its own. ``hub`` None
     serves a :func:`transports.new_hub` (128-bit random ids), as :attr:`Server.hub`."""
-    return Server(hub, url, config)
+    return Server(hub, url, config, trace)
 
 
 # -- client -------------------------------------------------------------------------------------
@@ -736,10 +743,12 @@ def connect(
     reconnect: Backoff | None = None,
     rng: random.Random | None = None,
     timeout: float = 10.0,
+    trace: Tracer | None = None,
 ) -> Client:
     """Connect to ``url`` and complete the handshake. ``reconnect`` (default: a
     :class:`Backoff`) reconnects and resumes after a lost connection; pass
-    ``Backoff(attempts=0)`` to disable it."""
+    ``Backoff(attempts=0)`` to disable it. ``trace`` gets a record per frame (see
+    :mod:`transports.trace`)."""
     core = ClientCore(
         parse_url(url),
         config=config,
@@ -747,6 +756,7 @@ def connect(
         clock=time.monotonic,
         backoff=reconnect if reconnect is not None else Backoff(),
         rng=rng,
+        trace=trace,
     )
     client = Client(core, timeout)
     client._start(_dial(core.url, timeout))

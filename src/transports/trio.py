@@ -47,6 +47,7 @@ from ._common import (
     parse_url,
     read_upload,
 )
+from .trace import Tracer
 
 #: What a subscription hands out: ``bytes``, or ``bytes | Gap`` with ``on_gap="item"``.
 _T = TypeVar("_T")
@@ -261,8 +262,10 @@ class _Connection:
 class Server(ServerBase[ServerProducer, ServerUpload]):
     """A running server (from :func:`serve`); its tasks live until :meth:`shutdown`."""
 
-    def __init__(self, hub: Hub | None, url: str, config: Config | None) -> None:
-        super().__init__(hub, url, config)
+    def __init__(
+        self, hub: Hub | None, url: str, config: Config | None, trace: Tracer | None = None
+    ) -> None:
+        super().__init__(hub, url, config, trace)
         self.drivers: set[_Connection] = set()
         self._tasks: trio.Nursery | None = None
         self._scope = trio.CancelScope()  # every task of the server
@@ -297,6 +300,7 @@ class Server(ServerBase[ServerProducer, ServerUpload]):
                     self.url.port, host=self.url.host, backlog=self.config.listen_backlog
                 )
                 self.port = int(listeners[0].socket.getsockname()[1])
+                self._log_listening()
                 nursery.start_soon(self._listen, listeners)
                 nursery.start_soon(self._hub_timer)
                 task_status.started()
@@ -349,6 +353,7 @@ class Server(ServerBase[ServerProducer, ServerUpload]):
         if self._closed:
             return
         self._closed = True
+        self._log_shutdown(timeout)
         try:
             self._listening.cancel()
             self._goaway(ErrorCode.NO_ERROR)
@@ -365,13 +370,13 @@ class Server(ServerBase[ServerProducer, ServerUpload]):
 
 @contextlib.asynccontextmanager
 async def serve(
-    hub: Hub | None, url: str, *, config: Config | None = None
+    hub: Hub | None, url: str, *, config: Config | None = None, trace: Tracer | None = None
 ) -> AsyncIterator[Server]:
     """Serve ``hub`` at ``url`` (``tcp://host:port`` or ``ws://host:port/path``; port 0 picks
     a free one, see :attr:`Server.address`): ``async with serve(hub, url) as server``.
     Leaving the block shuts the server down. ``hub`` None serves a
     :func:`transports.new_hub` (128-bit random ids), as :attr:`Server.hub`."""
-    server = Server(hub, url, config)
+    server = Server(hub, url, config, trace)
     with _unwrap():
         async with trio.open_nursery() as nursery:
             await nursery.start(server._run)
@@ -593,10 +598,12 @@ async def connect(
     reconnect: Backoff | None = None,
     rng: random.Random | None = None,
     timeout: float = 10.0,
+    trace: Tracer | None = None,
 ) -> AsyncIterator[Client]:
     """Connect to ``url`` and complete the handshake: ``async with connect(url) as client``.
     ``reconnect`` (default: a :class:`Backoff`) reconnects and resumes after a lost
-    connection; pass ``Backoff(attempts=0)`` to disable it."""
+    connection; pass ``Backoff(attempts=0)`` to disable it. ``trace`` gets a record per frame
+    (see :mod:`transports.trace`)."""
     core = ClientCore(
         parse_url(url),
         config=config,
@@ -604,6 +611,7 @@ async def connect(
         clock=trio.current_time,
         backoff=reconnect if reconnect is not None else Backoff(),
         rng=rng,
+        trace=trace,
     )
     client = Client(core)
     with _unwrap():
