@@ -19,7 +19,7 @@ import redis
 from hub_helpers import Client, HubHarness
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from redis_helpers import RedisServer, prefix, redis_server
+from redis_helpers import RedisServer, prefix, redis_server, running_redis
 
 from streamproto import (
     DataReceived,
@@ -477,3 +477,68 @@ def test_interleaved_writers_never_mix_generations(redis_server: RedisServer, op
             await _stopped(*writers)
 
     run(main())
+
+
+# -- Redis going away ---------------------------------------------------------------------------
+
+
+def test_a_redis_restart_with_aof_loses_and_repeats_nothing(tmp_path: Any) -> None:
+    async def main(server: RedisServer) -> None:
+        a, b = Process(server.url, "r"), Process(server.url, "r")
+        await _started(a, b)
+        try:
+            producer = a.hub.channel(CH).start("s1")
+            for i in range(1, 51):
+                producer.write(b"%d" % i)
+            await a.settle()
+            client = b.h.connect()
+            handle = client.conn.subscribe(CH, "s1")
+            await pumped(b, lambda: len(client.of(handle)) >= 2)
+            await asyncio.to_thread(server.restart)
+            for i in range(51, 101):  # accepted while Redis restarts: buffered, then written
+                producer.write(b"%d" % i)
+            producer.close()
+            await pumped(b, lambda: terminal(client, handle))
+            events = flat(client.of(handle))
+            assert events[0] == RequestAccepted(handle, "s1", 1, 50)
+            assert events[1:-1] == [(i, b"%d" % i) for i in range(1, 101)]
+            assert events[-1] == StreamEnded(handle, 100)
+        finally:
+            await _stopped(a, b)
+
+    with running_redis(tmp_path, aof=True) as server:
+        run(main(server))
+
+
+def test_an_unreachable_redis_bounds_buffering_and_fails_streams_clearly(tmp_path: Any) -> None:
+    async def main(server: RedisServer) -> None:
+        options = {"unavailable_after": 1.0, "max_pending_bytes": 1000}
+        a, b = Process(server.url, "u", **options), Process(server.url, "u", **options)
+        await _started(a, b)
+        try:
+            producer = a.hub.channel(CH).start("s1")
+            producer.write(b"x")
+            await a.settle()
+            local = a.h.connect()
+            here = local.conn.subscribe(CH, "s1")
+            remote = b.h.connect()
+            there = remote.conn.subscribe(CH, "s1")
+            await pumped(b, lambda: len(remote.of(there)) >= 2)
+            await asyncio.to_thread(server.stop)
+            with pytest.raises(LocalProtocolError, match=r"\[STORE_UNAVAILABLE\]"):
+                for _ in range(20):  # 100 B each: the 11th cannot be buffered
+                    producer.write(b"y" * 100)
+            await pumped(a, lambda: terminal(local, here))
+            await pumped(b, lambda: terminal(remote, there))
+            for client, handle in ((local, here), (remote, there)):
+                failed = client.of(handle)[-1]
+                assert isinstance(failed, StreamFailed), client.of(handle)
+                assert failed.code == ErrorCode.STORE_UNAVAILABLE
+            with pytest.raises(LocalProtocolError, match=r"\[STORE_UNAVAILABLE\]"):
+                producer.write(b"z")
+            assert a.store.pending_bytes == 0  # nothing held for a Redis that is gone
+        finally:
+            await _stopped(a, b)
+
+    with running_redis(tmp_path) as server:
+        run(main(server))
