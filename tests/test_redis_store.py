@@ -525,9 +525,10 @@ def test_an_unreachable_redis_bounds_buffering_and_fails_streams_clearly(tmp_pat
             there = remote.conn.subscribe(CH, "s1")
             await pumped(b, lambda: len(remote.of(there)) >= 2)
             await asyncio.to_thread(server.stop)
+            for _ in range(9):  # 100 B each: ten fit in max_pending_bytes
+                producer.write(b"y" * 100)
             with pytest.raises(LocalProtocolError, match=r"\[STORE_UNAVAILABLE\]"):
-                for _ in range(20):  # 100 B each: the 11th cannot be buffered
-                    producer.write(b"y" * 100)
+                producer.write(b"y" * 101)
             await pumped(a, lambda: terminal(local, here))
             await pumped(b, lambda: terminal(remote, there))
             for client, handle in ((local, here), (remote, there)):

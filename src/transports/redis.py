@@ -390,7 +390,7 @@ class _Driver:
     ) -> None:
         self.store = store
         self.hub = hub
-        self.call = call  # run a function in the hub's context, return its result
+        self._call = call  # run a function in the hub's context, return its result
         self.kick_factory = kick
         self.wake = asyncio.Event()
         self.follow_changed = asyncio.Event()
@@ -405,6 +405,11 @@ class _Driver:
         self.write = self.client.register_script(_WRITE)
         self.reap = self.client.register_script(_REAP)
         self.cancel = self.client.register_script(_CANCEL)
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        """``fn()`` in the hub's context; nothing once stopped (the hub's loop may be
+        waiting for this driver to end)."""
+        return None if self.stopped else self._call(fn)
 
     # -- the loops ------------------------------------------------------------------------------
 
@@ -433,7 +438,7 @@ class _Driver:
             await self.wake.wait()
             self.wake.clear()
             try:
-                requests: list[StoreRequest] = self.call(self.hub.store_requests)
+                requests: list[StoreRequest] = self.call(self.hub.store_requests) or []
                 for request in requests:
                     await self._carry(request)
                 await self._flush()
@@ -832,43 +837,49 @@ async def _stop(driver: _Driver, task: asyncio.Task[None]) -> None:
         task.result()
 
 
-@contextlib.contextmanager
-def _driver_thread(
-    store: RedisStore, hub: Hub, call: Callable[[Callable[[], Any]], Any]
-) -> Iterator[None]:
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-    holder: dict[str, Any] = {}
+class _DriverThread:
+    """A driver in a thread of its own, with its own asyncio loop (threads and trio)."""
 
-    def kick(set_: Callable[[], None]) -> Callable[[], None]:
+    def __init__(self, store: RedisStore, hub: Hub, call: Callable[[Callable[[], Any]], Any]):
+        self.loop = asyncio.new_event_loop()
+        self.driver = _Driver(store, hub, call, self._kick)
+        self.done: asyncio.Event | None = None
+        started = threading.Event()
+        self.thread = threading.Thread(
+            target=self._main, args=(started,), name="streamproto-redis", daemon=True
+        )
+        self.thread.start()
+        started.wait()
+
+    def _kick(self, set_: Callable[[], None]) -> Callable[[], None]:
+        loop = self.loop
+
         def threadsafe() -> None:
             loop.call_soon_threadsafe(set_)
 
         return threadsafe
 
-    def main() -> None:
-        asyncio.set_event_loop(loop)
-        driver = _Driver(store, hub, call, kick)
-        holder["driver"] = driver
-        holder["task"] = loop.create_task(driver.run())
-        holder["done"] = asyncio.Event()
-        ready.set()
+    def _main(self, started: threading.Event) -> None:
+        asyncio.set_event_loop(self.loop)
 
-        async def until_stopped() -> None:
-            await holder["done"].wait()
-            await _stop(driver, holder["task"])
+        async def main() -> None:
+            self.done = asyncio.Event()
+            task = asyncio.get_running_loop().create_task(self.driver.run())
+            started.set()
+            await self.done.wait()
+            await _stop(self.driver, task)
 
-        loop.run_until_complete(until_stopped())
-        loop.close()
+        self.loop.run_until_complete(main())
+        self.loop.close()
 
-    thread = threading.Thread(target=main, name="streamproto-redis", daemon=True)
-    thread.start()
-    ready.wait()
-    try:
-        yield
-    finally:
-        loop.call_soon_threadsafe(holder["done"].set)
-        thread.join(timeout=30)
+    def stop(self) -> None:
+        """Ask the driver to stop (join the thread afterwards)."""
+        done = self.done
+        if done is not None:
+            self.loop.call_soon_threadsafe(done.set)
+        # A driver blocked in ``call`` while the caller's loop waits for the join would never
+        # finish: it is stopped, so calls into the hub are skipped from now on.
+        self.driver.stopped = True
 
 
 @contextlib.contextmanager
@@ -880,8 +891,12 @@ def open_thread_driver(store: RedisStore, server: Any) -> Iterator[None]:
         with server._lock:
             return _rearming(server, fn)
 
-    with _driver_thread(store, server.hub, call):
+    runner = _DriverThread(store, server.hub, call)
+    try:
         yield
+    finally:
+        runner.stop()
+        runner.thread.join(timeout=30)
 
 
 @contextlib.asynccontextmanager
@@ -896,5 +911,10 @@ async def open_trio_driver(store: RedisStore, server: Any) -> AsyncIterator[None
     def call(fn: Callable[[], T]) -> T:
         return trio.from_thread.run_sync(lambda: _rearming(server, fn), trio_token=token)
 
-    with _driver_thread(store, server.hub, call):
+    runner = _DriverThread(store, server.hub, call)
+    try:
         yield
+    finally:
+        runner.stop()
+        with trio.CancelScope(shield=True):  # keep trio running while the driver winds down
+            await trio.to_thread.run_sync(runner.thread.join, 30)

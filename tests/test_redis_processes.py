@@ -1,0 +1,153 @@
+"""Several real server processes sharing one real Redis (``python -m transports.reference
+--store redis://...``): a stream opened on one is replayed and tailed on another, a client
+that leaves A finishes reading on B, a cancel on B reaches A's producer, and A killed with -9
+fails its stream (PRODUCER_LOST) once its lease expires. A runs asyncio; B runs the thread
+and trio backends in turn, so their drivers are exercised too."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from redis_helpers import RedisServer, redis_server
+
+from streamproto import ErrorCode, OverflowPolicy
+from streamproto.testing.reference import slow_chunk
+from transports import StreamError
+from transports import sync as client_backend
+
+__all__ = ["redis_server"]  # the fixture
+
+TIMEOUT = 60.0
+
+
+class Reference:
+    """A reference server process."""
+
+    def __init__(self, redis_url: str, backend: str = "asyncio") -> None:
+        command = [sys.executable, "-m", "transports.reference", "tcp://127.0.0.1:0"]
+        command += ["--backend", backend, "--store", redis_url]
+        self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        assert line.startswith("reference server on tcp://127.0.0.1:"), line
+        self.url = line.split()[-1]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+    def kill(self) -> None:
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+
+@pytest.fixture
+def servers(redis_server: RedisServer) -> Iterator[Callable[..., Reference]]:
+    started: list[Reference] = []
+
+    def start(backend: str = "asyncio") -> Reference:
+        ref = Reference(redis_server.url, backend)
+        started.append(ref)
+        return ref
+
+    yield start
+    for ref in started:
+        ref.stop()
+
+
+def connect(url: str) -> Any:
+    return client_backend.connect(
+        url, reconnect=client_backend.Backoff(attempts=0), timeout=TIMEOUT
+    )
+
+
+def read_all(sub: Any) -> list[tuple[int, bytes]]:
+    out = []
+    for chunk in sub:
+        out.append((sub.seq, chunk))
+    return out
+
+
+@pytest.mark.parametrize("backend_b", ["sync", "trio"])
+def test_a_stream_opened_on_a_is_read_to_its_end_on_b(servers: Any, backend_b: str) -> None:
+    a, b = servers(), servers(backend_b)
+    count = 600
+    with connect(a.url) as first:
+        sub = first.open("conformance:slow", b"%d" % count)
+        stream_id = sub.accepted(TIMEOUT)
+        seen = []
+        for chunk in sub:
+            seen.append((sub.seq, chunk))
+            if len(seen) == 40:
+                break
+    # The connection to A is gone; the client goes on on B from the last seq it saw.
+    last = seen[-1][0]
+    with connect(b.url) as second:
+        rest = read_all(second.subscribe("conformance:slow", stream_id, after_seq=last))
+        whole = read_all(second.subscribe("conformance:slow", stream_id))
+    assert seen + rest == [(i, slow_chunk(i)) for i in range(1, count + 1)]
+    assert whole == seen + rest
+
+
+def test_a_cancel_on_b_aborts_the_producer_on_a(servers: Any) -> None:
+    a, b = servers(), servers()
+    with connect(a.url) as first, connect(b.url) as second:
+        opened = first.open("conformance:abort", b"100000")
+        stream_id = opened.accepted(TIMEOUT)
+        next(iter(opened))
+        follower = second.subscribe(
+            "conformance:abort", stream_id, tail=True, policy=OverflowPolicy.DROP_OLDEST
+        )
+        follower.accepted(TIMEOUT)
+        opened.close()  # A's last listener: B still listens, so nothing stops
+        time.sleep(0.5)
+        follower.close()  # the last listener anywhere: A's producer is aborted
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            late = second.subscribe("conformance:abort", stream_id, tail=True)
+            try:
+                read_all(late)
+            except StreamError as exc:
+                if exc.code == ErrorCode.CANCELLED:
+                    break
+                raise
+            assert time.monotonic() < deadline, "the producer was not aborted"
+            time.sleep(0.2)
+        with pytest.raises(StreamError, match="CANCELLED"):
+            read_all(first.subscribe("conformance:abort", stream_id, tail=True))
+
+
+def test_a_producer_killed_with_9_fails_its_stream_after_its_lease(servers: Any) -> None:
+    a, b = servers(), servers()
+    with connect(a.url) as first:
+        opened = first.open("conformance:slow", b"100000")
+        stream_id = opened.accepted(TIMEOUT)
+        next(iter(opened))
+        with connect(b.url) as second:
+            follower = second.subscribe("conformance:slow", stream_id)
+            follower.accepted(TIMEOUT)
+            chunks = iter(follower)  # (leaving a for loop would close the subscription)
+            for _ in range(20):
+                next(chunks)
+            started = time.monotonic()
+            a.kill()
+            with pytest.raises(StreamError) as caught:
+                for _ in chunks:
+                    pass
+            assert caught.value.code == ErrorCode.PRODUCER_LOST
+            assert "stopped renewing its lease" in str(caught.value)
+            assert time.monotonic() - started < TIMEOUT
