@@ -6,10 +6,13 @@ and trio backends in turn, so their drivers are exercised too."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -151,3 +154,76 @@ def test_a_producer_killed_with_9_fails_its_stream_after_its_lease(servers: Any)
             assert caught.value.code == ErrorCode.PRODUCER_LOST
             assert "stopped renewing its lease" in str(caught.value)
             assert time.monotonic() - started < TIMEOUT
+
+
+class SwitchProxy:
+    """A TCP proxy in front of the servers, as a load balancer: ``switch`` points it at
+    another server and drops the connections it carries."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"tcp://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.live: list[socket.socket] = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            host, port = self.target.removeprefix("tcp://").rsplit(":", 1)
+            server = socket.create_connection((host, int(port)))
+            with self.lock:
+                self.live += [client, server]
+            for src, dst in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                dst.sendall(data)
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+        src.close()  # each pump closes the socket it reads; the other pump closes dst
+
+    def switch(self, target: str) -> None:
+        with self.lock:
+            self.target = target
+            live, self.live = self.live, []
+        for s in live:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self.listener.close()
+        self.switch(self.target)
+
+
+def test_a_client_whose_connection_drops_resumes_on_b_with_its_token(servers: Any) -> None:
+    """Behind a load balancer: the connection to A drops, the client reconnects (presenting
+    its session token, which B does not know) and lands on B, which resumes each of its
+    subscriptions from the last seq it saw: every chunk once, in order."""
+    a, b = servers(), servers()
+    proxy = SwitchProxy(a.url)
+    count = 600
+    try:
+        with client_backend.connect(proxy.url, timeout=TIMEOUT) as client:
+            sub = client.open("conformance:slow", b"%d" % count)
+            sub.accepted(TIMEOUT)
+            chunks = iter(sub)
+            seen: list[tuple[int, bytes]] = []
+            while len(seen) < 40:
+                chunk = next(chunks)
+                seen.append((sub.seq, chunk))
+            proxy.switch(b.url)
+            for chunk in chunks:
+                seen.append((sub.seq, chunk))
+            assert client.statistics()["reconnects"] >= 1
+    finally:
+        proxy.close()
+    assert seen == [(i, slow_chunk(i)) for i in range(1, count + 1)]
