@@ -51,6 +51,10 @@ class SharedFake:
         self.backing = backing
         self.owned: set[tuple[str, str]] = set()
         self.released: list[tuple[str, str]] = []
+        self.following: dict[tuple[str, str], int] = {}  # other processes, per stream
+
+    def followers(self, key: tuple[str, str]) -> int:
+        return self.following.get(key, 0)
 
     def acquire(self, key: tuple[str, str], window: Window) -> int:
         gen = self.backing.acquire(key, window)
@@ -140,6 +144,7 @@ def test_b_replays_then_tails_what_a_produces_and_gets_its_end() -> None:
     assert reader.of(handle) == []  # waiting for the lookup
     assert d.kicks == 1
     d.carry()
+    assert reader.wakeups  # its accept was flushed
     producer.write(b"5")
     d.appended(("demo:tokens", "s1"), producer.generation)
     producer.close()
@@ -236,7 +241,8 @@ def test_a_producer_with_local_listeners_is_not_aborted_by_a_remote_cancel() -> 
     assert producer is not None
     d.a.hub.handle_store_event(AbortRequested((CH, stream_id), producer.generation, "elsewhere"))
     assert not producer.aborted
-    local.conn.cancel(handle)  # the last listener anywhere: a request, then the abort
+    d.stores[0].following[(CH, stream_id)] = 1  # B follows it (as A last heard)
+    local.conn.cancel(handle)  # A's last listener: a request, then the abort
     d.a.pump()
     assert not producer.aborted
     d.carry()
@@ -314,3 +320,30 @@ def test_a_hub_without_a_request_callback_still_queues_requests() -> None:
     with pytest.raises(LocalProtocolError, match=r"\[STORE_UNAVAILABLE\]"):
         producer.write(b"x")
     assert reader.of(handle) == []
+
+
+def test_the_last_cancel_of_a_stream_nobody_else_follows_aborts_at_once() -> None:
+    d = Deployment()
+    local = d.a.connect()
+    handle = local.conn.open(CH)
+    d.a.pump()
+    stream_id = local.of(handle)[0].stream_id
+    producer = d.a.hub.channel(CH).producer(stream_id)  # type: ignore[union-attr]
+    assert producer is not None
+    local.conn.cancel(handle)
+    d.a.pump()
+    assert producer.aborted  # as in one process: no round trip
+    assert d.a.hub.store_requests() == []
+
+
+def test_a_lookup_answer_wakes_the_requesters_connection() -> None:
+    d = Deployment()
+    reader = d.b.connect()
+    handle = reader.conn.subscribe(CH, "nope")
+    d.b.pump()
+    before = reader.wakeups
+    for request in d.b.hub.store_requests():
+        d.b.hub.handle_store_event(StreamLoaded(request.key))
+    assert reader.wakeups > before  # the reject is flushed without other traffic
+    d.b.pump()
+    assert reader.of(handle)[0].code == ErrorCode.UNKNOWN_STREAM

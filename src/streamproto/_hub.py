@@ -558,6 +558,10 @@ class _Session:
         self.expires_at = -1.0
 
 
+def _none(_key: Key) -> int:
+    return 0
+
+
 def _same(owner: object, principal: object) -> bool:
     return owner is principal or owner == principal
 
@@ -624,6 +628,7 @@ class Hub:
         # A shared store's effects (``_store.py`` rule 5), and the subscribes waiting for
         # the answer to a Lookup (bounded by each connection's open requests).
         self._shared = bool(getattr(self._store, "shared", False))
+        self._followers: Callable[[Key], int] = getattr(self._store, "followers", _none)
         self._requests: list[StoreRequest] = []
         self._lookups: dict[Key, list[tuple[Peer, SubscribeRequested]]] = {}
         #: Called when :meth:`store_requests` has something new (a shared store's adapter
@@ -735,6 +740,7 @@ class Hub:
         for peer, event in waiting:
             if not peer.closed:
                 self._on_subscribe(peer, event, looked_up=True)
+                self._dirty.add(peer)  # its accept or reject
         found = channel._stream(key[1])
         if found is not None and found.remote and not found.listeners():
             self._let_go(found)  # every requester went away meanwhile
@@ -1390,7 +1396,8 @@ class Hub:
             )
             and channel.options.on_last_cancel is AbortRule.ABORT
         ):
-            if self._shared:  # other processes may listen: the producer's process decides
+            if self._shared and (stream.remote or self._followers(stream.key)):
+                # Other processes listen: the producer's process decides once they are gone.
                 self._request(CancelRemote(stream.key, stream.generation, why))
             else:
                 cast(Producer, producer)._abort(why)

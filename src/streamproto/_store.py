@@ -21,7 +21,9 @@ Rules for this file:
    under the ABORT rule), drained with ``Hub.store_requests()``. The adapter carries them out
    against the server and hands the answers back with ``Hub.handle_store_event``:
    :class:`StreamLoaded`, :class:`StreamAppended` (chunks or the outcome of a followed stream
-   reached the local cache), :class:`AbortRequested` and :class:`StoreFailed`. The store's
+   reached the local cache), :class:`AbortRequested` and :class:`StoreFailed`. The only
+   synchronous question about other processes is ``followers(key)`` (as last heard), so the
+   last cancel of a stream no other process follows aborts it at once, as in one process. The store's
    methods stay synchronous: writes go to the local cache and are carried to the server
    behind the hub's back, in order; a failure there comes back as :class:`StoreFailed`.
 """
@@ -204,7 +206,10 @@ class ReplayStore(Protocol):
         """Forget the stream of this generation (a no-op for another generation)."""
 
     # A store may also have ``shared = True`` (rule 5): the hub then asks for streams it does
-    # not know, and routes cancels of the last local listener, through ``Hub.store_requests``.
+    # not know through ``Hub.store_requests``, and ``followers(key) -> int``: how many other
+    # processes follow a stream this process produces (as last heard). The last local cancel
+    # of a stream nobody else follows aborts it at once, as in one process; otherwise it
+    # becomes a CancelRemote, and the producer's process aborts when the last one cancels.
 
 
 class _History:

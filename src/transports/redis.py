@@ -229,6 +229,7 @@ class RedisStore:
         #: This process's name in the store (who follows a stream).
         self.process_id = secrets.token_hex(8)
         self._copies: dict[Key, _Copy] = {}
+        self._followers: dict[Key, set[str]] = {}  # of the streams produced here
         self._ops: deque[tuple[Any, ...]] = deque()
         self._ops_lock = threading.Lock()
         self.pending_bytes = 0
@@ -258,6 +259,7 @@ class RedisStore:
         # Unique across processes without a round trip; < 2**53 so Lua's numbers hold it.
         generation = secrets.randbits(52) + 1
         self._copies[key] = _Copy(generation, window, local=True)
+        self._followers.pop(key, None)
         self._queue(("claim", key, generation), 0)
         return generation
 
@@ -326,8 +328,14 @@ class RedisStore:
         copy = self._copies.get(key)
         if copy is not None and copy.generation == generation:
             del self._copies[key]
+            self._followers.pop(key, None)
             if not copy.local:
                 self._queue(("unfollow", key, generation), 0)
+
+    def followers(self, key: Key) -> int:
+        """How many other processes follow the stream ``key`` produced here (as last heard
+        on the control channel, refreshed with each lease renewal)."""
+        return len(self._followers.get(key, ()))
 
     def statistics(self) -> dict[str, int]:
         """Counters: streams copied here (produced, followed), ops and bytes waiting."""
@@ -501,18 +509,37 @@ class _Driver:
                         break
                     if message.get("type") != "message":
                         continue
-                    channel, stream_id, generation, reason = json.loads(message["data"])
-                    event = AbortRequested((channel, stream_id), int(generation), reason)
-                    self.call(functools.partial(self.hub.handle_store_event, event))
+                    self.call(functools.partial(self._on_control, message["data"]))
             except (RedisError, OSError) as exc:
                 self._down(exc)
                 await asyncio.sleep(0.2)
+
+    def _on_control(self, data: bytes) -> None:
+        """A control message (rule 4), in the hub's context: a cancel, or a process that
+        starts or stops following a stream."""
+        try:
+            kind, channel, stream_id, generation, arg = json.loads(data)
+            key, gen = (str(channel), str(stream_id)), int(generation)
+        except (ValueError, TypeError):
+            log.warning("ignored a malformed control message %r", data[:80])
+            return
+        if kind == "cancel":
+            self.hub.handle_store_event(AbortRequested(key, gen, str(arg)))
+            return
+        copy = self.store._copies.get(key)
+        if copy is None or not copy.local or copy.generation != gen:
+            return
+        followers = self.store._followers.setdefault(key, set())
+        if kind == "follow":
+            followers.add(str(arg))
+        else:
+            followers.discard(str(arg))
 
     # -- requests -------------------------------------------------------------------------------
 
     async def _carry(self, request: StoreRequest) -> None:
         if isinstance(request, CancelRemote):
-            payload = json.dumps([*request.key, str(request.generation), request.reason])
+            payload = json.dumps(["cancel", *request.key, str(request.generation), request.reason])
             watchers = self.store.keys(request.key)[3]
             await self.cancel(
                 keys=[watchers], args=[self.store.process_id, self.store.control_channel, payload]
@@ -537,6 +564,7 @@ class _Driver:
         if meta[b"status"] == b"open":
             pipe = self.client.pipeline(transaction=False)
             pipe.hset(w, store.process_id, 1)
+            pipe.publish(store.control_channel, self._news("follow", key, generation))
             pipe.pexpire(w, int((store.retention + 86400) * 1000))
             await pipe.execute()
 
@@ -565,6 +593,9 @@ class _Driver:
             self.hub.handle_store_event(StreamLoaded(key))
 
         self.call(load)
+
+    def _news(self, kind: str, key: Key, generation: int) -> str:
+        return json.dumps([kind, *key, str(generation), self.store.process_id])
 
     def stop(self) -> None:
         self.stopped = True
@@ -610,6 +641,8 @@ class _Driver:
             if kind == "unfollow":
                 unfollow.append((key, op[2]))
                 pipe.hdel(w, store.process_id)
+                pipe.publish(store.control_channel, self._news("unfollow", key, op[2]))
+                calls.append((op, 0))
                 calls.append((op, 0))
                 continue
             gen = str(op[2])
@@ -710,6 +743,8 @@ class _Driver:
         for key, _ in followed:
             m, s, lk, _ = store.keys(key)
             await self.reap(keys=[m, s, lk], args=self._reap_args(), client=pipe)
+        for key, _ in produced:  # heals a lost follow/unfollow message
+            pipe.hkeys(store.keys(key)[3])
         results = await pipe.execute()
         failed: list[tuple[Key, int, int, str]] = []
         for (key, generation), result in zip(produced, results, strict=False):
@@ -717,10 +752,16 @@ class _Driver:
             if answer != "OK":
                 failed.append((key, generation, *_failure(answer, key)))
         replaced: list[tuple[Key, int]] = []
-        for (key, generation), result in zip(followed, results[len(produced) :], strict=True):
+        n, f = len(produced), len(followed)
+        for (key, generation), result in zip(followed, results[n : n + f], strict=True):
             current = result[0].decode() if isinstance(result[0], bytes) else str(result[0])
             if current != str(generation):  # reused or expired under us: not ours to wait on
                 replaced.append((key, generation))
+        heard = {
+            key: {p.decode() for p in procs}
+            for (key, _), procs in zip(produced, results[n + f :], strict=True)
+        }
+        self.call(lambda: self.store._followers.update(heard))
         if failed:
             self.call(lambda: self._fail_local(failed))
         if replaced:
