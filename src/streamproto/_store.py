@@ -23,9 +23,9 @@ Rules for this file:
    :class:`StreamLoaded`, :class:`StreamAppended` (chunks or the outcome of a followed stream
    reached the local cache), :class:`AbortRequested` and :class:`StoreFailed`. The only
    synchronous question about other processes is ``followers(key)`` (as last heard), so the
-   last cancel of a stream no other process follows aborts it at once, as in one process. The store's
-   methods stay synchronous: writes go to the local cache and are carried to the server
-   behind the hub's back, in order; a failure there comes back as :class:`StoreFailed`.
+   last cancel of a stream no other process follows aborts it at once, as in one process.
+   The store's methods stay synchronous: writes go to the local cache and are carried to the
+   server behind the hub's back, in order; a failure there comes back as :class:`StoreFailed`.
 """
 
 from __future__ import annotations
