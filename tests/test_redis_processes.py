@@ -24,6 +24,7 @@ from streamproto import ErrorCode, OverflowPolicy
 from streamproto.testing.reference import slow_chunk
 from transports import StreamError
 from transports import sync as client_backend
+from transports.conformance import run as run_conformance
 
 __all__ = ["redis_server"]  # the fixture
 
@@ -227,3 +228,26 @@ def test_a_client_whose_connection_drops_resumes_on_b_with_its_token(servers: An
     finally:
         proxy.close()
     assert seen == [(i, slow_chunk(i)) for i in range(1, count + 1)]
+
+
+def test_the_conformance_runner_sees_a_redis_backed_server_as_a_plain_one(
+    redis_server: RedisServer,
+) -> None:
+    """Every case of the wire conformance runner gets the same verdict from a reference
+    server whose streams live in Redis as from one that keeps them in memory."""
+    verdicts = []
+    for store in ([], ["--store", redis_server.url]):
+        command = [sys.executable, "-m", "transports.reference", "tcp://127.0.0.1:0", *store]
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+        try:
+            assert proc.stdout is not None
+            url = proc.stdout.readline().split()[-1]
+            report = run_conformance(url, timeout=10.0)
+            verdicts.append({r.id: r.passed for r in report.results})
+        finally:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(20)
+            if proc.stdout is not None:
+                proc.stdout.close()
+    memory, redis_backed = verdicts
+    assert redis_backed == memory
