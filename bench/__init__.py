@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 #: Modules that register workloads, in the order ``python -m bench`` runs them.
-WORKLOAD_MODULES = ("bench.codec", "bench.core", "bench.hub", "bench.e2e")
+WORKLOAD_MODULES = ("bench.codec", "bench.core", "bench.hub", "bench.e2e", "bench.redis")
 
 
 @dataclass(frozen=True)

@@ -77,7 +77,7 @@ class Process:
 
     async def settle(self) -> None:
         """Until every queued write reached Redis."""
-        await until(lambda: not self.store._ops and self.store.pending_bytes == 0)
+        await until(lambda: self.store.flushed)
         await asyncio.sleep(0.02)
 
 

@@ -233,6 +233,7 @@ class RedisStore:
         self._ops: deque[tuple[Any, ...]] = deque()
         self._ops_lock = threading.Lock()
         self.pending_bytes = 0
+        self._inflight = 0  # ops taken by the driver, not answered yet
         #: Set by the driver: called (from the hub's context) when ops were queued.
         self.kick: Callable[[], None] = lambda: None
 
@@ -337,6 +338,12 @@ class RedisStore:
         on the control channel, refreshed with each lease renewal)."""
         return len(self._followers.get(key, ()))
 
+    @property
+    def flushed(self) -> bool:
+        """Whether every write accepted so far has been answered by Redis."""
+        with self._ops_lock:
+            return not self._ops and not self._inflight
+
     def statistics(self) -> dict[str, int]:
         """Counters: streams copied here (produced, followed), ops and bytes waiting."""
         produced = sum(c.local for c in self._copies.values())
@@ -355,11 +362,17 @@ class RedisStore:
             self.pending_bytes += nbytes
         self.kick()
 
-    def _take_ops(self) -> list[tuple[Any, ...]]:
+    def _take_ops(self, *, carried: bool = True) -> list[tuple[Any, ...]]:
         with self._ops_lock:
             ops = list(self._ops)
             self._ops.clear()
+            if carried:
+                self._inflight += len(ops)
             return ops
+
+    def _answered(self, ops: list[tuple[Any, ...]]) -> None:
+        with self._ops_lock:
+            self._inflight -= len(ops)
 
     def _done(self, nbytes: int) -> None:
         with self._ops_lock:
@@ -368,6 +381,7 @@ class RedisStore:
     def _requeue(self, ops: list[tuple[Any, ...]]) -> None:
         with self._ops_lock:
             self._ops.extendleft(reversed(ops))
+            self._inflight -= len(ops)
 
 
 def _entry_seq(entry_id: bytes) -> tuple[int, bool]:
@@ -674,9 +688,10 @@ class _Driver:
             calls.append((op, nbytes))
         try:
             results = await pipe.execute()
-        except (RedisError, OSError):
+        except BaseException:  # (a cancel too: the ops stay queued, nothing is dropped)
             store._requeue(ops)  # idempotent scripts: the retry writes each seq once
             raise
+        store._answered(ops)
         for key, _gen in unfollow:
             self.follow.pop(store.keys(key)[1].encode(), None)
         failed: list[tuple[Key, int, int, str]] = []
@@ -803,7 +818,7 @@ class _Driver:
             if c.local and c.outcome is None
         ]
         followed = [(k, c.generation) for k, c in store._copies.items() if not c.local]
-        for op in store._take_ops():  # what can no longer be written is failed, not kept
+        for op in store._take_ops(carried=False):  # failed now, not kept for a Redis gone
             if op[0] == "add":
                 store._done(sum(map(len, op[4])))
         self._fail_local(local)
@@ -869,6 +884,12 @@ async def open_asyncio_driver(store: RedisStore, server: Any) -> AsyncIterator[N
 
 
 async def _stop(driver: _Driver, task: asyncio.Task[None]) -> None:
+    # Let what was accepted reach Redis first (a while at most: it may be unreachable).
+    deadline = time.monotonic() + driver.store.unavailable_after
+    while not driver.store.flushed and driver.down_since is None and not task.done():
+        if time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.005)
     driver.stop()
     # redis-py may absorb a cancel delivered mid-command: repeat it until the task is done.
     while not task.done():
@@ -918,9 +939,6 @@ class _DriverThread:
         done = self.done
         if done is not None:
             self.loop.call_soon_threadsafe(done.set)
-        # A driver blocked in ``call`` while the caller's loop waits for the join would never
-        # finish: it is stopped, so calls into the hub are skipped from now on.
-        self.driver.stopped = True
 
 
 @contextlib.contextmanager
