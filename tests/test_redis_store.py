@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -543,3 +545,21 @@ def test_an_unreachable_redis_bounds_buffering_and_fails_streams_clearly(tmp_pat
 
     with running_redis(tmp_path) as server:
         run(main(server))
+
+
+def test_the_deployment_page_block_runs(redis_server: RedisServer) -> None:
+    """docs/deployment.md's example, against the test's Redis: the chunk it writes is there."""
+    page = (Path(__file__).resolve().parent.parent / "docs" / "deployment.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", page, flags=re.DOTALL)
+    exec(compile(blocks[0], "docs/deployment.md", "exec"), {})  # one process
+    block = next(b for b in blocks if "RedisStore(REDIS)" in b)
+    block = block.replace("redis://127.0.0.1:6379/0", redis_server.url)
+    exec(compile(block, "docs/deployment.md", "exec"), {})
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        entries = client.xrange("sp:{demo:count/c1}:s")
+        assert [(i, f) for i, f in entries][0] == (b"1-0", {b"d": b"one"})
+        assert client.hget("sp:{demo:count/c1}:m", "status") == b"ended"
+    finally:
+        client.delete("sp:{demo:count/c1}:s", "sp:{demo:count/c1}:m")
+        client.close()
