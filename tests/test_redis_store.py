@@ -558,7 +558,7 @@ def test_the_deployment_page_block_runs(redis_server: RedisServer) -> None:
     client = redis.Redis.from_url(redis_server.url)
     try:
         entries = client.xrange("sp:{demo:count/c1}:s")
-        assert [(i, f) for i, f in entries][0] == (b"1-0", {b"d": b"one"})
+        assert list(entries[0]) == [b"1-0", {b"d": b"one"}]
         assert client.hget("sp:{demo:count/c1}:m", "status") == b"ended"
     finally:
         client.delete("sp:{demo:count/c1}:s", "sp:{demo:count/c1}:m")
