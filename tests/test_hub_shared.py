@@ -347,3 +347,28 @@ def test_a_lookup_answer_wakes_the_requesters_connection() -> None:
     assert reader.wakeups > before  # the reject is flushed without other traffic
     d.b.pump()
     assert reader.of(handle)[0].code == ErrorCode.UNKNOWN_STREAM
+
+
+class BareShared:
+    """A shared store that cannot say who follows its streams (no ``followers``)."""
+
+    shared = True
+
+    def __init__(self) -> None:
+        self.memory = MemoryStore()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.memory, name)
+
+
+def test_a_store_without_followers_counts_nobody_else() -> None:
+    h = HubHarness(store=BareShared())  # type: ignore[arg-type]
+    h.hub.register(CH, on_open=lambda _p, _a: None)
+    client = h.connect()
+    handle = client.conn.open(CH)
+    h.pump()
+    producer = h.hub.channel(CH).producer(client.of(handle)[0].stream_id)  # type: ignore[union-attr]
+    assert producer is not None
+    client.conn.cancel(handle)
+    h.pump()
+    assert producer.aborted
