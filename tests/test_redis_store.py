@@ -422,7 +422,10 @@ def test_a_lost_producer_fails_its_stream_after_the_lease(procs: Any) -> None:
 # -- several writers, interleaved ---------------------------------------------------------------
 
 _ops = st.lists(
-    st.tuples(st.sampled_from(["acquire", "write", "finish", "flush", "stall"]), st.integers(0, 2)),
+    st.tuples(
+        st.sampled_from(["acquire", "write", "finish", "flush", "stall", "read"]),
+        st.integers(0, 2),
+    ),
     min_size=1,
     max_size=25,
 )
@@ -431,14 +434,18 @@ _ops = st.lists(
 @settings(max_examples=30, deadline=None)
 @given(ops=_ops)
 def test_interleaved_writers_never_mix_generations(redis_server: RedisServer, ops: Any) -> None:
-    """Three processes race for one id: whatever the interleaving of claims, writes,
-    finishes, flushes and stalls, Redis holds exactly the chunks of one generation, with
-    contiguous seqs, each written by the producer that holds that generation."""
+    """Three processes race for one id while a fourth reads it: whatever the interleaving of
+    claims, writes, finishes, flushes, stalls and subscribes, Redis holds exactly the chunks of
+    one generation, with contiguous seqs, each written by the producer that holds that
+    generation; and every reader got, from seq 1 without a hole, a prefix of one generation's
+    chunks (all of them when it got END)."""
     tag = f"h{time.monotonic_ns()}"
 
     async def main() -> None:
         writers = [Process(redis_server.url, tag, lease=60.0) for _ in range(3)]
-        await _started(*writers)
+        reader = Process(redis_server.url, tag, lease=60.0)
+        await _started(*writers, reader)
+        readers: list[tuple[Client, int]] = []
         producers: list[Any] = [None, None, None]
         written: dict[int, list[bytes]] = {}  # generation -> chunks accepted locally
         try:
@@ -459,8 +466,27 @@ def test_interleaved_writers_never_mix_generations(redis_server: RedisServer, op
                     await w.settle()
                 elif op == "stall":
                     await asyncio.sleep(0.01)
+                elif op == "read":
+                    client = reader.h.connect()
+                    readers.append((client, client.conn.subscribe(CH, "s1")))
+                    reader.h.pump()
+            for p in producers:
+                if p is not None and not p.closed:
+                    p.close()
             for w in writers:
                 await w.settle()
+            for client, handle in readers:
+                await pumped(reader, lambda c=client, h=handle: terminal(c, h))
+                events = flat(client.of(handle))
+                if isinstance(events[0], RequestRejected):
+                    assert events[0].code == ErrorCode.UNKNOWN_STREAM
+                    continue
+                got = [e for e in events if isinstance(e, tuple)]
+                assert [seq for seq, _ in got] == list(range(1, len(got) + 1)), events
+                chunks = [c for _, c in got]
+                assert any(w[: len(chunks)] == chunks for w in written.values()), events
+                if isinstance(events[-1], StreamEnded):
+                    assert chunks in written.values(), events
             client = redis.Redis.from_url(redis_server.url)
             m, s, _, _ = writers[0].store.keys(KEY)
             meta = client.hgetall(m)
@@ -476,7 +502,7 @@ def test_interleaved_writers_never_mix_generations(redis_server: RedisServer, op
             assert chunks == written[generation][: len(chunks)]
             assert int(meta[b"last"]) == len(chunks)
         finally:
-            await _stopped(*writers)
+            await _stopped(*writers, reader)
 
     run(main())
 

@@ -235,8 +235,10 @@ class Producer:
     ``on_abort`` tell the producer to stop: the last subscriber cancelled, and the hub has
     finished the stream with the outcome ABORTED (R-SUB-50). After that ``write`` raises
     STREAM_CLOSED, while ``close`` and ``fail`` do nothing, so a handler that stops on the
-    signal may still end the stream as it always does. ``on_overflow`` hears of each
-    subscriber that fell behind under drop_oldest.
+    signal may still end the stream as it always does. With a shared store the signal also
+    fires when the store cannot keep the stream (``StoreFailed``: fenced by a newer
+    generation, the store unreachable...): the stream failed with that code, and ``write``
+    raises it. ``on_overflow`` hears of each subscriber that fell behind under drop_oldest.
     """
 
     def __init__(self, hub: Hub, stream: _Stream) -> None:
