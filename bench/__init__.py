@@ -41,7 +41,14 @@ __all__ = [
 ]
 
 #: Modules that register workloads, in the order ``python -m bench`` runs them.
-WORKLOAD_MODULES = ("bench.codec", "bench.core", "bench.hub", "bench.e2e", "bench.sse")
+WORKLOAD_MODULES = (
+    "bench.codec",
+    "bench.core",
+    "bench.hub",
+    "bench.e2e",
+    "bench.sse",
+    "bench.redis",
+)
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,14 @@ def run(main: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
 
 
 def test_every_example_is_tested() -> None:
-    tested = {"token_streaming", "log_tail", "file_upload", "custom_transport", "conformance_check"}
+    tested = {
+        "token_streaming",
+        "log_tail",
+        "file_upload",
+        "custom_transport",
+        "conformance_check",
+        "multi_process",
+    }
     assert {p.stem for p in EXAMPLES.glob("*.py")} == tested
 
 
@@ -193,3 +200,15 @@ def test_conformance_check_passes_our_adapters_and_prints_each_scenario() -> Non
     assert "trio server, sync client, over ws" in out
     assert "ok   gap_raises_by_default" in out
     assert out.strip().endswith("2 passed, 0 failed")
+
+
+# -- multi_process ------------------------------------------------------------------------------
+
+
+def test_multi_process_moves_a_client_between_servers_without_loss(tmp_path: Path) -> None:
+    from redis_helpers import running_redis
+
+    example = load("multi_process")
+    with running_redis(tmp_path) as redis:
+        tokens = run(example.main, redis.url, 40, 15, quiet=True)
+    assert tokens == [w + " " for w in itertools.islice(itertools.cycle(example.WORDS), 40)]

@@ -65,7 +65,23 @@ from ._hub import (
 from ._names import valid_channel, valid_stream_id
 from ._overflow import Overflow
 from ._state import ConnState, HState
-from ._store import MemoryStore, Outcome, Replay, ReplayStore, StreamInfo, StreamStatus, Window
+from ._store import (
+    AbortRequested,
+    CancelRemote,
+    Lookup,
+    MemoryStore,
+    Outcome,
+    Replay,
+    ReplayStore,
+    StoreEvent,
+    StoreFailed,
+    StoreRequest,
+    StreamAppended,
+    StreamInfo,
+    StreamLoaded,
+    StreamStatus,
+    Window,
+)
 
 __version__ = "0.1.0.dev0"
 
@@ -75,10 +91,12 @@ __all__ = [
     "MAX_CREDIT",
     "MAX_MESSAGE_BYTES",
     "PROTOCOL_VERSION",
+    "AbortRequested",
     "AbortRule",
     "AccessRequest",
     "Authenticate",
     "Authorize",
+    "CancelRemote",
     "CancelRequested",
     "Channel",
     "ChannelOptions",
@@ -104,6 +122,7 @@ __all__ = [
     "Hub",
     "HubStatistics",
     "LocalProtocolError",
+    "Lookup",
     "MemoryStore",
     "OpenRequested",
     "Outcome",
@@ -125,9 +144,14 @@ __all__ = [
     "RequestRejected",
     "Role",
     "Setting",
+    "StoreEvent",
+    "StoreFailed",
+    "StoreRequest",
+    "StreamAppended",
     "StreamEnded",
     "StreamFailed",
     "StreamInfo",
+    "StreamLoaded",
     "StreamProtoError",
     "StreamStatus",
     "SubscribeRequested",

@@ -80,6 +80,8 @@ class ErrorCode(enum.IntEnum):
     NOT_ALLOWED = 110
     HANDLER_FAILED = 111
     FORBIDDEN = 112
+    PRODUCER_LOST = 113
+    STORE_UNAVAILABLE = 114
     # Local codes (raised, never sent).
     STREAM_CLOSED = 200
     CHANNEL_EXISTS = 201
@@ -147,6 +149,8 @@ _INFO: Final[dict[ErrorCode, tuple[ErrorKind, bool, str]]] = {
     ErrorCode.NOT_ALLOWED: (_S, False, "the channel does not allow this request"),
     ErrorCode.HANDLER_FAILED: (_S, True, "the channel's handler raised while starting a stream"),
     ErrorCode.FORBIDDEN: (_S, False, "the server's authorization hook refused this request"),
+    ErrorCode.PRODUCER_LOST: (_S, True, "the stream's producer process stopped renewing its lease"),
+    ErrorCode.STORE_UNAVAILABLE: (_S, True, "the shared replay store is unreachable or lost data"),
     ErrorCode.STREAM_CLOSED: (_L, False, "write, close or fail on a stream already closed"),
     ErrorCode.CHANNEL_EXISTS: (_L, False, "a channel with this name is already registered"),
     ErrorCode.INVALID_STATE: (_L, False, "the operation is not allowed in the current state"),

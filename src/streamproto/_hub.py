@@ -17,6 +17,14 @@ Rules for this file:
 5. Leave, cancel and disconnect differ: only a cancel (or a disconnect that expires under a
    channel whose rule says so) can fire the producer's abort signal, and only when it removes
    the stream's last subscriber.
+6. With a shared store (``store.shared``, see ``_store.py`` rule 5) a stream may be produced
+   in another process. A subscribe naming a stream the hub does not know waits for the
+   answer to a :class:`Lookup` effect; a stream found that way is *remote*: it has no
+   producer here, its subscriptions stay catching up (they read the local cache as it is
+   filled and are pumped on :class:`StreamAppended`), and it is let go when its last local
+   listener leaves. The last local cancel under the ABORT rule becomes a
+   :class:`CancelRemote` effect, for remote and local streams alike, because listeners in
+   other processes count too; the producer's process aborts on :class:`AbortRequested`.
 """
 
 from __future__ import annotations
@@ -53,7 +61,22 @@ from ._events import (
 from ._frames import GapReason, OverflowPolicy
 from ._names import valid_channel, valid_stream_id
 from ._overflow import Overflow, OverflowLog, held_back
-from ._store import MemoryStore, Outcome, ReplayStore, StreamInfo, StreamStatus, Window
+from ._store import (
+    CancelRemote,
+    Key,
+    Lookup,
+    MemoryStore,
+    Outcome,
+    ReplayStore,
+    StoreEvent,
+    StoreFailed,
+    StoreRequest,
+    StreamAppended,
+    StreamInfo,
+    StreamLoaded,
+    StreamStatus,
+    Window,
+)
 
 __all__ = [
     "AbortRule",
@@ -196,6 +219,7 @@ class _Stream:
         "n_block",
         "parked",
         "producer",
+        "remote",
     )
 
     def __init__(self, channel: Channel, key: tuple[str, str], generation: int) -> None:
@@ -209,6 +233,7 @@ class _Stream:
         self.blocked = False  # the producer was told BLOCKED and waits for on_writable
         self.producer: Producer | None = None
         self.closed_at = -1.0
+        self.remote = False  # produced in another process (a shared store's stream)
 
     def listeners(self) -> int:
         return len(self.live) + len(self.catching) + self.parked
@@ -223,8 +248,10 @@ class Producer:
     ``on_abort`` tell the producer to stop: the last subscriber cancelled, and the hub has
     finished the stream with the outcome ABORTED (R-SUB-50). After that ``write`` raises
     STREAM_CLOSED, while ``close`` and ``fail`` do nothing, so a handler that stops on the
-    signal may still end the stream as it always does. ``on_overflow`` hears of each
-    subscriber that fell behind under drop_oldest.
+    signal may still end the stream as it always does. With a shared store the signal also
+    fires when the store cannot keep the stream (``StoreFailed``: fenced by a newer
+    generation, the store unreachable...): the stream failed with that code, and ``write``
+    raises it. ``on_overflow`` hears of each subscriber that fell behind under drop_oldest.
     """
 
     def __init__(self, hub: Hub, stream: _Stream) -> None:
@@ -232,6 +259,7 @@ class Producer:
         self._stream = stream
         self._closed = False
         self._aborted_because = ""
+        self._closed_code: int = ErrorCode.STREAM_CLOSED
         self.aborted = False
         #: Called once when the abort signal fires (the stream is already finished then).
         self.on_abort: Callable[[], None] | None = None
@@ -323,7 +351,7 @@ class Producer:
     def _check_open(self) -> None:
         if self._closed:
             why = self._aborted_because or "is already closed"
-            raise LocalProtocolError(ErrorCode.STREAM_CLOSED, f"stream {self.stream_id!r} {why}")
+            raise LocalProtocolError(self._closed_code, f"stream {self.stream_id!r} {why}")
 
     def _overflowed(self, record: Overflow, now: float) -> None:
         self._overflows += 1
@@ -352,6 +380,20 @@ class Producer:
         self._closed = True
         self._aborted_because = f"was {reason}"
         self._hub._finish(self._stream, Outcome(StreamStatus.ABORTED, ErrorCode.CANCELLED, reason))
+        if self.on_abort is not None:
+            self.on_abort()
+
+    def _listened(self) -> bool:
+        return bool(self._stream.listeners())
+
+    def _lost(self, code: int, message: str) -> None:
+        """The shared store cannot keep the stream (:class:`StoreFailed`): it fails with
+        ``code``, writes raise it, and the abort signal tells the producer to stop."""
+        self.aborted = True
+        self._closed = True
+        self._closed_code = code
+        self._aborted_because = f"failed in the store: {message}"
+        self._hub._closed_stream(self._stream, Outcome(StreamStatus.FAILED, code, message))
         if self.on_abort is not None:
             self.on_abort()
 
@@ -542,6 +584,10 @@ class _Session:
         self.expires_at = -1.0
 
 
+def _none(_key: Key) -> int:
+    return 0
+
+
 def _same(owner: object, principal: object) -> bool:
     return owner is principal or owner == principal
 
@@ -605,6 +651,15 @@ class Hub:
         self._extend: Callable[[tuple[str, str], int, list[bytes]], int] | None = getattr(
             self._store, "extend", None
         )
+        # A shared store's effects (``_store.py`` rule 5), and the subscribes waiting for
+        # the answer to a Lookup (bounded by each connection's open requests).
+        self._shared = bool(getattr(self._store, "shared", False))
+        self._followers: Callable[[Key], int] = getattr(self._store, "followers", _none)
+        self._requests: list[StoreRequest] = []
+        self._lookups: dict[Key, list[tuple[Peer, SubscribeRequested]]] = {}
+        #: Called when :meth:`store_requests` has something new (a shared store's adapter
+        #: sets it to wake the task or thread that carries the requests out).
+        self.on_store_request: Callable[[], None] | None = None
 
     # -- registry -------------------------------------------------------------------------------
 
@@ -661,6 +716,80 @@ class Hub:
             sessions=len(self._sessions),
             uploads=sum(c._uploads for c in channels),
         )
+
+    # -- a shared store's effects ---------------------------------------------------------------
+
+    def store_requests(self) -> list[StoreRequest]:
+        """What the hub asks of a shared store (see ``_store.py`` rule 5), oldest first; each
+        is returned once. Carry them out and hand the answers to :meth:`handle_store_event`.
+        Always empty with a store that is not shared."""
+        requests, self._requests = self._requests, []
+        return requests
+
+    def handle_store_event(self, event: StoreEvent) -> None:
+        """Act on what a shared store's adapter learned (the answer to a request, or news of
+        a stream this process produces or follows). Read :meth:`next_deadline` and
+        :meth:`store_requests` again afterwards."""
+        if isinstance(event, StreamLoaded):
+            self._on_loaded(event.key)
+        elif isinstance(event, StreamAppended):
+            stream = self._known(event.key, event.generation)
+            if stream is not None and stream.remote:
+                self._on_remote_appended(stream)
+        else:  # AbortRequested or StoreFailed: news for this process's producer
+            stream = self._known(event.key, event.generation)
+            producer = None if stream is None else stream.producer
+            if producer is not None and not producer.closed:
+                if isinstance(event, StoreFailed):
+                    producer._lost(event.code, event.message)
+                elif not producer._listened():
+                    producer._abort(event.reason)
+        self._wake()
+
+    def _request(self, request: StoreRequest) -> None:
+        self._requests.append(request)
+        if self.on_store_request is not None:
+            self.on_store_request()
+
+    def _known(self, key: Key, generation: int) -> _Stream | None:
+        channel = self._channels.get(key[0])
+        stream = None if channel is None else channel._stream(key[1])
+        return stream if stream is not None and stream.generation == generation else None
+
+    def _on_loaded(self, key: Key) -> None:
+        waiting = self._lookups.pop(key, [])
+        channel = self._channels[key[0]]  # channels are never unregistered
+        info = self._store.status(key)
+        if channel._stream(key[1]) is None and info is not None:
+            stream = _Stream(channel, key, info.generation)
+            stream.remote = True
+            if info.outcome is None:
+                channel._open[key[1]] = stream
+            else:
+                self._retain(stream)
+        for peer, event in waiting:
+            if not peer.closed:
+                self._on_subscribe(peer, event, looked_up=True)
+                self._dirty.add(peer)  # its accept or reject
+        found = channel._stream(key[1])
+        if found is not None and found.remote and not found.listeners():
+            self._let_go(found)  # every requester went away meanwhile
+
+    def _on_remote_appended(self, stream: _Stream) -> None:
+        for sub in list(stream.catching):
+            self._pump(sub)
+        info = self._store.status(stream.key)
+        if info is not None and info.outcome is not None and stream.key[1] in stream.channel._open:
+            del stream.channel._open[stream.key[1]]
+            self._retain(stream)
+
+    def _let_go(self, stream: _Stream) -> None:
+        """A remote stream nobody here listens to any more: stop following it."""
+        channel = stream.channel
+        if channel._open.get(stream.key[1]) is stream:
+            del channel._open[stream.key[1]]
+            self._store.release(stream.key, stream.generation)
+        # A finished one stays retained here until its retention (it costs no following).
 
     # -- time -----------------------------------------------------------------------------------
 
@@ -1053,18 +1182,26 @@ class Hub:
 
     def _finish(self, stream: _Stream, outcome: Outcome) -> None:
         self._store.finish(stream.key, stream.generation, outcome)
-        channel = stream.channel
-        del channel._open[stream.key[1]]
-        stream.closed_at = self._clock()
+        self._closed_stream(stream, outcome)
+
+    def _closed_stream(self, stream: _Stream, outcome: Outcome) -> None:
+        """A local stream finished with ``outcome`` (recorded in the store already)."""
+        del stream.channel._open[stream.key[1]]
         stream.blocked = False  # no write to retry: on_writable is not called any more
-        channel._closed[stream.key[1]] = stream
-        self._add_timer(stream.closed_at + channel.options.retention, stream)
         for sub in list(stream.live):
             self._send_outcome(sub, outcome)
+        self._retain(stream)
+        self._wake()
+
+    def _retain(self, stream: _Stream) -> None:
+        """Keep a finished stream for its channel's retention."""
+        channel = stream.channel
+        stream.closed_at = self._clock()
+        channel._closed[stream.key[1]] = stream
+        self._add_timer(stream.closed_at + channel.options.retention, stream)
         while len(channel._closed) > channel.options.max_closed_streams:
             _, oldest = channel._closed.popitem(last=False)
             self._release(oldest, already_popped=True)
-        self._wake()
 
     def _send_outcome(self, sub: _Sub, outcome: Outcome) -> None:
         conn = sub.peer.conn
@@ -1092,13 +1229,26 @@ class Hub:
 
     # -- subscriptions --------------------------------------------------------------------------
 
-    def _on_subscribe(self, peer: Peer, event: SubscribeRequested) -> None:
+    def _on_subscribe(
+        self, peer: Peer, event: SubscribeRequested, *, looked_up: bool = False
+    ) -> None:
         conn = peer.conn
-        channel = self._admit(peer, event.handle, event.channel, RequestKind.SUBSCRIBE, event)
-        if channel is None:
-            return
+        if looked_up:  # admitted before the lookup
+            channel = self._channels[event.channel]
+        else:
+            admitted = self._admit(peer, event.handle, event.channel, RequestKind.SUBSCRIBE, event)
+            if admitted is None:
+                return
+            channel = admitted
         stream = channel._stream(event.stream_id)
         if stream is None:
+            if self._shared and not looked_up:  # maybe another process's: ask the store
+                key = (channel.name, event.stream_id)
+                waiting = self._lookups.setdefault(key, [])
+                waiting.append((peer, event))
+                if len(waiting) == 1:
+                    self._request(Lookup(key, channel.options.replay))
+                return
             conn.reject(event.handle, ErrorCode.UNKNOWN_STREAM, f"no stream {event.stream_id!r}")
             return
         info = cast(StreamInfo, self._store.status(stream.key))  # _stream() found it
@@ -1202,7 +1352,7 @@ class Hub:
                 if info.outcome is not None:
                     stream.catching.discard(sub)
                     self._send_outcome(sub, info.outcome)
-                else:
+                elif not stream.remote:  # a remote stream's chunks come by StreamAppended
                     self._go_live(sub)
                 return
             replay = store.read(stream.key, sub.cursor, REPLAY_BATCH)
@@ -1264,14 +1414,25 @@ class Hub:
         self, stream: _Stream, *, cancelled: bool, why: str = "the last subscriber cancelled"
     ) -> None:
         producer = stream.producer
+        if stream.listeners():
+            return
+        channel = stream.channel
         if (
             cancelled
-            and producer is not None
-            and not producer.closed
-            and stream.listeners() == 0
-            and stream.channel.options.on_last_cancel is AbortRule.ABORT
+            and (
+                channel._open.get(stream.key[1]) is stream
+                if stream.remote
+                else producer is not None and not producer.closed
+            )
+            and channel.options.on_last_cancel is AbortRule.ABORT
         ):
-            producer._abort(why)
+            if self._shared and (stream.remote or self._followers(stream.key)):
+                # Other processes listen: the producer's process decides once they are gone.
+                self._request(CancelRemote(stream.key, stream.generation, why))
+            else:
+                cast(Producer, producer)._abort(why)
+        if stream.remote:
+            self._let_go(stream)
 
     def _on_writable(self, peer: Peer, handle: int) -> None:
         sub = peer.subs.get(handle)

@@ -14,6 +14,18 @@ Rules for this file:
    a writer holding an older generation gets STALE_GENERATION, never its successor's stream.
 4. Memory is bounded by each stream's window (chunks and bytes); what falls out of it is
    gone, and readers learn where history now starts (``first_seq``) to report the gap.
+5. A *shared* store (``shared`` is True: several processes write and read the same streams)
+   holds locally only the streams this process produces or follows. What the hub lacks it
+   asks for as an effect, the way a connection asks for a timer: :class:`Lookup` (a stream
+   another process produces) and :class:`CancelRemote` (the last local listener cancelled
+   under the ABORT rule), drained with ``Hub.store_requests()``. The adapter carries them out
+   against the server and hands the answers back with ``Hub.handle_store_event``:
+   :class:`StreamLoaded`, :class:`StreamAppended` (chunks or the outcome of a followed stream
+   reached the local cache), :class:`AbortRequested` and :class:`StoreFailed`. The only
+   synchronous question about other processes is ``followers(key)`` (as last heard), so the
+   last cancel of a stream no other process follows aborts it at once, as in one process.
+   The store's methods stay synchronous: writes go to the local cache and are carried to the
+   server behind the hub's back, in order; a failure there comes back as :class:`StoreFailed`.
 """
 
 from __future__ import annotations
@@ -27,11 +39,19 @@ import attrs
 from ._errors import ErrorCode, LocalProtocolError
 
 __all__ = [
+    "AbortRequested",
+    "CancelRemote",
+    "Lookup",
     "MemoryStore",
     "Outcome",
     "Replay",
     "ReplayStore",
+    "StoreEvent",
+    "StoreFailed",
+    "StoreRequest",
+    "StreamAppended",
     "StreamInfo",
+    "StreamLoaded",
     "StreamStatus",
     "Window",
 ]
@@ -86,6 +106,76 @@ class Replay:
     chunks: tuple[bytes, ...]
 
 
+Key = tuple[str, str]
+
+
+@attrs.frozen
+class Lookup:
+    """Effect: find the stream ``key`` in the shared store (a subscribe named a stream this
+    process neither produces nor follows), load its retained history (``window``) into the
+    local cache, follow it, and answer with :class:`StreamLoaded`."""
+
+    key: Key
+    window: Window
+
+
+@attrs.frozen
+class CancelRemote:
+    """Effect: the last local listener of ``key`` cancelled under the ABORT rule. Tell the
+    producer's process (maybe this one), which aborts the stream if no process listens any
+    more, and answers the producer's process with :class:`AbortRequested`."""
+
+    key: Key
+    generation: int
+    reason: str
+
+
+StoreRequest = Lookup | CancelRemote
+
+
+@attrs.frozen
+class StreamLoaded:
+    """Answer to :class:`Lookup`: the store's ``status(key)`` now tells whether the stream
+    exists (None: it does not), and ``read`` serves its history."""
+
+    key: Key
+
+
+@attrs.frozen
+class StreamAppended:
+    """Chunks, the outcome or both of a followed stream (generation ``generation``) reached
+    the local cache."""
+
+    key: Key
+    generation: int
+
+
+@attrs.frozen
+class AbortRequested:
+    """A cancel from some process reached the producer's: abort the stream if this process
+    produces it (generation ``generation``) and nobody here listens to it."""
+
+    key: Key
+    generation: int
+    reason: str
+
+
+@attrs.frozen
+class StoreFailed:
+    """The shared store cannot keep a stream this process produces (fenced by a newer
+    generation: STALE_GENERATION; reaped after a lost lease: PRODUCER_LOST; the server
+    unreachable or its data lost: STORE_UNAVAILABLE): the stream fails locally with ``code``
+    and the producer is stopped."""
+
+    key: Key
+    generation: int
+    code: int
+    message: str
+
+
+StoreEvent = StreamLoaded | StreamAppended | AbortRequested | StoreFailed
+
+
 class ReplayStore(Protocol):
     """Where the hub keeps stream history. Keys are ``(channel, stream_id)``."""
 
@@ -114,6 +204,12 @@ class ReplayStore(Protocol):
 
     def release(self, key: tuple[str, str], generation: int) -> None:
         """Forget the stream of this generation (a no-op for another generation)."""
+
+    # A store may also have ``shared = True`` (rule 5): the hub then asks for streams it does
+    # not know through ``Hub.store_requests``, and ``followers(key) -> int``: how many other
+    # processes follow a stream this process produces (as last heard). The last local cancel
+    # of a stream nobody else follows aborts it at once, as in one process; otherwise it
+    # becomes a CancelRemote, and the producer's process aborts when the last one cancels.
 
 
 class _History:

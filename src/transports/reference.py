@@ -1,20 +1,24 @@
 """The reference server for the wire conformance runner.
 
     python -m transports.reference tcp://127.0.0.1:9000 [--backend asyncio|trio|sync]
+                                   [--store redis://host:port/db]
 
 Serves a hub with the channels of ``spec/CONFORMANCE.md`` (see
 ``streamproto.testing.reference.register_reference_channels``) with the chosen backend (asyncio
 by default) until interrupted. It prints ``reference server on <address>`` once it listens
-(port 0 picks a free port).
+(port 0 picks a free port). With ``--store`` its streams live in that Redis (see
+``transports.redis``), so several reference servers pointed at one Redis serve the same streams.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import threading
+from typing import Any
 
-from streamproto import Hub
+from streamproto import Hub, ReplayStore
 from streamproto.testing.reference import register_reference_channels
 
 from ._hubs import new_hub
@@ -22,59 +26,88 @@ from ._hubs import new_hub
 BACKENDS = ("asyncio", "trio", "sync")
 
 
-def reference_hub() -> Hub:
-    """A hub with the conformance channels."""
-    hub = new_hub()
+def reference_hub(store: ReplayStore | None = None) -> Hub:
+    """A hub with the conformance channels (its history in ``store``; None: in memory)."""
+    hub = new_hub(store=store)
     register_reference_channels(hub)
     return hub
+
+
+def _store(url: str | None) -> Any:
+    if url is None:
+        return None
+    from .redis import RedisStore  # noqa: PLC0415 - redis is an optional extra
+
+    return RedisStore(url)
 
 
 def _listening(address: str) -> None:
     print(f"reference server on {address}", flush=True)
 
 
-async def _serve_asyncio(url: str) -> None:
+async def _serve_asyncio(url: str, store_url: str | None) -> None:
     from . import asyncio as backend  # noqa: PLC0415 - load only the backend asked for
 
-    server = await backend.serve(reference_hub(), url)
-    _listening(server.address)
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await server.shutdown(timeout=1.0)
+    store = _store(store_url)
+    server = await backend.serve(reference_hub(store), url)
+    async with contextlib.AsyncExitStack() as stack:
+        if store is not None:
+            from .redis import open_asyncio_driver  # noqa: PLC0415
+
+            await stack.enter_async_context(open_asyncio_driver(store, server))
+        _listening(server.address)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await server.shutdown(timeout=1.0)
 
 
-async def _serve_trio(url: str) -> None:
+async def _serve_trio(url: str, store_url: str | None) -> None:
     import trio  # noqa: PLC0415 - trio is an optional extra
 
     from . import trio as backend  # noqa: PLC0415
 
-    async with backend.serve(reference_hub(), url) as server:
+    store = _store(store_url)
+    async with (
+        backend.serve(reference_hub(store), url) as server,
+        contextlib.AsyncExitStack() as stack,
+    ):
+        if store is not None:
+            from .redis import open_trio_driver  # noqa: PLC0415
+
+            await stack.enter_async_context(open_trio_driver(store, server))
         _listening(server.address)
         await trio.sleep_forever()
 
 
-def _serve_sync(url: str) -> None:
+def _serve_sync(url: str, store_url: str | None) -> None:
     from . import sync as backend  # noqa: PLC0415 - load only the backend asked for
 
-    server = backend.serve(reference_hub(), url)
-    _listening(server.address)
-    try:
-        threading.Event().wait()
-    finally:
-        server.shutdown(timeout=1.0)
+    store = _store(store_url)
+    server = backend.serve(reference_hub(store), url)
+    with contextlib.ExitStack() as stack:
+        if store is not None:
+            from .redis import open_thread_driver  # noqa: PLC0415
+
+            stack.enter_context(open_thread_driver(store, server))
+        _listening(server.address)
+        try:
+            threading.Event().wait()
+        finally:
+            server.shutdown(timeout=1.0)
 
 
-def serve(url: str, backend: str = "asyncio") -> None:
-    """Serve the reference hub at ``url`` with ``backend`` until interrupted."""
+def serve(url: str, backend: str = "asyncio", store: str | None = None) -> None:
+    """Serve the reference hub at ``url`` with ``backend`` until interrupted; ``store``
+    (``redis://host:port/db``) keeps its streams in Redis, shared with other servers."""
     if backend == "trio":
         import trio  # noqa: PLC0415 - trio is an optional extra
 
-        trio.run(_serve_trio, url)
+        trio.run(_serve_trio, url, store)
     elif backend == "sync":
-        _serve_sync(url)
+        _serve_sync(url, store)
     else:
-        asyncio.run(_serve_asyncio(url))
+        asyncio.run(_serve_asyncio(url, store))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -82,9 +115,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m transports.reference")
     parser.add_argument("url", help="tcp://host:port or ws://host:port/path")
     parser.add_argument("--backend", choices=BACKENDS, default="asyncio")
+    parser.add_argument(
+        "--store", default=None, help="redis://host:port/db: keep streams in this Redis"
+    )
     args = parser.parse_args(argv)
     try:
-        serve(args.url, args.backend)
+        serve(args.url, args.backend, args.store)
     except* KeyboardInterrupt:  # trio may deliver it inside an exception group
         pass
 

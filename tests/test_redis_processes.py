@@ -1,0 +1,253 @@
+"""Several real server processes sharing one real Redis (``python -m transports.reference
+--store redis://...``): a stream opened on one is replayed and tailed on another, a client
+that leaves A finishes reading on B, a cancel on B reaches A's producer, and A killed with -9
+fails its stream (PRODUCER_LOST) once its lease expires. A runs asyncio; B runs the thread
+and trio backends in turn, so their drivers are exercised too."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from redis_helpers import RedisServer, redis_server
+
+from streamproto import ErrorCode, OverflowPolicy
+from streamproto.testing.reference import slow_chunk
+from transports import StreamError
+from transports import sync as client_backend
+from transports.conformance import run as run_conformance
+
+__all__ = ["redis_server"]  # the fixture
+
+TIMEOUT = 60.0
+
+
+class Reference:
+    """A reference server process."""
+
+    def __init__(self, redis_url: str, backend: str = "asyncio") -> None:
+        command = [sys.executable, "-m", "transports.reference", "tcp://127.0.0.1:0"]
+        command += ["--backend", backend, "--store", redis_url]
+        self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        assert line.startswith("reference server on tcp://127.0.0.1:"), line
+        self.url = line.split()[-1]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+    def kill(self) -> None:
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+
+@pytest.fixture
+def servers(redis_server: RedisServer) -> Iterator[Callable[..., Reference]]:
+    started: list[Reference] = []
+
+    def start(backend: str = "asyncio") -> Reference:
+        ref = Reference(redis_server.url, backend)
+        started.append(ref)
+        return ref
+
+    yield start
+    for ref in started:
+        ref.stop()
+
+
+def connect(url: str) -> Any:
+    return client_backend.connect(
+        url, reconnect=client_backend.Backoff(attempts=0), timeout=TIMEOUT
+    )
+
+
+def read_all(sub: Any) -> list[tuple[int, bytes]]:
+    out = []
+    for chunk in sub:
+        out.append((sub.seq, chunk))
+    return out
+
+
+@pytest.mark.parametrize("backend_b", ["sync", "trio"])
+def test_a_stream_opened_on_a_is_read_to_its_end_on_b(servers: Any, backend_b: str) -> None:
+    a, b = servers(), servers(backend_b)
+    count = 600
+    with connect(a.url) as first:
+        sub = first.open("conformance:slow", b"%d" % count)
+        stream_id = sub.accepted(TIMEOUT)
+        seen = []
+        for chunk in sub:
+            seen.append((sub.seq, chunk))
+            if len(seen) == 40:
+                break
+    # The connection to A is gone; the client goes on on B from the last seq it saw.
+    last = seen[-1][0]
+    with connect(b.url) as second:
+        rest = read_all(second.subscribe("conformance:slow", stream_id, after_seq=last))
+        whole = read_all(second.subscribe("conformance:slow", stream_id))
+    assert seen + rest == [(i, slow_chunk(i)) for i in range(1, count + 1)]
+    assert whole == seen + rest
+
+
+def test_a_cancel_on_b_aborts_the_producer_on_a(servers: Any) -> None:
+    a, b = servers(), servers()
+    with connect(a.url) as first, connect(b.url) as second:
+        opened = first.open("conformance:abort", b"100000")
+        stream_id = opened.accepted(TIMEOUT)
+        next(iter(opened))
+        follower = second.subscribe(
+            "conformance:abort", stream_id, tail=True, policy=OverflowPolicy.DROP_OLDEST
+        )
+        follower.accepted(TIMEOUT)
+        opened.close()  # A's last listener: B still listens, so nothing stops
+        time.sleep(0.5)
+        follower.close()  # the last listener anywhere: A's producer is aborted
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            late = second.subscribe("conformance:abort", stream_id, tail=True)
+            try:
+                read_all(late)
+            except StreamError as exc:
+                if exc.code == ErrorCode.CANCELLED:
+                    break
+                raise
+            assert time.monotonic() < deadline, "the producer was not aborted"
+            time.sleep(0.2)
+        with pytest.raises(StreamError, match="CANCELLED"):
+            read_all(first.subscribe("conformance:abort", stream_id, tail=True))
+
+
+def test_a_producer_killed_with_9_fails_its_stream_after_its_lease(servers: Any) -> None:
+    a, b = servers(), servers()
+    with connect(a.url) as first:
+        opened = first.open("conformance:slow", b"100000")
+        stream_id = opened.accepted(TIMEOUT)
+        next(iter(opened))
+        with connect(b.url) as second:
+            follower = second.subscribe("conformance:slow", stream_id)
+            follower.accepted(TIMEOUT)
+            chunks = iter(follower)  # (leaving a for loop would close the subscription)
+            for _ in range(20):
+                next(chunks)
+            started = time.monotonic()
+            a.kill()
+            with pytest.raises(StreamError) as caught:
+                for _ in chunks:
+                    pass
+            assert caught.value.code == ErrorCode.PRODUCER_LOST
+            assert "stopped renewing its lease" in str(caught.value)
+            assert time.monotonic() - started < TIMEOUT
+
+
+class SwitchProxy:
+    """A TCP proxy in front of the servers, as a load balancer: ``switch`` points it at
+    another server and drops the connections it carries."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"tcp://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.live: list[socket.socket] = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            host, port = self.target.removeprefix("tcp://").rsplit(":", 1)
+            server = socket.create_connection((host, int(port)))
+            with self.lock:
+                self.live += [client, server]
+            for src, dst in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                dst.sendall(data)
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+        src.close()  # each pump closes the socket it reads; the other pump closes dst
+
+    def switch(self, target: str) -> None:
+        with self.lock:
+            self.target = target
+            live, self.live = self.live, []
+        for s in live:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self.listener.close()
+        self.switch(self.target)
+
+
+def test_a_client_whose_connection_drops_resumes_on_b_with_its_token(servers: Any) -> None:
+    """Behind a load balancer: the connection to A drops, the client reconnects (presenting
+    its session token, which B does not know) and lands on B, which resumes each of its
+    subscriptions from the last seq it saw: every chunk once, in order."""
+    a, b = servers(), servers()
+    proxy = SwitchProxy(a.url)
+    count = 600
+    try:
+        with client_backend.connect(proxy.url, timeout=TIMEOUT) as client:
+            sub = client.open("conformance:slow", b"%d" % count)
+            sub.accepted(TIMEOUT)
+            chunks = iter(sub)
+            seen: list[tuple[int, bytes]] = []
+            while len(seen) < 40:
+                chunk = next(chunks)
+                seen.append((sub.seq, chunk))
+            proxy.switch(b.url)
+            for chunk in chunks:
+                seen.append((sub.seq, chunk))
+            assert client.statistics().reconnects >= 1
+    finally:
+        proxy.close()
+    assert seen == [(i, slow_chunk(i)) for i in range(1, count + 1)]
+
+
+def test_the_conformance_runner_sees_a_redis_backed_server_as_a_plain_one(
+    redis_server: RedisServer,
+) -> None:
+    """Every case of the wire conformance runner gets the same verdict from a reference
+    server whose streams live in Redis as from one that keeps them in memory."""
+    verdicts = []
+    for store in ([], ["--store", redis_server.url]):
+        command = [sys.executable, "-m", "transports.reference", "tcp://127.0.0.1:0", *store]
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+        try:
+            assert proc.stdout is not None
+            url = proc.stdout.readline().split()[-1]
+            report = run_conformance(url, timeout=10.0)
+            verdicts.append({r.id: r.passed for r in report.results})
+        finally:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(20)
+            if proc.stdout is not None:
+                proc.stdout.close()
+    memory, redis_backed = verdicts
+    assert redis_backed == memory

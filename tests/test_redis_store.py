@@ -1,0 +1,591 @@
+"""transports.redis against a real redis-server: the ReplayStore contract shared with
+MemoryStore, what another process sees in Redis, generation fencing between processes, and
+hypothesis interleavings of several writers.
+
+Each "process" is a hub with its own RedisStore and driver, in one asyncio loop; clients are
+the in-memory connections of hub_helpers, pumped by the test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from hub_helpers import Client, HubHarness
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from redis_helpers import RedisServer, prefix, redis_server, running_redis
+
+from streamproto import (
+    DataReceived,
+    ErrorCode,
+    GapReason,
+    GapReceived,
+    LocalProtocolError,
+    MemoryStore,
+    Outcome,
+    ReplayStore,
+    RequestAccepted,
+    RequestRejected,
+    StreamEnded,
+    StreamFailed,
+    StreamStatus,
+    Window,
+)
+from transports.redis import RedisStore, open_asyncio_driver
+
+__all__ = ["prefix", "redis_server"]  # fixtures
+
+CH = "demo:tokens"
+KEY = (CH, "s1")
+TIMEOUT = 30.0
+
+
+class _FakeServer:
+    """What open_asyncio_driver needs of a server: its hub and a re-arm hook."""
+
+    def __init__(self, hub: Any) -> None:
+        self.hub = hub
+
+    def _rearm_hub(self) -> None:
+        pass
+
+
+class Process:
+    """One server process: a hub over a RedisStore, its driver, and in-memory clients."""
+
+    def __init__(self, url: str, prefix: str, **options: Any) -> None:
+        self.store = RedisStore(url, prefix=prefix, **options)
+        self.h = HubHarness(store=self.store)
+        self.hub = self.h.hub
+        self.hub.register(CH, on_open=lambda _p, _a: None)
+        self._driver: Any = None
+
+    async def start(self) -> None:
+        self._driver = open_asyncio_driver(self.store, _FakeServer(self.hub))
+        await self._driver.__aenter__()
+
+    async def stop(self) -> None:
+        if self._driver is not None:
+            await self._driver.__aexit__(None, None, None)
+            self._driver = None
+
+    async def settle(self) -> None:
+        """Until every queued write reached Redis."""
+        await until(lambda: self.store.flushed)
+        await asyncio.sleep(0.02)
+
+
+async def until(predicate: Callable[[], bool], timeout: float = TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        await asyncio.sleep(0.01)
+
+
+async def pumped(proc: Process, predicate: Callable[[], bool]) -> None:
+    def step() -> bool:
+        proc.h.pump()
+        return predicate()
+
+    await until(step)
+
+
+def flat(events: list[Any]) -> list[Any]:
+    out: list[Any] = []
+    for e in events:
+        if isinstance(e, DataReceived):
+            out += [(e.seq + i, c) for i, c in enumerate(e.chunks)]
+        else:
+            out.append(e)
+    return out
+
+
+def terminal(client: Client, handle: int) -> bool:
+    return any(
+        isinstance(e, StreamEnded | StreamFailed | RequestRejected) for e in client.of(handle)
+    )
+
+
+async def read_remote(proc: Process, stream_id: str, *, wait_end: bool = True) -> list[Any]:
+    """Everything a client of ``proc`` gets from the start of ``stream_id``."""
+    client = proc.h.connect()
+    handle = client.conn.subscribe(CH, stream_id)
+    if wait_end:
+        await pumped(proc, lambda: terminal(client, handle))
+    else:
+        await pumped(proc, lambda: bool(client.of(handle)))
+    return flat(client.of(handle))
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+@pytest.fixture
+def procs(redis_server: RedisServer, prefix: str) -> Iterator[Callable[..., Process]]:
+    def make(**options: Any) -> Process:
+        return Process(redis_server.url, prefix, **options)
+
+    yield make
+    client = redis.Redis.from_url(redis_server.url)
+    for key in client.scan_iter(f"{prefix}:*"):
+        client.delete(key)
+    client.close()
+
+
+# -- the ReplayStore contract, shared with MemoryStore -----------------------------------------
+
+Factory = Callable[[], AsyncIterator[ReplayStore]]
+
+
+@pytest.fixture(params=["memory", "redis"])
+def subject(request: pytest.FixtureRequest) -> Any:
+    """(store, check): ``check`` awaits Redis and compares what another process reads."""
+    if request.param == "memory":
+
+        async def check_memory(store: ReplayStore) -> None:
+            pass
+
+        return lambda: (MemoryStore(), check_memory, None)
+    make = request.getfixturevalue("procs")
+
+    def factory() -> Any:
+        a, b = make(), make()
+
+        async def check(store: ReplayStore) -> None:
+            await a.settle()
+            info = store.status(KEY)
+            assert info is not None
+            events = await read_remote(b, KEY[1], wait_end=info.outcome is not None)
+            accepted = events[0]
+            assert isinstance(accepted, RequestAccepted)
+            assert (accepted.first_seq, accepted.last_seq) == (info.first_seq, info.last_seq)
+            if info.outcome is None:
+                await pumped(b, lambda: True)
+                return
+            replay = store.read(KEY, 0, 1 << 20)
+            chunks = [e for e in events if isinstance(e, tuple)]
+            assert chunks == [(replay.first_seq + i, c) for i, c in enumerate(replay.chunks)]
+
+        return a.store, check, (a, b)
+
+    return factory
+
+
+async def _with(subject: Any, body: Callable[[ReplayStore, Any], Any]) -> None:
+    store, check, procs = subject()
+    if procs:
+        for p in procs:
+            await p.start()
+    try:
+        await body(store, check)
+    finally:
+        if procs:
+            for p in procs:
+                await p.stop()
+
+
+def test_contract_window_by_count(subject: Any) -> None:
+    async def body(store: ReplayStore, check: Any) -> None:
+        gen = store.acquire(KEY, Window(chunks=3, nbytes=1000))
+        for i in range(1, 6):
+            assert store.append(KEY, gen, bytes([i])) == i
+        info = store.status(KEY)
+        assert (info.first_seq, info.last_seq, info.generation) == (3, 5, gen)  # type: ignore[union-attr]
+        assert store.read(KEY, 0, 10).first_seq == 3
+        assert store.read(KEY, 3, 1).chunks == (b"\x04",)
+        store.finish(KEY, gen, Outcome(StreamStatus.ENDED))
+        await check(store)
+
+    run(_with(subject, body))
+
+
+def test_contract_window_by_bytes_and_failure(subject: Any) -> None:
+    async def body(store: ReplayStore, check: Any) -> None:
+        gen = store.acquire(KEY, Window(chunks=100, nbytes=25))
+        for i in range(1, 6):
+            store.append(KEY, gen, bytes([i]) * 10)
+        info = store.status(KEY)
+        assert (info.first_seq, info.last_seq) == (4, 5)  # type: ignore[union-attr]
+        store.finish(KEY, gen, Outcome(StreamStatus.FAILED, 1234, "broke"))
+        assert store.status(KEY).outcome == Outcome(StreamStatus.FAILED, 1234, "broke")  # type: ignore[union-attr]
+        await check(store)
+
+    run(_with(subject, body))
+
+
+def test_contract_generations_fence_and_finish_closes(subject: Any) -> None:
+    async def body(store: ReplayStore, check: Any) -> None:
+        gen = store.acquire(KEY, Window())
+        with pytest.raises(LocalProtocolError, match=r"\[STREAM_EXISTS\]"):
+            store.acquire(KEY, Window())
+        store.append(KEY, gen, b"a")
+        with pytest.raises(LocalProtocolError, match=r"\[STALE_GENERATION\]"):
+            store.append(KEY, gen + 1, b"x")
+        extend = getattr(store, "extend", None)
+        assert extend is not None
+        assert extend(KEY, gen, [b"b", b"c"]) == 3
+        store.finish(KEY, gen, Outcome(StreamStatus.ENDED))
+        with pytest.raises(LocalProtocolError, match=r"\[STREAM_CLOSED\]"):
+            store.append(KEY, gen, b"d")
+        await check(store)
+        new = store.acquire(KEY, Window())  # a finished stream's id may be reused
+        assert new != gen
+        with pytest.raises(LocalProtocolError, match=r"\[STALE_GENERATION\]"):
+            store.append(KEY, gen, b"x")
+        store.release(KEY, gen)  # another generation: nothing happens
+        assert store.status(KEY).generation == new  # type: ignore[union-attr]
+        store.release(KEY, new)
+        assert store.status(KEY) is None
+        with pytest.raises(LocalProtocolError, match=r"\[UNKNOWN_STREAM\]"):
+            store.read(KEY, 0, 1)
+
+    run(_with(subject, body))
+
+
+def test_contract_an_empty_window_keeps_nothing(subject: Any) -> None:
+    async def body(store: ReplayStore, check: Any) -> None:
+        gen = store.acquire(KEY, Window(chunks=0))
+        for _ in range(4):
+            store.append(KEY, gen, b"x")
+        info = store.status(KEY)
+        assert (info.first_seq, info.last_seq) == (5, 4)  # type: ignore[union-attr]
+        assert store.read(KEY, 0, 10).chunks == ()
+        store.finish(KEY, gen, Outcome(StreamStatus.ENDED))
+        await check(store)
+
+    run(_with(subject, body))
+
+
+# -- across processes ---------------------------------------------------------------------------
+
+
+async def _started(*processes: Process) -> None:
+    for p in processes:
+        await p.start()
+
+
+async def _stopped(*processes: Process) -> None:
+    for p in processes:
+        await p.stop()
+
+
+def test_b_replays_then_tails_a_with_the_same_seqs_and_gaps(procs: Any) -> None:
+    async def main() -> None:
+        a, b = procs(), procs()
+        await _started(a, b)
+        try:
+            channel = a.hub.channel(CH)
+            channel.options = type(channel.options)(replay=Window(chunks=3))
+            producer = channel.start("s1")
+            for i in range(1, 6):
+                producer.write(b"%d" % i)
+            await a.settle()
+            client = b.h.connect()
+            handle = client.conn.subscribe(CH, "s1")
+            await pumped(b, lambda: len(client.of(handle)) >= 3)
+            producer.write_many([b"6", b"7"])
+            producer.close()
+            await pumped(b, lambda: terminal(client, handle))
+            assert flat(client.of(handle)) == [
+                RequestAccepted(handle, "s1", 3, 5),
+                GapReceived(handle, 1, 2, GapReason.EVICTED),
+                (3, b"3"),
+                (4, b"4"),
+                (5, b"5"),
+                (6, b"6"),
+                (7, b"7"),
+                StreamEnded(handle, 7),
+            ]
+        finally:
+            await _stopped(a, b)
+
+    run(main())
+
+
+def test_a_second_process_cannot_open_an_open_id(procs: Any) -> None:
+    async def main() -> None:
+        a, b = procs(), procs()
+        await _started(a, b)
+        try:
+            first = a.hub.channel(CH).start("s1")
+            first.write(b"a")
+            await a.settle()
+            second = b.hub.channel(CH).start("s1")  # fenced when its claim reaches Redis
+            await until(lambda: second.closed)
+            with pytest.raises(LocalProtocolError, match=r"\[STREAM_EXISTS\]"):
+                second.write(b"b")
+            first.write(b"c")
+            first.close()
+            c = procs()  # (B keeps its own failed attempt under the id for its retention)
+            await c.start()
+            try:
+                events = await read_remote(c, "s1")
+            finally:
+                await c.stop()
+            assert [e for e in events if isinstance(e, tuple)] == [(1, b"a"), (2, b"c")]
+        finally:
+            await _stopped(a, b)
+
+    run(main())
+
+
+def test_a_stale_producer_never_writes_into_its_successor(procs: Any) -> None:
+    async def main() -> None:
+        a, b = procs(lease=0.5), procs(lease=0.5)
+        await _started(a, b)
+        try:
+            old = a.hub.channel(CH).start("s1")
+            old.write(b"old-1")
+            await a.settle()
+            await a.stop()  # A stalls: no renewals, no writes reach Redis
+            old.write(b"old-2")
+            await asyncio.sleep(1.2)  # A's lease expires
+            new = b.hub.channel(CH).start("s1")
+            new.write(b"new-1")
+            await b.settle()
+            await a.start()  # A wakes up and flushes its old generation's write
+            await until(lambda: old.closed)
+            with pytest.raises(LocalProtocolError, match=r"\[STALE_GENERATION\]"):
+                old.write(b"old-3")
+            new.close()
+            c = procs()
+            await c.start()
+            try:
+                events = await read_remote(c, "s1")
+            finally:
+                await c.stop()
+            assert [e for e in events if isinstance(e, tuple)] == [(1, b"new-1")]
+        finally:
+            await _stopped(a, b)
+
+    run(main())
+
+
+def test_a_cancel_on_b_reaches_the_producer_on_a(procs: Any) -> None:
+    async def main() -> None:
+        a, b = procs(), procs()
+        await _started(a, b)
+        try:
+            producer = a.hub.channel(CH).start("s1")
+            aborted: list[bool] = []
+            producer.on_abort = lambda: aborted.append(True)
+            producer.write(b"x")
+            await a.settle()  # visible to other processes once its claim reached Redis
+            client = b.h.connect()
+            handle = client.conn.subscribe(CH, "s1")
+            await pumped(b, lambda: len(client.of(handle)) >= 2)
+            client.conn.cancel(handle)
+            b.h.pump()
+            await until(lambda: bool(aborted))
+            late = await read_remote(b, "s1")
+            assert isinstance(late[-1], StreamFailed)
+            assert late[-1].code == ErrorCode.CANCELLED
+        finally:
+            await _stopped(a, b)
+
+    run(main())
+
+
+def test_a_lost_producer_fails_its_stream_after_the_lease(procs: Any) -> None:
+    async def main() -> None:
+        a, b = procs(lease=0.6), procs(lease=0.6)
+        await _started(a, b)
+        try:
+            producer = a.hub.channel(CH).start("s1")
+            producer.write(b"x")
+            await a.settle()
+            client = b.h.connect()
+            handle = client.conn.subscribe(CH, "s1")
+            await pumped(b, lambda: len(client.of(handle)) >= 2)
+            await a.stop()  # as if killed: nothing renews its lease any more
+            await pumped(b, lambda: terminal(client, handle))
+            failed = client.of(handle)[-1]
+            assert isinstance(failed, StreamFailed)
+            assert failed.code == ErrorCode.PRODUCER_LOST
+            assert failed.last_seq == 1
+        finally:
+            await _stopped(a, b)
+
+    run(main())
+
+
+# -- several writers, interleaved ---------------------------------------------------------------
+
+_ops = st.lists(
+    st.tuples(
+        st.sampled_from(["acquire", "write", "finish", "flush", "stall", "read"]),
+        st.integers(0, 2),
+    ),
+    min_size=1,
+    max_size=25,
+)
+
+
+@settings(max_examples=30, deadline=None)
+@given(ops=_ops)
+def test_interleaved_writers_never_mix_generations(redis_server: RedisServer, ops: Any) -> None:
+    """Three processes race for one id while a fourth reads it: whatever the interleaving of
+    claims, writes, finishes, flushes, stalls and subscribes, Redis holds exactly the chunks of
+    one generation, with contiguous seqs, each written by the producer that holds that
+    generation; and every reader got, from seq 1 without a hole, a prefix of one generation's
+    chunks (all of them when it got END)."""
+    tag = f"h{time.monotonic_ns()}"
+
+    async def main() -> None:
+        writers = [Process(redis_server.url, tag, lease=60.0) for _ in range(3)]
+        reader = Process(redis_server.url, tag, lease=60.0)
+        await _started(*writers, reader)
+        readers: list[tuple[Client, int]] = []
+        producers: list[Any] = [None, None, None]
+        written: dict[int, list[bytes]] = {}  # generation -> chunks accepted locally
+        try:
+            for op, who in ops:
+                w = writers[who]
+                p = producers[who]
+                if op == "acquire" and (p is None or p.closed):
+                    with contextlib.suppress(LocalProtocolError):
+                        producers[who] = p = w.hub.channel(CH).start("s1")
+                        written[p.generation] = []
+                elif op == "write" and p is not None and not p.closed:
+                    chunk = b"%d:%d" % (who, len(written[p.generation]))
+                    p.write(chunk)
+                    written[p.generation].append(chunk)
+                elif op == "finish" and p is not None and not p.closed:
+                    p.close()
+                elif op == "flush":
+                    await w.settle()
+                elif op == "stall":
+                    await asyncio.sleep(0.01)
+                elif op == "read":
+                    client = reader.h.connect()
+                    readers.append((client, client.conn.subscribe(CH, "s1")))
+                    reader.h.pump()
+            for p in producers:
+                if p is not None and not p.closed:
+                    p.close()
+            for w in writers:
+                await w.settle()
+            for client, handle in readers:
+                await pumped(reader, lambda c=client, h=handle: terminal(c, h))
+                events = flat(client.of(handle))
+                if isinstance(events[0], RequestRejected):
+                    assert events[0].code == ErrorCode.UNKNOWN_STREAM
+                    continue
+                got = [e for e in events if isinstance(e, tuple)]
+                assert [seq for seq, _ in got] == list(range(1, len(got) + 1)), events
+                chunks = [c for _, c in got]
+                assert any(w[: len(chunks)] == chunks for w in written.values()), events
+                if isinstance(events[-1], StreamEnded):
+                    assert chunks in written.values(), events
+            client = redis.Redis.from_url(redis_server.url)
+            m, s, _, _ = writers[0].store.keys(KEY)
+            meta = client.hgetall(m)
+            entries = client.xrange(s)
+            client.close()
+            if not meta:
+                assert not entries
+                return
+            generation = int(meta[b"gen"])
+            chunks = [f[b"d"] for i, f in entries if i.endswith(b"-0")]
+            seqs = [int(i.split(b"-")[0]) for i, _ in entries if i.endswith(b"-0")]
+            assert seqs == list(range(1, len(seqs) + 1))
+            assert chunks == written[generation][: len(chunks)]
+            assert int(meta[b"last"]) == len(chunks)
+        finally:
+            await _stopped(*writers, reader)
+
+    run(main())
+
+
+# -- Redis going away ---------------------------------------------------------------------------
+
+
+def test_a_redis_restart_with_aof_loses_and_repeats_nothing(tmp_path: Any) -> None:
+    async def main(server: RedisServer) -> None:
+        a, b = Process(server.url, "r"), Process(server.url, "r")
+        await _started(a, b)
+        try:
+            producer = a.hub.channel(CH).start("s1")
+            for i in range(1, 51):
+                producer.write(b"%d" % i)
+            await a.settle()
+            client = b.h.connect()
+            handle = client.conn.subscribe(CH, "s1")
+            await pumped(b, lambda: len(client.of(handle)) >= 2)
+            await asyncio.to_thread(server.restart)
+            for i in range(51, 101):  # accepted while Redis restarts: buffered, then written
+                producer.write(b"%d" % i)
+            producer.close()
+            await pumped(b, lambda: terminal(client, handle))
+            events = flat(client.of(handle))
+            assert events[0] == RequestAccepted(handle, "s1", 1, 50)
+            assert events[1:-1] == [(i, b"%d" % i) for i in range(1, 101)]
+            assert events[-1] == StreamEnded(handle, 100)
+        finally:
+            await _stopped(a, b)
+
+    with running_redis(tmp_path, aof=True) as server:
+        run(main(server))
+
+
+def test_an_unreachable_redis_bounds_buffering_and_fails_streams_clearly(tmp_path: Any) -> None:
+    async def main(server: RedisServer) -> None:
+        options = {"unavailable_after": 1.0, "max_pending_bytes": 1000}
+        a, b = Process(server.url, "u", **options), Process(server.url, "u", **options)
+        await _started(a, b)
+        try:
+            producer = a.hub.channel(CH).start("s1")
+            producer.write(b"x")
+            await a.settle()
+            local = a.h.connect()
+            here = local.conn.subscribe(CH, "s1")
+            remote = b.h.connect()
+            there = remote.conn.subscribe(CH, "s1")
+            await pumped(b, lambda: len(remote.of(there)) >= 2)
+            await asyncio.to_thread(server.stop)
+            for _ in range(9):  # 100 B each: ten fit in max_pending_bytes
+                producer.write(b"y" * 100)
+            with pytest.raises(LocalProtocolError, match=r"\[STORE_UNAVAILABLE\]"):
+                producer.write(b"y" * 101)
+            await pumped(a, lambda: terminal(local, here))
+            await pumped(b, lambda: terminal(remote, there))
+            for client, handle in ((local, here), (remote, there)):
+                failed = client.of(handle)[-1]
+                assert isinstance(failed, StreamFailed), client.of(handle)
+                assert failed.code == ErrorCode.STORE_UNAVAILABLE
+            with pytest.raises(LocalProtocolError, match=r"\[STORE_UNAVAILABLE\]"):
+                producer.write(b"z")
+            assert a.store.pending_bytes == 0  # nothing held for a Redis that is gone
+        finally:
+            await _stopped(a, b)
+
+    with running_redis(tmp_path) as server:
+        run(main(server))
+
+
+def test_the_deployment_page_block_runs(redis_server: RedisServer) -> None:
+    """docs/deployment.md's example, against the test's Redis: the chunk it writes is there."""
+    page = (Path(__file__).resolve().parent.parent / "docs" / "deployment.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", page, flags=re.DOTALL)
+    exec(compile(blocks[0], "docs/deployment.md", "exec"), {})  # one process
+    block = next(b for b in blocks if "RedisStore(REDIS)" in b)
+    block = block.replace("redis://127.0.0.1:6379/0", redis_server.url)
+    exec(compile(block, "docs/deployment.md", "exec"), {})
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        entries = client.xrange("sp:{demo:count/c1}:s")
+        assert list(entries[0]) == [b"1-0", {b"d": b"one"}]
+        assert client.hget("sp:{demo:count/c1}:m", "status") == b"ended"
+    finally:
+        client.delete("sp:{demo:count/c1}:s", "sp:{demo:count/c1}:m")
+        client.close()
