@@ -83,8 +83,9 @@ def encode_error(code: int, message: str, last_seq: int) -> bytes:
 
 
 def encode_retry(milliseconds: int) -> bytes:
-    """The reconnection advice that opens every event stream."""
-    return b"retry: %d\n\n" % milliseconds
+    """The reconnection advice that opens every event stream: one line, which the stream's
+    first event (or heartbeat) completes, so that no parser sees an event without data."""
+    return b"retry: %d\n" % milliseconds
 
 
 @attrs.frozen
@@ -175,12 +176,10 @@ class SseParser:
             self._data.append(value)
         elif name == "event":
             self._type = value
-        elif name == "id":
-            if "\0" not in value:
-                self.last_id = value
-        elif name == "retry":
-            if value.isascii() and value.isdigit():
-                self.retry = int(value)
+        elif name == "id" and "\0" not in value:
+            self.last_id = value
+        elif name == "retry" and value.isascii() and value.isdigit():
+            self.retry = int(value)
 
     def _dispatch(self, events: list[SseEvent]) -> None:
         data, kind = self._data, self._type

@@ -23,7 +23,7 @@ import random
 import sys
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Any, Generic, Literal, Protocol, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar, cast
 from urllib.parse import urlsplit
 
 import attrs
@@ -66,6 +66,7 @@ from streamproto import (
     WriteResult,
     is_retryable,
 )
+from streamproto._http import HttpOptions
 from streamproto._overflow import OverflowLog, held_back
 
 from ._framing import Framing, RawFraming, WsFraming
@@ -144,9 +145,10 @@ class Gap:
 
 @attrs.frozen
 class Url:
-    """A parsed ``tcp://host:port`` or ``ws://host:port/path``."""
+    """A parsed ``tcp://host:port``, ``ws://host:port/path`` or ``http://host:port`` (an HTTP
+    listener that also upgrades WebSocket requests; a client dials it as WebSocket)."""
 
-    scheme: Literal["tcp", "ws"]
+    scheme: Literal["tcp", "ws", "http"]
     host: str
     port: int
     path: str
@@ -160,17 +162,23 @@ class Url:
     def address(self, port: int) -> str:
         """This URL with ``port`` (a server's address once it listens)."""
         path = self.path if self.scheme == "ws" else ""
+        if self.scheme == "http":
+            path = self.path if self.path != "/" else ""
         return f"{self.scheme}://{self.host}:{port}{path}"
 
 
 def parse_url(url: str) -> Url:
-    """Parse ``tcp://host:port`` or ``ws://host:port[/path]``."""
+    """Parse ``tcp://host:port``, ``ws://host:port[/path]`` or ``http://host:port[/path]``
+    (the path of an ``http`` URL is where WebSocket upgrades are taken, ``/`` by default)."""
     parts = urlsplit(url)
-    if parts.scheme not in ("tcp", "ws") or not parts.hostname or parts.port is None:
+    if parts.scheme not in ("tcp", "ws", "http") or not parts.hostname or parts.port is None:
         raise LocalProtocolError(
-            ErrorCode.INVALID_ARGUMENT, f"expected tcp://host:port or ws://host:port/path: {url!r}"
+            ErrorCode.INVALID_ARGUMENT,
+            f"expected tcp://host:port, ws://host:port/path or http://host:port: {url!r}",
         )
-    scheme: Literal["tcp", "ws"] = "tcp" if parts.scheme == "tcp" else "ws"
+    scheme: Literal["tcp", "ws", "http"] = (
+        "tcp" if parts.scheme == "tcp" else "ws" if parts.scheme == "ws" else "http"
+    )
     return Url(scheme, parts.hostname, parts.port, parts.path or "/")
 
 
@@ -262,6 +270,12 @@ class Side(Protocol):
 
     @property
     def stalled(self) -> bool: ...
+
+    @property
+    def reading(self) -> bool:
+        """Whether to read the socket now (an HTTP upload beyond its credit says no); the
+        side wakes its writer when this may have changed."""
+        ...
 
 
 # -- server -------------------------------------------------------------------------------------
@@ -357,6 +371,9 @@ class ServerDriver:
         #: The connection ended because its output stalled: close the transport at once
         #: (the goodbye cannot reach a peer that does not read).
         self.stalled = False
+
+    #: A streamproto connection always reads: its credit bounds what the peer may send.
+    reading = True
 
     def _handle(self, events: list[Event]) -> None:
         for event in events:
@@ -513,6 +530,9 @@ class _Run:
 
 class SubscriptionCore:
     """The shared state of one client subscription (or opened stream) and its iterator."""
+
+    #: A client reads all the time: its credit bounds what the server may send.
+    reading = True
 
     def __init__(
         self,
@@ -791,6 +811,9 @@ class ClientCore:
     ``receive(data)``, writes ``outgoing()``, runs ``timer()`` and calls ``lost()`` when the
     socket dies, then ``reconnect_delay()`` tells it how long to wait before trying again.
     """
+
+    #: A client reads all the time: its credit bounds what the server may send.
+    reading = True
 
     def __init__(
         self,
@@ -1219,19 +1242,44 @@ class ServerBase(abc.ABC, Generic[_P, _U]):
 
     _lock: contextlib.AbstractContextManager[Any] = _NO_LOCK
 
-    def __init__(self, hub: Hub | None, url: str, config: Config | None) -> None:
+    def __init__(
+        self, hub: Hub | None, url: str, config: Config | None, http: HttpOptions | None = None
+    ) -> None:
         self.hub = hub if hub is not None else new_hub()
         self.url = parse_url(url)
         self.config = server_config(config)
+        #: How an ``http://`` listener maps HTTP onto the hub (its WebSocket path is the URL's).
+        self.http = attrs.evolve(http or HttpOptions(), ws_path=self.url.path)
         #: The port the server listens on.
         self.port = 0
-        self._live: set[ServerDriver] = set()  # admitted connections, not yet gone
+        self._live: set[Any] = set()  # admitted connections, not yet gone
 
     def _driver(
         self, framing: Framing, clock: Callable[[], float], wakeup: Callable[[], None]
     ) -> ServerDriver:
         """The driver of a socket just accepted: a refusing one over ``max_connections`` or
-        ``max_pending_handshakes`` (R-TR-20). The backend calls :meth:`_gone` when it ends."""
+        ``max_pending_handshakes`` (R-TR-20). The backend calls :meth:`_gone` when it ends.
+        On an ``http://`` listener, an :class:`~transports._http.HttpDriver` (which has the
+        same interface, and makes its WebSocket driver here after an upgrade)."""
+        if self.url.scheme == "http":
+            from ._http import HttpDriver  # noqa: PLC0415 - it imports this module
+
+            def websocket(ws: Framing) -> ServerDriver:
+                self._live.discard(http)  # the socket counts once, as the WebSocket
+                return self._admit(ws, clock, wakeup)
+
+            busy = len(self._live) >= self.config.max_connections
+            http = HttpDriver(
+                self.hub, self.config, self.http, clock, wakeup, websocket=websocket, busy=busy
+            )
+            if not busy:
+                self._live.add(http)
+            return cast(ServerDriver, http)
+        return self._admit(framing, clock, wakeup)
+
+    def _admit(
+        self, framing: Framing, clock: Callable[[], float], wakeup: Callable[[], None]
+    ) -> ServerDriver:
         config, live = self.config, self._live
         if len(live) >= config.max_connections or (
             sum(d.handshaking for d in live) >= config.max_pending_handshakes
@@ -1244,6 +1292,9 @@ class ServerBase(abc.ABC, Generic[_P, _U]):
     def _gone(self, driver: ServerDriver) -> None:
         """A socket's driver is done with."""
         self._live.discard(driver)
+        ws = getattr(driver, "ws", None)  # an HTTP socket upgraded to a WebSocket
+        if ws is not None:
+            self._live.discard(ws)
 
     @property
     def address(self) -> str:

@@ -14,6 +14,7 @@ from types import TracebackType
 from typing import Any
 
 from streamproto import Config, ErrorCode, Hub, Producer, UploadReader, WriteResult
+from streamproto._http import HttpOptions
 
 from ._common import (
     FLUSH_SLICE,
@@ -122,6 +123,7 @@ class _ServerProtocol(asyncio.Protocol):
         self.paused = False
         self.timer: asyncio.TimerHandle | None = None
         self.timer_at: float | None = None
+        self.read_paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -134,6 +136,9 @@ class _ServerProtocol(asyncio.Protocol):
         driver = self.driver
         if driver is not None:
             driver.receive(data)
+            if not driver.reading and not self.read_paused and self.transport is not None:
+                self.read_paused = True  # an HTTP upload beyond its credit
+                self.transport.pause_reading()
             if data and not driver.finished:
                 # Flushed soon, not now: a handler this input started (an OPEN) runs first,
                 # so the ACCEPT leaves in one write with the handler's first chunks.
@@ -178,6 +183,9 @@ class _ServerProtocol(asyncio.Protocol):
         driver, transport = self.driver, self.transport
         if driver is None or transport is None:
             return
+        if self.read_paused and driver.reading:
+            self.read_paused = False
+            transport.resume_reading()
         if self.paused:
             if driver.finished:
                 # Over (a GOAWAY for a peer that floods and does not read, say): the goodbye
@@ -232,8 +240,10 @@ async def _guard(handler: Awaitable[None], target: Producer | UploadReader | Non
 class Server(ServerBase[ServerProducer, ServerUpload]):
     """A running server (from :func:`serve`). ``async with`` shuts it down on exit."""
 
-    def __init__(self, hub: Hub | None, url: str, config: Config | None) -> None:
-        super().__init__(hub, url, config)
+    def __init__(
+        self, hub: Hub | None, url: str, config: Config | None, http: HttpOptions | None = None
+    ) -> None:
+        super().__init__(hub, url, config, http)
         self.loop = asyncio.get_running_loop()
         self.protocols: set[_ServerProtocol] = set()
         self.tasks: set[asyncio.Task[None]] = set()
@@ -323,11 +333,14 @@ class Server(ServerBase[ServerProducer, ServerUpload]):
         await self.shutdown(timeout=1.0)
 
 
-async def serve(hub: Hub | None, url: str, *, config: Config | None = None) -> Server:
-    """Serve ``hub`` at ``url`` (``tcp://host:port`` or ``ws://host:port/path``; port 0
-    picks a free one, see :attr:`Server.address`). ``hub`` None serves a
-    :func:`transports.new_hub` (128-bit random ids), as :attr:`Server.hub`."""
-    server = Server(hub, url, config)
+async def serve(
+    hub: Hub | None, url: str, *, config: Config | None = None, http: HttpOptions | None = None
+) -> Server:
+    """Serve ``hub`` at ``url`` (``tcp://host:port``, ``ws://host:port/path`` or
+    ``http://host:port``: SSE and HTTP as spec/HTTP.md says, with ``http`` options, and
+    WebSocket upgrades; port 0 picks a free one, see :attr:`Server.address`). ``hub`` None
+    serves a :func:`transports.new_hub` (128-bit random ids), as :attr:`Server.hub`."""
+    server = Server(hub, url, config, http)
     await server._listen()
     return server
 

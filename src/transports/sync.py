@@ -28,6 +28,7 @@ from types import TracebackType
 from typing import Any
 
 from streamproto import Config, ErrorCode, Hub, Producer, UploadReader, WriteResult
+from streamproto._http import HttpOptions
 
 from ._common import (
     FLUSH_SLICE,
@@ -104,9 +105,14 @@ class _Writer:
         self._waiting_for: float | None = None  # the deadline the idle thread waits for
         self._pending = b""  # taken from the core, not yet written
         self.budget = _INLINE_BUDGET  # inline sends left until the next input
+        #: Notified whenever the core may have changed (the reader waits on it while the
+        #: side is not ``reading``).
+        self.readable = threading.Condition(lock)
+        self.stopping = False
         self.thread = threading.Thread(target=self._run, name="streamproto-writer", daemon=True)
 
     def wake(self) -> None:
+        self.readable.notify_all()
         if self._idle and self.budget and not self._pending and _DONTWAIT is not None:
             self.budget -= 1
             side = self._side
@@ -132,7 +138,8 @@ class _Writer:
 
     def stop(self) -> None:
         """Write what is left, then shut the socket down."""
-        self._stopping = True
+        self._stopping = self.stopping = True
+        self.readable.notify_all()
         self._cond.notify()
 
     def _run(self) -> None:
@@ -191,6 +198,8 @@ def _read(sock: socket.socket, lock: threading.RLock, side: Side, writer: _Write
                 writer.wake()
                 if not data or side.finished:
                     return
+                while not side.reading and not side.finished and not writer.stopping:
+                    writer.readable.wait()  # an HTTP upload beyond its credit
     finally:
         with lock:
             writer.stop()
@@ -389,8 +398,10 @@ class Server(ServerBase[ServerProducer, ServerUpload]):
 
     _lock: threading.RLock  # the one lock around every call into the core
 
-    def __init__(self, hub: Hub | None, url: str, config: Config | None) -> None:
-        super().__init__(hub, url, config)
+    def __init__(
+        self, hub: Hub | None, url: str, config: Config | None, http: HttpOptions | None = None
+    ) -> None:
+        super().__init__(hub, url, config, http)
         self._lock = threading.RLock()
         self.drivers: set[_Connection] = set()
         self._changed = threading.Condition(self._lock)  # connections gone, hub deadline moved
@@ -514,11 +525,15 @@ class Server(ServerBase[ServerProducer, ServerUpload]):
         self.shutdown(timeout=1.0)
 
 
-def serve(hub: Hub | None, url: str, *, config: Config | None = None) -> Server:
-    """Serve ``hub`` at ``url`` (``tcp://host:port`` or ``ws://host:port/path``; port 0
-    picks a free one, see :attr:`Server.address`) from threads of its own. ``hub`` None
-    serves a :func:`transports.new_hub` (128-bit random ids), as :attr:`Server.hub`."""
-    return Server(hub, url, config)
+def serve(
+    hub: Hub | None, url: str, *, config: Config | None = None, http: HttpOptions | None = None
+) -> Server:
+    """Serve ``hub`` at ``url`` (``tcp://host:port``, ``ws://host:port/path`` or
+    ``http://host:port``: SSE and HTTP as spec/HTTP.md says, with ``http`` options, and
+    WebSocket upgrades; port 0 picks a free one, see :attr:`Server.address`) from threads of
+    its own. ``hub`` None serves a :func:`transports.new_hub` (128-bit random ids), as
+    :attr:`Server.hub`."""
+    return Server(hub, url, config, http)
 
 
 # -- client -------------------------------------------------------------------------------------
