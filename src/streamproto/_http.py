@@ -73,7 +73,7 @@ _STATUS: Final[dict[int, int]] = {
     ErrorCode.INVALID_ARGUMENT: 400,
     ErrorCode.AUTH_FAILED: 401,
     ErrorCode.FORBIDDEN: 403,
-    ErrorCode.NOT_ALLOWED: 405,
+    ErrorCode.NOT_ALLOWED: 403,
     ErrorCode.STREAM_EXISTS: 409,
     ErrorCode.UPLOAD_CANCELLED: 409,
     ErrorCode.LIMIT_EXCEEDED: 429,
@@ -169,10 +169,13 @@ class Route:
     status: int = 0
     code: int = 0
     message: str = ""
+    #: A 405's ``Allow`` header.
+    allow: str = ""
 
 
-def _refuse(code: int, message: str, status: int = 0) -> Route:
-    return Route(RouteKind.REFUSE, status=status or status_for(code), code=code, message=message)
+def _refuse(code: int, message: str, status: int = 0, allow: str = "") -> Route:
+    status = status or status_for(code)
+    return Route(RouteKind.REFUSE, status=status, code=code, message=message, allow=allow)
 
 
 def _seq(text: str, what: str) -> int | Route:
@@ -208,8 +211,8 @@ def route(request: HttpRequest, options: HttpOptions) -> Route:
     shape = (len(parts), method)
     if shape not in _SHAPES:
         if len(parts) <= 3 and (len(parts) < 3 or parts[2] == "upload"):
-            allowed = "POST" if len(parts) != 2 else "GET"
-            return _refuse(ErrorCode.NOT_ALLOWED, f"use {allowed}", 405)
+            allowed = "POST, OPTIONS" if len(parts) != 2 else "GET, OPTIONS"
+            return _refuse(ErrorCode.NOT_ALLOWED, f"allowed: {allowed}", 405, allowed)
         return _refuse(ErrorCode.UNKNOWN_STREAM, "no such resource", 404)
     query = dict(parse_qsl(request.query, keep_blank_values=True))
     if shape == (1, "POST"):
@@ -401,6 +404,11 @@ class HttpExchange:
             self._feed_upload()
             self._pump()
 
+    def pump(self) -> None:
+        """Move what the hub queued since the last call (call it when woken, even before a
+        head is decided: an upload's credit comes back this way)."""
+        self._pump()
+
     def take_body(self) -> bytes:
         """Response body bytes to write now. Taking them is what returns credit to the
         stream: call it when the transport has room, not before."""
@@ -417,6 +425,12 @@ class HttpExchange:
             self._ping_at = self._clock() + self._heartbeat
         self._pump()
         return data
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held for the client: SSE text not yet taken, and the stream's queue on the
+        hub's side of the pair (bounded by the subscription's overflow policy)."""
+        return sum(map(len, self._out)) + self._server.statistics().queued_bytes
 
     def next_deadline(self) -> float | None:
         """When :meth:`handle_timer` must run next (the heartbeat), if ever."""
@@ -598,7 +612,9 @@ class HttpExchange:
                 self._fail_request(event.code, event.message)
             elif isinstance(event, UploadCancelled):
                 self._body.clear()
-                self._fail_request(event.code, event.message or "upload cancelled")
+                # R-HTTP-43: 409 for the application's own codes too (not a refusal of access).
+                status = 409 if event.code >= 1000 else status_for(event.code)
+                self._fail_request(event.code, event.message or "upload cancelled", status)
             elif isinstance(event, HandshakeRefused):
                 self._fail_request(event.code, event.message)
             elif isinstance(event, Writable):

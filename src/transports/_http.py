@@ -272,6 +272,9 @@ class HttpDriver:
                 if conn.trailing_data[0]:
                     self._pipelined = True
                 return
+            if conn.their_state is h11.IDLE and self._head_too_large():
+                self._error(431, ErrorCode.LIMIT_EXCEEDED, "request head too large")
+                return
             try:
                 event = conn.next_event()
             except h11.RemoteProtocolError as exc:
@@ -294,6 +297,19 @@ class HttpDriver:
                     self.wakeup()
             elif isinstance(event, h11.ConnectionClosed):  # pragma: no cover - EOF is ours
                 self._done = True
+
+    def _head_too_large(self) -> bool:
+        # h11 bounds a head that is still incomplete; one that arrived whole in one read is
+        # measured here, so the limit does not depend on how the bytes were cut.
+        buffered = self._h11.trailing_data[0]
+        end = buffered.find(b"\r\n\r\n")
+        limit = self.limits.max_header_bytes
+        return end > limit or (end < 0 and len(buffered) > limit)
+
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes held for the client: the exchange's SSE text and its stream's queue."""
+        return 0 if self.exchange is None else self.exchange.buffered
 
     def _on_request(self, event: h11.Request) -> None:
         self._head_deadline = None
@@ -319,6 +335,8 @@ class HttpDriver:
         elif kind is RouteKind.REFUSE:
             origin = request.header("origin")
             cors = cors_headers(origin, self.options) if origin else ()
+            if decision.allow:
+                cors = (*cors, ("allow", decision.allow))
             self._simple(
                 decision.status, cors, error_body(decision.code, decision.message), json=True
             )
@@ -380,7 +398,9 @@ class HttpDriver:
 
     def _respond_from(self, exchange: HttpExchange) -> None:
         if exchange.head is None:
-            return
+            exchange.pump()  # the hub woke it: an upload's reader read, say (credit back)
+            if exchange.head is None:
+                return
         if not self._head_sent:
             self._head_sent = True
             status, headers = exchange.head

@@ -1,11 +1,14 @@
 """The reference server for the wire conformance runner.
 
     python -m transports.reference tcp://127.0.0.1:9000 [--backend asyncio|trio|sync]
+    python -m transports.reference http://127.0.0.1:9000 --allow-origin http://localhost:8000
 
 Serves a hub with the channels of ``spec/CONFORMANCE.md`` (see
 ``streamproto.testing.reference.register_reference_channels``) with the chosen backend (asyncio
 by default) until interrupted. It prints ``reference server on <address>`` once it listens
-(port 0 picks a free port).
+(port 0 picks a free port). An ``http://`` URL serves the same channels over HTTP/SSE
+(spec/HTTP.md) and WebSocket upgrades on one port; ``--allow-origin`` (repeatable) lets pages
+of that origin call it (CORS).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import asyncio
 import threading
 
 from streamproto import Hub
+from streamproto._http import HttpOptions
 from streamproto.testing.reference import register_reference_channels
 
 from ._hubs import new_hub
@@ -33,10 +37,10 @@ def _listening(address: str) -> None:
     print(f"reference server on {address}", flush=True)
 
 
-async def _serve_asyncio(url: str) -> None:
+async def _serve_asyncio(url: str, http: HttpOptions) -> None:
     from . import asyncio as backend  # noqa: PLC0415 - load only the backend asked for
 
-    server = await backend.serve(reference_hub(), url)
+    server = await backend.serve(reference_hub(), url, http=http)
     _listening(server.address)
     try:
         await asyncio.Event().wait()
@@ -44,20 +48,20 @@ async def _serve_asyncio(url: str) -> None:
         await server.shutdown(timeout=1.0)
 
 
-async def _serve_trio(url: str) -> None:
+async def _serve_trio(url: str, http: HttpOptions) -> None:
     import trio  # noqa: PLC0415 - trio is an optional extra
 
     from . import trio as backend  # noqa: PLC0415
 
-    async with backend.serve(reference_hub(), url) as server:
+    async with backend.serve(reference_hub(), url, http=http) as server:
         _listening(server.address)
         await trio.sleep_forever()
 
 
-def _serve_sync(url: str) -> None:
+def _serve_sync(url: str, http: HttpOptions) -> None:
     from . import sync as backend  # noqa: PLC0415 - load only the backend asked for
 
-    server = backend.serve(reference_hub(), url)
+    server = backend.serve(reference_hub(), url, http=http)
     _listening(server.address)
     try:
         threading.Event().wait()
@@ -65,26 +69,34 @@ def _serve_sync(url: str) -> None:
         server.shutdown(timeout=1.0)
 
 
-def serve(url: str, backend: str = "asyncio") -> None:
-    """Serve the reference hub at ``url`` with ``backend`` until interrupted."""
+def serve(url: str, backend: str = "asyncio", allow_origins: tuple[str, ...] = ()) -> None:
+    """Serve the reference hub at ``url`` with ``backend`` until interrupted; an ``http://``
+    listener lets pages of ``allow_origins`` call it."""
+    http = HttpOptions(allow_origins=allow_origins)
     if backend == "trio":
         import trio  # noqa: PLC0415 - trio is an optional extra
 
-        trio.run(_serve_trio, url)
+        trio.run(_serve_trio, url, http)
     elif backend == "sync":
-        _serve_sync(url)
+        _serve_sync(url, http)
     else:
-        asyncio.run(_serve_asyncio(url))
+        asyncio.run(_serve_asyncio(url, http))
 
 
 def main(argv: list[str] | None = None) -> None:
     """Serve until interrupted."""
     parser = argparse.ArgumentParser(prog="python -m transports.reference")
-    parser.add_argument("url", help="tcp://host:port or ws://host:port/path")
+    parser.add_argument("url", help="tcp://host:port, ws://host:port/path or http://host:port")
     parser.add_argument("--backend", choices=BACKENDS, default="asyncio")
+    parser.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        help="an origin whose pages may call the HTTP listener (CORS); repeatable, * for any",
+    )
     args = parser.parse_args(argv)
     try:
-        serve(args.url, args.backend)
+        serve(args.url, args.backend, tuple(args.allow_origin))
     except* KeyboardInterrupt:  # trio may deliver it inside an exception group
         pass
 
