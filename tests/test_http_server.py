@@ -221,7 +221,7 @@ def test_post_opens_a_stream_and_names_it_for_a_later_resume(server: ServerProxy
 
 
 def test_upload_streams_a_chunked_body_to_the_reader(server: ServerProxy) -> None:
-    pieces = [b"x" * 1000] * 300  # beyond one window of credit: read as the reader reads
+    pieces = [b"x" * 1000] * 3000  # three windows of credit: read as the reader reads
 
     def body() -> Iterator[bytes]:
         yield from pieces
@@ -229,8 +229,8 @@ def test_upload_streams_a_chunked_body_to_the_reader(server: ServerProxy) -> Non
     with httpx.Client(timeout=TIMEOUT) as client:
         response = client.post(base(server) + "/test:upload/u1/upload", content=body())
     assert response.status_code == 200, response.text
-    assert response.json()["bytes"] == 300_000
-    assert server.wait_upload("u1") == (300_000, 0, "")
+    assert response.json()["bytes"] == 3_000_000
+    assert server.wait_upload("u1") == (3_000_000, 0, "")
 
 
 def test_upload_with_content_length(server: ServerProxy) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import enum
 import json
+from collections import deque
 from collections.abc import Callable
 from typing import Final
 from urllib.parse import parse_qsl, unquote
@@ -49,6 +50,7 @@ from ._events import (
 )
 from ._hub import Hub, Peer
 from ._names import valid_channel, valid_stream_id
+from ._state import HState
 
 __all__ = [
     "ExchangeState",
@@ -321,7 +323,8 @@ class HttpExchange:
         self._ping_at: float | None = None
         self._stream_id = ""
         self._accepted = False
-        self._body: list[bytes] = []  # POST open: the args so far; upload: pieces held back
+        self._args: list[bytes] = []  # POST open: the body so far
+        self._body: deque[bytes] = deque()  # upload: pieces not yet queued on the pair
         self._body_size = 0
         self._body_ended = False
         self._sent = [0, 0]  # upload: chunks, bytes
@@ -330,6 +333,7 @@ class HttpExchange:
         self._delivered = False  # a subscribe got a chunk or a gap
         self._ended = self._failed = False
         self._close_after = False
+        self._upload_ending = False  # END is queued behind the upload's last chunks
         pair = attrs.evolve(config, keepalive=0, session_grace=0, auto_credit=False)
         now = clock()
         self._server = Connection(Role.SERVER, pair, now=now)
@@ -378,7 +382,7 @@ class HttpExchange:
             if self._body_size > self.options.max_body:
                 self._fail_request(ErrorCode.LIMIT_EXCEEDED, "body too large", 413)
             else:
-                self._body.append(data)
+                self._args.append(data)
             return
         if self.route.kind is RouteKind.UPLOAD:
             limit = self._client.peer_max_chunk_size
@@ -394,7 +398,7 @@ class HttpExchange:
         self._body_ended = True
         kind = self.route.kind
         if kind is RouteKind.OPEN:
-            args, self._body = b"".join(self._body), []
+            args, self._args = b"".join(self._args), []
             if self._client.closed:  # the server stopped while the body came
                 self._fail_request(ErrorCode.SERVER_SHUTDOWN, "server shutting down")
                 return
@@ -521,21 +525,25 @@ class HttpExchange:
             result = client.send_data(handle, piece)
             if result is WriteResult.BLOCKED:
                 break
-            body.pop(0)
+            body.popleft()
             if result is not WriteResult.ACCEPTED:  # pragma: no cover - cancelled in between
                 body.clear()
                 return
             self._sent[0] += 1
             self._sent[1] += len(piece)
-        if not body and self._body_ended and self.state is ExchangeState.PENDING:
+        if not body and self._body_ended and not self._upload_ending:
+            # R-HTTP-42: END follows the last chunk; the answer waits until every chunk is
+            # out of the pair (the handle closes then), as far as the reader's credit goes.
+            self._upload_ending = True
             client.send_end(handle)
-            result_body = json.dumps(
-                {"stream_id": self._stream_id, "chunks": self._sent[0], "bytes": self._sent[1]}
-            ).encode()
-            self._respond(200, (*_JSON, ("content-length", str(len(result_body)))))
-            self._out.append(result_body)
-            self._finish()
-            self._close_after = True
+
+    def _upload_done(self) -> None:
+        result = {"stream_id": self._stream_id, "chunks": self._sent[0], "bytes": self._sent[1]}
+        body = json.dumps(result).encode()
+        self._respond(200, (*_JSON, ("content-length", str(len(body)))))
+        self._out.append(body)
+        self._finish()
+        self._close_after = True
 
     def _pump(self) -> None:
         """Move frames between the in-memory pair until neither side has more to say."""
@@ -561,6 +569,12 @@ class HttpExchange:
                     break
             if self._deciding:
                 self._decide_subscribe_head()
+            if (
+                self._upload_ending
+                and self.head is None
+                and client.handle_state(self._handle) is HState.CLOSED
+            ):
+                self._upload_done()
             if self._close_after:
                 self._close_after = False
                 self._close_pair()
