@@ -20,8 +20,8 @@ from httpx_sse import connect_sse
 from streamproto import ErrorCode, Refuse
 from streamproto._http import HttpOptions
 from streamproto._sse import SseParser, decode_chunk
-from transports.testing import BACKENDS, ServerProxy
 from transports.sync import connect
+from transports.testing import BACKENDS, ServerProxy
 
 ORIGIN = "http://page.example:8000"
 TIMEOUT = 20.0
@@ -100,7 +100,7 @@ def test_sse_reads_a_stream_to_its_end_byte_exact(server: ServerProxy) -> None:
 
 
 def _ours(event: object) -> object:
-    from streamproto._sse import SseEvent  # noqa: PLC0415
+    from streamproto._sse import SseEvent
 
     return SseEvent(event.event, event.data, event.id)  # type: ignore[attr-defined]
 
@@ -169,9 +169,7 @@ def test_resume_of_a_finished_stream_at_its_end_is_204(server: ServerProxy) -> N
     server.write("done", b"x")
     server.close_stream("done")
     with httpx.Client(timeout=TIMEOUT) as client:
-        response = client.get(
-            base(server) + "/test:streams/done", headers={"Last-Event-ID": "1"}
-        )
+        response = client.get(base(server) + "/test:streams/done", headers={"Last-Event-ID": "1"})
         assert response.status_code == 204
         assert response.content == b""
         # The connection is kept for the next request.
@@ -214,9 +212,7 @@ def test_post_opens_a_stream_and_names_it_for_a_later_resume(server: ServerProxy
         )
         # seqs 4 and 5 carry "3" and "4"
         assert [e.data for e in rest if e.event == "message"] == ["3", "4"]  # type: ignore[attr-defined]
-        gone = client.get(
-            f"{base(server)}/test:open/{stream_id}", headers={"Last-Event-ID": "5"}
-        )
+        gone = client.get(f"{base(server)}/test:open/{stream_id}", headers={"Last-Event-ID": "5"})
         assert gone.status_code == 204
 
 
@@ -289,9 +285,7 @@ def test_error_statuses(server: ServerProxy, request_line: bytes, status: int, c
 
 def test_bogus_last_event_id_is_400(server: ServerProxy) -> None:
     with httpx.Client(timeout=TIMEOUT) as client:
-        response = client.get(
-            base(server) + "/test:streams/s", headers={"Last-Event-ID": "12abc"}
-        )
+        response = client.get(base(server) + "/test:streams/s", headers={"Last-Event-ID": "12abc"})
     assert response.status_code == 400
     assert response.json()["name"] == "INVALID_ARGUMENT"
 
@@ -303,7 +297,9 @@ def test_malformed_http_is_400_and_closed(server: ServerProxy) -> None:
 
 
 def test_oversize_headers_are_431(server: ServerProxy) -> None:
-    response = raw(server, b"GET /test:streams/s HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 40000 + b"\r\n\r\n")
+    response = raw(
+        server, b"GET /test:streams/s HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 40000 + b"\r\n\r\n"
+    )
     assert status_of(response) == 431
 
 
@@ -366,7 +362,7 @@ def test_cors_preflight_and_origins(server: ServerProxy) -> None:
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_auth_headers_reach_the_hooks(backend: str) -> None:
-    from streamproto import Hub  # noqa: PLC0415
+    from streamproto import Hub
 
     seen: list[object] = []
 

@@ -334,6 +334,7 @@ class HttpExchange:
         self._ended = self._failed = False
         self._close_after = False
         self._upload_ending = False  # END is queued behind the upload's last chunks
+        self._stopping = False  # shutdown() was called
         pair = attrs.evolve(config, keepalive=0, session_grace=0, auto_credit=False)
         now = clock()
         self._server = Connection(Role.SERVER, pair, now=now)
@@ -399,7 +400,7 @@ class HttpExchange:
         kind = self.route.kind
         if kind is RouteKind.OPEN:
             args, self._args = b"".join(self._args), []
-            if self._client.closed:  # the server stopped while the body came
+            if self._stopping:  # the server stopped while the body came
                 self._fail_request(ErrorCode.SERVER_SHUTDOWN, "server shutting down")
                 return
             self._handle = self._client.open(self.route.channel, args)
@@ -442,20 +443,18 @@ class HttpExchange:
 
     def handle_timer(self) -> None:
         """Send a heartbeat comment if the event stream was quiet for a keepalive interval."""
-        if self._ping_at is not None and self._clock() >= self._ping_at:
-            if self.state is ExchangeState.STREAMING:
-                self._out.append(_sse.PING)
-                self._wakeup()
-            self._ping_at = self._clock() + self._heartbeat
+        at, now = self.next_deadline(), self._clock()
+        if at is not None and now >= at:
+            self._out.append(_sse.PING)
+            self._ping_at = now + self._heartbeat
+            self._wakeup()
 
     def disconnected(self) -> None:
-        """The client went away: its subscription or upload ends as a disconnect does."""
-        if not self._server.closed:
-            self._peer.handle_events(self._server.receive_data(b""))
-        if not self._peer.closed:
-            self._peer.handle_events([ConnectionTerminated(0, "the client went away", False)])
+        """The client went away: its subscription or upload ends as a disconnect does (an
+        upload's reader fails with UPLOAD_DISCONNECTED)."""
+        self._close_pair()
         if not self.done:
-            self.state = ExchangeState.DONE
+            self._move(Input.FINISH)
         self.keep_alive = False
         self._out.clear()
 
@@ -463,6 +462,7 @@ class HttpExchange:
         """The server is stopping: NO_ERROR lets an event stream run to its end, another code
         ends the response now (R-HTTP-53)."""
         self.keep_alive = False
+        self._stopping = True
         if not self._server.closed:
             self._server.goaway(code, "server shutting down")
             self._peer.handle_events(self._server.take_events())
@@ -490,25 +490,23 @@ class HttpExchange:
 
     def _fail_request(self, code: int, message: str, status: int = 0) -> None:
         """An error response (before the head): JSON, then the end."""
-        if self.head is None:
-            body = error_body(code, message)
-            self._respond(status or status_for(code), (*_JSON, ("content-length", str(len(body)))))
-            self._out.append(body)
+        body = error_body(code, message)
+        self._respond(status or status_for(code), (*_JSON, ("content-length", str(len(body)))))
+        self._out.append(body)
         self._finish()
         if self.route.kind is not RouteKind.SUBSCRIBE and not self._body_ended:
             self.keep_alive = False  # the rest of the body is not read: the connection ends
         self._close_pair()
 
     def _finish(self) -> None:
-        if not self.done:
-            self._move(Input.FINISH)
+        self._move(Input.FINISH)
         self._wakeup()
 
     def _close_pair(self) -> None:
+        # The hub's side of the pair ends as a dropped connection does; one the server's
+        # GOAWAY closed has told the hub already (ConnectionTerminated).
         if not self._server.closed:
             self._peer.handle_events(self._server.receive_data(b""))
-        if not self._peer.closed:
-            self._peer.handle_events([ConnectionTerminated(0, "the response ended", False)])
 
     def _start_stream(self, extra: Headers = ()) -> None:
         self._respond(200, _SSE_HEADERS + extra)
@@ -517,18 +515,12 @@ class HttpExchange:
             self._ping_at = self._clock() + self._heartbeat
 
     def _feed_upload(self) -> None:
-        if not self._accepted:
-            return
         client, handle, body = self._client, self._handle, self._body
         while body:
             piece = body[0]
-            result = client.send_data(handle, piece)
-            if result is WriteResult.BLOCKED:
-                break
+            if client.send_data(handle, piece) is not WriteResult.ACCEPTED:
+                break  # BLOCKED: Writable brings it back (CLOSED: the cancel is on its way)
             body.popleft()
-            if result is not WriteResult.ACCEPTED:  # pragma: no cover - cancelled in between
-                body.clear()
-                return
             self._sent[0] += 1
             self._sent[1] += len(piece)
         if not body and self._body_ended and not self._upload_ending:
