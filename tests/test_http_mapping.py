@@ -536,3 +536,16 @@ def test_a_wakeup_that_flushes_inline_does_not_reenter() -> None:
     producer.close()
     taken.append(ex.take_body())
     assert chunks_of(b"".join(taken)) == [b"x", b"y"]
+
+
+def test_shutdown_lets_an_event_stream_run_to_its_end() -> None:
+    hub = make_hub()
+    producer = hub.register("a:b").start("s")
+    ex = exchange(hub, req("GET", "/a:b/s"))
+    ex.shutdown()
+    producer.write(b"last")
+    producer.close()  # the end, then the pair's goodbye in the same batch
+    body = ex.take_body()
+    assert chunks_of(body) == [b"last"]
+    assert events(body)[-1][0] == "end"
+    assert ex.done

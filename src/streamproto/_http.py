@@ -593,6 +593,8 @@ class HttpExchange:
     def _on_client(self, events: list[Event]) -> None:
         out = self._out
         for event in events:
+            if self.done:  # answered: what the pair still says (its goodbye) changes nothing
+                break
             if isinstance(event, DataReceived):
                 self._delivered = True
                 seq = event.seq
