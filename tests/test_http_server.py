@@ -508,3 +508,32 @@ def test_shutdown_answers_503_to_new_requests_and_ends_streams(server: ServerPro
                 break
             rest += part
     assert b"event: end" not in rest  # cut, not ended: an EventSource reconnects elsewhere
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_slow_request_head_is_408_and_heartbeats_flow(backend: str) -> None:
+    from streamproto import Config  # noqa: PLC0415
+
+    options = HttpOptions(header_timeout=0.5)
+    proxy = ServerProxy(backend, "http", Config(keepalive=1), http=options)
+    try:
+        port = proxy.server.port
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
+            sock.sendall(b"GET /test:streams/s HTTP/1.1\r\nHost:")  # and nothing more
+            answer = b""
+            while part := sock.recv(65536):
+                answer += part
+        assert status_of(answer) == 408
+        # An idle keep-alive connection is closed quietly after the same time.
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
+            assert sock.recv(65536) == b""
+        # An event stream with nothing to say sends a comment every keepalive interval.
+        proxy.start("test:streams", "quiet")
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
+            sock.sendall(b"GET /test:streams/quiet HTTP/1.1\r\nHost: x\r\n\r\n")
+            seen = b""
+            while seen.count(b": ping") < 2:
+                seen += sock.recv(65536)
+        assert b" 200 " in seen.split(b"\r\n")[0]
+    finally:
+        proxy.stop()

@@ -137,14 +137,17 @@ class HttpOptions:
     ``allow_origins``: origins whose browser pages may call (CORS; ``"*"`` allows any).
     ``retry_ms``: the ``retry:`` advice opening every event stream. ``max_body``: the largest
     POST body taken as ``args`` (bigger: 413). ``auth``: the request's auth material for
-    ``authenticate`` (default :func:`default_auth`).
+    ``authenticate`` (default :func:`default_auth`). ``max_header_bytes`` and
+    ``header_timeout`` bound a request head (431, 408) where this side parses HTTP itself.
     """
 
     ws_path: str = "/"
     allow_origins: tuple[str, ...] = ()
-    retry_ms: int = 1000
-    max_body: int = 64 << 10
+    retry_ms: int = attrs.field(default=1000, validator=attrs.validators.ge(0))
+    max_body: int = attrs.field(default=64 << 10, validator=attrs.validators.ge(0))
     auth: Callable[[HttpRequest], bytes] = default_auth
+    max_header_bytes: int = attrs.field(default=16 << 10, validator=attrs.validators.ge(256))
+    header_timeout: float = attrs.field(default=10.0, validator=attrs.validators.gt(0))
 
 
 class RouteKind(enum.Enum):

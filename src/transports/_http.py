@@ -23,7 +23,6 @@ import logging
 from collections.abc import Callable
 from typing import Final
 
-import attrs
 import h11
 
 from streamproto import Config, ErrorCode, Hub
@@ -49,14 +48,6 @@ log = logging.getLogger("transports.http")
 _PIPELINE_LIMIT: Final = 64 << 10
 
 
-@attrs.frozen(kw_only=True)
-class HttpLimits:
-    """The listener's HTTP/1.1 bounds (R-HTTP-70)."""
-
-    max_header_bytes: int = 16 << 10
-    header_timeout: float = 10.0
-
-
 class HttpDriver:
     """One accepted socket on an ``http://`` listener (see the module's rules)."""
 
@@ -69,7 +60,6 @@ class HttpDriver:
         wakeup: Callable[[], None],
         *,
         websocket: Callable[[Framing], ServerDriver],
-        limits: HttpLimits | None = None,
         busy: bool = False,
     ) -> None:
         self.hub = hub
@@ -78,9 +68,8 @@ class HttpDriver:
         self.clock = clock
         self.wakeup = wakeup
         self._websocket = websocket
-        self.limits = limits or HttpLimits()
         self._h11 = h11.Connection(
-            h11.SERVER, max_incomplete_event_size=self.limits.max_header_bytes
+            h11.SERVER, max_incomplete_event_size=self.options.max_header_bytes
         )
         self.exchange: HttpExchange | None = None
         #: After an upgrade: the WebSocket connection's driver, which gets everything.
@@ -94,7 +83,7 @@ class HttpDriver:
         self._eof = False
         self._pipelined = False
         self._shutdown: int | None = None
-        self._head_deadline: float | None = clock() + self.limits.header_timeout
+        self._head_deadline: float | None = clock() + self.options.header_timeout
         self.guard = OutputGuard(config.output_stall_timeout)
         self.stalled = False
         self.close_code = int(ErrorCode.NO_ERROR)
@@ -303,7 +292,7 @@ class HttpDriver:
         # measured here, so the limit does not depend on how the bytes were cut.
         buffered = self._h11.trailing_data[0]
         end = buffered.find(b"\r\n\r\n")
-        limit = self.limits.max_header_bytes
+        limit = self.options.max_header_bytes
         return end > limit or (end < 0 and len(buffered) > limit)
 
     @property
@@ -432,7 +421,7 @@ class HttpDriver:
             and self._shutdown is None
         ):
             conn.start_next_cycle()
-            self._head_deadline = self.clock() + self.limits.header_timeout
+            self._head_deadline = self.clock() + self.options.header_timeout
             self.wakeup()
             if conn.trailing_data[0]:  # pragma: no cover - pipelined bytes refused above
                 self._process()
