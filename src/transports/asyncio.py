@@ -13,8 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any
 
-from streamproto import Config, ErrorCode, Hub, Producer, UploadReader, WriteResult
-from streamproto._http import HttpOptions
+from streamproto import Config, ErrorCode, HttpOptions, Hub, Producer, UploadReader, WriteResult
 
 from ._common import (
     FLUSH_SLICE,

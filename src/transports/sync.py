@@ -27,8 +27,7 @@ from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
 from typing import Any
 
-from streamproto import Config, ErrorCode, Hub, Producer, UploadReader, WriteResult
-from streamproto._http import HttpOptions
+from streamproto import Config, ErrorCode, HttpOptions, Hub, Producer, UploadReader, WriteResult
 
 from ._common import (
     FLUSH_SLICE,

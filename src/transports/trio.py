@@ -25,8 +25,7 @@ from typing import Any
 
 import trio
 
-from streamproto import Config, ErrorCode, Hub, Producer, UploadReader, WriteResult
-from streamproto._http import HttpOptions
+from streamproto import Config, ErrorCode, HttpOptions, Hub, Producer, UploadReader, WriteResult
 
 from ._common import (
     FLUSH_SLICE,
