@@ -512,7 +512,7 @@ def test_shutdown_answers_503_to_new_requests_and_ends_streams(server: ServerPro
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_slow_request_head_is_408_and_heartbeats_flow(backend: str) -> None:
-    from streamproto import Config  # noqa: PLC0415
+    from streamproto import Config
 
     options = HttpOptions(header_timeout=0.5)
     proxy = ServerProxy(backend, "http", Config(keepalive=1), http=options)
