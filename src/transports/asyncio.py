@@ -55,7 +55,7 @@ class ServerProducer(ProducerBase):
     """A stream's writing end for asyncio code: ``await write`` waits under the BLOCK
     policy; ``aborted`` is set when the last subscriber cancelled."""
 
-    def __init__(self, server: Server, producer: Producer) -> None:
+    def __init__(self, server: ServerBase[Any, Any], producer: Producer) -> None:
         super().__init__(server, producer)
         self.aborted = asyncio.Event()
         self._writable = asyncio.Event()
@@ -90,7 +90,7 @@ class ServerUpload(ServerUploadBase):
     """The server's end of an upload: ``async for chunk in upload``. Raises
     :class:`StreamError` (UPLOAD_DISCONNECTED, the uploader's code, ...) if it did not end well."""
 
-    def __init__(self, server: Server, reader: UploadReader) -> None:
+    def __init__(self, server: ServerBase[Any, Any], reader: UploadReader) -> None:
         super().__init__(server, reader)
         self._event = asyncio.Event()
         reader.on_readable = self._event.set
