@@ -50,7 +50,14 @@ def run(main: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
 
 
 def test_every_example_is_tested() -> None:
-    tested = {"token_streaming", "log_tail", "file_upload", "custom_transport", "conformance_check"}
+    tested = {
+        "token_streaming",
+        "log_tail",
+        "file_upload",
+        "custom_transport",
+        "conformance_check",
+        "chat_app",  # tested in test_asgi.py, under uvicorn
+    }
     assert {p.stem for p in EXAMPLES.glob("*.py")} == tested
 
 
