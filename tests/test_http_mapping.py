@@ -549,3 +549,20 @@ def test_shutdown_lets_an_event_stream_run_to_its_end() -> None:
     assert chunks_of(body) == [b"last"]
     assert events(body)[-1][0] == "end"
     assert ex.done
+
+
+@pytest.mark.parametrize("state", list(ExchangeState))
+@pytest.mark.parametrize("what", list(Input))
+def test_every_state_and_input_pair(state: ExchangeState, what: Input) -> None:
+    hub = make_hub()
+    hub.register("a:b").start("s")
+    ex = exchange(hub, req("GET", "/a:b/s"))
+    ex.state = state
+    if (state, what) in TRANSITIONS:
+        ex._move(what)
+        assert ex.state is TRANSITIONS[state, what]
+    else:
+        with pytest.raises(LocalProtocolError) as info:
+            ex._move(what)
+        assert info.value.code == ErrorCode.INVALID_STATE
+        assert ex.state is state
