@@ -15,6 +15,7 @@ from streamproto._sse import (
     SseParser,
     decode_chunk,
     encode_chunk,
+    encode_chunks,
     encode_end,
     encode_error,
     encode_gap,
@@ -44,6 +45,12 @@ def test_round_trip_is_byte_exact_however_the_bytes_are_cut(
     for events in (_feed_split(wire, cuts), _feed_split(wire, list(range(len(wire))))):
         assert [decode_chunk(e) for e in events] == payloads
         assert [e.id for e in events] == [str(i + 1) for i in range(len(payloads))]
+
+
+@given(st.integers(1, 1 << 40), st.lists(chunks, max_size=8))
+def test_a_batch_encodes_as_its_chunks_one_by_one(first: int, payloads: list[bytes]) -> None:
+    one_by_one = b"".join(encode_chunk(first + i, c) for i, c in enumerate(payloads))
+    assert encode_chunks(first, payloads) == one_by_one
 
 
 @given(chunks)

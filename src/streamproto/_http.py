@@ -600,12 +600,10 @@ class HttpExchange:
                 break
             if isinstance(event, DataReceived):
                 self._delivered = True
-                seq = event.seq
-                for chunk in event.chunks:
-                    out.append(_sse.encode_chunk(seq, chunk))
-                    seq += 1
-                self._unconsumed[0] += len(event.chunks)
-                self._unconsumed[1] += sum(map(len, event.chunks))
+                chunks = event.chunks
+                out.append(_sse.encode_chunks(event.seq, chunks))
+                self._unconsumed[0] += len(chunks)
+                self._unconsumed[1] += sum(map(len, chunks))
                 self._wakeup()
             elif isinstance(event, GapReceived):
                 self._delivered = True

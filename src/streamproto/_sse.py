@@ -32,6 +32,7 @@ __all__ = [
     "SseParser",
     "decode_chunk",
     "encode_chunk",
+    "encode_chunks",
     "encode_end",
     "encode_error",
     "encode_gap",
@@ -62,6 +63,20 @@ def encode_chunk(seq: int, chunk: bytes) -> bytes:
     if _text_safe(chunk):
         return b"id: %d\ndata: %s\n\n" % (seq, chunk.replace(b"\n", b"\ndata: "))
     return b"id: %d\nevent: bytes\ndata: %s\n\n" % (seq, base64.b64encode(chunk))
+
+
+def encode_chunks(seq: int, chunks: tuple[bytes, ...] | list[bytes]) -> bytes:
+    """The events of ``chunks``, the first of which has seq ``seq``: what
+    :func:`encode_chunk` gives for each, in one piece (the per-chunk path of an SSE response)."""
+    out: list[bytes] = []
+    append = out.append
+    for chunk in chunks:
+        if (chunk.isascii() and b"\r" not in chunk) or _text_safe(chunk):
+            append(b"id: %d\ndata: %s\n\n" % (seq, chunk.replace(b"\n", b"\ndata: ")))
+        else:
+            append(b"id: %d\nevent: bytes\ndata: %s\n\n" % (seq, base64.b64encode(chunk)))
+        seq += 1
+    return b"".join(out)
 
 
 def encode_gap(first: int, last: int, reason: GapReason) -> bytes:
