@@ -278,6 +278,12 @@ class Side(Protocol):
         ...
 
 
+def always_reads(side: object) -> bool:
+    """Whether ``side`` reads all the time (its class says ``reading = True``): a backend then
+    needs no gate that pauses reading for it (only an HTTP socket's side has one)."""
+    return getattr(type(side), "reading", True) is True
+
+
 # -- server -------------------------------------------------------------------------------------
 
 #: States in which GOAWAY(NO_ERROR) is allowed (the core refuses it during the handshake).

@@ -43,6 +43,7 @@ from ._common import (
     SubscriptionCore,
     UploadBase,
     Url,
+    always_reads,
     handler_failed,
     log,
     parse_url,
@@ -108,10 +109,13 @@ class _Writer:
         #: side is not ``reading``).
         self.readable = threading.Condition(lock)
         self.stopping = False
+        # Only a side that may stop reading (HTTP) needs the reader woken; the others always read.
+        self._gate = not always_reads(side)
         self.thread = threading.Thread(target=self._run, name="streamproto-writer", daemon=True)
 
     def wake(self) -> None:
-        self.readable.notify_all()
+        if self._gate:
+            self.readable.notify_all()
         if self._idle and self.budget and not self._pending and _DONTWAIT is not None:
             self.budget -= 1
             side = self._side

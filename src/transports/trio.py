@@ -42,6 +42,7 @@ from ._common import (
     SubscriptionBase,
     SubscriptionCore,
     UploadBase,
+    always_reads,
     handler_failed,
     log,
     parse_url,
@@ -175,7 +176,8 @@ async def _run_socket(
     try:
         with scope:
             async with trio.open_nursery() as nursery:
-                readable = _Wake()
+                # Only a side that may stop reading (HTTP) needs the gate; the others always read.
+                readable = None if always_reads(side) else _Wake()
                 cancel = nursery.cancel_scope.cancel
                 nursery.start_soon(
                     functools.partial(_read, stream, side, wake, cancel, readable=readable)
