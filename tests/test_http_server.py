@@ -537,3 +537,20 @@ def test_slow_request_head_is_408_and_heartbeats_flow(backend: str) -> None:
         assert b" 200 " in seen.split(b"\r\n")[0]
     finally:
         proxy.stop()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_over_the_connection_cap_every_request_is_503(backend: str) -> None:
+    from streamproto import Config  # noqa: PLC0415
+
+    proxy = ServerProxy(backend, "http", Config(max_connections=1))
+    try:
+        port = proxy.server.port
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as first:
+            first.sendall(b"GET /test:nothing/x HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert b" 404 " in first.recv(65536)  # served, and kept open
+            answer = raw(proxy, b"GET /test:nothing/x HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert status_of(answer) == 503
+        assert json_of(answer)["name"] == "SERVER_BUSY"
+    finally:
+        proxy.stop()

@@ -19,6 +19,7 @@ Rules for this file:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import Final
@@ -358,13 +359,31 @@ class HttpDriver:
         if json:
             fields.append(("content-type", "application/json"))
         fields.append(("content-length", str(len(body))))
-        if self._h11.their_state is not h11.DONE:  # its body is not read: the connection ends
-            fields.append(("connection", "close"))
+        self._skip_body()
+        self._check_pipelined()
+        if self._h11.their_state is not h11.DONE or self._pipelined:
+            fields.append(("connection", "close"))  # a body not read, or a pipelined request
         self._send(h11.Response(status_code=status, headers=fields))
         if body:
             self._send(h11.Data(data=body))
         self._send(h11.EndOfMessage())
         self._next_cycle()
+
+    def _skip_body(self) -> None:
+        """Read past the body of a request answered without it, as far as it has arrived (an
+        empty body always has), so that the connection can serve the next request."""
+        conn = self._h11
+        with contextlib.suppress(h11.RemoteProtocolError):
+            while conn.their_state is h11.SEND_BODY:
+                event = conn.next_event()
+                if event is h11.NEED_DATA or event is h11.PAUSED:
+                    return
+
+    def _check_pipelined(self) -> None:
+        # Bytes after a whole request, before its answer: the client pipelines (R-HTTP-72).
+        conn = self._h11
+        if conn.their_state is h11.DONE and conn.trailing_data[0]:
+            self._pipelined = True
 
     def _error(self, status: int, code: int, message: str) -> None:
         """An error answered outside an exchange (malformed HTTP, a slow head): then close."""
@@ -392,6 +411,9 @@ class HttpDriver:
                 return
         if not self._head_sent:
             self._head_sent = True
+            if exchange.done:  # answered at once (a refusal, 204): past its (empty) body
+                self._skip_body()
+            self._check_pipelined()
             status, headers = exchange.head
             fields = list(headers)
             if (
@@ -413,6 +435,7 @@ class HttpDriver:
         """The response is over: the next request, or the end of the connection."""
         conn = self._h11
         self.exchange = None
+        self._check_pipelined()
         if (
             conn.our_state is h11.DONE
             and conn.their_state is h11.DONE
@@ -423,7 +446,5 @@ class HttpDriver:
             conn.start_next_cycle()
             self._head_deadline = self.clock() + self.options.header_timeout
             self.wakeup()
-            if conn.trailing_data[0]:  # pragma: no cover - pipelined bytes refused above
-                self._process()
             return
         self._done = True
