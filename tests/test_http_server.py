@@ -425,6 +425,9 @@ def test_a_client_that_never_reads_stays_bounded(server: ServerProxy) -> None:
     with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         sock.sendall(b"GET /test:drop/flood HTTP/1.1\r\nHost: x\r\n\r\n")
+        deadline = time.monotonic() + TIMEOUT
+        while server.statistics().subscriptions < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)  # the request is read by the server's own thread or loop
         chunk = b"f" * 4000
         for _ in range(100):
             server.write("flood", *([chunk] * 100))  # 40 MB in all, none read
