@@ -544,7 +544,7 @@ def test_slow_request_head_is_408_and_heartbeats_flow(backend: str) -> None:
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_over_the_connection_cap_every_request_is_503(backend: str) -> None:
-    from streamproto import Config  # noqa: PLC0415
+    from streamproto import Config
 
     proxy = ServerProxy(backend, "http", Config(max_connections=1))
     try:
