@@ -1,5 +1,5 @@
-"""The wire conformance runner passes in full against every server backend, over TCP and
-WebSocket; and the runner's own reporting works (JSON, case selection, failures)."""
+"""The wire conformance runner passes in full against every server backend, over TCP,
+WebSocket and HTTP; and the runner's own reporting works (JSON, case selection, failures)."""
 
 from __future__ import annotations
 
@@ -18,13 +18,13 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Request
 
 from streamproto.__main__ import main
-from transports.conformance import CASES, run
+from transports.conformance import CASES, http_request, run
 
 #: Cases left out of the run against our servers, and why (none today).
 PENDING: set[str] = set()
 
 
-@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("transport", [*TRANSPORTS, "http"])
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_runner_passes_against_our_servers(backend: str, transport: str) -> None:
     server = ServerProxy(backend, transport)
@@ -63,8 +63,42 @@ def test_the_reference_server_runs_on_every_backend(backend: str) -> None:
     assert status == 0
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_reference_server_serves_http_on_every_backend(backend: str) -> None:
+    """``python -m transports.reference http://... --allow-origin O`` serves the reference
+    channels over HTTP/SSE and WebSocket on one port, with CORS for ``O``."""
+    command = [sys.executable, "-m", "transports.reference", "http://127.0.0.1:0"]
+    origin = "http://localhost:8000"
+    proc = subprocess.Popen(
+        [*command, "--backend", backend, "--allow-origin", origin],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("reference server on http://127.0.0.1:")
+        url = line.split()[-1]
+        report = run(url, only={"C01", "H01", "H06"}, timeout=5.0)
+        assert [(r.id, r.passed, r.detail) for r in report.results] == [
+            ("C01", True, ""),
+            ("H01", True, ""),
+            ("H06", True, ""),
+        ]
+        answer = http_request(url, "OPTIONS", "/conformance:open", {"Origin": origin})
+        assert answer.status == 204
+        assert answer.headers["access-control-allow-origin"] == origin
+    finally:
+        proc.send_signal(signal.SIGINT)
+        status = proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+    assert status == 0
+
+
 def test_every_case_cites_spec_rules() -> None:
-    spec = (Path(__file__).resolve().parent.parent / "spec" / "PROTOCOL.md").read_text()
+    folder = Path(__file__).resolve().parent.parent / "spec"
+    spec = (folder / "PROTOCOL.md").read_text() + (folder / "HTTP.md").read_text()
     ids = [c.id for c in CASES]
     assert len(ids) == len(set(ids))
     for case in CASES:

@@ -25,3 +25,12 @@ def test_the_testing_page_has_runnable_blocks() -> None:
 @pytest.mark.parametrize("index", range(len(blocks("testing.md"))))
 def test_testing_page_block_runs(index: int) -> None:
     exec(compile(blocks("testing.md")[index], f"docs/testing.md block {index}", "exec"), {})
+
+
+def test_the_http_page_has_runnable_blocks() -> None:
+    assert len(blocks("http.md")) >= 2
+
+
+@pytest.mark.parametrize("index", range(len(blocks("http.md"))))
+def test_http_page_block_runs(index: int) -> None:
+    exec(compile(blocks("http.md")[index], f"docs/http.md block {index}", "exec"), {})

@@ -57,6 +57,7 @@ def test_every_example_is_tested() -> None:
         "custom_transport",
         "conformance_check",
         "multi_process",
+        "chat_app",  # tested in test_asgi.py, under uvicorn
     }
     assert {p.stem for p in EXAMPLES.glob("*.py")} == tested
 

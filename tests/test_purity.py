@@ -35,6 +35,7 @@ def test_the_core_depends_on_attrs_only() -> None:
     stdlib_ok = {
         "__future__", "enum", "struct", "collections", "typing", "re", "heapq", "logging",
         "attrs", "argparse", "sys", "json", "itertools", "functools", "contextlib",
+        "base64", "binascii", "codecs", "urllib",  # pure codecs: SSE text, URL paths (HTTP)
     }  # fmt: skip
     optional = {"strategies.py": {"hypothesis"}}  # the testing extra, imported on demand
     third_party = {

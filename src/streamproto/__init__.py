@@ -49,6 +49,7 @@ from ._events import (
     Writable,
 )
 from ._frames import PROTOCOL_VERSION, GapReason, OverflowPolicy, Setting
+from ._http import ExchangeState, HttpExchange, HttpOptions, HttpRequest, Route, RouteKind, route
 from ._hub import (
     AbortRule,
     Channel,
@@ -111,6 +112,7 @@ __all__ = [
     "ErrorCode",
     "ErrorKind",
     "Event",
+    "ExchangeState",
     "FrameError",
     "GapReason",
     "GapReceived",
@@ -119,6 +121,9 @@ __all__ = [
     "HandshakeCompleted",
     "HandshakeRefused",
     "HandshakeRequested",
+    "HttpExchange",
+    "HttpOptions",
+    "HttpRequest",
     "Hub",
     "HubStatistics",
     "LocalProtocolError",
@@ -143,6 +148,8 @@ __all__ = [
     "RequestKind",
     "RequestRejected",
     "Role",
+    "Route",
+    "RouteKind",
     "Setting",
     "StoreEvent",
     "StoreFailed",
@@ -169,6 +176,7 @@ __all__ = [
     "code_name",
     "is_application_code",
     "is_retryable",
+    "route",
     "valid_channel",
     "valid_stream_id",
 ]

@@ -6,19 +6,21 @@ what the tables say, so the pictures cannot drift from the code.
 
 from __future__ import annotations
 
+from ._http import TRANSITIONS as EXCHANGE_TRANSITIONS
+from ._http import ExchangeState
 from ._state import CONNECTION_TRANSITIONS, HANDLE_TRANSITIONS, ConnState, HState, Side
 
 __all__ = ["render"]
 
 
-def _diagram(rows: dict[tuple[str, str], str], start: str) -> list[str]:
+def _diagram(rows: dict[tuple[str, str], str], start: str, end: str = "CLOSED") -> list[str]:
     lines = ["```mermaid", "stateDiagram-v2", f"    [*] --> {start}"]
     edges: dict[tuple[str, str], list[str]] = {}
     for (state, inp), new in rows.items():
         edges.setdefault((state, new), []).append(inp)
     for (state, new), inputs in edges.items():
         lines.append(f"    {state} --> {new}: {', '.join(sorted(inputs))}")
-    lines += ["    CLOSED --> [*]", "```"]
+    lines += [f"    {end} --> [*]", "```"]
     return lines
 
 
@@ -44,4 +46,7 @@ def render() -> str:
     out += _diagram(
         rows, f"{ConnState.HANDSHAKING.value}\n    [*] --> {ConnState.AWAIT_HELLO.value}"
     )
+    rows = {(s.value, i.value): n.value for (s, i), n in EXCHANGE_TRANSITIONS.items()}
+    out += ["", "## HTTP exchange (spec/HTTP.md)", ""]
+    out += _diagram(rows, ExchangeState.PENDING.value, ExchangeState.DONE.value)
     return "\n".join(out) + "\n"

@@ -23,7 +23,7 @@ import random
 import sys
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Any, Generic, Literal, Protocol, TypeVar, overload
+from typing import Any, Generic, Literal, Protocol, TypeVar, cast, overload
 from urllib.parse import urlsplit
 
 import attrs
@@ -66,6 +66,7 @@ from streamproto import (
     WriteResult,
     is_retryable,
 )
+from streamproto._http import HttpOptions
 from streamproto._overflow import OverflowLog, held_back
 
 from ._framing import Framing, RawFraming, WsFraming
@@ -171,9 +172,10 @@ class Gap:
 
 @attrs.frozen
 class Url:
-    """A parsed ``tcp://host:port`` or ``ws://host:port/path``."""
+    """A parsed ``tcp://host:port``, ``ws://host:port/path`` or ``http://host:port`` (an HTTP
+    listener that also upgrades WebSocket requests; a client dials it as WebSocket)."""
 
-    scheme: Literal["tcp", "ws"]
+    scheme: Literal["tcp", "ws", "http"]
     host: str
     port: int
     path: str
@@ -187,17 +189,23 @@ class Url:
     def address(self, port: int) -> str:
         """This URL with ``port`` (a server's address once it listens)."""
         path = self.path if self.scheme == "ws" else ""
+        if self.scheme == "http":
+            path = self.path if self.path != "/" else ""
         return f"{self.scheme}://{self.host}:{port}{path}"
 
 
 def parse_url(url: str) -> Url:
-    """Parse ``tcp://host:port`` or ``ws://host:port[/path]``."""
+    """Parse ``tcp://host:port``, ``ws://host:port[/path]`` or ``http://host:port[/path]``
+    (the path of an ``http`` URL is where WebSocket upgrades are taken, ``/`` by default)."""
     parts = urlsplit(url)
-    if parts.scheme not in ("tcp", "ws") or not parts.hostname or parts.port is None:
+    if parts.scheme not in ("tcp", "ws", "http") or not parts.hostname or parts.port is None:
         raise LocalProtocolError(
-            ErrorCode.INVALID_ARGUMENT, f"expected tcp://host:port or ws://host:port/path: {url!r}"
+            ErrorCode.INVALID_ARGUMENT,
+            f"expected tcp://host:port, ws://host:port/path or http://host:port: {url!r}",
         )
-    scheme: Literal["tcp", "ws"] = "tcp" if parts.scheme == "tcp" else "ws"
+    scheme: Literal["tcp", "ws", "http"] = (
+        "tcp" if parts.scheme == "tcp" else "ws" if parts.scheme == "ws" else "http"
+    )
     return Url(scheme, parts.hostname, parts.port, parts.path or "/")
 
 
@@ -289,6 +297,18 @@ class Side(Protocol):
 
     @property
     def stalled(self) -> bool: ...
+
+    @property
+    def reading(self) -> bool:
+        """Whether to read the socket now (an HTTP upload beyond its credit says no); the
+        side wakes its writer when this may have changed."""
+        ...
+
+
+def always_reads(side: object) -> bool:
+    """Whether ``side`` reads all the time (its class says ``reading = True``): a backend then
+    needs no gate that pauses reading for it (only an HTTP socket's side has one)."""
+    return getattr(type(side), "reading", True) is True
 
 
 # -- server -------------------------------------------------------------------------------------
@@ -399,6 +419,9 @@ class ServerDriver:
     def _ids(self) -> tuple[str, str]:
         session = self.peer.session
         return self.id, "" if session is None else session.id
+
+    #: A streamproto connection always reads: its credit bounds what the peer may send.
+    reading = True
 
     def _handle(self, events: list[Event]) -> None:
         log_events(self.log, events)
@@ -578,6 +601,9 @@ class _Run:
 
 class SubscriptionCore:
     """The shared state of one client subscription (or opened stream) and its iterator."""
+
+    #: A client reads all the time: its credit bounds what the server may send.
+    reading = True
 
     def __init__(
         self,
@@ -856,6 +882,9 @@ class ClientCore:
     ``receive(data)``, writes ``outgoing()``, runs ``timer()`` and calls ``lost()`` when the
     socket dies, then ``reconnect_delay()`` tells it how long to wait before trying again.
     """
+
+    #: A client reads all the time: its credit bounds what the server may send.
+    reading = True
 
     def __init__(
         self,
@@ -1320,16 +1349,25 @@ class ServerBase(abc.ABC, Generic[_P, _U]):
     _lock: contextlib.AbstractContextManager[Any] = _NO_LOCK
 
     def __init__(
-        self, hub: Hub | None, url: str, config: Config | None, trace: Tracer | None = None
+        self,
+        hub: Hub | None,
+        url: str,
+        config: Config | None,
+        http: HttpOptions | None = None,
+        trace: Tracer | None = None,
     ) -> None:
         self.hub = hub if hub is not None else new_hub()
         self.url = parse_url(url)
         self.config = server_config(config)
+        #: How an ``http://`` listener maps HTTP onto the hub (its WebSocket path is the URL's).
+        self.http = attrs.evolve(http or HttpOptions(), ws_path=self.url.path)
         #: Gets a record per frame of every connection accepted (see :mod:`transports.trace`).
         self.trace = trace
         #: The port the server listens on.
         self.port = 0
-        self._live: set[ServerDriver] = set()  # admitted connections, not yet gone
+        # Admitted sockets, not yet gone: binary connections (ServerDriver) and, on an
+        # ``http://`` listener, HTTP sockets (HttpDriver) until they upgrade to a WebSocket.
+        self._live: set[Any] = set()
         # Counters of the connections that are gone, so the totals only grow.
         self._accepted = self._refused = 0
         self._gone_totals = [0, 0, 0, 0, 0]  # bytes in, out; chunks received, sent, dropped
@@ -1338,7 +1376,28 @@ class ServerBase(abc.ABC, Generic[_P, _U]):
         self, framing: Framing, clock: Callable[[], float], wakeup: Callable[[], None]
     ) -> ServerDriver:
         """The driver of a socket just accepted: a refusing one over ``max_connections`` or
-        ``max_pending_handshakes`` (R-TR-20). The backend calls :meth:`_gone` when it ends."""
+        ``max_pending_handshakes`` (R-TR-20). The backend calls :meth:`_gone` when it ends.
+        On an ``http://`` listener, an :class:`~transports._http.HttpDriver` (which has the
+        same interface, and makes its WebSocket driver here after an upgrade)."""
+        if self.url.scheme == "http":
+            from ._http import HttpDriver  # noqa: PLC0415 - it imports this module
+
+            def websocket(ws: Framing) -> ServerDriver:
+                self._live.discard(http)  # the socket counts once, as the WebSocket
+                return self._admit(ws, clock, wakeup)
+
+            busy = len(self._live) >= self.config.max_connections
+            http = HttpDriver(
+                self.hub, self.config, self.http, clock, wakeup, websocket=websocket, busy=busy
+            )
+            if not busy:
+                self._live.add(http)
+            return cast(ServerDriver, http)
+        return self._admit(framing, clock, wakeup)
+
+    def _admit(
+        self, framing: Framing, clock: Callable[[], float], wakeup: Callable[[], None]
+    ) -> ServerDriver:
         config, live = self.config, self._live
         if len(live) >= config.max_connections or (
             sum(d.handshaking for d in live) >= config.max_pending_handshakes
@@ -1361,25 +1420,31 @@ class ServerBase(abc.ABC, Generic[_P, _U]):
 
     def _gone(self, driver: ServerDriver) -> None:
         """A socket's driver is done with."""
-        if driver in self._live:
-            self._live.discard(driver)
-            stats = driver.conn.statistics()
-            totals = self._gone_totals
-            totals[0] += driver.bytes_in
-            totals[1] += driver.bytes_out
-            totals[2] += stats.chunks_received
-            totals[3] += stats.chunks_sent
-            totals[4] += stats.chunks_dropped
+        ws = getattr(driver, "ws", None)  # an HTTP socket upgraded to a WebSocket
+        for gone in (driver, ws):
+            if gone is None or gone not in self._live:
+                continue
+            self._live.discard(gone)
+            if isinstance(gone, ServerDriver):  # a binary connection: its counters stay
+                stats = gone.conn.statistics()
+                totals = self._gone_totals
+                totals[0] += gone.bytes_in
+                totals[1] += gone.bytes_out
+                totals[2] += stats.chunks_received
+                totals[3] += stats.chunks_sent
+                totals[4] += stats.chunks_dropped
 
     def statistics(self) -> ServerStatistics:
         """A snapshot: every open connection (:class:`~transports.metrics.ConnectionInfo`),
         every channel, the hub's counters, and totals over the server's life. Render it for
-        Prometheus with :func:`transports.metrics.prometheus_text`."""
+        Prometheus with :func:`transports.metrics.prometheus_text`. An ``http://`` listener's
+        connections are those upgraded to WebSocket; its HTTP requests are not listed."""
         with self._lock:
             now = None
             connections = []
             b_in, b_out, received, sent, dropped = self._gone_totals
-            for driver in sorted(self._live, key=lambda d: int(d.id[1:])):
+            drivers = [d for d in self._live if isinstance(d, ServerDriver)]
+            for driver in sorted(drivers, key=lambda d: int(d.id[1:])):
                 now = driver.clock() if now is None else now
                 session = driver.peer.session
                 connections.append(

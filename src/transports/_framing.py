@@ -169,6 +169,22 @@ class WsFraming:
         elif isinstance(event, TextMessage) and self.violation is None:
             self.error = self.violation = "text messages are not part of streamproto"
 
+    def take_upgrade(self, headers: list[tuple[bytes, bytes]], target: str) -> None:
+        """Server: take over a connection whose upgrade request another HTTP parser already
+        read (an HTTP listener's ``Upgrade: websocket``), as hypercorn hands h11's request to
+        wsproto. The answer (101, or 400/404) comes out of the next ``wrap``; the socket's bytes
+        after the request go to ``receive``."""
+        try:
+            self._ws.initiate_upgrade_connection(headers, target)
+            for event in self._ws.events():
+                self._on_event(event)
+        except WsRemoteError as exc:  # not a valid upgrade (no key, a bad version)
+            self.error = str(exc)
+            self.closed = True
+            if exc.event_hint is not None:
+                with contextlib.suppress(WsLocalError):
+                    self._out.append(self._ws.send(exc.event_hint))
+
     def _refuse(self, status: int, why: str) -> None:
         self.error = why
         self._out.append(self._ws.send(RejectConnection(status_code=status)))

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
-from streamproto import Config, ErrorCode, Hub, Producer, UploadReader, WriteResult
+from streamproto import Config, ErrorCode, HttpOptions, Hub, Producer, UploadReader, WriteResult
 
 from ._common import (
     FLUSH_SLICE,
@@ -60,7 +60,7 @@ class ServerProducer(ProducerBase):
     """A stream's writing end for asyncio code: ``await write`` waits under the BLOCK
     policy; ``aborted`` is set when the last subscriber cancelled."""
 
-    def __init__(self, server: Server, producer: Producer) -> None:
+    def __init__(self, server: ServerBase[Any, Any], producer: Producer) -> None:
         super().__init__(server, producer)
         self.aborted = asyncio.Event()
         self._writable = asyncio.Event()
@@ -95,7 +95,7 @@ class ServerUpload(ServerUploadBase):
     """The server's end of an upload: ``async for chunk in upload``. Raises
     :class:`StreamError` (UPLOAD_DISCONNECTED, the uploader's code, ...) if it did not end well."""
 
-    def __init__(self, server: Server, reader: UploadReader) -> None:
+    def __init__(self, server: ServerBase[Any, Any], reader: UploadReader) -> None:
         super().__init__(server, reader)
         self._event = asyncio.Event()
         reader.on_readable = self._event.set
@@ -127,6 +127,7 @@ class _ServerProtocol(asyncio.Protocol):
         self.paused = False
         self.timer: asyncio.TimerHandle | None = None
         self.timer_at: float | None = None
+        self.read_paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -139,6 +140,9 @@ class _ServerProtocol(asyncio.Protocol):
         driver = self.driver
         if driver is not None:
             driver.receive(data)
+            if not driver.reading and not self.read_paused and self.transport is not None:
+                self.read_paused = True  # an HTTP upload beyond its credit
+                self.transport.pause_reading()
             if data and not driver.finished:
                 # Flushed soon, not now: a handler this input started (an OPEN) runs first,
                 # so the ACCEPT leaves in one write with the handler's first chunks.
@@ -183,6 +187,9 @@ class _ServerProtocol(asyncio.Protocol):
         driver, transport = self.driver, self.transport
         if driver is None or transport is None:
             return
+        if self.read_paused and driver.reading:
+            self.read_paused = False
+            transport.resume_reading()
         if self.paused:
             if driver.finished:
                 # Over (a GOAWAY for a peer that floods and does not read, say): the goodbye
@@ -238,9 +245,14 @@ class Server(ServerBase[ServerProducer, ServerUpload]):
     """A running server (from :func:`serve`). ``async with`` shuts it down on exit."""
 
     def __init__(
-        self, hub: Hub | None, url: str, config: Config | None, trace: Tracer | None = None
+        self,
+        hub: Hub | None,
+        url: str,
+        config: Config | None,
+        http: HttpOptions | None = None,
+        trace: Tracer | None = None,
     ) -> None:
-        super().__init__(hub, url, config, trace)
+        super().__init__(hub, url, config, http, trace)
         self.loop = asyncio.get_running_loop()
         self.protocols: set[_ServerProtocol] = set()
         self.tasks: set[asyncio.Task[None]] = set()
@@ -333,12 +345,19 @@ class Server(ServerBase[ServerProducer, ServerUpload]):
 
 
 async def serve(
-    hub: Hub | None, url: str, *, config: Config | None = None, trace: Tracer | None = None
+    hub: Hub | None,
+    url: str,
+    *,
+    config: Config | None = None,
+    http: HttpOptions | None = None,
+    trace: Tracer | None = None,
 ) -> Server:
-    """Serve ``hub`` at ``url`` (``tcp://host:port`` or ``ws://host:port/path``; port 0
-    picks a free one, see :attr:`Server.address`). ``hub`` None serves a
-    :func:`transports.new_hub` (128-bit random ids), as :attr:`Server.hub`."""
-    server = Server(hub, url, config, trace)
+    """Serve ``hub`` at ``url`` (``tcp://host:port``, ``ws://host:port/path`` or
+    ``http://host:port``: SSE and HTTP as spec/HTTP.md says, with ``http`` options, and
+    WebSocket upgrades; port 0 picks a free one, see :attr:`Server.address`). ``hub`` None
+    serves a :func:`transports.new_hub` (128-bit random ids), as :attr:`Server.hub`.
+    ``trace`` gets a record per frame of every connection (see :mod:`transports.trace`)."""
+    server = Server(hub, url, config, http, trace)
     await server._listen()
     return server
 

@@ -72,8 +72,10 @@ class RawPeer:
 
     def __init__(self, url: str, timeout: float) -> None:
         parts = urlsplit(url)
-        if parts.scheme not in ("tcp", "ws") or not parts.hostname or not parts.port:
-            raise ValueError(f"expected tcp://host:port or ws://host:port/path, got {url!r}")
+        if parts.scheme not in ("tcp", "ws", "http") or not parts.hostname or not parts.port:
+            raise ValueError(
+                f"expected tcp://host:port, ws://host:port/path or http://host:port, got {url!r}"
+            )
         self.url = url
         self.timeout = timeout
         #: The subprotocol the server selected (WebSocket only).
@@ -83,7 +85,7 @@ class RawPeer:
         self.frames: list[Frame] = []
         self.eof = False
         self.ws: Any = None
-        if parts.scheme == "ws":
+        if parts.scheme in ("ws", "http"):  # an HTTP listener upgrades on its path (R-HTTP-70)
             self._ws_handshake(f"{parts.hostname}:{parts.port}", parts.path or "/")
 
     def _ws_handshake(self, host: str, path: str) -> None:
@@ -213,15 +215,16 @@ class Case:
     rules: tuple[str, ...]
     title: str
     check: Callable[[RawPeer], None]
-    #: The URL schemes the case applies to (a WebSocket rule has nothing to check over TCP).
-    schemes: tuple[str, ...] = ("tcp", "ws")
+    #: The URL schemes the case applies to (a WebSocket rule has nothing to check over TCP;
+    #: an ``http://`` server runs the binary cases over its WebSocket upgrade, and the H cases).
+    schemes: tuple[str, ...] = ("tcp", "ws", "http")
 
 
 CASES: list[Case] = []
 
 
 def case(
-    case_id: str, *rules: str, schemes: tuple[str, ...] = ("tcp", "ws")
+    case_id: str, *rules: str, schemes: tuple[str, ...] = ("tcp", "ws", "http")
 ) -> Callable[[Callable[[RawPeer], None]], Callable[[RawPeer], None]]:
     def register(check: Callable[[RawPeer], None]) -> Callable[[RawPeer], None]:
         title = " ".join((check.__doc__ or "").split())  # a docstring may wrap
@@ -564,7 +567,7 @@ def _upgrade_status(url: str, timeout: float) -> int:
     raise AssertionError("the server closed without answering the upgrade")
 
 
-@case("C24", "R-TR-5", schemes=("ws",))
+@case("C24", "R-TR-5", schemes=("ws", "http"))
 def _c24(peer: RawPeer) -> None:
     """The server selects streamproto.v1, and refuses an upgrade offering none with 400."""
     if peer.subprotocol != "streamproto.v1":
@@ -807,6 +810,211 @@ def _c36(peer: RawPeer) -> None:
     high = order[:32].count(2)
     if high < 20:
         raise AssertionError(f"the priority-3 subscription got {high} of the first 32 chunks")
+
+
+# -- HTTP (spec/HTTP.md) -------------------------------------------------------------------------
+
+_HTTP = ("http",)
+
+
+@attrs.frozen
+class HttpAnswer:
+    """A whole HTTP response, its body de-chunked."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        if self.headers.get("content-type") != "application/json":
+            raise AssertionError(f"{self.status} without a JSON body: {self.headers}")
+        return json.loads(self.body)
+
+    def events(self) -> list[tuple[str, str, str]]:
+        """(event, data, id) of each event of an event-stream body."""
+        from streamproto._sse import SseParser  # noqa: PLC0415
+
+        if not self.headers.get("content-type", "").startswith("text/event-stream"):
+            raise AssertionError(f"{self.status} is not an event stream: {self.headers}")
+        return [(e.event, e.data, e.id) for e in SseParser().feed(self.body)]
+
+
+def _dechunk(body: bytes) -> bytes:
+    out = []
+    while body:
+        size_line, _, rest = body.partition(b"\r\n")
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            break
+        out.append(rest[:size])
+        body = rest[size + 2 :]
+    return b"".join(out)
+
+
+def http_request(
+    url: str, method: str, target: str, headers: dict[str, str] | None = None, body: bytes = b""
+) -> HttpAnswer:
+    """One request on a connection of its own (``Connection: close``), read to the end."""
+    parts = urlsplit(url)
+    fields = {"Host": f"{parts.hostname}:{parts.port}", "Connection": "close"}
+    fields.update(headers or {})
+    if body or method == "POST":
+        fields["Content-Length"] = str(len(body))
+    head = f"{method} {target} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in fields.items())
+    return _exchange(url, head.encode() + b"\r\n" + body)
+
+
+def _exchange(url: str, data: bytes, timeout: float = 10.0) -> HttpAnswer:
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=timeout) as sock:
+        sock.sendall(data)
+        received = []
+        while chunk := sock.recv(65536):
+            received.append(chunk)
+    raw = b"".join(received)
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ", 2)[1])
+    fields = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        fields[name.strip().lower()] = value.strip()
+    if fields.get("transfer-encoding") == "chunked":
+        body = _dechunk(body)
+    return HttpAnswer(status, fields, body)
+
+
+def _expect(answer: HttpAnswer, status: int, name: str = "") -> None:
+    if answer.status != status:
+        raise AssertionError(f"expected {status}, got {answer.status}: {answer.body[:200]!r}")
+    if name and answer.json().get("name") != name:
+        raise AssertionError(f"expected {name}, got {answer.json()}")
+
+
+@case("H01", "R-HTTP-10", "R-HTTP-12", "R-HTTP-13", "R-HTTP-20", schemes=_HTTP)
+def _h01(peer: RawPeer) -> None:
+    """GET of an ended stream is 200 text/event-stream: retry, one event per chunk with its
+    seq as id, then end."""
+    answer = http_request(peer.url, "GET", "/conformance:fixed/five")
+    _expect(answer, 200)
+    if not answer.body.startswith(b"retry: "):
+        raise AssertionError(f"no retry line first: {answer.body[:40]!r}")
+    expected = [("message", c.decode(), str(i)) for i, c in enumerate(FIVE, 1)]
+    events = answer.events()
+    if events[:5] != expected or events[5][:2] != ("end", '{"last_seq": 5}'):
+        raise AssertionError(f"unexpected events {events}")
+
+
+@case("H02", "R-HTTP-11", "R-HTTP-14", schemes=_HTTP)
+def _h02(peer: RawPeer) -> None:
+    """Last-Event-ID resumes after it and wins over after_seq; at the end of an ended stream
+    the answer is 204."""
+    answer = http_request(
+        peer.url, "GET", "/conformance:fixed/five?after_seq=1", {"Last-Event-ID": "3"}
+    )
+    data = [e[1] for e in answer.events() if e[0] == "message"]
+    if data != ["chunk-4", "chunk-5"]:
+        raise AssertionError(f"resumed with {data}")
+    by_query = http_request(peer.url, "GET", "/conformance:fixed/five?after_seq=4")
+    if [e[1] for e in by_query.events() if e[0] == "message"] != ["chunk-5"]:
+        raise AssertionError(f"after_seq=4 gave {by_query.events()}")
+    _expect(http_request(peer.url, "GET", "/conformance:fixed/five", {"Last-Event-ID": "5"}), 204)
+
+
+@case("H03", "R-HTTP-13", "R-HTTP-14", schemes=_HTTP)
+def _h03(peer: RawPeer) -> None:
+    """A failed stream replays its error event, even to a reader that had every chunk."""
+    answer = http_request(peer.url, "GET", "/conformance:fixed/failed", {"Last-Event-ID": "2"})
+    _expect(answer, 200)
+    kind, data, _ = answer.events()[-1]
+    body = json.loads(data)
+    if kind != "error" or (body["code"], body["message"]) != (FAIL_CODE, FAIL_MESSAGE):
+        raise AssertionError(f"unexpected {kind} {data}")
+
+
+@case("H04", "R-HTTP-21", "R-HTTP-22", schemes=_HTTP)
+def _h04(peer: RawPeer) -> None:
+    """A chunk that is not UTF-8 text comes base64 under the event bytes, exact."""
+    import base64  # noqa: PLC0415
+
+    events = http_request(peer.url, "GET", "/conformance:fixed/big").events()
+    if events[0][0] != "bytes" or base64.b64decode(events[0][1]) != BIG:
+        raise AssertionError("the big chunk did not come back exactly")
+
+
+@case("H05", "R-HTTP-12", schemes=_HTTP)
+def _h05(peer: RawPeer) -> None:
+    """History out of the replay window is a gap event (first, last, reason), id = last."""
+    events = http_request(peer.url, "GET", "/conformance:evicted/ten?after_seq=0").events()
+    kind, data, event_id = events[0]
+    if kind != "gap" or json.loads(data) != {"first": 1, "last": 7, "reason": "evicted"}:
+        raise AssertionError(f"expected the gap 1..7 first, got {events[0]}")
+    if event_id != "7" or [e[1] for e in events[1:4]] != ["e-8", "e-9", "e-10"]:
+        raise AssertionError(f"unexpected events {events}")
+
+
+@case("H06", "R-HTTP-30", "R-HTTP-31", schemes=_HTTP)
+def _h06(peer: RawPeer) -> None:
+    """POST opens a stream with the body as args, names it in Stream-Id, and a GET with
+    Last-Event-ID resumes it."""
+    answer = http_request(peer.url, "POST", "/conformance:open", body=b"3")
+    _expect(answer, 200)
+    stream_id = answer.headers.get("stream-id", "")
+    if [e[1] for e in answer.events() if e[0] == "message"] != ["o-1", "o-2", "o-3"]:
+        raise AssertionError(f"unexpected events {answer.events()}")
+    again = http_request(peer.url, "GET", f"/conformance:open/{stream_id}", {"Last-Event-ID": "2"})
+    if [e[1] for e in again.events() if e[0] == "message"] != ["o-3"]:
+        raise AssertionError(f"the resume gave {again.events()}")
+
+
+@case("H07", "R-HTTP-40", "R-HTTP-42", schemes=_HTTP)
+def _h07(peer: RawPeer) -> None:
+    """An upload's body reaches the reader; the answer is 200 with the bytes counted."""
+    answer = http_request(peer.url, "POST", "/conformance:upload/h07/upload", body=b"u" * 50_000)
+    _expect(answer, 200)
+    if answer.json()["bytes"] != 50_000:
+        raise AssertionError(f"unexpected answer {answer.json()}")
+
+
+@case("H08", "R-HTTP-43", schemes=_HTTP)
+def _h08(peer: RawPeer) -> None:
+    """A server-side upload cancel is answered 409 with its code, before the body ends."""
+    parts = urlsplit(peer.url)
+    head = (
+        f"POST /conformance:upload-cancel/h08/upload HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n"
+    )
+    piece = b"1000\r\n" + b"c" * 4096 + b"\r\n"
+    with socket.create_connection((parts.hostname, parts.port), timeout=10.0) as sock:
+        sock.sendall(head.encode() + piece * (UPLOAD_CANCEL_AFTER + 2))
+        answer = b""
+        while b"}" not in answer and (more := sock.recv(65536)):
+            answer += more
+    if not answer.startswith(b"HTTP/1.1 409"):
+        raise AssertionError(f"expected 409, got {answer[:80]!r}")
+    body = json.loads(answer.partition(b"\r\n\r\n")[2])
+    if body["code"] != ErrorCode.UPLOAD_CANCELLED:
+        raise AssertionError(f"unexpected cancel {body}")
+
+
+@case("H09", "R-HTTP-3", "R-HTTP-11", "R-HTTP-50", "R-HTTP-51", schemes=_HTTP)
+def _h09(peer: RawPeer) -> None:
+    """Refusals have their status and a JSON body with our code and name."""
+    url = peer.url
+    _expect(http_request(url, "GET", "/conformance:nothing/x"), 404, "UNKNOWN_CHANNEL")
+    _expect(http_request(url, "GET", "/conformance:fixed/nothing"), 404, "UNKNOWN_STREAM")
+    _expect(http_request(url, "GET", "/Not-A-Channel/x"), 400, "INVALID_NAME")
+    bogus = http_request(url, "GET", "/conformance:fixed/five", {"Last-Event-ID": "x"})
+    _expect(bogus, 400, "INVALID_ARGUMENT")
+    _expect(http_request(url, "DELETE", "/conformance:fixed/five"), 405, "NOT_ALLOWED")
+
+
+@case("H10", "R-HTTP-80", schemes=_HTTP)
+def _h10(peer: RawPeer) -> None:
+    """Malformed HTTP is 400 and an oversize request head 431, each with a JSON body."""
+    _expect(_exchange(peer.url, b"NOT HTTP AT ALL\r\n\r\n"), 400, "PROTOCOL_ERROR")
+    big = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n"
+    _expect(_exchange(peer.url, big), 431, "LIMIT_EXCEEDED")
 
 
 # -- running ------------------------------------------------------------------------------------

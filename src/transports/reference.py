@@ -2,11 +2,14 @@
 
     python -m transports.reference tcp://127.0.0.1:9000 [--backend asyncio|trio|sync]
                                    [--store redis://host:port/db]
+    python -m transports.reference http://127.0.0.1:9000 --allow-origin http://localhost:8000
 
 Serves a hub with the channels of ``spec/CONFORMANCE.md`` (see
 ``streamproto.testing.reference.register_reference_channels``) with the chosen backend (asyncio
 by default) until interrupted. It prints ``reference server on <address>`` once it listens
-(port 0 picks a free port). With ``--store`` its streams live in that Redis (see
+(port 0 picks a free port). An ``http://`` URL serves the same channels over HTTP/SSE
+(spec/HTTP.md) and WebSocket upgrades on one port; ``--allow-origin`` (repeatable) lets pages
+of that origin call it (CORS). With ``--store`` its streams live in that Redis (see
 ``transports.redis``), so several reference servers pointed at one Redis serve the same streams.
 """
 
@@ -18,7 +21,7 @@ import contextlib
 import threading
 from typing import Any
 
-from streamproto import Hub, ReplayStore
+from streamproto import HttpOptions, Hub, ReplayStore
 from streamproto.testing.reference import register_reference_channels
 
 from ._hubs import new_hub
@@ -45,11 +48,11 @@ def _listening(address: str) -> None:
     print(f"reference server on {address}", flush=True)
 
 
-async def _serve_asyncio(url: str, store_url: str | None) -> None:
+async def _serve_asyncio(url: str, http: HttpOptions, store_url: str | None) -> None:
     from . import asyncio as backend  # noqa: PLC0415 - load only the backend asked for
 
     store = _store(store_url)
-    server = await backend.serve(reference_hub(store), url)
+    server = await backend.serve(reference_hub(store), url, http=http)
     async with contextlib.AsyncExitStack() as stack:
         if store is not None:
             from .redis import open_asyncio_driver  # noqa: PLC0415
@@ -62,14 +65,14 @@ async def _serve_asyncio(url: str, store_url: str | None) -> None:
             await server.shutdown(timeout=1.0)
 
 
-async def _serve_trio(url: str, store_url: str | None) -> None:
+async def _serve_trio(url: str, http: HttpOptions, store_url: str | None) -> None:
     import trio  # noqa: PLC0415 - trio is an optional extra
 
     from . import trio as backend  # noqa: PLC0415
 
     store = _store(store_url)
     async with (
-        backend.serve(reference_hub(store), url) as server,
+        backend.serve(reference_hub(store), url, http=http) as server,
         contextlib.AsyncExitStack() as stack,
     ):
         if store is not None:
@@ -80,11 +83,11 @@ async def _serve_trio(url: str, store_url: str | None) -> None:
         await trio.sleep_forever()
 
 
-def _serve_sync(url: str, store_url: str | None) -> None:
+def _serve_sync(url: str, http: HttpOptions, store_url: str | None) -> None:
     from . import sync as backend  # noqa: PLC0415 - load only the backend asked for
 
     store = _store(store_url)
-    server = backend.serve(reference_hub(store), url)
+    server = backend.serve(reference_hub(store), url, http=http)
     with contextlib.ExitStack() as stack:
         if store is not None:
             from .redis import open_thread_driver  # noqa: PLC0415
@@ -97,30 +100,43 @@ def _serve_sync(url: str, store_url: str | None) -> None:
             server.shutdown(timeout=1.0)
 
 
-def serve(url: str, backend: str = "asyncio", store: str | None = None) -> None:
+def serve(
+    url: str,
+    backend: str = "asyncio",
+    store: str | None = None,
+    allow_origins: tuple[str, ...] = (),
+) -> None:
     """Serve the reference hub at ``url`` with ``backend`` until interrupted; ``store``
-    (``redis://host:port/db``) keeps its streams in Redis, shared with other servers."""
+    (``redis://host:port/db``) keeps its streams in Redis, shared with other servers; an
+    ``http://`` listener lets pages of ``allow_origins`` call it."""
+    http = HttpOptions(allow_origins=allow_origins)
     if backend == "trio":
         import trio  # noqa: PLC0415 - trio is an optional extra
 
-        trio.run(_serve_trio, url, store)
+        trio.run(_serve_trio, url, http, store)
     elif backend == "sync":
-        _serve_sync(url, store)
+        _serve_sync(url, http, store)
     else:
-        asyncio.run(_serve_asyncio(url, store))
+        asyncio.run(_serve_asyncio(url, http, store))
 
 
 def main(argv: list[str] | None = None) -> None:
     """Serve until interrupted."""
     parser = argparse.ArgumentParser(prog="python -m transports.reference")
-    parser.add_argument("url", help="tcp://host:port or ws://host:port/path")
+    parser.add_argument("url", help="tcp://host:port, ws://host:port/path or http://host:port")
     parser.add_argument("--backend", choices=BACKENDS, default="asyncio")
     parser.add_argument(
         "--store", default=None, help="redis://host:port/db: keep streams in this Redis"
     )
+    parser.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        help="an origin whose pages may call the HTTP listener (CORS); repeatable, * for any",
+    )
     args = parser.parse_args(argv)
     try:
-        serve(args.url, args.backend, args.store)
+        serve(args.url, args.backend, args.store, tuple(args.allow_origin))
     except* KeyboardInterrupt:  # trio may deliver it inside an exception group
         pass
 

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
-from streamproto import Config, ErrorCode, Hub, Producer, UploadReader, WriteResult
+from streamproto import Config, ErrorCode, HttpOptions, Hub, Producer, UploadReader, WriteResult
 
 from ._common import (
     FLUSH_SLICE,
@@ -44,6 +44,7 @@ from ._common import (
     SubscriptionCore,
     UploadBase,
     Url,
+    always_reads,
     handler_failed,
     log,
     parse_url,
@@ -109,9 +110,17 @@ class _Writer:
         self._waiting_for: float | None = None  # the deadline the idle thread waits for
         self._pending = b""  # taken from the core, not yet written
         self.budget = _INLINE_BUDGET  # inline sends left until the next input
+        #: Notified whenever the core may have changed (the reader waits on it while the
+        #: side is not ``reading``).
+        self.readable = threading.Condition(lock)
+        self.stopping = False
+        # Only a side that may stop reading (HTTP) needs the reader woken; the others always read.
+        self._gate = not always_reads(side)
         self.thread = threading.Thread(target=self._run, name="streamproto-writer", daemon=True)
 
     def wake(self) -> None:
+        if self._gate:
+            self.readable.notify_all()
         if self._idle and self.budget and not self._pending and _DONTWAIT is not None:
             self.budget -= 1
             side = self._side
@@ -137,7 +146,8 @@ class _Writer:
 
     def stop(self) -> None:
         """Write what is left, then shut the socket down."""
-        self._stopping = True
+        self._stopping = self.stopping = True
+        self.readable.notify_all()
         self._cond.notify()
 
     def _run(self) -> None:
@@ -196,6 +206,8 @@ def _read(sock: socket.socket, lock: threading.RLock, side: Side, writer: _Write
                 writer.wake()
                 if not data or side.finished:
                     return
+                while not side.reading and not side.finished and not writer.stopping:
+                    writer.readable.wait()  # an HTTP upload beyond its credit
     finally:
         with lock:
             writer.stop()
@@ -395,9 +407,14 @@ class Server(ServerBase[ServerProducer, ServerUpload]):
     _lock: threading.RLock  # the one lock around every call into the core
 
     def __init__(
-        self, hub: Hub | None, url: str, config: Config | None, trace: Tracer | None = None
+        self,
+        hub: Hub | None,
+        url: str,
+        config: Config | None,
+        http: HttpOptions | None = None,
+        trace: Tracer | None = None,
     ) -> None:
-        super().__init__(hub, url, config, trace)
+        super().__init__(hub, url, config, http, trace)
         self._lock = threading.RLock()
         self.drivers: set[_Connection] = set()
         self._changed = threading.Condition(self._lock)  # connections gone, hub deadline moved
@@ -524,12 +541,20 @@ class Server(ServerBase[ServerProducer, ServerUpload]):
 
 
 def serve(
-    hub: Hub | None, url: str, *, config: Config | None = None, trace: Tracer | None = None
+    hub: Hub | None,
+    url: str,
+    *,
+    config: Config | None = None,
+    http: HttpOptions | None = None,
+    trace: Tracer | None = None,
 ) -> Server:
-    """Serve ``hub`` at ``url`` (``tcp://host:port`` or ``ws://host:port/path``; port 0
-    picks a free one, see :attr:`Server.address`) from threads of its own. ``hub`` None
-    serves a :func:`transports.new_hub` (128-bit random ids), as :attr:`Server.hub`."""
-    return Server(hub, url, config, trace)
+    """Serve ``hub`` at ``url`` (``tcp://host:port``, ``ws://host:port/path`` or
+    ``http://host:port``: SSE and HTTP as spec/HTTP.md says, with ``http`` options, and
+    WebSocket upgrades; port 0 picks a free one, see :attr:`Server.address`) from threads of
+    its own. ``hub`` None serves a :func:`transports.new_hub` (128-bit random ids), as
+    :attr:`Server.hub`. ``trace`` gets a record per frame of every connection (see
+    :mod:`transports.trace`)."""
+    return Server(hub, url, config, http, trace)
 
 
 # -- client -------------------------------------------------------------------------------------

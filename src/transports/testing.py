@@ -59,7 +59,11 @@ TRANSPORTS = ("tcp", "ws")
 TIMEOUT = 20.0
 
 Flavour = Literal["asyncio", "trio", "thread"]
-_DEFAULT_URLS = {"tcp": "tcp://127.0.0.1:0", "ws": "ws://127.0.0.1:0/sp"}
+_DEFAULT_URLS = {
+    "tcp": "tcp://127.0.0.1:0",
+    "ws": "ws://127.0.0.1:0/sp",
+    "http": "http://127.0.0.1:0/sp",
+}
 
 
 @attrs.frozen
@@ -272,9 +276,12 @@ class ServerProxy:
         *,
         hub: Hub | None = None,
         timeout: float = TIMEOUT,
+        http: Any = None,
     ) -> None:
         self.adapter = _adapter(backend)
         self.timeout = timeout
+        #: An ``http`` transport's :class:`streamproto._http.HttpOptions` (CORS, auth).
+        self.http = http
         self.flavour = self.adapter.flavour
         self.backend = backend if isinstance(backend, str) else self.flavour
         self.record = Record()
@@ -287,12 +294,13 @@ class ServerProxy:
 
     def _start(self, url: str) -> Any:
         serve, hub, config = self.adapter.serve, self.hub, self.config
+        extra = {} if self.http is None else {"http": self.http}
         if self.flavour == "trio":
             server = self.thread.call(self._trio_serve, url)
         elif self.flavour == "asyncio":
-            server = self.thread.call(lambda: serve(hub, url, config=config))
+            server = self.thread.call(lambda: serve(hub, url, config=config, **extra))
         else:
-            server = serve(hub, url, config=config)
+            server = serve(hub, url, config=config, **extra)
         self.thread.call(self._register, server)
         self.thread.call(register_reference_channels, self.hub)
         return server
@@ -301,7 +309,8 @@ class ServerProxy:
         thread = cast(TrioThread, self.thread)
 
         async def run(task_status: Any) -> None:
-            async with self.adapter.serve(self.hub, url, config=self.config) as server:
+            extra = {} if self.http is None else {"http": self.http}
+            async with self.adapter.serve(self.hub, url, config=self.config, **extra) as server:
                 task_status.started(server)
                 await thread.trio.sleep_forever()
 
@@ -367,7 +376,7 @@ class ServerProxy:
 
     def queued_bytes(self) -> int:
         def total() -> int:
-            return sum(p.driver.conn.statistics().queued_bytes for p in self._drivers())
+            return sum(_queued(p.driver) for p in self._drivers())
 
         return int(self.thread.call(total))
 
@@ -399,6 +408,12 @@ class ServerProxy:
         with contextlib.suppress(Exception):
             self.shutdown(0.5)
         self.thread.stop()
+
+
+def _queued(driver: Any) -> int:
+    if hasattr(driver, "queued_bytes"):  # an HTTP socket
+        return int(driver.queued_bytes)
+    return int(driver.conn.statistics().queued_bytes)
 
 
 def _open_async(record: Record, sleep: Callable[[float], Awaitable[None]]) -> Any:

@@ -15,6 +15,7 @@ assumes the same), so the hub timer waits their distance from ``time.monotonic()
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import random
 import time
@@ -24,7 +25,7 @@ from typing import Any, Generic, TypeVar
 
 import trio
 
-from streamproto import Config, ErrorCode, Hub, Producer, UploadReader, WriteResult
+from streamproto import Config, ErrorCode, HttpOptions, Hub, Producer, UploadReader, WriteResult
 
 from ._common import (
     FLUSH_SLICE,
@@ -42,6 +43,7 @@ from ._common import (
     SubscriptionBase,
     SubscriptionCore,
     UploadBase,
+    always_reads,
     handler_failed,
     log,
     parse_url,
@@ -113,7 +115,12 @@ def _unwrap() -> Iterator[None]:
 
 
 async def _read(
-    stream: trio.SocketStream, side: Side, wake: _Wake, cancel: Callable[[], None]
+    stream: trio.SocketStream,
+    side: Side,
+    wake: _Wake,
+    cancel: Callable[[], None],
+    *,
+    readable: _Wake | None = None,
 ) -> None:
     while True:
         try:
@@ -126,6 +133,8 @@ async def _read(
             cancel()
         if not data:
             return
+        while readable is not None and not side.reading and not side.finished:
+            await readable.wait()  # an HTTP upload beyond its credit: the writer says when
 
 
 async def _write(
@@ -134,10 +143,14 @@ async def _write(
     wake: _Wake,
     after: Callable[[], None],
     stall: float,
+    *,
+    readable: _Wake | None = None,
 ) -> None:
     while True:
         data = side.step(FLUSH_SLICE)
         after()
+        if readable is not None and side.reading:
+            readable.set()
         if data:
             side.output_blocked(True)
             try:
@@ -170,8 +183,13 @@ async def _run_socket(
     try:
         with scope:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(_read, stream, side, wake, nursery.cancel_scope.cancel)
-                await _write(stream, side, wake, after, stall)
+                # Only a side that may stop reading (HTTP) needs the gate; the others always read.
+                readable = None if always_reads(side) else _Wake()
+                cancel = nursery.cancel_scope.cancel
+                nursery.start_soon(
+                    functools.partial(_read, stream, side, wake, cancel, readable=readable)
+                )
+                await _write(stream, side, wake, after, stall, readable=readable)
                 nursery.cancel_scope.cancel()
     finally:
         await trio.aclose_forcefully(stream)
@@ -263,9 +281,14 @@ class Server(ServerBase[ServerProducer, ServerUpload]):
     """A running server (from :func:`serve`); its tasks live until :meth:`shutdown`."""
 
     def __init__(
-        self, hub: Hub | None, url: str, config: Config | None, trace: Tracer | None = None
+        self,
+        hub: Hub | None,
+        url: str,
+        config: Config | None,
+        http: HttpOptions | None = None,
+        trace: Tracer | None = None,
     ) -> None:
-        super().__init__(hub, url, config, trace)
+        super().__init__(hub, url, config, http, trace)
         self.drivers: set[_Connection] = set()
         self._tasks: trio.Nursery | None = None
         self._scope = trio.CancelScope()  # every task of the server
@@ -370,13 +393,20 @@ class Server(ServerBase[ServerProducer, ServerUpload]):
 
 @contextlib.asynccontextmanager
 async def serve(
-    hub: Hub | None, url: str, *, config: Config | None = None, trace: Tracer | None = None
+    hub: Hub | None,
+    url: str,
+    *,
+    config: Config | None = None,
+    http: HttpOptions | None = None,
+    trace: Tracer | None = None,
 ) -> AsyncIterator[Server]:
-    """Serve ``hub`` at ``url`` (``tcp://host:port`` or ``ws://host:port/path``; port 0 picks
-    a free one, see :attr:`Server.address`): ``async with serve(hub, url) as server``.
+    """Serve ``hub`` at ``url`` (``tcp://host:port``, ``ws://host:port/path`` or
+    ``http://host:port``: SSE and HTTP as spec/HTTP.md says, with ``http`` options, and
+    WebSocket upgrades; port 0 picks a free one, see :attr:`Server.address`):
+    ``async with serve(hub, url) as server``.
     Leaving the block shuts the server down. ``hub`` None serves a
     :func:`transports.new_hub` (128-bit random ids), as :attr:`Server.hub`."""
-    server = Server(hub, url, config, trace)
+    server = Server(hub, url, config, http, trace)
     with _unwrap():
         async with trio.open_nursery() as nursery:
             await nursery.start(server._run)

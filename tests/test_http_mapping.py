@@ -1,0 +1,568 @@
+"""The pure HTTP mapping (streamproto._http): routes, statuses and exchanges against a hub,
+with no socket and no HTTP parser."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import pytest
+
+from streamproto import (
+    ChannelOptions,
+    Config,
+    ErrorCode,
+    Hub,
+    LocalProtocolError,
+    OverflowPolicy,
+    Refuse,
+    UploadReader,
+    Window,
+)
+from streamproto._http import (
+    TRANSITIONS,
+    ExchangeState,
+    HttpExchange,
+    HttpOptions,
+    HttpRequest,
+    Input,
+    Route,
+    RouteKind,
+    cors_headers,
+    default_auth,
+    preflight_headers,
+    route,
+    status_for,
+)
+from streamproto._sse import SseParser, decode_chunk
+
+OPTIONS = HttpOptions(allow_origins=("http://page",), retry_ms=500)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_hub(**kwargs: object) -> Hub:
+    counter = itertools.count(1)
+    return Hub(clock=kwargs.pop("clock", Clock()), ids=lambda: f"id{next(counter)}", **kwargs)  # type: ignore[arg-type]
+
+
+def req(method: str, path: str, query: str = "", **headers: str) -> HttpRequest:
+    return HttpRequest(
+        method, path, query, tuple((k.replace("_", "-"), v) for k, v in headers.items())
+    )
+
+
+def exchange(
+    hub: Hub,
+    request: HttpRequest,
+    *,
+    config: Config | None = None,
+    options: HttpOptions = OPTIONS,
+    clock: Clock | None = None,
+) -> HttpExchange:
+    decision = route(request, options)
+    assert decision.kind in (RouteKind.SUBSCRIBE, RouteKind.OPEN, RouteKind.UPLOAD), decision
+    return HttpExchange(hub, request, decision, config or Config(), options, clock=clock or Clock())
+
+
+def status(ex: HttpExchange) -> int | None:
+    return None if ex.head is None else ex.head[0]
+
+
+def events(data: bytes) -> list[tuple[str, str, str]]:
+    return [(e.event, e.data, e.id) for e in SseParser().feed(data)]
+
+
+def chunks_of(data: bytes) -> list[bytes]:
+    return [decode_chunk(e) for e in SseParser().feed(data) if e.event in ("message", "bytes")]
+
+
+# -- routes -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("request_", "expected"),
+    [
+        (req("GET", "/a:b/s"), Route(RouteKind.SUBSCRIBE, "a:b", "s")),
+        (req("GET", "/a:b/s", "after_seq=4"), Route(RouteKind.SUBSCRIBE, "a:b", "s", 4)),
+        (
+            req("GET", "/a:b/s", "after_seq=4", last_event_id="7"),
+            Route(RouteKind.SUBSCRIBE, "a:b", "s", 7),
+        ),
+        (req("GET", "/a:b/s", last_event_id=""), Route(RouteKind.SUBSCRIBE, "a:b", "s")),
+        (req("GET", "/a%3Ab/s"), Route(RouteKind.SUBSCRIBE, "a:b", "s")),
+        (req("POST", "/a:b"), Route(RouteKind.OPEN, "a:b")),
+        (req("POST", "/a:b/s/upload", "args=hi"), Route(RouteKind.UPLOAD, "a:b", "s", args=b"hi")),
+        (req("OPTIONS", "/a:b/s", origin="http://page"), Route(RouteKind.PREFLIGHT)),
+        (req("GET", "/", upgrade="WebSocket"), Route(RouteKind.WEBSOCKET)),
+    ],
+)
+def test_routes(request_: HttpRequest, expected: Route) -> None:
+    assert route(request_, OPTIONS) == expected
+
+
+@pytest.mark.parametrize(
+    ("request_", "status", "code"),
+    [
+        (req("GET", "/"), 404, ErrorCode.UNKNOWN_CHANNEL),
+        (req("GET", "/Bad/s"), 400, ErrorCode.INVALID_NAME),
+        (req("GET", "/a:b/s s"), 400, ErrorCode.INVALID_NAME),
+        (req("POST", "/a:b/s s/upload"), 400, ErrorCode.INVALID_NAME),
+        (req("GET", "/a:b/s", last_event_id="x"), 400, ErrorCode.INVALID_ARGUMENT),
+        (req("GET", "/a:b/s", last_event_id=str(1 << 64)), 400, ErrorCode.INVALID_ARGUMENT),
+        (req("GET", "/a:b/s", "after_seq=1.5"), 400, ErrorCode.INVALID_ARGUMENT),
+        (req("PUT", "/a:b/s"), 405, ErrorCode.NOT_ALLOWED),
+        (req("GET", "/a:b"), 405, ErrorCode.NOT_ALLOWED),
+        (req("GET", "/a:b/s/upload"), 405, ErrorCode.NOT_ALLOWED),
+        (req("POST", "/a:b/s/other"), 404, ErrorCode.UNKNOWN_STREAM),
+        (req("GET", "/a:b/s/x/y"), 404, ErrorCode.UNKNOWN_STREAM),
+        (req("GET", "/a:b/s", origin="http://evil", host="h"), 403, ErrorCode.FORBIDDEN),
+        (req("GET", "/", upgrade="websocket", origin="http://evil"), 0, 0),
+    ],
+)
+def test_refusals(request_: HttpRequest, status: int, code: int) -> None:
+    decision = route(request_, OPTIONS)
+    if status == 0:  # a WebSocket upgrade is judged by the WebSocket layer, not here
+        assert decision.kind is RouteKind.WEBSOCKET
+        return
+    assert (decision.kind, decision.status, decision.code) == (RouteKind.REFUSE, status, code)
+    assert bool(decision.allow) == (status == 405)
+
+
+def test_same_origin_and_any_origin() -> None:
+    same = req("GET", "/a:b/s", origin="http://h:1", host="h:1")
+    assert route(same, OPTIONS).kind is RouteKind.SUBSCRIBE
+    anyone = HttpOptions(allow_origins=("*",))
+    assert route(req("GET", "/a:b/s", origin="http://x"), anyone).kind is RouteKind.SUBSCRIBE
+    assert cors_headers("http://x", anyone)[0] == ("access-control-allow-origin", "http://x")
+    assert cors_headers("http://x", OPTIONS) == ()
+
+
+def test_preflight_headers() -> None:
+    asked = req("OPTIONS", "/a:b", origin="http://page", access_control_request_headers="x-a")
+    headers = dict(preflight_headers(asked, OPTIONS))
+    assert headers["access-control-allow-headers"] == "x-a"
+    assert headers["access-control-allow-origin"] == "http://page"
+    plain = dict(preflight_headers(req("OPTIONS", "/a:b", origin="http://page"), OPTIONS))
+    assert "Last-Event-ID" in plain["access-control-allow-headers"]
+
+
+def test_statuses() -> None:
+    assert status_for(ErrorCode.UNKNOWN_STREAM) == 404
+    assert status_for(ErrorCode.SERVER_SHUTDOWN) == 503
+    assert status_for(1234) == 403
+    assert status_for(ErrorCode.INTERNAL_ERROR) == 500
+
+
+def test_default_auth_is_the_authorization_header() -> None:
+    assert default_auth(req("GET", "/", authorization="Bearer t")) == b"Bearer t"
+    assert default_auth(req("GET", "/")) == b""
+
+
+def test_the_state_table() -> None:
+    assert TRANSITIONS[ExchangeState.PENDING, Input.RESPOND] is ExchangeState.STREAMING
+    assert (ExchangeState.DONE, Input.RESPOND) not in TRANSITIONS
+    hub = make_hub()
+    hub.register("a:b").start("s")
+    ex = exchange(hub, req("GET", "/a:b/s"))
+    assert ex.state is ExchangeState.STREAMING
+    with pytest.raises(LocalProtocolError) as info:
+        ex._move(Input.RESPOND)
+    assert info.value.code == ErrorCode.INVALID_STATE
+
+
+def test_an_exchange_serves_only_hub_requests() -> None:
+    with pytest.raises(LocalProtocolError):
+        HttpExchange(
+            make_hub(),
+            req("OPTIONS", "/"),
+            Route(RouteKind.PREFLIGHT),
+            Config(),
+            OPTIONS,
+            clock=Clock(),
+        )
+
+
+# -- subscribe --------------------------------------------------------------------------------
+
+
+def test_subscribe_live_replay_and_end() -> None:
+    hub = make_hub()
+    producer = hub.register("a:b", ChannelOptions(replay=Window(chunks=100))).start("s")
+    producer.write(b"one")
+    woken: list[int] = []
+    decision = route(req("GET", "/a:b/s", origin="http://page"), OPTIONS)
+    ex = HttpExchange(
+        hub,
+        req("GET", "/a:b/s", origin="http://page"),
+        decision,
+        Config(),
+        OPTIONS,
+        clock=Clock(),
+        wakeup=lambda: woken.append(1),
+    )
+    assert ex.head is not None
+    status, headers = ex.head
+    assert status == 200
+    assert ("content-type", "text/event-stream") in headers
+    assert ("access-control-allow-origin", "http://page") in headers
+    first = ex.take_body()
+    assert first.startswith(b"retry: 500\n")
+    assert chunks_of(first) == [b"one"]
+    assert ex.take_body() == b""
+    producer.write(b"\xfftwo")
+    producer.close()
+    assert woken
+    rest = ex.take_body()
+    assert chunks_of(rest) == [b"\xfftwo"]
+    assert events(rest)[-1][0] == "end"
+    assert ex.done
+    assert ex.keep_alive
+
+
+def test_resume_at_the_end_of_an_ended_stream_is_204() -> None:
+    hub = make_hub()
+    producer = hub.register("a:b").start("s")
+    producer.write(b"x")
+    producer.close()
+    ex = exchange(hub, req("GET", "/a:b/s", last_event_id="1"))
+    assert ex.head == (204, ())
+    assert ex.done
+    assert ex.take_body() == b""
+    # From the start: the chunk, then the end, with a 200.
+    again = exchange(hub, req("GET", "/a:b/s"))
+    assert status(again) == 200
+    body = again.take_body()
+    assert chunks_of(body) == [b"x"]
+    assert events(body)[-1][0] == "end"
+
+
+def test_a_failed_stream_replays_its_error_even_at_its_end() -> None:
+    hub = make_hub()
+    producer = hub.register("a:b").start("s")
+    producer.write(b"x")
+    producer.fail(1500, "nope")
+    ex = exchange(hub, req("GET", "/a:b/s", last_event_id="1"))
+    assert status(ex) == 200
+    kind, data, _ = events(ex.take_body())[-1]
+    assert kind == "error"
+    assert json.loads(data)["code"] == 1500
+    assert ex.done
+
+
+def test_evicted_history_is_a_gap_event() -> None:
+    hub = make_hub()
+    producer = hub.register("a:b", ChannelOptions(replay=Window(chunks=2))).start("s")
+    for i in range(5):
+        producer.write(b"%d" % i)
+    ex = exchange(hub, req("GET", "/a:b/s", "after_seq=0"))
+    got = events(ex.take_body())
+    assert got[0][0] == "gap"
+    assert json.loads(got[0][1]) == {"first": 1, "last": 3, "reason": "evicted"}
+    assert got[0][2] == "3"
+    assert [e[1] for e in got[1:]] == ["3", "4"]
+
+
+def test_unknown_stream_is_404_json() -> None:
+    hub = make_hub()
+    hub.register("a:b")
+    ex = exchange(hub, req("GET", "/a:b/nope"))
+    assert ex.head is not None
+    assert ex.head[0] == 404
+    assert json.loads(ex.take_body())["name"] == "UNKNOWN_STREAM"
+    assert ex.done
+
+
+def test_a_client_that_never_reads_is_bounded_by_its_window_and_policy() -> None:
+    hub = make_hub()
+    options = ChannelOptions(default_policy=OverflowPolicy.DROP_OLDEST)
+    producer = hub.register("a:b", options).start("s")
+    config = Config(window_chunks=16, max_queued_chunks=16)
+    ex = exchange(hub, req("GET", "/a:b/s"), config=config)
+    for i in range(10_000):
+        producer.write(b"%d" % i)
+    assert ex.buffered < 4096
+    got = events(ex.take_body())
+    assert any(kind == "gap" for kind, _, _ in got)  # told exactly what it lost
+
+
+def test_heartbeats_follow_the_keepalive_clock() -> None:
+    clock = Clock()
+    hub = make_hub(clock=clock)
+    hub.register("a:b").start("s")
+    ex = exchange(hub, req("GET", "/a:b/s"), config=Config(keepalive=5), clock=clock)
+    ex.take_body()
+    assert ex.next_deadline() == 5
+    clock.now = 4
+    ex.handle_timer()
+    assert ex.take_body() == b""
+    clock.now = 5
+    ex.handle_timer()
+    assert ex.take_body() == b": ping\n"
+    ex.receive_body(b"a GET's body is ignored")
+    ex.end_body()
+    assert not ex.wants_body
+    assert ex.next_deadline() == 10
+    ex.disconnected()
+    assert ex.done
+    assert ex.next_deadline() is None
+    ex.handle_timer()
+    assert ex.take_body() == b""
+
+
+def test_disconnect_and_shutdown() -> None:
+    hub = make_hub()
+    hub.register("a:b").start("s")
+    ex = exchange(hub, req("GET", "/a:b/s"))
+    ex.shutdown()  # NO_ERROR: the stream runs on
+    assert not ex.done
+    assert not ex.keep_alive
+    ex.shutdown(ErrorCode.SERVER_SHUTDOWN)  # already said: nothing more
+    cut = exchange(hub, req("GET", "/a:b/s"))
+    cut.shutdown(ErrorCode.SERVER_SHUTDOWN)
+    assert cut.done
+    assert b"event: end" not in cut.take_body()  # cut, so an EventSource reconnects
+    ex.disconnected()
+    ex.disconnected()
+    assert hub.statistics().subscriptions == 0
+
+
+# -- open -------------------------------------------------------------------------------------
+
+
+def _opening_hub() -> Hub:
+    hub = make_hub()
+
+    def on_open(producer: object, args: bytes) -> None:
+        producer.write(b"echo:" + args)  # type: ignore[attr-defined]
+        producer.close()  # type: ignore[attr-defined]
+
+    hub.register("a:b", on_open=on_open)
+    hub.register("a:plain")
+    return hub
+
+
+def test_post_opens_with_the_body_as_args() -> None:
+    hub = _opening_hub()
+    ex = exchange(hub, req("POST", "/a:b", origin="http://page"))
+    assert ex.head is None
+    assert ex.wants_body
+    ex.receive_body(b"")
+    ex.receive_body(b"hel")
+    ex.receive_body(b"lo")
+    ex.end_body()
+    ex.end_body()
+    assert ex.head is not None
+    headers = dict(ex.head[1])
+    assert headers["stream-id"].startswith("id")
+    assert "Stream-Id" in headers["access-control-expose-headers"]
+    assert chunks_of(ex.take_body()) == [b"echo:hello"]
+    assert ex.done
+    assert not ex.wants_body
+    ex.receive_body(b"late")  # ignored
+
+
+def test_post_refusals() -> None:
+    hub = _opening_hub()
+    ex = exchange(hub, req("POST", "/a:plain"))
+    ex.end_body()
+    assert status(ex) == 403
+    too_big = exchange(hub, req("POST", "/a:b", content_length=str(1 << 20)))
+    assert status(too_big) == 413
+    assert not too_big.keep_alive
+    streamed = exchange(hub, req("POST", "/a:b"))
+    streamed.receive_body(b"x" * (OPTIONS.max_body + 1))
+    assert status(streamed) == 413
+    stopped = exchange(hub, req("POST", "/a:b"))
+    stopped.shutdown(ErrorCode.SERVER_SHUTDOWN)
+    assert status(stopped) == 503
+    draining = exchange(hub, req("POST", "/a:b"))
+    draining.shutdown()  # NO_ERROR: the body may finish, but no stream opens any more
+    draining.end_body()
+    assert status(draining) == 503
+    draining.shutdown()  # over: nothing more
+
+
+def test_authentication_from_the_authorization_header() -> None:
+    seen: list[object] = []
+
+    def authenticate(auth: bytes) -> object:
+        return Refuse(ErrorCode.AUTH_FAILED, "who?") if auth == b"bad" else auth.decode()
+
+    def authorize(request: object) -> object:
+        seen.append(request.principal)  # type: ignore[attr-defined]
+        return True
+
+    hub = make_hub(authenticate=authenticate, authorize=authorize)
+    hub.register("a:b").start("s")
+    ok = exchange(hub, req("GET", "/a:b/s", authorization="Bearer t"))
+    assert status(ok) == 200
+    assert seen == ["Bearer t"]
+    refused = exchange(hub, req("GET", "/a:b/s", authorization="bad"))
+    assert status(refused) == 401
+    assert json.loads(refused.take_body())["name"] == "AUTH_FAILED"
+
+
+# -- upload -----------------------------------------------------------------------------------
+
+
+def _upload_hub() -> tuple[Hub, list[UploadReader]]:
+    hub = make_hub()
+    readers: list[UploadReader] = []
+    hub.register("a:b", on_upload=readers.append)
+    return hub, readers
+
+
+def _drain(reader: UploadReader) -> bytes:
+    out = b""
+    while (chunk := reader.read_nowait()) is not None:
+        out += chunk
+    return out
+
+
+def test_upload_reads_no_faster_than_the_credit() -> None:
+    hub, readers = _upload_hub()
+    config = Config(window_chunks=4, max_queued_chunks=4, max_chunk_size=1024)
+    ex = exchange(hub, req("POST", "/a:b/u/upload", "args=x"), config=config)
+    (reader,) = readers
+    assert reader.args == b"x"
+    assert ex.wants_body
+    ex.receive_body(b"a" * 3000)  # three chunks of at most the peer's chunk size
+    fed = 0
+    while ex.wants_body:
+        ex.receive_body(b"b" * 100)
+        fed += 1
+    assert fed < 10  # a window and a queue, no more
+    got = _drain(reader)
+    ex.pump()
+    assert ex.wants_body  # reading returned credit
+    ex.receive_body(b"c")
+    ex.end_body()
+    assert ex.head is None or ex.done
+    got += _drain(reader)
+    ex.pump()
+    got += _drain(reader)
+    assert got == b"a" * 3000 + b"b" * 100 * fed + b"c"
+    assert status(ex) == 200
+    assert json.loads(ex.take_body())["bytes"] == len(got)
+    assert reader.outcome == (0, "")
+
+
+def test_upload_cancel_answers_at_once() -> None:
+    hub, readers = _upload_hub()
+    ex = exchange(hub, req("POST", "/a:b/u/upload"))
+    ex.receive_body(b"x" * 100)
+    readers[0].cancel(1007, "enough")
+    ex.pump()
+    assert status(ex) == 409
+    assert json.loads(ex.take_body())["code"] == 1007
+    assert not ex.keep_alive
+    other = exchange(hub, req("POST", "/a:b/v/upload"))
+    readers[1].cancel()
+    other.pump()
+    assert status(other) == 409
+    assert json.loads(other.take_body())["name"] == "UPLOAD_CANCELLED"
+
+
+def test_upload_to_a_channel_without_uploads_is_refused() -> None:
+    hub = make_hub()
+    hub.register("a:b")
+    ex = exchange(hub, req("POST", "/a:b/u/upload"))
+    assert status(ex) == 403
+    assert not ex.wants_body
+
+
+def test_no_heartbeats_without_keepalive() -> None:
+    hub = make_hub()
+    hub.register("a:b").start("s")
+    ex = exchange(hub, req("GET", "/a:b/s"), config=Config(keepalive=0))
+    ex.take_body()
+    assert ex.next_deadline() is None
+
+
+def test_upload_pieces_wait_for_credit() -> None:
+    hub, readers = _upload_hub()
+    config = Config(window_chunks=2, max_queued_chunks=2, max_chunk_size=1024)
+    ex = exchange(hub, req("POST", "/a:b/u/upload"), config=config)
+    ex.receive_body(b"p" * 10 * 1024)  # ten chunks: more than window and queue
+    assert not ex.wants_body
+    ex.end_body()
+    got = b""
+    for _ in range(100):
+        got += _drain(readers[0])
+        ex.pump()
+        if ex.done:
+            break
+    got += _drain(readers[0])  # the last chunks reached the reader as the answer was made
+    assert got == b"p" * 10 * 1024
+    assert status(ex) == 200
+    assert json.loads(ex.take_body())["chunks"] == 10
+
+
+def test_an_uploader_that_goes_away_fails_the_reader() -> None:
+    hub, readers = _upload_hub()
+    ex = exchange(hub, req("POST", "/a:b/u/upload"))
+    ex.receive_body(b"x")
+    ex.disconnected()
+    assert readers[0].read_nowait() == b"x"
+    assert readers[0].outcome is not None
+    assert readers[0].outcome[0] == ErrorCode.UPLOAD_DISCONNECTED
+
+
+def test_a_wakeup_that_flushes_inline_does_not_reenter() -> None:
+    # The thread backend flushes inside its wakeup, which the hub calls while the pair moves.
+    hub = make_hub()
+    producer = hub.register("a:b", ChannelOptions(replay=Window(chunks=10))).start("s")
+    producer.write(b"x")
+    taken: list[bytes] = []
+    holder: list[HttpExchange] = []
+
+    def wakeup() -> None:
+        if holder:
+            taken.append(holder[0].take_body())
+
+    request = req("GET", "/a:b/s", "after_seq=0")
+    ex = HttpExchange(
+        hub, request, route(request, OPTIONS), Config(), OPTIONS, clock=Clock(), wakeup=wakeup
+    )
+    holder.append(ex)
+    producer.write(b"y")
+    producer.close()
+    taken.append(ex.take_body())
+    assert chunks_of(b"".join(taken)) == [b"x", b"y"]
+
+
+def test_shutdown_lets_an_event_stream_run_to_its_end() -> None:
+    hub = make_hub()
+    producer = hub.register("a:b").start("s")
+    ex = exchange(hub, req("GET", "/a:b/s"))
+    ex.shutdown()
+    producer.write(b"last")
+    producer.close()  # the end, then the pair's goodbye in the same batch
+    body = ex.take_body()
+    assert chunks_of(body) == [b"last"]
+    assert events(body)[-1][0] == "end"
+    assert ex.done
+
+
+@pytest.mark.parametrize("state", list(ExchangeState))
+@pytest.mark.parametrize("what", list(Input))
+def test_every_state_and_input_pair(state: ExchangeState, what: Input) -> None:
+    hub = make_hub()
+    hub.register("a:b").start("s")
+    ex = exchange(hub, req("GET", "/a:b/s"))
+    ex.state = state
+    if (state, what) in TRANSITIONS:
+        ex._move(what)
+        assert ex.state is TRANSITIONS[state, what]
+    else:
+        with pytest.raises(LocalProtocolError) as info:
+            ex._move(what)
+        assert info.value.code == ErrorCode.INVALID_STATE
+        assert ex.state is state
