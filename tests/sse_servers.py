@@ -18,7 +18,7 @@ from pathlib import Path
 
 from sse_contract import CHANNEL, COUNT, SseTarget
 
-__all__ = ["ReadyProcess", "run_sse_starlette"]
+__all__ = ["ReadyProcess", "run_ours", "run_sse_starlette"]
 
 HERE = Path(__file__).resolve().parent
 
@@ -77,6 +77,26 @@ def run_sse_starlette(pace: float = 0.005, server: str = "uvicorn") -> Iterator[
     try:
         yield SseTarget(
             name=f"sse-starlette/{server}",
+            base=f"http://127.0.0.1:{process.port}",
+            channel=CHANNEL,
+            stream_id="fixed",
+            count=COUNT,
+            post_body=str(COUNT),
+        )
+    finally:
+        process.stop()
+
+
+@contextlib.contextmanager
+def run_ours(server: str, pace: float = 0.005) -> Iterator[SseTarget]:
+    """One of streamproto's HTTP listeners (:mod:`sse_ours_app`): ``server`` is a backend
+    (``asyncio``, ``trio``, ``sync``) or the ASGI app under ``asgi-uvicorn``/``asgi-hypercorn``."""
+    process = ReadyProcess(
+        [sys.executable, str(HERE / "sse_ours_app.py"), "--server", server, "--pace", str(pace)]
+    )
+    try:
+        yield SseTarget(
+            name=f"streamproto/{server}",
             base=f"http://127.0.0.1:{process.port}",
             channel=CHANNEL,
             stream_id="fixed",

@@ -1,9 +1,10 @@
 """Independent SSE clients against a real SSE server: a headless Chromium (its own EventSource,
 and fetch reading a POST's body), npm ``eventsource`` under node, and httpx + httpx-sse.
 
-Each test runs against every server of the ``sse_target`` fixture (today sse-starlette under
-uvicorn and under hypercorn, the reference these clients are proven on; streamproto's HTTP
-listeners join as more params). The server drops the connection mid-stream through
+Each test runs against every server of the ``sse_target`` fixture: sse-starlette under uvicorn
+and under hypercorn (the reference these clients are proven on), and streamproto's own HTTP
+listeners on asyncio, trio and threads and its ASGI app under uvicorn and hypercorn. The
+server drops the connection mid-stream through
 :class:`killproxy.KillingProxy`, whatever the server is; the clients must resume by themselves
 (``Last-Event-ID``, or ``after_seq`` for the fetch page) and end with every chunk exactly once,
 in order, byte-exact, then the end.
@@ -26,12 +27,16 @@ from _httpx import read_with_httpx_sse
 from _node import run_node_client
 from killproxy import KillingProxy, open_killing_proxy
 from sse_contract import SseTarget, assert_complete, outcome, parse_stream, sse_events
-from sse_servers import run_sse_starlette
+from sse_servers import run_ours, run_sse_starlette
 
 #: Server name -> context manager yielding its SseTarget.
 SERVERS: dict[str, Callable[[], AbstractContextManager[SseTarget]]] = {
     "sse-starlette/uvicorn": functools.partial(run_sse_starlette, server="uvicorn"),
     "sse-starlette/hypercorn": functools.partial(run_sse_starlette, server="hypercorn"),
+    **{
+        f"streamproto/{name}": functools.partial(run_ours, name)
+        for name in ("asyncio", "trio", "sync", "asgi-uvicorn", "asgi-hypercorn")
+    },
 }
 
 
