@@ -8,8 +8,8 @@ A Starlette app with an ordinary route (the page, ``/``) and streamproto's ASGI 
 ``/streams/chat:answers`` and reads the SSE body with ``fetch``; it keeps the ``Stream-Id``
 header and the last event id in ``localStorage``, so after a reload it resumes with
 ``EventSource("/streams/chat:answers/<id>?after_seq=<last>")``: no token twice, none lost
-(EventSource itself reconnects with ``Last-Event-ID`` if the connection drops, and a
-``204`` stops it once the answer is complete).
+(EventSource itself reconnects with ``Last-Event-ID`` if the connection drops; the ``end``
+event closes it, and a reconnect after the end, whose id is ``<last>:end``, is answered ``204``).
 """
 
 from __future__ import annotations

@@ -6,8 +6,9 @@ that the browser, node and Python client harnesses are proven against a real, in
 server before they judge ours:
 
 - ``GET /{channel}/{stream_id}``: the stream's chunks after ``Last-Event-ID`` (or
-  ``?after_seq=N``), each with ``id: <seq>``, then ``event: end``; ``retry: 200`` first; a
-  reconnect whose ``Last-Event-ID`` is the last seq of the stream gets 204;
+  ``?after_seq=N``), each with ``id: <seq>``, then ``event: end`` with ``id: <last seq>:end``;
+  ``retry: 200`` first; a reconnect whose ``Last-Event-ID`` is the end's id gets 204 (one that
+  names the last seq gets the end again: it was cut between the last chunk and the end);
 - ``POST /{channel}``: the body is the chunk count (ASCII digits, empty for
   :data:`sse_contract.COUNT`); answers the new stream's events with a ``Stream-Id`` header;
 - 404/400 with a JSON body for an unknown channel or stream and a bogus ``Last-Event-ID``;
@@ -66,7 +67,7 @@ def make_app(pace: float = 0.0) -> Starlette:
             if pace and seq > after + 1:
                 await anyio.sleep(pace)
             yield ServerSentEvent(**encode_chunk(seq, chunk(seq)))
-        yield ServerSentEvent(data="", event="end")
+        yield ServerSentEvent(data="", event="end", id=f"{count}:end")
 
     def respond(count: int, after: int, headers: dict[str, str] | None = None) -> Response:
         return EventSourceResponse(
@@ -78,13 +79,12 @@ def make_app(pace: float = 0.0) -> Starlette:
         if channel != CHANNEL or stream_id not in streams:
             return _problem(404, "NOT_FOUND", f"no stream {channel}/{stream_id}")
         resume = request.headers.get("last-event-id") or request.query_params.get("after_seq")
+        count = streams[stream_id]
+        if resume == f"{count}:end":
+            return Response(status_code=204)  # the end was delivered: EventSource stops
         if resume is not None and not resume.isdigit():
             return _problem(400, "INVALID_ARGUMENT", f"bad Last-Event-ID {resume!r}")
-        after = int(resume or 0)
-        count = streams[stream_id]
-        if after >= count:
-            return Response(status_code=204)  # the end was delivered: EventSource stops
-        return respond(count, after)
+        return respond(count, min(int(resume or 0), count))
 
     async def open_stream(request: Request) -> Response:
         channel = request.path_params["channel"]

@@ -151,9 +151,9 @@ def test_sse_resume_after_the_socket_is_killed(served: tuple[Running, StreamApp]
             rest = list(source.iter_sse())
         assert [(e.event, e.data, e.id) for e in rest] == [
             ("message", "d", "4"),
-            ("end", '{"last_seq": 4}', "4"),
+            ("end", '{"last_seq": 4}', "4:end"),
         ]
-        done = client.get(base + "/test:streams/live", headers={"Last-Event-ID": "4"})
+        done = client.get(base + "/test:streams/live", headers={"Last-Event-ID": "4:end"})
         assert done.status_code == 204
 
 

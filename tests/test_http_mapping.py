@@ -231,10 +231,17 @@ def test_resume_at_the_end_of_an_ended_stream_is_204() -> None:
     producer = hub.register("a:b").start("s")
     producer.write(b"x")
     producer.close()
-    ex = exchange(hub, req("GET", "/a:b/s", last_event_id="1"))
+    ex = exchange(hub, req("GET", "/a:b/s", last_event_id="1:end"))
     assert ex.head == (204, ())
     assert ex.done
     assert ex.take_body() == b""
+    # The last chunk's id, not the end's: cut between the two, the end comes again.
+    cut = exchange(hub, req("GET", "/a:b/s", last_event_id="1"))
+    assert status(cut) == 200
+    assert cut.take_body().endswith(b'id: 1:end\nevent: end\ndata: {"last_seq": 1}\n\n')
+    for bogus in ("1:ended", ":end", "x:end", "1:end:end"):
+        refused = route(req("GET", "/a:b/s", last_event_id=bogus), OPTIONS)
+        assert (refused.kind, refused.status) == (RouteKind.REFUSE, 400), bogus
     # From the start: the chunk, then the end, with a 200.
     again = exchange(hub, req("GET", "/a:b/s"))
     assert status(again) == 200

@@ -169,7 +169,9 @@ def test_resume_of_a_finished_stream_at_its_end_is_204(server: ServerProxy) -> N
     server.write("done", b"x")
     server.close_stream("done")
     with httpx.Client(timeout=TIMEOUT) as client:
-        response = client.get(base(server) + "/test:streams/done", headers={"Last-Event-ID": "1"})
+        response = client.get(
+            base(server) + "/test:streams/done", headers={"Last-Event-ID": "1:end"}
+        )
         assert response.status_code == 204
         assert response.content == b""
         # The connection is kept for the next request.
@@ -212,7 +214,12 @@ def test_post_opens_a_stream_and_names_it_for_a_later_resume(server: ServerProxy
         )
         # seqs 4 and 5 carry "3" and "4"
         assert [e.data for e in rest if e.event == "message"] == ["3", "4"]  # type: ignore[attr-defined]
-        gone = client.get(f"{base(server)}/test:open/{stream_id}", headers={"Last-Event-ID": "5"})
+        ended = client.get(f"{base(server)}/test:open/{stream_id}", headers={"Last-Event-ID": "5"})
+        assert ended.status_code == 200  # the last chunk's id: the end is sent again
+        assert ended.content.endswith(b'id: 5:end\nevent: end\ndata: {"last_seq": 5}\n\n')
+        gone = client.get(
+            f"{base(server)}/test:open/{stream_id}", headers={"Last-Event-ID": "5:end"}
+        )
         assert gone.status_code == 204
 
 

@@ -216,27 +216,35 @@ def test_httpx_sse_resumes_after_the_connection_is_killed(
 
 
 def test_httpx_sse_after_the_end_gets_204(sse_target: SseTarget) -> None:
-    """A client that reconnects after the end (as EventSource does) is told to stop."""
+    """A client that reconnects after the end (as EventSource does, with the end event's id,
+    ``<last seq>:end``) is told to stop."""
     run = read_with_httpx_sse(sse_target.stream_url())
     assert run.closed_by == "end", run
     last = outcome(run.events).seqs[-1]
     with httpx.Client(timeout=60) as client:
-        response = client.get(sse_target.stream_url(), headers={"Last-Event-ID": str(last)})
+        response = client.get(sse_target.stream_url(), headers={"Last-Event-ID": f"{last}:end"})
     assert response.status_code == 204
     assert response.content == b""
 
 
-def test_a_reconnect_after_the_last_chunk_gets_204(sse_target: SseTarget) -> None:
-    """What stops EventSource for good once the end was delivered (read with the stdlib)."""
-    conn = http.client.HTTPConnection(urlsplit(sse_target.base).netloc, timeout=60)
-    try:
-        conn.request(
-            "GET",
-            urlsplit(sse_target.stream_url()).path,
-            headers={"Accept": "text/event-stream", "Last-Event-ID": str(sse_target.count)},
-        )
-        response = conn.getresponse()
-        assert response.status == 204
-        assert response.read() == b""
-    finally:
-        conn.close()
+def test_a_reconnect_after_the_last_chunk_gets_the_end_then_204(sse_target: SseTarget) -> None:
+    """A reconnect cut between the last chunk and the end (its ``Last-Event-ID`` is the last
+    seq) gets the end again, whose id then stops EventSource for good (read with the stdlib)."""
+    path = urlsplit(sse_target.stream_url()).path
+    for last_id, status in ((str(sse_target.count), 200), (f"{sse_target.count}:end", 204)):
+        conn = http.client.HTTPConnection(urlsplit(sse_target.base).netloc, timeout=60)
+        try:
+            conn.request(
+                "GET", path, headers={"Accept": "text/event-stream", "Last-Event-ID": last_id}
+            )
+            response = conn.getresponse()
+            assert response.status == status, last_id
+            body = response.read()
+            if status == 204:
+                assert body == b""
+            else:
+                events = parse_stream(body)
+                assert [e.event for e in events] == ["end"], events
+                assert events[0].id == f"{sse_target.count}:end"
+        finally:
+            conn.close()

@@ -170,6 +170,8 @@ class Route:
     channel: str = ""
     stream_id: str = ""
     after_seq: int | None = None
+    #: The resume point is the id of an ``end`` event (``<seq>:end``): the client saw the end.
+    end_seen: bool = False
     args: bytes = b""
     status: int = 0
     code: int = 0
@@ -231,15 +233,20 @@ def route(request: HttpRequest, options: HttpOptions) -> Route:
         return Route(RouteKind.UPLOAD, channel, stream_id, args=query.get("args", "").encode())
     # R-HTTP-11: Last-Event-ID wins over after_seq, because EventSource reconnects to the same
     # URL (after_seq included) and only its Last-Event-ID says where it stopped.
-    last_id = request.header("last-event-id")
+    last_id = (request.header("last-event-id") or "").strip()
     after: int | Route | None = None
-    if last_id is not None and last_id != "":
-        after = _seq(last_id.strip(), "Last-Event-ID")
+    end_seen = False
+    if last_id:
+        # R-HTTP-13: the end event's id is ``<last seq>:end``, so a reconnect says whether the
+        # end itself arrived (then 204, R-HTTP-14) or only the last chunk (then the end again).
+        seq, colon, mark = last_id.partition(":")
+        end_seen = bool(colon) and mark == "end"
+        after = _seq(seq if end_seen else last_id, "Last-Event-ID")
     elif "after_seq" in query:
         after = _seq(query["after_seq"], "after_seq")
     if isinstance(after, Route):
         return after
-    return Route(RouteKind.SUBSCRIBE, channel, stream_id, after_seq=after)
+    return Route(RouteKind.SUBSCRIBE, channel, stream_id, after_seq=after, end_seen=end_seen)
 
 
 _SHAPES: Final = {(1, "POST"), (2, "GET"), (3, "POST")}
@@ -577,11 +584,12 @@ class HttpExchange:
             self._pumping = False
 
     def _decide_subscribe_head(self) -> None:
-        # R-HTTP-14: a resume of an ended stream that has nothing more to deliver is answered
-        # 204, so EventSource stops instead of replaying the end forever. The hub answers
-        # such a subscribe with ACCEPT and END in one step, so both are known by now.
+        # R-HTTP-14: a resume from the end event's id of an ended stream that has nothing more
+        # to deliver is answered 204, so EventSource stops instead of replaying the end
+        # forever. The hub answers such a subscribe with ACCEPT and END in one step, so both
+        # are known by now.
         self._deciding = False
-        if self._ended and not self._delivered and self.route.after_seq is not None:
+        if self._ended and not self._delivered and self.route.end_seen:
             self._out.clear()
             self.head = (204, self._cors())
             self._finish()

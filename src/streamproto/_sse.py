@@ -88,8 +88,9 @@ def encode_gap(first: int, last: int, reason: GapReason) -> bytes:
 
 
 def encode_end(last_seq: int) -> bytes:
-    """The end event: the stream ended well after ``last_seq``."""
-    return b'event: end\ndata: {"last_seq": %d}\n\n' % last_seq
+    """The end event: the stream ended well after ``last_seq``. Its id is ``<last_seq>:end``,
+    so a client that reconnects after it says it saw the end (and is answered 204)."""
+    return b'id: %d:end\nevent: end\ndata: {"last_seq": %d}\n\n' % (last_seq, last_seq)
 
 
 def encode_error(code: int, message: str, last_seq: int) -> bytes:
