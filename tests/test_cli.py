@@ -179,7 +179,7 @@ def test_an_unknown_channel_names_its_code_and_docs_page(served: Served) -> None
 
 
 def test_usage_and_connection_errors() -> None:
-    bad_url = run("tail", "http://127.0.0.1:1", "logs:app", "x")
+    bad_url = run("tail", "ftp://127.0.0.1:1", "logs:app", "x")
     assert bad_url.returncode == Exit.USAGE
     assert "INVALID_ARGUMENT" in bad_url.stderr
     bad_name = run("open", "tcp://127.0.0.1:1", "no-namespace", "--retries", "0")
