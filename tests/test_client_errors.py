@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from streamproto import ErrorCode, LocalProtocolError
+from streamproto import ErrorCode, ErrorKind, GapReason, LocalProtocolError
 from streamproto.testing import PairFactory, PairOptions, check_adapter
-from transports import ClientStatistics, ConnectionClosed, StreamError
+from transports import ClientStatistics, ConnectionClosed, GapError, StreamError
 from transports.testing import BACKENDS, pair, pair_factory
 
 USER_SCRIPT = Path(__file__).parent / "typing" / "user_script.py"
@@ -134,7 +134,12 @@ def test_a_users_script_passes_mypy_strict_with_no_flags(tmp_path: Path) -> None
     assert bad.stdout.count('Expression is of type "bytes", not "str"') == 3
 
 
-def test_gap_errors_are_stream_errors_with_their_own_code() -> None:
-    assert issubclass(ConnectionClosed, StreamError)
-    assert ErrorCode.CHUNKS_MISSING.kind.value == "local"
+def test_gap_errors_carry_chunks_missing_with_their_reason() -> None:
+    for reason in (GapReason.EVICTED, GapReason.OVERFLOW):
+        gap = GapError(3, 7, reason)
+        assert isinstance(gap, StreamError)
+        assert gap.code == ErrorCode.CHUNKS_MISSING
+        assert (gap.from_seq, gap.to_seq, gap.reason) == (3, 7, reason)
+        assert str(gap) == f"[CHUNKS_MISSING] seqs 3..7 are missing ({reason.name.lower()})"
+    assert ErrorCode.CHUNKS_MISSING.kind is ErrorKind.LOCAL
     assert not ErrorCode.CHUNKS_MISSING.retryable

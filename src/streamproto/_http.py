@@ -372,8 +372,17 @@ class HttpExchange:
 
     @property
     def done(self) -> bool:
-        """True once the response is complete (write what ``take_body`` still returns)."""
+        """True once the response is decided to its end (write what ``take_body`` still
+        returns: see :attr:`complete`)."""
         return self.state is ExchangeState.DONE
+
+    @property
+    def complete(self) -> bool:
+        """True once the response is over and ``take_body`` has handed out all of it: the
+        driver ends the message now. (Taking text returns credit, and the pair may then
+        finish the stream with more text queued, the last chunks and the end: ``done`` but
+        not yet ``complete``; the exchange wakes its driver for that text.)"""
+        return self.state is ExchangeState.DONE and not self._out
 
     @property
     def wants_body(self) -> bool:

@@ -90,6 +90,7 @@ __all__ = [
     "ServerDriver",
     "ServerUploadBase",
     "Side",
+    "Stepping",
     "StreamError",
     "SubscriptionBase",
     "SubscriptionCore",
@@ -377,7 +378,33 @@ class OutputGuard:
         return None if self.since is None else self.since + self.timeout
 
 
-class ServerDriver:
+class Stepping(abc.ABC):
+    """What a side does when its backend asks for output (``step``): run its timers if they
+    are due, then hand over ``outgoing``. Shared by every side: server, client and HTTP."""
+
+    clock: Callable[[], float]
+
+    @abc.abstractmethod
+    def deadline(self) -> float | None:
+        """When ``timer`` must run next."""
+
+    @abc.abstractmethod
+    def timer(self) -> None:
+        """Run the timers that are due."""
+
+    @abc.abstractmethod
+    def outgoing(self, max_bytes: int | None = None) -> bytes:
+        """Socket bytes to write now (about ``max_bytes`` of data; None: all there is)."""
+
+    def step(self, max_bytes: int | None = None) -> bytes:
+        """Run the timers if they are due, then ``outgoing(max_bytes)``."""
+        deadline = self.deadline()
+        if deadline is not None and self.clock() >= deadline:
+            self.timer()
+        return self.outgoing(max_bytes)
+
+
+class ServerDriver(Stepping):
     """One accepted socket on the server: framing, a server Connection and its hub Peer.
 
     The backend calls ``receive`` with socket bytes, writes ``outgoing()`` after every call and
@@ -509,13 +536,6 @@ class ServerDriver:
         """Run the connection's timers."""
         self._check_output()
         self._handle(self.conn.handle_timer(self.clock()))
-
-    def step(self, max_bytes: int | None = None) -> bytes:
-        """Run the timers if they are due, then ``outgoing(max_bytes)``."""
-        deadline = self.deadline()
-        if deadline is not None and self.clock() >= deadline:
-            self.timer()
-        return self.outgoing(max_bytes)
 
     def connection_lost(self) -> None:
         """The socket is closed: make sure the hub knows the connection is gone (sessions
@@ -875,7 +895,7 @@ class UploadCore:
         self.notify()
 
 
-class ClientCore:
+class ClientCore(Stepping):
     """The client's shared state: the current connection, subscriptions, uploads, resume.
 
     A backend creates one, calls ``new_connection()`` for every (re)connection, feeds it
@@ -1008,13 +1028,6 @@ class ClientCore:
         """Run the connection's timers."""
         if self.conn is not None:
             self._route(self.conn.handle_timer(self.clock()))
-
-    def step(self, max_bytes: int | None = None) -> bytes:
-        """Run the timers if they are due, then ``outgoing(max_bytes)``."""
-        deadline = self.deadline()
-        if deadline is not None and self.clock() >= deadline:
-            self.timer()
-        return self.outgoing(max_bytes)
 
     def close(self) -> None:
         """The application closes the client: GOAWAY (the next ``outgoing()`` carries it and

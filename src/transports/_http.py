@@ -38,7 +38,7 @@ from streamproto._http import (
     route,
 )
 
-from ._common import OutputGuard, ServerDriver
+from ._common import OutputGuard, ServerDriver, Stepping
 from ._framing import Framing, WsFraming
 
 __all__ = ["HttpDriver", "HttpOptions"]
@@ -49,7 +49,7 @@ log = logging.getLogger("transports.http")
 _PIPELINE_LIMIT: Final = 64 << 10
 
 
-class HttpDriver:
+class HttpDriver(Stepping):
     """One accepted socket on an ``http://`` listener (see the module's rules)."""
 
     def __init__(
@@ -207,13 +207,6 @@ class HttpDriver:
             return
         if self.exchange is not None:
             self.exchange.handle_timer()
-
-    def step(self, max_bytes: int | None = None) -> bytes:
-        """Run the timers if they are due, then ``outgoing(max_bytes)``."""
-        deadline = self.deadline()
-        if deadline is not None and self.clock() >= deadline:
-            self.timer()
-        return self.outgoing(max_bytes)
 
     def connection_lost(self) -> None:
         """The socket is closed."""
@@ -425,14 +418,9 @@ class HttpDriver:
                 fields.append(("connection", "close"))
             self._send(h11.Response(status_code=status, headers=fields))
         body = exchange.take_body()
-        if exchange.done:
-            # Taking text returns credit, and the pair may then finish the stream with more
-            # text queued (the last chunks and the end): all of it goes before the end.
-            while more := exchange.take_body():
-                body += more
         if body and self._h11.our_state is h11.SEND_BODY:
             self._send(h11.Data(data=body))
-        if exchange.done and self._h11.our_state is h11.SEND_BODY:
+        if exchange.complete and self._h11.our_state is h11.SEND_BODY:
             self._send(h11.EndOfMessage())
             self._next_cycle()
 

@@ -362,7 +362,7 @@ async def _respond(
             if body:
                 await send({"type": "http.response.body", "body": body, "more_body": True})
                 continue
-            if exchange.done:
+            if exchange.complete:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
                 return
         deadline = exchange.next_deadline()
