@@ -5,9 +5,14 @@ without our servers (a hub run by someone else)."""
 from __future__ import annotations
 
 import asyncio
+import importlib.util
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,14 +21,18 @@ from harness import BACKENDS, ClientProxy, ServerProxy
 from hub_helpers import HubHarness
 
 from streamproto import (
+    BYTES,
     JSON,
     AbortReason,
     ChannelOptions,
     Config,
     DecodeError,
     ErrorCode,
+    FunctionCodec,
     JsonCodec,
+    MemoryStore,
     OverflowPolicy,
+    StoreFailed,
     StreamProtoError,
     Window,
     handler_failure,
@@ -506,3 +515,96 @@ def test_the_thread_producer_works_on_a_hub_without_our_server() -> None:
     assert done == [50]
     harness.pump()
     assert _received(client, handle) == VALUES
+
+
+def test_function_codecs_report_what_they_cannot_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert BYTES.name == "bytes"
+    assert BYTES.encode(bytearray(b"ab")) == b"ab"
+    assert BYTES.decode(b"ab") == b"ab"
+    assert repr(BYTES) == "<codec bytes>"
+    with pytest.raises(StreamProtoError, match="bytes cannot encode a str"):
+        BYTES.encode("ab")  # type: ignore[arg-type]
+    text = FunctionCodec("text", lambda v: v, lambda b: b.decode())  # encodes to str: a bug
+    with pytest.raises(StreamProtoError, match="text encoder returned str, not bytes") as info:
+        text.encode("x")
+    assert info.value.code == ErrorCode.INVALID_ARGUMENT
+    monkeypatch.setitem(sys.modules, "msgpack", None)  # as if the extra were not installed
+    with pytest.raises(StreamProtoError, match="pip install streamproto") as missing:
+        msgpack_codec()
+    assert missing.value.code == ErrorCode.INVALID_STATE
+
+
+def test_the_hub_producer_records_why_it_was_aborted() -> None:
+    from test_hub_shared import SharedFake
+
+    harness = HubHarness()
+    harness.hub.register("h:ch", on_open=lambda producer, args: None)
+    client = harness.connect()
+    handle = client.conn.open("h:ch")
+    harness.pump()
+    stream_id = client.of(handle)[0].stream_id  # type: ignore[attr-defined]
+    producer = harness.hub.channel("h:ch").producer(stream_id)  # type: ignore[union-attr]
+    assert producer is not None
+    assert producer.abort_reason is None
+    producer.write(b"x")
+    client.conn.cancel(handle)
+    harness.pump()
+    assert producer.abort_reason == AbortReason(
+        ErrorCode.CANCELLED, "aborted at seq 1: the last subscriber cancelled"
+    )
+
+    shared = HubHarness(store=SharedFake(MemoryStore()))
+    shared.hub.register("h:ch")
+    lost = shared.hub.channel("h:ch").start("s1")  # type: ignore[union-attr]
+    shared.hub.handle_store_event(
+        StoreFailed(("h:ch", "s1"), lost.generation, ErrorCode.STORE_UNAVAILABLE, "gone")
+    )
+    assert lost.abort_reason == AbortReason(ErrorCode.STORE_UNAVAILABLE, "gone")
+
+
+PRODUCER_SCRIPT = Path(__file__).parent / "typing" / "producer_script.py"
+
+
+def test_a_users_script_with_typed_chunks_passes_mypy_strict(tmp_path: Path) -> None:
+    """Values typed by the codec on both ends; a wrong type is caught where it is used."""
+    text = PRODUCER_SCRIPT.read_text()
+    (tmp_path / "script.py").write_text(text)
+    wrong = text.replace("assert_type(token, Token)  # marker: value", "assert_type(token, bytes)")
+    wrong = wrong.replace('producer.write({"text": "a", "n": 0})', 'producer.write(b"a")')
+    (tmp_path / "wrong.py").write_text(wrong)
+    env = {**os.environ, "MYPYPATH": str(Path(__file__).parent.parent / "src")}
+    mypy = [sys.executable, "-m", "mypy", "--strict", "--no-incremental"]
+
+    def check(name: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*mypy, name], cwd=tmp_path, env=env, capture_output=True, text=True, check=False
+        )
+
+    ok = check("script.py")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    bad = check("wrong.py")
+    assert bad.returncode == 1
+    assert bad.stdout.count('Expression is of type "Token", not "bytes"') == 2, bad.stdout
+    assert 'Argument 1 to "write" of "ServerProducer" has incompatible type "bytes"' in bad.stdout
+
+
+# -- the example -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("transport", ["tcp", "ws"])
+def test_the_json_answers_example_streams_typed_tokens(transport: str) -> None:
+    path = Path(__file__).parent.parent / "examples" / "json_answers.py"
+    spec = importlib.util.spec_from_file_location("examples_json_answers", path)
+    assert spec is not None
+    assert spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    result = asyncio.run(example.main(transport, "one two three", quiet=True))
+    assert result["tokens"] == [
+        {"text": "one", "index": 0},
+        {"text": "two", "index": 1},
+        {"text": "three", "index": 2},
+    ]
+    assert result["refused"] == 4001
+    [reason] = result["stopped"]
+    assert reason.code == ErrorCode.CANCELLED
