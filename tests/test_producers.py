@@ -608,3 +608,13 @@ def test_the_json_answers_example_streams_typed_tokens(transport: str) -> None:
     assert result["refused"] == 4001
     [reason] = result["stopped"]
     assert reason.code == ErrorCode.CANCELLED
+
+
+def test_a_thread_producer_reads_server_shutdown_as_its_abort_reason() -> None:
+    server = sp_sync.serve(None, "tcp://127.0.0.1:0")
+    server.channel("p:threads", BLOCK)
+    producer = server.producer("p:threads", "s1")
+    assert producer.abort_reason is None
+    server.shutdown(timeout=0.5)
+    assert producer.aborted.is_set()
+    assert producer.abort_reason == AbortReason(ErrorCode.SERVER_SHUTDOWN, "the server shut down")

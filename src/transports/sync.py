@@ -28,6 +28,7 @@ from types import TracebackType
 from typing import Any, TypeVar, cast, overload
 
 from streamproto import (
+    AbortReason,
     Codec,
     Config,
     ErrorCode,
@@ -289,6 +290,15 @@ class ServerProducer(ProducerBase[_V]):
         self._stopped = True
         self.aborted.set()
         self._cond.notify_all()
+
+    @property
+    def abort_reason(self) -> AbortReason | None:
+        """Why ``aborted`` was set (None until it is): the hub's reason (see
+        :attr:`ProducerBase.abort_reason`), or SERVER_SHUTDOWN when the server shut down."""
+        reason = self.producer.abort_reason
+        if reason is None and self._stopped:
+            return AbortReason(ErrorCode.SERVER_SHUTDOWN, "the server shut down")
+        return reason
 
     def write(self, value: _V) -> None:
         """Write ``value``; blocks while a BLOCK subscriber has no room. Raises
