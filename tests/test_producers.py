@@ -4,9 +4,11 @@ without our servers (a hub run by someone else)."""
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -618,3 +620,56 @@ def test_a_thread_producer_reads_server_shutdown_as_its_abort_reason() -> None:
     server.shutdown(timeout=0.5)
     assert producer.aborted.is_set()
     assert producer.abort_reason == AbortReason(ErrorCode.SERVER_SHUTDOWN, "the server shut down")
+
+
+# -- the docs page ---------------------------------------------------------------------------
+
+DOCS_PRELUDE = """
+from collections.abc import AsyncIterator
+from typing import TypedDict
+
+from streamproto import JSON, JsonCodec
+from transports import asyncio as sp
+
+
+class Token(TypedDict):
+    text: str
+
+
+async def upstream_tokens(args: bytes) -> AsyncIterator[bytes]:
+    for word in args.split():
+        yield word
+
+
+tokens: list[Token] = [{"text": "a"}, {"text": "b"}]
+"""
+
+
+def test_the_producers_page_blocks_run_in_order(capsys: pytest.CaptureFixture[str]) -> None:
+    text = (Path(__file__).parent.parent / "docs" / "producers.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+    assert len(blocks) >= 6
+
+    async def main() -> None:
+        server = await sp_asyncio.serve(None, "tcp://127.0.0.1:0")
+        client = await sp_asyncio.connect(server.address)
+        namespace: dict[str, Any] = {"server": server, "client": client, "hub": server.hub}
+        exec(DOCS_PRELUDE, namespace)
+        try:
+            for index, block in enumerate(blocks):
+                code = compile(
+                    block,
+                    f"docs/producers.md block {index}",
+                    "exec",
+                    flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT,
+                )
+                result = eval(code, namespace)
+                if result is not None:
+                    await result
+        finally:
+            await client.close()
+            await server.shutdown(timeout=0.5)
+        assert namespace["producer"].last_seq == 2  # the embedding block piped two tokens
+
+    asyncio.run(main())
+    assert capsys.readouterr().out.split() == ["a", "typed", "answer"]
