@@ -362,7 +362,7 @@ def test_a_payload_the_codec_cannot_decode_raises_decode_error_with_its_seq(
     # Batches: the error ends the batch before it, and is raised by the next one.
     batches = client.raw_subscribe("p:raw", "s1")
     client.thread.call(lambda: batches.decoded(JSON))
-    items, error = collect_batches(client, batches)
+    items, error = client.collect(client.thread.call(batches.batches))
     assert items == [[{"ok": True}]]
     assert isinstance(error, DecodeError)
     assert error.seq == 2
@@ -372,30 +372,6 @@ def test_a_payload_the_codec_cannot_decode_raises_decode_error_with_its_seq(
     )
     assert rest.rest() == [[3]]
     assert rest.error is None
-
-
-def collect_batches(client: ClientProxy, sub: Any) -> tuple[list[Any], BaseException | None]:
-    """``sub``'s batches until it ends: (batches, the error it ended with)."""
-    if client.flavour == "thread":
-        out: list[Any] = []
-        try:
-            for batch in sub.batches():
-                out.append(batch)
-        except DecodeError as exc:
-            return out, exc
-        return out, None
-
-    async def run() -> tuple[list[Any], BaseException | None]:
-        out: list[Any] = []
-        try:
-            async for batch in sub.batches():
-                out.append(batch)
-        except DecodeError as exc:
-            return out, exc
-        return out, None
-
-    result: tuple[list[Any], BaseException | None] = client.thread.call(run)
-    return result
 
 
 def test_msgpack_codec_round_trips() -> None:

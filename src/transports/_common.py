@@ -22,7 +22,7 @@ import logging
 import random
 import sys
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar, cast, overload
 from urllib.parse import urlsplit
 
@@ -1721,6 +1721,11 @@ class ProducerBase(Generic[_V]):
         with self._lock:
             return self.producer.write(chunk)
 
+    def _encode_many(self, values: Sequence[_V]) -> Sequence[bytes]:
+        if self.codec is None:
+            return cast(Sequence[bytes], values)
+        return [*map(self._encode, values)]
+
     def write_many_nowait(self, values: Iterable[_V]) -> tuple[int, WriteResult]:
         """Write ``values`` without waiting, as :meth:`streamproto.Producer.write_many` does:
         ``(written, ACCEPTED)``, or ``(written, BLOCKED)`` when a subscriber under the BLOCK
@@ -1763,7 +1768,24 @@ class ProducerBase(Generic[_V]):
 
 class AsyncProducerBase(ProducerBase[_V]):
     """What the asyncio and trio producers share: ``pipe`` and async-generator handlers
-    over the backend's ``write``."""
+    over the backend's ``write``, and the constructor (the backend's ``_signals`` makes its
+    events)."""
+
+    def __init__(
+        self,
+        producer: Producer,
+        *,
+        codec: Codec[_V] | None = None,
+        server: ServerBase[Any, Any] | None = None,
+    ) -> None:
+        super().__init__(producer, codec=codec, server=server)
+        self._pacer = Pacer()
+        self._signals()
+
+    def _signals(self) -> None:
+        """Make ``aborted`` and the writable signal, and hook them to the producer's
+        ``on_abort`` and ``on_writable``; supplied by each backend."""
+        raise NotImplementedError
 
     async def write(self, value: _V) -> None:
         """Supplied by each backend."""

@@ -11,18 +11,10 @@ import asyncio
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
-from typing import Any, TypeVar, cast, overload
+from typing import Any, TypeVar, overload
 
-from streamproto import (
-    Codec,
-    Config,
-    ErrorCode,
-    HttpOptions,
-    Hub,
-    Producer,
-    UploadReader,
-    WriteResult,
-)
+from streamproto import Config, ErrorCode, HttpOptions, Hub, Producer, UploadReader, WriteResult
+from streamproto._codec import Codec
 
 from ._common import (
     _V,
@@ -32,7 +24,6 @@ from ._common import (
     ClientBase,
     ClientCore,
     Gap,
-    Pacer,
     ServerBase,
     ServerDriver,
     ServerUploadBase,
@@ -77,19 +68,13 @@ class ServerProducer(AsyncProducerBase[_V]):
     Outside our servers (a hub run by another framework on this loop), wrap a hub
     producer yourself: ``ServerProducer(channel.start(), codec=JSON)``."""
 
-    def __init__(
-        self,
-        producer: Producer,
-        *,
-        codec: Codec[_V] | None = None,
-        server: ServerBase[Any, Any] | None = None,
-    ) -> None:
-        super().__init__(producer, codec=codec, server=server)
+    aborted: asyncio.Event
+
+    def _signals(self) -> None:
         self.aborted = asyncio.Event()
         self._writable = asyncio.Event()
-        self._pacer = Pacer()
-        producer.on_abort = self.aborted.set
-        producer.on_writable = self._writable.set
+        self.producer.on_abort = self.aborted.set
+        self.producer.on_writable = self._writable.set
 
     async def write(self, value: _V) -> None:
         """Write ``value``; waits while a BLOCK subscriber has no room."""
@@ -103,9 +88,7 @@ class ServerProducer(AsyncProducerBase[_V]):
     async def write_many(self, values: Sequence[_V]) -> None:
         """Write ``values`` in order, as that many ``write`` calls would, for much less per
         chunk; waits while a BLOCK subscriber has no room for the next one."""
-        chunks = cast(
-            Sequence[bytes], values if self.codec is None else [*map(self._encode, values)]
-        )
+        chunks = self._encode_many(values)
         rest = chunks
         while rest:
             written, result = self.producer.write_many(rest)

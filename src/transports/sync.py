@@ -25,19 +25,11 @@ import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from types import TracebackType
-from typing import Any, TypeVar, cast, overload
+from typing import Any, TypeVar, overload
 
-from streamproto import (
-    AbortReason,
-    Codec,
-    Config,
-    ErrorCode,
-    HttpOptions,
-    Hub,
-    Producer,
-    UploadReader,
-    WriteResult,
-)
+from streamproto import Config, ErrorCode, HttpOptions, Hub, Producer, UploadReader, WriteResult
+from streamproto._codec import Codec
+from streamproto._hub import AbortReason
 
 from ._common import (
     _V,
@@ -315,7 +307,7 @@ class ServerProducer(ProducerBase[_V]):
         """Write ``values`` in order, as that many ``write`` calls would, for much less per
         chunk; blocks while a BLOCK subscriber has no room for the next one. Raises
         SERVER_SHUTDOWN if the server shuts down meanwhile."""
-        rest = cast(Sequence[bytes], values if self.codec is None else [*map(self._encode, values)])
+        rest = self._encode_many(values)
         with self._cond:
             while rest:
                 self._writable = False
