@@ -1567,7 +1567,7 @@ class ServerBase(abc.ABC, Generic[_P, _U]):
         name: str,
         options: ChannelOptions | None = None,
         *,
-        on_open: Callable[..., Any] | None = None,
+        on_open: Callable[[_P, bytes], Any] | None = None,
         on_upload: Callable[[_U], Any] | None = None,
         authorize: Authorize | None = None,
         codec: Codec[Any] | None = None,

@@ -78,7 +78,8 @@ class ServerProducer(AsyncProducerBase[_V]):
 
     async def write(self, value: _V) -> None:
         """Write ``value``; waits while a BLOCK subscriber has no room."""
-        chunk = self._encode(value)
+        codec = self.codec  # (inline: this is the per-chunk path)
+        chunk: bytes = value if codec is None else codec.encode(value)  # type: ignore[assignment]
         while self.producer.write(chunk) is not _ACCEPTED:
             self._writable.clear()  # (on_writable comes later than a BLOCKED answer)
             await self._writable.wait()

@@ -295,7 +295,8 @@ class ServerProducer(ProducerBase[_V]):
     def write(self, value: _V) -> None:
         """Write ``value``; blocks while a BLOCK subscriber has no room. Raises
         SERVER_SHUTDOWN if the server shuts down meanwhile."""
-        chunk = self._encode(value)
+        codec = self.codec  # (inline: this is the per-chunk path)
+        chunk: bytes = value if codec is None else codec.encode(value)  # type: ignore[assignment]
         with self._cond:
             while True:
                 self._writable = False
