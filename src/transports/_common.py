@@ -121,7 +121,11 @@ GapMode = Literal["raise", "item"]
 
 class StreamError(StreamProtoError):
     """A subscription or upload ended with an error: rejected, failed by its producer,
-    cancelled by the server, or lost with its connection. ``code`` says which."""
+    cancelled by the server, or lost with its connection. ``code`` says which.
+
+    Raise ``StreamError(code, message)`` in an open handler (a generator, a piped source)
+    to fail its stream with that code (an application code, 1000-65535), or in an upload
+    handler to cancel the upload with it: see :func:`streamproto.handler_failure`."""
 
 
 class ConnectionLost(StreamError):
