@@ -700,3 +700,39 @@ def test_a_batch_stops_before_a_payload_it_cannot_decode() -> None:
         sub.poll_value()
     assert caught.value.seq == 4
     assert isinstance(caught.value.__cause__, UnicodeDecodeError)
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_the_abort_interrupts_a_generator_waiting_inside_an_await(backend: str) -> None:
+    """A generator waiting (for a model, say) between items is cancelled there at once,
+    not at its next yield; its ``finally`` runs and reads why. The server goes on."""
+    srv = ServerProxy(backend, "tcp")
+    cli = ClientProxy(backend, srv.url)
+    seen: list[tuple[str, AbortReason | None]] = []
+    sleep_forever = trio.sleep_forever if backend == "trio" else asyncio.Event().wait
+    try:
+
+        async def stuck(producer: Any, args: bytes) -> AsyncIterator[bytes]:
+            try:
+                yield b"first"
+                await sleep_forever()  # never returns on its own
+                yield b"never"
+            except BaseException as exc:
+                seen.append((type(exc).__name__, producer.abort_reason))
+                raise
+
+        register(srv, "p:stuck", BLOCK, on_open=stuck)
+        sub = cli.open("p:stuck", b"")
+        assert sub.take(1) == [b"first"]
+        sub.close()  # CANCEL: the last subscriber leaves, the producer aborts
+        wait_for(lambda: bool(seen), "the generator to be interrupted")
+        [(name, reason)] = seen
+        assert name == ("Cancelled" if backend == "trio" else "CancelledError")
+        assert reason is not None
+        assert reason.code == ErrorCode.CANCELLED
+        # The task that ran it ended quietly: the next OPEN is served as usual.
+        again = cli.open("p:stuck", b"")
+        assert again.take(1) == [b"first"]
+    finally:
+        cli.close()
+        srv.stop()

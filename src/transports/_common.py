@@ -1583,8 +1583,8 @@ class ServerBase(abc.ABC, Generic[_P, _U]):
         ``on_open`` may instead be an async generator function (thread backend: a generator
         function): what it yields is written with the stream's back-pressure, the stream ends
         when it returns, and fails when it raises (with the exception's code if it carries
-        one, see :class:`StreamError`); it stops at its next ``yield`` once the stream is
-        aborted (see ``producer.pipe``). ``codec`` (a :class:`streamproto.Codec`, e.g.
+        one, see :class:`StreamError`); it is stopped when the stream is aborted (see
+        ``producer.pipe``). ``codec`` (a :class:`streamproto.Codec`, e.g.
         :data:`streamproto.JSON`) makes the channel's producers write values: each is
         encoded to one chunk; None keeps ``bytes``. ``authorize(request)`` decides this
         channel's requests instead of the hub's hook; it is called in the server's loop (or
@@ -1775,6 +1775,8 @@ class AsyncProducerBase(ProducerBase[_V]):
     over the backend's ``write``, and the constructor (the backend's ``_signals`` makes its
     events)."""
 
+    aborted: _Flag
+
     def __init__(
         self,
         producer: Producer,
@@ -1784,11 +1786,24 @@ class AsyncProducerBase(ProducerBase[_V]):
     ) -> None:
         super().__init__(producer, codec=codec, server=server)
         self._pacer = Pacer()
+        #: Interrupts a running ``pipe`` when the abort fires (set while one runs).
+        self._interrupt: Callable[[], None] | None = None
         self._signals()
+        producer.on_abort = self._on_abort
 
     def _signals(self) -> None:
-        """Make ``aborted`` and the writable signal, and hook them to the producer's
-        ``on_abort`` and ``on_writable``; supplied by each backend."""
+        """Make ``aborted`` and the writable signal (hooked to the producer's
+        ``on_writable``); supplied by each backend."""
+        raise NotImplementedError
+
+    def _on_abort(self) -> None:
+        self.aborted.set()
+        if self._interrupt is not None:
+            self._interrupt()
+
+    def _interrupting(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """A scope that ``_interrupt`` cancels, and that swallows that cancellation (and
+        only that one); supplied by each backend."""
         raise NotImplementedError
 
     async def write(self, value: _V) -> None:
@@ -1800,27 +1815,30 @@ class AsyncProducerBase(ProducerBase[_V]):
         then end the stream (unless ``end`` is False). Returns how many were written.
 
         Stops early, quietly, when the stream is aborted (the last subscriber cancelled):
-        the source is closed (an async generator's ``aclose``, so its ``finally`` runs) and
-        :attr:`abort_reason` says why. If the source or a write raises, the stream fails
-        with the exception's code (:class:`StreamError` carries one; anything else gives
-        HANDLER_FAILED) and the exception propagates."""
+        what it awaits (the source's next item, a write) is cancelled at once, the source
+        is closed (an async generator's ``aclose``; one interrupted inside an ``await`` sees
+        the cancellation there, so its ``finally`` runs) and :attr:`abort_reason` says why.
+        If the source or a write raises, the stream fails with the exception's code
+        (:class:`StreamError` carries one; anything else gives HANDLER_FAILED) and the
+        exception propagates."""
         written = 0
         items: AsyncIterator[_V] | Iterator[_V] = (
             aiter(source) if isinstance(source, AsyncIterable) else iter(source)
         )
         try:
-            if isinstance(items, AsyncIterator):
-                async for item in items:
-                    if self.producer.aborted:
-                        break
-                    await self.write(item)
-                    written += 1
-            else:
-                for item in items:
-                    if self.producer.aborted:
-                        break
-                    await self.write(item)
-                    written += 1
+            async with self._interrupting():
+                if isinstance(items, AsyncIterator):
+                    async for item in items:
+                        if self.producer.aborted:
+                            break
+                        await self.write(item)
+                        written += 1
+                else:
+                    for item in items:
+                        if self.producer.aborted:
+                            break
+                        await self.write(item)
+                        written += 1
         except Exception as exc:
             if not self._piped(exc):
                 raise
@@ -1837,6 +1855,14 @@ class AsyncProducerBase(ProducerBase[_V]):
             await self.pipe(result)
         elif result is not None:
             await result
+
+
+class _Flag(Protocol):
+    """An event an async producer's ``aborted`` is (asyncio's, trio's)."""
+
+    def set(self) -> None: ...
+
+    def is_set(self) -> bool: ...
 
 
 async def _close_source(items: AsyncIterator[Any] | Iterator[Any]) -> None:

@@ -8,10 +8,11 @@ flush per loop iteration. Everything else is decided in ``_common`` and the core
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
-from typing import Any, TypeVar, overload
+from typing import Any, TypeVar, cast, overload
 
 from streamproto import Config, ErrorCode, HttpOptions, Hub, Producer, UploadReader, WriteResult
 from streamproto._codec import Codec
@@ -73,8 +74,27 @@ class ServerProducer(AsyncProducerBase[_V]):
     def _signals(self) -> None:
         self.aborted = asyncio.Event()
         self._writable = asyncio.Event()
-        self.producer.on_abort = self.aborted.set
         self.producer.on_writable = self._writable.set
+
+    @contextlib.asynccontextmanager
+    async def _interrupting(self) -> AsyncIterator[None]:
+        task = asyncio.current_task()
+        fired = False
+
+        def interrupt() -> None:
+            nonlocal fired
+            fired = True
+            cast(asyncio.Task[Any], task).cancel()
+
+        self._interrupt = interrupt
+        try:
+            yield
+        except asyncio.CancelledError:
+            # Ours only if nobody else cancelled the task too (asyncio.timeout's rule).
+            if not fired or cast(asyncio.Task[Any], task).uncancel() > 0:
+                raise
+        finally:
+            self._interrupt = None
 
     async def write(self, value: _V) -> None:
         """Write ``value``; waits while a BLOCK subscriber has no room."""

@@ -230,8 +230,16 @@ class ServerProducer(AsyncProducerBase[_V]):
     def _signals(self) -> None:
         self.aborted = trio.Event()
         self._writable = _Wake()
-        self.producer.on_abort = self.aborted.set
         self.producer.on_writable = self._writable.set
+
+    @contextlib.asynccontextmanager
+    async def _interrupting(self) -> AsyncIterator[None]:
+        with trio.CancelScope() as scope:  # a cancel of this scope ends at its exit
+            self._interrupt = scope.cancel
+            try:
+                yield
+            finally:
+                self._interrupt = None
 
     async def write(self, value: _V) -> None:
         """Write ``value``; waits while a BLOCK subscriber has no room."""
