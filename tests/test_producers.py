@@ -21,6 +21,7 @@ import pytest
 import trio
 from harness import BACKENDS, ClientProxy, ServerProxy
 from hub_helpers import HubHarness
+from test_batches import make_sub
 
 from streamproto import (
     BYTES,
@@ -44,7 +45,7 @@ from transports import StreamError
 from transports import asyncio as sp_asyncio
 from transports import sync as sp_sync
 from transports import trio as sp_trio
-from transports._common import SubscriptionCore, _Run
+from transports._common import _Run
 from transports.testing import SubProxy
 
 BLOCK = ChannelOptions(default_policy=OverflowPolicy.BLOCK, replay=Window(chunks=16))
@@ -655,23 +656,7 @@ def test_the_producers_page_blocks_run_in_order(capsys: pytest.CaptureFixture[st
 def test_a_batch_stops_before_a_payload_it_cannot_decode() -> None:
     """The batch poll with a codec: values up to the bad payload, then its DecodeError
     (``seq`` moves to it only then), then the values after it; credit for all three."""
-    consumed: list[tuple[int, int]] = []
-
-    class Core:
-        def _consume(self, sub: Any, chunks: int, nbytes: int) -> None:
-            consumed.append((chunks, nbytes))
-
-    sub = SubscriptionCore(
-        Core(),  # type: ignore[arg-type]
-        "c:h",
-        "s1",
-        after_seq=0,
-        tail=False,
-        open_args=None,
-        policy=OverflowPolicy.DEFAULT,
-        priority=0,
-        on_gap="raise",
-    )
+    sub, core = make_sub()
     sub.codec = JSON
     sub.buffer.append(_Run(1, (b'{"ok":true}', b"oops", b"[3]")))
     assert sub.poll_many(10) == [{"ok": True}]
@@ -681,7 +666,7 @@ def test_a_batch_stops_before_a_payload_it_cannot_decode() -> None:
     assert (info.value.seq, info.value.data, sub.seq) == (2, b"oops", 2)
     assert sub.poll_many(10) == [[3]]
     assert sub.seq == 3
-    assert sum(chunks for chunks, _ in consumed) == 3
+    assert sum(chunks for chunks, _ in core.consumed) == 3
     assert sub.poll_many(10) is None  # nothing buffered, not over: wait
     # A codec of your own that raises anything else: still a DecodeError, with the cause.
 
