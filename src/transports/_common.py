@@ -387,9 +387,9 @@ class ServerDriver(Stepping):
         self.clock = clock
         self.opened_at = clock()
         self.conn = Connection(Role.SERVER, config, now=self.opened_at)
-        self.peer: Peer = hub.attach(self.conn, wakeup)
-        #: This connection's id in logs, traces and statistics.
+        #: This connection's id in logs, traces, statistics and the hub's registry.
         self.id = next_conn_id()
+        self.peer: Peer = hub.attach(self.conn, wakeup, peer_id=self.id)
         self.log = ConnectionLog(server_log, self._ids)
         self.tap = None if trace is None else FrameTap(trace, self.id)
         #: Transport bytes in and out (framing included).
