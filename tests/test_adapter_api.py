@@ -8,11 +8,13 @@ import asyncio
 import collections
 import inspect
 import os
+import re
 import shutil
 import socket
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -348,3 +350,16 @@ def test_a_unix_client_without_a_server_fails_to_connect(socket_dir: str) -> Non
 
     with pytest.raises(FileNotFoundError):
         trio.run(dial)
+
+
+# -- the guide ----------------------------------------------------------------------------------
+
+
+def test_the_guides_examples_run_in_order() -> None:
+    text = (Path(__file__).resolve().parent.parent / "docs" / "adapters.md").read_text()
+    found = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+    assert len(found) == 2
+    namespace: dict[str, Any] = {}
+    for index, block in enumerate(found):
+        exec(compile(block, f"docs/adapters.md block {index}", "exec"), namespace)
+    shutil.rmtree(namespace["RUNDIR"], ignore_errors=True)

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 
 import pytest
 import trio
@@ -151,3 +153,10 @@ def test_shutdown_hub_runs_under_trio_and_checks_its_timeout(socket_path: str) -
     for timeout in (-1.0, float("nan"), float("inf")):
         with pytest.raises(LocalProtocolError, match="timeout must be"):
             asyncio.run(bad(timeout))
+
+
+def test_the_embedding_page_runs() -> None:
+    text = (Path(__file__).resolve().parent.parent / "docs" / "embedding.md").read_text()
+    found = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+    assert len(found) == 1
+    exec(compile(found[0], "docs/embedding.md block 0", "exec"), {"__name__": "embedding_doc"})
