@@ -8,18 +8,17 @@ import asyncio
 import collections
 import inspect
 import os
-import re
 import shutil
 import socket
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import attrs
 import pytest
 import trio
+from test_docs_snippets import blocks
 
 import transports
 from streamproto import ErrorCode, LocalProtocolError
@@ -356,8 +355,7 @@ def test_a_unix_client_without_a_server_fails_to_connect(socket_dir: str) -> Non
 
 
 def test_the_guides_examples_run_in_order() -> None:
-    text = (Path(__file__).resolve().parent.parent / "docs" / "adapters.md").read_text()
-    found = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+    found = blocks("adapters.md")
     assert len(found) == 2
     namespace: dict[str, Any] = {}
     for index, block in enumerate(found):

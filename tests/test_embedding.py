@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import shutil
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from pathlib import Path
 
 import pytest
 import trio
+from test_docs_snippets import blocks
 
 from streamproto import ErrorCode, LocalProtocolError
 from transports import Backoff, StreamError, new_hub
@@ -156,7 +155,6 @@ def test_shutdown_hub_runs_under_trio_and_checks_its_timeout(socket_path: str) -
 
 
 def test_the_embedding_page_runs() -> None:
-    text = (Path(__file__).resolve().parent.parent / "docs" / "embedding.md").read_text()
-    found = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+    found = blocks("embedding.md")
     assert len(found) == 1
     exec(compile(found[0], "docs/embedding.md block 0", "exec"), {"__name__": "embedding_doc"})
