@@ -4,6 +4,7 @@ conformance kit."""
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import collections
 import inspect
@@ -13,9 +14,11 @@ import socket
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import attrs
+import mini_backend
 import pytest
 import trio
 from test_docs_snippets import blocks
@@ -185,6 +188,34 @@ def test_the_conformance_kit_still_catches_a_broken_transport() -> None:
     finally:
         for sock in deaf:
             sock.close()
+
+
+# -- a backend of our own, written against the public API only ---------------------------------
+
+
+def test_a_backend_built_on_the_public_api_passes_the_conformance_kit() -> None:
+    mini = Adapter("asyncio", serve=mini_backend.serve, connect=mini_backend.connect)
+    report = check_adapter(pair_factory(mini, mini, "tcp"))
+    assert report.passed, str(report)
+    # and it interoperates with ours, both ways
+    names = ["subscribe_and_receive", "resume_after_lost_transport", "upload_and_upload_cancel"]
+    for server, client in ((mini, "sync"), ("trio", mini)):
+        report = check_adapter(pair_factory(server, client, "tcp"), scenarios=names)
+        assert report.passed, str(report)
+
+
+def test_that_backend_imports_nothing_private() -> None:
+    tree = ast.parse(Path(mini_backend.__file__).read_text())
+    imported = [
+        (node.module or "", alias.name)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom)
+        for alias in node.names
+    ]
+    ours = [(m, n) for m, n in imported if m.split(".")[0] in ("streamproto", "transports")]
+    assert ("transports.adapter", "ServerBase") in ours
+    private = [(m, n) for m, n in ours if n.startswith("_") or "._" in f".{m}"]
+    assert private == []
 
 
 # -- the registry -------------------------------------------------------------------------------
