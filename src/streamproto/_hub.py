@@ -1023,7 +1023,7 @@ class Hub:
 
     def _on_handshake(self, peer: Peer, event: HandshakeRequested) -> None:
         principal: object = None
-        if self._shutting_down:
+        if self._shutting_down:  # a refusal R-HS-4 names: retryable, so the client goes elsewhere
             self._refuse(peer, ErrorCode.SERVER_SHUTDOWN, "server shutting down")
             return
         if self._authenticate is not None:
