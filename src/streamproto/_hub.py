@@ -61,6 +61,7 @@ from ._events import (
 from ._frames import GapReason, OverflowPolicy
 from ._names import valid_channel, valid_stream_id
 from ._overflow import Overflow, OverflowLog, held_back
+from ._state import ConnState
 from ._store import (
     CancelRemote,
     Key,
@@ -580,11 +581,16 @@ class Channel:
 
 
 class Peer:
-    """One server connection attached to the hub (see :meth:`Hub.attach`)."""
+    """One server connection attached to the hub (see :meth:`Hub.attach`), listed by
+    :meth:`Hub.peers` until it ends."""
 
-    def __init__(self, hub: Hub, conn: Connection, wakeup: Callable[[], None]) -> None:
+    def __init__(
+        self, hub: Hub, conn: Connection, wakeup: Callable[[], None], peer_id: str
+    ) -> None:
         self.hub = hub
         self.conn = conn
+        #: Its id in the hub's registry (:meth:`Hub.peer`), and in the adapter's logs.
+        self.id = peer_id
         #: Called when the hub queued bytes on ``conn``: flush ``conn.data_to_send()``.
         self.wakeup = wakeup
         self.session: _Session | None = None
@@ -604,6 +610,17 @@ class Peer:
     def handle_events(self, events: Iterable[Event]) -> None:
         """Act on the events ``conn.receive_data`` / ``handle_timer`` returned."""
         self.hub.handle_events(self, events)
+
+    def close(self, code: int = ErrorCode.NO_ERROR, message: str = "") -> None:
+        """Send GOAWAY: with NO_ERROR the connection takes no new requests and ends once its
+        open streams drained; any other code (or any code before the handshake is over)
+        closes it now. The adapter is woken to write the GOAWAY and, once the connection is
+        closed, to close its transport. Nothing happens if it is closed already."""
+        if self.closed or self.conn.closed:
+            return
+        self.conn.goaway(code, message)
+        self.hub._dirty.add(self)
+        self.hub._wake()
 
 
 class _Session:
@@ -676,6 +693,9 @@ class Hub:
         self._authenticate = authenticate
         self._authorize = authorize
         self._channels: dict[str, Channel] = {}
+        self._peers: dict[str, Peer] = {}  # attached and not closed, by id, in attach order
+        self._peer_seq = 0
+        self._shutting_down = False
         self._sessions: dict[str, _Session] = {}  # by resume token
         self._timers: list[tuple[float, int, object]] = []
         self._timer_seq = 0
@@ -728,12 +748,67 @@ class Hub:
         """Every registered channel, in registration order."""
         return tuple(self._channels.values())
 
-    def attach(self, conn: Connection, wakeup: Callable[[], None] | None = None) -> Peer:
+    def attach(
+        self,
+        conn: Connection,
+        wakeup: Callable[[], None] | None = None,
+        *,
+        peer_id: str | None = None,
+    ) -> Peer:
         """Attach a server connection. Pass every event it returns to
-        :meth:`Peer.handle_events`; ``wakeup`` is called when the hub queued bytes on it."""
+        :meth:`Peer.handle_events`; ``wakeup`` is called when the hub queued bytes on it.
+        ``peer_id`` names it in :meth:`peers` (the adapter's connection id, so logs and the
+        registry agree); None: the hub numbers it ``p1``, ``p2``, ... An id in use raises
+        INVALID_ARGUMENT."""
         if conn.role is not Role.SERVER:
             raise LocalProtocolError(ErrorCode.INVALID_ARGUMENT, "attach a server connection")
-        return Peer(self, conn, wakeup or (lambda: None))
+        if peer_id is None:
+            self._peer_seq += 1
+            peer_id = f"p{self._peer_seq}"
+        if peer_id in self._peers:
+            raise LocalProtocolError(
+                ErrorCode.INVALID_ARGUMENT, f"a connection {peer_id!r} is attached"
+            )
+        peer = Peer(self, conn, wakeup or (lambda: None), peer_id)
+        self._peers[peer_id] = peer
+        return peer
+
+    def peers(self) -> tuple[Peer, ...]:
+        """Every attached connection that has not ended, oldest first (whatever adapter
+        attached it). A connection leaves the list when its ``ConnectionTerminated`` was
+        handed to :meth:`Peer.handle_events`, or its handshake was refused."""
+        return tuple(self._peers.values())
+
+    @property
+    def peer_count(self) -> int:
+        """How many connections :meth:`peers` lists."""
+        return len(self._peers)
+
+    def peer(self, peer_id: str) -> Peer | None:
+        """The attached connection ``peer_id``, if it has not ended."""
+        return self._peers.get(peer_id)
+
+    @property
+    def shutting_down(self) -> bool:
+        """True once :meth:`shutdown` was called: new handshakes are refused."""
+        return self._shutting_down
+
+    def shutdown(
+        self, code: int = ErrorCode.NO_ERROR, message: str = "server shutting down"
+    ) -> None:
+        """GOAWAY to every attached connection (:meth:`Peer.close`) and refuse new handshakes
+        with SERVER_SHUTDOWN from now on. With NO_ERROR open streams drain and each
+        connection ends when its streams are done; a connection still in its handshake has
+        nothing to drain and closes with SERVER_SHUTDOWN. Wait until :attr:`peer_count` is 0
+        (or a deadline), then call again with SERVER_SHUTDOWN to close what is left; see
+        ``docs/embedding.md``. May be called again (to force, say)."""
+        self._shutting_down = True
+        for peer in list(self._peers.values()):
+            drainable = peer.conn.state in (ConnState.OPEN, ConnState.DRAINING)
+            if code == ErrorCode.NO_ERROR and not drainable:
+                peer.close(ErrorCode.SERVER_SHUTDOWN, message)
+            else:
+                peer.close(code, message)
 
     def statistics(self) -> HubStatistics:
         """Counters."""
@@ -982,11 +1057,13 @@ class Hub:
 
     def _on_handshake(self, peer: Peer, event: HandshakeRequested) -> None:
         principal: object = None
+        if self._shutting_down:  # a refusal R-HS-4 names: retryable, so the client goes elsewhere
+            self._refuse(peer, ErrorCode.SERVER_SHUTDOWN, "server shutting down")
+            return
         if self._authenticate is not None:
             principal, refusal = _access.authenticate(self._authenticate, event.auth)
             if refusal is not None:
-                peer.conn.refuse_handshake(refusal.code, refusal.message)
-                peer.closed = True
+                self._refuse(peer, refusal.code, refusal.message)
                 return
         session = self._sessions.get(event.resume_token) if event.resume_token else None
         if session is not None and not _same(session.principal, principal):
@@ -1016,8 +1093,14 @@ class Hub:
             session_id=session.id, resume_token=session.token, resumed=resumed
         )
 
+    def _refuse(self, peer: Peer, code: int, message: str) -> None:
+        peer.conn.refuse_handshake(code, message)
+        peer.closed = True
+        self._peers.pop(peer.id, None)
+
     def _on_disconnect(self, peer: Peer) -> None:
         peer.closed = True
+        self._peers.pop(peer.id, None)
         for handle in list(peer.uploads):
             self._detach_upload(peer, handle)._finish(
                 (ErrorCode.UPLOAD_DISCONNECTED, "the uploader disconnected")

@@ -24,7 +24,6 @@ import sys
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar, cast, overload
-from urllib.parse import urlsplit
 
 import attrs
 
@@ -73,9 +72,10 @@ from streamproto import (
 from streamproto._http import HttpOptions
 from streamproto._overflow import OverflowLog, held_back
 
-from ._framing import Framing, RawFraming, WsFraming
+from ._framing import Framing
 from ._hubs import new_hub
 from ._log import ConnectionLog, client_log, describe, log_events, next_conn_id, server_log
+from ._schemes import Url, parse_url
 from .metrics import ConnectionInfo, ServerStatistics
 from .trace import FrameTap, Tracer
 
@@ -177,46 +177,7 @@ class Gap:
     reason: GapReason
 
 
-# -- urls and backoff ---------------------------------------------------------------------------
-
-
-@attrs.frozen
-class Url:
-    """A parsed ``tcp://host:port``, ``ws://host:port/path`` or ``http://host:port`` (an HTTP
-    listener that also upgrades WebSocket requests; a client dials it as WebSocket)."""
-
-    scheme: Literal["tcp", "ws", "http"]
-    host: str
-    port: int
-    path: str
-
-    def framing(self, *, client: bool) -> Framing:
-        """A fresh framing for this URL."""
-        if self.scheme == "tcp":
-            return RawFraming()
-        return WsFraming(client, host=f"{self.host}:{self.port}", path=self.path)
-
-    def address(self, port: int) -> str:
-        """This URL with ``port`` (a server's address once it listens)."""
-        path = self.path if self.scheme == "ws" else ""
-        if self.scheme == "http":
-            path = self.path if self.path != "/" else ""
-        return f"{self.scheme}://{self.host}:{port}{path}"
-
-
-def parse_url(url: str) -> Url:
-    """Parse ``tcp://host:port``, ``ws://host:port[/path]`` or ``http://host:port[/path]``
-    (the path of an ``http`` URL is where WebSocket upgrades are taken, ``/`` by default)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("tcp", "ws", "http") or not parts.hostname or parts.port is None:
-        raise LocalProtocolError(
-            ErrorCode.INVALID_ARGUMENT,
-            f"expected tcp://host:port, ws://host:port/path or http://host:port: {url!r}",
-        )
-    scheme: Literal["tcp", "ws", "http"] = (
-        "tcp" if parts.scheme == "tcp" else "ws" if parts.scheme == "ws" else "http"
-    )
-    return Url(scheme, parts.hostname, parts.port, parts.path or "/")
+# -- backoff ---------------------------------------------------------------------------
 
 
 @attrs.frozen(kw_only=True)
@@ -440,9 +401,9 @@ class ServerDriver(Stepping):
         self.clock = clock
         self.opened_at = clock()
         self.conn = Connection(Role.SERVER, config, now=self.opened_at)
-        self.peer: Peer = hub.attach(self.conn, wakeup)
-        #: This connection's id in logs, traces and statistics.
+        #: This connection's id in logs, traces, statistics and the hub's registry.
         self.id = next_conn_id()
+        self.peer: Peer = hub.attach(self.conn, wakeup, peer_id=self.id)
         self.log = ConnectionLog(server_log, self._ids)
         self.tap = None if trace is None else FrameTap(trace, self.id)
         #: Transport bytes in and out (framing included).
@@ -1460,7 +1421,7 @@ class ServerBase(abc.ABC, Generic[_P, _U]):
         ``max_pending_handshakes`` (R-TR-20). The backend calls :meth:`_gone` when it ends.
         On an ``http://`` listener, an :class:`~transports._http.HttpDriver` (which has the
         same interface, and makes its WebSocket driver here after an upgrade)."""
-        if self.url.scheme == "http":
+        if self.url.kind == "http":
             from ._http import HttpDriver  # noqa: PLC0415 - it imports this module
 
             def websocket(ws: Framing) -> ServerDriver:

@@ -35,6 +35,17 @@ from ._common import (
     parse_url,
     read_upload,
 )
+from ._schemes import (
+    HTTP,
+    TCP,
+    UNIX,
+    WS,
+    Url,
+    bound_port,
+    endpoint,
+    register_scheme,
+    unix_listener,
+)
 from .trace import Tracer
 
 #: What a subscription hands out: ``bytes``, or ``bytes | Gap`` with ``on_gap="item"``.
@@ -55,6 +66,43 @@ __all__ = [
 
 
 _ACCEPTED = WriteResult.ACCEPTED
+
+
+# -- urls ---------------------------------------------------------------------------------------
+
+#: This backend's name in the scheme registry (:func:`transports.adapter.register_scheme`).
+BACKEND = "asyncio"
+
+
+async def _listen_tcp(
+    url: Url, factory: Callable[[], asyncio.Protocol], backlog: int
+) -> asyncio.AbstractServer:
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(factory, url.host, url.port, backlog=backlog)
+
+
+async def _connect_tcp(
+    url: Url, factory: Callable[[], asyncio.Protocol]
+) -> tuple[asyncio.BaseTransport, asyncio.Protocol]:
+    return await asyncio.get_running_loop().create_connection(factory, url.host, url.port)
+
+
+async def _listen_unix(
+    url: Url, factory: Callable[[], asyncio.Protocol], backlog: int
+) -> asyncio.AbstractServer:
+    loop = asyncio.get_running_loop()
+    return await loop.create_unix_server(factory, sock=unix_listener(url.path, backlog))
+
+
+async def _connect_unix(
+    url: Url, factory: Callable[[], asyncio.Protocol]
+) -> tuple[asyncio.BaseTransport, asyncio.Protocol]:
+    return await asyncio.get_running_loop().create_unix_connection(factory, url.path)
+
+
+for _scheme in (TCP, WS, HTTP):
+    register_scheme(BACKEND, _scheme, listen=_listen_tcp, connect=_connect_tcp)
+register_scheme(BACKEND, UNIX, listen=_listen_unix, connect=_connect_unix)
 
 
 # -- producer side ------------------------------------------------------------------------------
@@ -287,7 +335,7 @@ class Server(ServerBase[ServerProducer[Any], ServerUpload]):
         self.loop = asyncio.get_running_loop()
         self.protocols: set[_ServerProtocol] = set()
         self.tasks: set[asyncio.Task[None]] = set()
-        self._server: asyncio.Server | None = None
+        self._server: asyncio.AbstractServer | None = None
         self._hub_timer: asyncio.TimerHandle | None = None
         self._hub_at: float | None = None
 
@@ -326,13 +374,11 @@ class Server(ServerBase[ServerProducer[Any], ServerUpload]):
         self._rearm_hub()
 
     async def _listen(self) -> None:
-        self._server = await self.loop.create_server(
-            lambda: _ServerProtocol(self),
-            self.url.host,
-            self.url.port,
-            backlog=self.config.listen_backlog,
-        )
-        self.port = int(self._server.sockets[0].getsockname()[1])
+        listen = endpoint(BACKEND, self.url).listen
+        server = await listen(self.url, lambda: _ServerProtocol(self), self.config.listen_backlog)
+        self._server = server
+        sockets = getattr(server, "sockets", ())
+        self.port = bound_port(sockets[0].getsockname()) if sockets else 0
         self._log_listening()
 
     async def shutdown(self, timeout: float = 5.0) -> None:
@@ -341,6 +387,7 @@ class Server(ServerBase[ServerProducer[Any], ServerUpload]):
         self._log_shutdown(timeout)
         if self._server is not None:
             self._server.close()
+            self.url.unbind()
         for proto in list(self.protocols):
             if proto.driver is not None:
                 proto.driver.shutdown(ErrorCode.NO_ERROR)
@@ -383,9 +430,11 @@ async def serve(
     http: HttpOptions | None = None,
     trace: Tracer | None = None,
 ) -> Server:
-    """Serve ``hub`` at ``url`` (``tcp://host:port``, ``ws://host:port/path`` or
+    """Serve ``hub`` at ``url`` (``tcp://host:port``, ``ws://host:port/path``,
     ``http://host:port``: SSE and HTTP as spec/HTTP.md says, with ``http`` options, and
-    WebSocket upgrades; port 0 picks a free one, see :attr:`Server.address`). ``hub`` None
+    WebSocket upgrades, ``unix:///path``, or a scheme registered with
+    :func:`transports.adapter.register_scheme`; port 0 picks a free one, see
+    :attr:`Server.address`). ``hub`` None
     serves a :func:`transports.new_hub` (128-bit random ids), as :attr:`Server.hub`.
     ``trace`` gets a record per frame of every connection (see :mod:`transports.trace`)."""
     server = Server(hub, url, config, http, trace)
@@ -557,10 +606,8 @@ class Client(ClientBase[Subscription[bytes], Subscription[bytes | Gap]]):
         core.new_connection()
         self._ready_event.clear()
         url = core.url
-        _, proto = await self.loop.create_connection(
-            lambda: _ClientProtocol(self), url.host, url.port
-        )
-        self._proto = proto
+        _, proto = await endpoint(BACKEND, url).connect(url, lambda: _ClientProtocol(self))
+        self._proto = cast(_ClientProtocol, proto)
         self._flush()
 
     async def _ready(self) -> None:
@@ -680,8 +727,10 @@ async def connect(
     ``Backoff(attempts=0)`` to disable it. ``trace`` gets a record per frame (see
     :mod:`transports.trace`)."""
     loop = asyncio.get_running_loop()
+    target = parse_url(url)
+    endpoint(BACKEND, target)  # an unknown scheme fails here, not in the reconnect loop
     core = ClientCore(
-        parse_url(url),
+        target,
         config=config,
         auth=auth,
         clock=loop.time,

@@ -53,6 +53,16 @@ from ._common import (
     parse_url,
     read_upload,
 )
+from ._schemes import (
+    HTTP,
+    TCP,
+    UNIX,
+    WS,
+    bound_port,
+    endpoint,
+    register_scheme,
+    unix_listener,
+)
 from .trace import Tracer
 
 #: What a subscription hands out: ``bytes``, or ``bytes | Gap`` with ``on_gap="item"``.
@@ -233,11 +243,52 @@ def _send_timeout(sock: socket.socket, seconds: float) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
 
 
-def _dial(url: Url, timeout: float) -> socket.socket:
-    sock = socket.create_connection((url.host, url.port), timeout=timeout)
-    sock.settimeout(None)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+# -- urls ---------------------------------------------------------------------------------------
+
+#: This backend's name in the scheme registry (:func:`transports.adapter.register_scheme`).
+BACKEND = "sync"
+
+
+def _listen_tcp(url: Url, backlog: int) -> socket.socket:
+    return socket.create_server((url.host, url.port), backlog=backlog)
+
+
+def _connect_tcp(url: Url, timeout: float) -> socket.socket:
+    return socket.create_connection((url.host, url.port), timeout=timeout)
+
+
+def _listen_unix(url: Url, backlog: int) -> socket.socket:
+    return unix_listener(url.path, backlog)
+
+
+def _connect_unix(url: Url, timeout: float) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect(url.path)
+    except BaseException:
+        sock.close()
+        raise
     return sock
+
+
+for _scheme in (TCP, WS, HTTP):
+    register_scheme(BACKEND, _scheme, listen=_listen_tcp, connect=_connect_tcp)
+register_scheme(BACKEND, UNIX, listen=_listen_unix, connect=_connect_unix)
+
+
+def _ready(sock: socket.socket) -> socket.socket:
+    """A connected socket as the reader and writer threads want it: blocking, and over TCP
+    without Nagle's delay (our writes are whole batches already)."""
+    sock.settimeout(None)
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def _dial(url: Url, timeout: float) -> socket.socket:
+    sock: socket.socket = endpoint(BACKEND, url).connect(url, timeout)
+    return _ready(sock)
 
 
 # -- producer side ------------------------------------------------------------------------------
@@ -488,10 +539,9 @@ class Server(ServerBase[ServerProducer[Any], ServerUpload]):
         self._handlers = _Handlers()
         self._hub_at: float | None = None
         self._closed = False
-        self._listener = socket.create_server(
-            (self.url.host, self.url.port), backlog=self.config.listen_backlog
-        )
-        self.port = int(self._listener.getsockname()[1])
+        listen = endpoint(BACKEND, self.url).listen
+        self._listener: socket.socket = listen(self.url, self.config.listen_backlog)
+        self.port = bound_port(self._listener.getsockname())
         self._log_listening()
         self._stop_r, self._stop_w = socket.socketpair()
         self._acceptor = threading.Thread(target=self._accept, name="streamproto-accept")
@@ -539,7 +589,7 @@ class Server(ServerBase[ServerProducer[Any], ServerUpload]):
                     log.exception("accept failed")
                     time.sleep(0.05)  # out of descriptors, say: let some close
                     continue
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                _ready(sock)
                 with self._lock:
                     conn = _Connection(self, sock)
                     self.drivers.add(conn)
@@ -576,6 +626,7 @@ class Server(ServerBase[ServerProducer[Any], ServerUpload]):
         self._stop_w.send(b"x")
         self._acceptor.join()
         self._listener.close()
+        self.url.unbind()
         with self._changed:
             self._changed.wait_for(lambda: not self.drivers, timeout)
             self._closed = True
@@ -614,12 +665,13 @@ def serve(
     http: HttpOptions | None = None,
     trace: Tracer | None = None,
 ) -> Server:
-    """Serve ``hub`` at ``url`` (``tcp://host:port``, ``ws://host:port/path`` or
+    """Serve ``hub`` at ``url`` (``tcp://host:port``, ``ws://host:port/path``,
     ``http://host:port``: SSE and HTTP as spec/HTTP.md says, with ``http`` options, and
-    WebSocket upgrades; port 0 picks a free one, see :attr:`Server.address`) from threads of
-    its own. ``hub`` None serves a :func:`transports.new_hub` (128-bit random ids), as
-    :attr:`Server.hub`. ``trace`` gets a record per frame of every connection (see
-    :mod:`transports.trace`)."""
+    WebSocket upgrades, ``unix:///path``, or a scheme registered with
+    :func:`transports.adapter.register_scheme`; port 0 picks a free one, see
+    :attr:`Server.address`) from threads of its own. ``hub`` None serves a
+    :func:`transports.new_hub` (128-bit random ids), as :attr:`Server.hub`. ``trace`` gets a
+    record per frame of every connection (see :mod:`transports.trace`)."""
     return Server(hub, url, config, http, trace)
 
 
@@ -857,8 +909,10 @@ def connect(
     :class:`Backoff`) reconnects and resumes after a lost connection; pass
     ``Backoff(attempts=0)`` to disable it. ``trace`` gets a record per frame (see
     :mod:`transports.trace`)."""
+    target = parse_url(url)
+    endpoint(BACKEND, target)  # an unknown scheme fails here, not in the reconnect loop
     core = ClientCore(
-        parse_url(url),
+        target,
         config=config,
         auth=auth,
         clock=time.monotonic,

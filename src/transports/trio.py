@@ -51,6 +51,17 @@ from ._common import (
     parse_url,
     read_upload,
 )
+from ._schemes import (
+    HTTP,
+    TCP,
+    UNIX,
+    WS,
+    Url,
+    bound_port,
+    endpoint,
+    register_scheme,
+    unix_listener,
+)
 from .trace import Tracer
 
 #: What a subscription hands out: ``bytes``, or ``bytes | Gap`` with ``on_gap="item"``.
@@ -74,6 +85,33 @@ __all__ = [
 _RECEIVE = 65536
 #: How long a closing socket gets to write its goodbye.
 _LINGER = 1.0
+
+
+# -- urls ---------------------------------------------------------------------------------------
+
+#: This backend's name in the scheme registry (:func:`transports.adapter.register_scheme`).
+BACKEND = "trio"
+
+
+async def _listen_tcp(url: Url, backlog: int) -> list[trio.abc.Listener[trio.abc.Stream]]:
+    return list(await trio.open_tcp_listeners(url.port, host=url.host, backlog=backlog))
+
+
+async def _connect_tcp(url: Url) -> trio.abc.Stream:
+    return await trio.open_tcp_stream(url.host, url.port)
+
+
+async def _listen_unix(url: Url, backlog: int) -> list[trio.abc.Listener[trio.abc.Stream]]:
+    return [trio.SocketListener(trio.socket.from_stdlib_socket(unix_listener(url.path, backlog)))]
+
+
+async def _connect_unix(url: Url) -> trio.abc.Stream:
+    return await trio.open_unix_socket(url.path)
+
+
+for _scheme in (TCP, WS, HTTP):
+    register_scheme(BACKEND, _scheme, listen=_listen_tcp, connect=_connect_tcp)
+register_scheme(BACKEND, UNIX, listen=_listen_unix, connect=_connect_unix)
 
 
 async def _tick(pacer: Pacer, chunks: int, nbytes: int) -> None:
@@ -119,7 +157,7 @@ def _unwrap() -> Iterator[None]:
 
 
 async def _read(
-    stream: trio.SocketStream,
+    stream: trio.abc.Stream,
     side: Side,
     wake: _Wake,
     cancel: Callable[[], None],
@@ -131,7 +169,7 @@ async def _read(
             data = await stream.receive_some(_RECEIVE)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             data = b""
-        side.receive(data)
+        side.receive(bytes(data))
         wake.set()
         if side.stalled:  # the writer is stuck in a send the peer never takes
             cancel()
@@ -142,7 +180,7 @@ async def _read(
 
 
 async def _write(
-    stream: trio.SocketStream,
+    stream: trio.abc.Stream,
     side: Side,
     wake: _Wake,
     after: Callable[[], None],
@@ -174,7 +212,7 @@ async def _write(
 
 
 async def _run_socket(
-    stream: trio.SocketStream,
+    stream: trio.abc.Stream,
     side: Side,
     wake: _Wake,
     scope: trio.CancelScope,
@@ -339,20 +377,20 @@ class Server(ServerBase[ServerProducer[Any], ServerUpload]):
         with self._scope:
             async with trio.open_nursery() as nursery:
                 self._tasks = nursery
-                listeners = await trio.open_tcp_listeners(
-                    self.url.port, host=self.url.host, backlog=self.config.listen_backlog
-                )
-                self.port = int(listeners[0].socket.getsockname()[1])
+                listen = endpoint(BACKEND, self.url).listen
+                listeners = await listen(self.url, self.config.listen_backlog)
+                sock = getattr(listeners[0], "socket", None)
+                self.port = 0 if sock is None else bound_port(sock.getsockname())
                 self._log_listening()
                 nursery.start_soon(self._listen, listeners)
                 nursery.start_soon(self._hub_timer)
                 task_status.started()
 
-    async def _listen(self, listeners: list[trio.SocketListener]) -> None:
+    async def _listen(self, listeners: list[trio.abc.Listener[trio.abc.Stream]]) -> None:
         with self._listening:
             await trio.serve_listeners(self._handle, listeners, handler_nursery=self._tasks)
 
-    async def _handle(self, stream: trio.SocketStream) -> None:
+    async def _handle(self, stream: trio.abc.Stream) -> None:
         wake = _Wake()
         framing = self.url.framing(client=False)
         driver = self._driver(framing, trio.current_time, wake.set)
@@ -399,6 +437,7 @@ class Server(ServerBase[ServerProducer[Any], ServerUpload]):
         self._log_shutdown(timeout)
         try:
             self._listening.cancel()
+            self.url.unbind()
             self._goaway(ErrorCode.NO_ERROR)
             with trio.move_on_after(timeout):
                 while self.drivers:
@@ -420,9 +459,11 @@ async def serve(
     http: HttpOptions | None = None,
     trace: Tracer | None = None,
 ) -> AsyncIterator[Server]:
-    """Serve ``hub`` at ``url`` (``tcp://host:port``, ``ws://host:port/path`` or
+    """Serve ``hub`` at ``url`` (``tcp://host:port``, ``ws://host:port/path``,
     ``http://host:port``: SSE and HTTP as spec/HTTP.md says, with ``http`` options, and
-    WebSocket upgrades; port 0 picks a free one, see :attr:`Server.address`):
+    WebSocket upgrades, ``unix:///path``, or a scheme registered with
+    :func:`transports.adapter.register_scheme`; port 0 picks a free one, see
+    :attr:`Server.address`):
     ``async with serve(hub, url) as server``.
     Leaving the block shuts the server down. ``hub`` None serves a
     :func:`transports.new_hub` (128-bit random ids), as :attr:`Server.hub`."""
@@ -584,7 +625,7 @@ class Client(ClientBase[Subscription[bytes], Subscription[bytes | Gap]]):
         self._closing = False
         core.on_ready = self._ready.set
 
-    async def _run(self, stream: trio.SocketStream | None) -> None:
+    async def _run(self, stream: trio.abc.Stream | None) -> None:
         core = self.core
         with self._task:
             try:
@@ -597,7 +638,7 @@ class Client(ClientBase[Subscription[bytes], Subscription[bytes | Gap]]):
             finally:
                 self._done.set()
 
-    async def _reconnect(self) -> trio.SocketStream | None:
+    async def _reconnect(self) -> trio.abc.Stream | None:
         core = self.core
         while True:
             delay = core.reconnect_delay()
@@ -606,9 +647,10 @@ class Client(ClientBase[Subscription[bytes], Subscription[bytes | Gap]]):
                 return None
             await trio.sleep(delay)
             try:
-                return await trio.open_tcp_stream(core.url.host, core.url.port)
+                stream: trio.abc.Stream = await endpoint(BACKEND, core.url).connect(core.url)
             except OSError:
                 continue
+            return stream
 
     async def _wait_ready(self) -> None:
         while not self.core.ready:
@@ -671,8 +713,10 @@ async def connect(
     ``reconnect`` (default: a :class:`Backoff`) reconnects and resumes after a lost
     connection; pass ``Backoff(attempts=0)`` to disable it. ``trace`` gets a record per frame
     (see :mod:`transports.trace`)."""
+    target = parse_url(url)
+    endpoint(BACKEND, target)  # an unknown scheme fails here, not in the reconnect loop
     core = ClientCore(
-        parse_url(url),
+        target,
         config=config,
         auth=auth,
         clock=trio.current_time,
@@ -685,7 +729,7 @@ async def connect(
         async with trio.open_nursery() as nursery:
             try:
                 with trio.move_on_after(timeout) as scope:
-                    stream = await trio.open_tcp_stream(core.url.host, core.url.port)
+                    stream = await endpoint(BACKEND, core.url).connect(core.url)
                     nursery.start_soon(client._run, stream)
                     await client._wait_ready()
                 if scope.cancelled_caught:
