@@ -89,11 +89,14 @@ async def _drive(
 
 class MiniProducer(ProducerBase):
     def __init__(self, server: ServerBase[Any, Any], producer: Producer) -> None:
-        super().__init__(server, producer)
+        super().__init__(producer, server=server)
         self.aborted = asyncio.Event()
         self._writable = asyncio.Event()
         producer.on_abort = self.aborted.set
         producer.on_writable = self._writable.set
+
+    async def _serve(self, handler: Callable[..., Awaitable[None]], args: bytes) -> None:
+        await handler(self, args)
 
     async def write(self, chunk: bytes) -> None:
         while self.producer.write(chunk) is not WriteResult.ACCEPTED:

@@ -35,10 +35,13 @@ the asyncio, trio and thread backends are made of:
   ``deadline`` loop, ``lost()`` when the stream dies and ``reconnect_delay()`` to pace retries.
 - :class:`Stepping` and :class:`Side` — what both have in common (one writer loop drives
   either).
-- :class:`ServerBase`, :class:`ProducerBase`, :class:`ServerUploadBase`, :class:`ClientBase`,
+- :class:`ServerBase`, :class:`ProducerBase` (:class:`AsyncProducerBase` for async loops),
+  :class:`ServerUploadBase`, :class:`ClientBase`,
   :class:`SubscriptionBase`, :class:`UploadBase` — the loop-independent halves of a backend's
   public classes. A backend subclasses them and supplies the hooks they declare:
-  ``ServerBase._producer``, ``_upload`` (wrap the hub's objects), ``_start`` (run a handler as
+  ``ServerBase._producer``, ``_upload`` (wrap the hub's objects); ``ProducerBase._serve``
+  (run an open handler; ``AsyncProducerBase`` has it, given ``_signals``, ``_interrupting``
+  and ``write``); ``_start`` (run a handler as
   a task or thread; errors to :func:`handler_failed`), ``_rearm_hub`` (the hub's deadline
   moved); ``ClientBase._wake`` (flush the stream soon) and ``_subscription`` (wrap a
   :class:`SubscriptionCore`); and ``_lock``, held around every call into the core (a real lock
@@ -54,6 +57,7 @@ from __future__ import annotations
 
 from ._common import (
     FLUSH_SLICE,
+    AsyncProducerBase,
     ClientBase,
     ClientCore,
     Pacer,
@@ -98,6 +102,7 @@ __all__ = [
     "TCP",
     "UNIX",
     "WS",
+    "AsyncProducerBase",
     "ClientBase",
     "ClientCore",
     "Endpoint",
