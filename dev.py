@@ -2,7 +2,8 @@
 """Bootstrap a virtual environment and run the demo or every gate.
 
     python3 dev.py demo    # the main demo
-    python3 dev.py test    # ruff, ruff format, mypy --strict, pytest + 100% branch coverage
+    python3 dev.py test    # ruff, ruff format, mypy --strict, the docs, pytest + 100% coverage
+    python3 dev.py docs    # the docs site into build/docs/html, warnings as errors
 
 Needs only python3 (3.11+). The environment lives in .venv and is reused when
 pyproject.toml has not changed since it was made. ``test`` first installs the peers
@@ -25,6 +26,7 @@ VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if sys.platform == "win32" else "bin")
 PY = BIN / "python"
 STAMP = VENV / ".streamproto-stamp"
+DOCS = ROOT / "build" / "docs" / "html"
 
 
 def run(*args: str | Path) -> None:
@@ -77,16 +79,24 @@ def demo() -> None:
     run(PY, "examples/token_streaming.py")
 
 
+def docs() -> None:
+    # The source directory is the repository root (docs/conf.py says why); -E rebuilds every
+    # page, so a warning on an unchanged page still fails the build.
+    run(PY, "-m", "sphinx", "-b", "html", "-c", "docs", "-E", "-W", "--keep-going", "-q", ".", DOCS)
+    print(f"docs: open {DOCS / 'index.html'}", flush=True)
+
+
 def test() -> None:
     peers()
     run(PY, "-m", "ruff", "check", ".")
     run(PY, "-m", "ruff", "format", "--check", ".")
     run(PY, "-m", "mypy", "--strict", "src")
+    docs()
     run(PY, "-m", "pytest", "--cov", "--cov-report=term-missing", "-p", "no:cacheprovider")
 
 
 def main() -> None:
-    commands = {"demo": demo, "test": test}
+    commands = {"demo": demo, "test": test, "docs": docs}
     if len(sys.argv) != 2 or sys.argv[1] not in commands:
         sys.exit(f"usage: python3 dev.py {{{'|'.join(commands)}}}")
     bootstrap()

@@ -1,0 +1,67 @@
+"""Sphinx configuration for the streamproto docs site: `python3 dev.py docs` builds it.
+
+The source directory is the repository root, not ``docs/``: the pages link to ``spec/``,
+``README.md`` and ``examples/`` by their relative paths (so they read the same on a forge), and
+those links only resolve when Sphinx sees the same tree. ``include_patterns`` keeps it to the
+Markdown pages; everything else the pages link to becomes a download.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sphinx.application import Sphinx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+
+import streamproto  # noqa: E402 - after the path is set
+
+project = "streamproto"
+author = "the streamproto authors"
+copyright = "the streamproto authors"
+release = streamproto.__version__
+version = release
+
+root_doc = "docs/index"
+include_patterns = ["docs/*.md", "docs/**/*.md", "spec/*.md", "fuzz/README.md"]
+exclude_patterns = [".venv", "build", "**/node_modules", "docs/_build"]
+
+extensions = [
+    "myst_parser",
+    "sphinx.ext.autodoc",
+    "sphinx.ext.autosummary",
+    "sphinx.ext.intersphinx",
+    "sphinxcontrib.mermaid",
+]
+
+source_suffix = {".md": "markdown"}
+myst_enable_extensions = ["colon_fence", "deflist"]
+# Anchors like spec/PROTOCOL.md#14-limits are the forge's heading slugs; make the same ones.
+myst_heading_anchors = 4
+# The state diagrams are ```mermaid fences (generated from the tables); draw them.
+myst_fence_as_directive = ["mermaid"]
+
+autodoc_member_order = "bysource"
+autodoc_typehints = "description"
+autodoc_default_options = {"members": True, "show-inheritance": True}
+autosummary_generate = False
+
+html_theme = "furo"
+html_title = f"streamproto {release}"
+html_extra_path = ["_extra"]  # relative to this directory: the redirect to docs/index.html
+
+def _skip_module_docstrings(  # noqa: PLR0917 - the event's signature
+    app: object, what: str, name: str, obj: object, options: object, lines: list[str]
+) -> None:
+    # Module docstrings hold each file's rules for its maintainers (h11's habit), not API text;
+    # docs/api.md introduces each module itself.
+    if what == "module":
+        lines.clear()
+
+
+def setup(app: Sphinx) -> None:
+    app.connect("autodoc-process-docstring", _skip_module_docstrings)
