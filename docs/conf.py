@@ -8,6 +8,7 @@ Markdown pages; everything else the pages link to becomes a download.
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -54,6 +55,40 @@ html_theme = "furo"
 html_title = f"streamproto {release}"
 html_extra_path = ["_extra"]  # relative to this directory: the redirect to docs/index.html
 
+#: Pages and modules the site lists when they exist: other branches bring them, and a missing
+#: one must not fail the build (a toctree entry for an absent page is a warning).
+OPTIONAL_PAGES = ("embedding",)
+OPTIONAL_MODULES = {
+    "transports.adapter": "The public API for adapter authors: backends' base classes and URL "
+    "schemes (see [writing an adapter](adapters.md)).",
+    "transports.embedding": "Helpers for embedding the hub in another framework.",
+}
+#: The error pages nest under their index in the navigation; the toctree is added here so
+#: that the page reads cleanly on a forge too.
+ERROR_PAGES_TOCTREE = "\n\n```{toctree}\n:hidden:\n:glob:\n\n*\n```\n"
+
+
+def _importable(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ImportError:
+        return False
+
+
+def _complete_sources(app: Sphinx, docname: str, source: list[str]) -> None:
+    if docname == "docs/index":
+        for page in OPTIONAL_PAGES:
+            if not (ROOT / "docs" / f"{page}.md").exists():
+                source[0] = source[0].replace(f"\n{page}\n", "\n")
+    elif docname == "docs/api":
+        for name, text in OPTIONAL_MODULES.items():
+            if _importable(name):
+                source[0] += f"\n## `{name}`\n\n{text}\n\n```{{eval-rst}}\n"
+                source[0] += f".. automodule:: {name}\n   :members:\n```\n"
+    elif docname == "docs/errors/index":
+        source[0] += ERROR_PAGES_TOCTREE
+
+
 def _skip_module_docstrings(  # noqa: PLR0917 - the event's signature
     app: object, what: str, name: str, obj: object, options: object, lines: list[str]
 ) -> None:
@@ -65,3 +100,4 @@ def _skip_module_docstrings(  # noqa: PLR0917 - the event's signature
 
 def setup(app: Sphinx) -> None:
     app.connect("autodoc-process-docstring", _skip_module_docstrings)
+    app.connect("source-read", _complete_sources)
