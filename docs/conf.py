@@ -34,8 +34,6 @@ exclude_patterns = [".venv", "build", "**/node_modules", "docs/_build"]
 extensions = [
     "myst_parser",
     "sphinx.ext.autodoc",
-    "sphinx.ext.autosummary",
-    "sphinx.ext.intersphinx",
     "sphinxcontrib.mermaid",
 ]
 
@@ -49,7 +47,6 @@ myst_fence_as_directive = ["mermaid"]
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
 autodoc_default_options = {"members": True, "show-inheritance": True}
-autosummary_generate = False
 
 html_theme = "furo"
 html_title = f"streamproto {release}"
