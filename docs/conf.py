@@ -8,7 +8,9 @@ Markdown pages; everything else the pages link to becomes a download.
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
+import inspect
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,6 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 import streamproto  # noqa: E402 - after the path is set
+import transports  # noqa: E402
 
 project = "streamproto"
 author = "the streamproto authors"
@@ -72,6 +75,20 @@ def _importable(name: str) -> bool:
         return False
 
 
+def _documented_above(name: str) -> list[str]:
+    """The classes and functions module ``name`` exports that docs/api.md already documents
+    under the package that exports them too (``transports.Url`` and an adapter module's
+    ``Url`` are one class)."""
+    module = importlib.import_module(name)
+    seen = {
+        id(obj)
+        for package in (streamproto, transports)
+        for attr in package.__all__
+        if isinstance(obj := getattr(package, attr), type) or inspect.isfunction(obj)
+    }
+    return [attr for attr in getattr(module, "__all__", ()) if id(getattr(module, attr)) in seen]
+
+
 def _complete_sources(app: Sphinx, docname: str, source: list[str]) -> None:
     if docname == "docs/index":
         for page in OPTIONAL_PAGES:
@@ -81,7 +98,11 @@ def _complete_sources(app: Sphinx, docname: str, source: list[str]) -> None:
         for name, text in OPTIONAL_MODULES.items():
             if _importable(name):
                 source[0] += f"\n## `{name}`\n\n{text}\n\n```{{eval-rst}}\n"
-                source[0] += f".. automodule:: {name}\n   :members:\n```\n"
+                source[0] += f".. automodule:: {name}\n   :members:\n"
+                again = _documented_above(name)
+                if again:  # one description per object, or Sphinx warns of a duplicate
+                    source[0] += f"   :exclude-members: {', '.join(again)}\n"
+                source[0] += "```\n"
     elif docname == "docs/errors/index":
         source[0] += ERROR_PAGES_TOCTREE
 
