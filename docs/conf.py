@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
+import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -94,6 +95,14 @@ def _complete_sources(app: Sphinx, docname: str, source: list[str]) -> None:
         for page in OPTIONAL_PAGES:
             if not (ROOT / "docs" / f"{page}.md").exists():
                 source[0] = source[0].replace(f"\n{page}\n", "\n")
+        unlisted = [
+            path.stem
+            for path in sorted((ROOT / "docs").glob("*.md"))
+            if path.stem != "index" and not re.search(rf"^{path.stem}$", source[0], re.M)
+        ]
+        if unlisted:  # a page added without a place in the navigation still gets one
+            entries = "\n".join(unlisted)
+            source[0] += f"\n```{{toctree}}\n:caption: More\n:maxdepth: 1\n\n{entries}\n```\n"
     elif docname == "docs/api":
         for name, text in OPTIONAL_MODULES.items():
             if _importable(name):

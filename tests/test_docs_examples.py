@@ -29,7 +29,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import attrs
 import pytest
+
+from streamproto import ChannelOptions
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE_TIMEOUT = 180.0  # seconds for all the blocks of one page, on a loaded machine
@@ -179,6 +182,20 @@ def test_every_not_run_mark_sits_before_a_python_block() -> None:
             if NOT_RUN.match(line):
                 following = lines[number] if number < len(lines) else ""
                 assert following.startswith("```python"), f"{page}:{number}: mark before no block"
+
+
+# -- pages that must keep up with the code ------------------------------------------------------
+
+
+def test_the_channels_page_explains_every_channel_option() -> None:
+    # Each field is a definition term there ("`replay: Window(...)`"); a new field must be
+    # explained before the suite passes, and a removed one must go.
+    text = (ROOT / "docs" / "channels.md").read_text()
+    explained = set(re.findall(r"^`(\w+): ", text, re.MULTILINE))
+    fields = {field.name for field in attrs.fields(ChannelOptions)}
+    assert explained == fields, (
+        f"docs/channels.md: explain {sorted(fields - explained)}; drop {sorted(explained - fields)}"
+    )
 
 
 # -- the pages ----------------------------------------------------------------------------------
