@@ -1,7 +1,7 @@
 """Sphinx configuration for the streamproto docs site: `python3 dev.py docs` builds it.
 
 The source directory is the repository root, not ``docs/``: the pages link to ``spec/``,
-``README.md`` and ``examples/`` by their relative paths (so they read the same on a forge), and
+``fuzz/`` and ``examples/`` by their relative paths (so they read the same on a forge), and
 those links only resolve when Sphinx sees the same tree. ``include_patterns`` keeps it to the
 Markdown pages; everything else the pages link to becomes a download.
 """
@@ -98,7 +98,7 @@ def _complete_sources(app: Sphinx, docname: str, source: list[str]) -> None:
         unlisted = [
             path.stem
             for path in sorted((ROOT / "docs").glob("*.md"))
-            if path.stem != "index" and not re.search(rf"^{path.stem}$", source[0], re.M)
+            if path.stem != "index" and not re.search(rf"^{re.escape(path.stem)}$", source[0], re.M)
         ]
         if unlisted:  # a page added without a place in the navigation still gets one
             entries = "\n".join(unlisted)
