@@ -13,13 +13,16 @@ here) says so on the line before its fence, with a reason:
     async for chunk in sub: ...
     ```
 
-The comment is invisible on the rendered page. A block that names
+The comment is invisible on the rendered page. A page whose blocks use top-level ``await``
+(``async for``, ``async with``) runs them all in one asyncio event loop, as ``python -m asyncio``
+would; the other pages run as plain scripts. A block that names
 ``redis://127.0.0.1:6379/0`` runs against a redis-server this test starts on a free port (the
 URL is rewritten), so the page can show the usual address.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -103,22 +106,46 @@ RUNNABLE = {
 RAN: dict[str, int] = {}
 
 RUNNER = """\
+import ast
+import asyncio
+import inspect
+import json
 import sys
 
-blocks = {blocks!r}
-namespace = {{"__name__": "__main__"}}
-for page, line, code in blocks:
+namespace = {"__name__": "__main__"}
+codes = [
     # Line numbers in tracebacks are the page's own.
-    exec(compile("\\n" * (line - 1) + code, page, "exec"), namespace)
+    compile("\\n" * (line - 1) + code, page, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+    for page, line, code in json.load(sys.stdin)
+]
+
+
+def awaits(code):
+    return bool(code.co_flags & inspect.CO_COROUTINE)
+
+
+async def in_one_loop():
+    for code in codes:
+        result = eval(code, namespace)
+        if awaits(code):
+            await result
+
+
+if any(awaits(code) for code in codes):
+    asyncio.run(in_one_loop())
+else:
+    for code in codes:
+        exec(code, namespace)
 """
 
 
-def script(blocks: list[Block], redis_url: str | None) -> str:
-    sources = []
+def sources(blocks: list[Block], redis_url: str | None) -> str:
+    """The page's blocks for the runner: path, first line and code of each."""
+    found = []
     for block in blocks:
         code = block.code if redis_url is None else block.code.replace(REDIS_URL, redis_url)
-        sources.append((str(ROOT / block.page), block.line, code))
-    return RUNNER.format(blocks=sources)
+        found.append((str(ROOT / block.page), block.line, code))
+    return json.dumps(found)
 
 
 @pytest.fixture(scope="module")
@@ -209,7 +236,8 @@ def test_page_examples_run(page: str, request: pytest.FixtureRequest) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     with tempfile.TemporaryDirectory() as directory:
         result = subprocess.run(
-            [sys.executable, "-W", "error", "-c", script(blocks, url)],
+            [sys.executable, "-W", "error", "-c", RUNNER],
+            input=sources(blocks, url),
             cwd=directory,
             env=env,
             capture_output=True,
