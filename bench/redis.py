@@ -15,6 +15,11 @@
       The chunk carries A's ``time.monotonic_ns()``; both processes read the same clock.
     - **memory per chunk**: Redis's ``used_memory`` grown by a finished stream of
       ``RETAINED`` 64-byte chunks, per chunk (stream entries, the meta hash, the outcome).
+    - **open -> accept p50**: microseconds from a TCP client's OPEN to its ACCEPT, one open
+      at a time, on an asyncio server over ``RedisStore`` (the ACCEPT waits until Redis holds
+      the stream's claim, so any process finds it) and, in the same run, over the default
+      ``MemoryStore`` (**open -> accept p50, memory store**); the difference is the claim's
+      round trip to Redis.
 
 Needs ``redis-server`` on PATH (the Debian package) and the ``redis`` extra.
 """
@@ -40,6 +45,7 @@ BATCH = 64
 CHANNEL = "bench:redis"
 RETAINED = 10_000
 TAIL_CHUNKS = 300
+OPENS = 300
 
 
 @contextlib.contextmanager
@@ -217,6 +223,31 @@ async def _tail(url: str) -> list[float]:
     return latencies
 
 
+async def _open_latencies(url: str | None, n: int) -> list[float]:
+    """Microseconds from OPEN to ACCEPT at a TCP client, over Redis (``url``) or memory."""
+    from transports import asyncio as sp  # noqa: PLC0415
+    from transports import new_hub  # noqa: PLC0415
+    from transports.redis import open_asyncio_driver  # noqa: PLC0415
+
+    hub, store = _hub(url, "open") if url is not None else (new_hub(), None)
+    hub.register("bench:open", on_open=lambda producer, _args: producer.close())
+    server = await sp.serve(hub, "tcp://127.0.0.1:0")
+    driver = open_asyncio_driver(store, server) if store is not None else contextlib.nullcontext()
+    latencies: list[float] = []
+    async with driver:
+        client = await sp.connect(server.address)
+        for _ in range(n):
+            start = time.perf_counter_ns()
+            sub = client.open("bench:open")
+            await sub.accepted()
+            latencies.append((time.perf_counter_ns() - start) / 1000)
+            async for _chunk in sub:  # to its END
+                pass
+        await client.close()
+    await server.shutdown(timeout=1.0)
+    return latencies
+
+
 @workload("redis", "the Redis store: throughput vs plain XADD, cross-process tail, memory")
 def run(config: Config) -> Report:
     n = 2_048 if config.quick else 20_480
@@ -231,6 +262,12 @@ def run(config: Config) -> Report:
             one_rates.append(asyncio.run(_plain_one_pipeline(url, n, f"o{i}")))
         latencies = asyncio.run(_tail(url))
         memory = asyncio.run(_memory_per_chunk(url))
+        opens = n // 10 if config.quick else OPENS
+        open_redis: list[float] = []
+        open_memory: list[float] = []
+        for _ in range(repeats):  # alternating, as above
+            open_memory.append(statistics.median(asyncio.run(_open_latencies(None, opens))))
+            open_redis.append(statistics.median(asyncio.run(_open_latencies(url, opens))))
     p50 = statistics.median(latencies)
     p99 = statistics.quantiles(latencies, n=100)[98]
     return Report(
@@ -241,11 +278,21 @@ def run(config: Config) -> Report:
             Measurement("live tail p50", [p50], "us"),
             Measurement("live tail p99", [p99], "us"),
             Measurement("memory per chunk", [memory], "B"),
+            Measurement("open -> accept p50", open_redis, "us"),
+            Measurement("open -> accept p50, memory store", open_memory, "us"),
         ],
         derived={
-            "store / plain XADD": statistics.median(store_rates) / statistics.median(plain_rates)
+            "store / plain XADD": statistics.median(store_rates) / statistics.median(plain_rates),
+            "open -> accept, redis / memory": statistics.median(open_redis)
+            / statistics.median(open_memory),
         },
-        params={"chunk": len(CHUNK), "batch": BATCH, "chunks": n, "tail chunks": TAIL_CHUNKS},
+        params={
+            "chunk": len(CHUNK),
+            "batch": BATCH,
+            "chunks": n,
+            "tail chunks": TAIL_CHUNKS,
+            "opens": opens,
+        },
     )
 
 

@@ -312,6 +312,39 @@ def test_b_replays_then_tails_a_with_the_same_seqs_and_gaps(procs: Any) -> None:
     run(main())
 
 
+def test_an_open_is_accepted_only_once_redis_holds_it_so_b_finds_it_at_once(
+    procs: Any,
+) -> None:
+    async def main() -> None:
+        a, b, c = procs(), procs(), procs()
+        await _started(b, c)  # A's driver is not running yet: nothing of A reaches Redis
+        try:
+            opener = a.h.connect()
+            handle = opener.conn.open(CH, stream_id="s1")
+            for _ in range(20):
+                a.h.pump()
+                await asyncio.sleep(0.01)
+            assert opener.of(handle) == []  # no ACCEPT while Redis does not hold the stream
+            await a.start()
+            await pumped(a, lambda: bool(opener.of(handle)))
+            assert opener.of(handle) == [RequestAccepted(handle, "s1", 1, 0)]
+            reader = b.h.connect()  # at once: no waiting for A's queued writes
+            sub = reader.conn.subscribe(CH, "s1")
+            await pumped(b, lambda: bool(reader.of(sub)))
+            assert reader.of(sub) == [RequestAccepted(sub, "s1", 1, 0)]
+            other = c.h.connect()  # C's claim of the same id: refused by Redis, not locally
+            again = other.conn.open(CH, stream_id="s1")
+            await pumped(c, lambda: bool(other.of(again)))
+            [rejected] = other.of(again)
+            assert isinstance(rejected, RequestRejected)
+            assert rejected.code == ErrorCode.STREAM_EXISTS
+            assert c.store.status(KEY) is None  # C keeps nothing of its refused attempt
+        finally:
+            await _stopped(a, b, c)
+
+    run(main())
+
+
 def test_a_second_process_cannot_open_an_open_id(procs: Any) -> None:
     async def main() -> None:
         a, b = procs(), procs()

@@ -53,6 +53,7 @@ from redis.exceptions import RedisError
 from streamproto import (
     AbortRequested,
     CancelRemote,
+    Claim,
     ErrorCode,
     Hub,
     LocalProtocolError,
@@ -62,6 +63,7 @@ from streamproto import (
     StoreFailed,
     StoreRequest,
     StreamAppended,
+    StreamClaimed,
     StreamInfo,
     StreamLoaded,
     StreamStatus,
@@ -150,7 +152,16 @@ _STATUS = {s.value: s for s in StreamStatus}
 class _Copy:
     """This process's copy of one stream: the retained window, the outcome."""
 
-    __slots__ = ("chunks", "first_seq", "generation", "local", "nbytes", "outcome", "window")
+    __slots__ = (
+        "chunks",
+        "claimed",
+        "first_seq",
+        "generation",
+        "local",
+        "nbytes",
+        "outcome",
+        "window",
+    )
 
     def __init__(self, generation: int, window: Window, *, local: bool) -> None:
         self.generation = generation
@@ -160,6 +171,8 @@ class _Copy:
         self.first_seq = 1
         self.nbytes = 0
         self.outcome: Outcome | None = None
+        #: The driver's: Redis answered this generation's claim (True: held; False: refused).
+        self.claimed: bool | None = None
 
     @property
     def last_seq(self) -> int:
@@ -252,8 +265,10 @@ class RedisStore:
     # -- ReplayStore ----------------------------------------------------------------------------
 
     def acquire(self, key: Key, window: Window) -> int:
-        """See :meth:`streamproto.ReplayStore.acquire`. The claim reaches Redis with the first
-        flush; another process's open stream with this id fails it with STREAM_EXISTS."""
+        """See :meth:`streamproto.ReplayStore.acquire`. The claim is queued for Redis ahead of
+        the stream's writes (the hub holds an OPEN's ACCEPT until the driver answers its
+        :class:`~streamproto.Claim`); another process's open stream with this id fails it
+        with STREAM_EXISTS."""
         copy = self._copies.get(key)
         if copy is not None and copy.outcome is None:
             raise LocalProtocolError(ErrorCode.STREAM_EXISTS, f"stream {key[1]!r} is open")
@@ -424,6 +439,10 @@ class _Driver:
         # Redis stream key -> (store key, generation, last entry id read)
         self.follow: dict[bytes, tuple[Key, int, bytes]] = {}
         self.down_since: float | None = None
+        # The hub's requests, each kept until carried out (a failed lookup is retried).
+        self.requests: deque[StoreRequest] = deque()
+        # Claims the hub waits on whose answer has not come back from Redis yet.
+        self.awaiting: set[tuple[Key, int]] = set()
         self.write = self.client.register_script(_WRITE)
         self.reap = self.client.register_script(_REAP)
         self.cancel = self.client.register_script(_CANCEL)
@@ -460,9 +479,12 @@ class _Driver:
             await self.wake.wait()
             self.wake.clear()
             try:
-                requests: list[StoreRequest] = self.call(self.hub.store_requests) or []
-                for request in requests:
+                self.requests.extend(self.call(self.hub.store_requests) or ())
+                while self.requests:
+                    request = self.requests[0]
                     await self._carry(request)
+                    if self.requests and self.requests[0] is request:  # (_give_up clears)
+                        self.requests.popleft()
                 await self._flush()
                 self._up()
             except (RedisError, OSError) as exc:
@@ -552,6 +574,17 @@ class _Driver:
     # -- requests -------------------------------------------------------------------------------
 
     async def _carry(self, request: StoreRequest) -> None:
+        if isinstance(request, Claim):
+            # The claim itself is queued with the stream's writes (acquire), in order; here
+            # the driver only notes that the hub waits for its answer.
+            copy = self.store._copies.get(request.key)
+            if copy is None or copy.generation != request.generation or copy.claimed is False:
+                return  # replaced, released or refused (the hub had StoreFailed)
+            if copy.claimed:
+                self._claimed([(request.key, request.generation)])
+            else:
+                self.awaiting.add((request.key, request.generation))
+            return
         if isinstance(request, CancelRemote):
             payload = json.dumps(["cancel", *request.key, str(request.generation), request.reason])
             watchers = self.store.keys(request.key)[3]
@@ -695,15 +728,33 @@ class _Driver:
         for key, _gen in unfollow:
             self.follow.pop(store.keys(key)[1].encode(), None)
         failed: list[tuple[Key, int, int, str]] = []
+        claimed: list[tuple[Key, int]] = []
         for (op, nbytes), result in zip(calls, results, strict=True):
             store._done(nbytes)
             if op[0] == "unfollow":
                 continue
             answer = result.decode() if isinstance(result, bytes) else str(result)
+            if op[0] == "claim":
+                copy = store._copies.get(op[1])
+                if copy is not None and copy.generation == op[2]:
+                    copy.claimed = answer == "OK"
+                if (op[1], op[2]) in self.awaiting:
+                    self.awaiting.discard((op[1], op[2]))
+                    if answer == "OK":
+                        claimed.append((op[1], op[2]))
             if answer != "OK":
                 failed.append((op[1], op[2], *_failure(answer, op[1])))
+        if claimed:
+            self._claimed(claimed)
         if failed:
             self.call(lambda: self._fail_local(failed))
+
+    def _claimed(self, claims: list[tuple[Key, int]]) -> None:
+        def tell() -> None:
+            for key, generation in claims:
+                self.hub.handle_store_event(StreamClaimed(key, generation))
+
+        self.call(tell)
 
     def _fail_local(self, failed: list[tuple[Key, int, int, str]]) -> None:
         for key, generation, code, message in failed:
@@ -821,9 +872,12 @@ class _Driver:
         for op in store._take_ops(carried=False):  # failed now, not kept for a Redis gone
             if op[0] == "add":
                 store._done(sum(map(len, op[4])))
+        self.awaiting.clear()  # their OPENs are rejected by the StoreFailed below
         self._fail_local(local)
         self._fail_followed(followed, code, message)
-        for request in self.hub.store_requests():  # lookups: nothing can be found
+        requests = [*self.requests, *self.hub.store_requests()]
+        self.requests.clear()
+        for request in requests:  # lookups: nothing can be found
             if isinstance(request, Lookup):
                 self.hub.handle_store_event(StreamLoaded(request.key))
 
