@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from redis_helpers import RedisServer, redis_server
+from redis_helpers import RedisCluster, RedisServer, redis_cluster, redis_server
 
 from streamproto import ErrorCode, OverflowPolicy
 from streamproto.testing.reference import slow_chunk
@@ -26,7 +26,7 @@ from transports import StreamError
 from transports import sync as client_backend
 from transports.conformance import run as run_conformance
 
-__all__ = ["redis_server"]  # the fixture
+__all__ = ["redis_cluster", "redis_server"]  # the fixtures
 
 TIMEOUT = 60.0
 
@@ -65,6 +65,22 @@ def servers(redis_server: RedisServer) -> Iterator[Callable[..., Reference]]:
 
     def start(backend: str = "asyncio") -> Reference:
         ref = Reference(redis_server.url, backend)
+        started.append(ref)
+        return ref
+
+    yield start
+    for ref in started:
+        ref.stop()
+
+
+@pytest.fixture
+def cluster_servers(redis_cluster: RedisCluster) -> Iterator[Callable[..., Reference]]:
+    """Reference servers on the local 3-master Redis Cluster (``--store redis+cluster://``)."""
+    started: list[Reference] = []
+    url = redis_cluster.url.replace("redis://", "redis+cluster://")
+
+    def start(backend: str = "asyncio") -> Reference:
+        ref = Reference(url, backend)
         started.append(ref)
         return ref
 
@@ -113,6 +129,26 @@ def test_a_stream_opened_on_a_is_read_to_its_end_on_b(servers: Any, backend_b: s
         whole = read_all(second.subscribe("conformance:slow", stream_id))
     assert seen + rest == [(i, slow_chunk(i)) for i in range(1, count + 1)]
     assert whole == seen + rest
+
+
+def test_on_a_cluster_a_client_leaves_a_mid_stream_and_finishes_on_b(
+    cluster_servers: Any,
+) -> None:
+    """The same resume on a Redis Cluster: B follows the stream through its node's
+    sharded pub/sub and reads it to its end from the last seq the client saw on A."""
+    a, b = cluster_servers(), cluster_servers("sync")
+    count = 300
+    with connect(a.url) as first:
+        sub = first.open("conformance:slow", b"%d" % count)
+        stream_id = sub.accepted(TIMEOUT)
+        seen = []
+        for chunk in sub:
+            seen.append((sub.seq, chunk))
+            if len(seen) == 20:
+                break
+    with connect(b.url) as second:
+        rest = read_all(second.subscribe("conformance:slow", stream_id, after_seq=seen[-1][0]))
+    assert seen + rest == [(i, slow_chunk(i)) for i in range(1, count + 1)]
 
 
 def test_a_cancel_on_b_aborts_the_producer_on_a(servers: Any) -> None:

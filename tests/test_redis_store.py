@@ -21,7 +21,14 @@ import redis
 from hub_helpers import Client, HubHarness
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from redis_helpers import RedisServer, prefix, redis_server, running_redis
+from redis_helpers import (
+    RedisCluster,
+    RedisServer,
+    prefix,
+    redis_cluster,
+    redis_server,
+    running_redis,
+)
 
 from streamproto import (
     DataReceived,
@@ -41,7 +48,7 @@ from streamproto import (
 )
 from transports.redis import RedisStore, open_asyncio_driver
 
-__all__ = ["prefix", "redis_server"]  # fixtures
+__all__ = ["prefix", "redis_cluster", "redis_server"]  # fixtures
 
 CH = "demo:tokens"
 KEY = (CH, "s1")
@@ -131,7 +138,7 @@ def run(coro: Any) -> Any:
 
 
 @pytest.fixture
-def procs(redis_server: RedisServer, prefix: str) -> Iterator[Callable[..., Process]]:
+def redis_procs(redis_server: RedisServer, prefix: str) -> Iterator[Callable[..., Process]]:
     def make(**options: Any) -> Process:
         return Process(redis_server.url, prefix, **options)
 
@@ -142,12 +149,28 @@ def procs(redis_server: RedisServer, prefix: str) -> Iterator[Callable[..., Proc
     client.close()
 
 
+@pytest.fixture
+def cluster_procs(redis_cluster: RedisCluster, prefix: str) -> Callable[..., Process]:
+    """Processes on the local 3-master Cluster (each test's prefix is its own)."""
+
+    def make(**options: Any) -> Process:
+        return Process(redis_cluster.url.replace("redis://", "redis+cluster://"), prefix, **options)
+
+    return make
+
+
+@pytest.fixture(params=["redis", "cluster"])
+def procs(request: pytest.FixtureRequest) -> Callable[..., Process]:
+    """Processes on one redis-server, then on a Redis Cluster: the same tests for both."""
+    return request.getfixturevalue(f"{request.param}_procs")  # type: ignore[no-any-return]
+
+
 # -- the ReplayStore contract, shared with MemoryStore -----------------------------------------
 
 Factory = Callable[[], AsyncIterator[ReplayStore]]
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "cluster"])
 def subject(request: pytest.FixtureRequest) -> Any:
     """(store, check): ``check`` awaits Redis and compares what another process reads."""
     if request.param == "memory":
@@ -156,7 +179,7 @@ def subject(request: pytest.FixtureRequest) -> Any:
             pass
 
         return lambda: (MemoryStore(), check_memory, None)
-    make = request.getfixturevalue("procs")
+    make = request.getfixturevalue(f"{request.param}_procs")
 
     def factory() -> Any:
         a, b = make(), make()
@@ -446,6 +469,55 @@ def test_a_lost_producer_fails_its_stream_after_the_lease(procs: Any) -> None:
             assert isinstance(failed, StreamFailed)
             assert failed.code == ErrorCode.PRODUCER_LOST
             assert failed.last_seq == 1
+        finally:
+            await _stopped(a, b)
+
+    run(main())
+
+
+def test_on_a_cluster_b_tails_streams_on_every_node_with_one_listener_per_node(
+    cluster_procs: Any, redis_cluster: RedisCluster
+) -> None:
+    """Rule 5 of transports.redis: the streams B follows spread over the three nodes; B
+    holds one sharded pub/sub connection per node, and live chunks reach it through the
+    notices (the housekeeping read that would also find them runs only every 20 s here)."""
+
+    async def main() -> None:
+        a, b = cluster_procs(lease=60.0), cluster_procs(lease=60.0)
+        await _started(a, b)
+        try:
+            ids = [f"s{i}" for i in range(12)]
+            producers = [a.hub.channel(CH).start(i) for i in ids]
+            for p in producers:
+                p.write(b"first")
+            await a.settle()
+            readers = [b.h.connect() for _ in ids]
+            handles = [r.conn.subscribe(CH, i) for r, i in zip(readers, ids, strict=True)]
+
+            def seen(n: int) -> bool:
+                return all(len(flat(r.of(h))) >= n for r, h in zip(readers, handles, strict=True))
+
+            await pumped(b, lambda: seen(2))  # accepted, chunk 1
+            nodes = [redis.Redis(port=node.port) for node in redis_cluster.nodes]
+
+            def listeners() -> list[list[dict[str, Any]]]:
+                return [[c for c in n.client_list() if int(c.get("ssub", 0))] for n in nodes]
+
+            def subscribed() -> int:  # (the tail subscribes after the lookups answered)
+                return sum(int(c["ssub"]) for each in listeners() for c in each)
+
+            try:
+                await until(lambda: subscribed() == len(ids))
+                assert [len(each) for each in listeners()] == [1, 1, 1]  # one on each node
+            finally:
+                for node in nodes:
+                    node.close()
+            for p in producers:
+                p.write(b"second")
+                p.close()
+            await until(lambda: b.h.pump() or seen(4), timeout=10.0)  # notices, not polling
+            for r, h in zip(readers, handles, strict=True):
+                assert flat(r.of(h))[1:] == [(1, b"first"), (2, b"second"), StreamEnded(h, 2)]
         finally:
             await _stopped(a, b)
 
