@@ -104,15 +104,21 @@ class RedisServer:
 
 
 @contextlib.contextmanager
-def running_redis(directory: Path, *, aof: bool = False) -> Iterator[RedisServer]:
+def _running(service: RedisServer | RedisCluster) -> Iterator[None]:
     if not Path(REDIS_SERVER).exists():
         pytest.fail("redis-server is not installed (.ci/run installs it)")
-    server = RedisServer(directory, aof=aof)
-    server.start()
     try:
-        yield server
+        service.start()
+        yield
     finally:
-        server.stop()
+        service.stop()
+
+
+@contextlib.contextmanager
+def running_redis(directory: Path, *, aof: bool = False) -> Iterator[RedisServer]:
+    server = RedisServer(directory, aof=aof)
+    with _running(server):
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -141,6 +147,11 @@ class RedisCluster:
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.nodes[0].port}/0"
+
+    @property
+    def store_url(self) -> str:
+        """What ``RedisStore`` and ``--store`` take for this Cluster."""
+        return f"redis+cluster://127.0.0.1:{self.nodes[0].port}"
 
     def start(self) -> None:
         import redis
@@ -174,19 +185,8 @@ def _cluster_ok(client: Any, size: int) -> bool:
     return bool(info["cluster_state"] == "ok" and int(info["cluster_known_nodes"]) == size)
 
 
-@contextlib.contextmanager
-def running_cluster(directory: Path) -> Iterator[RedisCluster]:
-    if not Path(REDIS_SERVER).exists():
-        pytest.fail("redis-server is not installed (.ci/run installs it)")
-    cluster = RedisCluster(directory)
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.stop()
-
-
 @pytest.fixture(scope="module")
 def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
-    with running_cluster(tmp_path_factory.mktemp("cluster")) as cluster:
+    cluster = RedisCluster(tmp_path_factory.mktemp("cluster"))
+    with _running(cluster):
         yield cluster

@@ -154,7 +154,7 @@ def cluster_procs(redis_cluster: RedisCluster, prefix: str) -> Callable[..., Pro
     """Processes on the local 3-master Cluster (each test's prefix is its own)."""
 
     def make(**options: Any) -> Process:
-        return Process(redis_cluster.url.replace("redis://", "redis+cluster://"), prefix, **options)
+        return Process(redis_cluster.store_url, prefix, **options)
 
     return make
 
