@@ -58,6 +58,7 @@ def test_every_example_is_tested() -> None:
         "conformance_check",
         "multi_process",
         "chat_app",  # tested in test_asgi.py, under uvicorn
+        "json_answers",  # tested in test_producers.py
     }
     assert {p.stem for p in EXAMPLES.glob("*.py")} == tested
 

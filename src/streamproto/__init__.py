@@ -5,6 +5,7 @@ It does no I/O, reads no clock and draws no randomness: time and ids are passed 
 """
 
 from ._access import AccessRequest, Authenticate, Authorize, Refuse, RequestKind
+from ._codec import BYTES, JSON, Codec, DecodeError, FunctionCodec, JsonCodec, msgpack_codec
 from ._config import MAX_CREDIT, MAX_MESSAGE_BYTES, Config
 from ._connection import Connection, ConnectionStatistics, Role, WriteResult
 from ._errors import (
@@ -51,6 +52,7 @@ from ._events import (
 from ._frames import PROTOCOL_VERSION, GapReason, OverflowPolicy, Setting
 from ._http import ExchangeState, HttpExchange, HttpOptions, HttpRequest, Route, RouteKind, route
 from ._hub import (
+    AbortReason,
     AbortRule,
     Channel,
     ChannelOptions,
@@ -62,6 +64,7 @@ from ._hub import (
     Producer,
     ProducerStatistics,
     UploadReader,
+    handler_failure,
 )
 from ._names import valid_channel, valid_stream_id
 from ._overflow import Overflow
@@ -91,9 +94,12 @@ __version__ = "0.1.0.dev0"
 __all__ = [
     "APPLICATION_CODE_MAX",
     "APPLICATION_CODE_MIN",
+    "BYTES",
+    "JSON",
     "MAX_CREDIT",
     "MAX_MESSAGE_BYTES",
     "PROTOCOL_VERSION",
+    "AbortReason",
     "AbortRequested",
     "AbortRule",
     "AccessRequest",
@@ -105,18 +111,21 @@ __all__ = [
     "ChannelOptions",
     "ChannelStatistics",
     "Claim",
+    "Codec",
     "Config",
     "ConnState",
     "Connection",
     "ConnectionStatistics",
     "ConnectionTerminated",
     "DataReceived",
+    "DecodeError",
     "DisconnectRule",
     "ErrorCode",
     "ErrorKind",
     "Event",
     "ExchangeState",
     "FrameError",
+    "FunctionCodec",
     "GapReason",
     "GapReceived",
     "GoawayReceived",
@@ -129,6 +138,7 @@ __all__ = [
     "HttpRequest",
     "Hub",
     "HubStatistics",
+    "JsonCodec",
     "LocalProtocolError",
     "Lookup",
     "MemoryStore",
@@ -178,8 +188,10 @@ __all__ = [
     "WriteResult",
     "__version__",
     "code_name",
+    "handler_failure",
     "is_application_code",
     "is_retryable",
+    "msgpack_codec",
     "route",
     "valid_channel",
     "valid_stream_id",

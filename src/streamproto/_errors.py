@@ -90,6 +90,7 @@ class ErrorCode(enum.IntEnum):
     CONNECTION_CLOSED = 204
     INVALID_ARGUMENT = 205
     CHUNKS_MISSING = 206
+    DECODE_FAILED = 207
 
     @property
     def kind(self) -> ErrorKind:
@@ -158,6 +159,7 @@ _INFO: Final[dict[ErrorCode, tuple[ErrorKind, bool, str]]] = {
     ErrorCode.CONNECTION_CLOSED: (_L, False, "the connection is closed or draining"),
     ErrorCode.INVALID_ARGUMENT: (_L, False, "an argument is out of its documented range"),
     ErrorCode.CHUNKS_MISSING: (_L, False, "a gap: seqs that will never arrive were skipped"),
+    ErrorCode.DECODE_FAILED: (_L, False, "a chunk's payload is not a value of the codec"),
 }
 
 

@@ -46,7 +46,7 @@ import attrs
 from . import _access
 from ._access import AccessRequest, Authenticate, Authorize, RequestKind
 from ._connection import Connection, Role, WriteResult, _Out
-from ._errors import ErrorCode, LocalProtocolError, StreamProtoError
+from ._errors import ErrorCode, ErrorKind, LocalProtocolError, StreamProtoError, is_application_code
 from ._events import (
     CancelRequested,
     ConnectionTerminated,
@@ -85,6 +85,7 @@ from ._store import (
 )
 
 __all__ = [
+    "AbortReason",
     "AbortRule",
     "Channel",
     "ChannelOptions",
@@ -95,6 +96,7 @@ __all__ = [
     "Producer",
     "ProducerStatistics",
     "UploadReader",
+    "handler_failure",
 ]
 
 log = logging.getLogger("streamproto.hub")
@@ -121,6 +123,34 @@ class DisconnectRule(enum.Enum):
 
     LEAVE = "leave"
     CANCEL = "cancel"
+
+
+@attrs.frozen
+class AbortReason:
+    """Why a producer's abort signal fired: ``code`` CANCELLED when the last subscriber
+    cancelled (the CANCEL frame carries no code or message of its own, so this is what the
+    protocol has: the rule that fired, and the seq it fired at, in ``message``), or the
+    store's code (PRODUCER_LOST, STORE_UNAVAILABLE, STALE_GENERATION...) when a shared store
+    could not keep the stream. Subscribers see the same code and message in their ERROR."""
+
+    code: int
+    message: str
+
+
+def handler_failure(exc: BaseException) -> tuple[int, str]:
+    """The ``(code, message)`` a stream or upload fails with when its handler raises ``exc``:
+    the exception's own code when it carries one a stream may end with (a
+    :class:`StreamProtoError` with an application code, 1000-65535, or a stream code such as
+    NOT_ALLOWED), else HANDLER_FAILED with the exception's type and text."""
+    if isinstance(exc, StreamProtoError):
+        code = exc.code
+        try:
+            sendable = is_application_code(code) or ErrorCode(code).kind is ErrorKind.STREAM
+        except ValueError:
+            sendable = False
+        if sendable:
+            return code, exc.message
+    return ErrorCode.HANDLER_FAILED, f"{type(exc).__name__}: {exc}"
 
 
 def _non_negative(_inst: object, attr: attrs.Attribute[Any], value: float) -> None:
@@ -267,6 +297,8 @@ class Producer:
         self._aborted_because = ""
         self._closed_code: int = ErrorCode.STREAM_CLOSED
         self.aborted = False
+        #: Why the abort signal fired (None until it does).
+        self.abort_reason: AbortReason | None = None
         #: Called once when the abort signal fires (the stream is already finished then).
         self.on_abort: Callable[[], None] | None = None
         #: Called when a write that was BLOCKED may be retried (also when the last blocking
@@ -383,6 +415,7 @@ class Producer:
         outcome (R-SUB-50), then tell the producer."""
         reason = f"aborted at seq {self.last_seq}: {why}"
         self.aborted = True
+        self.abort_reason = AbortReason(ErrorCode.CANCELLED, reason)
         self._closed = True
         self._aborted_because = f"was {reason}"
         self._hub._finish(self._stream, Outcome(StreamStatus.ABORTED, ErrorCode.CANCELLED, reason))
@@ -396,6 +429,7 @@ class Producer:
         """The shared store cannot keep the stream (:class:`StoreFailed`): it fails with
         ``code``, writes raise it, and the abort signal tells the producer to stop."""
         self.aborted = True
+        self.abort_reason = AbortReason(code, message)
         self._closed = True
         self._closed_code = code
         self._aborted_because = f"failed in the store: {message}"
@@ -1346,7 +1380,7 @@ class Hub:
         except Exception as exc:
             log.exception("open handler of %s failed", channel.name)
             if not producer.closed:
-                producer.fail(ErrorCode.HANDLER_FAILED, f"{type(exc).__name__}: {exc}")
+                producer.fail(*handler_failure(exc))
 
     def _admit(
         self,
@@ -1529,7 +1563,7 @@ class Hub:
                 handler(reader)
             except Exception as exc:
                 log.exception("upload handler of %s failed", channel.name)
-                reader.cancel(ErrorCode.HANDLER_FAILED, f"{type(exc).__name__}: {exc}")
+                reader.cancel(*handler_failure(exc))
 
     def _detach_upload(self, peer: Peer, handle: int) -> UploadReader:
         reader = peer.uploads.pop(handle)

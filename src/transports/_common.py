@@ -22,21 +22,24 @@ import logging
 import random
 import sys
 from collections import deque
-from collections.abc import Callable, Iterable
-from typing import Any, Generic, Literal, Protocol, TypeVar, cast, overload
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar, cast, overload
 from urllib.parse import urlsplit
 
 import attrs
 
 from streamproto import (
+    AbortReason,
     Authorize,
     Channel,
     ChannelOptions,
+    Codec,
     Config,
     Connection,
     ConnectionTerminated,
     ConnState,
     DataReceived,
+    DecodeError,
     ErrorCode,
     Event,
     GapReason,
@@ -64,6 +67,7 @@ from streamproto import (
     UploadReader,
     Writable,
     WriteResult,
+    handler_failure,
     is_retryable,
 )
 from streamproto._http import HttpOptions
@@ -77,6 +81,7 @@ from .trace import FrameTap, Tracer
 
 __all__ = [
     "FLUSH_SLICE",
+    "AsyncProducerBase",
     "Backoff",
     "ClientBase",
     "ClientCore",
@@ -116,7 +121,11 @@ GapMode = Literal["raise", "item"]
 
 class StreamError(StreamProtoError):
     """A subscription or upload ended with an error: rejected, failed by its producer,
-    cancelled by the server, or lost with its connection. ``code`` says which."""
+    cancelled by the server, or lost with its connection. ``code`` says which.
+
+    Raise ``StreamError(code, message)`` in an open handler (a generator, a piped source)
+    to fail its stream with that code (an application code, 1000-65535), or in an upload
+    handler to cancel the upload with it: see :func:`streamproto.handler_failure`."""
 
 
 class ConnectionLost(StreamError):
@@ -320,19 +329,24 @@ _DRAINABLE = (ConnState.OPEN, ConnState.DRAINING)
 
 def handler_failed(target: Producer | UploadReader, exc: BaseException) -> None:
     """A handler the backend ran as a task or thread raised: what the hub does for handlers
-    that raise while it calls them, so the requester gets an answer instead of a hang."""
+    that raise while it calls them, so the requester gets an answer instead of a hang. An
+    exception carrying a code (``StreamError(code, message)``) fails the stream with it
+    (:func:`streamproto.handler_failure`); any other, with HANDLER_FAILED."""
     if isinstance(target, Producer) and target.aborted:
         # The abort finished the stream; a handler that wrote on (its write raised
         # STREAM_CLOSED) or ended badly after it has nothing left to report to anyone.
         log.debug("handler of %s stopped after the abort: %r", target.channel, exc)
         return
-    log.error("handler of %s failed", target.channel, exc_info=exc)
-    message = f"{type(exc).__name__}: {exc}"
+    code, message = handler_failure(exc)
+    if code == ErrorCode.HANDLER_FAILED:
+        log.error("handler of %s failed", target.channel, exc_info=exc)
+    else:  # the application chose to end the stream this way: not a bug to log loudly
+        log.info("handler of %s failed the stream: %s", target.channel, describe(code, message))
     if isinstance(target, Producer):
         if not target.closed:
-            target.fail(ErrorCode.HANDLER_FAILED, message)
+            target.fail(code, message)
     else:
-        target.cancel(ErrorCode.HANDLER_FAILED, message)
+        target.cancel(code, message)
 
 
 def read_upload(reader: UploadReader) -> bytes | None:
@@ -665,6 +679,10 @@ class SubscriptionCore:
         self.recent_overflows: deque[Overflow] = deque(maxlen=RECENT_OVERFLOWS)
         self.on_overflow: Callable[[Overflow], None] | None = None
         self._overflow_log = OverflowLog()
+        #: Decodes payloads into values (``decoded(codec)``); None hands out bytes.
+        self.codec: Codec[Any] | None = None
+        # An error met while a batch was filled, raised on the next poll: (error, its seq).
+        self._pending: tuple[StreamProtoError, int] | None = None
 
     @property
     def buffered(self) -> int:
@@ -752,13 +770,52 @@ class SubscriptionCore:
                 self._report()
         return chunk
 
-    def poll_many(self, limit: int) -> list[bytes | Gap] | None:
+    @property
+    def poller(self) -> Callable[[], Any]:
+        """What an item iterator polls: :meth:`poll`, or :meth:`poll_value` with a codec."""
+        return self.poll if self.codec is None else self.poll_value
+
+    def poll_value(self) -> Any:
+        """:meth:`poll` with the payload decoded by ``codec``: raises
+        :class:`streamproto.DecodeError` (with the chunk's seq) for a payload the codec
+        cannot decode (the chunk is consumed)."""
+        if self._pending is not None:
+            (error, self.seq), self._pending = self._pending, None
+            raise error
+        item = self.poll()
+        codec = self.codec
+        if codec is None or item is None or isinstance(item, Gap):
+            return item
+        try:
+            return codec.decode(item)
+        except DecodeError as exc:
+            exc.seq = self.seq
+            raise
+        except Exception as exc:
+            raise DecodeError(f"not {codec.name}: {exc!r}", item, self.seq) from exc
+
+    def poll_many(self, limit: int) -> list[Any] | None:
         """What a batch iterator hands out next: :meth:`take_many`, or None when there is
         nothing (stop if ``finished``, else wait); raises like :meth:`poll`."""
-        if not self.buffer:
+        if not self.buffer and self._pending is None:
             self._raise_error()
             return None
-        return self.take_many(limit)
+        if self.codec is None and self._pending is None:
+            return self.take_many(limit)
+        # Decoded one at a time; an error after the first item ends the batch before it
+        # and is raised by the next call, as a gap is.
+        out: list[Any] = []
+        while len(out) < limit and (self.buffer or self._pending is not None):
+            before = self.seq
+            try:
+                out.append(self.poll_value())
+            except StreamProtoError as exc:
+                if not out:
+                    raise
+                self._pending = (exc, self.seq)
+                self.seq = before
+                break
+        return out
 
     def _raise_error(self) -> None:
         """Raise the stream's error if it ended with one (the buffer is empty)."""
@@ -1345,12 +1402,21 @@ class ClientCore(Stepping):
 # or the client core (a real lock only in the thread backend; the event loops need none).
 
 _NO_LOCK: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
-_P = TypeVar("_P", bound="ProducerBase")
+_P = TypeVar("_P", bound="ProducerBase[Any]")
 _U = TypeVar("_U", bound="ServerUploadBase")
 _S = TypeVar("_S", bound="SubscriptionBase[bytes]")
 _SG = TypeVar("_SG", bound="SubscriptionBase[bytes | Gap]")
 #: What a subscription hands out: ``bytes``, or ``bytes | Gap`` with ``on_gap="item"``.
 _T = TypeVar("_T")
+#: What a producer writes: ``bytes`` unless its channel has a codec.
+if TYPE_CHECKING:
+    from typing_extensions import TypeVar as _TypeVar
+
+    _V = _TypeVar("_V", default=bytes)
+else:
+    _V = TypeVar("_V")
+#: A value type of a codec.
+_W = TypeVar("_W")
 
 
 class ServerBase(abc.ABC, Generic[_P, _U]):
@@ -1384,6 +1450,8 @@ class ServerBase(abc.ABC, Generic[_P, _U]):
         # Counters of the connections that are gone, so the totals only grow.
         self._accepted = self._refused = 0
         self._gone_totals = [0, 0, 0, 0, 0]  # bytes in, out; chunks received, sent, dropped
+        # Channel codecs (``channel(codec=...)``): what the channel's producers encode with.
+        self._codecs: dict[str, Codec[Any]] = {}
 
     def _driver(
         self, framing: Framing, clock: Callable[[], float], wakeup: Callable[[], None]
@@ -1506,18 +1574,28 @@ class ServerBase(abc.ABC, Generic[_P, _U]):
         on_open: Callable[[_P, bytes], Any] | None = None,
         on_upload: Callable[[_U], Any] | None = None,
         authorize: Authorize | None = None,
+        codec: Codec[Any] | None = None,
     ) -> Channel:
         """Register a channel. ``on_open(producer, args)`` serves OPEN requests and
         ``on_upload(upload)`` UPLOAD requests, each as a task of the server (async backends:
         coroutine functions) or in a thread of its own (thread backend: plain functions).
-        ``authorize(request)`` decides this channel's requests instead of the hub's hook; it
-        is called in the server's loop (or under its lock), so it must not block."""
+
+        ``on_open`` may instead be an async generator function (thread backend: a generator
+        function): what it yields is written with the stream's back-pressure, the stream ends
+        when it returns, and fails when it raises (with the exception's code if it carries
+        one, see :class:`StreamError`); it is stopped when the stream is aborted (see
+        ``producer.pipe``). ``codec`` (a :class:`streamproto.Codec`, e.g.
+        :data:`streamproto.JSON`) makes the channel's producers write values: each is
+        encoded to one chunk; None keeps ``bytes``. ``authorize(request)`` decides this
+        channel's requests instead of the hub's hook; it is called in the server's loop (or
+        under its lock), so it must not block."""
         open_cb = upload_cb = None
         if on_open is not None:
             open_handler = on_open
 
             def open_cb(producer: Producer, args: bytes) -> None:
-                self._start(open_handler, producer, self._producer(producer), args)
+                wrapper = self._producer(producer)
+                self._start(wrapper._serve, producer, open_handler, args)
 
         if on_upload is not None:
             upload_handler = on_upload
@@ -1526,17 +1604,32 @@ class ServerBase(abc.ABC, Generic[_P, _U]):
                 self._start(upload_handler, reader, self._upload(reader))
 
         with self._lock:
-            return self.hub.register(
+            chan = self.hub.register(
                 name, options, on_open=open_cb, on_upload=upload_cb, authorize=authorize
             )
+            if codec is not None:
+                self._codecs[name] = codec
+            return chan
 
     def producer(self, channel: str, stream_id: str | None = None) -> _P:
-        """Start a stream on a registered channel (``stream_id`` None: the hub picks one)."""
+        """Start a stream on a registered channel (``stream_id`` None: the hub picks one).
+        It writes with the channel's codec, if it has one."""
         with self._lock:
-            chan = self.hub.channel(channel)
-            if chan is None:
-                raise LocalProtocolError(ErrorCode.UNKNOWN_CHANNEL, f"no channel {channel!r}")
-            return self._producer(chan.start(stream_id))
+            return self._producer(self._channel(channel).start(stream_id))
+
+    def expect_upload(self, channel: str, stream_id: str | None = None) -> _U:
+        """Allocate an upload id on a registered channel (``stream_id`` None: the hub picks
+        one; read it from the result's ``stream_id``) and return its reader: the client's
+        UPLOAD naming that id is attached to it instead of going to ``on_upload``. Read it as
+        any upload; :meth:`ServerUploadBase.cancel` withdraws the id if no upload came."""
+        with self._lock:
+            return self._upload(self._channel(channel).expect_upload(stream_id))
+
+    def _channel(self, name: str) -> Channel:
+        chan = self.hub.channel(name)
+        if chan is None:
+            raise LocalProtocolError(ErrorCode.UNKNOWN_CHANNEL, f"no channel {name!r}")
+        return chan
 
     @abc.abstractmethod
     def _producer(self, producer: Producer) -> _P:
@@ -1556,12 +1649,34 @@ class ServerBase(abc.ABC, Generic[_P, _U]):
         """The hub's next deadline may have moved."""
 
 
-class ProducerBase:
-    """The non-waiting half of a backend's ``ServerProducer``."""
+class ProducerBase(Generic[_V]):
+    """The non-waiting half of a backend's ``ServerProducer``: a hub :class:`Producer` that
+    writes values of type ``_V`` (``bytes`` unless it has a ``codec``).
 
-    def __init__(self, server: ServerBase[Any, Any], producer: Producer) -> None:
+    A backend's server makes these for its handlers (``server`` is then that server: its
+    lock and hub timer, and the channel's codec). An application that runs the hub itself
+    (inside another framework, see docs/adapters.md) wraps the producers it gets from
+    :meth:`streamproto.Channel.start` the same way, with no server: ``ServerProducer(producer,
+    codec=JSON)``; the thread backend's also takes the ``lock`` its hub calls are made under.
+    Re-arm the hub's timer (``hub.next_deadline()``) after ``close`` and ``fail``."""
+
+    def __init__(
+        self,
+        producer: Producer,
+        *,
+        codec: Codec[_V] | None = None,
+        server: ServerBase[Any, Any] | None = None,
+        lock: contextlib.AbstractContextManager[Any] | None = None,
+    ) -> None:
         self.producer = producer
         self._server = server
+        if codec is None and server is not None:
+            codec = server._codecs.get(producer.channel)
+        #: The codec values are written with (None: ``bytes`` as they are).
+        self.codec: Codec[_V] | None = codec
+        if lock is None:
+            lock = server._lock if server is not None else _NO_LOCK
+        self._lock = lock
 
     @property
     def stream_id(self) -> str:
@@ -1571,8 +1686,15 @@ class ProducerBase:
     @property
     def last_seq(self) -> int:
         """The seq of the last chunk written."""
-        with self._server._lock:
+        with self._lock:
             return self.producer.last_seq
+
+    @property
+    def abort_reason(self) -> AbortReason | None:
+        """Why the abort signal fired (None until it does): code CANCELLED when the last
+        subscriber cancelled (CANCEL carries no reason on the wire: the message says which
+        rule fired and at which seq), or a shared store's code when it lost the stream."""
+        return self.producer.abort_reason
 
     @property
     def on_overflow(self) -> Callable[[Overflow], None] | None:
@@ -1584,38 +1706,173 @@ class ProducerBase:
 
     @on_overflow.setter
     def on_overflow(self, callback: Callable[[Overflow], None] | None) -> None:
-        with self._server._lock:
+        with self._lock:
             self.producer.on_overflow = callback
 
     def statistics(self) -> ProducerStatistics:
         """Counters: the overflows of its subscribers."""
-        with self._server._lock:
+        with self._lock:
             return self.producer.statistics()
 
-    def write_nowait(self, chunk: bytes) -> WriteResult:
+    def _encode(self, value: _V) -> bytes:
+        codec = self.codec
+        return cast(bytes, value) if codec is None else codec.encode(value)
+
+    def write_nowait(self, value: _V) -> WriteResult:
         """Write without waiting: ACCEPTED, or BLOCKED (nothing written) when a subscriber
         under the BLOCK policy has no room."""
-        with self._server._lock:
+        chunk = self._encode(value)
+        with self._lock:
             return self.producer.write(chunk)
 
-    def write_many_nowait(self, chunks: Iterable[bytes]) -> tuple[int, WriteResult]:
-        """Write ``chunks`` without waiting, as :meth:`streamproto.Producer.write_many` does:
+    def _encode_many(self, values: Sequence[_V]) -> Sequence[bytes]:
+        if self.codec is None:
+            return cast(Sequence[bytes], values)
+        return [*map(self._encode, values)]
+
+    def write_many_nowait(self, values: Iterable[_V]) -> tuple[int, WriteResult]:
+        """Write ``values`` without waiting, as :meth:`streamproto.Producer.write_many` does:
         ``(written, ACCEPTED)``, or ``(written, BLOCKED)`` when a subscriber under the BLOCK
-        policy has no room for ``chunks[written]`` (it and the rest were not written)."""
-        with self._server._lock:
-            return self.producer.write_many(chunks)
+        policy has no room for ``values[written]`` (it and the rest were not written)."""
+        chunks = values if self.codec is None else list(map(self._encode, values))
+        with self._lock:
+            return self.producer.write_many(cast(Iterable[bytes], chunks))
 
     def close(self) -> None:
         """End the stream."""
-        with self._server._lock:
+        with self._lock:
             self.producer.close()
-            self._server._rearm_hub()  # its retention timer
+            self._rearm()  # its retention timer
 
     def fail(self, code: int, message: str = "") -> None:
-        """Fail the stream with ``code`` (an application code, 1000-65535)."""
-        with self._server._lock:
+        """Fail the stream with ``code`` (an application code, 1000-65535). Raising
+        ``StreamError(code, message)`` in a handler does the same."""
+        with self._lock:
             self.producer.fail(code, message)
+            self._rearm()
+
+    def _rearm(self) -> None:
+        if self._server is not None:
             self._server._rearm_hub()
+
+    def _serve(self, handler: Callable[..., Any], args: bytes) -> Any:
+        """Run an open handler (``handler(self, args)``); supplied by each backend."""
+        raise NotImplementedError
+
+    def _piped(self, exc: BaseException) -> bool:
+        """A pipe's source or write raised ``exc``: True if the abort explains it (stop
+        quietly); else the stream fails with the exception's code (it is re-raised)."""
+        with self._lock:
+            if self.producer.aborted:
+                return True
+            if not self.producer.closed:
+                self.fail(*handler_failure(exc))
+        return False
+
+
+class AsyncProducerBase(ProducerBase[_V]):
+    """What the asyncio and trio producers share: ``pipe`` and async-generator handlers
+    over the backend's ``write``, and the constructor (the backend's ``_signals`` makes its
+    events)."""
+
+    aborted: _Flag
+
+    def __init__(
+        self,
+        producer: Producer,
+        *,
+        codec: Codec[_V] | None = None,
+        server: ServerBase[Any, Any] | None = None,
+    ) -> None:
+        super().__init__(producer, codec=codec, server=server)
+        self._pacer = Pacer()
+        #: Interrupts a running ``pipe`` when the abort fires (set while one runs).
+        self._interrupt: Callable[[], None] | None = None
+        self._signals()
+        producer.on_abort = self._on_abort
+
+    def _signals(self) -> None:
+        """Make ``aborted`` and the writable signal (hooked to the producer's
+        ``on_writable``); supplied by each backend."""
+        raise NotImplementedError
+
+    def _on_abort(self) -> None:
+        self.aborted.set()
+        if self._interrupt is not None:
+            self._interrupt()
+
+    def _interrupting(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """A scope that ``_interrupt`` cancels, and that swallows that cancellation (and
+        only that one); supplied by each backend."""
+        raise NotImplementedError
+
+    async def write(self, value: _V) -> None:
+        """Supplied by each backend."""
+        raise NotImplementedError
+
+    async def pipe(self, source: AsyncIterable[_V] | Iterable[_V], *, end: bool = True) -> int:
+        """Write every item of ``source`` (an async or a plain iterable) with back-pressure,
+        then end the stream (unless ``end`` is False). Returns how many were written.
+
+        Stops early, quietly, when the stream is aborted (the last subscriber cancelled):
+        what it awaits (the source's next item, a write) is cancelled at once, the source
+        is closed (an async generator's ``aclose``; one interrupted inside an ``await`` sees
+        the cancellation there, so its ``finally`` runs) and :attr:`abort_reason` says why.
+        If the source or a write raises, the stream fails with the exception's code
+        (:class:`StreamError` carries one; anything else gives HANDLER_FAILED) and the
+        exception propagates."""
+        written = 0
+        items: AsyncIterator[_V] | Iterator[_V] = (
+            aiter(source) if isinstance(source, AsyncIterable) else iter(source)
+        )
+        try:
+            async with self._interrupting():
+                if isinstance(items, AsyncIterator):
+                    async for item in items:
+                        if self.producer.aborted:
+                            break
+                        await self.write(item)
+                        written += 1
+                else:
+                    for item in items:
+                        if self.producer.aborted:
+                            break
+                        await self.write(item)
+                        written += 1
+        except Exception as exc:
+            if not self._piped(exc):
+                raise
+        finally:
+            await _close_source(items)
+        if end and not self.producer.aborted:
+            self.close()
+        return written
+
+    async def _serve(self, handler: Callable[..., Any], args: bytes) -> None:
+        """Run an open handler: await a coroutine; pipe an async generator (or iterator)."""
+        result = handler(self, args)
+        if isinstance(result, AsyncIterator | Iterator):
+            await self.pipe(result)
+        elif result is not None:
+            await result
+
+
+class _Flag(Protocol):
+    """An event an async producer's ``aborted`` is (asyncio's, trio's)."""
+
+    def set(self) -> None: ...
+
+    def is_set(self) -> bool: ...
+
+
+async def _close_source(items: AsyncIterator[Any] | Iterator[Any]) -> None:
+    close = getattr(items, "aclose", None)
+    if close is not None:
+        await close()
+    else:
+        close_sync = getattr(items, "close", None)
+        if close_sync is not None:
+            close_sync()
 
 
 class ServerUploadBase:
@@ -1803,7 +2060,12 @@ class SubscriptionBase(Generic[_T]):
         with self._client._lock:
             self._core.on_overflow = callback
 
-    def _batch_poll(self, max_chunks: int | None) -> Callable[[], list[bytes | Gap] | None]:
+    def _use(self, codec: Codec[Any]) -> None:
+        """Decode payloads with ``codec`` from now on (see the backends' ``decoded``)."""
+        with self._client._lock:
+            self._core.codec = codec
+
+    def _batch_poll(self, max_chunks: int | None) -> Callable[[], list[Any] | None]:
         """The poll of a ``batches`` iterator (checks ``max_chunks``)."""
         if max_chunks is None:
             limit = sys.maxsize

@@ -8,21 +8,23 @@ flush per loop iteration. Everything else is decided in ``_common`` and the core
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast, overload
 
 from streamproto import Config, ErrorCode, HttpOptions, Hub, Producer, UploadReader, WriteResult
+from streamproto._codec import Codec
 
 from ._common import (
+    _V,
     FLUSH_SLICE,
+    AsyncProducerBase,
     Backoff,
     ClientBase,
     ClientCore,
     Gap,
-    Pacer,
-    ProducerBase,
     ServerBase,
     ServerDriver,
     ServerUploadBase,
@@ -37,6 +39,8 @@ from .trace import Tracer
 
 #: What a subscription hands out: ``bytes``, or ``bytes | Gap`` with ``on_gap="item"``.
 _T = TypeVar("_T")
+#: What a codec decodes payloads into.
+_W = TypeVar("_W")
 
 __all__ = [
     "Client",
@@ -56,29 +60,56 @@ _ACCEPTED = WriteResult.ACCEPTED
 # -- producer side ------------------------------------------------------------------------------
 
 
-class ServerProducer(ProducerBase):
+class ServerProducer(AsyncProducerBase[_V]):
     """A stream's writing end for asyncio code: ``await write`` waits under the BLOCK
-    policy; ``aborted`` is set when the last subscriber cancelled."""
+    policy; ``aborted`` is set when the last subscriber cancelled (``abort_reason`` says
+    why). ``await pipe(source)`` writes an async iterable and ends the stream. Values are
+    ``bytes``, or what the channel's codec encodes (``ServerProducer[T]``).
 
-    def __init__(self, server: ServerBase[Any, Any], producer: Producer) -> None:
-        super().__init__(server, producer)
+    Outside our servers (a hub run by another framework on this loop), wrap a hub
+    producer yourself: ``ServerProducer(channel.start(), codec=JSON)``."""
+
+    aborted: asyncio.Event
+
+    def _signals(self) -> None:
         self.aborted = asyncio.Event()
         self._writable = asyncio.Event()
-        self._pacer = Pacer()
-        producer.on_abort = self.aborted.set
-        producer.on_writable = self._writable.set
+        self.producer.on_writable = self._writable.set
 
-    async def write(self, chunk: bytes) -> None:
-        """Write ``chunk``; waits while a BLOCK subscriber has no room."""
+    @contextlib.asynccontextmanager
+    async def _interrupting(self) -> AsyncIterator[None]:
+        task = asyncio.current_task()
+        fired = False
+
+        def interrupt() -> None:
+            nonlocal fired
+            fired = True
+            cast(asyncio.Task[Any], task).cancel()
+
+        self._interrupt = interrupt
+        try:
+            yield
+        except asyncio.CancelledError:
+            # Ours only if nobody else cancelled the task too (asyncio.timeout's rule).
+            if not fired or cast(asyncio.Task[Any], task).uncancel() > 0:
+                raise
+        finally:
+            self._interrupt = None
+
+    async def write(self, value: _V) -> None:
+        """Write ``value``; waits while a BLOCK subscriber has no room."""
+        codec = self.codec  # (inline: this is the per-chunk path)
+        chunk: bytes = value if codec is None else codec.encode(value)  # type: ignore[assignment]
         while self.producer.write(chunk) is not _ACCEPTED:
             self._writable.clear()  # (on_writable comes later than a BLOCKED answer)
             await self._writable.wait()
         if self._pacer.due(1, len(chunk)):
             await asyncio.sleep(0)
 
-    async def write_many(self, chunks: Sequence[bytes]) -> None:
-        """Write ``chunks`` in order, as that many ``write`` calls would, for much less per
+    async def write_many(self, values: Sequence[_V]) -> None:
+        """Write ``values`` in order, as that many ``write`` calls would, for much less per
         chunk; waits while a BLOCK subscriber has no room for the next one."""
+        chunks = self._encode_many(values)
         rest = chunks
         while rest:
             written, result = self.producer.write_many(rest)
@@ -241,7 +272,7 @@ async def _guard(handler: Awaitable[None], target: Producer | UploadReader | Non
         handler_failed(target, exc)
 
 
-class Server(ServerBase[ServerProducer, ServerUpload]):
+class Server(ServerBase[ServerProducer[Any], ServerUpload]):
     """A running server (from :func:`serve`). ``async with`` shuts it down on exit."""
 
     def __init__(
@@ -260,8 +291,8 @@ class Server(ServerBase[ServerProducer, ServerUpload]):
         self._hub_timer: asyncio.TimerHandle | None = None
         self._hub_at: float | None = None
 
-    def _producer(self, producer: Producer) -> ServerProducer:
-        return ServerProducer(self, producer)
+    def _producer(self, producer: Producer) -> ServerProducer[Any]:
+        return ServerProducer(producer, server=self)
 
     def _upload(self, reader: UploadReader) -> ServerUpload:
         return ServerUpload(self, reader)
@@ -401,6 +432,23 @@ class Subscription(SubscriptionBase[_T]):
         self._event = asyncio.Event()
         core.notify = self._event.set
 
+    @overload
+    def decoded(self: Subscription[bytes], codec: Codec[_W]) -> Subscription[_W]: ...
+
+    @overload
+    def decoded(self: Subscription[bytes | Gap], codec: Codec[_W]) -> Subscription[_W | Gap]: ...
+
+    def decoded(self, codec: Codec[Any]) -> Subscription[Any]:
+        """This subscription, handing out the values ``codec`` decodes (e.g.
+        :data:`streamproto.JSON`, or ``JsonCodec[T]()`` for values typed ``T``) instead of
+        payloads: ``async for value in client.open(...).decoded(JSON)``. Call it before
+        iterating. A payload the codec cannot decode raises
+        :class:`streamproto.DecodeError` (DECODE_FAILED, with its ``seq`` and ``data``) out
+        of the loop once the values before it were handed out; the loop ends there, as for
+        any error."""
+        self._use(codec)
+        return self
+
     async def accepted(self) -> str:
         """Wait until the server accepted the request; returns the stream id."""
         while not self._core.check_accepted():
@@ -409,7 +457,7 @@ class Subscription(SubscriptionBase[_T]):
         return self._core.stream_id
 
     def __aiter__(self) -> AsyncIterator[_T]:
-        return self._iterate(self._core.poll)
+        return self._iterate(self._core.poller)
 
     def batches(self, max_chunks: int | None = None) -> AsyncIterator[list[_T]]:
         """``async for batch in sub.batches()``: lists of the payloads that have arrived (at

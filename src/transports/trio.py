@@ -21,20 +21,22 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from types import TracebackType
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, overload
 
 import trio
 
 from streamproto import Config, ErrorCode, HttpOptions, Hub, Producer, UploadReader, WriteResult
+from streamproto._codec import Codec
 
 from ._common import (
+    _V,
     FLUSH_SLICE,
+    AsyncProducerBase,
     Backoff,
     ClientBase,
     ClientCore,
     Gap,
     Pacer,
-    ProducerBase,
     ServerBase,
     ServerDriver,
     ServerUploadBase,
@@ -53,6 +55,8 @@ from .trace import Tracer
 
 #: What a subscription hands out: ``bytes``, or ``bytes | Gap`` with ``on_gap="item"``.
 _T = TypeVar("_T")
+#: What a codec decodes payloads into.
+_W = TypeVar("_W")
 #: What a ``_Chunks`` iterator yields: an item, or a batch (a list) of them.
 _I = TypeVar("_I")
 
@@ -212,27 +216,43 @@ async def _run_handler(
 # -- producer side ------------------------------------------------------------------------------
 
 
-class ServerProducer(ProducerBase):
+class ServerProducer(AsyncProducerBase[_V]):
     """A stream's writing end for trio code: ``await write`` waits under the BLOCK policy;
-    ``aborted`` is set when the last subscriber cancelled."""
+    ``aborted`` is set when the last subscriber cancelled (``abort_reason`` says why).
+    ``await pipe(source)`` writes an async iterable and ends the stream. Values are
+    ``bytes``, or what the channel's codec encodes (``ServerProducer[T]``).
 
-    def __init__(self, server: Server, producer: Producer) -> None:
-        super().__init__(server, producer)
+    Outside our servers (a hub run by another framework in this trio run), wrap a hub
+    producer yourself: ``ServerProducer(channel.start(), codec=JSON)``."""
+
+    aborted: trio.Event
+
+    def _signals(self) -> None:
         self.aborted = trio.Event()
         self._writable = _Wake()
-        self._pacer = Pacer()
-        producer.on_abort = self.aborted.set
-        producer.on_writable = self._writable.set
+        self.producer.on_writable = self._writable.set
 
-    async def write(self, chunk: bytes) -> None:
-        """Write ``chunk``; waits while a BLOCK subscriber has no room."""
+    @contextlib.asynccontextmanager
+    async def _interrupting(self) -> AsyncIterator[None]:
+        with trio.CancelScope() as scope:  # a cancel of this scope ends at its exit
+            self._interrupt = scope.cancel
+            try:
+                yield
+            finally:
+                self._interrupt = None
+
+    async def write(self, value: _V) -> None:
+        """Write ``value``; waits while a BLOCK subscriber has no room."""
+        codec = self.codec  # (inline: this is the per-chunk path)
+        chunk: bytes = value if codec is None else codec.encode(value)  # type: ignore[assignment]
         while self.producer.write(chunk) is not WriteResult.ACCEPTED:
             await self._writable.wait()
         await _tick(self._pacer, 1, len(chunk))
 
-    async def write_many(self, chunks: Sequence[bytes]) -> None:
-        """Write ``chunks`` in order, as that many ``write`` calls would, for much less per
+    async def write_many(self, values: Sequence[_V]) -> None:
+        """Write ``values`` in order, as that many ``write`` calls would, for much less per
         chunk; waits while a BLOCK subscriber has no room for the next one."""
+        chunks = self._encode_many(values)
         rest = chunks
         while rest:
             written, result = self.producer.write_many(rest)
@@ -277,7 +297,7 @@ class _Connection:
         self.scope = trio.CancelScope()
 
 
-class Server(ServerBase[ServerProducer, ServerUpload]):
+class Server(ServerBase[ServerProducer[Any], ServerUpload]):
     """A running server (from :func:`serve`); its tasks live until :meth:`shutdown`."""
 
     def __init__(
@@ -298,8 +318,8 @@ class Server(ServerBase[ServerProducer, ServerUpload]):
         self._idle = _Wake()
         self._closed = False
 
-    def _producer(self, producer: Producer) -> ServerProducer:
-        return ServerProducer(self, producer)
+    def _producer(self, producer: Producer) -> ServerProducer[Any]:
+        return ServerProducer(producer, server=self)
 
     def _upload(self, reader: UploadReader) -> ServerUpload:
         return ServerUpload(self, reader)
@@ -430,6 +450,23 @@ class Subscription(SubscriptionBase[_T]):
         self._wake = _Wake()
         core.notify = self._wake.set
 
+    @overload
+    def decoded(self: Subscription[bytes], codec: Codec[_W]) -> Subscription[_W]: ...
+
+    @overload
+    def decoded(self: Subscription[bytes | Gap], codec: Codec[_W]) -> Subscription[_W | Gap]: ...
+
+    def decoded(self, codec: Codec[Any]) -> Subscription[Any]:
+        """This subscription, handing out the values ``codec`` decodes (e.g.
+        :data:`streamproto.JSON`, or ``JsonCodec[T]()`` for values typed ``T``) instead of
+        payloads: ``async for value in client.open(...).decoded(JSON)``. Call it before
+        iterating. A payload the codec cannot decode raises
+        :class:`streamproto.DecodeError` (DECODE_FAILED, with its ``seq`` and ``data``) out
+        of the loop once the values before it were handed out; the loop ends there, as for
+        any error."""
+        self._use(codec)
+        return self
+
     async def accepted(self) -> str:
         """Wait until the server accepted the request; returns the stream id."""
         while not self._core.check_accepted():
@@ -437,7 +474,7 @@ class Subscription(SubscriptionBase[_T]):
         return self._core.stream_id
 
     def __aiter__(self) -> _Chunks[_T]:
-        return _Chunks(self, self._core.poll)
+        return _Chunks(self, self._core.poller)
 
     def batches(self, max_chunks: int | None = None) -> _Chunks[list[_T]]:
         """``async for batch in sub.batches()``: lists of the payloads that have arrived (at
