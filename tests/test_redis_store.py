@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import redis
+import redis.cluster
 from hub_helpers import Client, HubHarness
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -83,6 +84,17 @@ class Process:
         if self._driver is not None:
             await self._driver.__aexit__(None, None, None)
             self._driver = None
+
+    def follows(self, key: tuple[str, str]) -> list[str]:
+        """The processes registered in Redis as following ``key``."""
+        if self.store.cluster:
+            client: Any = redis.cluster.RedisCluster.from_url(self.store.url)
+        else:
+            client = redis.Redis.from_url(self.store.url)
+        try:
+            return sorted(p.decode() for p in client.hkeys(self.store.keys(key)[3]))
+        finally:
+            client.close()
 
     async def settle(self) -> None:
         """Until every queued write reached Redis."""
@@ -364,6 +376,38 @@ def test_an_open_is_accepted_only_once_redis_holds_it_so_b_finds_it_at_once(
             assert c.store.status(KEY) is None  # C keeps nothing of its refused attempt
         finally:
             await _stopped(a, b, c)
+
+    run(main())
+
+
+def test_leaving_and_subscribing_again_at_once_keeps_following(procs: Any) -> None:
+    """B lets go of a stream (its unfollow is queued) and looks it up again before the
+    driver flushed that unfollow: the older unfollow must not undo the newer follow."""
+
+    async def main() -> None:
+        a, b = procs(), procs()
+        await _started(a, b)
+        try:
+            producer = a.hub.channel(CH).start("s1")
+            producer.write(b"1")
+            await a.settle()
+            client = b.h.connect()
+            first = client.conn.subscribe(CH, "s1")
+            await pumped(b, lambda: len(flat(client.of(first))) >= 2)
+            client.conn.unsubscribe(first)
+            b.h.pump()  # B lets go: its unfollow is queued...
+            again = client.conn.subscribe(CH, "s1", after_seq=1)
+            b.h.pump()  # ...and its lookup asked for, before the driver ran
+            await pumped(b, lambda: bool(client.of(again)))
+            producer.write(b"2")
+            producer.close()
+            await pumped(b, lambda: terminal(client, again))
+            assert flat(client.of(again))[1:] == [(2, b"2"), StreamEnded(again, 2)]
+            # B is still registered as a follower (a cancel of A's listeners counts it).
+            follows = b.follows(KEY)
+            assert follows == [b.store.process_id]
+        finally:
+            await _stopped(a, b)
 
     run(main())
 

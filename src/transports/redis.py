@@ -839,6 +839,11 @@ class _Driver:
             kind, key = op[0], op[1]
             w = store.keys(key)[3]
             if kind == "unfollow":
+                copy = store._copies.get(key)
+                if copy is not None and not copy.local:
+                    # Looked up again since it was let go (the lookup registered this
+                    # process in :w and follows it anew): this older unfollow is void.
+                    continue
                 unfollow.append((key, op[2]))
                 commands.append(("hdel", (w, store.process_id)))
                 calls.append((op, 0))
@@ -877,8 +882,10 @@ class _Driver:
             store._requeue(ops)  # idempotent scripts: the retry writes each seq once
             raise
         store._answered(ops)
-        for key, _gen in unfollow:
-            self.follow.pop(store.keys(key)[1].encode(), None)
+        for key, generation in unfollow:
+            rkey = store.keys(key)[1].encode()
+            if rkey in self.follow and self.follow[rkey][1] == generation:
+                del self.follow[rkey]
         failed: list[tuple[Key, int, int, str]] = []
         claimed: list[tuple[Key, int]] = []
         for (op, nbytes), result in zip(calls, results, strict=True):
