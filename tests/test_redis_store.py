@@ -314,11 +314,28 @@ async def _stopped(*processes: Process) -> None:
         await p.stop()
 
 
+async def _in_redis(proc: Process, chunk: bytes) -> Any:
+    """A producer of stream s1 on ``proc`` that wrote ``chunk``, in Redis already."""
+    producer = proc.hub.channel(CH).start("s1")
+    producer.write(chunk)
+    await proc.settle()
+    return producer
+
+
+@contextlib.asynccontextmanager
+async def running(*processes: Process) -> AsyncIterator[None]:
+    """The processes' drivers run in the block (stopped at its end, however it ends)."""
+    await _started(*processes)
+    try:
+        yield
+    finally:
+        await _stopped(*processes)
+
+
 def test_b_replays_then_tails_a_with_the_same_seqs_and_gaps(procs: Any) -> None:
     async def main() -> None:
         a, b = procs(), procs()
-        await _started(a, b)
-        try:
+        async with running(a, b):
             channel = a.hub.channel(CH)
             channel.options = type(channel.options)(replay=Window(chunks=3))
             producer = channel.start("s1")
@@ -341,8 +358,6 @@ def test_b_replays_then_tails_a_with_the_same_seqs_and_gaps(procs: Any) -> None:
                 (7, b"7"),
                 StreamEnded(handle, 7),
             ]
-        finally:
-            await _stopped(a, b)
 
     run(main())
 
@@ -386,11 +401,8 @@ def test_leaving_and_subscribing_again_at_once_keeps_following(procs: Any) -> No
 
     async def main() -> None:
         a, b = procs(), procs()
-        await _started(a, b)
-        try:
-            producer = a.hub.channel(CH).start("s1")
-            producer.write(b"1")
-            await a.settle()
+        async with running(a, b):
+            producer = await _in_redis(a, b"1")
             client = b.h.connect()
             first = client.conn.subscribe(CH, "s1")
             await pumped(b, lambda: len(flat(client.of(first))) >= 2)
@@ -406,8 +418,6 @@ def test_leaving_and_subscribing_again_at_once_keeps_following(procs: Any) -> No
             # B is still registered as a follower (a cancel of A's listeners counts it).
             follows = b.follows(KEY)
             assert follows == [b.store.process_id]
-        finally:
-            await _stopped(a, b)
 
     run(main())
 
@@ -415,11 +425,8 @@ def test_leaving_and_subscribing_again_at_once_keeps_following(procs: Any) -> No
 def test_a_second_process_cannot_open_an_open_id(procs: Any) -> None:
     async def main() -> None:
         a, b = procs(), procs()
-        await _started(a, b)
-        try:
-            first = a.hub.channel(CH).start("s1")
-            first.write(b"a")
-            await a.settle()
+        async with running(a, b):
+            first = await _in_redis(a, b"a")
             second = b.hub.channel(CH).start("s1")  # fenced when its claim reaches Redis
             await until(lambda: second.closed)
             with pytest.raises(LocalProtocolError, match=r"\[STREAM_EXISTS\]"):
@@ -433,8 +440,6 @@ def test_a_second_process_cannot_open_an_open_id(procs: Any) -> None:
             finally:
                 await c.stop()
             assert [e for e in events if isinstance(e, tuple)] == [(1, b"a"), (2, b"c")]
-        finally:
-            await _stopped(a, b)
 
     run(main())
 
@@ -442,17 +447,12 @@ def test_a_second_process_cannot_open_an_open_id(procs: Any) -> None:
 def test_a_stale_producer_never_writes_into_its_successor(procs: Any) -> None:
     async def main() -> None:
         a, b = procs(lease=0.5), procs(lease=0.5)
-        await _started(a, b)
-        try:
-            old = a.hub.channel(CH).start("s1")
-            old.write(b"old-1")
-            await a.settle()
+        async with running(a, b):
+            old = await _in_redis(a, b"old-1")
             await a.stop()  # A stalls: no renewals, no writes reach Redis
             old.write(b"old-2")
             await asyncio.sleep(1.2)  # A's lease expires
-            new = b.hub.channel(CH).start("s1")
-            new.write(b"new-1")
-            await b.settle()
+            new = await _in_redis(b, b"new-1")
             await a.start()  # A wakes up and flushes its old generation's write
             await until(lambda: old.closed)
             with pytest.raises(LocalProtocolError, match=r"\[STALE_GENERATION\]"):
@@ -465,8 +465,6 @@ def test_a_stale_producer_never_writes_into_its_successor(procs: Any) -> None:
             finally:
                 await c.stop()
             assert [e for e in events if isinstance(e, tuple)] == [(1, b"new-1")]
-        finally:
-            await _stopped(a, b)
 
     run(main())
 
@@ -474,8 +472,7 @@ def test_a_stale_producer_never_writes_into_its_successor(procs: Any) -> None:
 def test_a_cancel_on_b_reaches_the_producer_on_a(procs: Any) -> None:
     async def main() -> None:
         a, b = procs(), procs()
-        await _started(a, b)
-        try:
+        async with running(a, b):
             producer = a.hub.channel(CH).start("s1")
             aborted: list[bool] = []
             producer.on_abort = lambda: aborted.append(True)
@@ -490,8 +487,6 @@ def test_a_cancel_on_b_reaches_the_producer_on_a(procs: Any) -> None:
             late = await read_remote(b, "s1")
             assert isinstance(late[-1], StreamFailed)
             assert late[-1].code == ErrorCode.CANCELLED
-        finally:
-            await _stopped(a, b)
 
     run(main())
 
@@ -499,11 +494,8 @@ def test_a_cancel_on_b_reaches_the_producer_on_a(procs: Any) -> None:
 def test_a_lost_producer_fails_its_stream_after_the_lease(procs: Any) -> None:
     async def main() -> None:
         a, b = procs(lease=0.6), procs(lease=0.6)
-        await _started(a, b)
-        try:
-            producer = a.hub.channel(CH).start("s1")
-            producer.write(b"x")
-            await a.settle()
+        async with running(a, b):
+            await _in_redis(a, b"x")
             client = b.h.connect()
             handle = client.conn.subscribe(CH, "s1")
             await pumped(b, lambda: len(client.of(handle)) >= 2)
@@ -513,8 +505,6 @@ def test_a_lost_producer_fails_its_stream_after_the_lease(procs: Any) -> None:
             assert isinstance(failed, StreamFailed)
             assert failed.code == ErrorCode.PRODUCER_LOST
             assert failed.last_seq == 1
-        finally:
-            await _stopped(a, b)
 
     run(main())
 
@@ -528,8 +518,7 @@ def test_on_a_cluster_b_tails_streams_on_every_node_with_one_listener_per_node(
 
     async def main() -> None:
         a, b = cluster_procs(lease=60.0), cluster_procs(lease=60.0)
-        await _started(a, b)
-        try:
+        async with running(a, b):
             ids = [f"s{i}" for i in range(12)]
             producers = [a.hub.channel(CH).start(i) for i in ids]
             for p in producers:
@@ -562,8 +551,6 @@ def test_on_a_cluster_b_tails_streams_on_every_node_with_one_listener_per_node(
             await until(lambda: b.h.pump() or seen(4), timeout=10.0)  # notices, not polling
             for r, h in zip(readers, handles, strict=True):
                 assert flat(r.of(h))[1:] == [(1, b"first"), (2, b"second"), StreamEnded(h, 2)]
-        finally:
-            await _stopped(a, b)
 
     run(main())
 
@@ -662,8 +649,7 @@ def test_interleaved_writers_never_mix_generations(redis_server: RedisServer, op
 def test_a_redis_restart_with_aof_loses_and_repeats_nothing(tmp_path: Any) -> None:
     async def main(server: RedisServer) -> None:
         a, b = Process(server.url, "r"), Process(server.url, "r")
-        await _started(a, b)
-        try:
+        async with running(a, b):
             producer = a.hub.channel(CH).start("s1")
             for i in range(1, 51):
                 producer.write(b"%d" % i)
@@ -680,8 +666,6 @@ def test_a_redis_restart_with_aof_loses_and_repeats_nothing(tmp_path: Any) -> No
             assert events[0] == RequestAccepted(handle, "s1", 1, 50)
             assert events[1:-1] == [(i, b"%d" % i) for i in range(1, 101)]
             assert events[-1] == StreamEnded(handle, 100)
-        finally:
-            await _stopped(a, b)
 
     with running_redis(tmp_path, aof=True) as server:
         run(main(server))
@@ -691,11 +675,8 @@ def test_an_unreachable_redis_bounds_buffering_and_fails_streams_clearly(tmp_pat
     async def main(server: RedisServer) -> None:
         options = {"unavailable_after": 1.0, "max_pending_bytes": 1000}
         a, b = Process(server.url, "u", **options), Process(server.url, "u", **options)
-        await _started(a, b)
-        try:
-            producer = a.hub.channel(CH).start("s1")
-            producer.write(b"x")
-            await a.settle()
+        async with running(a, b):
+            producer = await _in_redis(a, b"x")
             local = a.h.connect()
             here = local.conn.subscribe(CH, "s1")
             remote = b.h.connect()
@@ -715,8 +696,6 @@ def test_an_unreachable_redis_bounds_buffering_and_fails_streams_clearly(tmp_pat
             with pytest.raises(LocalProtocolError, match=r"\[STORE_UNAVAILABLE\]"):
                 producer.write(b"z")
             assert a.store.pending_bytes == 0  # nothing held for a Redis that is gone
-        finally:
-            await _stopped(a, b)
 
     with running_redis(tmp_path) as server:
         run(main(server))
