@@ -683,6 +683,8 @@ def test_an_unreachable_redis_bounds_buffering_and_fails_streams_clearly(tmp_pat
             there = remote.conn.subscribe(CH, "s1")
             await pumped(b, lambda: len(remote.of(there)) >= 2)
             await asyncio.to_thread(server.stop)
+            opener = a.h.connect()  # an OPEN while Redis is away: rejected, not left waiting
+            opening = opener.conn.open(CH, stream_id="s2")
             for _ in range(9):  # 100 B each: ten fit in max_pending_bytes
                 producer.write(b"y" * 100)
             with pytest.raises(LocalProtocolError, match=r"\[STORE_UNAVAILABLE\]"):
@@ -695,6 +697,10 @@ def test_an_unreachable_redis_bounds_buffering_and_fails_streams_clearly(tmp_pat
                 assert failed.code == ErrorCode.STORE_UNAVAILABLE
             with pytest.raises(LocalProtocolError, match=r"\[STORE_UNAVAILABLE\]"):
                 producer.write(b"z")
+            await pumped(a, lambda: bool(opener.of(opening)))
+            [rejected] = opener.of(opening)
+            assert isinstance(rejected, RequestRejected)
+            assert rejected.code == ErrorCode.STORE_UNAVAILABLE
             assert a.store.pending_bytes == 0  # nothing held for a Redis that is gone
 
     with running_redis(tmp_path) as server:
