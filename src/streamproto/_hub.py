@@ -25,6 +25,10 @@ Rules for this file:
    listener leaves. The last local cancel under the ABORT rule becomes a
    :class:`CancelRemote` effect, for remote and local streams alike, because listeners in
    other processes count too; the producer's process aborts on :class:`AbortRequested`.
+   An OPEN is accepted (and its handler called) only once the store confirmed the stream's
+   claim (:class:`Claim`, answered by :class:`StreamClaimed`), so a client that has its
+   ACCEPT can subscribe through any process; a refused claim rejects the OPEN with the
+   store's code.
 """
 
 from __future__ import annotations
@@ -64,6 +68,7 @@ from ._overflow import Overflow, OverflowLog, held_back
 from ._state import ConnState
 from ._store import (
     CancelRemote,
+    Claim,
     Key,
     Lookup,
     MemoryStore,
@@ -73,6 +78,7 @@ from ._store import (
     StoreFailed,
     StoreRequest,
     StreamAppended,
+    StreamClaimed,
     StreamInfo,
     StreamLoaded,
     StreamStatus,
@@ -635,10 +641,6 @@ class _Session:
         self.expires_at = -1.0
 
 
-def _none(_key: Key) -> int:
-    return 0
-
-
 def _same(owner: object, principal: object) -> bool:
     return owner is principal or owner == principal
 
@@ -707,10 +709,11 @@ class Hub:
         )
         # A shared store's effects (``_store.py`` rule 5), and the subscribes waiting for
         # the answer to a Lookup (bounded by each connection's open requests).
-        self._shared = bool(getattr(self._store, "shared", False))
-        self._followers: Callable[[Key], int] = getattr(self._store, "followers", _none)
+        # OPENs waiting for their Claim (bounded by each connection's open requests).
+        self._shared = self._store.shared
         self._requests: list[StoreRequest] = []
         self._lookups: dict[Key, list[tuple[Peer, SubscribeRequested]]] = {}
+        self._claims: dict[Key, tuple[Peer, OpenRequested, OverflowPolicy]] = {}
         #: Called when :meth:`store_requests` has something new (a shared store's adapter
         #: sets it to wake the task or thread that carries the requests out).
         self.on_store_request: Callable[[], None] | None = None
@@ -841,6 +844,8 @@ class Hub:
         :meth:`store_requests` again afterwards."""
         if isinstance(event, StreamLoaded):
             self._on_loaded(event.key)
+        elif isinstance(event, StreamClaimed):
+            self._on_claimed(self._known(event.key, event.generation), None)
         elif isinstance(event, StreamAppended):
             stream = self._known(event.key, event.generation)
             if stream is not None and stream.remote:
@@ -851,6 +856,7 @@ class Hub:
             if producer is not None and not producer.closed:
                 if isinstance(event, StoreFailed):
                     producer._lost(event.code, event.message)
+                    self._on_claimed(stream, event)
                 elif not producer._listened():
                     producer._abort(event.reason)
         self._wake()
@@ -883,6 +889,26 @@ class Hub:
         found = channel._stream(key[1])
         if found is not None and found.remote and not found.listeners():
             self._let_go(found)  # every requester went away meanwhile
+
+    def _on_claimed(self, stream: _Stream | None, failed: StoreFailed | None) -> None:
+        """The store answered the Claim of ``stream`` (if an OPEN waits for it): accept
+        the OPEN, or reject it with the store's code and forget the stream."""
+        pending = None if stream is None else self._claims.pop(stream.key, None)
+        if pending is None:
+            return
+        stream = cast(_Stream, stream)
+        producer = cast(Producer, stream.producer)
+        peer, event, policy = pending
+        if failed is not None:  # the producer failed already (_lost): the id was never ours
+            self._release(stream)
+            if not peer.closed:
+                peer.conn.reject(event.handle, failed.code, failed.message)
+                self._dirty.add(peer)
+        elif peer.closed:
+            producer._abort("the requester left before the store held the stream")
+        else:
+            self._opened(peer, event, producer, policy)
+            self._dirty.add(peer)
 
     def _on_remote_appended(self, stream: _Stream) -> None:
         for sub in list(stream.catching):
@@ -1411,16 +1437,29 @@ class Hub:
         policy = event.policy
         if policy is OverflowPolicy.DEFAULT:
             policy = channel.options.default_policy
-        conn.accept(
+        if self._shared:  # accepted once the store holds the claim (rule 6)
+            self._claims[producer._stream.key] = (peer, event, policy)
+            self._request(Claim(producer._stream.key, producer.generation))
+            return
+        self._opened(peer, event, producer, policy)
+
+    def _opened(
+        self, peer: Peer, event: OpenRequested, producer: Producer, policy: OverflowPolicy
+    ) -> None:
+        """Accept an OPEN whose stream ``producer`` writes, subscribe the requester, and
+        hand the producer to the channel's open handler."""
+        stream = producer._stream
+        channel = stream.channel
+        on_open = cast(OpenHandler, channel.on_open)  # _on_open checked it
+        peer.conn.accept(
             event.handle, stream_id=producer.stream_id, first_seq=1, last_seq=0, policy=policy
         )
-        stream = producer._stream
         sub = _Sub(peer, event.handle, stream, 0)
         sub.policy = policy
         peer.subs[event.handle] = sub
         self._go_live(sub)
         try:
-            channel.on_open(producer, event.args)
+            on_open(producer, event.args)
         except Exception as exc:
             log.exception("open handler of %s failed", channel.name)
             if not producer.closed:
@@ -1543,7 +1582,7 @@ class Hub:
             )
             and channel.options.on_last_cancel is AbortRule.ABORT
         ):
-            if self._shared and (stream.remote or self._followers(stream.key)):
+            if self._shared and (stream.remote or self._store.followers(stream.key)):
                 # Other processes listen: the producer's process decides once they are gone.
                 self._request(CancelRemote(stream.key, stream.generation, why))
             else:
