@@ -132,8 +132,12 @@ class ChannelOptions:
     retention: float = attrs.field(default=60.0, validator=_non_negative)
     #: Finished streams remembered at most; the oldest is released first.
     max_closed_streams: int = attrs.field(default=1024, validator=_non_negative)
-    #: Policy for subscriptions that ask for DEFAULT.
+    #: Policy for subscriptions (SUBSCRIBE) that ask for DEFAULT.
     default_policy: OverflowPolicy = OverflowPolicy.DROP_OLDEST
+    #: Policy for OPEN requests that ask for DEFAULT. BLOCK, because the stream an OPEN
+    #: starts has one reader who asked for every chunk of it: a requester slightly slower
+    #: than its producer would otherwise lose most of the stream as one overflow gap.
+    open_policy: OverflowPolicy = OverflowPolicy.BLOCK
     #: What the last subscriber's cancel does.
     on_last_cancel: AbortRule = AbortRule.ABORT
     #: What a subscription of an expired session counts as.
@@ -190,7 +194,7 @@ UploadHandler = Callable[["UploadReader"], None]
 class _Sub:
     """One connection's subscription to one stream."""
 
-    __slots__ = ("cursor", "handle", "live", "peer", "policy", "stream")
+    __slots__ = ("cursor", "handle", "held", "live", "peer", "policy", "stream")
 
     def __init__(self, peer: Peer, handle: int, stream: _Stream, cursor: int) -> None:
         self.peer = peer
@@ -199,6 +203,7 @@ class _Sub:
         self.cursor = cursor  # the last seq handed to the connection (or skipped by a gap)
         self.live = False
         self.policy = OverflowPolicy.DROP_OLDEST
+        self.held = False  # counted in its stream's n_hold
 
 
 def _cursor(sub: _Sub) -> int:
@@ -217,6 +222,7 @@ class _Stream:
         "key",
         "live",
         "n_block",
+        "n_hold",
         "parked",
         "producer",
         "remote",
@@ -230,6 +236,8 @@ class _Stream:
         self.catching: set[_Sub] = set()
         self.parked = 0  # subscriptions held by disconnected sessions
         self.n_block = 0  # live subscriptions with the BLOCK policy
+        # BLOCK subscriptions catching up or parked: the producer waits for them (R-OVF-6)
+        self.n_hold = 0
         self.blocked = False  # the producer was told BLOCKED and waits for on_writable
         self.producer: Producer | None = None
         self.closed_at = -1.0
@@ -1002,7 +1010,11 @@ class Hub:
 
     def _park_all(self, peer: Peer, session: _Session) -> None:
         for sub in peer.subs.values():
-            self._detach(sub)
+            self._hold(sub)  # before the detach, which would let the producer go
+            if sub.live:
+                self._detach(sub)
+            else:  # catching up: held already
+                sub.stream.catching.discard(sub)
             sub.stream.parked += 1
             session.parked.setdefault(sub.stream.key, []).append(sub)
         peer.subs.clear()
@@ -1017,6 +1029,7 @@ class Hub:
         for subs in parked.values():
             for sub in subs:
                 sub.stream.parked -= 1
+                self._unhold(sub)
                 rule = sub.stream.channel.options.on_disconnect
                 self._after_leave(
                     sub.stream,
@@ -1047,6 +1060,9 @@ class Hub:
 
     def _write(self, stream: _Stream, chunk: bytes) -> WriteResult:
         size = len(chunk)
+        if stream.n_hold:
+            stream.blocked = True
+            return _BLOCKED
         if stream.n_block:
             for sub in stream.live:
                 if sub.policy is _BLOCK and not sub.peer.conn.has_room(sub.handle, size):
@@ -1106,6 +1122,8 @@ class Hub:
         """How many leading ``chunks`` every live subscriber can queue without its overflow
         policy (or CHUNK_TOO_LARGE) deciding anything. Writing those one at a time would
         accept each everywhere, so they may go as one batch per subscriber."""
+        if stream.n_hold:  # write blocks
+            return 0
         totals = list(accumulate(map(len, chunks)))
         biggest = max(map(len, chunks))
         live = stream.live
@@ -1252,9 +1270,14 @@ class Hub:
             conn.reject(event.handle, ErrorCode.UNKNOWN_STREAM, f"no stream {event.stream_id!r}")
             return
         info = cast(StreamInfo, self._store.status(stream.key))  # _stream() found it
+        session = cast(_Session, peer.session)  # requests come after the handshake
+        parked = session.parked.get(stream.key)
+        taken = parked.pop() if parked else None
         policy = event.policy
         if policy is OverflowPolicy.DEFAULT:
-            policy = channel.options.default_policy
+            # A resumed subscription keeps the policy of the one it takes over (an OPEN's
+            # BLOCK, say), which its client asked for as DEFAULT too (R-OVF-6).
+            policy = channel.options.default_policy if taken is None else taken.policy
         conn.accept(
             event.handle,
             stream_id=event.stream_id,
@@ -1266,16 +1289,16 @@ class Hub:
             cursor = info.last_seq
         else:
             cursor = max(event.after_seq, info.first_seq - 1)
-        session = cast(_Session, peer.session)  # requests come after the handshake
-        parked = session.parked.get(stream.key)
-        if parked:  # a resumed subscription takes over its parked one
-            parked.pop().stream.parked -= 1  # maybe an older generation's stream
-            if not parked:
-                del session.parked[stream.key]
         sub = _Sub(peer, event.handle, stream, cursor)
         sub.policy = policy
         peer.subs[event.handle] = sub
         stream.catching.add(sub)
+        self._hold(sub)
+        if taken is not None:  # a resumed subscription takes over its parked one
+            taken.stream.parked -= 1  # maybe an older generation's stream
+            self._unhold(taken)
+            if not parked:
+                del session.parked[stream.key]
         self._pump(sub)
 
     def _on_open(self, peer: Peer, event: OpenRequested) -> None:
@@ -1293,7 +1316,7 @@ class Hub:
             return
         policy = event.policy
         if policy is OverflowPolicy.DEFAULT:
-            policy = channel.options.default_policy
+            policy = channel.options.open_policy
         conn.accept(
             event.handle, stream_id=producer.stream_id, first_seq=1, last_seq=0, policy=policy
         )
@@ -1394,6 +1417,20 @@ class Hub:
         sub.live = True
         if sub.policy is OverflowPolicy.BLOCK:
             stream.n_block += 1
+            self._unhold(sub)
+
+    def _hold(self, sub: _Sub) -> None:
+        """A BLOCK subscription that cannot take live chunks (catching up, or parked) holds
+        its producer: writes block until it is live again or gone (R-OVF-6)."""
+        if sub.policy is OverflowPolicy.BLOCK and not sub.held:
+            sub.held = True
+            sub.stream.n_hold += 1
+
+    def _unhold(self, sub: _Sub) -> None:
+        if sub.held:
+            sub.held = False
+            sub.stream.n_hold -= 1
+            self._maybe_unblock(sub.stream)
 
     def _detach(self, sub: _Sub) -> None:
         stream = sub.stream
@@ -1405,6 +1442,7 @@ class Hub:
                 self._maybe_unblock(stream)
         else:
             stream.catching.discard(sub)
+            self._unhold(sub)
 
     def _leave(self, sub: _Sub, *, cancelled: bool) -> None:
         self._detach(sub)
@@ -1444,7 +1482,7 @@ class Hub:
             self._pump(sub)
 
     def _maybe_unblock(self, stream: _Stream) -> None:
-        if not stream.blocked:
+        if not stream.blocked or stream.n_hold:
             return
         for sub in stream.live:
             if sub.policy is OverflowPolicy.BLOCK and not sub.peer.conn.has_room(sub.handle, 0):
