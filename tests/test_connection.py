@@ -2243,3 +2243,17 @@ def test_goaway_before_the_handshake_closes_at_once(role: Role) -> None:
     assert conn.take_events() == [ConnectionTerminated(ErrorCode.NO_ERROR, "never mind", False)]
     frames = decode_frames(conn.data_to_send())
     assert [type(f) for f in frames] == [Goaway]
+
+
+def test_open_with_join_and_an_accept_that_joined() -> None:
+    # Run-or-join (R-JOIN-1, R-JOIN-2): the flags travel both ways; a joined OPEN starts at
+    # seq 1 like any OPEN, so a retained history that starts later is announced as a gap.
+    pair = open_pair()
+    h = pair.open(CH, b"q", stream_id="answer", join=True)
+    t = pair.accept(h, stream_id="answer", first_seq=3, last_seq=5, joined=True)
+    assert t.client[0] == RequestAccepted(h, "answer", 3, 5, True)
+    pair.send_data(h, b"3")
+    u = pair.upload(CH, "u")
+    with pytest.raises(LocalProtocolError) as err:
+        pair.server.accept(u, joined=True)
+    assert err.value.code == ErrorCode.INVALID_ARGUMENT

@@ -8,12 +8,18 @@ from typing import Any
 from hub_helpers import Client, HubHarness
 
 from streamproto import (
+    AccessRequest,
     ChannelOptions,
     Config,
     DataReceived,
+    ErrorCode,
     GapReceived,
     OverflowPolicy,
     Producer,
+    Refuse,
+    RequestAccepted,
+    RequestKind,
+    RequestRejected,
     StreamEnded,
     WriteResult,
 )
@@ -185,3 +191,100 @@ def test_a_block_subscriber_catching_up_holds_the_producer_until_it_is_live() ->
     assert p.write(b"live") is WriteResult.ACCEPTED
     h.pump()
     assert received(c, handle) == (list(range(1, 602)), [])
+
+
+# -- run or join --------------------------------------------------------------------------------
+
+
+def chunks_of(client: Client, handle: int) -> list[bytes]:
+    return [c for e in client.of(handle) if isinstance(e, DataReceived) for c in e.chunks]
+
+
+def accepted(client: Client, handle: int) -> RequestAccepted:
+    (event,) = [e for e in client.of(handle) if isinstance(e, RequestAccepted)]
+    return event
+
+
+def test_two_requesters_of_one_answer_share_one_producer() -> None:
+    h = HubHarness()
+    calls: list[bytes] = []
+    producers: list[Producer] = []
+
+    def on_open(producer: Producer, args: bytes) -> None:
+        calls.append(args)
+        producers.append(producer)
+        producer.write(b"one")
+
+    h.hub.register(CH, on_open=on_open)
+    a, b = h.connect(), h.connect()
+    first = a.conn.open(CH, b"q", stream_id="answer-7", join=True)
+    h.pump()
+    second = b.conn.open(CH, b"q again", stream_id="answer-7", join=True)
+    h.pump()
+    assert calls == [b"q"]  # the handler ran once
+    assert accepted(a, first) == RequestAccepted(first, "answer-7", 1, 0, False)
+    assert accepted(b, second) == RequestAccepted(second, "answer-7", 1, 1, True)
+    producers[0].write(b"two")
+    producers[0].close()
+    h.pump()
+    for client, handle in ((a, first), (b, second)):
+        assert chunks_of(client, handle) == [b"one", b"two"]  # the joiner from seq 1
+        assert ended(client, handle) == [StreamEnded(handle, 2)]
+
+
+def test_without_join_a_running_id_is_refused_and_a_finished_one_runs_again() -> None:
+    h = HubHarness()
+    calls: list[str] = []
+
+    def on_open(producer: Producer, args: bytes) -> None:
+        calls.append(producer.stream_id)
+        if args == b"end":
+            producer.close()
+
+    h.hub.register(CH, on_open=on_open)
+    c = h.connect()
+    c.conn.open(CH, stream_id="x")
+    refused = c.conn.open(CH, stream_id="x")
+    ran = c.conn.open(CH, b"end", stream_id="y")
+    h.pump()
+    again = c.conn.open(CH, stream_id="y", join=True)  # y finished: a join runs it again
+    picked = c.conn.open(CH, join=True)  # no id: nothing to join
+    h.pump()
+    assert [e.code for e in c.of(refused) if isinstance(e, RequestRejected)] == [
+        ErrorCode.STREAM_EXISTS
+    ]
+    assert ended(c, ran) == [StreamEnded(ran, 0)]
+    assert not accepted(c, again).joined
+    assert not accepted(c, picked).joined
+    assert calls == ["x", "y", "y", h.ids.issued[-1]]
+
+
+def test_a_channel_may_join_every_open_of_a_running_id() -> None:
+    h = HubHarness()
+    burst = Burst(2000)
+    h.hub.register(CH, ChannelOptions(join_running=True), on_open=burst)
+    a, b = h.connect(), h.connect()
+    first = a.conn.open(CH, stream_id="s")
+    second = b.conn.open(CH, stream_id="s")  # no JOIN flag: the channel joins it
+    h.pump()
+    assert len(burst.producers) == 1
+    assert accepted(b, second).joined
+    for client, handle in ((a, first), (b, second)):  # both lossless, from seq 1
+        assert received(client, handle) == (list(range(1, 2001)), [])
+
+
+def test_a_join_is_authorized_as_an_open() -> None:
+    seen: list[RequestKind] = []
+
+    def authorize(request: AccessRequest) -> bool | Refuse:
+        seen.append(request.kind)
+        return request.args != b"intruder" or Refuse(ErrorCode.FORBIDDEN, "no")
+
+    h = HubHarness(authorize=authorize)
+    h.hub.register(CH, on_open=lambda p, a: None)
+    c = h.connect()
+    c.conn.open(CH, stream_id="s")
+    refused = c.conn.open(CH, b"intruder", stream_id="s", join=True)
+    h.pump()
+    assert seen == [RequestKind.OPEN, RequestKind.OPEN]
+    assert c.of(refused) == [RequestRejected(refused, ErrorCode.FORBIDDEN, "no")]

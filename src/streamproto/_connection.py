@@ -795,15 +795,20 @@ class Connection:
         credit_bytes: int | None = None,
         policy: OverflowPolicy = OverflowPolicy.DEFAULT,
         priority: int = 0,
+        join: bool = False,
     ) -> int:
         """Client: ask ``channel`` to start a stream with ``args`` and subscribe to it in the
         same request, so no chunk is written before this subscriber listens. Returns the
-        handle; :class:`RequestAccepted` carries the stream id."""
+        handle; :class:`RequestAccepted` carries the stream id. With ``join``, an OPEN naming
+        a running stream subscribes to it from seq 1 instead of being refused with
+        STREAM_EXISTS (``RequestAccepted.joined`` says which happened)."""
         self._check_names(channel, stream_id, allow_empty=True)
         chunks, nbytes = self._window(credit_chunks, credit_bytes)
         handle = self._new_handle()
         h = _In(handle, Side.CLIENT_SUBSCRIPTION, chunks, nbytes)
-        frame = Open(handle, channel, stream_id, chunks, nbytes, policy, self._prio(priority), args)
+        frame = Open(
+            handle, channel, stream_id, chunks, nbytes, policy, self._prio(priority), args, join
+        )
         self._open_request(h, frame)
         return handle
 
@@ -900,18 +905,21 @@ class Connection:
         first_seq: int = 1,
         last_seq: int = 0,
         policy: OverflowPolicy | None = None,
+        joined: bool = False,
     ) -> bool:
         """Server: accept the request on ``handle``. For a subscription, ``first_seq`` and
         ``last_seq`` are the seqs you hold; the subscriber's first expected seq follows from
         its ``after_seq`` (a GAP for the part before ``first_seq`` is queued here) and you
         then send data from that seq on. ``policy`` overrides the requested overflow policy.
-        For an upload, the configured window is granted. Returns False if the client already
-        closed the handle."""
+        ``joined``: an OPEN joined a running stream (flag JOINED). For an upload, the
+        configured window is granted. Returns False if the client already closed the handle."""
         h = self._server_handle(handle)
         if h is None:
             return False
         if not (0 <= first_seq <= U64 and 0 <= last_seq <= U64):
             raise LocalProtocolError(ErrorCode.INVALID_ARGUMENT, "seqs must fit in u64")
+        if joined and isinstance(h, _In):
+            raise LocalProtocolError(ErrorCode.INVALID_ARGUMENT, "only an OPEN joins a stream")
         self._handle_step(h, Input.SEND_ACCEPT)
         if isinstance(h, _In):  # an upload: ACCEPT grants the window
             h.credit_chunks = h.window_chunks
@@ -923,7 +931,7 @@ class Connection:
             h.policy = policy
         elif h.policy is OverflowPolicy.DEFAULT:
             h.policy = self._cfg.default_policy
-        self._control.append(encode(Accept(handle, stream_id, first_seq, last_seq)))
+        self._control.append(encode(Accept(handle, stream_id, first_seq, last_seq, 0, 0, joined)))
         if h.next_seq == 0:  # tail subscription: start after what exists
             h.next_seq = last_seq + 1
         h.sent_seq = h.next_seq - 1
@@ -1413,7 +1421,9 @@ class Connection:
         match frame:
             case Accept():
                 events.append(
-                    RequestAccepted(h.handle, frame.stream_id, frame.first_seq, frame.last_seq)
+                    RequestAccepted(
+                        h.handle, frame.stream_id, frame.first_seq, frame.last_seq, frame.joined
+                    )
                 )
                 if isinstance(h, _In):
                     if h.tail:
@@ -1525,7 +1535,13 @@ class Connection:
         else:
             events.append(
                 OpenRequested(
-                    handle, frame.channel, frame.stream_id, frame.args, frame.policy, frame.priority
+                    handle,
+                    frame.channel,
+                    frame.stream_id,
+                    frame.args,
+                    frame.policy,
+                    frame.priority,
+                    frame.join,
                 )
             )
 

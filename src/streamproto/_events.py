@@ -183,9 +183,12 @@ class OpenRequested:
     args: bytes
     policy: OverflowPolicy
     priority: int
+    #: The OPEN may join the stream if one with this id is running (R-JOIN-1).
+    join: bool = False
 
     def __str__(self) -> str:
-        return f"OpenRequested(h={self.handle} {self.channel} args={_short(self.args)})"
+        join = " join" if self.join else ""
+        return f"OpenRequested(h={self.handle} {self.channel} args={_short(self.args)}{join})"
 
 
 @attrs.frozen
@@ -210,11 +213,13 @@ class RequestAccepted:
     stream_id: str
     first_seq: int
     last_seq: int
+    #: An OPEN joined a running stream instead of starting one (R-JOIN-2).
+    joined: bool = False
 
     def __str__(self) -> str:
         return (
             f"RequestAccepted(h={self.handle} id={_short(self.stream_id)} "
-            f"seq={self.first_seq}..{self.last_seq})"
+            f"seq={self.first_seq}..{self.last_seq}{' joined' * self.joined})"
         )
 
 

@@ -133,6 +133,8 @@ class FrameFlag(enum.IntFlag):
     MORE = 0x01  # DATA: the chunk continues in the next DATA frame of this handle
     TAIL = 0x01  # SUBSCRIBE: start at live data, ignore after_seq
     RESUMED = 0x01  # WELCOME: the session named by the resume token was resumed
+    JOIN = 0x01  # OPEN: join the stream if one with this id is running (run-or-join)
+    JOINED = 0x01  # ACCEPT: the OPEN joined a running stream instead of starting one
 
 
 class OverflowPolicy(enum.IntEnum):
@@ -160,6 +162,7 @@ class Setting(enum.IntEnum):
     MAX_SUBSCRIPTIONS = 4
     MAX_UPLOADS = 5
     SESSION_GRACE_MS = 6
+    FEATURES = 7
 
 
 # -- validators ---------------------------------------------------------------------------------
@@ -329,11 +332,13 @@ class Open:
     policy: OverflowPolicy = attrs.field(default=OverflowPolicy.DEFAULT, converter=OverflowPolicy)
     priority: int = attrs.field(default=0, validator=_u8)
     args: bytes = b""
+    #: Flag JOIN: join the stream if it is running instead of being refused (R-JOIN-1).
+    join: bool = False
 
     def __str__(self) -> str:
         return (
             f"OPEN h={self.handle} {_short(self.channel)}/{_short(self.stream_id)} "
-            f"args={_short(self.args)}"
+            f"args={_short(self.args)}{' join' * self.join}"
         )
 
 
@@ -364,11 +369,13 @@ class Accept:
     last_seq: int = attrs.field(default=0, validator=_u64)
     credit_chunks: int = attrs.field(default=0, validator=_u32)
     credit_bytes: int = attrs.field(default=0, validator=_u32)
+    #: Flag JOINED: an OPEN joined a running stream (R-JOIN-2).
+    joined: bool = False
 
     def __str__(self) -> str:
         return (
             f"ACCEPT h={self.handle} id={_short(self.stream_id)} "
-            f"seq={self.first_seq}..{self.last_seq}"
+            f"seq={self.first_seq}..{self.last_seq}{' joined' * self.joined}"
         )
 
 
@@ -642,7 +649,7 @@ def encode(frame: Frame) -> bytes:
                 + _s16(frame.stream_id)
                 + frame.args
             )
-            return _frame(FrameType.OPEN, 0, frame.handle, body)
+            return _frame(FrameType.OPEN, FrameFlag.JOIN * frame.join, frame.handle, body)
         case Upload():
             body = _s16(frame.channel) + _s16(frame.stream_id) + frame.args
             return _frame(FrameType.UPLOAD, 0, frame.handle, body)
@@ -650,7 +657,7 @@ def encode(frame: Frame) -> bytes:
             body = _ACCEPT_FIXED.pack(
                 frame.first_seq, frame.last_seq, frame.credit_chunks, frame.credit_bytes
             ) + _s16(frame.stream_id)
-            return _frame(FrameType.ACCEPT, 0, frame.handle, body)
+            return _frame(FrameType.ACCEPT, FrameFlag.JOINED * frame.joined, frame.handle, body)
         case Reject():
             body = _U16.pack(frame.code) + _s16(frame.message)
             return _frame(FrameType.REJECT, 0, frame.handle, body)
@@ -785,14 +792,26 @@ def _decode_other(ftype: int, flags: int, handle: int, body: bytes) -> Frame:
         cchunks, cbytes, policy, prio = r.fixed(_OPEN_FIXED)
         channel = r.string()
         stream_id = r.string()
-        frame = Open(handle, channel, stream_id, cchunks, cbytes, _policy(policy), prio, r.rest())
+        frame = Open(
+            handle,
+            channel,
+            stream_id,
+            cchunks,
+            cbytes,
+            _policy(policy),
+            prio,
+            r.rest(),
+            bool(flags & FrameFlag.JOIN),
+        )
     elif ftype == FrameType.UPLOAD:
         channel = r.string()
         stream_id = r.string()
         frame = Upload(handle, channel, stream_id, r.rest())
     elif ftype == FrameType.ACCEPT:
         first, last, cchunks, cbytes = r.fixed(_ACCEPT_FIXED)
-        frame = Accept(handle, r.string(), first, last, cchunks, cbytes)
+        frame = Accept(
+            handle, r.string(), first, last, cchunks, cbytes, bool(flags & FrameFlag.JOINED)
+        )
     elif ftype == FrameType.REJECT:
         (code,) = r.fixed(_U16)
         frame = Reject(handle, code, r.string())

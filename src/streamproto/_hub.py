@@ -138,6 +138,9 @@ class ChannelOptions:
     #: starts has one reader who asked for every chunk of it: a requester slightly slower
     #: than its producer would otherwise lose most of the stream as one overflow gap.
     open_policy: OverflowPolicy = OverflowPolicy.BLOCK
+    #: Run-or-join: an OPEN naming a running stream joins it (subscribed from seq 1, the
+    #: handler not called) as if it had the JOIN flag, instead of getting STREAM_EXISTS.
+    join_running: bool = False
     #: What the last subscriber's cancel does.
     on_last_cancel: AbortRule = AbortRule.ABORT
     #: What a subscription of an expired session counts as.
@@ -1269,7 +1272,6 @@ class Hub:
                 return
             conn.reject(event.handle, ErrorCode.UNKNOWN_STREAM, f"no stream {event.stream_id!r}")
             return
-        info = cast(StreamInfo, self._store.status(stream.key))  # _stream() found it
         session = cast(_Session, peer.session)  # requests come after the handshake
         parked = session.parked.get(stream.key)
         taken = parked.pop() if parked else None
@@ -1278,28 +1280,41 @@ class Hub:
             # A resumed subscription keeps the policy of the one it takes over (an OPEN's
             # BLOCK, say), which its client asked for as DEFAULT too (R-OVF-6).
             policy = channel.options.default_policy if taken is None else taken.policy
-        conn.accept(
-            event.handle,
-            stream_id=event.stream_id,
-            first_seq=info.first_seq,
-            last_seq=info.last_seq,
-            policy=policy,
-        )
-        if event.after_seq is None:
-            cursor = info.last_seq
-        else:
-            cursor = max(event.after_seq, info.first_seq - 1)
-        sub = _Sub(peer, event.handle, stream, cursor)
-        sub.policy = policy
-        peer.subs[event.handle] = sub
-        stream.catching.add(sub)
-        self._hold(sub)
+        self._attach(peer, event.handle, stream, event.after_seq, policy)
         if taken is not None:  # a resumed subscription takes over its parked one
             taken.stream.parked -= 1  # maybe an older generation's stream
             self._unhold(taken)
             if not parked:
                 del session.parked[stream.key]
-        self._pump(sub)
+        self._pump(peer.subs[event.handle])
+
+    def _attach(
+        self,
+        peer: Peer,
+        handle: int,
+        stream: _Stream,
+        after_seq: int | None,
+        policy: OverflowPolicy,
+        *,
+        joined: bool = False,
+    ) -> None:
+        """Accept a subscription of ``stream`` after ``after_seq`` (None: live only); the
+        caller pumps it."""
+        info = cast(StreamInfo, self._store.status(stream.key))  # the caller found it
+        peer.conn.accept(
+            handle,
+            stream_id=stream.key[1],
+            first_seq=info.first_seq,
+            last_seq=info.last_seq,
+            policy=policy,
+            joined=joined,
+        )
+        cursor = info.last_seq if after_seq is None else max(after_seq, info.first_seq - 1)
+        sub = _Sub(peer, handle, stream, cursor)
+        sub.policy = policy
+        peer.subs[handle] = sub
+        stream.catching.add(sub)
+        self._hold(sub)
 
     def _on_open(self, peer: Peer, event: OpenRequested) -> None:
         conn = peer.conn
@@ -1309,14 +1324,21 @@ class Hub:
         if channel.on_open is None:
             conn.reject(event.handle, ErrorCode.NOT_ALLOWED, "this channel does not open streams")
             return
+        policy = event.policy
+        if policy is OverflowPolicy.DEFAULT:
+            policy = channel.options.open_policy
+        running = channel._open.get(event.stream_id) if event.stream_id else None
+        if running is not None and (event.join or channel.options.join_running):
+            # Run-or-join (R-JOIN-1): a second requester shares the running producer, read
+            # from seq 1 like the first; the handler is not called again.
+            self._attach(peer, event.handle, running, 0, policy, joined=True)
+            self._pump(peer.subs[event.handle])
+            return
         try:
             producer = self._start(channel, event.stream_id or None)
         except StreamProtoError as exc:
             conn.reject(event.handle, exc.code, exc.message)
             return
-        policy = event.policy
-        if policy is OverflowPolicy.DEFAULT:
-            policy = channel.options.open_policy
         conn.accept(
             event.handle, stream_id=producer.stream_id, first_seq=1, last_seq=0, policy=policy
         )

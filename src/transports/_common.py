@@ -637,12 +637,15 @@ class SubscriptionCore:
         policy: OverflowPolicy,
         priority: int,
         on_gap: GapMode,
+        join: bool = False,
     ) -> None:
         self.core = core
         self.channel = channel
         self.stream_id = stream_id
         self.tail = tail
         self.open_args = open_args
+        self.join = join
+        self.joined = False  # the OPEN joined a running stream (ACCEPT flag JOINED)
         self.policy = policy
         self.priority = priority
         self.on_gap = on_gap
@@ -1126,8 +1129,9 @@ class ClientCore(Stepping):
         priority: int = 0,
         on_gap: GapMode = "raise",
         open_args: bytes | None = None,
+        join: bool = False,
     ) -> SubscriptionCore:
-        """A new subscription (or, with ``open_args``, an OPEN request)."""
+        """A new subscription (or, with ``open_args``, an OPEN request; ``join``: run or join)."""
         self._check_usable()
         sub = SubscriptionCore(
             self,
@@ -1139,6 +1143,7 @@ class ClientCore(Stepping):
             policy=policy,
             priority=priority,
             on_gap=on_gap,
+            join=join,
         )
         self._pending.append(sub)
         if self.ready:
@@ -1198,6 +1203,7 @@ class ClientCore(Stepping):
                 stream_id=sub.stream_id,
                 policy=sub.policy,
                 priority=sub.priority,
+                join=sub.join,
             )
         return conn.subscribe(
             sub.channel,
@@ -1309,6 +1315,8 @@ class ClientCore(Stepping):
         if sub is not None:
             if not sub.accepted and sub.tail:
                 sub.received_seq = sub.seq = event.last_seq
+            if not sub.accepted:
+                sub.joined = event.joined
             sub.accepted = True
             sub.stream_id = event.stream_id
             sub.notify()
@@ -1714,6 +1722,7 @@ class ClientBase(abc.ABC, Generic[_S, _SG]):
         policy: OverflowPolicy = ...,
         priority: int = ...,
         on_gap: Literal["raise"] = ...,
+        join: bool = ...,
     ) -> _S: ...
 
     @overload
@@ -1726,6 +1735,7 @@ class ClientBase(abc.ABC, Generic[_S, _SG]):
         policy: OverflowPolicy = ...,
         priority: int = ...,
         on_gap: Literal["item"],
+        join: bool = ...,
     ) -> _SG: ...
 
     def open(
@@ -1737,11 +1747,22 @@ class ClientBase(abc.ABC, Generic[_S, _SG]):
         policy: OverflowPolicy = OverflowPolicy.DEFAULT,
         priority: int = 0,
         on_gap: GapMode = "raise",
+        join: bool = False,
     ) -> _S | _SG:
-        """Ask ``channel`` to start a stream with ``args``, subscribed from its first chunk."""
+        """Ask ``channel`` to start a stream with ``args``, subscribed from its first chunk.
+        With ``join`` (and a ``stream_id``), if that stream is running already the request
+        joins it from its first chunk instead of failing with STREAM_EXISTS: two requesters
+        of the same answer share one producer (``subscription.joined`` says which happened
+        once the first item or the end arrives)."""
         with self._lock:
             core = self.core.subscribe(
-                channel, stream_id, open_args=args, policy=policy, priority=priority, on_gap=on_gap
+                channel,
+                stream_id,
+                open_args=args,
+                policy=policy,
+                priority=priority,
+                on_gap=on_gap,
+                join=join,
             )
             self._wake()
             return self._subscription(core)
@@ -1777,6 +1798,12 @@ class SubscriptionBase(Generic[_T]):
     def stream_id(self) -> str:
         """The stream id (known for an open once it is accepted)."""
         return self._core.stream_id
+
+    @property
+    def joined(self) -> bool:
+        """For an ``open(..., join=True)``: whether it joined a running stream rather than
+        starting one (known once it is accepted)."""
+        return self._core.joined
 
     @property
     def overflows(self) -> int:

@@ -786,6 +786,36 @@ def _c35(peer: RawPeer) -> None:
             raise AssertionError(f"unexpected {frame}")
 
 
+@case("C40", "R-JOIN-1", "R-JOIN-4")
+def _c40(peer: RawPeer) -> None:
+    """Run-or-join: a second OPEN of a running stream id with flag JOIN is accepted with flag
+    JOINED and reads the stream from seq 1 while the first requester reads on; both get every
+    chunk, then END."""
+    peer.handshake()
+    peer.send(
+        Open(
+            1,
+            "conformance:slow",
+            "join-1",
+            _CHUNKS,
+            _BYTES,
+            args=b"200",
+            join=True,
+        )
+    )
+    first: Accept = _on(peer, 1, Accept)
+    if first.joined or first.stream_id != "join-1":
+        raise AssertionError(f"the first OPEN starts the stream: {first}")
+    _expect_slow(_collect(peer, 1, upto=5).items, 1)
+    peer.send(Open(2, "conformance:slow", "join-1", _CHUNKS, _BYTES, args=b"200", join=True))
+    second: Accept = _on(peer, 2, Accept)
+    if not second.joined or second.stream_id != "join-1":
+        raise AssertionError(f"expected ACCEPT JOINED for join-1, got {second}")
+    got = _collect(peer, 2)
+    _expect_slow(got.items, 1)
+    _expect_outcome(got, End, 200)
+
+
 @case("C36", "R-SCHED-3")
 def _c36(peer: RawPeer) -> None:
     """Two subscriptions on one connection, priorities 0 and 3, each with credit for 32

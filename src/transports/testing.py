@@ -678,6 +678,10 @@ class ClientProxy:
         """The backend's own subscription object, not iterated yet."""
         return self.thread.call(lambda: self.client.subscribe(*args, **kwargs))
 
+    def raw_open(self, *args: Any, **kwargs: Any) -> Any:
+        """The backend's own subscription object of an OPEN, not iterated yet."""
+        return self.thread.call(lambda: self.client.open(*args, **kwargs))
+
     def wait_accepted(self, sub: Any) -> str:
         """Block until the server accepted ``sub`` (a backend subscription object)."""
         if self.flavour == "thread":

@@ -135,8 +135,14 @@ class ClientUnderTest(Protocol):
     def subscribe(self, channel: str, stream_id: str) -> SubscriptionUnderTest:
         """Subscribe and start iterating at once."""
 
-    def open(self, channel: str, args: bytes) -> SubscriptionUnderTest:
-        """Open a stream with ``args`` and start iterating at once."""
+    def open(
+        self, channel: str, args: bytes, *, stream_id: str = "", join: bool = False
+    ) -> SubscriptionUnderTest:
+        """Open a stream with ``args`` (and ``stream_id``, ``join`` as the client's ``open``
+        takes them) and start iterating at once."""
+
+    def raw_open(self, channel: str, args: bytes) -> Any:
+        """Open without iterating (a requester that has not read yet)."""
 
     def raw_subscribe(self, channel: str, stream_id: str, *, on_gap: str = "raise") -> Any:
         """Subscribe without iterating (a consumer that has not read yet)."""
@@ -411,6 +417,33 @@ def _buffered_chunks_survive_a_reconnect(make: PairFactory) -> None:
         _expect(items == [b"%03d" % i for i in range(100)], "every chunk exactly once")
 
 
+def _open_is_lossless_by_default(make: PairFactory) -> None:
+    """An OPEN's own stream is lossless by default: a requester that has not read yet holds
+    its producer back instead of losing chunks to an overflow gap (R-OVF-6)."""
+    with make(_slow_options()) as (_server, client):
+        sub = client.raw_open("test:open", b"2000:0")
+        client.wait_accepted(sub)
+        client.pause(0.3)  # the producer fills the window and the queue; nobody reads
+        items, error = client.collect(sub)
+        _expect(error is None, f"no gap and a normal end, not {error!r}")
+        _expect(items == [b"%d" % i for i in range(2000)], "every chunk, in order")
+
+
+def _run_or_join(make: PairFactory) -> None:
+    """Two OPENs of one stream id with JOIN share one producer, and both requesters read
+    the whole stream from seq 1 (R-JOIN-1, R-JOIN-4)."""
+    with make(PairOptions()) as (_server, client):
+        first = client.open("test:open", b"300:1", stream_id="shared", join=True)
+        _expect(len(first.take(20)) == 20, "the first requester reads")
+        second = client.open("test:open", b"300:1", stream_id="shared", join=True)
+        want = [b"%d" % i for i in range(300)]
+        rest = second.rest()
+        _expect(second.error is None, f"the joiner is not refused: {second.error!r}")
+        _expect(rest == want, "the joiner reads the whole stream from seq 1")
+        _expect(first.rest() == want[20:], "the first requester reads the rest")
+        _expect(first.error is None, f"a normal end, not {first.error!r}")
+
+
 #: Every scenario by name, in the order :func:`check_adapter` runs them.
 SCENARIOS: Mapping[str, Callable[[PairFactory], None]] = {
     "subscribe_and_receive": _subscribe_and_receive,
@@ -427,6 +460,8 @@ SCENARIOS: Mapping[str, Callable[[PairFactory], None]] = {
     "chunks_larger_than_a_frame": _chunks_larger_than_a_frame,
     "shutdown_sends_goaway": _shutdown_sends_goaway,
     "buffered_chunks_survive_a_reconnect": _buffered_chunks_survive_a_reconnect,
+    "open_is_lossless_by_default": _open_is_lossless_by_default,
+    "run_or_join": _run_or_join,
 }
 
 
