@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hub_helpers import Client, HubHarness
 
 from streamproto import (
@@ -13,7 +14,10 @@ from streamproto import (
     Config,
     DataReceived,
     ErrorCode,
+    Feature,
     GapReceived,
+    HState,
+    LocalProtocolError,
     OverflowPolicy,
     Producer,
     Refuse,
@@ -21,8 +25,13 @@ from streamproto import (
     RequestKind,
     RequestRejected,
     StreamEnded,
+    StreamEntry,
+    StreamFailed,
+    StreamsReceived,
+    StreamState,
     WriteResult,
 )
+from streamproto._hub import MAX_PAGE
 
 CH = "demo:answers"
 N = 20_000
@@ -288,3 +297,219 @@ def test_a_join_is_authorized_as_an_open() -> None:
     h.pump()
     assert seen == [RequestKind.OPEN, RequestKind.OPEN]
     assert c.of(refused) == [RequestRejected(refused, ErrorCode.FORBIDDEN, "no")]
+
+
+# -- status and discovery -----------------------------------------------------------------------
+
+
+def answer(client: Client, handle: int) -> StreamsReceived:
+    (event,) = [e for e in client.of(handle) if isinstance(e, StreamsReceived | RequestRejected)]
+    assert isinstance(event, StreamsReceived), event
+    return event
+
+
+def status(client: Client, stream_id: str, channel: str = CH) -> StreamEntry:
+    handle = client.conn.status(channel, stream_id)
+    client.harness.pump()
+    (entry,) = answer(client, handle).entries
+    return entry
+
+
+def test_status_says_missing_open_ended_failed_or_aborted() -> None:
+    h = HubHarness()
+    ch = h.hub.register(CH)
+    c = h.connect()
+    assert c.conn.peer_features & Feature.QUERIES
+    p = ch.start("open")
+    p.write(b"a")
+    p.write(b"b")
+    ch.start("ended").close()
+    ch.start("failed").fail(1042, "model down")
+    aborted = ch.start("aborted")
+    handle = c.conn.subscribe(CH, "aborted")
+    h.pump()
+    c.conn.cancel(handle)
+    h.pump()
+    assert aborted.aborted
+    assert status(c, "nothing") == StreamEntry("nothing", StreamState.MISSING)
+    assert status(c, "open") == StreamEntry("open", StreamState.OPEN, 0, 1, 2)
+    assert status(c, "ended") == StreamEntry("ended", StreamState.ENDED, 0, 1, 0)
+    assert status(c, "failed") == StreamEntry("failed", StreamState.FAILED, 1042, 1, 0)
+    assert status(c, "aborted") == StreamEntry(
+        "aborted", StreamState.ABORTED, ErrorCode.CANCELLED, 1, 0
+    )
+    assert ch.status("open") == status(c, "open")  # the server's view is the same
+    assert c.conn.handle_state(c.conn.status(CH, "open")) is HState.REQUESTED
+    h.pump()
+
+
+def test_a_listing_is_paged_in_id_order_and_filtered_by_state() -> None:
+    h = HubHarness()
+    ch = h.hub.register(CH)
+    for i in range(7):
+        p = ch.start(f"s{i}")
+        if i % 2:
+            p.close()
+    c = h.connect()
+
+    def page(after: str = "", states: int = 0, limit: int = 3) -> tuple[list[str], str]:
+        handle = c.conn.list_streams(CH, after=after, states=states, limit=limit)
+        h.pump()
+        got = answer(c, handle)
+        return [e.stream_id for e in got.entries], got.next
+
+    assert page() == (["s0", "s1", "s2"], "s2")
+    assert page("s2") == (["s3", "s4", "s5"], "s5")
+    assert page("s5") == (["s6"], "")
+    only_open = 1 << StreamState.OPEN
+    assert page(states=only_open, limit=10) == (["s0", "s2", "s4", "s6"], "")
+    ended = 1 << StreamState.ENDED
+    assert page(states=ended, limit=2) == (["s1", "s3"], "s3")
+    assert ch.list_streams(after="s3", states=ended) == (
+        (StreamEntry("s5", StreamState.ENDED), StreamEntry("s7", StreamState.ENDED))[:1],
+        "",
+    )
+
+
+def test_a_listing_page_is_capped_and_fits_the_smallest_frame() -> None:
+    h = HubHarness()
+    ch = h.hub.register(CH)
+    for i in range(MAX_PAGE + 5):
+        ch.start("x" * 120 + f"{i:05d}")
+    c = h.connect(Config(max_frame_size=16_384))
+    handle = c.conn.list_streams(CH, limit=1000)
+    h.pump()
+    got = answer(c, handle)
+    assert len(got.entries) == MAX_PAGE
+    assert got.next == got.entries[-1].stream_id
+
+
+def test_queries_are_authorized_and_concealed_like_requests() -> None:
+    seen: list[tuple[RequestKind, str]] = []
+
+    def authorize(request: AccessRequest) -> bool | Refuse:
+        seen.append((request.kind, request.stream_id))
+        return request.channel != "demo:secret" or Refuse(ErrorCode.FORBIDDEN, "no")
+
+    h = HubHarness(authorize=authorize)
+    h.hub.register(CH)
+    h.hub.register("demo:secret", ChannelOptions(conceal=True))
+    c = h.connect()
+    c.conn.status(CH, "s")
+    c.conn.list_streams(CH, after="a")
+    c.conn.delete(CH, "s")
+    hidden = c.conn.status("demo:secret", "s")
+    unknown = c.conn.status("demo:nothing", "s")
+    h.pump()
+    assert seen[:3] == [
+        (RequestKind.STATUS, "s"),
+        (RequestKind.LIST, "a"),
+        (RequestKind.DELETE, "s"),
+    ]
+    refusals = [e for e in c.events if isinstance(e, RequestRejected)]
+    assert [r.code for r in refusals] == [
+        ErrorCode.NOT_ALLOWED,  # delete: the channel does not allow it
+        ErrorCode.UNKNOWN_CHANNEL,
+        ErrorCode.UNKNOWN_CHANNEL,
+    ]
+    assert refusals[1].message == refusals[2].message.replace("nothing", "secret")
+    assert [r.handle for r in refusals[1:]] == [hidden, unknown]
+
+
+# -- lifetime: delete and idle TTL --------------------------------------------------------------
+
+
+def read_all(client: Client, handle: int) -> None:
+    """Consume what arrived on ``handle`` until nothing more comes (manual credit)."""
+    consumed = (0, 0)
+    for _ in range(100):
+        got = [e for e in client.of(handle) if isinstance(e, DataReceived)]
+        total = (sum(len(e.chunks) for e in got), sum(len(c) for e in got for c in e.chunks))
+        if total == consumed:
+            return
+        if client.conn.handle_state(handle) is not HState.CLOSED:
+            client.conn.consume(handle, total[0] - consumed[0], total[1] - consumed[1])
+        consumed = total
+        client.harness.pump()
+
+
+def test_delete_ends_the_readers_and_the_producer_and_forgets_the_stream() -> None:
+    h = HubHarness()
+    ch = h.hub.register(CH, ChannelOptions(allow_delete=True))
+    p = ch.start("s")
+    aborts: list[bool] = []
+    p.on_abort = lambda: aborts.append(True)
+    for i in range(5):
+        p.write(b"%d" % i)
+    c = h.connect(Config(auto_credit=False), Config(max_queued_chunks=1))
+    live = c.conn.subscribe(CH, "s", credit_chunks=2)
+    h.pump()
+    handle = c.conn.delete(CH, "s")
+    h.pump()
+    assert answer(c, handle).entries == (StreamEntry("s", StreamState.OPEN, 0, 1, 5),)
+    assert aborts == [True]
+    read_all(c, live)
+    # Seq 3 was queued when the stream was deleted: it still comes, then the error.
+    assert received(c, live) == ([1, 2, 3], [])
+    failed = [e for e in c.of(live) if isinstance(e, StreamFailed)]
+    assert failed == [StreamFailed(live, ErrorCode.STREAM_DELETED, "the stream was deleted", 3)]
+    with pytest.raises(LocalProtocolError) as err:
+        p.write(b"late")
+    assert err.value.code == ErrorCode.STREAM_DELETED
+    assert status(c, "s") == StreamEntry("s", StreamState.MISSING)
+    again = c.conn.subscribe(CH, "s")
+    gone = c.conn.delete(CH, "s")
+    h.pump()
+    assert [e.code for e in c.of(again)] == [ErrorCode.UNKNOWN_STREAM]
+    assert answer(c, gone).entries == (StreamEntry("s", StreamState.MISSING),)
+
+
+def test_deleting_a_finished_stream_ends_its_replaying_readers() -> None:
+    h = HubHarness()
+    ch = h.hub.register(CH)
+    p = ch.start("done")
+    for i in range(10):
+        p.write(b"%d" % i)
+    p.close()
+    c = h.connect(Config(auto_credit=False), Config(max_queued_chunks=1))
+    reader = c.conn.subscribe(CH, "done", credit_chunks=3)
+    h.pump()
+    assert ch.delete("done") == StreamEntry("done", StreamState.ENDED, 0, 1, 10)
+    h.pump()
+    read_all(c, reader)
+    assert received(c, reader) == ([1, 2, 3, 4], [])
+    assert [e for e in c.of(reader) if isinstance(e, StreamFailed)] == [
+        StreamFailed(reader, ErrorCode.STREAM_DELETED, "the stream was deleted", 4)
+    ]
+    assert ch.status("done").state is StreamState.MISSING
+    assert ch.delete("never") == StreamEntry("never", StreamState.MISSING)
+
+
+def test_an_idle_stream_expires_and_each_write_refreshes_its_ttl() -> None:
+    h = HubHarness()
+    ch = h.hub.register(CH, ChannelOptions(idle_ttl=10))
+    p = ch.start("s")
+    aborts: list[bool] = []
+    p.on_abort = lambda: aborts.append(True)
+    c = h.connect()
+    reader = c.conn.subscribe(CH, "s")
+    h.pump()
+    for _ in range(3):
+        h.advance(8)
+        p.write(b"tick")  # refreshed: 24 s in all, never 10 without a write
+    p.write_many([b"a", b"b"])
+    h.advance(9.5)
+    assert not p.closed
+    h.advance(0.5)
+    assert aborts == [True]
+    assert ch.status("s") == StreamEntry("s", StreamState.FAILED, ErrorCode.STREAM_EXPIRED, 1, 5)
+    assert [e for e in c.of(reader) if isinstance(e, StreamFailed)] == [
+        StreamFailed(reader, ErrorCode.STREAM_EXPIRED, "no write for 10 s (idle TTL)", 5)
+    ]
+    with pytest.raises(LocalProtocolError) as err:
+        p.write(b"late")
+    assert err.value.code == ErrorCode.STREAM_EXPIRED
+    q = ch.start("closed-in-time")
+    q.close()
+    h.advance(20)  # its timer finds it closed: nothing happens
+    assert ch.status("closed-in-time").state is StreamState.ENDED

@@ -46,10 +46,13 @@ from ._errors import ErrorCode, LocalProtocolError, StreamProtoError
 from ._events import (
     CancelRequested,
     ConnectionTerminated,
+    DeleteRequested,
     Event,
     HandshakeRequested,
+    ListRequested,
     OpenRequested,
     OverflowWarning,
+    StatusRequested,
     SubscribeRequested,
     Unsubscribed,
     UploadData,
@@ -58,7 +61,7 @@ from ._events import (
     UploadRequested,
     Writable,
 )
-from ._frames import GapReason, OverflowPolicy
+from ._frames import Feature, GapReason, OverflowPolicy, StreamEntry, StreamState
 from ._names import valid_channel, valid_stream_id
 from ._overflow import Overflow, OverflowLog, held_back
 from ._store import (
@@ -101,6 +104,15 @@ _FAILED: Final = WriteResult.FAILED
 
 #: Chunks read from the store per step of a catch-up.
 REPLAY_BATCH = 256
+#: Entries per page of a stream listing at most: 100 entries of the longest ids fit in the
+#: smallest frame any peer accepts (16384 bytes).
+MAX_PAGE = 100
+_DELETED = "the stream was deleted"
+_STATES: Final = {
+    StreamStatus.ENDED: StreamState.ENDED,
+    StreamStatus.FAILED: StreamState.FAILED,
+    StreamStatus.ABORTED: StreamState.ABORTED,
+}
 
 
 class AbortRule(enum.Enum):
@@ -141,6 +153,11 @@ class ChannelOptions:
     #: Run-or-join: an OPEN naming a running stream joins it (subscribed from seq 1, the
     #: handler not called) as if it had the JOIN flag, instead of getting STREAM_EXISTS.
     join_running: bool = False
+    #: Whether clients may delete this channel's streams (DELETE; after authorization).
+    allow_delete: bool = False
+    #: Idle TTL of an open stream, in seconds (0: none): a stream with no write for this long
+    #: fails with STREAM_EXPIRED and its producer's abort signal fires. Each write refreshes it.
+    idle_ttl: float = attrs.field(default=0.0, validator=_non_negative)
     #: What the last subscriber's cancel does.
     on_last_cancel: AbortRule = AbortRule.ABORT
     #: What a subscription of an expired session counts as.
@@ -229,6 +246,7 @@ class _Stream:
         "parked",
         "producer",
         "remote",
+        "touched",
     )
 
     def __init__(self, channel: Channel, key: tuple[str, str], generation: int) -> None:
@@ -245,6 +263,7 @@ class _Stream:
         self.producer: Producer | None = None
         self.closed_at = -1.0
         self.remote = False  # produced in another process (a shared store's stream)
+        self.touched = 0.0  # the time of the last write (with an idle TTL)
 
     def listeners(self) -> int:
         return len(self.live) + len(self.catching) + self.parked
@@ -394,17 +413,27 @@ class Producer:
         if self.on_abort is not None:
             self.on_abort()
 
+    def _end_by_hub(self, code: int, message: str) -> None:
+        """The hub ends an open stream for its own reason (deleted, idle TTL): it fails with
+        ``code``, writes raise it, and the abort signal tells the producer to stop."""
+        outcome = Outcome(StreamStatus.FAILED, code, message)
+        self._hub._store.finish(self._stream.key, self._stream.generation, outcome)
+        self._stop(outcome, f"failed: {message}")
+
     def _listened(self) -> bool:
         return bool(self._stream.listeners())
 
     def _lost(self, code: int, message: str) -> None:
         """The shared store cannot keep the stream (:class:`StoreFailed`): it fails with
         ``code``, writes raise it, and the abort signal tells the producer to stop."""
+        self._stop(Outcome(StreamStatus.FAILED, code, message), f"failed in the store: {message}")
+
+    def _stop(self, outcome: Outcome, because: str) -> None:
         self.aborted = True
         self._closed = True
-        self._closed_code = code
-        self._aborted_because = f"failed in the store: {message}"
-        self._hub._closed_stream(self._stream, Outcome(StreamStatus.FAILED, code, message))
+        self._closed_code = outcome.code
+        self._aborted_because = because
+        self._hub._closed_stream(self._stream, outcome)
         if self.on_abort is not None:
             self.on_abort()
 
@@ -535,6 +564,25 @@ class Channel:
         self._expected[sid] = reader
         return reader
 
+    def status(self, stream_id: str) -> StreamEntry:
+        """The state of ``stream_id`` (MISSING if the channel has no such stream), as a
+        client's ``status`` would see it."""
+        return self._hub._entry(self, stream_id)
+
+    def list_streams(
+        self, *, after: str = "", states: int = 0, limit: int = MAX_PAGE
+    ) -> tuple[tuple[StreamEntry, ...], str]:
+        """A page of the channel's streams: ids after ``after`` in id order, at most ``limit``
+        (and :data:`MAX_PAGE`), whose state is in the mask ``states`` (``1 << StreamState``;
+        0: any); and the cursor of the next page (empty: this is the last)."""
+        return self._hub._list(self, after, states, limit)
+
+    def delete(self, stream_id: str) -> StreamEntry:
+        """Delete ``stream_id``: its readers end with ERROR STREAM_DELETED, its producer's
+        abort signal fires (writes raise STREAM_DELETED) and its history is released, so it
+        is MISSING afterwards. Returns the entry as it was (MISSING: nothing deleted)."""
+        return self._hub._delete(self, stream_id)
+
     def producer(self, stream_id: str) -> Producer | None:
         """The producer of the open stream ``stream_id``, if any."""
         stream = self._open.get(stream_id)
@@ -606,6 +654,15 @@ def _same(owner: object, principal: object) -> bool:
 def _reject_unknown_channel(conn: Connection, handle: int, name: str) -> None:
     # The one reply for an unknown channel: a concealed refusal must be byte-identical to it.
     conn.reject(handle, ErrorCode.UNKNOWN_CHANNEL, f"no channel {name!r}")
+
+
+class _Idle:
+    """The idle-TTL timer of an open stream."""
+
+    __slots__ = ("stream",)
+
+    def __init__(self, stream: _Stream) -> None:
+        self.stream = stream
 
 
 class _Call:
@@ -825,6 +882,8 @@ class Hub:
                 self._expire_session(target)
             elif isinstance(target, _Stream):
                 self._release(target)
+            elif isinstance(target, _Idle):
+                self._idle(target.stream)
             else:
                 call = cast(_Call, target)
                 try:
@@ -853,6 +912,9 @@ class Hub:
         when, _, target = entry
         if isinstance(target, _Session):
             return target.expires_at == when and self._sessions.get(target.token) is target
+        if isinstance(target, _Idle):
+            stream = target.stream
+            return stream.channel._open.get(stream.key[1]) is stream
         if not isinstance(target, _Stream):
             return True  # a call_later callback
         stream = target
@@ -876,6 +938,8 @@ class Hub:
                     self._on_subscribe(peer, event)
                 case OpenRequested():
                     self._on_open(peer, event)
+                case StatusRequested() | ListRequested() | DeleteRequested():
+                    self._on_query(peer, event)
                 case UploadRequested():
                     self._on_upload(peer, event)
                 case CancelRequested() | Unsubscribed():
@@ -990,7 +1054,10 @@ class Hub:
             self._add_timer(session.expires_at, session)
         peer.session = session
         peer.conn.accept_handshake(
-            session_id=session.id, resume_token=session.token, resumed=resumed
+            session_id=session.id,
+            resume_token=session.token,
+            resumed=resumed,
+            features=Feature.QUERIES,
         )
 
     def _on_disconnect(self, peer: Peer) -> None:
@@ -1059,13 +1126,30 @@ class Hub:
         stream = _Stream(channel, key, self._store.acquire(key, channel.options.replay))
         stream.producer = Producer(self, stream)
         channel._open[sid] = stream
+        ttl = channel.options.idle_ttl
+        if ttl:
+            stream.touched = self._clock()
+            self._add_timer(stream.touched + ttl, _Idle(stream))
         return stream.producer
+
+    def _idle(self, stream: _Stream) -> None:
+        """An idle TTL timer of an open stream: expire it, or re-arm from its last write (a
+        write only notes the time, so a busy stream costs one timer per TTL, not per write)."""
+        ttl = stream.channel.options.idle_ttl
+        due = stream.touched + ttl
+        if due > self._clock():
+            self._add_timer(due, _Idle(stream))
+            return
+        producer = cast(Producer, stream.producer)  # a local open stream has one
+        producer._end_by_hub(ErrorCode.STREAM_EXPIRED, f"no write for {ttl:g} s (idle TTL)")
 
     def _write(self, stream: _Stream, chunk: bytes) -> WriteResult:
         size = len(chunk)
         if stream.n_hold:
             stream.blocked = True
             return _BLOCKED
+        if stream.channel.options.idle_ttl:
+            stream.touched = self._clock()
         if stream.n_block:
             for sub in stream.live:
                 if sub.policy is _BLOCK and not sub.peer.conn.has_room(sub.handle, size):
@@ -1163,6 +1247,8 @@ class Hub:
         (_batch_fit), so each takes them as one batch."""
         store = self._store
         extend = self._extend
+        if stream.channel.options.idle_ttl:
+            stream.touched = self._clock()
         if extend is not None:
             last = extend(stream.key, stream.generation, chunks)
         else:
@@ -1354,13 +1440,90 @@ class Hub:
             if not producer.closed:
                 producer.fail(ErrorCode.HANDLER_FAILED, f"{type(exc).__name__}: {exc}")
 
+    # -- queries: status, list, delete (spec section 5.5) -------------------------------------
+
+    def _on_query(
+        self, peer: Peer, event: StatusRequested | ListRequested | DeleteRequested
+    ) -> None:
+        conn = peer.conn
+        handle = event.handle
+        if isinstance(event, ListRequested):
+            channel = self._admit(peer, handle, event.channel, RequestKind.LIST, event)
+            if channel is not None:
+                entries, following = self._list(channel, event.after, event.states, event.limit)
+                conn.answer_streams(handle, entries, following)
+            return
+        kind = RequestKind.STATUS if isinstance(event, StatusRequested) else RequestKind.DELETE
+        channel = self._admit(peer, handle, event.channel, kind, event)
+        if channel is None:
+            return
+        if kind is RequestKind.STATUS:
+            conn.answer_streams(handle, [self._entry(channel, event.stream_id)])
+        elif not channel.options.allow_delete:
+            conn.reject(handle, ErrorCode.NOT_ALLOWED, "this channel does not delete streams")
+        else:
+            try:
+                conn.answer_streams(handle, [self._delete(channel, event.stream_id)])
+            except StreamProtoError as exc:
+                conn.reject(handle, exc.code, exc.message)
+
+    def _entry(self, channel: Channel, stream_id: str) -> StreamEntry:
+        stream = channel._stream(stream_id)
+        info = None if stream is None else self._store.status(stream.key)
+        if info is None:
+            return StreamEntry(stream_id, StreamState.MISSING)
+        outcome = info.outcome
+        if outcome is None:
+            return StreamEntry(stream_id, StreamState.OPEN, 0, info.first_seq, info.last_seq)
+        state = _STATES[outcome.status]
+        return StreamEntry(stream_id, state, outcome.code, info.first_seq, info.last_seq)
+
+    def _list(
+        self, channel: Channel, after: str, states: int, limit: int
+    ) -> tuple[tuple[StreamEntry, ...], str]:
+        # Sorting every id per page costs O(n log n) for n streams of the channel, which
+        # max_streams and max_closed_streams bound; the cursor is an id, so a page is exact
+        # however streams come and go between pages (none twice, none skipped that stayed).
+        limit = min(limit, MAX_PAGE)
+        page: list[StreamEntry] = []
+        for sid in sorted(channel._open.keys() | channel._closed.keys()):
+            if sid <= after:
+                continue
+            entry = self._entry(channel, sid)
+            if states and not states & (1 << entry.state):
+                continue
+            if len(page) == limit:
+                return tuple(page), page[-1].stream_id
+            page.append(entry)
+        return tuple(page), ""
+
+    def _delete(self, channel: Channel, stream_id: str) -> StreamEntry:
+        entry = self._entry(channel, stream_id)
+        stream = channel._stream(stream_id)
+        if stream is None:
+            return entry
+        if stream.remote:
+            raise LocalProtocolError(ErrorCode.NOT_ALLOWED, "the stream is another process's")
+        if stream.producer is not None and not stream.producer.closed:
+            stream.producer._end_by_hub(ErrorCode.STREAM_DELETED, _DELETED)
+        outcome = Outcome(StreamStatus.FAILED, ErrorCode.STREAM_DELETED, _DELETED)
+        for sub in [*stream.live, *stream.catching]:  # readers of its history too
+            self._send_outcome(sub, outcome)
+        self._release(stream)
+        return entry
+
     def _admit(
         self,
         peer: Peer,
         handle: int,
         name: str,
         kind: RequestKind,
-        event: SubscribeRequested | OpenRequested | UploadRequested,
+        event: SubscribeRequested
+        | OpenRequested
+        | UploadRequested
+        | StatusRequested
+        | ListRequested
+        | DeleteRequested,
     ) -> Channel | None:
         """The channel a request names, if it exists and the request is authorized; else
         the request is rejected here, before anything about the stream is revealed."""
@@ -1372,8 +1535,9 @@ class Hub:
         hook = channel.authorize or self._authorize
         if hook is None:
             return channel
-        args = b"" if isinstance(event, SubscribeRequested) else event.args
-        request = AccessRequest(peer.principal, kind, name, event.stream_id, args)
+        args = event.args if isinstance(event, OpenRequested | UploadRequested) else b""
+        sid = event.after if isinstance(event, ListRequested) else event.stream_id
+        request = AccessRequest(peer.principal, kind, name, sid, args)
         refusal = _access.authorize(hook, request)
         if refusal is None:
             return channel

@@ -42,6 +42,7 @@ from .._frames import (
     MAX_FRAME_SIZE_LIMIT,
     PROTOCOL_VERSION,
     Data,
+    Feature,
     Frame,
     FrameDecoder,
     GapReason,
@@ -325,11 +326,13 @@ class ConnectionPair:
         resume_token: str = "token",  # noqa: S107 - an opaque test value
         *,
         resumed: bool = False,
+        features: Feature = Feature.QUERIES,
     ) -> Transfer:
-        """HELLO, then ``accept_handshake``, then WELCOME, checking both events."""
+        """HELLO, then ``accept_handshake`` (announcing ``features``), then WELCOME,
+        checking both events."""
         first = self._hello()
         self.server.accept_handshake(
-            session_id=session_id, resume_token=resume_token, resumed=resumed
+            session_id=session_id, resume_token=resume_token, resumed=resumed, features=features
         )
         second = self.transfer()
         completed = second.client[0] if len(second.client) == 1 else None
