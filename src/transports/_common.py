@@ -58,14 +58,18 @@ from streamproto import (
     RequestRejected,
     Role,
     StreamEnded,
+    StreamEntry,
     StreamFailed,
     StreamProtoError,
+    StreamsReceived,
+    StreamState,
     UploadCancelled,
     UploadReader,
     Writable,
     WriteResult,
     is_retryable,
 )
+from streamproto._frames import QueryOp
 from streamproto._http import HttpOptions
 from streamproto._overflow import OverflowLog, held_back
 
@@ -86,12 +90,14 @@ __all__ = [
     "Gap",
     "GapError",
     "ProducerBase",
+    "QueryCore",
     "ServerBase",
     "ServerDriver",
     "ServerUploadBase",
     "Side",
     "Stepping",
     "StreamError",
+    "StreamPage",
     "SubscriptionBase",
     "SubscriptionCore",
     "UploadBase",
@@ -898,6 +904,51 @@ class UploadCore:
         self.notify()
 
 
+@attrs.frozen
+class StreamPage:
+    """A page of a channel's streams (``client.list_streams``): ``entries`` in id order, and
+    ``next``, the cursor to pass as ``after`` for the next page (empty: this is the last)."""
+
+    entries: tuple[StreamEntry, ...]
+    next: str
+
+
+def state_mask(status: StreamState | Iterable[StreamState] | None) -> int:
+    """The LIST filter for ``status``: one state, several, or None for every state."""
+    if status is None:
+        return 0
+    states = [status] if isinstance(status, StreamState) else list(status)
+    return sum(1 << StreamState(s) for s in set(states))
+
+
+class QueryCore:
+    """One status, list or delete request of a client, until its answer (or failure)."""
+
+    def __init__(self) -> None:
+        self.answer: StreamsReceived | None = None
+        self.error: StreamError | None = None
+        self.notify: Callable[[], None] = lambda: None
+
+    @property
+    def done(self) -> bool:
+        return self.answer is not None or self.error is not None
+
+    def entry(self) -> StreamEntry:
+        """The one entry of a status or delete answer (raises the failure)."""
+        return self.page().entries[0]
+
+    def page(self) -> StreamPage:
+        """The answer as a page (raises the failure)."""
+        if self.error is not None:
+            raise self.error
+        answer = cast(StreamsReceived, self.answer)  # done: one or the other
+        return StreamPage(answer.entries, answer.next)
+
+    def _finish(self, answer: StreamsReceived | None, error: StreamError | None) -> None:
+        self.answer, self.error = answer, error
+        self.notify()
+
+
 class ClientCore(Stepping):
     """The client's shared state: the current connection, subscriptions, uploads, resume.
 
@@ -951,6 +1002,7 @@ class ClientCore(Stepping):
         self._subs: dict[int, SubscriptionCore] = {}
         self._pending: list[SubscriptionCore] = []
         self._uploads: dict[int, UploadCore] = {}
+        self._queries: dict[int, QueryCore] = {}
         self._ending: set[UploadCore] = set()  # ended or failed uploads still draining
         self.on_ready: Callable[[], None] = lambda: None
 
@@ -1078,6 +1130,10 @@ class ClientCore(Stepping):
         for upload in list(self._uploads.values()):
             upload._fail(lost)
         self._uploads.clear()
+        queries = list(self._queries.values())  # a query is not repeated: it fails
+        self._queries.clear()
+        for q in queries:
+            q._finish(None, lost)
         subs = list(self._subs.values())
         self._subs.clear()
         for sub in subs:
@@ -1166,6 +1222,33 @@ class ClientCore(Stepping):
             raise StreamError(exc.code, "no handles left: retry once reconnected") from None
         self._uploads[up.handle] = up
         return up
+
+    def query(
+        self,
+        op: QueryOp,
+        channel: str,
+        stream_id: str,
+        *,
+        states: int = 0,
+        limit: int = 100,
+        notify: Callable[[], None],
+    ) -> QueryCore:
+        """A status, list or delete request (requires a ready connection). ``stream_id`` is
+        the LIST cursor for a listing."""
+        self._check_usable()
+        conn = self.conn
+        if conn is None or not self.ready or conn.state is not ConnState.OPEN:
+            raise ConnectionLost(ErrorCode.CONNECTION_LOST, "not connected")
+        if op is QueryOp.STATUS:
+            handle = conn.status(channel, stream_id)
+        elif op is QueryOp.LIST:
+            handle = conn.list_streams(channel, after=stream_id, states=states, limit=limit)
+        else:
+            handle = conn.delete(channel, stream_id)
+        q = QueryCore()
+        q.notify = notify
+        self._queries[handle] = q
+        return q
 
     def _check_usable(self) -> None:
         if self.failure is not None:
@@ -1260,8 +1343,16 @@ class ClientCore(Stepping):
                     sub.notify()
             elif isinstance(event, RequestAccepted):
                 self._on_accepted(event)
+            elif isinstance(event, StreamsReceived):
+                self._queries.pop(event.handle)._finish(event, None)
             elif isinstance(event, StreamEnded | StreamFailed | RequestRejected):
                 sub = subs.pop(event.handle, None)
+                if isinstance(event, RequestRejected) and event.handle in self._queries:
+                    # a refused status, list or delete
+                    self._queries.pop(event.handle)._finish(
+                        None, StreamError(event.code, event.message)
+                    )
+                    continue
                 if sub is None:
                     up = self._uploads.pop(event.handle, None)
                     if up is not None and isinstance(event, RequestRejected):
@@ -1771,6 +1862,25 @@ class ClientBase(abc.ABC, Generic[_S, _SG]):
         """The client's counters (a snapshot)."""
         with self._lock:
             return self.core.statistics()
+
+    def _query(
+        self,
+        op: QueryOp,
+        channel: str,
+        stream_id: str,
+        status: StreamState | Iterable[StreamState] | None,
+        *,
+        limit: int,
+        notify: Callable[[], None],
+    ) -> QueryCore:
+        """Send a status, list or delete request (the backend waited for a ready connection
+        and waits for ``done``)."""
+        with self._lock:
+            q = self.core.query(
+                op, channel, stream_id, states=state_mask(status), limit=limit, notify=notify
+            )
+            self._wake()
+            return q
 
     @abc.abstractmethod
     def _wake(self) -> None:

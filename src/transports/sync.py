@@ -23,11 +23,22 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
-from streamproto import Config, ErrorCode, HttpOptions, Hub, Producer, UploadReader, WriteResult
+from streamproto import (
+    Config,
+    ErrorCode,
+    HttpOptions,
+    Hub,
+    Producer,
+    StreamEntry,
+    StreamState,
+    UploadReader,
+    WriteResult,
+)
+from streamproto._frames import QueryOp
 
 from ._common import (
     FLUSH_SLICE,
@@ -36,10 +47,12 @@ from ._common import (
     ClientCore,
     Gap,
     ProducerBase,
+    QueryCore,
     ServerBase,
     ServerUploadBase,
     Side,
     StreamError,
+    StreamPage,
     SubscriptionBase,
     SubscriptionCore,
     UploadBase,
@@ -707,6 +720,46 @@ class Client(ClientBase[Subscription[bytes], Subscription[bytes | Gap]]):
                 return _dial(core.url, self._timeout)
             except OSError:
                 continue
+
+    def status(self, channel: str, stream_id: str) -> StreamEntry:
+        """The state of ``channel``/``stream_id`` without subscribing: MISSING, OPEN (with
+        its seqs), ENDED, FAILED or ABORTED (with the code). Raises :class:`StreamError`
+        if the server refuses (FORBIDDEN, UNKNOWN_CHANNEL...)."""
+        return self._ask(QueryOp.STATUS, channel, stream_id).entry()
+
+    def list_streams(
+        self,
+        channel: str,
+        *,
+        status: StreamState | Iterable[StreamState] | None = None,
+        after: str = "",
+        limit: int = 100,
+    ) -> StreamPage:
+        """A page of ``channel``'s streams in id order after ``after``, those in ``status``
+        (one state or several; None: all), at most ``limit``; pass ``page.next`` as
+        ``after`` for the next page (empty: none)."""
+        return self._ask(QueryOp.LIST, channel, after, status, limit).page()
+
+    def delete(self, channel: str, stream_id: str) -> StreamEntry:
+        """Delete ``channel``/``stream_id`` (if the channel lets clients delete): its
+        readers end with STREAM_DELETED. Returns the entry as it was."""
+        return self._ask(QueryOp.DELETE, channel, stream_id).entry()
+
+    def _ask(
+        self,
+        op: QueryOp,
+        channel: str,
+        stream_id: str,
+        status: StreamState | Iterable[StreamState] | None = None,
+        limit: int = 100,
+    ) -> QueryCore:
+        self._wait_ready(self._timeout)
+        cond = threading.Condition(self._lock)
+        q = self._query(op, channel, stream_id, status, limit=limit, notify=cond.notify_all)
+        with cond:
+            if not cond.wait_for(lambda: q.done, self._timeout):
+                raise TimeoutError("no answer in time")
+        return q
 
     def _wait_ready(self, timeout: float | None = None) -> None:
         core = self.core
