@@ -6,7 +6,8 @@ The answer has an id the application derives from the question (here ``answer-42
 tab opens ``llm:answers`` with that id and ``join=True``: the first OPEN starts the producer,
 the second finds it running and joins it from its first token instead of failing with
 STREAM_EXISTS, so the model runs once. ``subscription.joined`` tells each tab which happened.
-An OPEN's own stream is lossless by default, so both tabs get every token.
+An OPEN's own stream is lossless by default, so both tabs get every token. Then a status
+query tells whether the answer is done, without subscribing to it.
 """
 
 from __future__ import annotations
@@ -47,10 +48,18 @@ async def main(transport: str, tokens: int, quiet: bool = False) -> dict[str, ob
 
     (joined1, got1), (joined2, got2) = await asyncio.gather(tab(0, 0.0), tab(1, 0.02))
     say(f"the model ran {len(runs)} time(s); both tabs got the same {len(got1)} tokens")
+    # A third tab only wants to know whether the answer is ready: no subscription needed.
+    entry = await tabs[0].status("llm:answers", ANSWER_ID)
+    say(f"status of {ANSWER_ID}: {entry.state.name}, {entry.last_seq} tokens")
     for client in tabs:
         await client.close()
     await server.shutdown(timeout=1.0)
-    return {"runs": len(runs), "joined": [joined1, joined2], "tabs": [got1, got2]}
+    return {
+        "runs": len(runs),
+        "joined": [joined1, joined2],
+        "tabs": [got1, got2],
+        "status": (entry.state.name, entry.last_seq),
+    }
 
 
 if __name__ == "__main__":

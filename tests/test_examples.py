@@ -83,6 +83,7 @@ def test_shared_answer_runs_the_model_once_for_two_tabs(transport: str) -> None:
     assert result["joined"] == [False, True]
     want = [b"token-%d " % i for i in range(30)]
     assert result["tabs"] == [want, want]
+    assert result["status"] == ("ENDED", 30)
 
 
 # -- log_tail -----------------------------------------------------------------------------------
