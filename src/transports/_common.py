@@ -81,6 +81,7 @@ from .trace import FrameTap, Tracer
 
 __all__ = [
     "FLUSH_SLICE",
+    "AsyncQueries",
     "Backoff",
     "ClientBase",
     "ClientCore",
@@ -91,6 +92,7 @@ __all__ = [
     "GapError",
     "ProducerBase",
     "QueryCore",
+    "QueryRequest",
     "ServerBase",
     "ServerDriver",
     "ServerUploadBase",
@@ -905,6 +907,18 @@ class UploadCore:
 
 
 @attrs.frozen
+class QueryRequest:
+    """A status, list or delete request, as a client's call makes it (``stream_id`` is the
+    cursor of a listing; ``states`` its filter mask)."""
+
+    op: QueryOp
+    channel: str
+    stream_id: str
+    states: int = 0
+    limit: int = 100
+
+
+@attrs.frozen
 class StreamPage:
     """A page of a channel's streams (``client.list_streams``): ``entries`` in id order, and
     ``next``, the cursor to pass as ``after`` for the next page (empty: this is the last)."""
@@ -1223,18 +1237,9 @@ class ClientCore(Stepping):
         self._uploads[up.handle] = up
         return up
 
-    def query(
-        self,
-        op: QueryOp,
-        channel: str,
-        stream_id: str,
-        *,
-        states: int = 0,
-        limit: int = 100,
-        notify: Callable[[], None],
-    ) -> QueryCore:
-        """A status, list or delete request (requires a ready connection). ``stream_id`` is
-        the LIST cursor for a listing."""
+    def query(self, request: QueryRequest, notify: Callable[[], None]) -> QueryCore:
+        """A status, list or delete request (requires a ready connection)."""
+        op, channel, stream_id = request.op, request.channel, request.stream_id
         self._check_usable()
         conn = self.conn
         if conn is None or not self.ready or conn.state is not ConnState.OPEN:
@@ -1242,7 +1247,9 @@ class ClientCore(Stepping):
         if op is QueryOp.STATUS:
             handle = conn.status(channel, stream_id)
         elif op is QueryOp.LIST:
-            handle = conn.list_streams(channel, after=stream_id, states=states, limit=limit)
+            handle = conn.list_streams(
+                channel, after=stream_id, states=request.states, limit=request.limit
+            )
         else:
             handle = conn.delete(channel, stream_id)
         q = QueryCore()
@@ -1863,22 +1870,11 @@ class ClientBase(abc.ABC, Generic[_S, _SG]):
         with self._lock:
             return self.core.statistics()
 
-    def _query(
-        self,
-        op: QueryOp,
-        channel: str,
-        stream_id: str,
-        status: StreamState | Iterable[StreamState] | None,
-        *,
-        limit: int,
-        notify: Callable[[], None],
-    ) -> QueryCore:
+    def _query(self, request: QueryRequest, notify: Callable[[], None]) -> QueryCore:
         """Send a status, list or delete request (the backend waited for a ready connection
         and waits for ``done``)."""
         with self._lock:
-            q = self.core.query(
-                op, channel, stream_id, states=state_mask(status), limit=limit, notify=notify
-            )
+            q = self.core.query(request, notify)
             self._wake()
             return q
 
@@ -1889,6 +1885,40 @@ class ClientBase(abc.ABC, Generic[_S, _SG]):
     @abc.abstractmethod
     def _subscription(self, core: SubscriptionCore) -> _S | _SG:
         """Supplied by each backend."""
+
+
+class AsyncQueries(abc.ABC):
+    """The status, list and delete calls of the asyncio and trio clients; each supplies
+    ``_ask``: wait for a ready connection, send the query, wait for its answer."""
+
+    async def status(self, channel: str, stream_id: str) -> StreamEntry:
+        """The state of ``channel``/``stream_id`` without subscribing: MISSING, OPEN (with
+        its seqs), ENDED, FAILED or ABORTED (with the code). Raises :class:`StreamError`
+        if the server refuses (FORBIDDEN, UNKNOWN_CHANNEL...)."""
+        return (await self._ask(QueryRequest(QueryOp.STATUS, channel, stream_id))).entry()
+
+    async def list_streams(
+        self,
+        channel: str,
+        *,
+        status: StreamState | Iterable[StreamState] | None = None,
+        after: str = "",
+        limit: int = 100,
+    ) -> StreamPage:
+        """A page of ``channel``'s streams in id order after ``after``, those in ``status``
+        (one state or several; None: all), at most ``limit``; pass ``page.next`` as
+        ``after`` for the next page (empty: none)."""
+        request = QueryRequest(QueryOp.LIST, channel, after, state_mask(status), limit)
+        return (await self._ask(request)).page()
+
+    async def delete(self, channel: str, stream_id: str) -> StreamEntry:
+        """Delete ``channel``/``stream_id`` (if the channel lets clients delete): its
+        readers end with STREAM_DELETED. Returns the entry as it was."""
+        return (await self._ask(QueryRequest(QueryOp.DELETE, channel, stream_id))).entry()
+
+    @abc.abstractmethod
+    async def _ask(self, request: QueryRequest) -> QueryCore:
+        """Supplied by each async backend."""
 
 
 class SubscriptionBase(Generic[_T]):

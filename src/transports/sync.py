@@ -48,6 +48,7 @@ from ._common import (
     Gap,
     ProducerBase,
     QueryCore,
+    QueryRequest,
     ServerBase,
     ServerUploadBase,
     Side,
@@ -62,6 +63,7 @@ from ._common import (
     log,
     parse_url,
     read_upload,
+    state_mask,
 )
 from .trace import Tracer
 
@@ -722,10 +724,8 @@ class Client(ClientBase[Subscription[bytes], Subscription[bytes | Gap]]):
                 continue
 
     def status(self, channel: str, stream_id: str) -> StreamEntry:
-        """The state of ``channel``/``stream_id`` without subscribing: MISSING, OPEN (with
-        its seqs), ENDED, FAILED or ABORTED (with the code). Raises :class:`StreamError`
-        if the server refuses (FORBIDDEN, UNKNOWN_CHANNEL...)."""
-        return self._ask(QueryOp.STATUS, channel, stream_id).entry()
+        """As the async clients' ``status``, blocking (at most the client's timeout)."""
+        return self._ask(QueryRequest(QueryOp.STATUS, channel, stream_id)).entry()
 
     def list_streams(
         self,
@@ -735,27 +735,19 @@ class Client(ClientBase[Subscription[bytes], Subscription[bytes | Gap]]):
         after: str = "",
         limit: int = 100,
     ) -> StreamPage:
-        """A page of ``channel``'s streams in id order after ``after``, those in ``status``
-        (one state or several; None: all), at most ``limit``; pass ``page.next`` as
-        ``after`` for the next page (empty: none)."""
-        return self._ask(QueryOp.LIST, channel, after, status, limit).page()
+        """As the async clients' ``list_streams``, blocking."""
+        return self._ask(
+            QueryRequest(QueryOp.LIST, channel, after, state_mask(status), limit)
+        ).page()
 
     def delete(self, channel: str, stream_id: str) -> StreamEntry:
-        """Delete ``channel``/``stream_id`` (if the channel lets clients delete): its
-        readers end with STREAM_DELETED. Returns the entry as it was."""
-        return self._ask(QueryOp.DELETE, channel, stream_id).entry()
+        """As the async clients' ``delete``, blocking."""
+        return self._ask(QueryRequest(QueryOp.DELETE, channel, stream_id)).entry()
 
-    def _ask(
-        self,
-        op: QueryOp,
-        channel: str,
-        stream_id: str,
-        status: StreamState | Iterable[StreamState] | None = None,
-        limit: int = 100,
-    ) -> QueryCore:
+    def _ask(self, request: QueryRequest) -> QueryCore:
         self._wait_ready(self._timeout)
         cond = threading.Condition(self._lock)
-        q = self._query(op, channel, stream_id, status, limit=limit, notify=cond.notify_all)
+        q = self._query(request, cond.notify_all)
         with cond:
             if not cond.wait_for(lambda: q.done, self._timeout):
                 raise TimeoutError("no answer in time")

@@ -19,7 +19,7 @@ import functools
 import math
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
@@ -31,15 +31,13 @@ from streamproto import (
     HttpOptions,
     Hub,
     Producer,
-    StreamEntry,
-    StreamState,
     UploadReader,
     WriteResult,
 )
-from streamproto._frames import QueryOp
 
 from ._common import (
     FLUSH_SLICE,
+    AsyncQueries,
     Backoff,
     ClientBase,
     ClientCore,
@@ -47,12 +45,12 @@ from ._common import (
     Pacer,
     ProducerBase,
     QueryCore,
+    QueryRequest,
     ServerBase,
     ServerDriver,
     ServerUploadBase,
     Side,
     StreamError,
-    StreamPage,
     SubscriptionBase,
     SubscriptionCore,
     UploadBase,
@@ -547,7 +545,7 @@ class Upload(UploadBase):
                 raise core.error
 
 
-class Client(ClientBase[Subscription[bytes], Subscription[bytes | Gap]]):
+class Client(ClientBase[Subscription[bytes], Subscription[bytes | Gap]], AsyncQueries):
     """A connection to a streamproto server that reconnects and resumes (from :func:`connect`)."""
 
     def __init__(self, core: ClientCore) -> None:
@@ -586,41 +584,10 @@ class Client(ClientBase[Subscription[bytes], Subscription[bytes | Gap]]):
             except OSError:
                 continue
 
-    async def status(self, channel: str, stream_id: str) -> StreamEntry:
-        """The state of ``channel``/``stream_id`` without subscribing: MISSING, OPEN (with
-        its seqs), ENDED, FAILED or ABORTED (with the code). Raises :class:`StreamError`
-        if the server refuses (FORBIDDEN, UNKNOWN_CHANNEL...)."""
-        return (await self._ask(QueryOp.STATUS, channel, stream_id)).entry()
-
-    async def list_streams(
-        self,
-        channel: str,
-        *,
-        status: StreamState | Iterable[StreamState] | None = None,
-        after: str = "",
-        limit: int = 100,
-    ) -> StreamPage:
-        """A page of ``channel``'s streams in id order after ``after``, those in ``status``
-        (one state or several; None: all), at most ``limit``; pass ``page.next`` as
-        ``after`` for the next page (empty: none)."""
-        return (await self._ask(QueryOp.LIST, channel, after, status, limit)).page()
-
-    async def delete(self, channel: str, stream_id: str) -> StreamEntry:
-        """Delete ``channel``/``stream_id`` (if the channel lets clients delete): its
-        readers end with STREAM_DELETED. Returns the entry as it was."""
-        return (await self._ask(QueryOp.DELETE, channel, stream_id)).entry()
-
-    async def _ask(
-        self,
-        op: QueryOp,
-        channel: str,
-        stream_id: str,
-        status: StreamState | Iterable[StreamState] | None = None,
-        limit: int = 100,
-    ) -> QueryCore:
+    async def _ask(self, request: QueryRequest) -> QueryCore:
         await self._wait_ready()
         wake = _Wake()
-        q = self._query(op, channel, stream_id, status, limit=limit, notify=wake.set)
+        q = self._query(request, wake.set)
         while not q.done:
             await wake.wait()
         return q
