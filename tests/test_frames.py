@@ -823,3 +823,11 @@ def test_an_oversize_handshake_frame_is_refused_from_its_type_byte(
     # Another type with the same length only waits for its body.
     other = struct.pack(">IBBI", MAX_HANDSHAKE_BODY + 1, FrameType.PING, 0, 0)
     assert FrameDecoder(MAX_FRAME_SIZE_LIMIT).feed(other[:cut]) == []
+
+
+def test_a_streams_answer_is_a_tuple_of_at_most_u16_entries() -> None:
+    entry = StreamEntry("s", StreamState.OPEN)
+    with pytest.raises(ValueError, match="at most"):
+        Streams(1, [entry])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="at most"):
+        Streams(1, (entry,) * (U16 + 1))

@@ -400,6 +400,7 @@ def test_queries_are_authorized_and_concealed_like_requests() -> None:
     c.conn.delete(CH, "s")
     hidden = c.conn.status("demo:secret", "s")
     unknown = c.conn.status("demo:nothing", "s")
+    hidden_list = c.conn.list_streams("demo:secret")
     h.pump()
     assert seen[:3] == [
         (RequestKind.STATUS, "s"),
@@ -411,9 +412,10 @@ def test_queries_are_authorized_and_concealed_like_requests() -> None:
         ErrorCode.NOT_ALLOWED,  # delete: the channel does not allow it
         ErrorCode.UNKNOWN_CHANNEL,
         ErrorCode.UNKNOWN_CHANNEL,
+        ErrorCode.UNKNOWN_CHANNEL,
     ]
     assert refusals[1].message == refusals[2].message.replace("nothing", "secret")
-    assert [r.handle for r in refusals[1:]] == [hidden, unknown]
+    assert [r.handle for r in refusals[1:]] == [hidden, unknown, hidden_list]
 
 
 # -- lifetime: delete and idle TTL --------------------------------------------------------------
@@ -513,3 +515,27 @@ def test_an_idle_stream_expires_and_each_write_refreshes_its_ttl() -> None:
     q.close()
     h.advance(20)  # its timer finds it closed: nothing happens
     assert ch.status("closed-in-time").state is StreamState.ENDED
+
+
+def test_a_block_subscriber_parked_while_catching_up_keeps_holding_and_loses_nothing() -> None:
+    h = HubHarness()
+    ch = h.hub.register(CH)
+    p = ch.start("s")
+    for i in range(600):
+        p.write(b"h%d" % i)
+    client, server = Config(auto_credit=False), Config(session_grace=10)
+    a = h.connect(client, server)
+    handle = a.conn.subscribe(CH, "s", policy=OverflowPolicy.BLOCK)
+    h.pump()
+    assert received(a, handle)[0] == list(range(1, 257))  # catching up: 257.. wait for credit
+    a.disconnect()  # parked while catching up: still holding
+    assert p.write(b"live") is WriteResult.BLOCKED
+    assert p.write_many([b"a", b"b"]) == (0, WriteResult.BLOCKED)
+    b = h.connect(client, server, resume_token=a.handshake.resume_token)
+    again = b.conn.subscribe(CH, "s", after_seq=256)  # DEFAULT: keeps BLOCK
+    h.pump()
+    read_all(b, again)
+    assert received(b, again) == (list(range(257, 601)), [])
+    assert p.write(b"live") is WriteResult.ACCEPTED
+    h.pump()
+    assert received(b, again)[0][-1] == 601
