@@ -411,9 +411,16 @@ class HubMachine(RuleBasedStateMachine):
         writes=st.integers(0, 4),
         then=st.sampled_from([b"", b"c", b"r"]),
         policy=st.sampled_from(POLICIES),
+        join=st.booleans(),
     )
     def open(
-        self, data: st.DataObject, sid: str | None, writes: int, then: bytes, policy: Any
+        self,
+        data: st.DataObject,
+        sid: str | None,
+        writes: int,
+        then: bytes,
+        policy: Any,
+        join: bool,
     ) -> None:
         slot = self.slots[data.draw(st.sampled_from(self.live_slots()))]
         channel = data.draw(st.sampled_from(sorted(CHANNELS)))
@@ -422,7 +429,7 @@ class HubMachine(RuleBasedStateMachine):
         current = self.streams.get((channel, sid or ""))
         refused = current is not None and current.outcome is None
         handle = client.conn.open(
-            channel, b"%d" % writes + then, stream_id=sid or "", policy=policy
+            channel, b"%d" % writes + then, stream_id=sid or "", policy=policy, join=join
         )
         before = len(self.opened)
         # An OPEN that asks for DEFAULT gets the channel's open_policy: BLOCK (R-OVF-1).
@@ -431,7 +438,9 @@ class HubMachine(RuleBasedStateMachine):
         )
         self.h.pump()
         if refused:
-            assert len(self.opened) == before
+            assert len(self.opened) == before  # refused, or joined: the handler runs once
+            if join:  # run-or-join: a reader of the running stream from seq 1 (R-JOIN-1)
+                sub.stream = current
         else:
             (producer,) = self.opened[before:]
             key = (channel, producer.stream_id)
