@@ -143,8 +143,11 @@ class ClientUnderTest(Protocol):
         """Open a stream with ``args`` (and ``stream_id``, ``join`` as the client's ``open``
         takes them) and start iterating at once."""
 
-    def raw_open(self, channel: str, args: bytes) -> Any:
-        """Open without iterating (a requester that has not read yet)."""
+    def raw_open(
+        self, channel: str, args: bytes, *, stream_id: str = "", join: bool = False
+    ) -> Any:
+        """Open without iterating (a requester that has not read yet); the result has
+        ``joined`` once accepted."""
 
     def status(self, channel: str, stream_id: str) -> Any:
         """The client's ``status``: an entry with ``state``, ``code``, ``first_seq`` and
@@ -448,10 +451,12 @@ def _run_or_join(make: PairFactory) -> None:
     with make(PairOptions()) as (_server, client):
         first = client.open("test:open", b"300:1", stream_id="shared", join=True)
         _expect(len(first.take(20)) == 20, "the first requester reads")
-        second = client.open("test:open", b"300:1", stream_id="shared", join=True)
+        second = client.raw_open("test:open", b"300:1", stream_id="shared", join=True)
+        _expect(client.wait_accepted(second) == "shared", "the joiner is accepted")
+        _expect(second.joined, "the joiner's ACCEPT says JOINED")
         want = [b"%d" % i for i in range(300)]
-        rest = second.rest()
-        _expect(second.error is None, f"the joiner is not refused: {second.error!r}")
+        rest, error = client.collect(second)
+        _expect(error is None, f"the joiner ends normally, not {error!r}")
         _expect(rest == want, "the joiner reads the whole stream from seq 1")
         _expect(first.rest() == want[20:], "the first requester reads the rest")
         _expect(first.error is None, f"a normal end, not {first.error!r}")
