@@ -426,3 +426,19 @@ def test_a_memory_store_is_not_shared_and_counts_no_followers() -> None:
     store = MemoryStore()
     assert store.shared is False
     assert store.followers((CH, "s1")) == 0
+
+
+def test_a_stream_another_process_produces_cannot_be_deleted_here() -> None:
+    # Delete acts on this process's streams (spec §17): B follows A's stream, and refuses.
+    d = Deployment(ChannelOptions(allow_delete=True))
+    producer = d.a.hub.channel(CH).start("s1")  # type: ignore[union-attr]
+    producer.write(b"x")
+    reader = d.b.connect()
+    reader.conn.subscribe(CH, "s1")
+    d.carry()
+    handle = reader.conn.delete(CH, "s1")
+    d.b.pump()
+    assert reader.of(handle) == [
+        RequestRejected(handle, ErrorCode.NOT_ALLOWED, "the stream is another process's")
+    ]
+    assert not producer.closed

@@ -50,10 +50,13 @@ from ._errors import ErrorCode, ErrorKind, LocalProtocolError, StreamProtoError,
 from ._events import (
     CancelRequested,
     ConnectionTerminated,
+    DeleteRequested,
     Event,
     HandshakeRequested,
+    ListRequested,
     OpenRequested,
     OverflowWarning,
+    StatusRequested,
     SubscribeRequested,
     Unsubscribed,
     UploadData,
@@ -62,7 +65,7 @@ from ._events import (
     UploadRequested,
     Writable,
 )
-from ._frames import GapReason, OverflowPolicy
+from ._frames import Feature, GapReason, OverflowPolicy, StreamEntry, StreamState
 from ._names import valid_channel, valid_stream_id
 from ._overflow import Overflow, OverflowLog, held_back
 from ._state import ConnState
@@ -110,6 +113,15 @@ _FAILED: Final = WriteResult.FAILED
 
 #: Chunks read from the store per step of a catch-up.
 REPLAY_BATCH = 256
+#: Entries per page of a stream listing at most: 100 entries of the longest ids fit in the
+#: smallest frame any peer accepts (16384 bytes).
+MAX_PAGE = 100
+_DELETED = "the stream was deleted"
+_STATES: Final = {
+    StreamStatus.ENDED: StreamState.ENDED,
+    StreamStatus.FAILED: StreamState.FAILED,
+    StreamStatus.ABORTED: StreamState.ABORTED,
+}
 
 
 class AbortRule(enum.Enum):
@@ -169,8 +181,20 @@ class ChannelOptions:
     retention: float = attrs.field(default=60.0, validator=_non_negative)
     #: Finished streams remembered at most; the oldest is released first.
     max_closed_streams: int = attrs.field(default=1024, validator=_non_negative)
-    #: Policy for subscriptions that ask for DEFAULT.
+    #: Policy for subscriptions (SUBSCRIBE) that ask for DEFAULT.
     default_policy: OverflowPolicy = OverflowPolicy.DROP_OLDEST
+    #: Policy for OPEN requests that ask for DEFAULT. BLOCK, because the stream an OPEN
+    #: starts has one reader who asked for every chunk of it: a requester slightly slower
+    #: than its producer would otherwise lose most of the stream as one overflow gap.
+    open_policy: OverflowPolicy = OverflowPolicy.BLOCK
+    #: Run-or-join: an OPEN naming a running stream joins it (subscribed from seq 1, the
+    #: handler not called) as if it had the JOIN flag, instead of getting STREAM_EXISTS.
+    join_running: bool = False
+    #: Whether clients may delete this channel's streams (DELETE; after authorization).
+    allow_delete: bool = False
+    #: Idle TTL of an open stream, in seconds (0: none): a stream with no write for this long
+    #: fails with STREAM_EXPIRED and its producer's abort signal fires. Each write refreshes it.
+    idle_ttl: float = attrs.field(default=0.0, validator=_non_negative)
     #: What the last subscriber's cancel does.
     on_last_cancel: AbortRule = AbortRule.ABORT
     #: What a subscription of an expired session counts as.
@@ -227,7 +251,7 @@ UploadHandler = Callable[["UploadReader"], None]
 class _Sub:
     """One connection's subscription to one stream."""
 
-    __slots__ = ("cursor", "handle", "live", "peer", "policy", "stream")
+    __slots__ = ("cursor", "handle", "held", "live", "peer", "policy", "stream")
 
     def __init__(self, peer: Peer, handle: int, stream: _Stream, cursor: int) -> None:
         self.peer = peer
@@ -236,6 +260,7 @@ class _Sub:
         self.cursor = cursor  # the last seq handed to the connection (or skipped by a gap)
         self.live = False
         self.policy = OverflowPolicy.DROP_OLDEST
+        self.held = False  # counted in its stream's n_hold
 
 
 def _cursor(sub: _Sub) -> int:
@@ -254,9 +279,11 @@ class _Stream:
         "key",
         "live",
         "n_block",
+        "n_hold",
         "parked",
         "producer",
         "remote",
+        "touched",
     )
 
     def __init__(self, channel: Channel, key: tuple[str, str], generation: int) -> None:
@@ -267,10 +294,13 @@ class _Stream:
         self.catching: set[_Sub] = set()
         self.parked = 0  # subscriptions held by disconnected sessions
         self.n_block = 0  # live subscriptions with the BLOCK policy
+        # BLOCK subscriptions catching up or parked: the producer waits for them (R-OVF-6)
+        self.n_hold = 0
         self.blocked = False  # the producer was told BLOCKED and waits for on_writable
         self.producer: Producer | None = None
         self.closed_at = -1.0
         self.remote = False  # produced in another process (a shared store's stream)
+        self.touched = 0.0  # the time of the last write (with an idle TTL)
 
     def listeners(self) -> int:
         return len(self.live) + len(self.catching) + self.parked
@@ -423,18 +453,28 @@ class Producer:
         if self.on_abort is not None:
             self.on_abort()
 
+    def _end_by_hub(self, code: int, message: str) -> None:
+        """The hub ends an open stream for its own reason (deleted, idle TTL): it fails with
+        ``code``, writes raise it, and the abort signal tells the producer to stop."""
+        outcome = Outcome(StreamStatus.FAILED, code, message)
+        self._hub._store.finish(self._stream.key, self._stream.generation, outcome)
+        self._stop(outcome, f"failed: {message}")
+
     def _listened(self) -> bool:
         return bool(self._stream.listeners())
 
     def _lost(self, code: int, message: str) -> None:
         """The shared store cannot keep the stream (:class:`StoreFailed`): it fails with
         ``code``, writes raise it, and the abort signal tells the producer to stop."""
+        self._stop(Outcome(StreamStatus.FAILED, code, message), f"failed in the store: {message}")
+
+    def _stop(self, outcome: Outcome, because: str) -> None:
         self.aborted = True
-        self.abort_reason = AbortReason(code, message)
+        self.abort_reason = AbortReason(outcome.code, outcome.message)
         self._closed = True
-        self._closed_code = code
-        self._aborted_because = f"failed in the store: {message}"
-        self._hub._closed_stream(self._stream, Outcome(StreamStatus.FAILED, code, message))
+        self._closed_code = outcome.code
+        self._aborted_because = because
+        self._hub._closed_stream(self._stream, outcome)
         if self.on_abort is not None:
             self.on_abort()
 
@@ -565,6 +605,25 @@ class Channel:
         self._expected[sid] = reader
         return reader
 
+    def status(self, stream_id: str) -> StreamEntry:
+        """The state of ``stream_id`` (MISSING if the channel has no such stream), as a
+        client's ``status`` would see it."""
+        return self._hub._entry(self, stream_id)
+
+    def list_streams(
+        self, *, after: str = "", states: int = 0, limit: int = MAX_PAGE
+    ) -> tuple[tuple[StreamEntry, ...], str]:
+        """A page of the channel's streams: ids after ``after`` in id order, at most ``limit``
+        (and :data:`MAX_PAGE`), whose state is in the mask ``states`` (``1 << StreamState``;
+        0: any); and the cursor of the next page (empty: this is the last)."""
+        return self._hub._list(self, after, states, limit)
+
+    def delete(self, stream_id: str) -> StreamEntry:
+        """Delete ``stream_id``: its readers end with ERROR STREAM_DELETED, its producer's
+        abort signal fires (writes raise STREAM_DELETED) and its history is released, so it
+        is MISSING afterwards. Returns the entry as it was (MISSING: nothing deleted)."""
+        return self._hub._delete(self, stream_id)
+
     def producer(self, stream_id: str) -> Producer | None:
         """The producer of the open stream ``stream_id``, if any."""
         stream = self._open.get(stream_id)
@@ -648,6 +707,15 @@ def _same(owner: object, principal: object) -> bool:
 def _reject_unknown_channel(conn: Connection, handle: int, name: str) -> None:
     # The one reply for an unknown channel: a concealed refusal must be byte-identical to it.
     conn.reject(handle, ErrorCode.UNKNOWN_CHANNEL, f"no channel {name!r}")
+
+
+class _Idle:
+    """The idle-TTL timer of an open stream."""
+
+    __slots__ = ("stream",)
+
+    def __init__(self, stream: _Stream) -> None:
+        self.stream = stream
 
 
 class _Call:
@@ -949,6 +1017,8 @@ class Hub:
                 self._expire_session(target)
             elif isinstance(target, _Stream):
                 self._release(target)
+            elif isinstance(target, _Idle):
+                self._idle(target.stream)
             else:
                 call = cast(_Call, target)
                 try:
@@ -977,6 +1047,9 @@ class Hub:
         when, _, target = entry
         if isinstance(target, _Session):
             return target.expires_at == when and self._sessions.get(target.token) is target
+        if isinstance(target, _Idle):
+            stream = target.stream
+            return stream.channel._open.get(stream.key[1]) is stream
         if not isinstance(target, _Stream):
             return True  # a call_later callback
         stream = target
@@ -1000,6 +1073,8 @@ class Hub:
                     self._on_subscribe(peer, event)
                 case OpenRequested():
                     self._on_open(peer, event)
+                case StatusRequested() | ListRequested() | DeleteRequested():
+                    self._on_query(peer, event)
                 case UploadRequested():
                     self._on_upload(peer, event)
                 case CancelRequested() | Unsubscribed():
@@ -1116,7 +1191,10 @@ class Hub:
             self._add_timer(session.expires_at, session)
         peer.session = session
         peer.conn.accept_handshake(
-            session_id=session.id, resume_token=session.token, resumed=resumed
+            session_id=session.id,
+            resume_token=session.token,
+            resumed=resumed,
+            features=Feature.QUERIES,
         )
 
     def _refuse(self, peer: Peer, code: int, message: str) -> None:
@@ -1145,7 +1223,11 @@ class Hub:
 
     def _park_all(self, peer: Peer, session: _Session) -> None:
         for sub in peer.subs.values():
-            self._detach(sub)
+            self._hold(sub)  # before the detach, which would let the producer go
+            if sub.live:
+                self._detach(sub)
+            else:  # catching up: held already
+                sub.stream.catching.discard(sub)
             sub.stream.parked += 1
             session.parked.setdefault(sub.stream.key, []).append(sub)
         peer.subs.clear()
@@ -1160,6 +1242,7 @@ class Hub:
         for subs in parked.values():
             for sub in subs:
                 sub.stream.parked -= 1
+                self._unhold(sub)
                 rule = sub.stream.channel.options.on_disconnect
                 self._after_leave(
                     sub.stream,
@@ -1186,10 +1269,30 @@ class Hub:
         stream = _Stream(channel, key, self._store.acquire(key, channel.options.replay))
         stream.producer = Producer(self, stream)
         channel._open[sid] = stream
+        ttl = channel.options.idle_ttl
+        if ttl:
+            stream.touched = self._clock()
+            self._add_timer(stream.touched + ttl, _Idle(stream))
         return stream.producer
+
+    def _idle(self, stream: _Stream) -> None:
+        """An idle TTL timer of an open stream: expire it, or re-arm from its last write (a
+        write only notes the time, so a busy stream costs one timer per TTL, not per write)."""
+        ttl = stream.channel.options.idle_ttl
+        due = stream.touched + ttl
+        if due > self._clock():
+            self._add_timer(due, _Idle(stream))
+            return
+        producer = cast(Producer, stream.producer)  # a local open stream has one
+        producer._end_by_hub(ErrorCode.STREAM_EXPIRED, f"no write for {ttl:g} s (idle TTL)")
 
     def _write(self, stream: _Stream, chunk: bytes) -> WriteResult:
         size = len(chunk)
+        if stream.n_hold:
+            stream.blocked = True
+            return _BLOCKED
+        if stream.channel.options.idle_ttl:
+            stream.touched = self._clock()
         if stream.n_block:
             for sub in stream.live:
                 if sub.policy is _BLOCK and not sub.peer.conn.has_room(sub.handle, size):
@@ -1249,6 +1352,8 @@ class Hub:
         """How many leading ``chunks`` every live subscriber can queue without its overflow
         policy (or CHUNK_TOO_LARGE) deciding anything. Writing those one at a time would
         accept each everywhere, so they may go as one batch per subscriber."""
+        if stream.n_hold:  # write blocks
+            return 0
         totals = list(accumulate(map(len, chunks)))
         biggest = max(map(len, chunks))
         live = stream.live
@@ -1285,6 +1390,8 @@ class Hub:
         (_batch_fit), so each takes them as one batch."""
         store = self._store
         extend = self._extend
+        if stream.channel.options.idle_ttl:
+            stream.touched = self._clock()
         if extend is not None:
             last = extend(stream.key, stream.generation, chunks)
         else:
@@ -1394,32 +1501,49 @@ class Hub:
                 return
             conn.reject(event.handle, ErrorCode.UNKNOWN_STREAM, f"no stream {event.stream_id!r}")
             return
-        info = cast(StreamInfo, self._store.status(stream.key))  # _stream() found it
+        session = cast(_Session, peer.session)  # requests come after the handshake
+        parked = session.parked.get(stream.key)
+        taken = parked.pop() if parked else None
         policy = event.policy
         if policy is OverflowPolicy.DEFAULT:
-            policy = channel.options.default_policy
-        conn.accept(
-            event.handle,
-            stream_id=event.stream_id,
+            # A resumed subscription keeps the policy of the one it takes over (an OPEN's
+            # BLOCK, say), which its client asked for as DEFAULT too (R-OVF-6).
+            policy = channel.options.default_policy if taken is None else taken.policy
+        self._attach(peer, event.handle, stream, event.after_seq, policy)
+        if taken is not None:  # a resumed subscription takes over its parked one
+            taken.stream.parked -= 1  # maybe an older generation's stream
+            self._unhold(taken)
+            if not parked:
+                del session.parked[stream.key]
+        self._pump(peer.subs[event.handle])
+
+    def _attach(
+        self,
+        peer: Peer,
+        handle: int,
+        stream: _Stream,
+        after_seq: int | None,
+        policy: OverflowPolicy,
+        *,
+        joined: bool = False,
+    ) -> None:
+        """Accept a subscription of ``stream`` after ``after_seq`` (None: live only); the
+        caller pumps it."""
+        info = cast(StreamInfo, self._store.status(stream.key))  # the caller found it
+        peer.conn.accept(
+            handle,
+            stream_id=stream.key[1],
             first_seq=info.first_seq,
             last_seq=info.last_seq,
             policy=policy,
+            joined=joined,
         )
-        if event.after_seq is None:
-            cursor = info.last_seq
-        else:
-            cursor = max(event.after_seq, info.first_seq - 1)
-        session = cast(_Session, peer.session)  # requests come after the handshake
-        parked = session.parked.get(stream.key)
-        if parked:  # a resumed subscription takes over its parked one
-            parked.pop().stream.parked -= 1  # maybe an older generation's stream
-            if not parked:
-                del session.parked[stream.key]
-        sub = _Sub(peer, event.handle, stream, cursor)
+        cursor = info.last_seq if after_seq is None else max(after_seq, info.first_seq - 1)
+        sub = _Sub(peer, handle, stream, cursor)
         sub.policy = policy
-        peer.subs[event.handle] = sub
+        peer.subs[handle] = sub
         stream.catching.add(sub)
-        self._pump(sub)
+        self._hold(sub)
 
     def _on_open(self, peer: Peer, event: OpenRequested) -> None:
         conn = peer.conn
@@ -1429,14 +1553,21 @@ class Hub:
         if channel.on_open is None:
             conn.reject(event.handle, ErrorCode.NOT_ALLOWED, "this channel does not open streams")
             return
+        policy = event.policy
+        if policy is OverflowPolicy.DEFAULT:
+            policy = channel.options.open_policy
+        running = channel._open.get(event.stream_id) if event.stream_id else None
+        if running is not None and (event.join or channel.options.join_running):
+            # Run-or-join (R-JOIN-1): a second requester shares the running producer, read
+            # from seq 1 like the first; the handler is not called again.
+            self._attach(peer, event.handle, running, 0, policy, joined=True)
+            self._pump(peer.subs[event.handle])
+            return
         try:
             producer = self._start(channel, event.stream_id or None)
         except StreamProtoError as exc:
             conn.reject(event.handle, exc.code, exc.message)
             return
-        policy = event.policy
-        if policy is OverflowPolicy.DEFAULT:
-            policy = channel.options.default_policy
         if self._shared:  # accepted once the store holds the claim (rule 6)
             self._claims[producer._stream.key] = (peer, event, policy)
             self._request(Claim(producer._stream.key, producer.generation))
@@ -1465,13 +1596,90 @@ class Hub:
             if not producer.closed:
                 producer.fail(*handler_failure(exc))
 
+    # -- queries: status, list, delete (spec section 5.5) -------------------------------------
+
+    def _on_query(
+        self, peer: Peer, event: StatusRequested | ListRequested | DeleteRequested
+    ) -> None:
+        conn = peer.conn
+        handle = event.handle
+        if isinstance(event, ListRequested):
+            channel = self._admit(peer, handle, event.channel, RequestKind.LIST, event)
+            if channel is not None:
+                entries, following = self._list(channel, event.after, event.states, event.limit)
+                conn.answer_streams(handle, entries, following)
+            return
+        kind = RequestKind.STATUS if isinstance(event, StatusRequested) else RequestKind.DELETE
+        channel = self._admit(peer, handle, event.channel, kind, event)
+        if channel is None:
+            return
+        if kind is RequestKind.STATUS:
+            conn.answer_streams(handle, [self._entry(channel, event.stream_id)])
+        elif not channel.options.allow_delete:
+            conn.reject(handle, ErrorCode.NOT_ALLOWED, "this channel does not delete streams")
+        else:
+            try:
+                conn.answer_streams(handle, [self._delete(channel, event.stream_id)])
+            except StreamProtoError as exc:
+                conn.reject(handle, exc.code, exc.message)
+
+    def _entry(self, channel: Channel, stream_id: str) -> StreamEntry:
+        stream = channel._stream(stream_id)
+        info = None if stream is None else self._store.status(stream.key)
+        if info is None:
+            return StreamEntry(stream_id, StreamState.MISSING)
+        outcome = info.outcome
+        if outcome is None:
+            return StreamEntry(stream_id, StreamState.OPEN, 0, info.first_seq, info.last_seq)
+        state = _STATES[outcome.status]
+        return StreamEntry(stream_id, state, outcome.code, info.first_seq, info.last_seq)
+
+    def _list(
+        self, channel: Channel, after: str, states: int, limit: int
+    ) -> tuple[tuple[StreamEntry, ...], str]:
+        # Sorting every id per page costs O(n log n) for n streams of the channel, which
+        # max_streams and max_closed_streams bound; the cursor is an id, so a page is exact
+        # however streams come and go between pages (none twice, none skipped that stayed).
+        limit = min(limit, MAX_PAGE)
+        page: list[StreamEntry] = []
+        for sid in sorted(channel._open.keys() | channel._closed.keys()):
+            if sid <= after:
+                continue
+            entry = self._entry(channel, sid)
+            if states and not states & (1 << entry.state):
+                continue
+            if len(page) == limit:
+                return tuple(page), page[-1].stream_id
+            page.append(entry)
+        return tuple(page), ""
+
+    def _delete(self, channel: Channel, stream_id: str) -> StreamEntry:
+        entry = self._entry(channel, stream_id)
+        stream = channel._stream(stream_id)
+        if stream is None:
+            return entry
+        if stream.remote:
+            raise LocalProtocolError(ErrorCode.NOT_ALLOWED, "the stream is another process's")
+        if stream.producer is not None and not stream.producer.closed:
+            stream.producer._end_by_hub(ErrorCode.STREAM_DELETED, _DELETED)
+        outcome = Outcome(StreamStatus.FAILED, ErrorCode.STREAM_DELETED, _DELETED)
+        for sub in [*stream.live, *stream.catching]:  # readers of its history too
+            self._send_outcome(sub, outcome)
+        self._release(stream)
+        return entry
+
     def _admit(
         self,
         peer: Peer,
         handle: int,
         name: str,
         kind: RequestKind,
-        event: SubscribeRequested | OpenRequested | UploadRequested,
+        event: SubscribeRequested
+        | OpenRequested
+        | UploadRequested
+        | StatusRequested
+        | ListRequested
+        | DeleteRequested,
     ) -> Channel | None:
         """The channel a request names, if it exists and the request is authorized; else
         the request is rejected here, before anything about the stream is revealed."""
@@ -1483,8 +1691,9 @@ class Hub:
         hook = channel.authorize or self._authorize
         if hook is None:
             return channel
-        args = b"" if isinstance(event, SubscribeRequested) else event.args
-        request = AccessRequest(peer.principal, kind, name, event.stream_id, args)
+        args = event.args if isinstance(event, OpenRequested | UploadRequested) else b""
+        sid = event.after if isinstance(event, ListRequested) else event.stream_id
+        request = AccessRequest(peer.principal, kind, name, sid, args)
         refusal = _access.authorize(hook, request)
         if refusal is None:
             return channel
@@ -1550,6 +1759,20 @@ class Hub:
         sub.live = True
         if sub.policy is OverflowPolicy.BLOCK:
             stream.n_block += 1
+            self._unhold(sub)
+
+    def _hold(self, sub: _Sub) -> None:
+        """A BLOCK subscription that cannot take live chunks (catching up, or parked) holds
+        its producer: writes block until it is live again or gone (R-OVF-6)."""
+        if sub.policy is OverflowPolicy.BLOCK and not sub.held:
+            sub.held = True
+            sub.stream.n_hold += 1
+
+    def _unhold(self, sub: _Sub) -> None:
+        if sub.held:
+            sub.held = False
+            sub.stream.n_hold -= 1
+            self._maybe_unblock(sub.stream)
 
     def _detach(self, sub: _Sub) -> None:
         stream = sub.stream
@@ -1561,6 +1784,7 @@ class Hub:
                 self._maybe_unblock(stream)
         else:
             stream.catching.discard(sub)
+            self._unhold(sub)
 
     def _leave(self, sub: _Sub, *, cancelled: bool) -> None:
         self._detach(sub)
@@ -1600,7 +1824,7 @@ class Hub:
             self._pump(sub)
 
     def _maybe_unblock(self, stream: _Stream) -> None:
-        if not stream.blocked:
+        if not stream.blocked or stream.n_hold:
             return
         for sub in stream.live:
             if sub.policy is OverflowPolicy.BLOCK and not sub.peer.conn.has_room(sub.handle, 0):

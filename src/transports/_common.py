@@ -60,8 +60,11 @@ from streamproto import (
     RequestRejected,
     Role,
     StreamEnded,
+    StreamEntry,
     StreamFailed,
     StreamProtoError,
+    StreamsReceived,
+    StreamState,
     UploadCancelled,
     UploadReader,
     Writable,
@@ -69,6 +72,7 @@ from streamproto import (
     handler_failure,
     is_retryable,
 )
+from streamproto._frames import QueryOp
 from streamproto._http import HttpOptions
 from streamproto._overflow import OverflowLog, held_back
 
@@ -82,6 +86,7 @@ from .trace import FrameTap, Tracer
 __all__ = [
     "FLUSH_SLICE",
     "AsyncProducerBase",
+    "AsyncQueries",
     "Backoff",
     "ClientBase",
     "ClientCore",
@@ -91,12 +96,15 @@ __all__ = [
     "Gap",
     "GapError",
     "ProducerBase",
+    "QueryCore",
+    "QueryRequest",
     "ServerBase",
     "ServerDriver",
     "ServerUploadBase",
     "Side",
     "Stepping",
     "StreamError",
+    "StreamPage",
     "SubscriptionBase",
     "SubscriptionCore",
     "UploadBase",
@@ -612,12 +620,15 @@ class SubscriptionCore:
         policy: OverflowPolicy,
         priority: int,
         on_gap: GapMode,
+        join: bool = False,
     ) -> None:
         self.core = core
         self.channel = channel
         self.stream_id = stream_id
         self.tail = tail
         self.open_args = open_args
+        self.join = join
+        self.joined = False  # the OPEN joined a running stream (ACCEPT flag JOINED)
         self.policy = policy
         self.priority = priority
         self.on_gap = on_gap
@@ -913,6 +924,63 @@ class UploadCore:
         self.notify()
 
 
+@attrs.frozen
+class QueryRequest:
+    """A status, list or delete request, as a client's call makes it (``stream_id`` is the
+    cursor of a listing; ``states`` its filter mask)."""
+
+    op: QueryOp
+    channel: str
+    stream_id: str
+    states: int = 0
+    limit: int = 100
+
+
+@attrs.frozen
+class StreamPage:
+    """A page of a channel's streams (``client.list_streams``): ``entries`` in id order, and
+    ``next``, the cursor to pass as ``after`` for the next page (empty: this is the last)."""
+
+    entries: tuple[StreamEntry, ...]
+    next: str
+
+
+def state_mask(status: StreamState | Iterable[StreamState] | None) -> int:
+    """The LIST filter for ``status``: one state, several, or None for every state."""
+    if status is None:
+        return 0
+    states = [status] if isinstance(status, StreamState) else list(status)
+    return sum(1 << StreamState(s) for s in set(states))
+
+
+class QueryCore:
+    """One status, list or delete request of a client, until its answer (or failure)."""
+
+    def __init__(self) -> None:
+        self.answer: StreamsReceived | None = None
+        self.error: StreamError | None = None
+        self.notify: Callable[[], None] = lambda: None
+
+    @property
+    def done(self) -> bool:
+        return self.answer is not None or self.error is not None
+
+    def entry(self) -> StreamEntry:
+        """The one entry of a status or delete answer (raises the failure)."""
+        return self.page().entries[0]
+
+    def page(self) -> StreamPage:
+        """The answer as a page (raises the failure)."""
+        if self.error is not None:
+            raise self.error
+        answer = cast(StreamsReceived, self.answer)  # done: one or the other
+        return StreamPage(answer.entries, answer.next)
+
+    def _finish(self, answer: StreamsReceived | None, error: StreamError | None) -> None:
+        self.answer, self.error = answer, error
+        self.notify()
+
+
 class ClientCore(Stepping):
     """The client's shared state: the current connection, subscriptions, uploads, resume.
 
@@ -966,6 +1034,7 @@ class ClientCore(Stepping):
         self._subs: dict[int, SubscriptionCore] = {}
         self._pending: list[SubscriptionCore] = []
         self._uploads: dict[int, UploadCore] = {}
+        self._queries: dict[int, QueryCore] = {}
         self._ending: set[UploadCore] = set()  # ended or failed uploads still draining
         self.on_ready: Callable[[], None] = lambda: None
 
@@ -1093,6 +1162,10 @@ class ClientCore(Stepping):
         for upload in list(self._uploads.values()):
             upload._fail(lost)
         self._uploads.clear()
+        queries = list(self._queries.values())  # a query is not repeated: it fails
+        self._queries.clear()
+        for q in queries:
+            q._finish(None, lost)
         subs = list(self._subs.values())
         self._subs.clear()
         for sub in subs:
@@ -1144,8 +1217,9 @@ class ClientCore(Stepping):
         priority: int = 0,
         on_gap: GapMode = "raise",
         open_args: bytes | None = None,
+        join: bool = False,
     ) -> SubscriptionCore:
-        """A new subscription (or, with ``open_args``, an OPEN request)."""
+        """A new subscription (or, with ``open_args``, an OPEN request; ``join``: run or join)."""
         self._check_usable()
         sub = SubscriptionCore(
             self,
@@ -1157,6 +1231,7 @@ class ClientCore(Stepping):
             policy=policy,
             priority=priority,
             on_gap=on_gap,
+            join=join,
         )
         self._pending.append(sub)
         if self.ready:
@@ -1179,6 +1254,26 @@ class ClientCore(Stepping):
             raise StreamError(exc.code, "no handles left: retry once reconnected") from None
         self._uploads[up.handle] = up
         return up
+
+    def query(self, request: QueryRequest, notify: Callable[[], None]) -> QueryCore:
+        """A status, list or delete request (requires a ready connection)."""
+        op, channel, stream_id = request.op, request.channel, request.stream_id
+        self._check_usable()
+        conn = self.conn
+        if conn is None or not self.ready or conn.state is not ConnState.OPEN:
+            raise ConnectionLost(ErrorCode.CONNECTION_LOST, "not connected")
+        if op is QueryOp.STATUS:
+            handle = conn.status(channel, stream_id)
+        elif op is QueryOp.LIST:
+            handle = conn.list_streams(
+                channel, after=stream_id, states=request.states, limit=request.limit
+            )
+        else:
+            handle = conn.delete(channel, stream_id)
+        q = QueryCore()
+        q.notify = notify
+        self._queries[handle] = q
+        return q
 
     def _check_usable(self) -> None:
         if self.failure is not None:
@@ -1216,6 +1311,7 @@ class ClientCore(Stepping):
                 stream_id=sub.stream_id,
                 policy=sub.policy,
                 priority=sub.priority,
+                join=sub.join,
             )
         return conn.subscribe(
             sub.channel,
@@ -1272,8 +1368,16 @@ class ClientCore(Stepping):
                     sub.notify()
             elif isinstance(event, RequestAccepted):
                 self._on_accepted(event)
+            elif isinstance(event, StreamsReceived):
+                self._queries.pop(event.handle)._finish(event, None)
             elif isinstance(event, StreamEnded | StreamFailed | RequestRejected):
                 sub = subs.pop(event.handle, None)
+                if isinstance(event, RequestRejected) and event.handle in self._queries:
+                    # a refused status, list or delete
+                    self._queries.pop(event.handle)._finish(
+                        None, StreamError(event.code, event.message)
+                    )
+                    continue
                 if sub is None:
                     up = self._uploads.pop(event.handle, None)
                     if up is not None and isinstance(event, RequestRejected):
@@ -1327,6 +1431,8 @@ class ClientCore(Stepping):
         if sub is not None:
             if not sub.accepted and sub.tail:
                 sub.received_seq = sub.seq = event.last_seq
+            if not sub.accepted:
+                sub.joined = event.joined
             sub.accepted = True
             sub.stream_id = event.stream_id
             sub.notify()
@@ -1932,6 +2038,7 @@ class ClientBase(abc.ABC, Generic[_S, _SG]):
         policy: OverflowPolicy = ...,
         priority: int = ...,
         on_gap: Literal["raise"] = ...,
+        join: bool = ...,
     ) -> _S: ...
 
     @overload
@@ -1944,6 +2051,7 @@ class ClientBase(abc.ABC, Generic[_S, _SG]):
         policy: OverflowPolicy = ...,
         priority: int = ...,
         on_gap: Literal["item"],
+        join: bool = ...,
     ) -> _SG: ...
 
     def open(
@@ -1955,11 +2063,22 @@ class ClientBase(abc.ABC, Generic[_S, _SG]):
         policy: OverflowPolicy = OverflowPolicy.DEFAULT,
         priority: int = 0,
         on_gap: GapMode = "raise",
+        join: bool = False,
     ) -> _S | _SG:
-        """Ask ``channel`` to start a stream with ``args``, subscribed from its first chunk."""
+        """Ask ``channel`` to start a stream with ``args``, subscribed from its first chunk.
+        With ``join`` (and a ``stream_id``), if that stream is running already the request
+        joins it from its first chunk instead of failing with STREAM_EXISTS: two requesters
+        of the same answer share one producer (``subscription.joined`` says which happened
+        once the first item or the end arrives)."""
         with self._lock:
             core = self.core.subscribe(
-                channel, stream_id, open_args=args, policy=policy, priority=priority, on_gap=on_gap
+                channel,
+                stream_id,
+                open_args=args,
+                policy=policy,
+                priority=priority,
+                on_gap=on_gap,
+                join=join,
             )
             self._wake()
             return self._subscription(core)
@@ -1969,6 +2088,14 @@ class ClientBase(abc.ABC, Generic[_S, _SG]):
         with self._lock:
             return self.core.statistics()
 
+    def _query(self, request: QueryRequest, notify: Callable[[], None]) -> QueryCore:
+        """Send a status, list or delete request (the backend waited for a ready connection
+        and waits for ``done``)."""
+        with self._lock:
+            q = self.core.query(request, notify)
+            self._wake()
+            return q
+
     @abc.abstractmethod
     def _wake(self) -> None:
         """Supplied by each backend."""
@@ -1976,6 +2103,40 @@ class ClientBase(abc.ABC, Generic[_S, _SG]):
     @abc.abstractmethod
     def _subscription(self, core: SubscriptionCore) -> _S | _SG:
         """Supplied by each backend."""
+
+
+class AsyncQueries(abc.ABC):
+    """The status, list and delete calls of the asyncio and trio clients; each supplies
+    ``_ask``: wait for a ready connection, send the query, wait for its answer."""
+
+    async def status(self, channel: str, stream_id: str) -> StreamEntry:
+        """The state of ``channel``/``stream_id`` without subscribing: MISSING, OPEN (with
+        its seqs), ENDED, FAILED or ABORTED (with the code). Raises :class:`StreamError`
+        if the server refuses (FORBIDDEN, UNKNOWN_CHANNEL...)."""
+        return (await self._ask(QueryRequest(QueryOp.STATUS, channel, stream_id))).entry()
+
+    async def list_streams(
+        self,
+        channel: str,
+        *,
+        status: StreamState | Iterable[StreamState] | None = None,
+        after: str = "",
+        limit: int = 100,
+    ) -> StreamPage:
+        """A page of ``channel``'s streams in id order after ``after``, those in ``status``
+        (one state or several; None: all), at most ``limit``; pass ``page.next`` as
+        ``after`` for the next page (empty: none)."""
+        request = QueryRequest(QueryOp.LIST, channel, after, state_mask(status), limit)
+        return (await self._ask(request)).page()
+
+    async def delete(self, channel: str, stream_id: str) -> StreamEntry:
+        """Delete ``channel``/``stream_id`` (if the channel lets clients delete): its
+        readers end with STREAM_DELETED. Returns the entry as it was."""
+        return (await self._ask(QueryRequest(QueryOp.DELETE, channel, stream_id))).entry()
+
+    @abc.abstractmethod
+    async def _ask(self, request: QueryRequest) -> QueryCore:
+        """Supplied by each async backend."""
 
 
 class SubscriptionBase(Generic[_T]):
@@ -1995,6 +2156,12 @@ class SubscriptionBase(Generic[_T]):
     def stream_id(self) -> str:
         """The stream id (known for an open once it is accepted)."""
         return self._core.stream_id
+
+    @property
+    def joined(self) -> bool:
+        """For an ``open(..., join=True)``: whether it joined a running stream rather than
+        starting one (known once it is accepted)."""
+        return self._core.joined
 
     @property
     def overflows(self) -> int:

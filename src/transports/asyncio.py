@@ -21,10 +21,13 @@ from ._common import (
     _V,
     FLUSH_SLICE,
     AsyncProducerBase,
+    AsyncQueries,
     Backoff,
     ClientBase,
     ClientCore,
     Gap,
+    QueryCore,
+    QueryRequest,
     ServerBase,
     ServerDriver,
     ServerUploadBase,
@@ -586,7 +589,7 @@ class Upload(UploadBase):
                 raise core.error
 
 
-class Client(ClientBase[Subscription[bytes], Subscription[bytes | Gap]]):
+class Client(ClientBase[Subscription[bytes], Subscription[bytes | Gap]], AsyncQueries):
     """A connection to a streamproto server that reconnects and resumes (from :func:`connect`)."""
 
     def __init__(self, core: ClientCore) -> None:
@@ -677,6 +680,15 @@ class Client(ClientBase[Subscription[bytes], Subscription[bytes | Gap]]):
     def upload(self, channel: str, stream_id: str = "", args: bytes = b"") -> Upload:
         """An upload, used as ``async with client.upload(...) as up``."""
         return Upload(self, channel, stream_id, args)
+
+    async def _ask(self, request: QueryRequest) -> QueryCore:
+        await self._ready()
+        event = asyncio.Event()
+        q = self._query(request, event.set)
+        while not q.done:
+            await event.wait()
+            event.clear()
+        return q
 
     def abort_transport(self) -> None:
         """Kill the socket without a goodbye (tests and demos of resume)."""

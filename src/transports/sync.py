@@ -27,8 +27,19 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import Any, TypeVar, overload
 
-from streamproto import Config, ErrorCode, HttpOptions, Hub, Producer, UploadReader, WriteResult
+from streamproto import (
+    Config,
+    ErrorCode,
+    HttpOptions,
+    Hub,
+    Producer,
+    StreamEntry,
+    StreamState,
+    UploadReader,
+    WriteResult,
+)
 from streamproto._codec import Codec
+from streamproto._frames import QueryOp
 from streamproto._hub import AbortReason
 
 from ._common import (
@@ -39,10 +50,13 @@ from ._common import (
     ClientCore,
     Gap,
     ProducerBase,
+    QueryCore,
+    QueryRequest,
     ServerBase,
     ServerUploadBase,
     Side,
     StreamError,
+    StreamPage,
     SubscriptionBase,
     SubscriptionCore,
     UploadBase,
@@ -52,6 +66,7 @@ from ._common import (
     log,
     parse_url,
     read_upload,
+    state_mask,
 )
 from ._schemes import (
     HTTP,
@@ -842,6 +857,36 @@ class Client(ClientBase[Subscription[bytes], Subscription[bytes | Gap]]):
                 return _dial(core.url, self._timeout)
             except OSError:
                 continue
+
+    def status(self, channel: str, stream_id: str) -> StreamEntry:
+        """As the async clients' ``status``, blocking (at most the client's timeout)."""
+        return self._ask(QueryRequest(QueryOp.STATUS, channel, stream_id)).entry()
+
+    def list_streams(
+        self,
+        channel: str,
+        *,
+        status: StreamState | Iterable[StreamState] | None = None,
+        after: str = "",
+        limit: int = 100,
+    ) -> StreamPage:
+        """As the async clients' ``list_streams``, blocking."""
+        return self._ask(
+            QueryRequest(QueryOp.LIST, channel, after, state_mask(status), limit)
+        ).page()
+
+    def delete(self, channel: str, stream_id: str) -> StreamEntry:
+        """As the async clients' ``delete``, blocking."""
+        return self._ask(QueryRequest(QueryOp.DELETE, channel, stream_id)).entry()
+
+    def _ask(self, request: QueryRequest) -> QueryCore:
+        self._wait_ready(self._timeout)
+        cond = threading.Condition(self._lock)
+        q = self._query(request, cond.notify_all)
+        with cond:
+            if not cond.wait_for(lambda: q.done, self._timeout):
+                raise TimeoutError("no answer in time")
+        return q
 
     def _wait_ready(self, timeout: float | None = None) -> None:
         core = self.core

@@ -32,11 +32,14 @@ from ._common import (
     _V,
     FLUSH_SLICE,
     AsyncProducerBase,
+    AsyncQueries,
     Backoff,
     ClientBase,
     ClientCore,
     Gap,
     Pacer,
+    QueryCore,
+    QueryRequest,
     ServerBase,
     ServerDriver,
     ServerUploadBase,
@@ -612,7 +615,7 @@ class Upload(UploadBase):
                 raise core.error
 
 
-class Client(ClientBase[Subscription[bytes], Subscription[bytes | Gap]]):
+class Client(ClientBase[Subscription[bytes], Subscription[bytes | Gap]], AsyncQueries):
     """A connection to a streamproto server that reconnects and resumes (from :func:`connect`)."""
 
     def __init__(self, core: ClientCore) -> None:
@@ -651,6 +654,14 @@ class Client(ClientBase[Subscription[bytes], Subscription[bytes | Gap]]):
             except OSError:
                 continue
             return stream
+
+    async def _ask(self, request: QueryRequest) -> QueryCore:
+        await self._wait_ready()
+        wake = _Wake()
+        q = self._query(request, wake.set)
+        while not q.done:
+            await wake.wait()
+        return q
 
     async def _wait_ready(self) -> None:
         while not self.core.ready:
