@@ -20,9 +20,12 @@ from streamproto import Config, ErrorCode, Hub, Producer, UploadReader, WriteRes
 from transports import Backoff, Gap
 from transports.adapter import (
     FLUSH_SLICE,
+    AsyncQueries,
     ClientBase,
     ClientCore,
     ProducerBase,
+    QueryCore,
+    QueryRequest,
     ServerBase,
     ServerDriver,
     ServerUploadBase,
@@ -291,7 +294,7 @@ class MiniUpload(UploadBase):
                 raise core.error
 
 
-class MiniClient(ClientBase[MiniSubscription[bytes], MiniSubscription[bytes | Gap]]):
+class MiniClient(AsyncQueries, ClientBase[MiniSubscription[bytes], MiniSubscription[bytes | Gap]]):
     def __init__(self, core: ClientCore) -> None:
         super().__init__(core)
         self._woken = asyncio.Event()
@@ -313,6 +316,15 @@ class MiniClient(ClientBase[MiniSubscription[bytes], MiniSubscription[bytes | Ga
                 raise self.core.failure
             await self._ready.wait()
             self._ready.clear()
+
+    async def _ask(self, request: QueryRequest) -> QueryCore:
+        await self.ready()
+        answered = asyncio.Event()
+        query = self._query(request, answered.set)
+        while not query.done:
+            await answered.wait()
+            answered.clear()
+        return query
 
     async def _run(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         core = self.core

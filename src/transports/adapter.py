@@ -44,7 +44,9 @@ the asyncio, trio and thread backends are made of:
   and ``write``); ``_start`` (run a handler as
   a task or thread; errors to :func:`handler_failed`), ``_rearm_hub`` (the hub's deadline
   moved); ``ClientBase._wake`` (flush the stream soon) and ``_subscription`` (wrap a
-  :class:`SubscriptionCore`); and ``_lock``, held around every call into the core (a real lock
+  :class:`SubscriptionCore`); ``AsyncQueries._ask`` (status, list and delete of an async
+  client: wait until ready, send ``ClientBase._query(request, notify)``, wait for
+  :class:`QueryCore` ``.done``); and ``_lock``, held around every call into the core (a real lock
   only where threads share it). The bases call ``ServerBase._driver(framing, clock, wakeup)``
   for each accepted stream and ``ServerBase._gone(driver)`` when it ends. These underscored
   names are hooks for subclasses, not for applications, and are as stable as the public ones.
@@ -58,10 +60,13 @@ from __future__ import annotations
 from ._common import (
     FLUSH_SLICE,
     AsyncProducerBase,
+    AsyncQueries,
     ClientBase,
     ClientCore,
     Pacer,
     ProducerBase,
+    QueryCore,
+    QueryRequest,
     ServerBase,
     ServerDriver,
     ServerUploadBase,
@@ -103,6 +108,7 @@ __all__ = [
     "UNIX",
     "WS",
     "AsyncProducerBase",
+    "AsyncQueries",
     "ClientBase",
     "ClientCore",
     "Endpoint",
@@ -110,6 +116,8 @@ __all__ = [
     "Kind",
     "Pacer",
     "ProducerBase",
+    "QueryCore",
+    "QueryRequest",
     "RawFraming",
     "Scheme",
     "ServerBase",
