@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_batch import BIG, HubWorld, batches, hub_params
+from test_batch import BIG, HubWorld, apply_hub_step, batches, close_and_compare, hub_params
 
 from streamproto import OverflowPolicy, StreamLoaded
 from streamproto._hub import HOLD_BYTES, HOLD_CHUNKS
@@ -74,29 +74,17 @@ def test_held_writes_are_a_loop_of_write(params: dict[str, Any], steps: list[Any
     for step in steps:
         for world in (single, held):
             match step:
-                case ("write", sizes):
-                    world.write(sizes)
                 case ("write_quiet", sizes):
                     world.write_quiet(sizes)
-                case ("pump", link, max_bytes):
-                    world.pump(link % len(world.links), max_bytes)
-                case ("subscribe", link, policy, after):
-                    world.subscribe(link % len(world.links), policy, after)
-                case ("leave", index):
-                    world.leave(index)
                 case ("timer",):
                     world.hub.handle_timer()
+                case _:
+                    apply_hub_step(world, step)
         if step[0].startswith("write"):
             writes += len(step[1])
         assert held.log == single.log
     assert held.held_calls <= writes
-    for world in (single, held):
-        world.producer.close()
-        for link in range(len(world.links)):
-            for _ in range(3):
-                world.pump(link)
-    assert held.log == single.log
-    assert held.hub.statistics() == single.hub.statistics()
+    close_and_compare(single, held)
 
 
 PARAMS = {
