@@ -348,7 +348,9 @@ def write(
         history = json.loads(history_path.read_text(encoding="utf-8"))
     updated = record(document, history)
     if updated is not history:
-        history_path.write_text(json.dumps(updated, indent=1) + "\n", encoding="utf-8")
+        history_path.write_text(
+            json.dumps(updated, indent=1, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render(document, updated), encoding="utf-8")
     return out
