@@ -5,11 +5,17 @@
 end-to-end figures of every backend and transport with the peers beside them, the ratios
 (ours against each peer, trio and threads against asyncio), the issue's targets with the
 measured values, the other workloads' tables, and a note on the machine and the run.
+
+It also keeps ``bench/history.json``: each full-mode results file it renders adds one entry
+(its commit, time and the :data:`HEADLINES` it has), and the page ends with their table, so a
+regression shows against the commits before it. Quick (smoke) runs are not recorded, nor is
+a results file recorded twice.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -22,6 +28,25 @@ __all__ = ["render", "write"]
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_JSON = ROOT / "bench" / "results" / "latest.json"
 DEFAULT_OUT = ROOT / "docs" / "benchmarks.md"
+DEFAULT_HISTORY = ROOT / "bench" / "history.json"
+#: History entries shown on the page (the newest); the file keeps them all.
+HISTORY_SHOWN = 12
+
+#: The ratios the history keeps: (column, workload, derived key). Throughput ratios: higher
+#: is better; latency ratios (rtt): lower is better.
+HEADLINES = (
+    ("64 B asyncio/tcp ÷ websockets", "e2e", "64 B asyncio/tcp / websockets/ws"),
+    ("rtt p50 asyncio/tcp ÷ websockets", "e2e", "rtt p50 asyncio/tcp / websockets/ws"),
+    ("rtt p50 asyncio/ws ÷ websockets", "e2e", "rtt p50 asyncio/ws / websockets/ws"),
+    ("64 B sync/tcp ÷ asyncio", "e2e", "64 B sync/tcp / asyncio/tcp"),
+    ("rtt p50 sync/tcp ÷ asyncio", "e2e", "rtt p50 sync/tcp / asyncio/tcp"),
+    ("core 64 B ÷ bare", "core", "64 B ours throughput / bare throughput"),
+    (
+        "fan-out 1000, one write ÷ 1M/s",
+        "hub-fanout",
+        "1000 subscriptions / goal (1,000,000 deliveries/s)",
+    ),
+)
 
 _UNITS = {"us": "µs"}
 _RATIO_METRICS = ("64 B", "4 KiB", "rtt p50")
@@ -230,8 +255,61 @@ def _other(name: str, report: dict[str, Any], description: str) -> list[str]:
     return lines
 
 
-def render(document: dict[str, Any]) -> str:
-    """The Markdown page for a results document (as written by ``python -m bench``)."""
+def headlines(document: dict[str, Any]) -> dict[str, Any] | None:
+    """The history entry of a results document: None for a quick run, or one without any
+    of the :data:`HEADLINES`."""
+    meta = document.get("meta", {})
+    if meta.get("quick", True):
+        return None
+    workloads = document.get("workloads", {})
+    ratios = {
+        column: workloads[workload]["derived"][key]
+        for column, workload, key in HEADLINES
+        if key in workloads.get(workload, {}).get("derived", {})
+    }
+    if not ratios:
+        return None
+    return {"commit": meta.get("commit"), "time": meta.get("time"), "ratios": ratios}
+
+
+def record(document: dict[str, Any], history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``history`` with ``document``'s entry added, unless it has none or is there already
+    (the same commit and time)."""
+    entry = headlines(document)
+    if entry is None or any(
+        (old["commit"], old["time"]) == (entry["commit"], entry["time"]) for old in history
+    ):
+        return history
+    return [*history, entry]
+
+
+def _history(history: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "## History",
+        "",
+        "The headline ratios of the full runs this page was generated from, oldest first "
+        f"(the last {HISTORY_SHOWN}; all in `bench/history.json`). Each is a ratio within "
+        "one run, so runs on a busier machine stay comparable; throughput ratios are better "
+        "higher, rtt ratios lower. A commit ending in `+dirty` had uncommitted changes.",
+        "",
+    ]
+    if not history:
+        return [*lines, "No full run recorded yet.", ""]
+    header = ["commit", "when"] + [column for column, _, _ in HEADLINES]
+    rows = [
+        [f"`{entry['commit']}`", str(entry["time"])[:16].replace("T", " ")]
+        + [
+            f"{entry['ratios'][column]:.2f}x" if column in entry["ratios"] else "-"
+            for column, _, _ in HEADLINES
+        ]
+        for entry in history[-HISTORY_SHOWN:]
+    ]
+    return [*lines, *_table(header, rows), ""]
+
+
+def render(document: dict[str, Any], history: list[dict[str, Any]] | None = None) -> str:
+    """The Markdown page for a results document (as written by ``python -m bench``), with
+    the table of ``history`` (entries as :func:`record` makes them) at its end."""
     from bench import load_workloads  # noqa: PLC0415
 
     descriptions = {name: w.description for name, w in load_workloads().items()}
@@ -254,16 +332,27 @@ def render(document: dict[str, Any]) -> str:
     for name, report in workloads.items():
         if name != "e2e":
             lines += _other(name, report, descriptions.get(name, ""))
+    if history is not None:
+        lines += _history(history)
     return "\n".join(lines).rstrip() + "\n"
 
 
-def write(json_path: Path = DEFAULT_JSON, out: Path = DEFAULT_OUT) -> Path:
-    """Render ``json_path`` to ``out``; returns ``out``."""
-    import json  # noqa: PLC0415
-
+def write(
+    json_path: Path = DEFAULT_JSON, out: Path = DEFAULT_OUT, history_path: Path = DEFAULT_HISTORY
+) -> Path:
+    """Render ``json_path`` to ``out``, after recording its headlines in ``history_path``
+    (see :func:`record`); returns ``out``."""
     document = json.loads(json_path.read_text(encoding="utf-8"))
+    history: list[dict[str, Any]] = []
+    if history_path.exists():
+        history = json.loads(history_path.read_text(encoding="utf-8"))
+    updated = record(document, history)
+    if updated is not history:
+        history_path.write_text(
+            json.dumps(updated, indent=1, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render(document), encoding="utf-8")
+    out.write_text(render(document, updated), encoding="utf-8")
     return out
 
 
@@ -271,8 +360,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.docs", description=__doc__)
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="results file")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="page to write")
+    parser.add_argument(
+        "--history", type=Path, default=DEFAULT_HISTORY, help="headline history to add to"
+    )
     args = parser.parse_args(argv)
-    print(f"wrote {write(args.json, args.out)}")
+    print(f"wrote {write(args.json, args.out, args.history)}")
     return 0
 
 

@@ -28,7 +28,8 @@ client runs in this process, one connection per session. Sessions run round-robi
 cases, each case once per repeat (5 repeats in full mode, 1 in quick mode), after a short
 warm-up session. A watchdog kills a server whose session takes too long: the case is then
 reported as failed, not timed. ``STREAMPROTO_BENCH_SCALE`` multiplies the counts (the smoke
-test runs with a tiny scale).
+test runs with a tiny scale); ``STREAMPROTO_BENCH_CASES`` (``asyncio/tcp,websockets/ws``...)
+runs only the cases it names.
 
 ``python -m bench.e2e profile`` profiles the asyncio TCP 64 B path in both processes.
 """
@@ -68,6 +69,7 @@ STREAM_MANY_CHANNEL = "bench:stream-many"
 BURST = 64  # chunks per write_many in the "64 B write_many" figure
 ECHO_CHANNEL = "bench:echo"
 SCALE_ENV = "STREAMPROTO_BENCH_SCALE"
+CASES_ENV = "STREAMPROTO_BENCH_CASES"
 ROOT = Path(__file__).resolve().parent.parent
 
 #: Metric name -> unit. Throughputs: higher is better; latencies: lower is better.
@@ -133,9 +135,15 @@ WARMUP_SCALE = 0.05
 
 
 def case_names() -> list[str]:
-    """Every case, ``impl/transport``: ours first, then the peers."""
+    """Every case, ``impl/transport``: ours first, then the peers; only those named in
+    ``STREAMPROTO_BENCH_CASES`` (comma-separated) when it is set, for a quicker comparison."""
     ours = [f"{b}/{t}" for b in BACKENDS for t in TRANSPORTS]
-    return ours + [f"{peer}/{transport}" for peer, transport in PEERS.items()]
+    every = ours + [f"{peer}/{transport}" for peer, transport in PEERS.items()]
+    chosen = os.environ.get(CASES_ENV)
+    if not chosen:
+        return every
+    wanted = {name.strip() for name in chosen.split(",")}
+    return [case for case in every if case in wanted]
 
 
 def _unavailable(impl: str) -> str | None:

@@ -434,23 +434,33 @@ def test_write_many_is_a_loop_of_write(params: dict[str, Any], steps: list[Any])
     many = HubWorld(True, params)
     for step in steps:
         for world in (single, many):
-            match step:
-                case ("write", sizes):
-                    world.write(sizes)
-                case ("pump", link, max_bytes):
-                    world.pump(link % len(world.links), max_bytes)
-                case ("subscribe", link, policy, after):
-                    world.subscribe(link % len(world.links), policy, after)
-                case ("leave", index):
-                    world.leave(index)
+            apply_hub_step(world, step)
         assert many.log == single.log
-    for world in (single, many):
+    close_and_compare(single, many)
+
+
+def apply_hub_step(world: HubWorld, step: Any) -> None:
+    """One step of the ``hub_steps`` strategy."""
+    match step:
+        case ("write", sizes):
+            world.write(sizes)
+        case ("pump", link, max_bytes):
+            world.pump(link % len(world.links), max_bytes)
+        case ("subscribe", link, policy, after):
+            world.subscribe(link % len(world.links), policy, after)
+        case ("leave", index):
+            world.leave(index)
+
+
+def close_and_compare(single: HubWorld, other: HubWorld) -> None:
+    """End the stream in both worlds, drain every link, and compare all they emitted."""
+    for world in (single, other):
         world.producer.close()
         for link in range(len(world.links)):
             for _ in range(3):
                 world.pump(link)
-    assert many.log == single.log
-    assert many.hub.statistics() == single.hub.statistics()
+    assert other.log == single.log
+    assert other.hub.statistics() == single.hub.statistics()
 
 
 def test_write_many_answers() -> None:

@@ -123,6 +123,12 @@ _STATES: Final = {
     StreamStatus.ABORTED: StreamState.ABORTED,
 }
 
+#: A run of held writes (see :meth:`Hub.flush_writes`) is delivered early once it holds this
+#: many chunks or bytes, so what a producer holds stays bounded however long it writes
+#: without yielding (the adapters' producers yield at the same bounds).
+HOLD_CHUNKS = 512
+HOLD_BYTES = 256 * 1024
+
 
 class AbortRule(enum.Enum):
     """What a channel does when the last subscriber of a stream cancels."""
@@ -276,6 +282,8 @@ class _Stream:
         "channel",
         "closed_at",
         "generation",
+        "held",
+        "held_bytes",
         "key",
         "live",
         "n_block",
@@ -301,6 +309,8 @@ class _Stream:
         self.closed_at = -1.0
         self.remote = False  # produced in another process (a shared store's stream)
         self.touched = 0.0  # the time of the last write (with an idle TTL)
+        self.held: list[bytes] | None = None  # written, not yet delivered (Hub.flush_writes)
+        self.held_bytes = 0
 
     def listeners(self) -> int:
         return len(self.live) + len(self.catching) + self.parked
@@ -367,6 +377,7 @@ class Producer:
     @property
     def last_seq(self) -> int:
         """The seq of the last chunk written (0 before the first)."""
+        self._hub._flush_stream(self._stream)
         info = self._hub._store.status(self._stream.key)
         if info is None or info.generation != self._stream.generation:
             return 0
@@ -394,6 +405,7 @@ class Producer:
         and ``on_writable`` is called when they may be offered again. Raises like ``write``.
         """
         self._check_open()
+        self._hub._flush_stream(self._stream)
         return self._hub._write_many(self._stream, list(map(bytes, chunks)))
 
     def close(self) -> None:
@@ -771,6 +783,10 @@ class Hub:
         self._timer_seq = 0
         self._dirty: set[Peer] = set()
         self._waking = False  # a _wake is draining _dirty (further up this call stack)
+        self._held: list[_Stream] = []  # streams whose writes wait for flush_writes
+        #: Set by an adapter that runs an event loop to let ``Producer.write`` hold chunks
+        #: until :meth:`flush_writes`; called when the first is held (see there).
+        self.on_writes_held: Callable[[], None] | None = None
         # The store's optional batch append (see ReplayStore).
         self._extend: Callable[[tuple[str, str], int, list[bytes]], int] | None = getattr(
             self._store, "extend", None
@@ -903,6 +919,7 @@ class Hub:
         """What the hub asks of a shared store (see ``_store.py`` rule 5), oldest first; each
         is returned once. Carry them out and hand the answers to :meth:`handle_store_event`.
         Always empty with a store that is not shared."""
+        self.flush_writes()  # held writes append to the store: their requests go now
         requests, self._requests = self._requests, []
         return requests
 
@@ -910,6 +927,7 @@ class Hub:
         """Act on what a shared store's adapter learned (the answer to a request, or news of
         a stream this process produces or follows). Read :meth:`next_deadline` and
         :meth:`store_requests` again afterwards."""
+        self.flush_writes()
         if isinstance(event, StreamLoaded):
             self._on_loaded(event.key)
         elif isinstance(event, StreamClaimed):
@@ -1006,6 +1024,7 @@ class Hub:
     def handle_timer(self) -> None:
         """Expire sessions past their grace period, release finished streams past their
         retention and run the :meth:`call_later` callbacks that are due, as of ``clock()``."""
+        self.flush_writes()
         now = self._clock()
         timers = self._timers
         while timers and timers[0][0] <= now:
@@ -1063,6 +1082,7 @@ class Hub:
 
     def handle_events(self, peer: Peer, events: Iterable[Event]) -> None:
         """Act on a connection's events (see :meth:`Peer.handle_events`)."""
+        self.flush_writes()  # what was written came first
         acted = False
         for event in events:
             if peer.closed:
@@ -1286,7 +1306,60 @@ class Hub:
         producer = cast(Producer, stream.producer)  # a local open stream has one
         producer._end_by_hub(ErrorCode.STREAM_EXPIRED, f"no write for {ttl:g} s (idle TTL)")
 
+    def flush_writes(self) -> None:
+        """Deliver the writes the hub holds.
+
+        With :attr:`on_writes_held` set, ``Producer.write`` to a stream whose live
+        subscribers cannot block it (none under the BLOCK policy) answers ACCEPTED at once
+        and holds the chunk; the writes that follow join it, and the run is delivered as one
+        ``write_many`` (the same seqs, bytes and events as the writes one at a time, for the
+        per-subscriber work once per run). The hub calls ``on_writes_held()`` when it holds
+        the first chunk; the adapter then calls ``flush_writes()`` before its connections
+        next flush (at the end of the loop turn), so a lone write goes out no later than
+        before. Every other entry point (``handle_events``, ``handle_timer``, the store's,
+        and the producer's other calls) delivers what is held first, so nothing can tell a
+        held run from one written just before it. A run is delivered early at
+        :data:`HOLD_CHUNKS` chunks or :data:`HOLD_BYTES` bytes."""
+        held = self._held
+        while held:
+            self._held = []
+            for stream in held:
+                self._flush_stream(stream)
+            held = self._held
+
+    def _flush_stream(self, stream: _Stream) -> None:
+        chunks = stream.held
+        if chunks is not None:
+            stream.held = None
+            stream.held_bytes = 0
+            self._write_many(stream, chunks)
+
     def _write(self, stream: _Stream, chunk: bytes) -> WriteResult:
+        """Producer.write: held (see flush_writes) when it may be, else written now."""
+        held = stream.held
+        if held is not None:  # a run is held: this chunk joins it
+            held.append(chunk)
+            stream.held_bytes += len(chunk)
+            if len(held) >= HOLD_CHUNKS or stream.held_bytes >= HOLD_BYTES:
+                self._flush_stream(stream)
+            return _ACCEPTED
+        if (
+            self.on_writes_held is not None
+            and stream.live
+            and not stream.n_block
+            and not stream.n_hold
+        ):
+            # Nobody can block it (no BLOCK subscriber live, catching up or parked), so the
+            # answer is ACCEPTED whenever it is delivered.
+            stream.held = [chunk]
+            stream.held_bytes = len(chunk)
+            self._held.append(stream)
+            if len(self._held) == 1:
+                self.on_writes_held()
+            return _ACCEPTED
+        return self._write_now(stream, chunk)
+
+    def _write_now(self, stream: _Stream, chunk: bytes) -> WriteResult:
         size = len(chunk)
         if stream.n_hold:
             stream.blocked = True
@@ -1339,7 +1412,7 @@ class Hub:
                 # Some subscriber is full (its policy decides), or cannot take a batch: the
                 # rest goes one chunk at a time, exactly as write does.
                 for chunk in rest:
-                    if self._write(stream, chunk) is _BLOCKED:
+                    if self._write_now(stream, chunk) is _BLOCKED:
                         return done, _BLOCKED
                     done += 1
                 break
@@ -1431,6 +1504,7 @@ class Hub:
         conn.send_error(sub.handle, ErrorCode.CHUNK_TOO_LARGE, f"chunks here are <= {limit} B")
 
     def _finish(self, stream: _Stream, outcome: Outcome) -> None:
+        self._flush_stream(stream)
         self._store.finish(stream.key, stream.generation, outcome)
         self._closed_stream(stream, outcome)
 

@@ -2180,7 +2180,7 @@ class SubscriptionBase(Generic[_T]):
     def on_overflow(self) -> Callable[[Overflow], None] | None:
         """Called with an :class:`streamproto.Overflow` when an overflow gap arrives (before
         the iterator hands the gap out). It runs in the client's loop (thread backend: its
-        reader thread, under its lock): keep it short and do not block."""
+        I/O thread, under its lock): keep it short and do not block."""
         return self._core.on_overflow
 
     @on_overflow.setter

@@ -262,9 +262,16 @@ class _ServerProtocol(asyncio.Protocol):
     def wakeup(self) -> None:
         if not self.scheduled:
             self.scheduled = True
-            self.loop.call_soon(self.flush)
+            woken = self.server._woken
+            if woken is None:
+                self.loop.call_soon(self.flush)
+            else:  # Server._deliver_held flushes it once the hub is done
+                woken.append(self)
 
     def flush(self) -> None:
+        # Writes held this turn first (a handler's first chunk goes with the ACCEPT); while
+        # ``scheduled`` is still set, delivering them does not schedule this flush again.
+        self.server.hub.flush_writes()
         self.scheduled = False
         driver, transport = self.driver, self.transport
         if driver is None or transport is None:
@@ -341,6 +348,10 @@ class Server(ServerBase[ServerProducer[Any], ServerUpload]):
         self._server: asyncio.AbstractServer | None = None
         self._hub_timer: asyncio.TimerHandle | None = None
         self._hub_at: float | None = None
+        # Producer writes are held by the hub until the end of the loop turn and delivered
+        # as runs (Hub.flush_writes); while they are, the connections it wakes gather here.
+        self._woken: list[_ServerProtocol] | None = None
+        self.hub.on_writes_held = self._writes_held
 
     def _producer(self, producer: Producer) -> ServerProducer[Any]:
         return ServerProducer(producer, server=self)
@@ -358,6 +369,19 @@ class Server(ServerBase[ServerProducer[Any], ServerUpload]):
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+
+    def _writes_held(self) -> None:
+        self.loop.call_soon(self._deliver_held)
+
+    def _deliver_held(self) -> None:
+        woken: list[_ServerProtocol] = []
+        self._woken = woken
+        try:
+            self.hub.flush_writes()
+        finally:
+            self._woken = None
+        for proto in woken:  # now, not a loop turn later: a lone write waits no longer
+            proto.flush()
 
     def _rearm_hub(self) -> None:
         deadline = self.hub.next_deadline()
@@ -410,6 +434,9 @@ class Server(ServerBase[ServerProducer[Any], ServerUpload]):
             await asyncio.gather(*self.tasks, return_exceptions=True)
         if self._hub_timer is not None:
             self._hub_timer.cancel()
+        if self.hub.on_writes_held == self._writes_held:  # the hub may outlive this loop
+            self.hub.on_writes_held = None
+            self.hub.flush_writes()
         if self._server is not None:
             await self._server.wait_closed()
 

@@ -1,11 +1,14 @@
-"""The thread backend: blocking sockets and threads, for code without an event loop.
+"""The thread backend: threads for code without an event loop.
 
-Per socket, a reader thread feeds ``recv`` to the sans-IO side, and a writer thread sleeps on
-a condition until something wakes it (the reader, the hub, the application) or its deadline
-passes, then writes ``step()``. Every call into the hub, a driver or the client core is made
-under one lock (the server's, the client's), so the core needs no locking of its own; the
-writer lets go of the lock while it sends, and is the only thread that sends, so frames keep
-their order. Every thread is joined by ``close()`` / ``shutdown()``.
+A server's sockets are non-blocking and share one I/O thread (``_Loop``: a selector and a
+heap of deadlines) that reads them, feeds the sans-IO sides and writes what the kernel did
+not take at once; output goes out in the thread that made it when the socket is idle (see
+``_Pump``). So an idle connection costs no thread: a server runs its I/O thread, an acceptor,
+the hub's timer and the handlers' threads. A client runs one thread, which does its socket's
+I/O the same way and reconnects. Every call into the hub, a driver or the client core is made
+under one lock (the server's, the client's), so the core needs no locking of its own; only
+the lock's holder sends, so frames keep their order. Every thread is joined by ``close()`` /
+``shutdown()``.
 
 Clocks: connections run on ``time.monotonic``; the hub's deadlines are taken to be in the same
 clock (the Hub's documented ``clock=time.monotonic``).
@@ -15,17 +18,16 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import heapq
 import random
 import selectors
 import socket
-import struct
-import sys
 import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from types import TracebackType
-from typing import Any, TypeVar, overload
+from typing import Any, TypeVar, cast, overload
 
 from streamproto import (
     Config,
@@ -103,159 +105,320 @@ _LINGER = 1.0
 _HANDLER_IDLE = 5.0
 
 
-#: Non-blocking send for the inline write path (absent on Windows: the writer thread does it).
-_DONTWAIT: int | None = getattr(socket, "MSG_DONTWAIT", None)
-#: Inline writes allowed per input read: replies go out at once; a producer writing on its
-#: own gets this many, then the writer thread takes over and sends in batches.
+#: Inline flushes allowed per input read: replies go out at once, in the thread that made
+#: them; a producer writing on its own gets this many, then the I/O thread takes over and
+#: sends what piles up in batches.
 _INLINE_BUDGET = 4
 
 
-class _Writer:
-    """The writer of one socket: a thread, plus an inline path. ``wake`` and ``stop`` are
-    called with the lock held.
+class _Pump:
+    """One socket's I/O, driven by a :class:`_Loop` (never a thread of its own). Every method
+    runs with the lock held.
 
-    When the thread is idle, ``wake`` takes what the core has to send and writes it at once,
-    in the caller's thread, with a non-blocking send: a reply or a chunk then leaves without
-    a hand-off to another thread (which costs more than the send itself under the GIL). What
-    the kernel does not take waits in ``_pending`` for the thread, which is woken only when it
-    has something to do: bytes left over, a new deadline, the end. Inline sends are rationed
-    (``_INLINE_BUDGET`` per input read): one send per chunk would cost a producer that writes
-    in a loop its throughput, which the thread's batched ``sendall`` keeps."""
+    The socket is non-blocking. Input is read by the loop's thread when the selector says so.
+    Output goes out at once in the thread that woke the side when the pump is idle (a
+    ``send`` that cannot block: a reply or a chunk leaves without a hand-off to another
+    thread, which costs more than the send itself under the GIL); what the kernel does not
+    take waits in ``_pending`` for the loop, which sends it when the socket is writable.
+    Inline flushes are rationed (``_INLINE_BUDGET`` per input read): one ``send`` per chunk
+    would cost a producer that writes in a loop its throughput, which the loop's batched
+    sends keep. ``on_closed`` runs once the socket is closed."""
+
+    __slots__ = (
+        "_after",
+        "_blocked",
+        "_gate",
+        "_loop",
+        "_pending",
+        "armed",
+        "budget",
+        "closed",
+        "closing",
+        "dirty",
+        "events",
+        "linger",
+        "on_closed",
+        "side",
+        "sock",
+    )
 
     def __init__(
         self,
-        lock: threading.RLock,
+        loop: _Loop,
         sock: socket.socket,
         side: Side,
+        on_closed: Callable[[], None],
         after: Callable[[], None] = lambda: None,
     ) -> None:
-        self._lock = lock
-        self._cond = threading.Condition(lock)
-        self._sock = sock
-        self._side = side
+        sock.setblocking(False)
+        self._loop = loop
+        self.sock = sock
+        self.side = side
+        self.on_closed = on_closed
         self._after = after
-        self._woken = False
-        self._stopping = False
-        self._idle = False  # the thread waits on the condition, with the lock free
-        self._waiting_for: float | None = None  # the deadline the idle thread waits for
-        self._pending = b""  # taken from the core, not yet written
-        self.budget = _INLINE_BUDGET  # inline sends left until the next input
-        #: Notified whenever the core may have changed (the reader waits on it while the
-        #: side is not ``reading``).
-        self.readable = threading.Condition(lock)
-        self.stopping = False
-        # Only a side that may stop reading (HTTP) needs the reader woken; the others always read.
-        self._gate = not always_reads(side)
-        self.thread = threading.Thread(target=self._run, name="streamproto-writer", daemon=True)
+        self._pending = b""  # taken from the side, not yet written
+        self._blocked = False  # the kernel refused output (the side was told)
+        self._gate = not always_reads(side)  # only an HTTP side may stop reading
+        self.budget = _INLINE_BUDGET
+        self.armed: float | None = None  # the deadline the loop waits for
+        self.events = 0  # what the selector watches for
+        self.dirty = False  # the loop has it to look at
+        self.closing = False  # no more input: write what is left, then close
+        self.linger = 0.0  # closing: when to close even if the peer took nothing
+        self.closed = False
 
     def wake(self) -> None:
-        if self._gate:
-            self.readable.notify_all()
-        if self._idle and self.budget and not self._pending and _DONTWAIT is not None:
+        """The side may have output (or a new deadline, or stopped or resumed reading)."""
+        if self.closed:
+            return
+        loop = self._loop
+        if self.budget and not self._pending and not self.closing and not loop.in_thread():
             self.budget -= 1
-            side = self._side
+            side = self.side
             data = side.step(FLUSH_SLICE)
             self._after()
             if data:
-                try:
-                    sent = self._sock.send(data, _DONTWAIT)
-                except BlockingIOError:
-                    sent = 0
-                except OSError:
-                    sent = 0  # the thread's sendall meets the error and ends the writer
-                self._pending = data[sent:]
+                self._send(data)
             if (
                 not self._pending
-                and len(data) < FLUSH_SLICE  # a whole slice: the core may hold more
+                and len(data) < FLUSH_SLICE  # a whole slice: the side may hold more
                 and not side.finished
-                and side.deadline() == self._waiting_for
+                and not self.closing
+                and self.armed_for(side.deadline())
+                and (not self._gate or side.reading == bool(self.events & selectors.EVENT_READ))
             ):
-                return  # written: the thread has nothing new to do
-        self._woken = True
-        self._cond.notify()
+                return  # written: the loop has nothing new to do
+        loop.look_at(self)
+
+    def armed_for(self, deadline: float | None) -> bool:
+        """Whether the loop wakes up by ``deadline`` already."""
+        return deadline is None or (self.armed is not None and self.armed <= deadline)
+
+    def readable(self) -> None:
+        try:
+            data = self.sock.recv(_RECEIVE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        self.side.receive(data)
+        self.budget = _INLINE_BUDGET  # answers to input leave at once
+        if not data:
+            self.closing = True
+
+    def flush(self) -> None:
+        """Write what the kernel takes: what is pending, then what the side has."""
+        side = self.side
+        if self._pending:
+            deadline = side.deadline()
+            if deadline is not None and time.monotonic() >= deadline:
+                # Its timers are due (the end of a stall among them): step runs them; what
+                # it has to say goes behind what is pending.
+                self._pending += side.step(0)
+                self._after()
+        while True:
+            data = self._pending
+            if data:
+                self._pending = b""
+            else:
+                data = side.step(FLUSH_SLICE)
+                self._after()
+                if not data:
+                    return
+            if not self._send(data):
+                return
+
+    def _send(self, data: bytes) -> bool:
+        """Send ``data`` without blocking; keep what the kernel did not take. True when all
+        was taken."""
+        try:
+            sent = self.sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:  # the peer is gone: nothing more will be written
+            self.closing = True
+            self.linger = 0.0
+            return False
+        if sent < len(data):
+            self._pending = data[sent:]
+            if not self._blocked:
+                self._blocked = True
+                self.side.output_blocked(True)  # the side's stall timer runs (R-LIM-20)
+            return False
+        if self._blocked:
+            self._blocked = False
+            self.side.output_blocked(False)
+        return True
+
+    def settle(self, now: float) -> None:
+        """After the loop flushed it: close it when it is done, else watch what it waits for."""
+        side = self.side
+        if side.finished and not self.closing:
+            self.closing = True
+            self.linger = now + _LINGER
+        elif self.closing and not self.linger:
+            self.linger = now + _LINGER
+        if self.closing and (
+            not self._pending or now >= self.linger or getattr(side, "stalled", False)
+        ):
+            self.close()
+            return
+        events = 0
+        if not self.closing and side.reading:
+            events |= selectors.EVENT_READ
+        if self._pending:
+            events |= selectors.EVENT_WRITE
+        self._loop.watch(self, events)
+        deadline = self.linger if self.closing else side.deadline()
+        if not self.armed_for(deadline):
+            # Only an earlier deadline needs a new entry: a later one is met when the entry
+            # armed before fires (early, harmlessly), so the heap stays small.
+            self.armed = deadline
+            self._loop.arm(cast(float, deadline), self)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._loop.pumps -= 1
+        self._loop.watch(self, 0)
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+        self.on_closed()
+
+
+class _Loop:
+    """One thread that does the I/O of many sockets (:class:`_Pump`): a selector, a socket
+    pair to wake it, and a heap of deadlines. It holds the lock except while it waits in
+    ``select``, so the core is called under the lock as everywhere else. Other threads only
+    mark a pump for it to look at (``look_at``) and wake it; the selector is touched by the
+    loop's thread alone."""
+
+    def __init__(self, lock: threading.RLock) -> None:
+        self._lock = lock
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._selector.register(self._wake_r, selectors.EVENT_READ)
+        self._poked = False
+        self._dirty: list[_Pump] = []
+        self._timers: list[tuple[float, int, _Pump]] = []
+        self._timer_seq = 0
+        self.pumps = 0  # pumps not yet closed
+        self.stopping = False
+        self._ident: int | None = None
+
+    def in_thread(self) -> bool:
+        return threading.get_ident() == self._ident
+
+    def add(self, pump: _Pump) -> None:
+        self.pumps += 1
+        self.look_at(pump)
+
+    def look_at(self, pump: _Pump) -> None:
+        if not pump.dirty:
+            pump.dirty = True
+            self._dirty.append(pump)
+        self.poke()
+
+    def poke(self) -> None:
+        if not self._poked and not self.in_thread():
+            self._poked = True
+            with contextlib.suppress(OSError):  # full: a wake is pending anyway
+                self._wake_w.send(b"\0")
 
     def stop(self) -> None:
-        """Write what is left, then shut the socket down."""
-        self._stopping = self.stopping = True
-        self.readable.notify_all()
-        self._cond.notify()
+        self.stopping = True
+        self.poke()
 
-    def _run(self) -> None:
-        side, sock, lock = self._side, self._sock, self._lock
-        with self._cond:
-            while True:
-                self._woken = False
-                data, self._pending = self._pending, b""
-                if not data:
-                    data = side.step(FLUSH_SLICE)
-                    self._after()
-                if data:
-                    side.output_blocked(True)
+    def watch(self, pump: _Pump, events: int) -> None:
+        if events == pump.events:
+            return
+        if not events:
+            self._selector.unregister(pump.sock)
+        elif not pump.events:
+            self._selector.register(pump.sock, events, pump)
+        else:
+            self._selector.modify(pump.sock, events, pump)
+        pump.events = events
+
+    def arm(self, deadline: float, pump: _Pump) -> None:
+        self._timer_seq += 1
+        heapq.heappush(self._timers, (deadline, self._timer_seq, pump))
+
+    def run(self) -> None:
+        """Serve the pumps in this thread until ``stopping`` is set and every pump closed."""
+        self._ident = threading.get_ident()
+        lock, selector, timers, dirty = self._lock, self._selector, self._timers, self._dirty
+        wake_r = self._wake_r
+        with lock:
+            try:
+                while True:
+                    now = time.monotonic()
+                    while timers and (timers[0][0] <= now or timers[0][2].closed):
+                        at, _, pump = heapq.heappop(timers)
+                        if not pump.closed and pump.armed == at:
+                            pump.armed = None
+                            self._look(pump)
+                    while dirty:
+                        pump = dirty.pop()
+                        pump.dirty = False
+                        if not pump.closed:
+                            self._step(pump)
+                    if dirty:
+                        continue
+                    if self.stopping and not self.pumps:
+                        break
+                    timeout = None if not timers else max(0.0, timers[0][0] - time.monotonic())
                     lock.release()
                     try:
-                        sock.sendall(data)
-                    except OSError:
-                        stalled = True
-                    else:
-                        stalled = False
+                        ready = selector.select(timeout)
                     finally:
                         lock.acquire()
-                    if stalled:  # the peer is gone, or took nothing for the stall timeout
-                        side.step()  # past the stall deadline: ends with EXCESSIVE_LOAD
-                        break
-                    side.output_blocked(False)
-                    continue  # more may have been queued while the lock was free
-                if side.finished or self._stopping:
-                    break
-                deadline = self._waiting_for = side.deadline()
-                self._idle = True
-                try:
-                    while not self._woken and not self._stopping:
-                        timeout = None if deadline is None else deadline - time.monotonic()
-                        if timeout is not None and timeout <= 0:
-                            break
-                        self._cond.wait(timeout)
-                finally:
-                    self._idle = False
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)  # the reader's recv returns
+                    for key, mask in ready:
+                        pump = key.data
+                        if pump is None:
+                            with contextlib.suppress(OSError):
+                                while wake_r.recv(4096):
+                                    pass
+                            self._poked = False
+                            continue
+                        if pump.closed:
+                            continue
+                        if mask & selectors.EVENT_READ:
+                            try:
+                                pump.readable()
+                            except Exception:
+                                self._failed(pump)
+                                continue
+                        self._look(pump)
+            finally:
+                selector.close()
+                self._wake_r.close()
+                self._wake_w.close()
 
+    def _look(self, pump: _Pump) -> None:
+        if not pump.dirty:
+            pump.dirty = True
+            self._dirty.append(pump)
 
-def _read(sock: socket.socket, lock: threading.RLock, side: Side, writer: _Writer) -> None:
-    """The reader loop of one socket; then stop and join the writer, and close the socket."""
-    writer.thread.start()
-    try:
-        while True:
-            try:
-                data = sock.recv(_RECEIVE)
-            except OSError:
-                data = b""
-            with lock:
-                side.receive(data)
-                writer.budget = _INLINE_BUDGET  # answers to input leave at once
-                writer.wake()
-                if not data or side.finished:
-                    return
-                while not side.reading and not side.finished and not writer.stopping:
-                    writer.readable.wait()  # an HTTP upload beyond its credit
-    finally:
-        with lock:
-            writer.stop()
-        writer.thread.join(_LINGER)
-        if writer.thread.is_alive():  # stuck sending to a peer that does not read
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            writer.thread.join()
-        sock.close()
+    def _step(self, pump: _Pump) -> None:
+        try:
+            pump.flush()
+            if not pump.dirty:  # else it woke itself: flushed again first
+                pump.settle(time.monotonic())
+        except Exception:
+            self._failed(pump)
 
-
-def _send_timeout(sock: socket.socket, seconds: float) -> None:
-    """A send that takes no byte for ``seconds`` fails (R-LIM-20): the writer thread is the
-    one that would notice a stall, and it is the one blocked in the send."""
-    if sys.platform != "win32":  # a timeval here; Windows takes milliseconds (not set there)
-        whole = int(seconds)
-        timeval = struct.pack("ll", whole, int((seconds - whole) * 1e6))
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+    @staticmethod
+    def _failed(pump: _Pump) -> None:
+        # A bug must cost one connection, not every connection of the thread.
+        log.exception("connection failed")
+        if not pump.closed:
+            with contextlib.suppress(Exception):
+                pump.close()
 
 
 # -- urls ---------------------------------------------------------------------------------------
@@ -506,31 +669,25 @@ class _Handlers:
 
 
 class _Connection:
-    """One accepted socket: its driver and its reader and writer threads."""
+    """One accepted socket: its driver, and its pump on the server's I/O thread. Made with
+    the server's lock held."""
 
     def __init__(self, server: Server, sock: socket.socket) -> None:
         self.server = server
-        self.sock = sock
         framing = server.url.framing(client=False)
         self.driver = server._driver(framing, time.monotonic, self.wake)
-        _send_timeout(sock, server.config.output_stall_timeout)
-        self.writer = _Writer(server._lock, sock, self.driver, server._rearm_hub)
-        self.reader = threading.Thread(target=self._run, name="streamproto-reader", daemon=True)
+        self.pump = _Pump(server._io, sock, self.driver, self._closed, server._rearm_hub)
 
     def wake(self) -> None:
-        self.writer.wake()
+        self.pump.wake()
 
-    def _run(self) -> None:
+    def _closed(self) -> None:
         server = self.server
-        try:
-            _read(self.sock, server._lock, self.driver, self.writer)
-        finally:
-            with server._lock:
-                self.driver.connection_lost()
-                server._gone(self.driver)
-                server.drivers.discard(self)
-                server._changed.notify_all()
-                server._rearm_hub()
+        self.driver.connection_lost()
+        server._gone(self.driver)
+        server.drivers.discard(self)
+        server._changed.notify_all()
+        server._rearm_hub()
 
 
 class Server(ServerBase[ServerProducer[Any], ServerUpload]):
@@ -559,9 +716,12 @@ class Server(ServerBase[ServerProducer[Any], ServerUpload]):
         self.port = bound_port(self._listener.getsockname())
         self._log_listening()
         self._stop_r, self._stop_w = socket.socketpair()
+        self._io = _Loop(self._lock)
+        self._io_thread = threading.Thread(target=self._io.run, name="streamproto-io", daemon=True)
         self._acceptor = threading.Thread(target=self._accept, name="streamproto-accept")
         self._timer = threading.Thread(target=self._hub_timer, name="streamproto-hub-timer")
         self._acceptor.daemon = self._timer.daemon = True
+        self._io_thread.start()
         self._acceptor.start()
         self._timer.start()
 
@@ -608,7 +768,7 @@ class Server(ServerBase[ServerProducer[Any], ServerUpload]):
                 with self._lock:
                     conn = _Connection(self, sock)
                     self.drivers.add(conn)
-                conn.reader.start()
+                    self._io.add(conn.pump)
 
     def _rearm_hub(self) -> None:
         if self.hub.next_deadline() != self._hub_at:
@@ -627,7 +787,7 @@ class Server(ServerBase[ServerProducer[Any], ServerUpload]):
     def _goaway(self, code: int) -> None:
         for conn in self.drivers:
             conn.driver.shutdown(code)
-            conn.writer.wake()
+            conn.wake()
 
     def shutdown(self, timeout: float = 5.0) -> None:
         """Stop listening, GOAWAY to every connection, let open streams drain for up to
@@ -649,8 +809,10 @@ class Server(ServerBase[ServerProducer[Any], ServerUpload]):
             for waiter in list(self._waiters):
                 waiter._shutdown()
             self._changed.notify_all()
-            readers = [conn.reader for conn in self.drivers]
-        for thread in [*readers, self._timer]:
+            # Each socket closes once its goodbye is out, or after _LINGER.
+            self._changed.wait_for(lambda: not self.drivers)
+            self._io.stop()
+        for thread in [self._io_thread, self._timer]:
             thread.join()
         deadline = time.monotonic() + max(timeout, _LINGER)
         for thread in self._handlers.close():
@@ -803,7 +965,7 @@ class Upload(UploadBase):
 
 class Client(ClientBase[Subscription[bytes], Subscription[bytes | Gap]]):
     """A connection to a streamproto server that reconnects and resumes (from :func:`connect`).
-    One thread reads (and reconnects), one writes; ``close()`` joins both."""
+    One thread does the socket's I/O and reconnects; ``close()`` joins it."""
 
     _lock: threading.RLock  # the one lock around every call into the core
 
@@ -813,7 +975,7 @@ class Client(ClientBase[Subscription[bytes], Subscription[bytes | Gap]]):
         self._changed = threading.Condition(self._lock)  # ready, failed or closing
         self._timeout = timeout
         self._sock: socket.socket | None = None
-        self._writer: _Writer | None = None
+        self._pump: _Pump | None = None
         self._closing = False
         self._thread: threading.Thread | None = None
         core.on_ready = self._changed.notify_all
@@ -833,14 +995,16 @@ class Client(ClientBase[Subscription[bytes], Subscription[bytes | Gap]]):
                     return
                 core.new_connection()
                 self._sock = sock
-                writer = self._writer = _Writer(self._lock, sock, core)
-            try:
-                _read(sock, self._lock, core, writer)
-            finally:
-                with self._lock:
-                    self._sock = self._writer = None
-                    core.lost()
+                loop = _Loop(self._lock)
+                loop.stopping = True  # run() returns once the socket is closed
+                self._pump = _Pump(loop, sock, core, self._lost)
+                loop.add(self._pump)
+            loop.run()
             sock = self._reconnect()
+
+    def _lost(self) -> None:
+        self._sock = self._pump = None
+        self.core.lost()
 
     def _reconnect(self) -> socket.socket | None:
         core = self.core
@@ -897,8 +1061,8 @@ class Client(ClientBase[Subscription[bytes], Subscription[bytes | Gap]]):
                 raise core.failure
 
     def _wake(self) -> None:
-        if self._writer is not None:
-            self._writer.wake()
+        if self._pump is not None:
+            self._pump.wake()
 
     def _subscription(self, core: SubscriptionCore) -> Subscription[Any]:
         return Subscription(self, core)

@@ -1,0 +1,211 @@
+"""Single writes that batch themselves: with ``Hub.on_writes_held`` set, a run of
+``Producer.write`` calls is held and delivered as one ``write_many`` by ``Hub.flush_writes``
+(or by any other entry point of the hub). Nothing may tell the difference: the property
+below runs a world that writes one chunk at a time against one whose writes are held, and
+compares everything each side emits after every step.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_batch import BIG, HubWorld, apply_hub_step, batches, close_and_compare, hub_params
+
+from streamproto import OverflowPolicy, StreamLoaded
+from streamproto._hub import HOLD_BYTES, HOLD_CHUNKS
+
+
+class World(HubWorld):
+    """A :class:`HubWorld` that can also write without reading ``last_seq`` afterwards (which
+    delivers what is held), so a held run can meet the steps that follow it."""
+
+    def write_quiet(self, sizes: list[int]) -> None:
+        chunks = [self.payloads.make(size) for size in sizes]
+        self.payloads_seen += chunks
+        self.log.append(("write", [self.producer.write(chunk) for chunk in chunks]))
+
+
+class HeldWorld(World):
+    """Writes are held; the "adapter" flushes them before its connections flush, as the
+    contract of ``Hub.flush_writes`` asks."""
+
+    def __init__(self, params: dict[str, Any]) -> None:
+        super().__init__(False, params)
+        self.held_calls = 0
+        self.hub.on_writes_held = self._held
+
+    def _held(self) -> None:
+        self.held_calls += 1
+
+    def pump(self, link: int, max_bytes: int | None = None) -> None:
+        self.hub.flush_writes()
+        super().pump(link, max_bytes)
+
+
+# BLOCK subscribers turn holding off (a write must answer BLOCKED at once): covered in
+# test_block_subscriber_turns_holding_off.
+held_steps = st.lists(
+    st.one_of(
+        st.tuples(st.just("write"), batches),
+        st.tuples(st.just("write_quiet"), batches),
+        st.tuples(st.just("pump"), st.integers(0, 2), st.sampled_from([None, 1, 200])),
+        st.tuples(
+            st.just("subscribe"),
+            st.integers(0, 2),
+            st.sampled_from([OverflowPolicy.DROP_OLDEST, OverflowPolicy.ERROR]),
+            st.one_of(st.none(), st.integers(0, 30)),
+        ),
+        st.tuples(st.just("leave"), st.integers(0, 5)),
+        st.tuples(st.just("timer")),
+    ),
+    max_size=16,
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(params=hub_params, steps=held_steps)
+def test_held_writes_are_a_loop_of_write(params: dict[str, Any], steps: list[Any]) -> None:
+    single = World(False, params)
+    held = HeldWorld(params)
+    writes = 0
+    for step in steps:
+        for world in (single, held):
+            match step:
+                case ("write_quiet", sizes):
+                    world.write_quiet(sizes)
+                case ("timer",):
+                    world.hub.handle_timer()
+                case _:
+                    apply_hub_step(world, step)
+        if step[0].startswith("write"):
+            writes += len(step[1])
+        assert held.log == single.log
+    assert held.held_calls <= writes
+    close_and_compare(single, held)
+
+
+PARAMS = {
+    "append_only": False,
+    "replay": 40,
+    "max_chunks": 1000,
+    "max_bytes": 1 << 20,
+    "conn_bytes": 1 << 22,
+    "window_chunks": 1000,
+    "window_bytes": 1 << 20,
+    "client_max_chunk": [1 << 20],
+}
+
+
+def _held_world() -> HeldWorld:
+    world = HeldWorld(PARAMS)
+    world.subscribe(0, OverflowPolicy.DROP_OLDEST, None)
+    return world
+
+
+def _queued(world: HeldWorld) -> int:
+    conn = world.links[0][1]
+    return sum(h.q_chunks for h in conn._handles.values() if hasattr(h, "q_chunks"))
+
+
+def test_a_run_is_held_until_flushed_and_the_callback_comes_once() -> None:
+    world = _held_world()
+    world.write_quiet([10, 10, 10])
+    assert world.held_calls == 1
+    assert _queued(world) == 0  # held: not on the connection yet
+    world.hub.flush_writes()
+    assert _queued(world) == 3
+    world.hub.flush_writes()  # nothing held: nothing happens
+    world.write_quiet([10])
+    assert world.held_calls == 2  # a new run, a new call
+
+
+def test_without_the_callback_writes_go_out_at_once() -> None:
+    world = World(False, PARAMS)
+    world.subscribe(0, OverflowPolicy.DROP_OLDEST, None)
+    world.write_quiet([10])
+    assert _queued(world) == 1
+
+
+def test_a_stream_nobody_listens_to_is_written_at_once() -> None:
+    world = HeldWorld(PARAMS)
+    world.write_quiet([10, 10])
+    assert world.held_calls == 0
+    assert world.producer.last_seq == 2
+
+
+def test_block_subscriber_turns_holding_off() -> None:
+    world = _held_world()
+    world.subscribe(0, OverflowPolicy.BLOCK, None)
+    world.write_quiet([10])
+    assert world.held_calls == 0
+    assert _queued(world) == 2
+
+
+@pytest.mark.parametrize(
+    ("sizes", "queued"),
+    [([1] * HOLD_CHUNKS, HOLD_CHUNKS), ([BIG] * (HOLD_BYTES // BIG + 1), HOLD_BYTES // BIG + 1)],
+)
+def test_a_long_run_is_delivered_at_the_bound(sizes: list[int], queued: int) -> None:
+    world = _held_world()
+    world.write_quiet(sizes[:-1])
+    assert _queued(world) == 0
+    world.write_quiet(sizes[-1:])  # the bound: delivered without a flush
+    assert _queued(world) == queued
+    world.write_quiet([1])  # the next run starts (the callback's flush is still to come)
+    assert world.held_calls == 1
+    assert _queued(world) == queued
+    world.hub.flush_writes()
+    assert _queued(world) == queued + 1
+
+
+@pytest.mark.parametrize("call", ["last_seq", "write_many", "close", "fail", "store_requests"])
+def test_the_producer_and_the_store_see_held_writes(call: str) -> None:
+    world = _held_world()
+    world.write_quiet([10, 10])
+    producer = world.producer
+    if call == "last_seq":
+        assert producer.last_seq == 2
+    elif call == "write_many":
+        assert producer.write_many([b"x"]) == (1, producer.write(b"y"))
+        assert producer.last_seq == 4
+    elif call == "close":
+        producer.close()
+    elif call == "fail":
+        producer.fail(4000, "no")
+    else:
+        assert world.hub.store_requests() == []
+    assert _queued(world) >= 2
+
+
+def test_a_store_event_delivers_held_writes_first() -> None:
+    world = _held_world()
+    world.write_quiet([10])
+    world.hub.handle_store_event(StreamLoaded(("bench:batch", "other")))
+    assert _queued(world) == 1
+
+
+def test_writes_made_while_flushing_are_delivered_by_the_same_flush() -> None:
+    world = _held_world()
+    other = world.channel.start("t")
+    world.subscribe(0, OverflowPolicy.DROP_OLDEST, None)  # on "s"; and one on "t":
+    client = world.links[0][0]
+    client.subscribe("bench:batch", "t", tail=True)
+    world.pump(0)
+    world.pump(0)
+    peer = world.links[0][2]
+    wakeup = peer.wakeup
+    writes = [b"late"]
+
+    def write_on_wake() -> None:  # an adapter callback that writes to another stream
+        if writes:
+            other.write(writes.pop())
+        wakeup()
+
+    peer.wakeup = write_on_wake
+    world.write_quiet([10])
+    world.hub.flush_writes()
+    assert not writes
+    assert _queued(world) == 3  # the chunk on "s" twice, and "late" on "t"
