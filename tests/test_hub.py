@@ -1755,3 +1755,27 @@ def test_overflow_without_a_callback_and_for_a_handle_the_hub_does_not_know() ->
 def test_overflow_record_is_short_in_logs() -> None:
     record = Overflow(CH, "s", "x" * 40, 3, 6, 3, 8)
     assert str(record) == f"Overflow({CH}/s session={'x' * 16} h=3 dropped=6 3..8)"
+
+
+def test_block_counts_the_copies_other_subscriptions_on_its_connection_queue_first() -> None:
+    """Two subscriptions of one stream on one connection share its connection-wide cap. A
+    write whose copy for the BLOCK one would fit alone, but not after the other's copy, is
+    BLOCKED as a whole: before, it was stored and queued for the other only, and the BLOCK
+    subscriber silently lost it."""
+    h, ch = setup()
+    p = ch.start("s")
+    writable: list[int] = []
+    p.on_writable = lambda: writable.append(p.last_seq)
+    c = h.connect(Config(auto_credit=False), Config(max_connection_queued_bytes=100))
+    tail = subscribe(c, "s", credit_chunks=8, policy=OverflowPolicy.DROP_OLDEST)
+    block = subscribe(c, "s", credit_chunks=8, policy=OverflowPolicy.BLOCK)
+    chunk = b"x" * 30
+    assert p.write(chunk) is WriteResult.ACCEPTED  # 60 of 100 queued until the next flush
+    assert p.write(chunk) is WriteResult.BLOCKED  # 60 + 30 + 30 > 100: for both, not one
+    assert p.last_seq == 1
+    h.pump()  # the flush empties the queue: writable again
+    assert writable == [1]
+    assert p.write(chunk) is WriteResult.ACCEPTED
+    h.pump()
+    assert only(c, block)[1:] == [(1, chunk), (2, chunk)]
+    assert only(c, tail)[1:] == [(1, chunk), (2, chunk)]

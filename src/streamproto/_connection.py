@@ -1289,18 +1289,22 @@ class Connection:
         self._maybe_drained(h)
         return True
 
-    def has_room(self, handle: int, nbytes: int = 0) -> bool:
+    def has_room(self, handle: int, nbytes: int = 0, *, others: int = 0) -> bool:
         """Whether ``send_data`` of ``nbytes`` on ``handle`` would be queued without applying
-        the overflow policy. When it would not, a :class:`Writable` event follows once it
-        would. False for a closed handle. Lets a fan-out writer check every subscriber before
-        it commits a chunk to any of them."""
+        the overflow policy, after ``others`` bytes queued on other handles of this
+        connection first (they share its connection-wide cap). When it would not, a
+        :class:`Writable` event follows once ``nbytes`` alone would fit. False for a closed
+        handle. Lets a fan-out writer check every subscriber before it commits a chunk to any
+        of them."""
         h = self._handles.get(handle)
         if h is None:
             self.handle_state(handle)  # raises for a handle never opened
             return False
         if not isinstance(h, _Out):
             raise LocalProtocolError(ErrorCode.INVALID_STATE, f"handle {handle} does not send data")
-        if self._has_room(h, nbytes):
+        if self._has_room(h, nbytes) and (
+            self._queued_bytes + nbytes + others <= self._cfg.max_connection_queued_bytes
+        ):
             return True
         self._blocked[handle] = (h, nbytes)
         return False

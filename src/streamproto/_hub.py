@@ -1366,11 +1366,9 @@ class Hub:
             return _BLOCKED
         if stream.channel.options.idle_ttl:
             stream.touched = self._clock()
-        if stream.n_block:
-            for sub in stream.live:
-                if sub.policy is _BLOCK and not sub.peer.conn.has_room(sub.handle, size):
-                    stream.blocked = True
-                    return _BLOCKED
+        if stream.n_block and not self._block_room(stream.live, size):
+            stream.blocked = True
+            return _BLOCKED
         seq = self._store.append(stream.key, stream.generation, chunk)
         dirty = self._dirty
         failed: list[_Sub] | None = None
@@ -1399,6 +1397,23 @@ class Hub:
                 self._leave(sub, cancelled=False)
         self._wake()
         return _ACCEPTED
+
+    @staticmethod
+    def _block_room(live: Iterable[_Sub], size: int) -> bool:
+        """Whether every BLOCK subscriber can queue a chunk of ``size`` bytes. Subscribers on
+        one connection share its connection-wide cap, and the chunk goes to each of them: a
+        BLOCK subscriber needs room for its copy after the copies of the others on its
+        connection, or the write would be stored and not queued for it."""
+        per_conn: dict[Connection, int] = {}
+        for sub in live:
+            conn = sub.peer.conn
+            per_conn[conn] = per_conn.get(conn, 0) + size
+        for sub in live:
+            if sub.policy is _BLOCK:
+                conn = sub.peer.conn
+                if not conn.has_room(sub.handle, size, others=per_conn[conn] - size):
+                    return False
+        return True
 
     def _write_many(self, stream: _Stream, chunks: list[bytes]) -> tuple[int, WriteResult]:
         """Producer.write_many: batches where every subscriber has room for them, else one
