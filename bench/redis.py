@@ -15,6 +15,16 @@
       The chunk carries A's ``time.monotonic_ns()``; both processes read the same clock.
     - **memory per chunk**: Redis's ``used_memory`` grown by a finished stream of
       ``RETAINED`` 64-byte chunks, per chunk (stream entries, the meta hash, the outcome).
+    - **open -> accept p50**: microseconds from a TCP client's OPEN to its ACCEPT, one open
+      at a time, on an asyncio server over ``RedisStore`` (the ACCEPT waits until Redis holds
+      the stream's claim, so any process finds it) and, in the same run, over the default
+      ``MemoryStore`` (**open -> accept p50, memory store**); the difference is the claim's
+      round trip to Redis.
+    - **trio round trip p50, worker-thread bridge / coredis**: microseconds for a trio task to
+      have one ``XADD`` done, one at a time: through the bridge ``open_trio_driver`` uses
+      (``loop.call_soon_threadsafe`` into a worker thread's asyncio loop running
+      ``redis.asyncio``, ``trio.from_thread.run_sync`` back), and with coredis, a client that
+      runs on trio itself (anyio); measured when coredis is installed (the dev extra).
 
 Needs ``redis-server`` on PATH (the Debian package) and the ``redis`` extra.
 """
@@ -23,12 +33,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import shutil
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -40,6 +52,8 @@ BATCH = 64
 CHANNEL = "bench:redis"
 RETAINED = 10_000
 TAIL_CHUNKS = 300
+OPENS = 300
+ROUND_TRIPS = 2_000
 
 
 @contextlib.contextmanager
@@ -217,6 +231,81 @@ async def _tail(url: str) -> list[float]:
     return latencies
 
 
+async def _open_latencies(url: str | None, n: int) -> list[float]:
+    """Microseconds from OPEN to ACCEPT at a TCP client, over Redis (``url``) or memory."""
+    from transports import asyncio as sp  # noqa: PLC0415
+    from transports import new_hub  # noqa: PLC0415
+    from transports.redis import open_asyncio_driver  # noqa: PLC0415
+
+    hub, store = _hub(url, "open") if url is not None else (new_hub(), None)
+    hub.register("bench:open", on_open=lambda producer, _args: producer.close())
+    server = await sp.serve(hub, "tcp://127.0.0.1:0")
+    driver = open_asyncio_driver(store, server) if store is not None else contextlib.nullcontext()
+    latencies: list[float] = []
+    async with driver:
+        client = await sp.connect(server.address)
+        for _ in range(n):
+            start = time.perf_counter_ns()
+            sub = client.open("bench:open")
+            await sub.accepted()
+            latencies.append((time.perf_counter_ns() - start) / 1000)
+            async for _chunk in sub:  # to its END
+                pass
+        await client.close()
+    await server.shutdown(timeout=1.0)
+    return latencies
+
+
+def _trio_bridge_round_trips(port: int, n: int) -> list[float]:
+    import redis.asyncio as aredis  # noqa: PLC0415
+    import trio  # noqa: PLC0415
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    client = aredis.Redis(port=port)
+
+    async def main() -> list[float]:
+        token = trio.lowlevel.current_trio_token()
+        latencies: list[float] = []
+        for _ in range(n):
+            done = trio.Event()
+
+            async def op(done: trio.Event = done) -> None:
+                await client.xadd("bridge:{s}", {"d": CHUNK})
+                trio.from_thread.run_sync(done.set, trio_token=token)
+
+            start = time.perf_counter_ns()
+            asyncio.run_coroutine_threadsafe(op(), loop)  # (call_soon_threadsafe inside)
+            await done.wait()
+            latencies.append((time.perf_counter_ns() - start) / 1000)
+        return latencies
+
+    try:
+        return trio.run(main)
+    finally:
+        asyncio.run_coroutine_threadsafe(client.aclose(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(30)
+        loop.close()
+
+
+def _trio_coredis_round_trips(port: int, n: int) -> list[float]:
+    import coredis  # noqa: PLC0415
+    import trio  # noqa: PLC0415
+
+    async def main() -> list[float]:
+        latencies: list[float] = []
+        async with coredis.Redis(port=port) as client:
+            for _ in range(n):
+                start = time.perf_counter_ns()
+                await client.xadd("coredis:{s}", {"d": CHUNK})
+                latencies.append((time.perf_counter_ns() - start) / 1000)
+        return latencies
+
+    return trio.run(main)
+
+
 @workload("redis", "the Redis store: throughput vs plain XADD, cross-process tail, memory")
 def run(config: Config) -> Report:
     n = 2_048 if config.quick else 20_480
@@ -231,6 +320,20 @@ def run(config: Config) -> Report:
             one_rates.append(asyncio.run(_plain_one_pipeline(url, n, f"o{i}")))
         latencies = asyncio.run(_tail(url))
         memory = asyncio.run(_memory_per_chunk(url))
+        opens = n // 10 if config.quick else OPENS
+        open_redis: list[float] = []
+        open_memory: list[float] = []
+        for _ in range(repeats):  # alternating, as above
+            open_memory.append(statistics.median(asyncio.run(_open_latencies(None, opens))))
+            open_redis.append(statistics.median(asyncio.run(_open_latencies(url, opens))))
+        port = int(url.rsplit(":", 1)[1].split("/")[0])
+        trips = n // 10 if config.quick else ROUND_TRIPS
+        bridge: list[float] = []
+        native: list[float] = []
+        for _ in range(repeats):
+            bridge.append(statistics.median(_trio_bridge_round_trips(port, trips)))
+            if importlib.util.find_spec("coredis") is not None:
+                native.append(statistics.median(_trio_coredis_round_trips(port, trips)))
     p50 = statistics.median(latencies)
     p99 = statistics.quantiles(latencies, n=100)[98]
     return Report(
@@ -241,11 +344,35 @@ def run(config: Config) -> Report:
             Measurement("live tail p50", [p50], "us"),
             Measurement("live tail p99", [p99], "us"),
             Measurement("memory per chunk", [memory], "B"),
+            Measurement("open -> accept p50", open_redis, "us"),
+            Measurement("open -> accept p50, memory store", open_memory, "us"),
+            Measurement("trio round trip p50, worker-thread bridge", bridge, "us", info=True),
+            *(
+                [Measurement("trio round trip p50, coredis", native, "us", info=True)]
+                if native
+                else []
+            ),
         ],
         derived={
-            "store / plain XADD": statistics.median(store_rates) / statistics.median(plain_rates)
+            "store / plain XADD": statistics.median(store_rates) / statistics.median(plain_rates),
+            "open -> accept, redis / memory": statistics.median(open_redis)
+            / statistics.median(open_memory),
+            **(
+                {
+                    "trio round trip, coredis / bridge": statistics.median(native)
+                    / statistics.median(bridge)
+                }
+                if native
+                else {}
+            ),
         },
-        params={"chunk": len(CHUNK), "batch": BATCH, "chunks": n, "tail chunks": TAIL_CHUNKS},
+        params={
+            "chunk": len(CHUNK),
+            "batch": BATCH,
+            "chunks": n,
+            "tail chunks": TAIL_CHUNKS,
+            "opens": opens,
+        },
     )
 
 

@@ -27,8 +27,10 @@ from streamproto import (
     ConnectionTerminated,
     ConnState,
     DataReceived,
+    DeleteRequested,
     ErrorCode,
     Event,
+    Feature,
     GapReason,
     GapReceived,
     GoawayReceived,
@@ -36,6 +38,7 @@ from streamproto import (
     HandshakeRefused,
     HandshakeRequested,
     HState,
+    ListRequested,
     LocalProtocolError,
     OpenRequested,
     OverflowPolicy,
@@ -46,8 +49,12 @@ from streamproto import (
     RequestRejected,
     Role,
     Setting,
+    StatusRequested,
     StreamEnded,
+    StreamEntry,
     StreamFailed,
+    StreamsReceived,
+    StreamState,
     SubscribeRequested,
     Unsubscribed,
     UploadCancelled,
@@ -81,6 +88,8 @@ from streamproto._frames import (
     Open,
     Ping,
     Pong,
+    Query,
+    QueryOp,
     Reject,
     Subscribe,
     Unknown,
@@ -1878,6 +1887,10 @@ EVENTS: list[Event] = [
     UploadCancelled(1, ErrorCode.UPLOAD_CANCELLED, ""),
     Writable(1),
     OverflowWarning(1, 3, 4, 6),
+    StatusRequested(1, CH, "s" * 128),
+    ListRequested(1, CH, "a" * 128, 0b110, 100),
+    DeleteRequested(1, CH, "s"),
+    StreamsReceived(1, tuple(StreamEntry(f"s{i}", StreamState.OPEN) for i in range(100)), "s99"),
 ]
 
 
@@ -2243,3 +2256,92 @@ def test_goaway_before_the_handshake_closes_at_once(role: Role) -> None:
     assert conn.take_events() == [ConnectionTerminated(ErrorCode.NO_ERROR, "never mind", False)]
     frames = decode_frames(conn.data_to_send())
     assert [type(f) for f in frames] == [Goaway]
+
+
+def test_open_with_join_and_an_accept_that_joined() -> None:
+    # Run-or-join (R-JOIN-1, R-JOIN-2): the flags travel both ways; a joined OPEN starts at
+    # seq 1 like any OPEN, so a retained history that starts later is announced as a gap.
+    pair = open_pair()
+    h = pair.open(CH, b"q", stream_id="answer", join=True)
+    t = pair.accept(h, stream_id="answer", first_seq=3, last_seq=5, joined=True)
+    assert t.client[0] == RequestAccepted(h, "answer", 3, 5, True)
+    pair.send_data(h, b"3")
+    u = pair.upload(CH, "u")
+    with pytest.raises(LocalProtocolError) as err:
+        pair.server.accept(u, joined=True)
+    assert err.value.code == ErrorCode.INVALID_ARGUMENT
+
+
+# -- queries: status, list, delete (R-QUERY-*) --------------------------------------------------
+
+
+def test_a_status_query_and_its_answer() -> None:
+    pair = open_pair()
+    assert pair.client.peer_features == Feature.QUERIES
+    h = pair.client.status(CH, "s")
+    assert pair.client.handle_state(h) is HState.REQUESTED
+    t = pair.transfer()
+    assert t.server == [StatusRequested(h, CH, "s")]
+    entry = StreamEntry("s", StreamState.OPEN, 0, 1, 3)
+    assert pair.server.answer_streams(h, [entry])
+    t = pair.transfer()
+    assert t.client == [StreamsReceived(h, (entry,), "")]
+    assert pair.client.handle_state(h) is pair.server.handle_state(h) is HState.CLOSED
+
+
+def test_list_and_delete_queries_and_their_refusals() -> None:
+    pair = open_pair()
+    listing = pair.client.list_streams(CH, after="b", states=0b110, limit=7)
+    everything = pair.client.list_streams(CH)
+    delete = pair.client.delete(CH, "s")
+    t = pair.transfer()
+    assert t.server == [
+        ListRequested(listing, CH, "b", 0b110, 7),
+        ListRequested(everything, CH, "", 0, 100),
+        DeleteRequested(delete, CH, "s"),
+    ]
+    pair.server.answer_streams(listing, [StreamEntry("c", StreamState.ENDED)], "c")
+    pair.server.reject(delete, ErrorCode.NOT_ALLOWED, "no deletes")
+    with pytest.raises(LocalProtocolError) as err:  # more than a frame: refused locally
+        pair.server.answer_streams(everything, [StreamEntry("x" * 128, StreamState.OPEN)] * 500)
+    assert err.value.code == ErrorCode.INVALID_ARGUMENT
+    assert pair.server.handle_state(everything) is HState.REQUESTED
+    t = pair.transfer()
+    assert t.client == [
+        StreamsReceived(listing, (StreamEntry("c", StreamState.ENDED),), "c"),
+        RequestRejected(delete, ErrorCode.NOT_ALLOWED, "no deletes"),
+    ]
+    pair.client.goaway()  # no new requests; an open query still gets its answer (R-GOAWAY-2)
+    pair.transfer()
+    assert pair.server.answer_streams(everything, []) is True
+
+
+def test_query_arguments_are_checked_locally_and_by_the_server() -> None:
+    pair = open_pair()
+    for call in (
+        lambda: pair.client.list_streams(CH, limit=0),
+        lambda: pair.client.list_streams(CH, states=256),
+    ):
+        with pytest.raises(LocalProtocolError) as err:
+            call()
+        assert err.value.code == ErrorCode.INVALID_ARGUMENT
+    with pytest.raises(LocalProtocolError) as err:
+        pair.client.status(CH, "")
+    assert err.value.code == ErrorCode.INVALID_NAME
+    # What the client would refuse, a raw peer may still send: the server rejects it.
+    pair.server.receive_data(encode(Query(1, QueryOp.STATUS, CH, "")))
+    pair.server.receive_data(encode(Query(2, QueryOp.LIST, "no channel", "")))
+    assert [f.code for f in decode_frames(pair.server.data_to_send())] == [
+        ErrorCode.INVALID_NAME,
+        ErrorCode.INVALID_NAME,
+    ]
+
+
+def test_a_server_that_does_not_announce_queries_gets_none() -> None:
+    pair = ConnectionPair()
+    pair.handshake(features=Feature(0))
+    assert pair.client.peer_features == Feature(0)
+    with pytest.raises(LocalProtocolError) as err:
+        pair.client.status(CH, "s")
+    assert err.value.code == ErrorCode.INVALID_STATE
+    assert pair.client.data_to_send() == b""

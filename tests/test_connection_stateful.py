@@ -39,19 +39,25 @@ from streamproto import (
     ConnectionTerminated,
     ConnState,
     DataReceived,
+    DeleteRequested,
     ErrorCode,
     Event,
     GapReason,
     GapReceived,
     GoawayReceived,
+    ListRequested,
     LocalProtocolError,
     OpenRequested,
     OverflowPolicy,
     OverflowWarning,
     RequestAccepted,
     RequestRejected,
+    StatusRequested,
     StreamEnded,
+    StreamEntry,
     StreamFailed,
+    StreamsReceived,
+    StreamState,
     SubscribeRequested,
     Unsubscribed,
     UploadCancelled,
@@ -165,6 +171,9 @@ class StatefulConnections(RuleBasedStateMachine):
         self.cups: dict[int, CUp] = {}
         self.sups: dict[int, list[bytes]] = {}  # server uploads: what arrived
         self.cancelled_uploads: set[int] = set()
+        # Client queries (status, list, delete): None while unanswered, then the answer.
+        self.queries: dict[int, StreamsReceived | RequestRejected | None] = {}
+        self.answers: dict[int, StreamsReceived | RequestRejected] = {}  # what the server sent
         self.pending: dict[int, Event] = {}  # requests the server has not answered
         self.codes: set[int] = set()  # connection codes the model caused
         self.over: set[str] = set()  # the sides whose connection ended
@@ -179,6 +188,7 @@ class StatefulConnections(RuleBasedStateMachine):
         self.pair = ConnectionPair(CLIENT, SERVER, now=self.now)
         self.ssubs, self.csubs, self.cups, self.sups = {}, {}, {}, {}
         self.cancelled_uploads = set()
+        self.queries, self.answers = {}, {}
         self.pending = {}
         self.codes = {ErrorCode.NO_ERROR}
         self.over = set()
@@ -213,6 +223,8 @@ class StatefulConnections(RuleBasedStateMachine):
                 assert sub.state != "requested", f"request {sub.handle} never answered"
             for up in self.cups.values():
                 assert up.state != "requested", f"upload {up.handle} never answered"
+            for h, got in self.queries.items():
+                assert got == self.answers[h], f"query {h}: {got}"
 
     def settle_down(self) -> None:
         for _ in range(50):
@@ -319,6 +331,26 @@ class StatefulConnections(RuleBasedStateMachine):
         h = self.pair.client.open("t:open", b"args", stream_id=sid, policy=policy)
         self.csubs[h] = CSub(h, None, 0)
 
+    @precondition(lambda self: self.client_open and self.opened)
+    @rule(data=st.data(), policy=POLICIES)
+    def join(self, data: st.DataObject, policy: OverflowPolicy) -> None:
+        """OPEN with JOIN naming a stream the model opened (running or finished)."""
+        sid = f"o{data.draw(st.integers(1, self.opened))}"
+        h = self.pair.client.open("t:open", b"args", stream_id=sid, policy=policy, join=True)
+        self.csubs[h] = CSub(h, None, 0)
+
+    @precondition(lambda self: self.client_open)
+    @rule(which=st.sampled_from(NAMES), op=st.sampled_from(["status", "list", "delete"]))
+    def query(self, which: tuple[str, str], op: str) -> None:
+        client = self.pair.client
+        if op == "status":
+            h = client.status(*which)
+        elif op == "list":
+            h = client.list_streams(which[0], after=which[1], states=0b10, limit=2)
+        else:
+            h = client.delete(*which)
+        self.queries[h] = None
+
     @precondition(lambda self: self.client_open)
     @rule()
     def upload(self) -> None:
@@ -398,9 +430,19 @@ class StatefulConnections(RuleBasedStateMachine):
                 return
             after = stream.last if request.after_seq is None else request.after_seq
             self.add_ssub(h, stream, max(after + 1, stream.first), request.policy)
+        elif isinstance(request, StatusRequested | ListRequested | DeleteRequested):
+            self.answer_query(h, request, accept)
         elif isinstance(request, OpenRequested):
             sid = request.stream_id or f"picked{h}-{self.opened}"
             key = (request.channel, sid)
+            running = self.streams.get(key)
+            if accept and request.join and running is not None and running.outcome is None:
+                # Run-or-join: subscribed to the running stream from seq 1 (R-JOIN-1).
+                if server.accept(
+                    h, stream_id=sid, first_seq=running.first, last_seq=running.last, joined=True
+                ):
+                    self.add_ssub(h, running, running.first, request.policy)
+                return
             if not accept or key in self.streams:
                 server.reject(h, ErrorCode.STREAM_EXISTS if accept else 1500, "no")
                 return
@@ -413,6 +455,31 @@ class StatefulConnections(RuleBasedStateMachine):
                 server.reject(h, ErrorCode.NOT_ALLOWED, "no")
             elif server.accept(h, stream_id=f"up{h}"):
                 self.sups[h] = []
+
+    def entry(self, key: tuple[str, str]) -> StreamEntry:
+        stream = self.streams.get(key)
+        if stream is None:
+            return StreamEntry(key[1], StreamState.MISSING)
+        state = StreamState.OPEN if stream.outcome is None else StreamState.ENDED
+        return StreamEntry(key[1], state, 0, stream.first, stream.last)
+
+    def answer_query(
+        self, h: int, request: StatusRequested | ListRequested | DeleteRequested, accept: bool
+    ) -> None:
+        server = self.pair.server
+        if not accept:
+            server.reject(h, ErrorCode.FORBIDDEN, "no")
+            self.answers[h] = RequestRejected(h, ErrorCode.FORBIDDEN, "no")
+            return
+        if isinstance(request, ListRequested):
+            keys = sorted(k for k in self.streams if k[0] == request.channel)
+            entries = [self.entry(k) for k in keys if k[1] > request.after][: request.limit]
+            following = entries[-1].stream_id if entries else ""
+        else:  # the model answers a delete with the entry and deletes nothing
+            entries = [self.entry((request.channel, request.stream_id))]
+            following = ""
+        server.answer_streams(h, entries, following)
+        self.answers[h] = StreamsReceived(h, tuple(entries), following)
 
     def add_ssub(self, h: int, stream: MStream, next_seq: int, policy: OverflowPolicy) -> None:
         if policy is OverflowPolicy.DEFAULT:
@@ -589,7 +656,14 @@ class StatefulConnections(RuleBasedStateMachine):
             return
         h: int = event.handle  # type: ignore[union-attr]
         match event:
-            case SubscribeRequested() | OpenRequested() | UploadRequested():
+            case (
+                SubscribeRequested()
+                | OpenRequested()
+                | UploadRequested()
+                | StatusRequested()
+                | ListRequested()
+                | DeleteRequested()
+            ):
                 self.pending[h] = event
             case CancelRequested() | Unsubscribed():
                 self.pending.pop(h, None)
@@ -625,11 +699,18 @@ class StatefulConnections(RuleBasedStateMachine):
         if h in self.cups:
             self.on_client_upload(self.cups[h], event)
             return
+        if h in self.queries:
+            assert self.queries[h] is None, f"{event}: the query was answered"
+            assert isinstance(event, StreamsReceived | RequestRejected), event
+            self.queries[h] = event
+            return
         sub = self.csubs[h]
         assert sub.state != "closed", f"{event} after the handle closed"
         match event:
             case RequestAccepted():
                 assert sub.state == "requested"
+                if event.joined:  # only an OPEN that asked to join
+                    assert getattr(self.pair.requests.get(h), "join", False), event
                 sub.state = "active"
                 if sub.key is None:
                     sub.key = ("t:open", event.stream_id)

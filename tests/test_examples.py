@@ -58,6 +58,8 @@ def test_every_example_is_tested() -> None:
         "conformance_check",
         "multi_process",
         "chat_app",  # tested in test_asgi.py, under uvicorn
+        "json_answers",  # tested in test_producers.py
+        "shared_answer",
     }
     assert {p.stem for p in EXAMPLES.glob("*.py")} == tested
 
@@ -70,6 +72,19 @@ def test_token_streaming_resumes_without_loss(transport: str) -> None:
     example = load("token_streaming")
     tokens = run(example.main, transport, 40, 15, quiet=True)
     assert tokens == [w + " " for w in itertools.islice(itertools.cycle(example.WORDS), 40)]
+
+
+# -- shared_answer -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("transport", ["tcp", "ws"])
+def test_shared_answer_runs_the_model_once_for_two_tabs(transport: str) -> None:
+    result = run(load("shared_answer").main, transport, 30, quiet=True)
+    assert result["runs"] == 1
+    assert result["joined"] == [False, True]
+    want = [b"token-%d " % i for i in range(30)]
+    assert result["tabs"] == [want, want]
+    assert result["status"] == ("ENDED", 30)
 
 
 # -- log_tail -----------------------------------------------------------------------------------

@@ -57,7 +57,12 @@ from streamproto._frames import (
     OverflowPolicy,
     Ping,
     Pong,
+    Query,
+    QueryOp,
     Reject,
+    StreamEntry,
+    Streams,
+    StreamState,
     Subscribe,
     Unknown,
     Unsubscribe,
@@ -647,6 +652,13 @@ STR_CASES: list[tuple[Frame, list[str]]] = [
     (UploadCancel(H, U16, LONGEST), ["UPLOAD_CANCEL", f"h={H}", "code=65535"]),
     (Credit(H, U32, U32), ["CREDIT", f"h={H}", f"+{U32}/+{U32}B"]),
     (Unknown(U8, U8, H, HUGE), ["UNKNOWN", "type=0xff", f"h={H}", "1000000B"]),
+    (Open(3, "llm:chat", "a", join=True), ["OPEN", "h=3", "join"]),
+    (Accept(3, "a", 1, 12, joined=True), ["ACCEPT", "seq=1..12", "joined"]),
+    (Query(H, QueryOp.LIST, LONGEST, LONGEST, 6, 100), ["QUERY", f"h={H}", "LIST"]),
+    (
+        Streams(H, (StreamEntry(LONGEST, StreamState.FAILED, 1001, 1, 9),) * 500, LONGEST),
+        ["STREAMS", f"h={H}", "500 entries", "next='"],
+    ),
 ]
 
 
@@ -661,6 +673,9 @@ def test_str_is_short_and_informative(frame: Frame, facts: list[str]) -> None:
 
 def test_str_covers_every_frame_class() -> None:
     assert {type(frame) for frame, _ in STR_CASES} == set(FRAME_STRATEGIES)
+    entry = StreamEntry("s", StreamState.ABORTED, 106, 1, 4)
+    assert str(entry) == "'s' ABORTED code=106 seq=1..4"
+    assert str(StreamEntry("s", StreamState.OPEN)) == "'s' OPEN seq=1..0"
 
 
 @pytest.mark.parametrize(
@@ -808,3 +823,11 @@ def test_an_oversize_handshake_frame_is_refused_from_its_type_byte(
     # Another type with the same length only waits for its body.
     other = struct.pack(">IBBI", MAX_HANDSHAKE_BODY + 1, FrameType.PING, 0, 0)
     assert FrameDecoder(MAX_FRAME_SIZE_LIMIT).feed(other[:cut]) == []
+
+
+def test_a_streams_answer_is_a_tuple_of_at_most_u16_entries() -> None:
+    entry = StreamEntry("s", StreamState.OPEN)
+    with pytest.raises(ValueError, match="at most"):
+        Streams(1, [entry])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="at most"):
+        Streams(1, (entry,) * (U16 + 1))

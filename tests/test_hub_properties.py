@@ -133,6 +133,9 @@ class MSession:
         self.token = token
         self.client: Client | None = client
         self.parked: dict[Key, list[MStream]] = {}
+        # The policies of the parked subscriptions, in the same order: a resumed DEFAULT
+        # subscription takes over the last one's (R-OVF-6).
+        self.parked_policies: dict[Key, list[Any]] = {}
         self.expires_at: float | None = None
 
 
@@ -284,6 +287,7 @@ class HubMachine(RuleBasedStateMachine):
                 assert sub.stream is not None
                 if self.in_hub(sub):
                     session.parked.setdefault(sub.stream.key, []).append(sub.stream)
+                    session.parked_policies.setdefault(sub.stream.key, []).append(sub.policy)
                 sub.state = "gone"
         session.client = None
         session.expires_at = self.now() + GRACE
@@ -376,8 +380,12 @@ class HubMachine(RuleBasedStateMachine):
             parked = session.parked.get(key)
             if parked:
                 parked.pop()
+                taken = session.parked_policies[key].pop()
+                if policy is OverflowPolicy.DEFAULT:
+                    sub.policy = taken
                 if not parked:
                     del session.parked[key]
+                    del session.parked_policies[key]
 
     @precondition(lambda self: any(s.client is not None for s in self.slots))
     @rule(
@@ -403,9 +411,16 @@ class HubMachine(RuleBasedStateMachine):
         writes=st.integers(0, 4),
         then=st.sampled_from([b"", b"c", b"r"]),
         policy=st.sampled_from(POLICIES),
+        join=st.booleans(),
     )
     def open(
-        self, data: st.DataObject, sid: str | None, writes: int, then: bytes, policy: Any
+        self,
+        data: st.DataObject,
+        sid: str | None,
+        writes: int,
+        then: bytes,
+        policy: Any,
+        join: bool,
     ) -> None:
         slot = self.slots[data.draw(st.sampled_from(self.live_slots()))]
         channel = data.draw(st.sampled_from(sorted(CHANNELS)))
@@ -414,13 +429,18 @@ class HubMachine(RuleBasedStateMachine):
         current = self.streams.get((channel, sid or ""))
         refused = current is not None and current.outcome is None
         handle = client.conn.open(
-            channel, b"%d" % writes + then, stream_id=sid or "", policy=policy
+            channel, b"%d" % writes + then, stream_id=sid or "", policy=policy, join=join
         )
         before = len(self.opened)
-        sub = self._request(slot, handle, None, policy)
+        # An OPEN that asks for DEFAULT gets the channel's open_policy: BLOCK (R-OVF-1).
+        sub = self._request(
+            slot, handle, None, OverflowPolicy.BLOCK if policy is OverflowPolicy.DEFAULT else policy
+        )
         self.h.pump()
         if refused:
-            assert len(self.opened) == before
+            assert len(self.opened) == before  # refused, or joined: the handler runs once
+            if join:  # run-or-join: a reader of the running stream from seq 1 (R-JOIN-1)
+                sub.stream = current
         else:
             (producer,) = self.opened[before:]
             key = (channel, producer.stream_id)
@@ -561,6 +581,7 @@ class HubMachine(RuleBasedStateMachine):
                         if stream.rules.on_disconnect is DisconnectRule.CANCEL:
                             touched.add(id(stream))
                 session.parked = {}
+                session.parked_policies = {}
                 session.expires_at = None
                 if session.client is None:
                     del self.sessions[session.id]

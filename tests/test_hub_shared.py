@@ -16,6 +16,7 @@ from streamproto import (
     AbortRequested,
     CancelRemote,
     ChannelOptions,
+    Claim,
     DataReceived,
     DisconnectRule,
     ErrorCode,
@@ -30,6 +31,7 @@ from streamproto import (
     RequestRejected,
     StoreFailed,
     StreamAppended,
+    StreamClaimed,
     StreamEnded,
     StreamFailed,
     StreamInfo,
@@ -107,6 +109,8 @@ class Deployment:
                     if isinstance(request, Lookup):
                         if answer_lookups:
                             h.hub.handle_store_event(StreamLoaded(request.key))
+                    elif isinstance(request, Claim):  # the backing holds it at once
+                        h.hub.handle_store_event(StreamClaimed(request.key, request.generation))
                     else:
                         self.cancels.append(request)
                         for other in (self.a, self.b):  # a control channel reaches all
@@ -235,7 +239,7 @@ def test_a_producer_with_local_listeners_is_not_aborted_by_a_remote_cancel() -> 
     d = Deployment()
     local = d.a.connect()
     handle = local.conn.open(CH)
-    d.a.pump()
+    d.carry()
     stream_id = local.of(handle)[0].stream_id
     producer = d.a.hub.channel(CH).producer(stream_id)  # type: ignore[union-attr]
     assert producer is not None
@@ -285,7 +289,7 @@ def test_a_store_failure_fails_the_stream_and_stops_its_producer() -> None:
     d = Deployment()
     local = d.a.connect()
     handle = local.conn.open(CH)
-    d.a.pump()
+    d.carry()
     stream_id = local.of(handle)[0].stream_id
     producer = d.a.hub.channel(CH).producer(stream_id)  # type: ignore[union-attr]
     assert producer is not None
@@ -326,7 +330,7 @@ def test_the_last_cancel_of_a_stream_nobody_else_follows_aborts_at_once() -> Non
     d = Deployment()
     local = d.a.connect()
     handle = local.conn.open(CH)
-    d.a.pump()
+    d.carry()
     stream_id = local.of(handle)[0].stream_id
     producer = d.a.hub.channel(CH).producer(stream_id)  # type: ignore[union-attr]
     assert producer is not None
@@ -349,26 +353,92 @@ def test_a_lookup_answer_wakes_the_requesters_connection() -> None:
     assert reader.of(handle)[0].code == ErrorCode.UNKNOWN_STREAM
 
 
-class BareShared:
-    """A shared store that cannot say who follows its streams (no ``followers``)."""
+def test_an_open_is_accepted_once_the_store_holds_its_claim() -> None:
+    d = Deployment()
+    opened: list[bytes] = []
+    d.a.hub.register("demo:claims", on_open=lambda _p, args: opened.append(args))
+    client = d.a.connect()
+    handle = client.conn.open("demo:claims", args=b"go")
+    d.a.pump()
+    [claim] = d.a.hub.store_requests()
+    assert isinstance(claim, Claim)
+    assert client.of(handle) == []
+    assert opened == []
+    assert d.backing.status(claim.key) is not None  # (acquired: the id is taken here)
+    before = client.wakeups
+    d.a.hub.handle_store_event(StreamClaimed(claim.key, claim.generation + 1))  # not this one
+    assert client.of(handle) == []
+    d.a.hub.handle_store_event(StreamClaimed(claim.key, claim.generation))
+    assert client.wakeups > before  # the accept is flushed without other traffic
+    d.a.pump()
+    assert client.of(handle) == [RequestAccepted(handle, claim.key[1], 1, 0)]
+    assert opened == [b"go"]
+    d.a.hub.handle_store_event(StreamClaimed(claim.key, claim.generation))  # twice: nothing
 
-    shared = True
 
-    def __init__(self) -> None:
-        self.memory = MemoryStore()
+def test_a_refused_claim_rejects_the_open_with_the_stores_code() -> None:
+    d = Deployment()
+    opened: list[bool] = []
+    d.a.hub.register("demo:claims", on_open=lambda _p, _a: opened.append(True))
+    client = d.a.connect()
+    handle = client.conn.open("demo:claims", stream_id="s1")
+    d.a.pump()
+    [claim] = d.a.hub.store_requests()
+    refused = StoreFailed(claim.key, claim.generation, ErrorCode.STREAM_EXISTS, "elsewhere")
+    d.a.hub.handle_store_event(refused)
+    d.a.pump()
+    [rejected] = client.of(handle)
+    assert isinstance(rejected, RequestRejected)
+    assert (rejected.code, rejected.message) == (ErrorCode.STREAM_EXISTS, "elsewhere")
+    assert opened == []
+    # The id was never this process's: nothing of it stays here, a subscribe looks it up.
+    assert d.stores[0].released == [claim.key]
+    reader = d.a.connect()
+    reader.conn.subscribe("demo:claims", "s1")
+    d.a.pump()
+    assert d.a.hub.store_requests() == [Lookup(claim.key, Window())]
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.memory, name)
+
+def test_an_opener_gone_before_the_claim_leaves_an_aborted_stream() -> None:
+    d = Deployment()
+    opened: list[bool] = []
+    d.a.hub.register("demo:claims", on_open=lambda _p, _a: opened.append(True))
+    gone, refused = d.a.connect(), d.a.connect()
+    gone.conn.open("demo:claims", stream_id="s1")
+    refused.conn.open("demo:claims", stream_id="s2")
+    d.a.pump()
+    first, second = d.a.hub.store_requests()
+    gone.disconnect()
+    refused.disconnect()
+    d.a.pump()
+    d.a.hub.handle_store_event(StreamClaimed(first.key, first.generation))
+    info = d.backing.status(first.key)
+    assert info is not None
+    assert info.outcome is not None
+    assert info.outcome.status.value == "aborted"
+    assert info.outcome.code == ErrorCode.CANCELLED
+    d.a.hub.handle_store_event(StoreFailed(second.key, second.generation, 114, "down"))
+    assert d.backing.status(second.key) is None  # released; no reject to a closed peer
+    assert opened == []
 
 
-def test_a_store_without_followers_counts_nobody_else() -> None:
-    h = HubHarness(store=BareShared())  # type: ignore[arg-type]
-    h.hub.register(CH, on_open=lambda _p, _a: None)
-    client = h.connect()
-    handle = client.conn.open(CH)
-    h.pump()
-    producer = h.hub.channel(CH).producer(client.of(handle)[0].stream_id)  # type: ignore[union-attr]
-    assert producer is not None
-    client.conn.cancel(handle)
-    h.pump()
-    assert producer.aborted
+def test_a_memory_store_is_not_shared_and_counts_no_followers() -> None:
+    store = MemoryStore()
+    assert store.shared is False
+    assert store.followers((CH, "s1")) == 0
+
+
+def test_a_stream_another_process_produces_cannot_be_deleted_here() -> None:
+    # Delete acts on this process's streams (spec §17): B follows A's stream, and refuses.
+    d = Deployment(ChannelOptions(allow_delete=True))
+    producer = d.a.hub.channel(CH).start("s1")  # type: ignore[union-attr]
+    producer.write(b"x")
+    reader = d.b.connect()
+    reader.conn.subscribe(CH, "s1")
+    d.carry()
+    handle = reader.conn.delete(CH, "s1")
+    d.b.pump()
+    assert reader.of(handle) == [
+        RequestRejected(handle, ErrorCode.NOT_ALLOWED, "the stream is another process's")
+    ]
+    assert not producer.closed

@@ -37,7 +37,8 @@ def test_the_core_depends_on_attrs_only() -> None:
         "attrs", "argparse", "sys", "json", "itertools", "functools", "contextlib",
         "base64", "binascii", "codecs", "urllib",  # pure codecs: SSE text, URL paths (HTTP)
     }  # fmt: skip
-    optional = {"strategies.py": {"hypothesis"}}  # the testing extra, imported on demand
+    # Extras, imported on demand: the testing kit's hypothesis, the msgpack codec.
+    optional = {"strategies.py": {"hypothesis"}, "_codec.py": {"msgpack"}}
     third_party = {
         name for path in CORE for name in imported(path) - optional.get(path.name, set())
     } - stdlib_ok

@@ -18,10 +18,18 @@ from typing import Any
 
 import pytest
 import redis
+import redis.cluster
 from hub_helpers import Client, HubHarness
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from redis_helpers import RedisServer, prefix, redis_server, running_redis
+from redis_helpers import (
+    RedisCluster,
+    RedisServer,
+    prefix,
+    redis_cluster,
+    redis_server,
+    running_redis,
+)
 
 from streamproto import (
     DataReceived,
@@ -41,7 +49,7 @@ from streamproto import (
 )
 from transports.redis import RedisStore, open_asyncio_driver
 
-__all__ = ["prefix", "redis_server"]  # fixtures
+__all__ = ["prefix", "redis_cluster", "redis_server"]  # fixtures
 
 CH = "demo:tokens"
 KEY = (CH, "s1")
@@ -76,6 +84,17 @@ class Process:
         if self._driver is not None:
             await self._driver.__aexit__(None, None, None)
             self._driver = None
+
+    def follows(self, key: tuple[str, str]) -> list[str]:
+        """The processes registered in Redis as following ``key``."""
+        if self.store.cluster:
+            client: Any = redis.cluster.RedisCluster.from_url(self.store.url)
+        else:
+            client = redis.Redis.from_url(self.store.url)
+        try:
+            return sorted(p.decode() for p in client.hkeys(self.store.keys(key)[3]))
+        finally:
+            client.close()
 
     async def settle(self) -> None:
         """Until every queued write reached Redis."""
@@ -131,7 +150,7 @@ def run(coro: Any) -> Any:
 
 
 @pytest.fixture
-def procs(redis_server: RedisServer, prefix: str) -> Iterator[Callable[..., Process]]:
+def redis_procs(redis_server: RedisServer, prefix: str) -> Iterator[Callable[..., Process]]:
     def make(**options: Any) -> Process:
         return Process(redis_server.url, prefix, **options)
 
@@ -142,12 +161,28 @@ def procs(redis_server: RedisServer, prefix: str) -> Iterator[Callable[..., Proc
     client.close()
 
 
+@pytest.fixture
+def cluster_procs(redis_cluster: RedisCluster, prefix: str) -> Callable[..., Process]:
+    """Processes on the local 3-master Cluster (each test's prefix is its own)."""
+
+    def make(**options: Any) -> Process:
+        return Process(redis_cluster.store_url, prefix, **options)
+
+    return make
+
+
+@pytest.fixture(params=["redis", "cluster"])
+def procs(request: pytest.FixtureRequest) -> Callable[..., Process]:
+    """Processes on one redis-server, then on a Redis Cluster: the same tests for both."""
+    return request.getfixturevalue(f"{request.param}_procs")  # type: ignore[no-any-return]
+
+
 # -- the ReplayStore contract, shared with MemoryStore -----------------------------------------
 
 Factory = Callable[[], AsyncIterator[ReplayStore]]
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "cluster"])
 def subject(request: pytest.FixtureRequest) -> Any:
     """(store, check): ``check`` awaits Redis and compares what another process reads."""
     if request.param == "memory":
@@ -156,7 +191,7 @@ def subject(request: pytest.FixtureRequest) -> Any:
             pass
 
         return lambda: (MemoryStore(), check_memory, None)
-    make = request.getfixturevalue("procs")
+    make = request.getfixturevalue(f"{request.param}_procs")
 
     def factory() -> Any:
         a, b = make(), make()
@@ -279,11 +314,28 @@ async def _stopped(*processes: Process) -> None:
         await p.stop()
 
 
+async def _in_redis(proc: Process, chunk: bytes) -> Any:
+    """A producer of stream s1 on ``proc`` that wrote ``chunk``, in Redis already."""
+    producer = proc.hub.channel(CH).start("s1")
+    producer.write(chunk)
+    await proc.settle()
+    return producer
+
+
+@contextlib.asynccontextmanager
+async def running(*processes: Process) -> AsyncIterator[None]:
+    """The processes' drivers run in the block (stopped at its end, however it ends)."""
+    await _started(*processes)
+    try:
+        yield
+    finally:
+        await _stopped(*processes)
+
+
 def test_b_replays_then_tails_a_with_the_same_seqs_and_gaps(procs: Any) -> None:
     async def main() -> None:
         a, b = procs(), procs()
-        await _started(a, b)
-        try:
+        async with running(a, b):
             channel = a.hub.channel(CH)
             channel.options = type(channel.options)(replay=Window(chunks=3))
             producer = channel.start("s1")
@@ -306,8 +358,66 @@ def test_b_replays_then_tails_a_with_the_same_seqs_and_gaps(procs: Any) -> None:
                 (7, b"7"),
                 StreamEnded(handle, 7),
             ]
+
+    run(main())
+
+
+def test_an_open_is_accepted_only_once_redis_holds_it_so_b_finds_it_at_once(
+    procs: Any,
+) -> None:
+    async def main() -> None:
+        a, b, c = procs(), procs(), procs()
+        await _started(b, c)  # A's driver is not running yet: nothing of A reaches Redis
+        try:
+            opener = a.h.connect()
+            handle = opener.conn.open(CH, stream_id="s1")
+            for _ in range(20):
+                a.h.pump()
+                await asyncio.sleep(0.01)
+            assert opener.of(handle) == []  # no ACCEPT while Redis does not hold the stream
+            await a.start()
+            await pumped(a, lambda: bool(opener.of(handle)))
+            assert opener.of(handle) == [RequestAccepted(handle, "s1", 1, 0)]
+            reader = b.h.connect()  # at once: no waiting for A's queued writes
+            sub = reader.conn.subscribe(CH, "s1")
+            await pumped(b, lambda: bool(reader.of(sub)))
+            assert reader.of(sub) == [RequestAccepted(sub, "s1", 1, 0)]
+            other = c.h.connect()  # C's claim of the same id: refused by Redis, not locally
+            again = other.conn.open(CH, stream_id="s1")
+            await pumped(c, lambda: bool(other.of(again)))
+            [rejected] = other.of(again)
+            assert isinstance(rejected, RequestRejected)
+            assert rejected.code == ErrorCode.STREAM_EXISTS
+            assert c.store.status(KEY) is None  # C keeps nothing of its refused attempt
         finally:
-            await _stopped(a, b)
+            await _stopped(a, b, c)
+
+    run(main())
+
+
+def test_leaving_and_subscribing_again_at_once_keeps_following(procs: Any) -> None:
+    """B lets go of a stream (its unfollow is queued) and looks it up again before the
+    driver flushed that unfollow: the older unfollow must not undo the newer follow."""
+
+    async def main() -> None:
+        a, b = procs(), procs()
+        async with running(a, b):
+            producer = await _in_redis(a, b"1")
+            client = b.h.connect()
+            first = client.conn.subscribe(CH, "s1")
+            await pumped(b, lambda: len(flat(client.of(first))) >= 2)
+            client.conn.unsubscribe(first)
+            b.h.pump()  # B lets go: its unfollow is queued...
+            again = client.conn.subscribe(CH, "s1", after_seq=1)
+            b.h.pump()  # ...and its lookup asked for, before the driver ran
+            await pumped(b, lambda: bool(client.of(again)))
+            producer.write(b"2")
+            producer.close()
+            await pumped(b, lambda: terminal(client, again))
+            assert flat(client.of(again))[1:] == [(2, b"2"), StreamEnded(again, 2)]
+            # B is still registered as a follower (a cancel of A's listeners counts it).
+            follows = b.follows(KEY)
+            assert follows == [b.store.process_id]
 
     run(main())
 
@@ -315,11 +425,8 @@ def test_b_replays_then_tails_a_with_the_same_seqs_and_gaps(procs: Any) -> None:
 def test_a_second_process_cannot_open_an_open_id(procs: Any) -> None:
     async def main() -> None:
         a, b = procs(), procs()
-        await _started(a, b)
-        try:
-            first = a.hub.channel(CH).start("s1")
-            first.write(b"a")
-            await a.settle()
+        async with running(a, b):
+            first = await _in_redis(a, b"a")
             second = b.hub.channel(CH).start("s1")  # fenced when its claim reaches Redis
             await until(lambda: second.closed)
             with pytest.raises(LocalProtocolError, match=r"\[STREAM_EXISTS\]"):
@@ -333,8 +440,6 @@ def test_a_second_process_cannot_open_an_open_id(procs: Any) -> None:
             finally:
                 await c.stop()
             assert [e for e in events if isinstance(e, tuple)] == [(1, b"a"), (2, b"c")]
-        finally:
-            await _stopped(a, b)
 
     run(main())
 
@@ -342,17 +447,12 @@ def test_a_second_process_cannot_open_an_open_id(procs: Any) -> None:
 def test_a_stale_producer_never_writes_into_its_successor(procs: Any) -> None:
     async def main() -> None:
         a, b = procs(lease=0.5), procs(lease=0.5)
-        await _started(a, b)
-        try:
-            old = a.hub.channel(CH).start("s1")
-            old.write(b"old-1")
-            await a.settle()
+        async with running(a, b):
+            old = await _in_redis(a, b"old-1")
             await a.stop()  # A stalls: no renewals, no writes reach Redis
             old.write(b"old-2")
             await asyncio.sleep(1.2)  # A's lease expires
-            new = b.hub.channel(CH).start("s1")
-            new.write(b"new-1")
-            await b.settle()
+            new = await _in_redis(b, b"new-1")
             await a.start()  # A wakes up and flushes its old generation's write
             await until(lambda: old.closed)
             with pytest.raises(LocalProtocolError, match=r"\[STALE_GENERATION\]"):
@@ -365,8 +465,6 @@ def test_a_stale_producer_never_writes_into_its_successor(procs: Any) -> None:
             finally:
                 await c.stop()
             assert [e for e in events if isinstance(e, tuple)] == [(1, b"new-1")]
-        finally:
-            await _stopped(a, b)
 
     run(main())
 
@@ -374,8 +472,7 @@ def test_a_stale_producer_never_writes_into_its_successor(procs: Any) -> None:
 def test_a_cancel_on_b_reaches_the_producer_on_a(procs: Any) -> None:
     async def main() -> None:
         a, b = procs(), procs()
-        await _started(a, b)
-        try:
+        async with running(a, b):
             producer = a.hub.channel(CH).start("s1")
             aborted: list[bool] = []
             producer.on_abort = lambda: aborted.append(True)
@@ -390,8 +487,6 @@ def test_a_cancel_on_b_reaches_the_producer_on_a(procs: Any) -> None:
             late = await read_remote(b, "s1")
             assert isinstance(late[-1], StreamFailed)
             assert late[-1].code == ErrorCode.CANCELLED
-        finally:
-            await _stopped(a, b)
 
     run(main())
 
@@ -399,11 +494,8 @@ def test_a_cancel_on_b_reaches_the_producer_on_a(procs: Any) -> None:
 def test_a_lost_producer_fails_its_stream_after_the_lease(procs: Any) -> None:
     async def main() -> None:
         a, b = procs(lease=0.6), procs(lease=0.6)
-        await _started(a, b)
-        try:
-            producer = a.hub.channel(CH).start("s1")
-            producer.write(b"x")
-            await a.settle()
+        async with running(a, b):
+            await _in_redis(a, b"x")
             client = b.h.connect()
             handle = client.conn.subscribe(CH, "s1")
             await pumped(b, lambda: len(client.of(handle)) >= 2)
@@ -413,8 +505,52 @@ def test_a_lost_producer_fails_its_stream_after_the_lease(procs: Any) -> None:
             assert isinstance(failed, StreamFailed)
             assert failed.code == ErrorCode.PRODUCER_LOST
             assert failed.last_seq == 1
-        finally:
-            await _stopped(a, b)
+
+    run(main())
+
+
+def test_on_a_cluster_b_tails_streams_on_every_node_with_one_listener_per_node(
+    cluster_procs: Any, redis_cluster: RedisCluster
+) -> None:
+    """Rule 5 of transports.redis: the streams B follows spread over the three nodes; B
+    holds one sharded pub/sub connection per node, and live chunks reach it through the
+    notices (the housekeeping read that would also find them runs only every 20 s here)."""
+
+    async def main() -> None:
+        a, b = cluster_procs(lease=60.0), cluster_procs(lease=60.0)
+        async with running(a, b):
+            ids = [f"s{i}" for i in range(12)]
+            producers = [a.hub.channel(CH).start(i) for i in ids]
+            for p in producers:
+                p.write(b"first")
+            await a.settle()
+            readers = [b.h.connect() for _ in ids]
+            handles = [r.conn.subscribe(CH, i) for r, i in zip(readers, ids, strict=True)]
+
+            def seen(n: int) -> bool:
+                return all(len(flat(r.of(h))) >= n for r, h in zip(readers, handles, strict=True))
+
+            await pumped(b, lambda: seen(2))  # accepted, chunk 1
+            nodes = [redis.Redis(port=node.port) for node in redis_cluster.nodes]
+
+            def listeners() -> list[list[dict[str, Any]]]:
+                return [[c for c in n.client_list() if int(c.get("ssub", 0))] for n in nodes]
+
+            def subscribed() -> int:  # (the tail subscribes after the lookups answered)
+                return sum(int(c["ssub"]) for each in listeners() for c in each)
+
+            try:
+                await until(lambda: subscribed() == len(ids))
+                assert [len(each) for each in listeners()] == [1, 1, 1]  # one on each node
+            finally:
+                for node in nodes:
+                    node.close()
+            for p in producers:
+                p.write(b"second")
+                p.close()
+            await until(lambda: b.h.pump() or seen(4), timeout=10.0)  # notices, not polling
+            for r, h in zip(readers, handles, strict=True):
+                assert flat(r.of(h))[1:] == [(1, b"first"), (2, b"second"), StreamEnded(h, 2)]
 
     run(main())
 
@@ -513,8 +649,7 @@ def test_interleaved_writers_never_mix_generations(redis_server: RedisServer, op
 def test_a_redis_restart_with_aof_loses_and_repeats_nothing(tmp_path: Any) -> None:
     async def main(server: RedisServer) -> None:
         a, b = Process(server.url, "r"), Process(server.url, "r")
-        await _started(a, b)
-        try:
+        async with running(a, b):
             producer = a.hub.channel(CH).start("s1")
             for i in range(1, 51):
                 producer.write(b"%d" % i)
@@ -531,8 +666,6 @@ def test_a_redis_restart_with_aof_loses_and_repeats_nothing(tmp_path: Any) -> No
             assert events[0] == RequestAccepted(handle, "s1", 1, 50)
             assert events[1:-1] == [(i, b"%d" % i) for i in range(1, 101)]
             assert events[-1] == StreamEnded(handle, 100)
-        finally:
-            await _stopped(a, b)
 
     with running_redis(tmp_path, aof=True) as server:
         run(main(server))
@@ -542,17 +675,16 @@ def test_an_unreachable_redis_bounds_buffering_and_fails_streams_clearly(tmp_pat
     async def main(server: RedisServer) -> None:
         options = {"unavailable_after": 1.0, "max_pending_bytes": 1000}
         a, b = Process(server.url, "u", **options), Process(server.url, "u", **options)
-        await _started(a, b)
-        try:
-            producer = a.hub.channel(CH).start("s1")
-            producer.write(b"x")
-            await a.settle()
+        async with running(a, b):
+            producer = await _in_redis(a, b"x")
             local = a.h.connect()
             here = local.conn.subscribe(CH, "s1")
             remote = b.h.connect()
             there = remote.conn.subscribe(CH, "s1")
             await pumped(b, lambda: len(remote.of(there)) >= 2)
             await asyncio.to_thread(server.stop)
+            opener = a.h.connect()  # an OPEN while Redis is away: rejected, not left waiting
+            opening = opener.conn.open(CH, stream_id="s2")
             for _ in range(9):  # 100 B each: ten fit in max_pending_bytes
                 producer.write(b"y" * 100)
             with pytest.raises(LocalProtocolError, match=r"\[STORE_UNAVAILABLE\]"):
@@ -565,9 +697,11 @@ def test_an_unreachable_redis_bounds_buffering_and_fails_streams_clearly(tmp_pat
                 assert failed.code == ErrorCode.STORE_UNAVAILABLE
             with pytest.raises(LocalProtocolError, match=r"\[STORE_UNAVAILABLE\]"):
                 producer.write(b"z")
+            await pumped(a, lambda: bool(opener.of(opening)))
+            [rejected] = opener.of(opening)
+            assert isinstance(rejected, RequestRejected)
+            assert rejected.code == ErrorCode.STORE_UNAVAILABLE
             assert a.store.pending_bytes == 0  # nothing held for a Redis that is gone
-        finally:
-            await _stopped(a, b)
 
     with running_redis(tmp_path) as server:
         run(main(server))

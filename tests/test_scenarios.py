@@ -64,6 +64,9 @@ ON_ALL = [
     "close_aborts_the_producer",
     "upload_and_upload_cancel",
     "chunks_larger_than_a_frame",
+    "run_or_join",
+    "stream_status",
+    "stream_delete",
 ]
 ON_SAME = [name for name in SCENARIOS if name not in ON_ALL]
 

@@ -38,6 +38,8 @@ from streamproto import (
     RequestAccepted,
     RequestRejected,
     Role,
+    Setting,
+    StreamsReceived,
     SubscribeRequested,
     Unsubscribed,
     UploadCancelled,
@@ -60,7 +62,10 @@ from streamproto._frames import (
     Hello,
     Ping,
     Pong,
+    Query,
+    QueryOp,
     Reject,
+    Streams,
     Subscribe,
     Unsubscribe,
     Upload,
@@ -92,7 +97,12 @@ HANDLE_FRAMES = [
     FrameType.UNSUBSCRIBE,
     FrameType.UPLOAD_CANCEL,
     FrameType.CREDIT,
+    FrameType.STREAMS,
 ]
+#: A query (status, list, delete) is answered or refused: it is never ACTIVE or DRAINING.
+QUERY_SIDES = (Side.CLIENT_QUERY, Side.SERVER_QUERY)
+STATES_OF = {side: [RQ] if side in QUERY_SIDES else HANDLE_STATES for side in Side}
+SIDE_STATES = [(side, state) for side in Side for state in STATES_OF[side]]
 #: Small windows, so that one chunk returns credit (SEND_CREDIT is exercised too).
 SMALL = Config(window_chunks=2)
 FINAL = 5  # the final seq of the END or ERROR that puts a receiver in DRAINING
@@ -103,7 +113,8 @@ FINAL = 5  # the final seq of the END or ERROR that puts a receiver in DRAINING
 def client() -> Connection:
     c = Connection(Role.CLIENT, SMALL)
     c.data_to_send()
-    [event] = c.receive_data(encode(Welcome(session_id="s")))
+    # The server announces queries (FEATURES), so the client may make them.
+    [event] = c.receive_data(encode(Welcome(settings=((Setting.FEATURES, 1),), session_id="s")))
     assert isinstance(event, HandshakeCompleted)
     return c
 
@@ -136,6 +147,13 @@ def drive(side: Side, state: HState) -> tuple[Connection, int]:
         if state is DR:
             conn.send_data(h, b"queued")
             conn.send_end(h)
+    elif side is Side.CLIENT_QUERY:
+        conn = client()
+        h = conn.status(CH, "s")
+    elif side is Side.SERVER_QUERY:
+        conn = server()
+        h = 1
+        conn.receive_data(encode(Query(h, QueryOp.STATUS, CH, "s")))
     elif side is Side.CLIENT_UPLOAD:
         conn = client()
         h = conn.upload(CH, "u")
@@ -172,6 +190,7 @@ def frame_for(ftype: FrameType, h: int) -> Frame:
         FrameType.UNSUBSCRIBE: Unsubscribe(h),
         FrameType.UPLOAD_CANCEL: UploadCancel(h, ErrorCode.UPLOAD_CANCELLED, "stop"),
         FrameType.CREDIT: Credit(h, 1, 1),
+        FrameType.STREAMS: Streams(h, ()),
     }
     return frames[ftype]
 
@@ -188,6 +207,7 @@ RECV_EVENT: dict[Input, tuple[type[Event], ...]] = {
     Input.RECV_UNSUBSCRIBE: (Unsubscribed,),
     Input.RECV_UPLOAD_CANCEL: (UploadCancelled,),
     Input.RECV_CREDIT: (),
+    Input.RECV_STREAMS: (StreamsReceived,),
 }
 
 
@@ -230,8 +250,7 @@ def check_recv(side: Side, state: HState, ftype: FrameType) -> None:
 
 
 @pytest.mark.parametrize("ftype", HANDLE_FRAMES, ids=lambda f: f.name)
-@pytest.mark.parametrize("state", HANDLE_STATES, ids=lambda s: s.name)
-@pytest.mark.parametrize("side", list(Side), ids=lambda s: s.name)
+@pytest.mark.parametrize(("side", "state"), SIDE_STATES, ids=lambda x: x.name)
 def test_received_handle_frame(side: Side, state: HState, ftype: FrameType) -> None:
     check_recv(side, state, ftype)
 
@@ -249,6 +268,7 @@ OPS: dict[str, tuple[Input, Callable[[Connection, int], object]]] = {
     "cancel": (Input.SEND_CANCEL, lambda c, h: c.cancel(h)),
     "unsubscribe": (Input.SEND_UNSUBSCRIBE, lambda c, h: c.unsubscribe(h)),
     "cancel_upload": (Input.SEND_UPLOAD_CANCEL, lambda c, h: c.cancel_upload(h)),
+    "answer_streams": (Input.SEND_STREAMS, lambda c, h: c.answer_streams(h, [])),
 }
 _STREAM_CLOSED_INPUTS = {Input.SEND_DATA, Input.SEND_GAP, Input.SEND_END, Input.SEND_ERROR}
 
@@ -283,21 +303,24 @@ def check_send(side: Side, state: HState, op: str) -> None:
 
 
 @pytest.mark.parametrize("op", list(OPS))
-@pytest.mark.parametrize("state", HANDLE_STATES, ids=lambda s: s.name)
-@pytest.mark.parametrize("side", list(Side), ids=lambda s: s.name)
+@pytest.mark.parametrize(("side", "state"), SIDE_STATES, ids=lambda x: x.name)
 def test_local_operation(side: Side, state: HState, op: str) -> None:
     check_send(side, state, op)
 
 
-@pytest.mark.parametrize("side", list(Side), ids=lambda s: s.name)
+@pytest.mark.parametrize(
+    "side", [s for s in Side if s is not Side.SERVER_QUERY], ids=lambda s: s.name
+)
 def test_operations_on_a_closed_handle(side: Side) -> None:
     # A handle the peer closed is a race, not a misuse: nothing raises, nothing is sent.
-    conn, h = drive(side, AC)
+    # (A server query has no peer frame that closes it: only the server's answer does.)
+    conn, h = drive(side, STATES_OF[side][-1] if side in QUERY_SIDES else AC)
     closing = {
         Side.CLIENT_SUBSCRIPTION: End(h, 0),
         Side.SERVER_SUBSCRIPTION: Cancel(h),
         Side.CLIENT_UPLOAD: UploadCancel(h),
         Side.SERVER_UPLOAD: Error(h, 1000, 0),
+        Side.CLIENT_QUERY: Streams(h),
     }[side]
     conn.receive_data(encode(closing))
     conn.data_to_send()
@@ -305,7 +328,7 @@ def test_operations_on_a_closed_handle(side: Side) -> None:
     # The other role's operations are INVALID_STATE whatever the handle: left out.
     other_role = {"cancel", "unsubscribe"} if conn.role is Role.SERVER else set()
     if conn.role is Role.CLIENT:
-        other_role = {"accept", "reject", "cancel_upload", "send_gap"}
+        other_role = {"accept", "reject", "cancel_upload", "send_gap", "answer_streams"}
     results = [call(conn, h) for op, (_inp, call) in OPS.items() if op not in other_role]
     assert set(results) <= {None, False, WriteResult.CLOSED}
     assert conn.data_to_send() == b""
@@ -486,8 +509,8 @@ def reachable(edges: dict[Any, Any], start: Any) -> set[Any]:
 
 
 def test_every_state_is_reachable() -> None:
-    for table in HANDLE_TRANSITIONS.values():
-        assert reachable(table, RQ) == set(HState)
+    for side, table in HANDLE_TRANSITIONS.items():
+        assert reachable(table, RQ) == ({RQ, CL} if side in QUERY_SIDES else set(HState))
     client_states = reachable(CONNECTION_TRANSITIONS, ConnState.HANDSHAKING)
     server_states = reachable(CONNECTION_TRANSITIONS, ConnState.AWAIT_HELLO)
     assert client_states | server_states == set(ConnState)
@@ -529,7 +552,7 @@ def test_every_row_is_exercised(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_connection, "HANDLE_TRANSITIONS", handle_tables)
     monkeypatch.setattr(_connection, "CONNECTION_TRANSITIONS", conn_table)
     for side in Side:
-        for state in HANDLE_STATES:
+        for state in STATES_OF[side]:
             for ftype in HANDLE_FRAMES:
                 check_recv(side, state, ftype)
             for op in OPS:
@@ -548,6 +571,8 @@ def test_every_row_is_exercised(monkeypatch: pytest.MonkeyPatch) -> None:
     )
     # What the sweep does not do on its own: drain handles and connections, time out.
     for side in Side:
+        if side in QUERY_SIDES:
+            continue  # no DRAINING
         conn, h = drive(side, DR)
         if side is Side.CLIENT_SUBSCRIPTION:
             conn.receive_data(encode(Gap(h, 1, FINAL, GapReason.EVICTED)))

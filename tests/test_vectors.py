@@ -40,7 +40,12 @@ from streamproto._frames import (
     OverflowPolicy,
     Ping,
     Pong,
+    Query,
+    QueryOp,
     Reject,
+    StreamEntry,
+    Streams,
+    StreamState,
     Subscribe,
     Unknown,
     Unsubscribe,
@@ -72,6 +77,8 @@ CLASSES: dict[str, type[Any]] = {
     "UNSUBSCRIBE": Unsubscribe,
     "UPLOAD_CANCEL": UploadCancel,
     "CREDIT": Credit,
+    "QUERY": Query,
+    "STREAMS": Streams,
     "UNKNOWN": Unknown,
 }
 BYTE_FIELDS = {"auth", "args", "body"}
@@ -112,6 +119,19 @@ def frame_from_json(obj: dict[str, Any]) -> Frame:
             value = OverflowPolicy[value]
         elif name == "reason":
             value = GapReason[value]
+        elif name == "op":
+            value = QueryOp[value]
+        elif name == "entries":
+            value = tuple(
+                StreamEntry(
+                    e["stream_id"],
+                    StreamState[e["state"]],
+                    e["code"],
+                    e["first_seq"],
+                    e["last_seq"],
+                )
+                for e in value
+            )
         kwargs[name] = value
     frame: Frame = cls(**kwargs)
     return frame

@@ -44,8 +44,13 @@ from streamproto._frames import (
     OverflowPolicy,
     Ping,
     Pong,
+    Query,
+    QueryOp,
     Reject,
     Setting,
+    StreamEntry,
+    Streams,
+    StreamState,
     Subscribe,
     Unknown,
     Unsubscribe,
@@ -84,6 +89,8 @@ TYPE_NAMES: dict[type, str] = {
     Unsubscribe: "UNSUBSCRIBE",
     UploadCancel: "UPLOAD_CANCEL",
     Credit: "CREDIT",
+    Query: "QUERY",
+    Streams: "STREAMS",
     Unknown: "UNKNOWN",
 }
 #: ``Unknown.type`` is stored under this key, since ``"type"`` names the frame class.
@@ -124,8 +131,19 @@ def frame_to_json(frame: Frame) -> dict[str, Any]:
             value = [bytes_to_json(chunk) for chunk in value]
         elif field.name == "settings":
             value = [list(pair) for pair in value]
-        elif isinstance(value, OverflowPolicy | GapReason):
+        elif isinstance(value, OverflowPolicy | GapReason | QueryOp):
             value = value.name
+        elif field.name == "entries":
+            value = [
+                {
+                    "stream_id": e.stream_id,
+                    "state": e.state.name,
+                    "code": e.code,
+                    "first_seq": e.first_seq,
+                    "last_seq": e.last_seq,
+                }
+                for e in value
+            ]
         out[key] = value
     return out
 
@@ -195,12 +213,14 @@ FRAMES: list[tuple[str, Frame, int | None]] = [
         Open(H, UTF8, UTF8, U32, U32, OverflowPolicy.DROP_OLDEST, 0xFF, b"\x00\xff"),
         None,
     ),
+    ("open-join", Open(4, "llm:chat", "answer-7", 8, 32_768, join=True), None),
     ("upload-minimal", Upload(1, ""), None),
     ("upload-full", Upload(3, "files", "f-1", b"\x01\x02\x03"), None),
     ("upload-max-values", Upload(H, UTF8, UTF8, b"\xff" * 3), None),
     ("accept-default", Accept(1, ""), None),
     ("accept-replay", Accept(2, "s-1", 10, 20, 100, 1 << 20), None),
     ("accept-max-values", Accept(H, UTF8, U64, U64, U32, U32), None),
+    ("accept-joined", Accept(4, "answer-7", 1, 12, joined=True), None),
     ("reject-unknown-channel", Reject(1, 100, "no channel 'x'"), None),
     ("reject-empty-message", Reject(2, 0), None),
     ("reject-max-values", Reject(H, U16, UTF8), None),
@@ -241,7 +261,36 @@ FRAMES: list[tuple[str, Frame, int | None]] = [
     ("unknown-connection-range-0x0f", Unknown(0x0F, 0, 0, b"\x01\x02"), None),
     ("unknown-connection-range-with-handle", Unknown(0x06, 0, 9, b""), None),
     ("unknown-handle-range-0x3f", Unknown(0x3F, 0x01, 1, b"body"), None),
-    ("unknown-type-0x1d", Unknown(0x1D, 0, 2, b"\x00" * 8), None),
+    ("unknown-type-0x1f", Unknown(0x1F, 0, 2, b"\x00" * 8), None),
+    ("query-status", Query(5, QueryOp.STATUS, "llm:chat", "answer-7"), None),
+    ("query-list", Query(6, QueryOp.LIST, "llm:chat", "answer-7", 0b110, 50), None),
+    ("query-delete", Query(7, QueryOp.DELETE, "llm:chat", "answer-7"), None),
+    ("query-max-values", Query(H, QueryOp.LIST, UTF8, UTF8, 0xFF, U16), None),
+    ("streams-empty", Streams(6), None),
+    (
+        "streams-status",
+        Streams(5, (StreamEntry("answer-7", StreamState.FAILED, 1001, 1, 12),)),
+        None,
+    ),
+    (
+        "streams-page",
+        Streams(
+            6,
+            (
+                StreamEntry("a", StreamState.OPEN, 0, 3, 9),
+                StreamEntry("b", StreamState.ENDED, 0, 1, 0),
+                StreamEntry("c", StreamState.ABORTED, 106, 1, 4),
+                StreamEntry("d", StreamState.MISSING),
+            ),
+            "d",
+        ),
+        None,
+    ),
+    (
+        "streams-max-values",
+        Streams(H, (StreamEntry(UTF8, StreamState.OPEN, U16, U64, U64),), UTF8),
+        None,
+    ),
     ("unknown-max-values", Unknown(0xFF, 0xFF, H, b"\xff" * 16), None),
     # R-FRAME-7: the largest HELLO and WELCOME bodies, whatever the receiver's MAX_FRAME_SIZE.
     (
@@ -593,6 +642,34 @@ INVALID: list[tuple[str, bytes, str, dict[str, int]]] = [
         MALFORMED,
         {},
     ),
+    # QUERY and STREAMS
+    ("query-handle-0", _raw(T.QUERY, b"\x01\x00\x00\x00" + EMPTY + EMPTY), MALFORMED, {}),
+    (
+        "query-unknown-op-0",
+        _raw(T.QUERY, b"\x00\x00\x00\x00" + EMPTY + EMPTY, handle=1),
+        MALFORMED,
+        {},
+    ),
+    (
+        "query-unknown-op-4",
+        _raw(T.QUERY, b"\x04\x00\x00\x00" + EMPTY + EMPTY, handle=1),
+        MALFORMED,
+        {},
+    ),
+    (
+        "query-missing-stream-id",
+        _raw(T.QUERY, b"\x01\x00\x00\x00" + EMPTY, handle=1),
+        MALFORMED,
+        {},
+    ),
+    ("streams-count-past-end", _raw(T.STREAMS, _u16(1) + EMPTY, handle=1), MALFORMED, {}),
+    (
+        "streams-unknown-state-5",
+        _raw(T.STREAMS, _u16(1) + struct.pack(">BHQQ", 5, 0, 1, 0) + EMPTY + EMPTY, handle=1),
+        MALFORMED,
+        {},
+    ),
+    ("streams-missing-next", _raw(T.STREAMS, _u16(0), handle=1), MALFORMED, {}),
     # UPLOAD
     ("upload-handle-0", _raw(T.UPLOAD, EMPTY + EMPTY), MALFORMED, {}),
     ("upload-empty-body", _raw(T.UPLOAD, b"", handle=1), MALFORMED, {}),

@@ -66,6 +66,9 @@ class RequestKind(enum.Enum):
     SUBSCRIBE = "subscribe"
     OPEN = "open"
     UPLOAD = "upload"
+    STATUS = "status"  # a stream's state, without subscribing
+    LIST = "list"  # a page of the channel's streams (``stream_id`` is the cursor)
+    DELETE = "delete"
 
 
 @attrs.frozen

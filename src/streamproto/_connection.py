@@ -28,20 +28,24 @@ from ._events import (
     CancelRequested,
     ConnectionTerminated,
     DataReceived,
+    DeleteRequested,
     Event,
     GapReceived,
     GoawayReceived,
     HandshakeCompleted,
     HandshakeRefused,
     HandshakeRequested,
+    ListRequested,
     OpenRequested,
     OverflowWarning,
     PingReceived,
     PongReceived,
     RequestAccepted,
     RequestRejected,
+    StatusRequested,
     StreamEnded,
     StreamFailed,
+    StreamsReceived,
     SubscribeRequested,
     Unsubscribed,
     UploadCancelled,
@@ -64,6 +68,7 @@ from ._frames import (
     Data,
     End,
     Error,
+    Feature,
     Frame,
     FrameDecoder,
     Gap,
@@ -74,8 +79,12 @@ from ._frames import (
     OverflowPolicy,
     Ping,
     Pong,
+    Query,
+    QueryOp,
     Reject,
     Setting,
+    StreamEntry,
+    Streams,
     Subscribe,
     Unsubscribe,
     Upload,
@@ -110,6 +119,7 @@ _HANDSHAKE_STATES: Final = frozenset(
 )
 #: Deficit round robin quantum per unit of weight (weight = priority + 1).
 QUANTUM: Final = 16_384
+_NO_FEATURES: Final = Feature(0)
 _DEFAULT_SETTINGS: Final[dict[int, int]] = {
     Setting.MAX_FRAME_SIZE: 65_536,
     Setting.MAX_CHUNK_SIZE: 1 << 20,
@@ -117,11 +127,12 @@ _DEFAULT_SETTINGS: Final[dict[int, int]] = {
     Setting.MAX_SUBSCRIPTIONS: 4096,
     Setting.MAX_UPLOADS: 64,
     Setting.SESSION_GRACE_MS: 30_000,
+    Setting.FEATURES: 0,
 }
 
 #: Settings only a server announces; a HELLO's are ignored (R-SET-2).
 _SERVER_SETTINGS: Final = frozenset(
-    {Setting.MAX_SUBSCRIPTIONS, Setting.MAX_UPLOADS, Setting.SESSION_GRACE_MS}
+    {Setting.MAX_SUBSCRIPTIONS, Setting.MAX_UPLOADS, Setting.SESSION_GRACE_MS, Setting.FEATURES}
 )
 
 
@@ -822,15 +833,20 @@ class Connection:
         credit_bytes: int | None = None,
         policy: OverflowPolicy = OverflowPolicy.DEFAULT,
         priority: int = 0,
+        join: bool = False,
     ) -> int:
         """Client: ask ``channel`` to start a stream with ``args`` and subscribe to it in the
         same request, so no chunk is written before this subscriber listens. Returns the
-        handle; :class:`RequestAccepted` carries the stream id."""
+        handle; :class:`RequestAccepted` carries the stream id. With ``join``, an OPEN naming
+        a running stream subscribes to it from seq 1 instead of being refused with
+        STREAM_EXISTS (``RequestAccepted.joined`` says which happened)."""
         self._check_names(channel, stream_id, allow_empty=True)
         chunks, nbytes = self._window(credit_chunks, credit_bytes)
         handle = self._new_handle()
         h = _In(handle, Side.CLIENT_SUBSCRIPTION, chunks, nbytes)
-        frame = Open(handle, channel, stream_id, chunks, nbytes, policy, self._prio(priority), args)
+        frame = Open(
+            handle, channel, stream_id, chunks, nbytes, policy, self._prio(priority), args, join
+        )
         self._open_request(h, frame)
         return handle
 
@@ -842,6 +858,54 @@ class Connection:
         handle = self._new_handle()
         h = _Out(handle, Side.CLIENT_UPLOAD, 0, 0)
         self._open_request(h, Upload(handle, channel, stream_id, args))
+        return handle
+
+    @property
+    def peer_features(self) -> Feature:
+        """Client: what the server announced in WELCOME's FEATURES setting (none before)."""
+        return Feature(self._peer_settings[Setting.FEATURES] & max(Feature))
+
+    def status(self, channel: str, stream_id: str) -> int:
+        """Client: ask the state of ``channel``/``stream_id`` without subscribing (R-QUERY-2).
+        Returns the handle; :class:`StreamsReceived` (one entry) or :class:`RequestRejected`
+        answers. Raises INVALID_STATE unless the server announced :attr:`Feature.QUERIES`."""
+        return self._query(QueryOp.STATUS, channel, stream_id)
+
+    def list_streams(
+        self, channel: str, *, after: str = "", states: int = 0, limit: int = 100
+    ) -> int:
+        """Client: ask a page of ``channel``'s streams: ids after ``after`` in id order, at
+        most ``limit`` (1..65535), whose state is in the mask ``states`` (``1 << StreamState``;
+        0: any) (R-QUERY-3). :class:`StreamsReceived` carries the page and the next cursor."""
+        if not (1 <= limit <= 0xFFFF and 0 <= states <= 0xFF):
+            raise LocalProtocolError(
+                ErrorCode.INVALID_ARGUMENT, "limit must be in 1..65535 and states a u8 mask"
+            )
+        return self._query(QueryOp.LIST, channel, after, states, limit, allow_empty=True)
+
+    def delete(self, channel: str, stream_id: str) -> int:
+        """Client: ask the server to delete ``channel``/``stream_id`` (R-QUERY-4): its readers
+        end with STREAM_DELETED. :class:`StreamsReceived` carries the entry as it was."""
+        return self._query(QueryOp.DELETE, channel, stream_id)
+
+    def _query(
+        self,
+        op: QueryOp,
+        channel: str,
+        stream_id: str,
+        states: int = 0,
+        limit: int = 0,
+        *,
+        allow_empty: bool = False,
+    ) -> int:
+        self._check_names(channel, stream_id, allow_empty=allow_empty)
+        if not self.peer_features & Feature.QUERIES:
+            raise LocalProtocolError(
+                ErrorCode.INVALID_STATE, "the server does not announce stream queries (FEATURES)"
+            )
+        handle = self._new_handle()
+        h = _In(handle, Side.CLIENT_QUERY, 0, 0)
+        self._open_request(h, Query(handle, op, channel, stream_id, states, limit))
         return handle
 
     def cancel(self, handle: int) -> None:
@@ -881,11 +945,17 @@ class Connection:
     # -- server operations ----------------------------------------------------------------------
 
     def accept_handshake(
-        self, *, session_id: str, resume_token: str, resumed: bool = False
+        self,
+        *,
+        session_id: str,
+        resume_token: str,
+        resumed: bool = False,
+        features: Feature = _NO_FEATURES,
     ) -> bool:
-        """Server: accept the client's HELLO (after :class:`HandshakeRequested`). Returns
-        False if the connection ended meanwhile (the client broke the protocol or went away in
-        the same batch of bytes): there is nothing to accept then."""
+        """Server: accept the client's HELLO (after :class:`HandshakeRequested`). ``features``
+        are announced in the FEATURES setting: announce only what you answer (a hub answers
+        queries). Returns False if the connection ended meanwhile (the client broke the
+        protocol or went away in the same batch of bytes): there is nothing to accept then."""
         self._require_role(Role.SERVER)
         if self._state is ConnState.CLOSED:
             return False
@@ -897,7 +967,7 @@ class Connection:
             (Setting.MAX_SUBSCRIPTIONS, cfg.max_subscriptions),
             (Setting.MAX_UPLOADS, cfg.max_uploads),
             (Setting.SESSION_GRACE_MS, round(cfg.session_grace * 1000)),
-        )
+        ) + (((Setting.FEATURES, int(features)),) if features else ())
         welcome = Welcome(PROTOCOL_VERSION, resumed, settings, session_id, resume_token)
         mate = self._mate
         if mate is None:
@@ -934,18 +1004,21 @@ class Connection:
         first_seq: int = 1,
         last_seq: int = 0,
         policy: OverflowPolicy | None = None,
+        joined: bool = False,
     ) -> bool:
         """Server: accept the request on ``handle``. For a subscription, ``first_seq`` and
         ``last_seq`` are the seqs you hold; the subscriber's first expected seq follows from
         its ``after_seq`` (a GAP for the part before ``first_seq`` is queued here) and you
         then send data from that seq on. ``policy`` overrides the requested overflow policy.
-        For an upload, the configured window is granted. Returns False if the client already
-        closed the handle."""
+        ``joined``: an OPEN joined a running stream (flag JOINED). For an upload, the
+        configured window is granted. Returns False if the client already closed the handle."""
         h = self._server_handle(handle)
         if h is None:
             return False
         if not (0 <= first_seq <= U64 and 0 <= last_seq <= U64):
             raise LocalProtocolError(ErrorCode.INVALID_ARGUMENT, "seqs must fit in u64")
+        if joined and isinstance(h, _In):
+            raise LocalProtocolError(ErrorCode.INVALID_ARGUMENT, "only an OPEN joins a stream")
         self._handle_step(h, Input.SEND_ACCEPT)
         if isinstance(h, _In):  # an upload: ACCEPT grants the window
             h.credit_chunks = h.window_chunks
@@ -957,7 +1030,7 @@ class Connection:
             h.policy = policy
         elif h.policy is OverflowPolicy.DEFAULT:
             h.policy = self._cfg.default_policy
-        self._control.append(encode(Accept(handle, stream_id, first_seq, last_seq)))
+        self._control.append(encode(Accept(handle, stream_id, first_seq, last_seq, 0, 0, joined)))
         if h.next_seq == 0:  # tail subscription: start after what exists
             h.next_seq = last_seq + 1
         h.sent_seq = h.next_seq - 1
@@ -974,6 +1047,23 @@ class Connection:
             return False
         self._handle_step(h, Input.SEND_REJECT)
         self._control.append(encode(Reject(handle, code, _truncate(message))))
+        self._close_handle(h)
+        return True
+
+    def answer_streams(
+        self, handle: int, entries: Sequence[StreamEntry], next_cursor: str = ""
+    ) -> bool:
+        """Server: answer the query on ``handle`` (STREAMS) and close it. The frame must fit
+        the client's MAX_FRAME_SIZE (a page of 100 entries always does). Returns False if the
+        connection closed the handle already."""
+        h = self._server_handle(handle)
+        if h is None:
+            return False
+        frame = encode(Streams(handle, tuple(entries), next_cursor))
+        if len(frame) - 10 > self._peer_settings[Setting.MAX_FRAME_SIZE]:
+            raise LocalProtocolError(ErrorCode.INVALID_ARGUMENT, "the answer exceeds a frame")
+        self._handle_step(h, Input.SEND_STREAMS)
+        self._control.append(frame)
         self._close_handle(h)
         return True
 
@@ -1287,7 +1377,7 @@ class Connection:
         match frame:
             case Credit():
                 self._on_credit(frame, events)
-            case Subscribe() | Open() | Upload():
+            case Subscribe() | Open() | Upload() | Query():
                 self._on_request(frame, events)
             case Hello():
                 self._on_hello(frame, events)
@@ -1312,6 +1402,7 @@ class Connection:
                 | Cancel()
                 | Unsubscribe()
                 | UploadCancel()
+                | Streams()
             ):
                 self._on_handle_frame(frame, events)
 
@@ -1437,7 +1528,7 @@ class Connection:
 
     def _on_handle_frame(
         self,
-        frame: Accept | Reject | Gap | End | Error | Cancel | Unsubscribe | UploadCancel,
+        frame: Accept | Reject | Gap | End | Error | Cancel | Unsubscribe | UploadCancel | Streams,
         events: list[Event],
     ) -> None:
         h = self._lookup(frame.handle)
@@ -1447,7 +1538,9 @@ class Connection:
         match frame:
             case Accept():
                 events.append(
-                    RequestAccepted(h.handle, frame.stream_id, frame.first_seq, frame.last_seq)
+                    RequestAccepted(
+                        h.handle, frame.stream_id, frame.first_seq, frame.last_seq, frame.joined
+                    )
                 )
                 if isinstance(h, _In):
                     if h.tail:
@@ -1512,9 +1605,12 @@ class Connection:
             case Unsubscribe():
                 self._close_handle(h)
                 events.append(Unsubscribed(h.handle))
-            case UploadCancel():  # pragma: no branch - every other type has its own case
+            case UploadCancel():
                 self._close_handle(h)
                 events.append(UploadCancelled(h.handle, frame.code, frame.message))
+            case Streams():  # pragma: no branch - every other type has its own case
+                self._close_handle(h)
+                events.append(StreamsReceived(h.handle, frame.entries, frame.next))
 
     def _maybe_delivered(self, h: _In, events: list[Event]) -> None:
         if h.expect - 1 == h.final_seq and h.frag is None:
@@ -1522,7 +1618,7 @@ class Connection:
             events.append(cast(Event, h.final_event))
             self._close_handle(h)
 
-    def _on_request(self, frame: Subscribe | Open | Upload, events: list[Event]) -> None:
+    def _on_request(self, frame: Subscribe | Open | Upload | Query, events: list[Event]) -> None:
         if self._role is Role.CLIENT:
             raise _PeerFault(ErrorCode.PROTOCOL_ERROR, "a server cannot send requests")
         handle = frame.handle
@@ -1532,6 +1628,9 @@ class Connection:
                 ErrorCode.INVALID_HANDLE, f"request handle {handle} is not above {self._highest}"
             )
         self._highest = handle
+        if isinstance(frame, Query):
+            self._on_query(frame, events)
+            return
         if isinstance(frame, Upload):
             h_in = _In(handle, Side.SERVER_UPLOAD, self._cfg.window_chunks, self._cfg.window_bytes)
             h_in.credit_chunks = h_in.credit_bytes = 0  # nothing until ACCEPT grants the window
@@ -1559,20 +1658,44 @@ class Connection:
         else:
             events.append(
                 OpenRequested(
-                    handle, frame.channel, frame.stream_id, frame.args, frame.policy, frame.priority
+                    handle,
+                    frame.channel,
+                    frame.stream_id,
+                    frame.args,
+                    frame.policy,
+                    frame.priority,
+                    frame.join,
                 )
             )
 
-    def _admit(self, frame: Subscribe | Open | Upload, h: _Out | _In, over_limit: bool) -> bool:
+    def _on_query(self, frame: Query, events: list[Event]) -> None:
+        handle = frame.handle
+        if not self._admit(frame, _In(handle, Side.SERVER_QUERY, 0, 0), False):
+            return
+        if frame.op is QueryOp.STATUS:
+            events.append(StatusRequested(handle, frame.channel, frame.stream_id))
+        elif frame.op is QueryOp.LIST:
+            limit = frame.limit
+            events.append(
+                ListRequested(handle, frame.channel, frame.stream_id, frame.states, limit)
+            )
+        else:
+            events.append(DeleteRequested(handle, frame.channel, frame.stream_id))
+
+    def _admit(
+        self, frame: Subscribe | Open | Upload | Query, h: _Out | _In, over_limit: bool
+    ) -> bool:
         """Reject what the core can judge alone; else register the handle."""
         code: ErrorCode | None = None
         if self._state is ConnState.DRAINING:
             code, why = ErrorCode.SERVER_SHUTDOWN, "the connection is going away"
         elif not valid_channel(frame.channel):
             code, why = ErrorCode.INVALID_NAME, "invalid channel name"
-        elif (frame.stream_id or isinstance(frame, Subscribe)) and not valid_stream_id(
+        elif (
             frame.stream_id
-        ):
+            or isinstance(frame, Subscribe)
+            or (isinstance(frame, Query) and frame.op is not QueryOp.LIST)
+        ) and not valid_stream_id(frame.stream_id):
             code, why = ErrorCode.INVALID_NAME, "invalid stream id"
         elif over_limit:
             code, why = ErrorCode.LIMIT_EXCEEDED, "too many open requests on this connection"

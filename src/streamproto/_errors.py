@@ -82,6 +82,8 @@ class ErrorCode(enum.IntEnum):
     FORBIDDEN = 112
     PRODUCER_LOST = 113
     STORE_UNAVAILABLE = 114
+    STREAM_DELETED = 115
+    STREAM_EXPIRED = 116
     # Local codes (raised, never sent).
     STREAM_CLOSED = 200
     CHANNEL_EXISTS = 201
@@ -90,6 +92,7 @@ class ErrorCode(enum.IntEnum):
     CONNECTION_CLOSED = 204
     INVALID_ARGUMENT = 205
     CHUNKS_MISSING = 206
+    DECODE_FAILED = 207
 
     @property
     def kind(self) -> ErrorKind:
@@ -151,6 +154,8 @@ _INFO: Final[dict[ErrorCode, tuple[ErrorKind, bool, str]]] = {
     ErrorCode.FORBIDDEN: (_S, False, "the server's authorization hook refused this request"),
     ErrorCode.PRODUCER_LOST: (_S, True, "the stream's producer process stopped renewing its lease"),
     ErrorCode.STORE_UNAVAILABLE: (_S, True, "the shared replay store is unreachable or lost data"),
+    ErrorCode.STREAM_DELETED: (_S, False, "the stream was deleted while it was read"),
+    ErrorCode.STREAM_EXPIRED: (_S, False, "the open stream had no write for its idle TTL"),
     ErrorCode.STREAM_CLOSED: (_L, False, "write, close or fail on a stream already closed"),
     ErrorCode.CHANNEL_EXISTS: (_L, False, "a channel with this name is already registered"),
     ErrorCode.INVALID_STATE: (_L, False, "the operation is not allowed in the current state"),
@@ -158,6 +163,7 @@ _INFO: Final[dict[ErrorCode, tuple[ErrorKind, bool, str]]] = {
     ErrorCode.CONNECTION_CLOSED: (_L, False, "the connection is closed or draining"),
     ErrorCode.INVALID_ARGUMENT: (_L, False, "an argument is out of its documented range"),
     ErrorCode.CHUNKS_MISSING: (_L, False, "a gap: seqs that will never arrive were skipped"),
+    ErrorCode.DECODE_FAILED: (_L, False, "a chunk's payload is not a value of the codec"),
 }
 
 

@@ -13,26 +13,30 @@ from __future__ import annotations
 import attrs
 
 from ._errors import code_name
-from ._frames import GapReason, OverflowPolicy, _short
+from ._frames import GapReason, OverflowPolicy, StreamEntry, _short
 
 __all__ = [
     "CancelRequested",
     "ConnectionTerminated",
     "DataReceived",
+    "DeleteRequested",
     "Event",
     "GapReceived",
     "GoawayReceived",
     "HandshakeCompleted",
     "HandshakeRefused",
     "HandshakeRequested",
+    "ListRequested",
     "OpenRequested",
     "OverflowWarning",
     "PingReceived",
     "PongReceived",
     "RequestAccepted",
     "RequestRejected",
+    "StatusRequested",
     "StreamEnded",
     "StreamFailed",
+    "StreamsReceived",
     "SubscribeRequested",
     "Unsubscribed",
     "UploadCancelled",
@@ -183,9 +187,12 @@ class OpenRequested:
     args: bytes
     policy: OverflowPolicy
     priority: int
+    #: The OPEN may join the stream if one with this id is running (R-JOIN-1).
+    join: bool = False
 
     def __str__(self) -> str:
-        return f"OpenRequested(h={self.handle} {self.channel} args={_short(self.args)})"
+        join = " join" if self.join else ""
+        return f"OpenRequested(h={self.handle} {self.channel} args={_short(self.args)}{join})"
 
 
 @attrs.frozen
@@ -210,11 +217,13 @@ class RequestAccepted:
     stream_id: str
     first_seq: int
     last_seq: int
+    #: An OPEN joined a running stream instead of starting one (R-JOIN-2).
+    joined: bool = False
 
     def __str__(self) -> str:
         return (
             f"RequestAccepted(h={self.handle} id={_short(self.stream_id)} "
-            f"seq={self.first_seq}..{self.last_seq})"
+            f"seq={self.first_seq}..{self.last_seq}{' joined' * self.joined})"
         )
 
 
@@ -400,6 +409,64 @@ class OverflowWarning:
         )
 
 
+# -- queries (spec section 5.5) -----------------------------------------------------------------
+
+
+@attrs.frozen
+class StatusRequested:
+    """Server: the client asks the state of ``channel``/``stream_id``. Answer with
+    ``answer_streams`` (one entry, MISSING if there is no such stream) or ``reject``."""
+
+    handle: int
+    channel: str
+    stream_id: str
+
+    def __str__(self) -> str:
+        return f"StatusRequested(h={self.handle} {self.channel}/{_short(self.stream_id)})"
+
+
+@attrs.frozen
+class ListRequested:
+    """Server: the client asks a page of ``channel``'s streams: ids after ``after`` (empty:
+    from the first), in id order, at most ``limit``, whose state is in the mask ``states``
+    (``1 << StreamState``; 0: any). Answer with ``answer_streams`` or ``reject``."""
+
+    handle: int
+    channel: str
+    after: str
+    states: int
+    limit: int
+
+    def __str__(self) -> str:
+        return f"ListRequested(h={self.handle} {self.channel} after={_short(self.after)})"
+
+
+@attrs.frozen
+class DeleteRequested:
+    """Server: the client asks to delete ``channel``/``stream_id``. Answer with
+    ``answer_streams`` (the entry as it was) or ``reject``."""
+
+    handle: int
+    channel: str
+    stream_id: str
+
+    def __str__(self) -> str:
+        return f"DeleteRequested(h={self.handle} {self.channel}/{_short(self.stream_id)})"
+
+
+@attrs.frozen
+class StreamsReceived:
+    """Client: the answer to ``status``, ``list_streams`` or ``delete`` on ``handle`` (which
+    is closed now): the entries, and for a list the cursor of the next page (empty: last)."""
+
+    handle: int
+    entries: tuple[StreamEntry, ...]
+    next: str
+
+    def __str__(self) -> str:
+        return f"StreamsReceived(h={self.handle} {len(self.entries)} entries)"
+
+
 Event = (
     HandshakeRequested
     | HandshakeCompleted
@@ -425,4 +492,8 @@ Event = (
     | UploadCancelled
     | Writable
     | OverflowWarning
+    | StatusRequested
+    | ListRequested
+    | DeleteRequested
+    | StreamsReceived
 )

@@ -42,6 +42,7 @@ __all__ = [
     "Data",
     "End",
     "Error",
+    "Feature",
     "Frame",
     "FrameDecoder",
     "FrameFlag",
@@ -54,8 +55,13 @@ __all__ = [
     "OverflowPolicy",
     "Ping",
     "Pong",
+    "Query",
+    "QueryOp",
     "Reject",
     "Setting",
+    "StreamEntry",
+    "StreamState",
+    "Streams",
     "Subscribe",
     "Unknown",
     "Unsubscribe",
@@ -101,6 +107,8 @@ _ACCEPT_FIXED = struct.Struct(">QQII")
 _GAP = struct.Struct(">QQB")
 _ERROR_FIXED = struct.Struct(">HQ")
 _CREDIT = struct.Struct(">II")
+_QUERY_FIXED = struct.Struct(">BBH")
+_ENTRY_FIXED = struct.Struct(">BHQQ")
 
 
 class FrameType(enum.IntEnum):
@@ -125,6 +133,8 @@ class FrameType(enum.IntEnum):
     UNSUBSCRIBE = 0x1A
     UPLOAD_CANCEL = 0x1B
     CREDIT = 0x1C
+    QUERY = 0x1D
+    STREAMS = 0x1E
 
 
 class FrameFlag(enum.IntFlag):
@@ -133,6 +143,8 @@ class FrameFlag(enum.IntFlag):
     MORE = 0x01  # DATA: the chunk continues in the next DATA frame of this handle
     TAIL = 0x01  # SUBSCRIBE: start at live data, ignore after_seq
     RESUMED = 0x01  # WELCOME: the session named by the resume token was resumed
+    JOIN = 0x01  # OPEN: join the stream if one with this id is running (run-or-join)
+    JOINED = 0x01  # ACCEPT: the OPEN joined a running stream instead of starting one
 
 
 class OverflowPolicy(enum.IntEnum):
@@ -142,6 +154,31 @@ class OverflowPolicy(enum.IntEnum):
     DROP_OLDEST = 1
     BLOCK = 2
     ERROR = 3
+
+
+class QueryOp(enum.IntEnum):
+    """What a QUERY asks (spec section 5.5)."""
+
+    STATUS = 1  # one stream's state
+    LIST = 2  # a page of the channel's streams
+    DELETE = 3  # delete one stream
+
+
+class StreamState(enum.IntEnum):
+    """A stream's state in a STREAMS entry. LIST filters by a bit mask of ``1 << state``."""
+
+    MISSING = 0  # no such stream (never written, released, or deleted)
+    OPEN = 1  # its producer may still write
+    ENDED = 2
+    FAILED = 3  # with the producer's code
+    ABORTED = 4  # its last subscriber cancelled (code CANCELLED)
+
+
+class Feature(enum.IntFlag):
+    """Bits of the server's FEATURES setting: what it implements beyond the base protocol, so
+    that a client never sends a request the server would ignore (R-FWD-4)."""
+
+    QUERIES = 0x01  # QUERY and STREAMS: status, list and delete (section 5.5)
 
 
 class GapReason(enum.IntEnum):
@@ -160,6 +197,7 @@ class Setting(enum.IntEnum):
     MAX_SUBSCRIPTIONS = 4
     MAX_UPLOADS = 5
     SESSION_GRACE_MS = 6
+    FEATURES = 7
 
 
 # -- validators ---------------------------------------------------------------------------------
@@ -329,11 +367,13 @@ class Open:
     policy: OverflowPolicy = attrs.field(default=OverflowPolicy.DEFAULT, converter=OverflowPolicy)
     priority: int = attrs.field(default=0, validator=_u8)
     args: bytes = b""
+    #: Flag JOIN: join the stream if it is running instead of being refused (R-JOIN-1).
+    join: bool = False
 
     def __str__(self) -> str:
         return (
             f"OPEN h={self.handle} {_short(self.channel)}/{_short(self.stream_id)} "
-            f"args={_short(self.args)}"
+            f"args={_short(self.args)}{' join' * self.join}"
         )
 
 
@@ -364,11 +404,13 @@ class Accept:
     last_seq: int = attrs.field(default=0, validator=_u64)
     credit_chunks: int = attrs.field(default=0, validator=_u32)
     credit_bytes: int = attrs.field(default=0, validator=_u32)
+    #: Flag JOINED: an OPEN joined a running stream (R-JOIN-2).
+    joined: bool = False
 
     def __str__(self) -> str:
         return (
             f"ACCEPT h={self.handle} id={_short(self.stream_id)} "
-            f"seq={self.first_seq}..{self.last_seq}"
+            f"seq={self.first_seq}..{self.last_seq}{' joined' * self.joined}"
         )
 
 
@@ -523,6 +565,68 @@ class Credit:
 
 
 @attrs.frozen
+class Query:
+    """Client → server request: a stream's status, a page of a channel's streams, or a
+    delete. ``stream_id`` names the stream (STATUS, DELETE) or, for LIST, the cursor: the
+    page starts after it (empty: at the first id). ``states`` (LIST) is a mask of
+    ``1 << StreamState`` (0: every state); ``limit`` (LIST) the most entries wanted."""
+
+    TYPE: ClassVar[FrameType] = FrameType.QUERY
+
+    handle: int = attrs.field(validator=_handle)
+    op: QueryOp = attrs.field(converter=QueryOp)
+    channel: str = attrs.field(validator=_str16)
+    stream_id: str = attrs.field(default="", validator=_str16)
+    states: int = attrs.field(default=0, validator=_u8)
+    limit: int = attrs.field(default=0, validator=_u16)
+
+    def __str__(self) -> str:
+        return (
+            f"QUERY h={self.handle} {self.op.name} {_short(self.channel, 20)}/"
+            f"{_short(self.stream_id, 20)}"
+        )
+
+
+@attrs.frozen
+class StreamEntry:
+    """One stream in a STREAMS reply: its state, the code it failed with (FAILED, ABORTED;
+    else 0) and the seqs it retains (``first_seq > last_seq`` when none)."""
+
+    stream_id: str = attrs.field(validator=_str16)
+    state: StreamState = attrs.field(converter=StreamState)
+    code: int = attrs.field(default=0, validator=_u16)
+    first_seq: int = attrs.field(default=1, validator=_u64)
+    last_seq: int = attrs.field(default=0, validator=_u64)
+
+    def __str__(self) -> str:
+        code = f" code={self.code}" if self.code else ""
+        seqs = f"seq={self.first_seq}..{self.last_seq}"
+        return f"{_short(self.stream_id)} {self.state.name}{code} {seqs}"
+
+
+def _entries(_inst: object, attr: attrs.Attribute[tuple[StreamEntry, ...]], value: object) -> None:
+    if not isinstance(value, tuple) or len(value) > U16:
+        raise ValueError(f"{attr.name} must be a tuple of at most {U16} entries")
+
+
+@attrs.frozen
+class Streams:
+    """Server → client: the answer to a QUERY (closes the handle). STATUS and DELETE: one
+    entry (DELETE: as the stream was before it was deleted). LIST: a page, in id order, and
+    ``next``, the cursor of the next page (empty on the last)."""
+
+    TYPE: ClassVar[FrameType] = FrameType.STREAMS
+
+    handle: int = attrs.field(validator=_handle)
+    entries: tuple[StreamEntry, ...] = attrs.field(default=(), validator=_entries)
+    next: str = attrs.field(default="", validator=_str16)
+
+    def __str__(self) -> str:
+        more = f" next={_short(self.next)}" if self.next else ""
+        return f"STREAMS h={self.handle} {len(self.entries)} entries{more}"
+
+
+@attrs.frozen
 class Unknown:
     """A frame whose type this version does not know. Receivers ignore it (spec rule R-FWD-1)."""
 
@@ -559,6 +663,8 @@ Frame = (
     | Unsubscribe
     | UploadCancel
     | Credit
+    | Query
+    | Streams
     | Unknown
 )
 
@@ -642,7 +748,7 @@ def encode(frame: Frame) -> bytes:
                 + _s16(frame.stream_id)
                 + frame.args
             )
-            return _frame(FrameType.OPEN, 0, frame.handle, body)
+            return _frame(FrameType.OPEN, FrameFlag.JOIN * frame.join, frame.handle, body)
         case Upload():
             body = _s16(frame.channel) + _s16(frame.stream_id) + frame.args
             return _frame(FrameType.UPLOAD, 0, frame.handle, body)
@@ -650,7 +756,7 @@ def encode(frame: Frame) -> bytes:
             body = _ACCEPT_FIXED.pack(
                 frame.first_seq, frame.last_seq, frame.credit_chunks, frame.credit_bytes
             ) + _s16(frame.stream_id)
-            return _frame(FrameType.ACCEPT, 0, frame.handle, body)
+            return _frame(FrameType.ACCEPT, FrameFlag.JOINED * frame.joined, frame.handle, body)
         case Reject():
             body = _U16.pack(frame.code) + _s16(frame.message)
             return _frame(FrameType.REJECT, 0, frame.handle, body)
@@ -669,6 +775,20 @@ def encode(frame: Frame) -> bytes:
         case UploadCancel():
             body = _U16.pack(frame.code) + _s16(frame.message)
             return _frame(FrameType.UPLOAD_CANCEL, 0, frame.handle, body)
+        case Query():
+            body = (
+                _QUERY_FIXED.pack(frame.op, frame.states, frame.limit)
+                + _s16(frame.channel)
+                + _s16(frame.stream_id)
+            )
+            return _frame(FrameType.QUERY, 0, frame.handle, body)
+        case Streams():
+            parts = [_U16.pack(len(frame.entries))]
+            for e in frame.entries:
+                parts.append(_ENTRY_FIXED.pack(e.state, e.code, e.first_seq, e.last_seq))
+                parts.append(_s16(e.stream_id))
+            parts.append(_s16(frame.next))
+            return _frame(FrameType.STREAMS, 0, frame.handle, b"".join(parts))
         case Unknown():  # pragma: no branch - the match is exhaustive
             return _frame(frame.type, frame.flags, frame.handle, frame.body)
 
@@ -785,14 +905,26 @@ def _decode_other(ftype: int, flags: int, handle: int, body: bytes) -> Frame:
         cchunks, cbytes, policy, prio = r.fixed(_OPEN_FIXED)
         channel = r.string()
         stream_id = r.string()
-        frame = Open(handle, channel, stream_id, cchunks, cbytes, _policy(policy), prio, r.rest())
+        frame = Open(
+            handle,
+            channel,
+            stream_id,
+            cchunks,
+            cbytes,
+            _policy(policy),
+            prio,
+            r.rest(),
+            bool(flags & FrameFlag.JOIN),
+        )
     elif ftype == FrameType.UPLOAD:
         channel = r.string()
         stream_id = r.string()
         frame = Upload(handle, channel, stream_id, r.rest())
     elif ftype == FrameType.ACCEPT:
         first, last, cchunks, cbytes = r.fixed(_ACCEPT_FIXED)
-        frame = Accept(handle, r.string(), first, last, cchunks, cbytes)
+        frame = Accept(
+            handle, r.string(), first, last, cchunks, cbytes, bool(flags & FrameFlag.JOINED)
+        )
     elif ftype == FrameType.REJECT:
         (code,) = r.fixed(_U16)
         frame = Reject(handle, code, r.string())
@@ -815,6 +947,21 @@ def _decode_other(ftype: int, flags: int, handle: int, body: bytes) -> Frame:
     elif ftype == FrameType.UPLOAD_CANCEL:
         (code,) = r.fixed(_U16)
         frame = UploadCancel(handle, code, r.string())
+    elif ftype == FrameType.QUERY:
+        op, states, limit = r.fixed(_QUERY_FIXED)
+        if op not in _QUERY_OPS:
+            raise _malformed(f"unknown query op {op}")
+        channel = r.string()
+        frame = Query(handle, QueryOp(op), channel, r.string(), states, limit)
+    elif ftype == FrameType.STREAMS:
+        (count,) = r.fixed(_U16)
+        entries = []
+        for _ in range(count):
+            state, code, first, last = r.fixed(_ENTRY_FIXED)
+            if state not in _STREAM_STATES:
+                raise _malformed(f"unknown stream state {state}")
+            entries.append(StreamEntry(r.string(), StreamState(state), code, first, last))
+        frame = Streams(handle, tuple(entries), r.string())
     else:
         return Unknown(ftype, flags, handle, body)
     r.done()
@@ -830,6 +977,8 @@ _CONNECTION_TYPES: Final = frozenset(
 )
 _HANDLE_TYPES: Final = frozenset(FrameType) - _CONNECTION_TYPES
 _GAP_REASONS: Final = frozenset(GapReason)
+_QUERY_OPS: Final = frozenset(QueryOp)
+_STREAM_STATES: Final = frozenset(StreamState)
 _KNOWN_TYPES: Final = frozenset(int(t) for t in FrameType)
 
 

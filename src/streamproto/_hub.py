@@ -25,6 +25,10 @@ Rules for this file:
    listener leaves. The last local cancel under the ABORT rule becomes a
    :class:`CancelRemote` effect, for remote and local streams alike, because listeners in
    other processes count too; the producer's process aborts on :class:`AbortRequested`.
+   An OPEN is accepted (and its handler called) only once the store confirmed the stream's
+   claim (:class:`Claim`, answered by :class:`StreamClaimed`), so a client that has its
+   ACCEPT can subscribe through any process; a refused claim rejects the OPEN with the
+   store's code.
 """
 
 from __future__ import annotations
@@ -42,14 +46,17 @@ import attrs
 from . import _access
 from ._access import AccessRequest, Authenticate, Authorize, RequestKind
 from ._connection import Connection, Role, WriteResult, _Out
-from ._errors import ErrorCode, LocalProtocolError, StreamProtoError
+from ._errors import ErrorCode, ErrorKind, LocalProtocolError, StreamProtoError, is_application_code
 from ._events import (
     CancelRequested,
     ConnectionTerminated,
+    DeleteRequested,
     Event,
     HandshakeRequested,
+    ListRequested,
     OpenRequested,
     OverflowWarning,
+    StatusRequested,
     SubscribeRequested,
     Unsubscribed,
     UploadData,
@@ -58,11 +65,13 @@ from ._events import (
     UploadRequested,
     Writable,
 )
-from ._frames import GapReason, OverflowPolicy
+from ._frames import Feature, GapReason, OverflowPolicy, StreamEntry, StreamState
 from ._names import valid_channel, valid_stream_id
 from ._overflow import Overflow, OverflowLog, held_back
+from ._state import ConnState
 from ._store import (
     CancelRemote,
+    Claim,
     Key,
     Lookup,
     MemoryStore,
@@ -72,6 +81,7 @@ from ._store import (
     StoreFailed,
     StoreRequest,
     StreamAppended,
+    StreamClaimed,
     StreamInfo,
     StreamLoaded,
     StreamStatus,
@@ -79,6 +89,7 @@ from ._store import (
 )
 
 __all__ = [
+    "AbortReason",
     "AbortRule",
     "Channel",
     "ChannelOptions",
@@ -89,6 +100,7 @@ __all__ = [
     "Producer",
     "ProducerStatistics",
     "UploadReader",
+    "handler_failure",
 ]
 
 log = logging.getLogger("streamproto.hub")
@@ -101,6 +113,15 @@ _FAILED: Final = WriteResult.FAILED
 
 #: Chunks read from the store per step of a catch-up.
 REPLAY_BATCH = 256
+#: Entries per page of a stream listing at most: 100 entries of the longest ids fit in the
+#: smallest frame any peer accepts (16384 bytes).
+MAX_PAGE = 100
+_DELETED = "the stream was deleted"
+_STATES: Final = {
+    StreamStatus.ENDED: StreamState.ENDED,
+    StreamStatus.FAILED: StreamState.FAILED,
+    StreamStatus.ABORTED: StreamState.ABORTED,
+}
 
 
 class AbortRule(enum.Enum):
@@ -115,6 +136,34 @@ class DisconnectRule(enum.Enum):
 
     LEAVE = "leave"
     CANCEL = "cancel"
+
+
+@attrs.frozen
+class AbortReason:
+    """Why a producer's abort signal fired: ``code`` CANCELLED when the last subscriber
+    cancelled (the CANCEL frame carries no code or message of its own, so this is what the
+    protocol has: the rule that fired, and the seq it fired at, in ``message``), or the
+    store's code (PRODUCER_LOST, STORE_UNAVAILABLE, STALE_GENERATION...) when a shared store
+    could not keep the stream. Subscribers see the same code and message in their ERROR."""
+
+    code: int
+    message: str
+
+
+def handler_failure(exc: BaseException) -> tuple[int, str]:
+    """The ``(code, message)`` a stream or upload fails with when its handler raises ``exc``:
+    the exception's own code when it carries one a stream may end with (a
+    :class:`StreamProtoError` with an application code, 1000-65535, or a stream code such as
+    NOT_ALLOWED), else HANDLER_FAILED with the exception's type and text."""
+    if isinstance(exc, StreamProtoError):
+        code = exc.code
+        try:
+            sendable = is_application_code(code) or ErrorCode(code).kind is ErrorKind.STREAM
+        except ValueError:
+            sendable = False
+        if sendable:
+            return code, exc.message
+    return ErrorCode.HANDLER_FAILED, f"{type(exc).__name__}: {exc}"
 
 
 def _non_negative(_inst: object, attr: attrs.Attribute[Any], value: float) -> None:
@@ -132,8 +181,20 @@ class ChannelOptions:
     retention: float = attrs.field(default=60.0, validator=_non_negative)
     #: Finished streams remembered at most; the oldest is released first.
     max_closed_streams: int = attrs.field(default=1024, validator=_non_negative)
-    #: Policy for subscriptions that ask for DEFAULT.
+    #: Policy for subscriptions (SUBSCRIBE) that ask for DEFAULT.
     default_policy: OverflowPolicy = OverflowPolicy.DROP_OLDEST
+    #: Policy for OPEN requests that ask for DEFAULT. BLOCK, because the stream an OPEN
+    #: starts has one reader who asked for every chunk of it: a requester slightly slower
+    #: than its producer would otherwise lose most of the stream as one overflow gap.
+    open_policy: OverflowPolicy = OverflowPolicy.BLOCK
+    #: Run-or-join: an OPEN naming a running stream joins it (subscribed from seq 1, the
+    #: handler not called) as if it had the JOIN flag, instead of getting STREAM_EXISTS.
+    join_running: bool = False
+    #: Whether clients may delete this channel's streams (DELETE; after authorization).
+    allow_delete: bool = False
+    #: Idle TTL of an open stream, in seconds (0: none): a stream with no write for this long
+    #: fails with STREAM_EXPIRED and its producer's abort signal fires. Each write refreshes it.
+    idle_ttl: float = attrs.field(default=0.0, validator=_non_negative)
     #: What the last subscriber's cancel does.
     on_last_cancel: AbortRule = AbortRule.ABORT
     #: What a subscription of an expired session counts as.
@@ -190,7 +251,7 @@ UploadHandler = Callable[["UploadReader"], None]
 class _Sub:
     """One connection's subscription to one stream."""
 
-    __slots__ = ("cursor", "handle", "live", "peer", "policy", "stream")
+    __slots__ = ("cursor", "handle", "held", "live", "peer", "policy", "stream")
 
     def __init__(self, peer: Peer, handle: int, stream: _Stream, cursor: int) -> None:
         self.peer = peer
@@ -199,6 +260,7 @@ class _Sub:
         self.cursor = cursor  # the last seq handed to the connection (or skipped by a gap)
         self.live = False
         self.policy = OverflowPolicy.DROP_OLDEST
+        self.held = False  # counted in its stream's n_hold
 
 
 def _cursor(sub: _Sub) -> int:
@@ -217,9 +279,11 @@ class _Stream:
         "key",
         "live",
         "n_block",
+        "n_hold",
         "parked",
         "producer",
         "remote",
+        "touched",
     )
 
     def __init__(self, channel: Channel, key: tuple[str, str], generation: int) -> None:
@@ -230,10 +294,13 @@ class _Stream:
         self.catching: set[_Sub] = set()
         self.parked = 0  # subscriptions held by disconnected sessions
         self.n_block = 0  # live subscriptions with the BLOCK policy
+        # BLOCK subscriptions catching up or parked: the producer waits for them (R-OVF-6)
+        self.n_hold = 0
         self.blocked = False  # the producer was told BLOCKED and waits for on_writable
         self.producer: Producer | None = None
         self.closed_at = -1.0
         self.remote = False  # produced in another process (a shared store's stream)
+        self.touched = 0.0  # the time of the last write (with an idle TTL)
 
     def listeners(self) -> int:
         return len(self.live) + len(self.catching) + self.parked
@@ -261,6 +328,8 @@ class Producer:
         self._aborted_because = ""
         self._closed_code: int = ErrorCode.STREAM_CLOSED
         self.aborted = False
+        #: Why the abort signal fired (None until it does).
+        self.abort_reason: AbortReason | None = None
         #: Called once when the abort signal fires (the stream is already finished then).
         self.on_abort: Callable[[], None] | None = None
         #: Called when a write that was BLOCKED may be retried (also when the last blocking
@@ -377,11 +446,19 @@ class Producer:
         outcome (R-SUB-50), then tell the producer."""
         reason = f"aborted at seq {self.last_seq}: {why}"
         self.aborted = True
+        self.abort_reason = AbortReason(ErrorCode.CANCELLED, reason)
         self._closed = True
         self._aborted_because = f"was {reason}"
         self._hub._finish(self._stream, Outcome(StreamStatus.ABORTED, ErrorCode.CANCELLED, reason))
         if self.on_abort is not None:
             self.on_abort()
+
+    def _end_by_hub(self, code: int, message: str) -> None:
+        """The hub ends an open stream for its own reason (deleted, idle TTL): it fails with
+        ``code``, writes raise it, and the abort signal tells the producer to stop."""
+        outcome = Outcome(StreamStatus.FAILED, code, message)
+        self._hub._store.finish(self._stream.key, self._stream.generation, outcome)
+        self._stop(outcome, f"failed: {message}")
 
     def _listened(self) -> bool:
         return bool(self._stream.listeners())
@@ -389,11 +466,15 @@ class Producer:
     def _lost(self, code: int, message: str) -> None:
         """The shared store cannot keep the stream (:class:`StoreFailed`): it fails with
         ``code``, writes raise it, and the abort signal tells the producer to stop."""
+        self._stop(Outcome(StreamStatus.FAILED, code, message), f"failed in the store: {message}")
+
+    def _stop(self, outcome: Outcome, because: str) -> None:
         self.aborted = True
+        self.abort_reason = AbortReason(outcome.code, outcome.message)
         self._closed = True
-        self._closed_code = code
-        self._aborted_because = f"failed in the store: {message}"
-        self._hub._closed_stream(self._stream, Outcome(StreamStatus.FAILED, code, message))
+        self._closed_code = outcome.code
+        self._aborted_because = because
+        self._hub._closed_stream(self._stream, outcome)
         if self.on_abort is not None:
             self.on_abort()
 
@@ -524,6 +605,25 @@ class Channel:
         self._expected[sid] = reader
         return reader
 
+    def status(self, stream_id: str) -> StreamEntry:
+        """The state of ``stream_id`` (MISSING if the channel has no such stream), as a
+        client's ``status`` would see it."""
+        return self._hub._entry(self, stream_id)
+
+    def list_streams(
+        self, *, after: str = "", states: int = 0, limit: int = MAX_PAGE
+    ) -> tuple[tuple[StreamEntry, ...], str]:
+        """A page of the channel's streams: ids after ``after`` in id order, at most ``limit``
+        (and :data:`MAX_PAGE`), whose state is in the mask ``states`` (``1 << StreamState``;
+        0: any); and the cursor of the next page (empty: this is the last)."""
+        return self._hub._list(self, after, states, limit)
+
+    def delete(self, stream_id: str) -> StreamEntry:
+        """Delete ``stream_id``: its readers end with ERROR STREAM_DELETED, its producer's
+        abort signal fires (writes raise STREAM_DELETED) and its history is released, so it
+        is MISSING afterwards. Returns the entry as it was (MISSING: nothing deleted)."""
+        return self._hub._delete(self, stream_id)
+
     def producer(self, stream_id: str) -> Producer | None:
         """The producer of the open stream ``stream_id``, if any."""
         stream = self._open.get(stream_id)
@@ -546,11 +646,16 @@ class Channel:
 
 
 class Peer:
-    """One server connection attached to the hub (see :meth:`Hub.attach`)."""
+    """One server connection attached to the hub (see :meth:`Hub.attach`), listed by
+    :meth:`Hub.peers` until it ends."""
 
-    def __init__(self, hub: Hub, conn: Connection, wakeup: Callable[[], None]) -> None:
+    def __init__(
+        self, hub: Hub, conn: Connection, wakeup: Callable[[], None], peer_id: str
+    ) -> None:
         self.hub = hub
         self.conn = conn
+        #: Its id in the hub's registry (:meth:`Hub.peer`), and in the adapter's logs.
+        self.id = peer_id
         #: Called when the hub queued bytes on ``conn``: flush ``conn.data_to_send()``.
         self.wakeup = wakeup
         self.session: _Session | None = None
@@ -571,6 +676,17 @@ class Peer:
         """Act on the events ``conn.receive_data`` / ``handle_timer`` returned."""
         self.hub.handle_events(self, events)
 
+    def close(self, code: int = ErrorCode.NO_ERROR, message: str = "") -> None:
+        """Send GOAWAY: with NO_ERROR the connection takes no new requests and ends once its
+        open streams drained; any other code (or any code before the handshake is over)
+        closes it now. The adapter is woken to write the GOAWAY and, once the connection is
+        closed, to close its transport. Nothing happens if it is closed already."""
+        if self.closed or self.conn.closed:
+            return
+        self.conn.goaway(code, message)
+        self.hub._dirty.add(self)
+        self.hub._wake()
+
 
 class _Session:
     __slots__ = ("expires_at", "id", "parked", "peer", "principal", "token")
@@ -584,10 +700,6 @@ class _Session:
         self.expires_at = -1.0
 
 
-def _none(_key: Key) -> int:
-    return 0
-
-
 def _same(owner: object, principal: object) -> bool:
     return owner is principal or owner == principal
 
@@ -595,6 +707,15 @@ def _same(owner: object, principal: object) -> bool:
 def _reject_unknown_channel(conn: Connection, handle: int, name: str) -> None:
     # The one reply for an unknown channel: a concealed refusal must be byte-identical to it.
     conn.reject(handle, ErrorCode.UNKNOWN_CHANNEL, f"no channel {name!r}")
+
+
+class _Idle:
+    """The idle-TTL timer of an open stream."""
+
+    __slots__ = ("stream",)
+
+    def __init__(self, stream: _Stream) -> None:
+        self.stream = stream
 
 
 class _Call:
@@ -642,6 +763,9 @@ class Hub:
         self._authenticate = authenticate
         self._authorize = authorize
         self._channels: dict[str, Channel] = {}
+        self._peers: dict[str, Peer] = {}  # attached and not closed, by id, in attach order
+        self._peer_seq = 0
+        self._shutting_down = False
         self._sessions: dict[str, _Session] = {}  # by resume token
         self._timers: list[tuple[float, int, object]] = []
         self._timer_seq = 0
@@ -653,10 +777,11 @@ class Hub:
         )
         # A shared store's effects (``_store.py`` rule 5), and the subscribes waiting for
         # the answer to a Lookup (bounded by each connection's open requests).
-        self._shared = bool(getattr(self._store, "shared", False))
-        self._followers: Callable[[Key], int] = getattr(self._store, "followers", _none)
+        # OPENs waiting for their Claim (bounded by each connection's open requests).
+        self._shared = self._store.shared
         self._requests: list[StoreRequest] = []
         self._lookups: dict[Key, list[tuple[Peer, SubscribeRequested]]] = {}
+        self._claims: dict[Key, tuple[Peer, OpenRequested, OverflowPolicy]] = {}
         #: Called when :meth:`store_requests` has something new (a shared store's adapter
         #: sets it to wake the task or thread that carries the requests out).
         self.on_store_request: Callable[[], None] | None = None
@@ -694,12 +819,67 @@ class Hub:
         """Every registered channel, in registration order."""
         return tuple(self._channels.values())
 
-    def attach(self, conn: Connection, wakeup: Callable[[], None] | None = None) -> Peer:
+    def attach(
+        self,
+        conn: Connection,
+        wakeup: Callable[[], None] | None = None,
+        *,
+        peer_id: str | None = None,
+    ) -> Peer:
         """Attach a server connection. Pass every event it returns to
-        :meth:`Peer.handle_events`; ``wakeup`` is called when the hub queued bytes on it."""
+        :meth:`Peer.handle_events`; ``wakeup`` is called when the hub queued bytes on it.
+        ``peer_id`` names it in :meth:`peers` (the adapter's connection id, so logs and the
+        registry agree); None: the hub numbers it ``p1``, ``p2``, ... An id in use raises
+        INVALID_ARGUMENT."""
         if conn.role is not Role.SERVER:
             raise LocalProtocolError(ErrorCode.INVALID_ARGUMENT, "attach a server connection")
-        return Peer(self, conn, wakeup or (lambda: None))
+        if peer_id is None:
+            self._peer_seq += 1
+            peer_id = f"p{self._peer_seq}"
+        if peer_id in self._peers:
+            raise LocalProtocolError(
+                ErrorCode.INVALID_ARGUMENT, f"a connection {peer_id!r} is attached"
+            )
+        peer = Peer(self, conn, wakeup or (lambda: None), peer_id)
+        self._peers[peer_id] = peer
+        return peer
+
+    def peers(self) -> tuple[Peer, ...]:
+        """Every attached connection that has not ended, oldest first (whatever adapter
+        attached it). A connection leaves the list when its ``ConnectionTerminated`` was
+        handed to :meth:`Peer.handle_events`, or its handshake was refused."""
+        return tuple(self._peers.values())
+
+    @property
+    def peer_count(self) -> int:
+        """How many connections :meth:`peers` lists."""
+        return len(self._peers)
+
+    def peer(self, peer_id: str) -> Peer | None:
+        """The attached connection ``peer_id``, if it has not ended."""
+        return self._peers.get(peer_id)
+
+    @property
+    def shutting_down(self) -> bool:
+        """True once :meth:`shutdown` was called: new handshakes are refused."""
+        return self._shutting_down
+
+    def shutdown(
+        self, code: int = ErrorCode.NO_ERROR, message: str = "server shutting down"
+    ) -> None:
+        """GOAWAY to every attached connection (:meth:`Peer.close`) and refuse new handshakes
+        with SERVER_SHUTDOWN from now on. With NO_ERROR open streams drain and each
+        connection ends when its streams are done; a connection still in its handshake has
+        nothing to drain and closes with SERVER_SHUTDOWN. Wait until :attr:`peer_count` is 0
+        (or a deadline), then call again with SERVER_SHUTDOWN to close what is left; see
+        ``docs/embedding.md``. May be called again (to force, say)."""
+        self._shutting_down = True
+        for peer in list(self._peers.values()):
+            drainable = peer.conn.state in (ConnState.OPEN, ConnState.DRAINING)
+            if code == ErrorCode.NO_ERROR and not drainable:
+                peer.close(ErrorCode.SERVER_SHUTDOWN, message)
+            else:
+                peer.close(code, message)
 
     def statistics(self) -> HubStatistics:
         """Counters."""
@@ -732,6 +912,8 @@ class Hub:
         :meth:`store_requests` again afterwards."""
         if isinstance(event, StreamLoaded):
             self._on_loaded(event.key)
+        elif isinstance(event, StreamClaimed):
+            self._on_claimed(self._known(event.key, event.generation), None)
         elif isinstance(event, StreamAppended):
             stream = self._known(event.key, event.generation)
             if stream is not None and stream.remote:
@@ -742,6 +924,7 @@ class Hub:
             if producer is not None and not producer.closed:
                 if isinstance(event, StoreFailed):
                     producer._lost(event.code, event.message)
+                    self._on_claimed(stream, event)
                 elif not producer._listened():
                     producer._abort(event.reason)
         self._wake()
@@ -774,6 +957,26 @@ class Hub:
         found = channel._stream(key[1])
         if found is not None and found.remote and not found.listeners():
             self._let_go(found)  # every requester went away meanwhile
+
+    def _on_claimed(self, stream: _Stream | None, failed: StoreFailed | None) -> None:
+        """The store answered the Claim of ``stream`` (if an OPEN waits for it): accept
+        the OPEN, or reject it with the store's code and forget the stream."""
+        pending = None if stream is None else self._claims.pop(stream.key, None)
+        if pending is None:
+            return
+        stream = cast(_Stream, stream)
+        producer = cast(Producer, stream.producer)
+        peer, event, policy = pending
+        if failed is not None:  # the producer failed already (_lost): the id was never ours
+            self._release(stream)
+            if not peer.closed:
+                peer.conn.reject(event.handle, failed.code, failed.message)
+                self._dirty.add(peer)
+        elif peer.closed:
+            producer._abort("the requester left before the store held the stream")
+        else:
+            self._opened(peer, event, producer, policy)
+            self._dirty.add(peer)
 
     def _on_remote_appended(self, stream: _Stream) -> None:
         for sub in list(stream.catching):
@@ -814,6 +1017,8 @@ class Hub:
                 self._expire_session(target)
             elif isinstance(target, _Stream):
                 self._release(target)
+            elif isinstance(target, _Idle):
+                self._idle(target.stream)
             else:
                 call = cast(_Call, target)
                 try:
@@ -842,6 +1047,9 @@ class Hub:
         when, _, target = entry
         if isinstance(target, _Session):
             return target.expires_at == when and self._sessions.get(target.token) is target
+        if isinstance(target, _Idle):
+            stream = target.stream
+            return stream.channel._open.get(stream.key[1]) is stream
         if not isinstance(target, _Stream):
             return True  # a call_later callback
         stream = target
@@ -865,6 +1073,8 @@ class Hub:
                     self._on_subscribe(peer, event)
                 case OpenRequested():
                     self._on_open(peer, event)
+                case StatusRequested() | ListRequested() | DeleteRequested():
+                    self._on_query(peer, event)
                 case UploadRequested():
                     self._on_upload(peer, event)
                 case CancelRequested() | Unsubscribed():
@@ -948,11 +1158,13 @@ class Hub:
 
     def _on_handshake(self, peer: Peer, event: HandshakeRequested) -> None:
         principal: object = None
+        if self._shutting_down:  # a refusal R-HS-4 names: retryable, so the client goes elsewhere
+            self._refuse(peer, ErrorCode.SERVER_SHUTDOWN, "server shutting down")
+            return
         if self._authenticate is not None:
             principal, refusal = _access.authenticate(self._authenticate, event.auth)
             if refusal is not None:
-                peer.conn.refuse_handshake(refusal.code, refusal.message)
-                peer.closed = True
+                self._refuse(peer, refusal.code, refusal.message)
                 return
         session = self._sessions.get(event.resume_token) if event.resume_token else None
         if session is not None and not _same(session.principal, principal):
@@ -979,11 +1191,20 @@ class Hub:
             self._add_timer(session.expires_at, session)
         peer.session = session
         peer.conn.accept_handshake(
-            session_id=session.id, resume_token=session.token, resumed=resumed
+            session_id=session.id,
+            resume_token=session.token,
+            resumed=resumed,
+            features=Feature.QUERIES,
         )
+
+    def _refuse(self, peer: Peer, code: int, message: str) -> None:
+        peer.conn.refuse_handshake(code, message)
+        peer.closed = True
+        self._peers.pop(peer.id, None)
 
     def _on_disconnect(self, peer: Peer) -> None:
         peer.closed = True
+        self._peers.pop(peer.id, None)
         for handle in list(peer.uploads):
             self._detach_upload(peer, handle)._finish(
                 (ErrorCode.UPLOAD_DISCONNECTED, "the uploader disconnected")
@@ -1002,7 +1223,11 @@ class Hub:
 
     def _park_all(self, peer: Peer, session: _Session) -> None:
         for sub in peer.subs.values():
-            self._detach(sub)
+            self._hold(sub)  # before the detach, which would let the producer go
+            if sub.live:
+                self._detach(sub)
+            else:  # catching up: held already
+                sub.stream.catching.discard(sub)
             sub.stream.parked += 1
             session.parked.setdefault(sub.stream.key, []).append(sub)
         peer.subs.clear()
@@ -1017,6 +1242,7 @@ class Hub:
         for subs in parked.values():
             for sub in subs:
                 sub.stream.parked -= 1
+                self._unhold(sub)
                 rule = sub.stream.channel.options.on_disconnect
                 self._after_leave(
                     sub.stream,
@@ -1043,10 +1269,30 @@ class Hub:
         stream = _Stream(channel, key, self._store.acquire(key, channel.options.replay))
         stream.producer = Producer(self, stream)
         channel._open[sid] = stream
+        ttl = channel.options.idle_ttl
+        if ttl:
+            stream.touched = self._clock()
+            self._add_timer(stream.touched + ttl, _Idle(stream))
         return stream.producer
+
+    def _idle(self, stream: _Stream) -> None:
+        """An idle TTL timer of an open stream: expire it, or re-arm from its last write (a
+        write only notes the time, so a busy stream costs one timer per TTL, not per write)."""
+        ttl = stream.channel.options.idle_ttl
+        due = stream.touched + ttl
+        if due > self._clock():
+            self._add_timer(due, _Idle(stream))
+            return
+        producer = cast(Producer, stream.producer)  # a local open stream has one
+        producer._end_by_hub(ErrorCode.STREAM_EXPIRED, f"no write for {ttl:g} s (idle TTL)")
 
     def _write(self, stream: _Stream, chunk: bytes) -> WriteResult:
         size = len(chunk)
+        if stream.n_hold:
+            stream.blocked = True
+            return _BLOCKED
+        if stream.channel.options.idle_ttl:
+            stream.touched = self._clock()
         if stream.n_block:
             for sub in stream.live:
                 if sub.policy is _BLOCK and not sub.peer.conn.has_room(sub.handle, size):
@@ -1106,6 +1352,8 @@ class Hub:
         """How many leading ``chunks`` every live subscriber can queue without its overflow
         policy (or CHUNK_TOO_LARGE) deciding anything. Writing those one at a time would
         accept each everywhere, so they may go as one batch per subscriber."""
+        if stream.n_hold:  # write blocks
+            return 0
         totals = list(accumulate(map(len, chunks)))
         biggest = max(map(len, chunks))
         live = stream.live
@@ -1142,6 +1390,8 @@ class Hub:
         (_batch_fit), so each takes them as one batch."""
         store = self._store
         extend = self._extend
+        if stream.channel.options.idle_ttl:
+            stream.touched = self._clock()
         if extend is not None:
             last = extend(stream.key, stream.generation, chunks)
         else:
@@ -1251,32 +1501,49 @@ class Hub:
                 return
             conn.reject(event.handle, ErrorCode.UNKNOWN_STREAM, f"no stream {event.stream_id!r}")
             return
-        info = cast(StreamInfo, self._store.status(stream.key))  # _stream() found it
+        session = cast(_Session, peer.session)  # requests come after the handshake
+        parked = session.parked.get(stream.key)
+        taken = parked.pop() if parked else None
         policy = event.policy
         if policy is OverflowPolicy.DEFAULT:
-            policy = channel.options.default_policy
-        conn.accept(
-            event.handle,
-            stream_id=event.stream_id,
+            # A resumed subscription keeps the policy of the one it takes over (an OPEN's
+            # BLOCK, say), which its client asked for as DEFAULT too (R-OVF-6).
+            policy = channel.options.default_policy if taken is None else taken.policy
+        self._attach(peer, event.handle, stream, event.after_seq, policy)
+        if taken is not None:  # a resumed subscription takes over its parked one
+            taken.stream.parked -= 1  # maybe an older generation's stream
+            self._unhold(taken)
+            if not parked:
+                del session.parked[stream.key]
+        self._pump(peer.subs[event.handle])
+
+    def _attach(
+        self,
+        peer: Peer,
+        handle: int,
+        stream: _Stream,
+        after_seq: int | None,
+        policy: OverflowPolicy,
+        *,
+        joined: bool = False,
+    ) -> None:
+        """Accept a subscription of ``stream`` after ``after_seq`` (None: live only); the
+        caller pumps it."""
+        info = cast(StreamInfo, self._store.status(stream.key))  # the caller found it
+        peer.conn.accept(
+            handle,
+            stream_id=stream.key[1],
             first_seq=info.first_seq,
             last_seq=info.last_seq,
             policy=policy,
+            joined=joined,
         )
-        if event.after_seq is None:
-            cursor = info.last_seq
-        else:
-            cursor = max(event.after_seq, info.first_seq - 1)
-        session = cast(_Session, peer.session)  # requests come after the handshake
-        parked = session.parked.get(stream.key)
-        if parked:  # a resumed subscription takes over its parked one
-            parked.pop().stream.parked -= 1  # maybe an older generation's stream
-            if not parked:
-                del session.parked[stream.key]
-        sub = _Sub(peer, event.handle, stream, cursor)
+        cursor = info.last_seq if after_seq is None else max(after_seq, info.first_seq - 1)
+        sub = _Sub(peer, handle, stream, cursor)
         sub.policy = policy
-        peer.subs[event.handle] = sub
+        peer.subs[handle] = sub
         stream.catching.add(sub)
-        self._pump(sub)
+        self._hold(sub)
 
     def _on_open(self, peer: Peer, event: OpenRequested) -> None:
         conn = peer.conn
@@ -1286,28 +1553,120 @@ class Hub:
         if channel.on_open is None:
             conn.reject(event.handle, ErrorCode.NOT_ALLOWED, "this channel does not open streams")
             return
+        policy = event.policy
+        if policy is OverflowPolicy.DEFAULT:
+            policy = channel.options.open_policy
+        running = channel._open.get(event.stream_id) if event.stream_id else None
+        if running is not None and (event.join or channel.options.join_running):
+            # Run-or-join (R-JOIN-1): a second requester shares the running producer, read
+            # from seq 1 like the first; the handler is not called again.
+            self._attach(peer, event.handle, running, 0, policy, joined=True)
+            self._pump(peer.subs[event.handle])
+            return
         try:
             producer = self._start(channel, event.stream_id or None)
         except StreamProtoError as exc:
             conn.reject(event.handle, exc.code, exc.message)
             return
-        policy = event.policy
-        if policy is OverflowPolicy.DEFAULT:
-            policy = channel.options.default_policy
-        conn.accept(
+        if self._shared:  # accepted once the store holds the claim (rule 6)
+            self._claims[producer._stream.key] = (peer, event, policy)
+            self._request(Claim(producer._stream.key, producer.generation))
+            return
+        self._opened(peer, event, producer, policy)
+
+    def _opened(
+        self, peer: Peer, event: OpenRequested, producer: Producer, policy: OverflowPolicy
+    ) -> None:
+        """Accept an OPEN whose stream ``producer`` writes, subscribe the requester, and
+        hand the producer to the channel's open handler."""
+        stream = producer._stream
+        channel = stream.channel
+        on_open = cast(OpenHandler, channel.on_open)  # _on_open checked it
+        peer.conn.accept(
             event.handle, stream_id=producer.stream_id, first_seq=1, last_seq=0, policy=policy
         )
-        stream = producer._stream
         sub = _Sub(peer, event.handle, stream, 0)
         sub.policy = policy
         peer.subs[event.handle] = sub
         self._go_live(sub)
         try:
-            channel.on_open(producer, event.args)
+            on_open(producer, event.args)
         except Exception as exc:
             log.exception("open handler of %s failed", channel.name)
             if not producer.closed:
-                producer.fail(ErrorCode.HANDLER_FAILED, f"{type(exc).__name__}: {exc}")
+                producer.fail(*handler_failure(exc))
+
+    # -- queries: status, list, delete (spec section 5.5) -------------------------------------
+
+    def _on_query(
+        self, peer: Peer, event: StatusRequested | ListRequested | DeleteRequested
+    ) -> None:
+        conn = peer.conn
+        handle = event.handle
+        if isinstance(event, ListRequested):
+            channel = self._admit(peer, handle, event.channel, RequestKind.LIST, event)
+            if channel is not None:
+                entries, following = self._list(channel, event.after, event.states, event.limit)
+                conn.answer_streams(handle, entries, following)
+            return
+        kind = RequestKind.STATUS if isinstance(event, StatusRequested) else RequestKind.DELETE
+        channel = self._admit(peer, handle, event.channel, kind, event)
+        if channel is None:
+            return
+        if kind is RequestKind.STATUS:
+            conn.answer_streams(handle, [self._entry(channel, event.stream_id)])
+        elif not channel.options.allow_delete:
+            conn.reject(handle, ErrorCode.NOT_ALLOWED, "this channel does not delete streams")
+        else:
+            try:
+                conn.answer_streams(handle, [self._delete(channel, event.stream_id)])
+            except StreamProtoError as exc:
+                conn.reject(handle, exc.code, exc.message)
+
+    def _entry(self, channel: Channel, stream_id: str) -> StreamEntry:
+        stream = channel._stream(stream_id)
+        info = None if stream is None else self._store.status(stream.key)
+        if info is None:
+            return StreamEntry(stream_id, StreamState.MISSING)
+        outcome = info.outcome
+        if outcome is None:
+            return StreamEntry(stream_id, StreamState.OPEN, 0, info.first_seq, info.last_seq)
+        state = _STATES[outcome.status]
+        return StreamEntry(stream_id, state, outcome.code, info.first_seq, info.last_seq)
+
+    def _list(
+        self, channel: Channel, after: str, states: int, limit: int
+    ) -> tuple[tuple[StreamEntry, ...], str]:
+        # Sorting every id per page costs O(n log n) for n streams of the channel, which
+        # max_streams and max_closed_streams bound; the cursor is an id, so a page is exact
+        # however streams come and go between pages (none twice, none skipped that stayed).
+        limit = min(limit, MAX_PAGE)
+        page: list[StreamEntry] = []
+        for sid in sorted(channel._open.keys() | channel._closed.keys()):
+            if sid <= after:
+                continue
+            entry = self._entry(channel, sid)
+            if states and not states & (1 << entry.state):
+                continue
+            if len(page) == limit:
+                return tuple(page), page[-1].stream_id
+            page.append(entry)
+        return tuple(page), ""
+
+    def _delete(self, channel: Channel, stream_id: str) -> StreamEntry:
+        entry = self._entry(channel, stream_id)
+        stream = channel._stream(stream_id)
+        if stream is None:
+            return entry
+        if stream.remote:
+            raise LocalProtocolError(ErrorCode.NOT_ALLOWED, "the stream is another process's")
+        if stream.producer is not None and not stream.producer.closed:
+            stream.producer._end_by_hub(ErrorCode.STREAM_DELETED, _DELETED)
+        outcome = Outcome(StreamStatus.FAILED, ErrorCode.STREAM_DELETED, _DELETED)
+        for sub in [*stream.live, *stream.catching]:  # readers of its history too
+            self._send_outcome(sub, outcome)
+        self._release(stream)
+        return entry
 
     def _admit(
         self,
@@ -1315,7 +1674,12 @@ class Hub:
         handle: int,
         name: str,
         kind: RequestKind,
-        event: SubscribeRequested | OpenRequested | UploadRequested,
+        event: SubscribeRequested
+        | OpenRequested
+        | UploadRequested
+        | StatusRequested
+        | ListRequested
+        | DeleteRequested,
     ) -> Channel | None:
         """The channel a request names, if it exists and the request is authorized; else
         the request is rejected here, before anything about the stream is revealed."""
@@ -1327,8 +1691,9 @@ class Hub:
         hook = channel.authorize or self._authorize
         if hook is None:
             return channel
-        args = b"" if isinstance(event, SubscribeRequested) else event.args
-        request = AccessRequest(peer.principal, kind, name, event.stream_id, args)
+        args = event.args if isinstance(event, OpenRequested | UploadRequested) else b""
+        sid = event.after if isinstance(event, ListRequested) else event.stream_id
+        request = AccessRequest(peer.principal, kind, name, sid, args)
         refusal = _access.authorize(hook, request)
         if refusal is None:
             return channel
@@ -1394,6 +1759,20 @@ class Hub:
         sub.live = True
         if sub.policy is OverflowPolicy.BLOCK:
             stream.n_block += 1
+            self._unhold(sub)
+
+    def _hold(self, sub: _Sub) -> None:
+        """A BLOCK subscription that cannot take live chunks (catching up, or parked) holds
+        its producer: writes block until it is live again or gone (R-OVF-6)."""
+        if sub.policy is OverflowPolicy.BLOCK and not sub.held:
+            sub.held = True
+            sub.stream.n_hold += 1
+
+    def _unhold(self, sub: _Sub) -> None:
+        if sub.held:
+            sub.held = False
+            sub.stream.n_hold -= 1
+            self._maybe_unblock(sub.stream)
 
     def _detach(self, sub: _Sub) -> None:
         stream = sub.stream
@@ -1405,6 +1784,7 @@ class Hub:
                 self._maybe_unblock(stream)
         else:
             stream.catching.discard(sub)
+            self._unhold(sub)
 
     def _leave(self, sub: _Sub, *, cancelled: bool) -> None:
         self._detach(sub)
@@ -1426,7 +1806,7 @@ class Hub:
             )
             and channel.options.on_last_cancel is AbortRule.ABORT
         ):
-            if self._shared and (stream.remote or self._followers(stream.key)):
+            if self._shared and (stream.remote or self._store.followers(stream.key)):
                 # Other processes listen: the producer's process decides once they are gone.
                 self._request(CancelRemote(stream.key, stream.generation, why))
             else:
@@ -1444,7 +1824,7 @@ class Hub:
             self._pump(sub)
 
     def _maybe_unblock(self, stream: _Stream) -> None:
-        if not stream.blocked:
+        if not stream.blocked or stream.n_hold:
             return
         for sub in stream.live:
             if sub.policy is OverflowPolicy.BLOCK and not sub.peer.conn.has_room(sub.handle, 0):
@@ -1490,7 +1870,7 @@ class Hub:
                 handler(reader)
             except Exception as exc:
                 log.exception("upload handler of %s failed", channel.name)
-                reader.cancel(ErrorCode.HANDLER_FAILED, f"{type(exc).__name__}: {exc}")
+                reader.cancel(*handler_failure(exc))
 
     def _detach_upload(self, peer: Peer, handle: int) -> UploadReader:
         reader = peer.uploads.pop(handle)

@@ -3,9 +3,9 @@
 Rules for this file (after h11's ``_state.py`` and h2's ``stream.py``):
 
 1. All state logic lives here, as literal tables; ``_connection.py`` asks, never decides.
-2. A handle is one subscription or one upload, seen from one role. The four sides are separate
-   tables because they are different machines: a client subscription receives DATA, a server
-   subscription sends it.
+2. A handle is one subscription, one upload or one query, seen from one role. The six sides are
+   separate tables because they are different machines: a client subscription receives DATA, a
+   server subscription sends it.
 3. A (state, input) pair missing from a table is illegal. For a RECV_* input that is the peer's
    fault: a connection error PROTOCOL_ERROR answered with GOAWAY. For a SEND_* input it is the
    local application's: LocalProtocolError INVALID_STATE.
@@ -46,6 +46,8 @@ class Side(enum.Enum):
     SERVER_SUBSCRIPTION = "server subscription"
     CLIENT_UPLOAD = "client upload"
     SERVER_UPLOAD = "server upload"
+    CLIENT_QUERY = "client query"
+    SERVER_QUERY = "server query"
 
 
 class HState(enum.Enum):
@@ -84,6 +86,8 @@ class Input(enum.Enum):
     RECV_UPLOAD_CANCEL = "RECV_UPLOAD_CANCEL"
     SEND_CREDIT = "SEND_CREDIT"
     RECV_CREDIT = "RECV_CREDIT"
+    SEND_STREAMS = "SEND_STREAMS"
+    RECV_STREAMS = "RECV_STREAMS"
     DRAINED = "DRAINED"
 
 
@@ -158,6 +162,15 @@ HANDLE_TRANSITIONS: Final[dict[Side, dict[tuple[HState, Input], HState]]] = {
         (_DR, I.SEND_UPLOAD_CANCEL): _CL,
         (_DR, I.DRAINED): _CL,
     },
+    # A query (status, list, delete) is one request and one answer: STREAMS or REJECT.
+    Side.CLIENT_QUERY: {
+        (_RQ, I.RECV_STREAMS): _CL,
+        (_RQ, I.RECV_REJECT): _CL,
+    },
+    Side.SERVER_QUERY: {
+        (_RQ, I.SEND_STREAMS): _CL,
+        (_RQ, I.SEND_REJECT): _CL,
+    },
 }
 
 _RECV: Final[dict[int, Input]] = {
@@ -171,6 +184,7 @@ _RECV: Final[dict[int, Input]] = {
     FrameType.UNSUBSCRIBE: Input.RECV_UNSUBSCRIBE,
     FrameType.UPLOAD_CANCEL: Input.RECV_UPLOAD_CANCEL,
     FrameType.CREDIT: Input.RECV_CREDIT,
+    FrameType.STREAMS: Input.RECV_STREAMS,
 }
 
 
@@ -207,7 +221,7 @@ class ConnInput(enum.Enum):
     SEND_PING = "SEND_PING"
     RECV_PING = "RECV_PING"
     RECV_PONG = "RECV_PONG"
-    SEND_REQUEST = "SEND_REQUEST"  # SUBSCRIBE, OPEN, UPLOAD
+    SEND_REQUEST = "SEND_REQUEST"  # SUBSCRIBE, OPEN, UPLOAD, QUERY
     RECV_REQUEST = "RECV_REQUEST"
     RECV_HANDLE_FRAME = "RECV_HANDLE_FRAME"  # any other handle frame
     DRAINED = "DRAINED"  # draining and no handle open

@@ -41,6 +41,7 @@ from ._errors import ErrorCode, LocalProtocolError
 __all__ = [
     "AbortRequested",
     "CancelRemote",
+    "Claim",
     "Lookup",
     "MemoryStore",
     "Outcome",
@@ -50,6 +51,7 @@ __all__ = [
     "StoreFailed",
     "StoreRequest",
     "StreamAppended",
+    "StreamClaimed",
     "StreamInfo",
     "StreamLoaded",
     "StreamStatus",
@@ -130,7 +132,18 @@ class CancelRemote:
     reason: str
 
 
-StoreRequest = Lookup | CancelRemote
+@attrs.frozen
+class Claim:
+    """Effect: an OPEN of the stream ``key`` (generation ``generation``, from ``acquire``)
+    waits for its claim to be held by the shared server, in order with the stream's writes.
+    Answer with :class:`StreamClaimed`, or with :class:`StoreFailed` when the server refuses
+    it (STREAM_EXISTS: another process's producer holds the id; STORE_UNAVAILABLE)."""
+
+    key: Key
+    generation: int
+
+
+StoreRequest = Lookup | Claim | CancelRemote
 
 
 @attrs.frozen
@@ -139,6 +152,15 @@ class StreamLoaded:
     exists (None: it does not), and ``read`` serves its history."""
 
     key: Key
+
+
+@attrs.frozen
+class StreamClaimed:
+    """Answer to :class:`Claim`: the shared server holds generation ``generation`` of
+    ``key``, so a lookup from any process finds it."""
+
+    key: Key
+    generation: int
 
 
 @attrs.frozen
@@ -173,11 +195,18 @@ class StoreFailed:
     message: str
 
 
-StoreEvent = StreamLoaded | StreamAppended | AbortRequested | StoreFailed
+StoreEvent = StreamLoaded | StreamClaimed | StreamAppended | AbortRequested | StoreFailed
 
 
 class ReplayStore(Protocol):
-    """Where the hub keeps stream history. Keys are ``(channel, stream_id)``."""
+    """Where the hub keeps stream history. Keys are ``(channel, stream_id)``.
+
+    ``shared`` says whether several processes share the store (rule 5): the hub then asks
+    for what it lacks through ``Hub.store_requests``. A store that is not shared sets it to
+    False and answers ``followers`` with 0 (:class:`MemoryStore` does)."""
+
+    #: Several processes write and read the same streams (rule 5).
+    shared: bool
 
     def acquire(self, key: tuple[str, str], window: Window) -> int:
         """Create the stream (replacing a finished one) and return its new generation.
@@ -205,11 +234,11 @@ class ReplayStore(Protocol):
     def release(self, key: tuple[str, str], generation: int) -> None:
         """Forget the stream of this generation (a no-op for another generation)."""
 
-    # A store may also have ``shared = True`` (rule 5): the hub then asks for streams it does
-    # not know through ``Hub.store_requests``, and ``followers(key) -> int``: how many other
-    # processes follow a stream this process produces (as last heard). The last local cancel
-    # of a stream nobody else follows aborts it at once, as in one process; otherwise it
-    # becomes a CancelRemote, and the producer's process aborts when the last one cancels.
+    def followers(self, key: tuple[str, str]) -> int:
+        """How many other processes follow the stream ``key`` produced here, as last heard
+        (0 for a store that is not shared). The last local cancel of a stream nobody else
+        follows aborts it at once, as in one process; otherwise it becomes a
+        :class:`CancelRemote`, and the producer's process aborts when the last one cancels."""
 
 
 class _History:
@@ -243,6 +272,9 @@ class _History:
 
 class MemoryStore:
     """The default :class:`ReplayStore`: history in this process's memory."""
+
+    #: Not shared: one process's streams (see :class:`ReplayStore`).
+    shared = False
 
     def __init__(self) -> None:
         self._streams: dict[tuple[str, str], _History] = {}
@@ -361,3 +393,7 @@ class MemoryStore:
         h = self._streams.get(key)
         if h is not None and h.generation == generation:
             del self._streams[key]
+
+    def followers(self, key: tuple[str, str]) -> int:
+        """See :meth:`ReplayStore.followers`: no other process (the store is not shared)."""
+        return 0

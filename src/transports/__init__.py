@@ -1,7 +1,9 @@
 """Transport adapters for streamproto: asyncio, trio and threads, over TCP or WebSocket.
 
 Each backend is a thin "loop + lock + clock" around the sans-IO core: ``transports.asyncio``,
-``transports.trio`` and ``transports.sync``. What they share lives in ``transports._common``.
+``transports.trio`` and ``transports.sync``. What they share is public in
+``transports.adapter``: the drivers, the backends' base classes, and the registry of URL
+schemes (``tcp``, ``ws``, ``http``, ``unix``).
 """
 
 from ._common import (

@@ -22,21 +22,23 @@ import logging
 import random
 import sys
 from collections import deque
-from collections.abc import Callable, Iterable
-from typing import Any, Generic, Literal, Protocol, TypeVar, cast, overload
-from urllib.parse import urlsplit
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar, cast, overload
 
 import attrs
 
 from streamproto import (
+    AbortReason,
     Authorize,
     Channel,
     ChannelOptions,
+    Codec,
     Config,
     Connection,
     ConnectionTerminated,
     ConnState,
     DataReceived,
+    DecodeError,
     ErrorCode,
     Event,
     GapReason,
@@ -58,25 +60,33 @@ from streamproto import (
     RequestRejected,
     Role,
     StreamEnded,
+    StreamEntry,
     StreamFailed,
     StreamProtoError,
+    StreamsReceived,
+    StreamState,
     UploadCancelled,
     UploadReader,
     Writable,
     WriteResult,
+    handler_failure,
     is_retryable,
 )
+from streamproto._frames import QueryOp
 from streamproto._http import HttpOptions
 from streamproto._overflow import OverflowLog, held_back
 
-from ._framing import Framing, RawFraming, WsFraming
+from ._framing import Framing
 from ._hubs import new_hub
 from ._log import ConnectionLog, client_log, describe, log_events, next_conn_id, server_log
+from ._schemes import Url, parse_url
 from .metrics import ConnectionInfo, ServerStatistics
 from .trace import FrameTap, Tracer
 
 __all__ = [
     "FLUSH_SLICE",
+    "AsyncProducerBase",
+    "AsyncQueries",
     "Backoff",
     "ClientBase",
     "ClientCore",
@@ -86,12 +96,15 @@ __all__ = [
     "Gap",
     "GapError",
     "ProducerBase",
+    "QueryCore",
+    "QueryRequest",
     "ServerBase",
     "ServerDriver",
     "ServerUploadBase",
     "Side",
     "Stepping",
     "StreamError",
+    "StreamPage",
     "SubscriptionBase",
     "SubscriptionCore",
     "UploadBase",
@@ -116,7 +129,11 @@ GapMode = Literal["raise", "item"]
 
 class StreamError(StreamProtoError):
     """A subscription or upload ended with an error: rejected, failed by its producer,
-    cancelled by the server, or lost with its connection. ``code`` says which."""
+    cancelled by the server, or lost with its connection. ``code`` says which.
+
+    Raise ``StreamError(code, message)`` in an open handler (a generator, a piped source)
+    to fail its stream with that code (an application code, 1000-65535), or in an upload
+    handler to cancel the upload with it: see :func:`streamproto.handler_failure`."""
 
 
 class ConnectionLost(StreamError):
@@ -168,46 +185,7 @@ class Gap:
     reason: GapReason
 
 
-# -- urls and backoff ---------------------------------------------------------------------------
-
-
-@attrs.frozen
-class Url:
-    """A parsed ``tcp://host:port``, ``ws://host:port/path`` or ``http://host:port`` (an HTTP
-    listener that also upgrades WebSocket requests; a client dials it as WebSocket)."""
-
-    scheme: Literal["tcp", "ws", "http"]
-    host: str
-    port: int
-    path: str
-
-    def framing(self, *, client: bool) -> Framing:
-        """A fresh framing for this URL."""
-        if self.scheme == "tcp":
-            return RawFraming()
-        return WsFraming(client, host=f"{self.host}:{self.port}", path=self.path)
-
-    def address(self, port: int) -> str:
-        """This URL with ``port`` (a server's address once it listens)."""
-        path = self.path if self.scheme == "ws" else ""
-        if self.scheme == "http":
-            path = self.path if self.path != "/" else ""
-        return f"{self.scheme}://{self.host}:{port}{path}"
-
-
-def parse_url(url: str) -> Url:
-    """Parse ``tcp://host:port``, ``ws://host:port[/path]`` or ``http://host:port[/path]``
-    (the path of an ``http`` URL is where WebSocket upgrades are taken, ``/`` by default)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("tcp", "ws", "http") or not parts.hostname or parts.port is None:
-        raise LocalProtocolError(
-            ErrorCode.INVALID_ARGUMENT,
-            f"expected tcp://host:port, ws://host:port/path or http://host:port: {url!r}",
-        )
-    scheme: Literal["tcp", "ws", "http"] = (
-        "tcp" if parts.scheme == "tcp" else "ws" if parts.scheme == "ws" else "http"
-    )
-    return Url(scheme, parts.hostname, parts.port, parts.path or "/")
+# -- backoff ---------------------------------------------------------------------------
 
 
 @attrs.frozen(kw_only=True)
@@ -320,19 +298,24 @@ _DRAINABLE = (ConnState.OPEN, ConnState.DRAINING)
 
 def handler_failed(target: Producer | UploadReader, exc: BaseException) -> None:
     """A handler the backend ran as a task or thread raised: what the hub does for handlers
-    that raise while it calls them, so the requester gets an answer instead of a hang."""
+    that raise while it calls them, so the requester gets an answer instead of a hang. An
+    exception carrying a code (``StreamError(code, message)``) fails the stream with it
+    (:func:`streamproto.handler_failure`); any other, with HANDLER_FAILED."""
     if isinstance(target, Producer) and target.aborted:
         # The abort finished the stream; a handler that wrote on (its write raised
         # STREAM_CLOSED) or ended badly after it has nothing left to report to anyone.
         log.debug("handler of %s stopped after the abort: %r", target.channel, exc)
         return
-    log.error("handler of %s failed", target.channel, exc_info=exc)
-    message = f"{type(exc).__name__}: {exc}"
+    code, message = handler_failure(exc)
+    if code == ErrorCode.HANDLER_FAILED:
+        log.error("handler of %s failed", target.channel, exc_info=exc)
+    else:  # the application chose to end the stream this way: not a bug to log loudly
+        log.info("handler of %s failed the stream: %s", target.channel, describe(code, message))
     if isinstance(target, Producer):
         if not target.closed:
-            target.fail(ErrorCode.HANDLER_FAILED, message)
+            target.fail(code, message)
     else:
-        target.cancel(ErrorCode.HANDLER_FAILED, message)
+        target.cancel(code, message)
 
 
 def read_upload(reader: UploadReader) -> bytes | None:
@@ -426,9 +409,9 @@ class ServerDriver(Stepping):
         self.clock = clock
         self.opened_at = clock()
         self.conn = Connection(Role.SERVER, config, now=self.opened_at)
-        self.peer: Peer = hub.attach(self.conn, wakeup)
-        #: This connection's id in logs, traces and statistics.
+        #: This connection's id in logs, traces, statistics and the hub's registry.
         self.id = next_conn_id()
+        self.peer: Peer = hub.attach(self.conn, wakeup, peer_id=self.id)
         self.log = ConnectionLog(server_log, self._ids)
         self.tap = None if trace is None else FrameTap(trace, self.id)
         #: Transport bytes in and out (framing included).
@@ -637,12 +620,15 @@ class SubscriptionCore:
         policy: OverflowPolicy,
         priority: int,
         on_gap: GapMode,
+        join: bool = False,
     ) -> None:
         self.core = core
         self.channel = channel
         self.stream_id = stream_id
         self.tail = tail
         self.open_args = open_args
+        self.join = join
+        self.joined = False  # the OPEN joined a running stream (ACCEPT flag JOINED)
         self.policy = policy
         self.priority = priority
         self.on_gap = on_gap
@@ -665,6 +651,10 @@ class SubscriptionCore:
         self.recent_overflows: deque[Overflow] = deque(maxlen=RECENT_OVERFLOWS)
         self.on_overflow: Callable[[Overflow], None] | None = None
         self._overflow_log = OverflowLog()
+        #: Decodes payloads into values (``decoded(codec)``); None hands out bytes.
+        self.codec: Codec[Any] | None = None
+        # An error met while a batch was filled, raised on the next poll: (error, its seq).
+        self._pending: tuple[StreamProtoError, int] | None = None
 
     @property
     def buffered(self) -> int:
@@ -752,13 +742,52 @@ class SubscriptionCore:
                 self._report()
         return chunk
 
-    def poll_many(self, limit: int) -> list[bytes | Gap] | None:
+    @property
+    def poller(self) -> Callable[[], Any]:
+        """What an item iterator polls: :meth:`poll`, or :meth:`poll_value` with a codec."""
+        return self.poll if self.codec is None else self.poll_value
+
+    def poll_value(self) -> Any:
+        """:meth:`poll` with the payload decoded by ``codec``: raises
+        :class:`streamproto.DecodeError` (with the chunk's seq) for a payload the codec
+        cannot decode (the chunk is consumed)."""
+        if self._pending is not None:
+            (error, self.seq), self._pending = self._pending, None
+            raise error
+        item = self.poll()
+        codec = self.codec
+        if codec is None or item is None or isinstance(item, Gap):
+            return item
+        try:
+            return codec.decode(item)
+        except DecodeError as exc:
+            exc.seq = self.seq
+            raise
+        except Exception as exc:
+            raise DecodeError(f"not {codec.name}: {exc!r}", item, self.seq) from exc
+
+    def poll_many(self, limit: int) -> list[Any] | None:
         """What a batch iterator hands out next: :meth:`take_many`, or None when there is
         nothing (stop if ``finished``, else wait); raises like :meth:`poll`."""
-        if not self.buffer:
+        if not self.buffer and self._pending is None:
             self._raise_error()
             return None
-        return self.take_many(limit)
+        if self.codec is None and self._pending is None:
+            return self.take_many(limit)
+        # Decoded one at a time; an error after the first item ends the batch before it
+        # and is raised by the next call, as a gap is.
+        out: list[Any] = []
+        while len(out) < limit and (self.buffer or self._pending is not None):
+            before = self.seq
+            try:
+                out.append(self.poll_value())
+            except StreamProtoError as exc:
+                if not out:
+                    raise
+                self._pending = (exc, self.seq)
+                self.seq = before
+                break
+        return out
 
     def _raise_error(self) -> None:
         """Raise the stream's error if it ended with one (the buffer is empty)."""
@@ -895,6 +924,63 @@ class UploadCore:
         self.notify()
 
 
+@attrs.frozen
+class QueryRequest:
+    """A status, list or delete request, as a client's call makes it (``stream_id`` is the
+    cursor of a listing; ``states`` its filter mask)."""
+
+    op: QueryOp
+    channel: str
+    stream_id: str
+    states: int = 0
+    limit: int = 100
+
+
+@attrs.frozen
+class StreamPage:
+    """A page of a channel's streams (``client.list_streams``): ``entries`` in id order, and
+    ``next``, the cursor to pass as ``after`` for the next page (empty: this is the last)."""
+
+    entries: tuple[StreamEntry, ...]
+    next: str
+
+
+def state_mask(status: StreamState | Iterable[StreamState] | None) -> int:
+    """The LIST filter for ``status``: one state, several, or None for every state."""
+    if status is None:
+        return 0
+    states = [status] if isinstance(status, StreamState) else list(status)
+    return sum(1 << StreamState(s) for s in set(states))
+
+
+class QueryCore:
+    """One status, list or delete request of a client, until its answer (or failure)."""
+
+    def __init__(self) -> None:
+        self.answer: StreamsReceived | None = None
+        self.error: StreamError | None = None
+        self.notify: Callable[[], None] = lambda: None
+
+    @property
+    def done(self) -> bool:
+        return self.answer is not None or self.error is not None
+
+    def entry(self) -> StreamEntry:
+        """The one entry of a status or delete answer (raises the failure)."""
+        return self.page().entries[0]
+
+    def page(self) -> StreamPage:
+        """The answer as a page (raises the failure)."""
+        if self.error is not None:
+            raise self.error
+        answer = cast(StreamsReceived, self.answer)  # done: one or the other
+        return StreamPage(answer.entries, answer.next)
+
+    def _finish(self, answer: StreamsReceived | None, error: StreamError | None) -> None:
+        self.answer, self.error = answer, error
+        self.notify()
+
+
 class ClientCore(Stepping):
     """The client's shared state: the current connection, subscriptions, uploads, resume.
 
@@ -948,6 +1034,7 @@ class ClientCore(Stepping):
         self._subs: dict[int, SubscriptionCore] = {}
         self._pending: list[SubscriptionCore] = []
         self._uploads: dict[int, UploadCore] = {}
+        self._queries: dict[int, QueryCore] = {}
         self._ending: set[UploadCore] = set()  # ended or failed uploads still draining
         self.on_ready: Callable[[], None] = lambda: None
 
@@ -1075,6 +1162,10 @@ class ClientCore(Stepping):
         for upload in list(self._uploads.values()):
             upload._fail(lost)
         self._uploads.clear()
+        queries = list(self._queries.values())  # a query is not repeated: it fails
+        self._queries.clear()
+        for q in queries:
+            q._finish(None, lost)
         subs = list(self._subs.values())
         self._subs.clear()
         for sub in subs:
@@ -1126,8 +1217,9 @@ class ClientCore(Stepping):
         priority: int = 0,
         on_gap: GapMode = "raise",
         open_args: bytes | None = None,
+        join: bool = False,
     ) -> SubscriptionCore:
-        """A new subscription (or, with ``open_args``, an OPEN request)."""
+        """A new subscription (or, with ``open_args``, an OPEN request; ``join``: run or join)."""
         self._check_usable()
         sub = SubscriptionCore(
             self,
@@ -1139,6 +1231,7 @@ class ClientCore(Stepping):
             policy=policy,
             priority=priority,
             on_gap=on_gap,
+            join=join,
         )
         self._pending.append(sub)
         if self.ready:
@@ -1161,6 +1254,26 @@ class ClientCore(Stepping):
             raise StreamError(exc.code, "no handles left: retry once reconnected") from None
         self._uploads[up.handle] = up
         return up
+
+    def query(self, request: QueryRequest, notify: Callable[[], None]) -> QueryCore:
+        """A status, list or delete request (requires a ready connection)."""
+        op, channel, stream_id = request.op, request.channel, request.stream_id
+        self._check_usable()
+        conn = self.conn
+        if conn is None or not self.ready or conn.state is not ConnState.OPEN:
+            raise ConnectionLost(ErrorCode.CONNECTION_LOST, "not connected")
+        if op is QueryOp.STATUS:
+            handle = conn.status(channel, stream_id)
+        elif op is QueryOp.LIST:
+            handle = conn.list_streams(
+                channel, after=stream_id, states=request.states, limit=request.limit
+            )
+        else:
+            handle = conn.delete(channel, stream_id)
+        q = QueryCore()
+        q.notify = notify
+        self._queries[handle] = q
+        return q
 
     def _check_usable(self) -> None:
         if self.failure is not None:
@@ -1198,6 +1311,7 @@ class ClientCore(Stepping):
                 stream_id=sub.stream_id,
                 policy=sub.policy,
                 priority=sub.priority,
+                join=sub.join,
             )
         return conn.subscribe(
             sub.channel,
@@ -1254,8 +1368,16 @@ class ClientCore(Stepping):
                     sub.notify()
             elif isinstance(event, RequestAccepted):
                 self._on_accepted(event)
+            elif isinstance(event, StreamsReceived):
+                self._queries.pop(event.handle)._finish(event, None)
             elif isinstance(event, StreamEnded | StreamFailed | RequestRejected):
                 sub = subs.pop(event.handle, None)
+                if isinstance(event, RequestRejected) and event.handle in self._queries:
+                    # a refused status, list or delete
+                    self._queries.pop(event.handle)._finish(
+                        None, StreamError(event.code, event.message)
+                    )
+                    continue
                 if sub is None:
                     up = self._uploads.pop(event.handle, None)
                     if up is not None and isinstance(event, RequestRejected):
@@ -1309,6 +1431,8 @@ class ClientCore(Stepping):
         if sub is not None:
             if not sub.accepted and sub.tail:
                 sub.received_seq = sub.seq = event.last_seq
+            if not sub.accepted:
+                sub.joined = event.joined
             sub.accepted = True
             sub.stream_id = event.stream_id
             sub.notify()
@@ -1345,12 +1469,21 @@ class ClientCore(Stepping):
 # or the client core (a real lock only in the thread backend; the event loops need none).
 
 _NO_LOCK: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
-_P = TypeVar("_P", bound="ProducerBase")
+_P = TypeVar("_P", bound="ProducerBase[Any]")
 _U = TypeVar("_U", bound="ServerUploadBase")
 _S = TypeVar("_S", bound="SubscriptionBase[bytes]")
 _SG = TypeVar("_SG", bound="SubscriptionBase[bytes | Gap]")
 #: What a subscription hands out: ``bytes``, or ``bytes | Gap`` with ``on_gap="item"``.
 _T = TypeVar("_T")
+#: What a producer writes: ``bytes`` unless its channel has a codec.
+if TYPE_CHECKING:
+    from typing_extensions import TypeVar as _TypeVar
+
+    _V = _TypeVar("_V", default=bytes)
+else:
+    _V = TypeVar("_V")
+#: A value type of a codec.
+_W = TypeVar("_W")
 
 
 class ServerBase(abc.ABC, Generic[_P, _U]):
@@ -1384,6 +1517,8 @@ class ServerBase(abc.ABC, Generic[_P, _U]):
         # Counters of the connections that are gone, so the totals only grow.
         self._accepted = self._refused = 0
         self._gone_totals = [0, 0, 0, 0, 0]  # bytes in, out; chunks received, sent, dropped
+        # Channel codecs (``channel(codec=...)``): what the channel's producers encode with.
+        self._codecs: dict[str, Codec[Any]] = {}
 
     def _driver(
         self, framing: Framing, clock: Callable[[], float], wakeup: Callable[[], None]
@@ -1392,7 +1527,7 @@ class ServerBase(abc.ABC, Generic[_P, _U]):
         ``max_pending_handshakes`` (R-TR-20). The backend calls :meth:`_gone` when it ends.
         On an ``http://`` listener, an :class:`~transports._http.HttpDriver` (which has the
         same interface, and makes its WebSocket driver here after an upgrade)."""
-        if self.url.scheme == "http":
+        if self.url.kind == "http":
             from ._http import HttpDriver  # noqa: PLC0415 - it imports this module
 
             def websocket(ws: Framing) -> ServerDriver:
@@ -1506,18 +1641,28 @@ class ServerBase(abc.ABC, Generic[_P, _U]):
         on_open: Callable[[_P, bytes], Any] | None = None,
         on_upload: Callable[[_U], Any] | None = None,
         authorize: Authorize | None = None,
+        codec: Codec[Any] | None = None,
     ) -> Channel:
         """Register a channel. ``on_open(producer, args)`` serves OPEN requests and
         ``on_upload(upload)`` UPLOAD requests, each as a task of the server (async backends:
         coroutine functions) or in a thread of its own (thread backend: plain functions).
-        ``authorize(request)`` decides this channel's requests instead of the hub's hook; it
-        is called in the server's loop (or under its lock), so it must not block."""
+
+        ``on_open`` may instead be an async generator function (thread backend: a generator
+        function): what it yields is written with the stream's back-pressure, the stream ends
+        when it returns, and fails when it raises (with the exception's code if it carries
+        one, see :class:`StreamError`); it is stopped when the stream is aborted (see
+        ``producer.pipe``). ``codec`` (a :class:`streamproto.Codec`, e.g.
+        :data:`streamproto.JSON`) makes the channel's producers write values: each is
+        encoded to one chunk; None keeps ``bytes``. ``authorize(request)`` decides this
+        channel's requests instead of the hub's hook; it is called in the server's loop (or
+        under its lock), so it must not block."""
         open_cb = upload_cb = None
         if on_open is not None:
             open_handler = on_open
 
             def open_cb(producer: Producer, args: bytes) -> None:
-                self._start(open_handler, producer, self._producer(producer), args)
+                wrapper = self._producer(producer)
+                self._start(wrapper._serve, producer, open_handler, args)
 
         if on_upload is not None:
             upload_handler = on_upload
@@ -1526,17 +1671,32 @@ class ServerBase(abc.ABC, Generic[_P, _U]):
                 self._start(upload_handler, reader, self._upload(reader))
 
         with self._lock:
-            return self.hub.register(
+            chan = self.hub.register(
                 name, options, on_open=open_cb, on_upload=upload_cb, authorize=authorize
             )
+            if codec is not None:
+                self._codecs[name] = codec
+            return chan
 
     def producer(self, channel: str, stream_id: str | None = None) -> _P:
-        """Start a stream on a registered channel (``stream_id`` None: the hub picks one)."""
+        """Start a stream on a registered channel (``stream_id`` None: the hub picks one).
+        It writes with the channel's codec, if it has one."""
         with self._lock:
-            chan = self.hub.channel(channel)
-            if chan is None:
-                raise LocalProtocolError(ErrorCode.UNKNOWN_CHANNEL, f"no channel {channel!r}")
-            return self._producer(chan.start(stream_id))
+            return self._producer(self._channel(channel).start(stream_id))
+
+    def expect_upload(self, channel: str, stream_id: str | None = None) -> _U:
+        """Allocate an upload id on a registered channel (``stream_id`` None: the hub picks
+        one; read it from the result's ``stream_id``) and return its reader: the client's
+        UPLOAD naming that id is attached to it instead of going to ``on_upload``. Read it as
+        any upload; :meth:`ServerUploadBase.cancel` withdraws the id if no upload came."""
+        with self._lock:
+            return self._upload(self._channel(channel).expect_upload(stream_id))
+
+    def _channel(self, name: str) -> Channel:
+        chan = self.hub.channel(name)
+        if chan is None:
+            raise LocalProtocolError(ErrorCode.UNKNOWN_CHANNEL, f"no channel {name!r}")
+        return chan
 
     @abc.abstractmethod
     def _producer(self, producer: Producer) -> _P:
@@ -1556,12 +1716,34 @@ class ServerBase(abc.ABC, Generic[_P, _U]):
         """The hub's next deadline may have moved."""
 
 
-class ProducerBase:
-    """The non-waiting half of a backend's ``ServerProducer``."""
+class ProducerBase(Generic[_V]):
+    """The non-waiting half of a backend's ``ServerProducer``: a hub :class:`Producer` that
+    writes values of type ``_V`` (``bytes`` unless it has a ``codec``).
 
-    def __init__(self, server: ServerBase[Any, Any], producer: Producer) -> None:
+    A backend's server makes these for its handlers (``server`` is then that server: its
+    lock and hub timer, and the channel's codec). An application that runs the hub itself
+    (inside another framework, see docs/adapters.md) wraps the producers it gets from
+    :meth:`streamproto.Channel.start` the same way, with no server: ``ServerProducer(producer,
+    codec=JSON)``; the thread backend's also takes the ``lock`` its hub calls are made under.
+    Re-arm the hub's timer (``hub.next_deadline()``) after ``close`` and ``fail``."""
+
+    def __init__(
+        self,
+        producer: Producer,
+        *,
+        codec: Codec[_V] | None = None,
+        server: ServerBase[Any, Any] | None = None,
+        lock: contextlib.AbstractContextManager[Any] | None = None,
+    ) -> None:
         self.producer = producer
         self._server = server
+        if codec is None and server is not None:
+            codec = server._codecs.get(producer.channel)
+        #: The codec values are written with (None: ``bytes`` as they are).
+        self.codec: Codec[_V] | None = codec
+        if lock is None:
+            lock = server._lock if server is not None else _NO_LOCK
+        self._lock = lock
 
     @property
     def stream_id(self) -> str:
@@ -1571,8 +1753,15 @@ class ProducerBase:
     @property
     def last_seq(self) -> int:
         """The seq of the last chunk written."""
-        with self._server._lock:
+        with self._lock:
             return self.producer.last_seq
+
+    @property
+    def abort_reason(self) -> AbortReason | None:
+        """Why the abort signal fired (None until it does): code CANCELLED when the last
+        subscriber cancelled (CANCEL carries no reason on the wire: the message says which
+        rule fired and at which seq), or a shared store's code when it lost the stream."""
+        return self.producer.abort_reason
 
     @property
     def on_overflow(self) -> Callable[[Overflow], None] | None:
@@ -1584,38 +1773,173 @@ class ProducerBase:
 
     @on_overflow.setter
     def on_overflow(self, callback: Callable[[Overflow], None] | None) -> None:
-        with self._server._lock:
+        with self._lock:
             self.producer.on_overflow = callback
 
     def statistics(self) -> ProducerStatistics:
         """Counters: the overflows of its subscribers."""
-        with self._server._lock:
+        with self._lock:
             return self.producer.statistics()
 
-    def write_nowait(self, chunk: bytes) -> WriteResult:
+    def _encode(self, value: _V) -> bytes:
+        codec = self.codec
+        return cast(bytes, value) if codec is None else codec.encode(value)
+
+    def write_nowait(self, value: _V) -> WriteResult:
         """Write without waiting: ACCEPTED, or BLOCKED (nothing written) when a subscriber
         under the BLOCK policy has no room."""
-        with self._server._lock:
+        chunk = self._encode(value)
+        with self._lock:
             return self.producer.write(chunk)
 
-    def write_many_nowait(self, chunks: Iterable[bytes]) -> tuple[int, WriteResult]:
-        """Write ``chunks`` without waiting, as :meth:`streamproto.Producer.write_many` does:
+    def _encode_many(self, values: Sequence[_V]) -> Sequence[bytes]:
+        if self.codec is None:
+            return cast(Sequence[bytes], values)
+        return [*map(self._encode, values)]
+
+    def write_many_nowait(self, values: Iterable[_V]) -> tuple[int, WriteResult]:
+        """Write ``values`` without waiting, as :meth:`streamproto.Producer.write_many` does:
         ``(written, ACCEPTED)``, or ``(written, BLOCKED)`` when a subscriber under the BLOCK
-        policy has no room for ``chunks[written]`` (it and the rest were not written)."""
-        with self._server._lock:
-            return self.producer.write_many(chunks)
+        policy has no room for ``values[written]`` (it and the rest were not written)."""
+        chunks = values if self.codec is None else list(map(self._encode, values))
+        with self._lock:
+            return self.producer.write_many(cast(Iterable[bytes], chunks))
 
     def close(self) -> None:
         """End the stream."""
-        with self._server._lock:
+        with self._lock:
             self.producer.close()
-            self._server._rearm_hub()  # its retention timer
+            self._rearm()  # its retention timer
 
     def fail(self, code: int, message: str = "") -> None:
-        """Fail the stream with ``code`` (an application code, 1000-65535)."""
-        with self._server._lock:
+        """Fail the stream with ``code`` (an application code, 1000-65535). Raising
+        ``StreamError(code, message)`` in a handler does the same."""
+        with self._lock:
             self.producer.fail(code, message)
+            self._rearm()
+
+    def _rearm(self) -> None:
+        if self._server is not None:
             self._server._rearm_hub()
+
+    def _serve(self, handler: Callable[..., Any], args: bytes) -> Any:
+        """Run an open handler (``handler(self, args)``); supplied by each backend."""
+        raise NotImplementedError
+
+    def _piped(self, exc: BaseException) -> bool:
+        """A pipe's source or write raised ``exc``: True if the abort explains it (stop
+        quietly); else the stream fails with the exception's code (it is re-raised)."""
+        with self._lock:
+            if self.producer.aborted:
+                return True
+            if not self.producer.closed:
+                self.fail(*handler_failure(exc))
+        return False
+
+
+class AsyncProducerBase(ProducerBase[_V]):
+    """What the asyncio and trio producers share: ``pipe`` and async-generator handlers
+    over the backend's ``write``, and the constructor (the backend's ``_signals`` makes its
+    events)."""
+
+    aborted: _Flag
+
+    def __init__(
+        self,
+        producer: Producer,
+        *,
+        codec: Codec[_V] | None = None,
+        server: ServerBase[Any, Any] | None = None,
+    ) -> None:
+        super().__init__(producer, codec=codec, server=server)
+        self._pacer = Pacer()
+        #: Interrupts a running ``pipe`` when the abort fires (set while one runs).
+        self._interrupt: Callable[[], None] | None = None
+        self._signals()
+        producer.on_abort = self._on_abort
+
+    def _signals(self) -> None:
+        """Make ``aborted`` and the writable signal (hooked to the producer's
+        ``on_writable``); supplied by each backend."""
+        raise NotImplementedError
+
+    def _on_abort(self) -> None:
+        self.aborted.set()
+        if self._interrupt is not None:
+            self._interrupt()
+
+    def _interrupting(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """A scope that ``_interrupt`` cancels, and that swallows that cancellation (and
+        only that one); supplied by each backend."""
+        raise NotImplementedError
+
+    async def write(self, value: _V) -> None:
+        """Supplied by each backend."""
+        raise NotImplementedError
+
+    async def pipe(self, source: AsyncIterable[_V] | Iterable[_V], *, end: bool = True) -> int:
+        """Write every item of ``source`` (an async or a plain iterable) with back-pressure,
+        then end the stream (unless ``end`` is False). Returns how many were written.
+
+        Stops early, quietly, when the stream is aborted (the last subscriber cancelled):
+        what it awaits (the source's next item, a write) is cancelled at once, the source
+        is closed (an async generator's ``aclose``; one interrupted inside an ``await`` sees
+        the cancellation there, so its ``finally`` runs) and :attr:`abort_reason` says why.
+        If the source or a write raises, the stream fails with the exception's code
+        (:class:`StreamError` carries one; anything else gives HANDLER_FAILED) and the
+        exception propagates."""
+        written = 0
+        items: AsyncIterator[_V] | Iterator[_V] = (
+            aiter(source) if isinstance(source, AsyncIterable) else iter(source)
+        )
+        try:
+            async with self._interrupting():
+                if isinstance(items, AsyncIterator):
+                    async for item in items:
+                        if self.producer.aborted:
+                            break
+                        await self.write(item)
+                        written += 1
+                else:
+                    for item in items:
+                        if self.producer.aborted:
+                            break
+                        await self.write(item)
+                        written += 1
+        except Exception as exc:
+            if not self._piped(exc):
+                raise
+        finally:
+            await _close_source(items)
+        if end and not self.producer.aborted:
+            self.close()
+        return written
+
+    async def _serve(self, handler: Callable[..., Any], args: bytes) -> None:
+        """Run an open handler: await a coroutine; pipe an async generator (or iterator)."""
+        result = handler(self, args)
+        if isinstance(result, AsyncIterator | Iterator):
+            await self.pipe(result)
+        elif result is not None:
+            await result
+
+
+class _Flag(Protocol):
+    """An event an async producer's ``aborted`` is (asyncio's, trio's)."""
+
+    def set(self) -> None: ...
+
+    def is_set(self) -> bool: ...
+
+
+async def _close_source(items: AsyncIterator[Any] | Iterator[Any]) -> None:
+    close = getattr(items, "aclose", None)
+    if close is not None:
+        await close()
+    else:
+        close_sync = getattr(items, "close", None)
+        if close_sync is not None:
+            close_sync()
 
 
 class ServerUploadBase:
@@ -1714,6 +2038,7 @@ class ClientBase(abc.ABC, Generic[_S, _SG]):
         policy: OverflowPolicy = ...,
         priority: int = ...,
         on_gap: Literal["raise"] = ...,
+        join: bool = ...,
     ) -> _S: ...
 
     @overload
@@ -1726,6 +2051,7 @@ class ClientBase(abc.ABC, Generic[_S, _SG]):
         policy: OverflowPolicy = ...,
         priority: int = ...,
         on_gap: Literal["item"],
+        join: bool = ...,
     ) -> _SG: ...
 
     def open(
@@ -1737,11 +2063,22 @@ class ClientBase(abc.ABC, Generic[_S, _SG]):
         policy: OverflowPolicy = OverflowPolicy.DEFAULT,
         priority: int = 0,
         on_gap: GapMode = "raise",
+        join: bool = False,
     ) -> _S | _SG:
-        """Ask ``channel`` to start a stream with ``args``, subscribed from its first chunk."""
+        """Ask ``channel`` to start a stream with ``args``, subscribed from its first chunk.
+        With ``join`` (and a ``stream_id``), if that stream is running already the request
+        joins it from its first chunk instead of failing with STREAM_EXISTS: two requesters
+        of the same answer share one producer (``subscription.joined`` says which happened
+        once the first item or the end arrives)."""
         with self._lock:
             core = self.core.subscribe(
-                channel, stream_id, open_args=args, policy=policy, priority=priority, on_gap=on_gap
+                channel,
+                stream_id,
+                open_args=args,
+                policy=policy,
+                priority=priority,
+                on_gap=on_gap,
+                join=join,
             )
             self._wake()
             return self._subscription(core)
@@ -1751,6 +2088,14 @@ class ClientBase(abc.ABC, Generic[_S, _SG]):
         with self._lock:
             return self.core.statistics()
 
+    def _query(self, request: QueryRequest, notify: Callable[[], None]) -> QueryCore:
+        """Send a status, list or delete request (the backend waited for a ready connection
+        and waits for ``done``)."""
+        with self._lock:
+            q = self.core.query(request, notify)
+            self._wake()
+            return q
+
     @abc.abstractmethod
     def _wake(self) -> None:
         """Supplied by each backend."""
@@ -1758,6 +2103,40 @@ class ClientBase(abc.ABC, Generic[_S, _SG]):
     @abc.abstractmethod
     def _subscription(self, core: SubscriptionCore) -> _S | _SG:
         """Supplied by each backend."""
+
+
+class AsyncQueries(abc.ABC):
+    """The status, list and delete calls of the asyncio and trio clients; each supplies
+    ``_ask``: wait for a ready connection, send the query, wait for its answer."""
+
+    async def status(self, channel: str, stream_id: str) -> StreamEntry:
+        """The state of ``channel``/``stream_id`` without subscribing: MISSING, OPEN (with
+        its seqs), ENDED, FAILED or ABORTED (with the code). Raises :class:`StreamError`
+        if the server refuses (FORBIDDEN, UNKNOWN_CHANNEL...)."""
+        return (await self._ask(QueryRequest(QueryOp.STATUS, channel, stream_id))).entry()
+
+    async def list_streams(
+        self,
+        channel: str,
+        *,
+        status: StreamState | Iterable[StreamState] | None = None,
+        after: str = "",
+        limit: int = 100,
+    ) -> StreamPage:
+        """A page of ``channel``'s streams in id order after ``after``, those in ``status``
+        (one state or several; None: all), at most ``limit``; pass ``page.next`` as
+        ``after`` for the next page (empty: none)."""
+        request = QueryRequest(QueryOp.LIST, channel, after, state_mask(status), limit)
+        return (await self._ask(request)).page()
+
+    async def delete(self, channel: str, stream_id: str) -> StreamEntry:
+        """Delete ``channel``/``stream_id`` (if the channel lets clients delete): its
+        readers end with STREAM_DELETED. Returns the entry as it was."""
+        return (await self._ask(QueryRequest(QueryOp.DELETE, channel, stream_id))).entry()
+
+    @abc.abstractmethod
+    async def _ask(self, request: QueryRequest) -> QueryCore:
+        """Supplied by each async backend."""
 
 
 class SubscriptionBase(Generic[_T]):
@@ -1777,6 +2156,12 @@ class SubscriptionBase(Generic[_T]):
     def stream_id(self) -> str:
         """The stream id (known for an open once it is accepted)."""
         return self._core.stream_id
+
+    @property
+    def joined(self) -> bool:
+        """For an ``open(..., join=True)``: whether it joined a running stream rather than
+        starting one (known once it is accepted)."""
+        return self._core.joined
 
     @property
     def overflows(self) -> int:
@@ -1803,7 +2188,12 @@ class SubscriptionBase(Generic[_T]):
         with self._client._lock:
             self._core.on_overflow = callback
 
-    def _batch_poll(self, max_chunks: int | None) -> Callable[[], list[bytes | Gap] | None]:
+    def _use(self, codec: Codec[Any]) -> None:
+        """Decode payloads with ``codec`` from now on (see the backends' ``decoded``)."""
+        with self._client._lock:
+            self._core.codec = codec
+
+    def _batch_poll(self, max_chunks: int | None) -> Callable[[], list[Any] | None]:
         """The poll of a ``batches`` iterator (checks ``max_chunks``)."""
         if max_chunks is None:
             limit = sys.maxsize

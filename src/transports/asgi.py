@@ -79,7 +79,7 @@ class _MessageFraming:
         return b""
 
 
-class StreamApp(ServerBase[ServerProducer, ServerUpload]):
+class StreamApp(ServerBase[ServerProducer[Any], ServerUpload]):
     """An ASGI 3 application serving ``hub`` (None: :func:`transports.new_hub`).
 
     Register channels with :meth:`channel` (``on_open``/``on_upload`` are coroutine
@@ -106,8 +106,8 @@ class StreamApp(ServerBase[ServerProducer, ServerUpload]):
 
     # -- ServerBase -----------------------------------------------------------------------------
 
-    def _producer(self, producer: Producer) -> ServerProducer:
-        return ServerProducer(self, producer)
+    def _producer(self, producer: Producer) -> ServerProducer[Any]:
+        return ServerProducer(producer, server=self)
 
     def _upload(self, reader: UploadReader) -> ServerUpload:
         return ServerUpload(self, reader)

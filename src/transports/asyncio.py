@@ -8,21 +8,26 @@ flush per loop iteration. Everything else is decided in ``_common`` and the core
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast, overload
 
 from streamproto import Config, ErrorCode, HttpOptions, Hub, Producer, UploadReader, WriteResult
+from streamproto._codec import Codec
 
 from ._common import (
+    _V,
     FLUSH_SLICE,
+    AsyncProducerBase,
+    AsyncQueries,
     Backoff,
     ClientBase,
     ClientCore,
     Gap,
-    Pacer,
-    ProducerBase,
+    QueryCore,
+    QueryRequest,
     ServerBase,
     ServerDriver,
     ServerUploadBase,
@@ -33,10 +38,23 @@ from ._common import (
     parse_url,
     read_upload,
 )
+from ._schemes import (
+    HTTP,
+    TCP,
+    UNIX,
+    WS,
+    Url,
+    bound_port,
+    endpoint,
+    register_scheme,
+    unix_listener,
+)
 from .trace import Tracer
 
 #: What a subscription hands out: ``bytes``, or ``bytes | Gap`` with ``on_gap="item"``.
 _T = TypeVar("_T")
+#: What a codec decodes payloads into.
+_W = TypeVar("_W")
 
 __all__ = [
     "Client",
@@ -53,32 +71,96 @@ __all__ = [
 _ACCEPTED = WriteResult.ACCEPTED
 
 
+# -- urls ---------------------------------------------------------------------------------------
+
+#: This backend's name in the scheme registry (:func:`transports.adapter.register_scheme`).
+BACKEND = "asyncio"
+
+
+async def _listen_tcp(
+    url: Url, factory: Callable[[], asyncio.Protocol], backlog: int
+) -> asyncio.AbstractServer:
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(factory, url.host, url.port, backlog=backlog)
+
+
+async def _connect_tcp(
+    url: Url, factory: Callable[[], asyncio.Protocol]
+) -> tuple[asyncio.BaseTransport, asyncio.Protocol]:
+    return await asyncio.get_running_loop().create_connection(factory, url.host, url.port)
+
+
+async def _listen_unix(
+    url: Url, factory: Callable[[], asyncio.Protocol], backlog: int
+) -> asyncio.AbstractServer:
+    loop = asyncio.get_running_loop()
+    return await loop.create_unix_server(factory, sock=unix_listener(url.path, backlog))
+
+
+async def _connect_unix(
+    url: Url, factory: Callable[[], asyncio.Protocol]
+) -> tuple[asyncio.BaseTransport, asyncio.Protocol]:
+    return await asyncio.get_running_loop().create_unix_connection(factory, url.path)
+
+
+for _scheme in (TCP, WS, HTTP):
+    register_scheme(BACKEND, _scheme, listen=_listen_tcp, connect=_connect_tcp)
+register_scheme(BACKEND, UNIX, listen=_listen_unix, connect=_connect_unix)
+
+
 # -- producer side ------------------------------------------------------------------------------
 
 
-class ServerProducer(ProducerBase):
+class ServerProducer(AsyncProducerBase[_V]):
     """A stream's writing end for asyncio code: ``await write`` waits under the BLOCK
-    policy; ``aborted`` is set when the last subscriber cancelled."""
+    policy; ``aborted`` is set when the last subscriber cancelled (``abort_reason`` says
+    why). ``await pipe(source)`` writes an async iterable and ends the stream. Values are
+    ``bytes``, or what the channel's codec encodes (``ServerProducer[T]``).
 
-    def __init__(self, server: ServerBase[Any, Any], producer: Producer) -> None:
-        super().__init__(server, producer)
+    Outside our servers (a hub run by another framework on this loop), wrap a hub
+    producer yourself: ``ServerProducer(channel.start(), codec=JSON)``."""
+
+    aborted: asyncio.Event
+
+    def _signals(self) -> None:
         self.aborted = asyncio.Event()
         self._writable = asyncio.Event()
-        self._pacer = Pacer()
-        producer.on_abort = self.aborted.set
-        producer.on_writable = self._writable.set
+        self.producer.on_writable = self._writable.set
 
-    async def write(self, chunk: bytes) -> None:
-        """Write ``chunk``; waits while a BLOCK subscriber has no room."""
+    @contextlib.asynccontextmanager
+    async def _interrupting(self) -> AsyncIterator[None]:
+        task = asyncio.current_task()
+        fired = False
+
+        def interrupt() -> None:
+            nonlocal fired
+            fired = True
+            cast(asyncio.Task[Any], task).cancel()
+
+        self._interrupt = interrupt
+        try:
+            yield
+        except asyncio.CancelledError:
+            # Ours only if nobody else cancelled the task too (asyncio.timeout's rule).
+            if not fired or cast(asyncio.Task[Any], task).uncancel() > 0:
+                raise
+        finally:
+            self._interrupt = None
+
+    async def write(self, value: _V) -> None:
+        """Write ``value``; waits while a BLOCK subscriber has no room."""
+        codec = self.codec  # (inline: this is the per-chunk path)
+        chunk: bytes = value if codec is None else codec.encode(value)  # type: ignore[assignment]
         while self.producer.write(chunk) is not _ACCEPTED:
             self._writable.clear()  # (on_writable comes later than a BLOCKED answer)
             await self._writable.wait()
         if self._pacer.due(1, len(chunk)):
             await asyncio.sleep(0)
 
-    async def write_many(self, chunks: Sequence[bytes]) -> None:
-        """Write ``chunks`` in order, as that many ``write`` calls would, for much less per
+    async def write_many(self, values: Sequence[_V]) -> None:
+        """Write ``values`` in order, as that many ``write`` calls would, for much less per
         chunk; waits while a BLOCK subscriber has no room for the next one."""
+        chunks = self._encode_many(values)
         rest = chunks
         while rest:
             written, result = self.producer.write_many(rest)
@@ -241,7 +323,7 @@ async def _guard(handler: Awaitable[None], target: Producer | UploadReader | Non
         handler_failed(target, exc)
 
 
-class Server(ServerBase[ServerProducer, ServerUpload]):
+class Server(ServerBase[ServerProducer[Any], ServerUpload]):
     """A running server (from :func:`serve`). ``async with`` shuts it down on exit."""
 
     def __init__(
@@ -256,12 +338,12 @@ class Server(ServerBase[ServerProducer, ServerUpload]):
         self.loop = asyncio.get_running_loop()
         self.protocols: set[_ServerProtocol] = set()
         self.tasks: set[asyncio.Task[None]] = set()
-        self._server: asyncio.Server | None = None
+        self._server: asyncio.AbstractServer | None = None
         self._hub_timer: asyncio.TimerHandle | None = None
         self._hub_at: float | None = None
 
-    def _producer(self, producer: Producer) -> ServerProducer:
-        return ServerProducer(self, producer)
+    def _producer(self, producer: Producer) -> ServerProducer[Any]:
+        return ServerProducer(producer, server=self)
 
     def _upload(self, reader: UploadReader) -> ServerUpload:
         return ServerUpload(self, reader)
@@ -295,13 +377,11 @@ class Server(ServerBase[ServerProducer, ServerUpload]):
         self._rearm_hub()
 
     async def _listen(self) -> None:
-        self._server = await self.loop.create_server(
-            lambda: _ServerProtocol(self),
-            self.url.host,
-            self.url.port,
-            backlog=self.config.listen_backlog,
-        )
-        self.port = int(self._server.sockets[0].getsockname()[1])
+        listen = endpoint(BACKEND, self.url).listen
+        server = await listen(self.url, lambda: _ServerProtocol(self), self.config.listen_backlog)
+        self._server = server
+        sockets = getattr(server, "sockets", ())
+        self.port = bound_port(sockets[0].getsockname()) if sockets else 0
         self._log_listening()
 
     async def shutdown(self, timeout: float = 5.0) -> None:
@@ -310,6 +390,7 @@ class Server(ServerBase[ServerProducer, ServerUpload]):
         self._log_shutdown(timeout)
         if self._server is not None:
             self._server.close()
+            self.url.unbind()
         for proto in list(self.protocols):
             if proto.driver is not None:
                 proto.driver.shutdown(ErrorCode.NO_ERROR)
@@ -352,9 +433,11 @@ async def serve(
     http: HttpOptions | None = None,
     trace: Tracer | None = None,
 ) -> Server:
-    """Serve ``hub`` at ``url`` (``tcp://host:port``, ``ws://host:port/path`` or
+    """Serve ``hub`` at ``url`` (``tcp://host:port``, ``ws://host:port/path``,
     ``http://host:port``: SSE and HTTP as spec/HTTP.md says, with ``http`` options, and
-    WebSocket upgrades; port 0 picks a free one, see :attr:`Server.address`). ``hub`` None
+    WebSocket upgrades, ``unix:///path``, or a scheme registered with
+    :func:`transports.adapter.register_scheme`; port 0 picks a free one, see
+    :attr:`Server.address`). ``hub`` None
     serves a :func:`transports.new_hub` (128-bit random ids), as :attr:`Server.hub`.
     ``trace`` gets a record per frame of every connection (see :mod:`transports.trace`)."""
     server = Server(hub, url, config, http, trace)
@@ -401,6 +484,23 @@ class Subscription(SubscriptionBase[_T]):
         self._event = asyncio.Event()
         core.notify = self._event.set
 
+    @overload
+    def decoded(self: Subscription[bytes], codec: Codec[_W]) -> Subscription[_W]: ...
+
+    @overload
+    def decoded(self: Subscription[bytes | Gap], codec: Codec[_W]) -> Subscription[_W | Gap]: ...
+
+    def decoded(self, codec: Codec[Any]) -> Subscription[Any]:
+        """This subscription, handing out the values ``codec`` decodes (e.g.
+        :data:`streamproto.JSON`, or ``JsonCodec[T]()`` for values typed ``T``) instead of
+        payloads: ``async for value in client.open(...).decoded(JSON)``. Call it before
+        iterating. A payload the codec cannot decode raises
+        :class:`streamproto.DecodeError` (DECODE_FAILED, with its ``seq`` and ``data``) out
+        of the loop once the values before it were handed out; the loop ends there, as for
+        any error."""
+        self._use(codec)
+        return self
+
     async def accepted(self) -> str:
         """Wait until the server accepted the request; returns the stream id."""
         while not self._core.check_accepted():
@@ -409,7 +509,7 @@ class Subscription(SubscriptionBase[_T]):
         return self._core.stream_id
 
     def __aiter__(self) -> AsyncIterator[_T]:
-        return self._iterate(self._core.poll)
+        return self._iterate(self._core.poller)
 
     def batches(self, max_chunks: int | None = None) -> AsyncIterator[list[_T]]:
         """``async for batch in sub.batches()``: lists of the payloads that have arrived (at
@@ -489,7 +589,7 @@ class Upload(UploadBase):
                 raise core.error
 
 
-class Client(ClientBase[Subscription[bytes], Subscription[bytes | Gap]]):
+class Client(ClientBase[Subscription[bytes], Subscription[bytes | Gap]], AsyncQueries):
     """A connection to a streamproto server that reconnects and resumes (from :func:`connect`)."""
 
     def __init__(self, core: ClientCore) -> None:
@@ -509,10 +609,8 @@ class Client(ClientBase[Subscription[bytes], Subscription[bytes | Gap]]):
         core.new_connection()
         self._ready_event.clear()
         url = core.url
-        _, proto = await self.loop.create_connection(
-            lambda: _ClientProtocol(self), url.host, url.port
-        )
-        self._proto = proto
+        _, proto = await endpoint(BACKEND, url).connect(url, lambda: _ClientProtocol(self))
+        self._proto = cast(_ClientProtocol, proto)
         self._flush()
 
     async def _ready(self) -> None:
@@ -583,6 +681,15 @@ class Client(ClientBase[Subscription[bytes], Subscription[bytes | Gap]]):
         """An upload, used as ``async with client.upload(...) as up``."""
         return Upload(self, channel, stream_id, args)
 
+    async def _ask(self, request: QueryRequest) -> QueryCore:
+        await self._ready()
+        event = asyncio.Event()
+        q = self._query(request, event.set)
+        while not q.done:
+            await event.wait()
+            event.clear()
+        return q
+
     def abort_transport(self) -> None:
         """Kill the socket without a goodbye (tests and demos of resume)."""
         proto = self._proto
@@ -632,8 +739,10 @@ async def connect(
     ``Backoff(attempts=0)`` to disable it. ``trace`` gets a record per frame (see
     :mod:`transports.trace`)."""
     loop = asyncio.get_running_loop()
+    target = parse_url(url)
+    endpoint(BACKEND, target)  # an unknown scheme fails here, not in the reconnect loop
     core = ClientCore(
-        parse_url(url),
+        target,
         config=config,
         auth=auth,
         clock=loop.time,

@@ -31,6 +31,7 @@ from streamproto._frames import (
     Data,
     End,
     Error,
+    Feature,
     Frame,
     FrameDecoder,
     Gap,
@@ -40,7 +41,12 @@ from streamproto._frames import (
     Open,
     Ping,
     Pong,
+    Query,
+    QueryOp,
     Reject,
+    Setting,
+    Streams,
+    StreamState,
     Subscribe,
     Unknown,
     Upload,
@@ -784,6 +790,70 @@ def _c35(peer: RawPeer) -> None:
     while not isinstance(frame := peer.expect(object), Pong):
         if not isinstance(frame, Credit):  # a CREDIT sent before the cancel may trail it
             raise AssertionError(f"unexpected {frame}")
+
+
+@case("C40", "R-JOIN-1", "R-JOIN-4")
+def _c40(peer: RawPeer) -> None:
+    """Run-or-join: a second OPEN of a running stream id with flag JOIN is accepted with flag
+    JOINED and reads the stream from seq 1 while the first requester reads on; both get every
+    chunk, then END."""
+    peer.handshake()
+    peer.send(
+        Open(
+            1,
+            "conformance:slow",
+            "join-1",
+            _CHUNKS,
+            _BYTES,
+            args=b"200",
+            join=True,
+        )
+    )
+    first: Accept = _on(peer, 1, Accept)
+    if first.joined or first.stream_id != "join-1":
+        raise AssertionError(f"the first OPEN starts the stream: {first}")
+    _expect_slow(_collect(peer, 1, upto=5).items, 1)
+    peer.send(Open(2, "conformance:slow", "join-1", _CHUNKS, _BYTES, args=b"200", join=True))
+    second: Accept = _on(peer, 2, Accept)
+    if not second.joined or second.stream_id != "join-1":
+        raise AssertionError(f"expected ACCEPT JOINED for join-1, got {second}")
+    got = _collect(peer, 2)
+    _expect_slow(got.items, 1)
+    _expect_outcome(got, End, 200)
+
+
+@case("C41", "R-QUERY-1", "R-QUERY-2", "R-QUERY-3", "R-VER-5")
+def _c41(peer: RawPeer) -> None:
+    """Stream status: a server that announces FEATURES QUERIES answers STATUS with MISSING for
+    an unknown id, OPEN with its last seq while a stream runs, and ENDED after END; a LIST
+    names the stream."""
+    welcome = peer.handshake()
+    if not dict(welcome.settings).get(Setting.FEATURES, 0) & Feature.QUERIES:
+        raise AssertionError("WELCOME does not announce FEATURES QUERIES (0x01)")
+    peer.send(Query(1, QueryOp.STATUS, "conformance:slow", "status-none"))
+    missing: Streams = _on(peer, 1, Streams)
+    if [e.state for e in missing.entries] != [StreamState.MISSING]:
+        raise AssertionError(f"expected one MISSING entry, got {missing}")
+    peer.send(Open(2, "conformance:slow", "status-1", _CHUNKS, _BYTES, args=b"100"))
+    _on(peer, 2, Accept)
+    _expect_slow(_collect(peer, 2, upto=5).items, 1)
+    peer.send(Query(3, QueryOp.STATUS, "conformance:slow", "status-1"))
+    running: Streams = _on(peer, 3, Streams)
+    (entry,) = running.entries
+    if entry.state is not StreamState.OPEN or entry.last_seq < 5:
+        raise AssertionError(f"expected OPEN at seq 5 or later, got {entry}")
+    got = _collect(peer, 2)
+    _expect_outcome(got, End, 100)
+    peer.send(
+        Query(4, QueryOp.STATUS, "conformance:slow", "status-1"),
+        Query(5, QueryOp.LIST, "conformance:slow", "status-0", 0, 100),
+    )
+    ended: Streams = _on(peer, 4, Streams)
+    if [(e.state, e.last_seq) for e in ended.entries] != [(StreamState.ENDED, 100)]:
+        raise AssertionError(f"expected ENDED at seq 100, got {ended}")
+    listing: Streams = _on(peer, 5, Streams)
+    if "status-1" not in [e.stream_id for e in listing.entries]:
+        raise AssertionError(f"the listing does not name status-1: {listing}")
 
 
 @case("C36", "R-SCHED-3")

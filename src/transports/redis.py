@@ -16,10 +16,11 @@ Rules for this file:
    clear error, nothing accepted and dropped).
 2. The driver (:class:`_Driver`, one per process) does all I/O on ``redis.asyncio``: it
    carries the hub's requests out, flushes the queue as pipelined script calls, keeps one
-   ``XREAD BLOCK`` connection that multiplexes every followed stream, renews the leases of the
-   streams it produces, reaps the streams whose producer's lease expired, and listens on one
-   pub/sub channel for cancels. It touches the hub and the copies only through ``call``: the
-   backend's loop (asyncio), lock (threads) or ``trio.from_thread`` (trio).
+   ``XREAD BLOCK`` connection that multiplexes every followed stream (rule 5 on a Cluster),
+   renews the leases of the streams it produces, reaps the streams whose producer's lease
+   expired, and listens on one pub/sub channel for cancels. It touches the hub and the
+   copies only through ``call``: the backend's loop (asyncio), lock (threads) or
+   ``trio.from_thread`` (trio).
 3. Every decision that involves another process is one Lua script on the Redis server, so it
    is atomic there: claiming a stream id (``claim``: fenced by generation, refused while
    another process's producer holds its lease), appending (``add``: only the holder of the
@@ -30,6 +31,14 @@ Rules for this file:
    stream: entry ``<seq>-0`` holds chunk ``seq`` in field ``d``, entry ``<last>-1`` the
    outcome), ``:l`` (the producer's lease, a key with a TTL) and ``:w`` (processes that
    follow it). Cancels travel on ``<prefix>:ctl``.
+5. On a Redis Cluster (``redis+cluster://``) every script still touches one stream's keys,
+   so one slot; pipelines are split by node. One XREAD may only name keys of one slot, so
+   the single blocking read of rule 2 cannot exist there: the scripts announce each write
+   with SPUBLISH on the stream's ``:n`` channel (sharded pub/sub: it stays in the shard),
+   the driver keeps one pub/sub connection per node subscribed to the channels of the
+   streams it follows there, and reads the announced streams with non-blocking XREADs,
+   pipelined. Housekeeping reads every followed stream once per ``lease / 3``, so a notice
+   lost to a reconnect or a slot migration delays chunks and loses none.
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hashlib
 import itertools
 import json
 import logging
@@ -48,11 +58,13 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, TypeVar
 
 import redis.asyncio as aredis
-from redis.exceptions import RedisError
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import NoScriptError, RedisError
 
 from streamproto import (
     AbortRequested,
     CancelRemote,
+    Claim,
     ErrorCode,
     Hub,
     LocalProtocolError,
@@ -62,6 +74,7 @@ from streamproto import (
     StoreFailed,
     StoreRequest,
     StreamAppended,
+    StreamClaimed,
     StreamInfo,
     StreamLoaded,
     StreamStatus,
@@ -108,6 +121,7 @@ if op == 'add' then
   end
   redis.call('XTRIM', s, 'MINID', ARGV[4])
   redis.call('HSET', m, 'last', last, 'first', ARGV[4])
+  if KEYS[4] then redis.call('SPUBLISH', KEYS[4], last) end
   return 'OK'
 elseif op == 'finish' then
   if tonumber(ARGV[6]) ~= last then return 'LOST' end
@@ -116,13 +130,15 @@ elseif op == 'finish' then
   redis.call('PEXPIRE', m, ARGV[7])
   redis.call('PEXPIRE', s, ARGV[7])
   redis.call('DEL', l)
+  if KEYS[4] then redis.call('SPUBLISH', KEYS[4], last) end
   return 'OK'
 end
 redis.call('SET', l, gen, 'PX', ARGV[3])
 return 'OK'
 """
 
-# KEYS: m, s, l; ARGV: code, message, retention ms. Fails an open stream whose lease is gone.
+# KEYS: m, s, l (, n on a Cluster); ARGV: code, message, retention ms. Fails an open stream
+# whose lease is gone.
 _REAP = """
 local m, s, l = KEYS[1], KEYS[2], KEYS[3]
 local cur = redis.call('HMGET', m, 'gen', 'status', 'last')
@@ -134,6 +150,7 @@ redis.call('XADD', s, cur[3] .. '-1', 'o', 'failed', 'c', ARGV[1], 'm', msg)
 redis.call('HSET', m, 'status', 'failed', 'code', ARGV[1], 'msg', msg)
 redis.call('PEXPIRE', m, ARGV[3])
 redis.call('PEXPIRE', s, ARGV[3])
+if KEYS[4] then redis.call('SPUBLISH', KEYS[4], cur[3]) end
 return {cur[1], 'failed'}
 """
 
@@ -145,12 +162,28 @@ return 'OK'
 """
 
 _STATUS = {s.value: s for s in StreamStatus}
+_SCRIPTS = {"write": _WRITE, "reap": _REAP, "cancel": _CANCEL}
+#: Scripts by name -> SHA1, what EVALSHA names them by (loaded where Redis answers NOSCRIPT).
+_SHAS = {
+    name: hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
+    for name, text in _SCRIPTS.items()
+}
+_CLUSTER_SCHEME = "redis+cluster://"
 
 
 class _Copy:
     """This process's copy of one stream: the retained window, the outcome."""
 
-    __slots__ = ("chunks", "first_seq", "generation", "local", "nbytes", "outcome", "window")
+    __slots__ = (
+        "chunks",
+        "claimed",
+        "first_seq",
+        "generation",
+        "local",
+        "nbytes",
+        "outcome",
+        "window",
+    )
 
     def __init__(self, generation: int, window: Window, *, local: bool) -> None:
         self.generation = generation
@@ -160,6 +193,8 @@ class _Copy:
         self.first_seq = 1
         self.nbytes = 0
         self.outcome: Outcome | None = None
+        #: The driver's: Redis answered this generation's claim (True: held; False: refused).
+        self.claimed: bool | None = None
 
     @property
     def last_seq(self) -> int:
@@ -200,6 +235,10 @@ class RedisStore:
     Redis may stay unreachable before the streams this process produces or follows fail with
     STORE_UNAVAILABLE.
 
+    A ``redis+cluster://host:port`` url (any node) or ``cluster=True`` uses a Redis Cluster:
+    every key of a stream is in one slot (rule 4), and the driver tails the streams it
+    follows through one sharded pub/sub connection per node (rule 5).
+
     It does no I/O itself: run its driver with :func:`open_asyncio_driver`,
     :func:`open_thread_driver` or :func:`open_trio_driver`.
     """
@@ -215,12 +254,17 @@ class RedisStore:
         retention: float = 60.0,
         max_pending_bytes: int = 16 << 20,
         unavailable_after: float = 10.0,
+        cluster: bool = False,
     ) -> None:
         if lease <= 0 or retention <= 0 or unavailable_after <= 0:
             raise LocalProtocolError(
                 ErrorCode.INVALID_ARGUMENT, "lease, retention and unavailable_after must be > 0"
             )
+        if url.startswith(_CLUSTER_SCHEME):
+            url, cluster = "redis://" + url.removeprefix(_CLUSTER_SCHEME), True
         self.url = url
+        #: Whether ``url`` names a node of a Redis Cluster.
+        self.cluster = cluster
         self.prefix = prefix
         self.lease = lease
         self.retention = retention
@@ -252,8 +296,10 @@ class RedisStore:
     # -- ReplayStore ----------------------------------------------------------------------------
 
     def acquire(self, key: Key, window: Window) -> int:
-        """See :meth:`streamproto.ReplayStore.acquire`. The claim reaches Redis with the first
-        flush; another process's open stream with this id fails it with STREAM_EXISTS."""
+        """See :meth:`streamproto.ReplayStore.acquire`. The claim is queued for Redis ahead of
+        the stream's writes (the hub holds an OPEN's ACCEPT until the driver answers its
+        :class:`~streamproto.Claim`); another process's open stream with this id fails it
+        with STREAM_EXISTS."""
         copy = self._copies.get(key)
         if copy is not None and copy.outcome is None:
             raise LocalProtocolError(ErrorCode.STREAM_EXISTS, f"stream {key[1]!r} is open")
@@ -416,17 +462,29 @@ class _Driver:
         self.kick_factory = kick
         self.wake = asyncio.Event()
         self.follow_changed = asyncio.Event()
-        self.client: aredis.Redis = aredis.Redis.from_url(store.url)
-        self.reader: aredis.Redis = aredis.Redis.from_url(store.url, single_connection_client=True)
+        # Any: redis.asyncio's Redis or RedisCluster, used through the commands they share.
+        self.client: Any
+        self.reader: aredis.Redis | None = None
+        if store.cluster:
+            self.client = RedisCluster.from_url(store.url)
+            # Cancels and follow news: plain pub/sub reaches every node of a Cluster.
+            self.control: aredis.Redis = aredis.Redis.from_url(store.url)
+        else:
+            self.client = self.control = aredis.Redis.from_url(store.url)
+            self.reader = aredis.Redis.from_url(store.url, single_connection_client=True)
         self.reader_id: int | None = None
+        # Cluster: one sharded pub/sub per node (rule 5), and the followed streams to read.
+        self.listeners: dict[str, _Listener] = {}
+        self.dirty: set[bytes] = set()
         self.reading = False
         self.stopped = False
         # Redis stream key -> (store key, generation, last entry id read)
         self.follow: dict[bytes, tuple[Key, int, bytes]] = {}
         self.down_since: float | None = None
-        self.write = self.client.register_script(_WRITE)
-        self.reap = self.client.register_script(_REAP)
-        self.cancel = self.client.register_script(_CANCEL)
+        # The hub's requests, each kept until carried out (a failed lookup is retried).
+        self.requests: deque[StoreRequest] = deque()
+        # Claims the hub waits on whose answer has not come back from Redis yet.
+        self.awaiting: set[tuple[Key, int]] = set()
 
     def call(self, fn: Callable[[], Any]) -> Any:
         """``fn()`` in the hub's context; nothing once stopped (the hub's loop may be
@@ -452,17 +510,25 @@ class _Driver:
         finally:
             self.store.kick = lambda: None
             self.hub.on_store_request = None
+            for listener in list(self.listeners.values()):
+                await listener.close()
             await self.client.aclose()
-            await self.reader.aclose()
+            if self.control is not self.client:
+                await self.control.aclose()
+            if self.reader is not None:
+                await self.reader.aclose()
 
     async def _writer(self) -> None:
         while not self.stopped:
             await self.wake.wait()
             self.wake.clear()
             try:
-                requests: list[StoreRequest] = self.call(self.hub.store_requests) or []
-                for request in requests:
+                self.requests.extend(self.call(self.hub.store_requests) or ())
+                while self.requests:
+                    request = self.requests[0]
                     await self._carry(request)
+                    if self.requests and self.requests[0] is request:  # (_give_up clears)
+                        self.requests.popleft()
                 await self._flush()
                 self._up()
             except (RedisError, OSError) as exc:
@@ -475,19 +541,23 @@ class _Driver:
 
     async def _tail(self) -> None:
         """One XREAD BLOCK for every followed stream (rule 2)."""
+        if self.reader is None:
+            await self._tail_cluster()
+            return
         while not self.stopped:
             if not self.follow:
                 self.follow_changed.clear()
                 await self.follow_changed.wait()
                 continue
             try:
+                reader = self.reader
                 if self.reader_id is None:
-                    self.reader_id = int(await self.reader.client_id())
+                    self.reader_id = int(await reader.client_id())
                 streams = {k: v[2] for k, v in self.follow.items()}
                 self.follow_changed.clear()
                 self.reading = True
                 try:
-                    reply = await self.reader.xread(streams, count=READ_COUNT, block=5000)  # type: ignore[arg-type]
+                    reply = await reader.xread(streams, count=READ_COUNT, block=5000)  # type: ignore[arg-type]
                 finally:
                     self.reading = False
                 self._up()
@@ -498,6 +568,75 @@ class _Driver:
                 continue
             if reply:
                 self.call(functools.partial(self._apply, reply))
+
+    async def _tail_cluster(self) -> None:
+        """Rule 5: on a Cluster one XREAD names the keys of one slot only, and every stream
+        has a slot of its own, so no single blocking read can cover the followed streams.
+        Instead the scripts SPUBLISH on the stream's ``:n`` channel after each write; one
+        sharded pub/sub connection per node subscribes to the channels of the followed
+        streams that node holds (:class:`_Listener`) and marks a stream *dirty* when told;
+        this loop then reads the dirty streams from where it stopped, one non-blocking XREAD
+        each, pipelined (the pipeline groups them by node)."""
+        while not self.stopped:
+            await self.follow_changed.wait()
+            self.follow_changed.clear()
+            reading: list[tuple[bytes, bytes]] = []
+            try:
+                await self._subscribe_followed()
+                dirty, self.dirty = self.dirty, set()
+                reading = [(k, self.follow[k][2]) for k in dirty if k in self.follow]
+                if not reading:
+                    continue
+                pipe = self.client.pipeline(transaction=False)
+                for rkey, last_id in reading:
+                    pipe.xread({rkey: last_id}, count=READ_COUNT)
+                results = await pipe.execute()
+                self._up()
+            except (RedisError, OSError) as exc:
+                self.dirty.update(k for k, _ in reading)
+                self._down(exc)
+                await asyncio.sleep(0.2)
+                self.follow_changed.set()
+                continue
+            reply: list[Any] = []
+            for result in results:
+                items = result.items() if isinstance(result, dict) else result or ()
+                for rkey, entries in items:
+                    reply.append((rkey, entries))
+                    if len(entries) >= READ_COUNT:  # more to read: at once
+                        self.dirty.add(rkey)
+                        self.follow_changed.set()
+            if reply:
+                self.call(functools.partial(self._apply, reply))
+
+    async def _subscribe_followed(self) -> None:
+        """Each followed stream's ``:n`` channel subscribed on the node that holds it (a
+        stream subscribed anew is read once: what was written before the subscription)."""
+        want: dict[str, set[bytes]] = {}
+        for rkey in self.follow:
+            node = self.client.get_node_from_key(rkey)
+            want.setdefault(node.name, set()).add(rkey)
+        for name, listener in list(self.listeners.items()):
+            if listener.failed:
+                self.dirty.update(listener.streams)  # (what it missed is read again)
+                await listener.close()
+                del self.listeners[name]
+                continue
+            await listener.leave(listener.streams - want.get(name, set()))
+            if not listener.streams:
+                await listener.close()
+                del self.listeners[name]
+        for name, rkeys in want.items():
+            found = self.listeners.get(name)
+            if found is None:
+                node = self.client.get_node(node_name=name)
+                found = self.listeners[name] = _Listener(self, node.host, node.port)
+            joined = await found.join(rkeys - found.streams)
+            self.dirty.update(joined)
+
+    def _notified(self, stream_key: bytes) -> None:
+        self.dirty.add(stream_key)
+        self.follow_changed.set()
 
     async def _housekeeping(self) -> None:
         """Renew this process's leases; reap followed streams whose producer is gone."""
@@ -511,12 +650,15 @@ class _Driver:
                 self._down(exc)
             if self.down_since is not None:
                 self.wake.set()
+            if self.reader is None and self.follow:  # Cluster: a lost notice is read here
+                self.dirty.update(self.follow)
+                self.follow_changed.set()
 
     async def _control(self) -> None:
         """Cancels from every process (rule 4): abort here if this process produces it."""
         while not self.stopped:
             try:
-                pubsub = self.client.pubsub()
+                pubsub = self.control.pubsub()
                 await pubsub.subscribe(self.store.control_channel)
                 async for message in pubsub.listen():
                     if self.stopped:
@@ -552,12 +694,22 @@ class _Driver:
     # -- requests -------------------------------------------------------------------------------
 
     async def _carry(self, request: StoreRequest) -> None:
+        if isinstance(request, Claim):
+            # The claim itself is queued with the stream's writes (acquire), in order; here
+            # the driver only notes that the hub waits for its answer.
+            copy = self.store._copies.get(request.key)
+            if copy is None or copy.generation != request.generation or copy.claimed is False:
+                return  # replaced, released or refused (the hub had StoreFailed)
+            if copy.claimed:
+                self._claimed([(request.key, request.generation)])
+            else:
+                self.awaiting.add((request.key, request.generation))
+            return
         if isinstance(request, CancelRemote):
             payload = json.dumps(["cancel", *request.key, str(request.generation), request.reason])
             watchers = self.store.keys(request.key)[3]
-            await self.cancel(
-                keys=[watchers], args=[self.store.process_id, self.store.control_channel, payload]
-            )
+            args = [self.store.process_id, self.store.control_channel, payload]
+            await self._execute([self._script("cancel", [watchers], args)])
             return
         await self._lookup(request)
 
@@ -566,7 +718,7 @@ class _Driver:
         m, s, lk, w = store.keys(key)
         meta: Any = await self.client.hgetall(m)
         if meta and meta.get(b"status") == b"open" and not await self.client.exists(lk):
-            await self.reap(keys=[m, s, lk], args=self._reap_args())
+            await self._execute([self._script("reap", self._script_keys(key), self._reap_args())])
             meta = await self.client.hgetall(m)
         if not meta:
             self.call(lambda: self.hub.handle_store_event(StreamLoaded(key)))
@@ -576,11 +728,9 @@ class _Driver:
         generation = int(meta[b"gen"])
         last = int(meta[b"last"])
         if meta[b"status"] == b"open":
-            pipe = self.client.pipeline(transaction=False)
-            pipe.hset(w, store.process_id, 1)
-            pipe.publish(store.control_channel, self._news("follow", key, generation))
-            pipe.pexpire(w, int((store.retention + 86400) * 1000))
-            await pipe.execute()
+            expiry = int((store.retention + 86400) * 1000)
+            await self._execute([("hset", (w, store.process_id, 1)), ("pexpire", (w, expiry))])
+            await self._publish([self._news("follow", key, generation)])
 
         def load() -> None:
             if key in store._copies:  # loaded meanwhile (or produced here): keep it
@@ -607,6 +757,42 @@ class _Driver:
             self.hub.handle_store_event(StreamLoaded(key))
 
         self.call(load)
+
+    def _script_keys(self, key: Key) -> list[str]:
+        """A stream's keys as the scripts take them: meta, stream, lease, and on a Cluster
+        the channel they SPUBLISH on (rule 5)."""
+        m, s, lk, _ = self.store.keys(key)
+        return [m, s, lk, _notices(s)] if self.reader is None else [m, s, lk]
+
+    @staticmethod
+    def _script(name: str, keys: list[str], args: list[Any]) -> _Command:
+        return "evalsha", (_SHAS[name], len(keys), *keys, *args)
+
+    async def _execute(self, commands: list[_Command]) -> list[Any]:
+        """``commands`` as one pipeline (on a Cluster: one per node). A server that lacks
+        the scripts (new, restarted or failed over) is given them, and the pipeline runs
+        once more: every script is idempotent, and so is the rest."""
+        try:
+            return await self._pipeline(commands)
+        except NoScriptError:
+            for text in _SCRIPTS.values():  # (on a Cluster: on every primary)
+                await self.client.script_load(text)
+            return await self._pipeline(commands)
+
+    async def _publish(self, messages: list[str]) -> None:
+        """On the control channel (a Cluster pipeline may not PUBLISH: the control
+        connection is a plain one, whose messages reach every node)."""
+        if messages:
+            pipe = self.control.pipeline(transaction=False)
+            for message in messages:
+                pipe.publish(self.store.control_channel, message)
+            await pipe.execute()
+
+    async def _pipeline(self, commands: list[_Command]) -> list[Any]:
+        pipe = self.client.pipeline(transaction=False)
+        for name, args in commands:
+            getattr(pipe, name)(*args)
+        return list(await pipe.execute())
 
     def _news(self, kind: str, key: Key, generation: int) -> str:
         return json.dumps([kind, *key, str(generation), self.store.process_id])
@@ -646,17 +832,20 @@ class _Driver:
             return
         store = self.store
         calls: list[tuple[tuple[Any, ...], int]] = []  # (op, bytes it carries)
-        pipe = self.client.pipeline(transaction=False)
+        commands: list[_Command] = []
         unfollow: list[tuple[Key, int]] = []
         merged = _merge(ops)
         for op in merged:
             kind, key = op[0], op[1]
-            m, s, lk, w = store.keys(key)
+            w = store.keys(key)[3]
             if kind == "unfollow":
+                copy = store._copies.get(key)
+                if copy is not None and not copy.local:
+                    # Looked up again since it was let go (the lookup registered this
+                    # process in :w and follows it anew): this older unfollow is void.
+                    continue
                 unfollow.append((key, op[2]))
-                pipe.hdel(w, store.process_id)
-                pipe.publish(store.control_channel, self._news("unfollow", key, op[2]))
-                calls.append((op, 0))
+                commands.append(("hdel", (w, store.process_id)))
                 calls.append((op, 0))
                 continue
             gen = str(op[2])
@@ -684,26 +873,47 @@ class _Driver:
                     retention,
                 ]
                 nbytes = 0
-            await self.write(keys=[m, s, lk], args=args, client=pipe)
+            commands.append(self._script("write", self._script_keys(key), args))
             calls.append((op, nbytes))
         try:
-            results = await pipe.execute()
+            results = await self._execute(commands)
+            await self._publish([self._news("unfollow", key, gen) for key, gen in unfollow])
         except BaseException:  # (a cancel too: the ops stay queued, nothing is dropped)
             store._requeue(ops)  # idempotent scripts: the retry writes each seq once
             raise
         store._answered(ops)
-        for key, _gen in unfollow:
-            self.follow.pop(store.keys(key)[1].encode(), None)
+        for key, generation in unfollow:
+            rkey = store.keys(key)[1].encode()
+            if rkey in self.follow and self.follow[rkey][1] == generation:
+                del self.follow[rkey]
         failed: list[tuple[Key, int, int, str]] = []
+        claimed: list[tuple[Key, int]] = []
         for (op, nbytes), result in zip(calls, results, strict=True):
             store._done(nbytes)
             if op[0] == "unfollow":
                 continue
             answer = result.decode() if isinstance(result, bytes) else str(result)
+            if op[0] == "claim":
+                copy = store._copies.get(op[1])
+                if copy is not None and copy.generation == op[2]:
+                    copy.claimed = answer == "OK"
+                if (op[1], op[2]) in self.awaiting:
+                    self.awaiting.discard((op[1], op[2]))
+                    if answer == "OK":
+                        claimed.append((op[1], op[2]))
             if answer != "OK":
                 failed.append((op[1], op[2], *_failure(answer, op[1])))
+        if claimed:
+            self._claimed(claimed)
         if failed:
             self.call(lambda: self._fail_local(failed))
+
+    def _claimed(self, claims: list[tuple[Key, int]]) -> None:
+        def tell() -> None:
+            for key, generation in claims:
+                self.hub.handle_store_event(StreamClaimed(key, generation))
+
+        self.call(tell)
 
     def _fail_local(self, failed: list[tuple[Key, int, int, str]]) -> None:
         for key, generation, code, message in failed:
@@ -750,17 +960,15 @@ class _Driver:
         followed = [(v[0], v[1]) for v in list(self.follow.values())]
         if not produced and not followed:
             return
-        pipe = self.client.pipeline(transaction=False)
+        commands: list[_Command] = []
         for key, generation in produced:
-            m, s, lk, _ = store.keys(key)
             args: list[Any] = ["lease", str(generation), int(store.lease * 1000)]
-            await self.write(keys=[m, s, lk], args=args, client=pipe)
+            commands.append(self._script("write", self._script_keys(key), args))
         for key, _ in followed:
-            m, s, lk, _ = store.keys(key)
-            await self.reap(keys=[m, s, lk], args=self._reap_args(), client=pipe)
+            commands.append(self._script("reap", self._script_keys(key), self._reap_args()))
         for key, _ in produced:  # heals a lost follow/unfollow message
-            pipe.hkeys(store.keys(key)[3])
-        results = await pipe.execute()
+            commands.append(("hkeys", (store.keys(key)[3],)))
+        results = await self._execute(commands)
         failed: list[tuple[Key, int, int, str]] = []
         for (key, generation), result in zip(produced, results, strict=False):
             answer = result.decode() if isinstance(result, bytes) else str(result)
@@ -821,11 +1029,68 @@ class _Driver:
         for op in store._take_ops(carried=False):  # failed now, not kept for a Redis gone
             if op[0] == "add":
                 store._done(sum(map(len, op[4])))
+        self.awaiting.clear()  # their OPENs are rejected by the StoreFailed below
         self._fail_local(local)
         self._fail_followed(followed, code, message)
-        for request in self.hub.store_requests():  # lookups: nothing can be found
+        requests = [*self.requests, *self.hub.store_requests()]
+        self.requests.clear()
+        for request in requests:  # lookups: nothing can be found
             if isinstance(request, Lookup):
                 self.hub.handle_store_event(StreamLoaded(request.key))
+
+
+_Command = tuple[str, tuple[Any, ...]]
+
+
+def _notices(stream_key: str) -> str:
+    """The channel a stream's writes are announced on, on a Cluster (rule 5)."""
+    return stream_key.removesuffix(":s") + ":n"
+
+
+class _Listener:
+    """On a Cluster: one node's sharded pub/sub connection, subscribed to the ``:n``
+    channel of each followed stream that node holds (rule 5)."""
+
+    def __init__(self, driver: _Driver, host: str, port: int) -> None:
+        self.driver = driver
+        self.client = aredis.Redis(host=host, port=port)
+        self.pubsub = self.client.pubsub()
+        self.streams: set[bytes] = set()
+        self.failed = False
+        self.task: asyncio.Task[None] | None = None
+
+    async def join(self, rkeys: set[bytes]) -> set[bytes]:
+        for rkey in rkeys:  # one SSUBSCRIBE each: its channels must share a slot
+            await self.pubsub.ssubscribe(_notices(rkey.decode()))
+            self.streams.add(rkey)
+        if self.streams and self.task is None:
+            self.task = asyncio.get_running_loop().create_task(self._listen())
+        return rkeys
+
+    async def leave(self, rkeys: set[bytes]) -> None:
+        for rkey in rkeys:
+            await self.pubsub.sunsubscribe(_notices(rkey.decode()))
+            self.streams.discard(rkey)
+
+    async def _listen(self) -> None:
+        try:
+            async for message in self.pubsub.listen():
+                if message.get("type") == "smessage":
+                    channel: bytes = message["channel"]
+                    self.driver._notified(channel.removesuffix(b":n") + b":s")
+        except (RedisError, OSError) as exc:
+            self.failed = True  # the tail replaces it and reads its streams again
+            self.driver._down(exc)
+            self.driver.follow_changed.set()
+
+    async def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, RedisError, OSError):
+                await self.task
+        with contextlib.suppress(RedisError, OSError):
+            await self.pubsub.aclose()
+            await self.client.aclose()
 
 
 def _meta_outcome(meta: dict[bytes, bytes]) -> dict[bytes, bytes]:

@@ -23,23 +23,40 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
-from streamproto import Config, ErrorCode, HttpOptions, Hub, Producer, UploadReader, WriteResult
+from streamproto import (
+    Config,
+    ErrorCode,
+    HttpOptions,
+    Hub,
+    Producer,
+    StreamEntry,
+    StreamState,
+    UploadReader,
+    WriteResult,
+)
+from streamproto._codec import Codec
+from streamproto._frames import QueryOp
+from streamproto._hub import AbortReason
 
 from ._common import (
+    _V,
     FLUSH_SLICE,
     Backoff,
     ClientBase,
     ClientCore,
     Gap,
     ProducerBase,
+    QueryCore,
+    QueryRequest,
     ServerBase,
     ServerUploadBase,
     Side,
     StreamError,
+    StreamPage,
     SubscriptionBase,
     SubscriptionCore,
     UploadBase,
@@ -49,11 +66,24 @@ from ._common import (
     log,
     parse_url,
     read_upload,
+    state_mask,
+)
+from ._schemes import (
+    HTTP,
+    TCP,
+    UNIX,
+    WS,
+    bound_port,
+    endpoint,
+    register_scheme,
+    unix_listener,
 )
 from .trace import Tracer
 
 #: What a subscription hands out: ``bytes``, or ``bytes | Gap`` with ``on_gap="item"``.
 _T = TypeVar("_T")
+#: What a codec decodes payloads into.
+_W = TypeVar("_W")
 
 __all__ = [
     "Client",
@@ -228,43 +258,111 @@ def _send_timeout(sock: socket.socket, seconds: float) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
 
 
-def _dial(url: Url, timeout: float) -> socket.socket:
-    sock = socket.create_connection((url.host, url.port), timeout=timeout)
-    sock.settimeout(None)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+# -- urls ---------------------------------------------------------------------------------------
+
+#: This backend's name in the scheme registry (:func:`transports.adapter.register_scheme`).
+BACKEND = "sync"
+
+
+def _listen_tcp(url: Url, backlog: int) -> socket.socket:
+    return socket.create_server((url.host, url.port), backlog=backlog)
+
+
+def _connect_tcp(url: Url, timeout: float) -> socket.socket:
+    return socket.create_connection((url.host, url.port), timeout=timeout)
+
+
+def _listen_unix(url: Url, backlog: int) -> socket.socket:
+    return unix_listener(url.path, backlog)
+
+
+def _connect_unix(url: Url, timeout: float) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect(url.path)
+    except BaseException:
+        sock.close()
+        raise
     return sock
+
+
+for _scheme in (TCP, WS, HTTP):
+    register_scheme(BACKEND, _scheme, listen=_listen_tcp, connect=_connect_tcp)
+register_scheme(BACKEND, UNIX, listen=_listen_unix, connect=_connect_unix)
+
+
+def _ready(sock: socket.socket) -> socket.socket:
+    """A connected socket as the reader and writer threads want it: blocking, and over TCP
+    without Nagle's delay (our writes are whole batches already)."""
+    sock.settimeout(None)
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def _dial(url: Url, timeout: float) -> socket.socket:
+    sock: socket.socket = endpoint(BACKEND, url).connect(url, timeout)
+    return _ready(sock)
 
 
 # -- producer side ------------------------------------------------------------------------------
 
 
-class ServerProducer(ProducerBase):
+class ServerProducer(ProducerBase[_V]):
     """A stream's writing end for threads: ``write`` blocks under the BLOCK policy;
-    ``aborted`` is set when the last subscriber cancelled, and when the server shuts down
-    (threads cannot be cancelled: handlers should watch it)."""
+    ``aborted`` is set when the last subscriber cancelled (``abort_reason`` says why), and
+    when the server shuts down (threads cannot be cancelled: handlers should watch it).
+    ``pipe(source)`` writes an iterable and ends the stream. Values are ``bytes``, or what
+    the channel's codec encodes (``ServerProducer[T]``).
 
-    _server: Server
+    Outside our servers (a hub run by another framework), wrap a hub producer yourself,
+    with the lock every call into that hub is made under: ``ServerProducer(channel.start(),
+    codec=JSON, lock=hub_lock)`` (a ``threading.RLock``)."""
 
-    def __init__(self, server: Server, producer: Producer) -> None:
-        super().__init__(server, producer)
+    def __init__(
+        self,
+        producer: Producer,
+        *,
+        codec: Codec[_V] | None = None,
+        server: Server | None = None,
+        lock: threading.RLock | None = None,
+    ) -> None:
+        lock = lock if lock is not None else server._lock if server is not None else None
+        lock = lock if lock is not None else threading.RLock()
+        super().__init__(producer, codec=codec, server=server, lock=lock)
         self.aborted = threading.Event()
-        self._cond = threading.Condition(server._lock)
+        self._cond = threading.Condition(lock)
         self._writable = False
+        self._stopped = server is not None and server._closed
         producer.on_abort = self.aborted.set
         producer.on_writable = self._on_writable
-        server._waiters.add(self)
+        if server is not None:
+            server._waiters.add(self)
 
     def _on_writable(self) -> None:
         self._writable = True
         self._cond.notify_all()
 
     def _shutdown(self) -> None:
+        self._stopped = True
         self.aborted.set()
         self._cond.notify_all()
 
-    def write(self, chunk: bytes) -> None:
-        """Write ``chunk``; blocks while a BLOCK subscriber has no room. Raises
+    @property
+    def abort_reason(self) -> AbortReason | None:
+        """Why ``aborted`` was set (None until it is): the hub's reason (see
+        :attr:`ProducerBase.abort_reason`), or SERVER_SHUTDOWN when the server shut down."""
+        reason = self.producer.abort_reason
+        if reason is None and self._stopped:
+            return AbortReason(ErrorCode.SERVER_SHUTDOWN, "the server shut down")
+        return reason
+
+    def write(self, value: _V) -> None:
+        """Write ``value``; blocks while a BLOCK subscriber has no room. Raises
         SERVER_SHUTDOWN if the server shuts down meanwhile."""
+        codec = self.codec  # (inline: this is the per-chunk path)
+        chunk: bytes = value if codec is None else codec.encode(value)  # type: ignore[assignment]
         with self._cond:
             while True:
                 self._writable = False
@@ -272,11 +370,11 @@ class ServerProducer(ProducerBase):
                     return
                 self._wait_writable()
 
-    def write_many(self, chunks: Sequence[bytes]) -> None:
-        """Write ``chunks`` in order, as that many ``write`` calls would, for much less per
+    def write_many(self, values: Sequence[_V]) -> None:
+        """Write ``values`` in order, as that many ``write`` calls would, for much less per
         chunk; blocks while a BLOCK subscriber has no room for the next one. Raises
         SERVER_SHUTDOWN if the server shuts down meanwhile."""
-        rest = chunks
+        rest = self._encode_many(values)
         with self._cond:
             while rest:
                 self._writable = False
@@ -288,9 +386,43 @@ class ServerProducer(ProducerBase):
 
     def _wait_writable(self) -> None:
         while not self._writable:
-            if self._server._closed:
+            if self._stopped:
                 raise StreamError(ErrorCode.SERVER_SHUTDOWN, "the server shut down")
             self._cond.wait()
+
+    def pipe(self, source: Iterable[_V], *, end: bool = True) -> int:
+        """Write every item of ``source`` with back-pressure, then end the stream (unless
+        ``end`` is False). Returns how many were written.
+
+        Stops early, quietly, when the stream is aborted (the last subscriber cancelled, or
+        the server shuts down): the source is closed (a generator's ``close``, so its
+        ``finally`` runs) and :attr:`abort_reason` says why. If the source or a write
+        raises, the stream fails with the exception's code (:class:`StreamError` carries
+        one; anything else gives HANDLER_FAILED) and the exception propagates."""
+        written = 0
+        items = iter(source)
+        try:
+            for item in items:
+                if self.aborted.is_set():
+                    break
+                self.write(item)
+                written += 1
+        except Exception as exc:
+            if not (self._piped(exc) or self._stopped):
+                raise
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+        if end and not self.aborted.is_set():
+            self.close()
+        return written
+
+    def _serve(self, handler: Callable[..., Any], args: bytes) -> None:
+        """Run an open handler; pipe the iterator (a generator) it returns, if any."""
+        result = handler(self, args)
+        if isinstance(result, Iterator):
+            self.pipe(result)
 
 
 class ServerUpload(ServerUploadBase):
@@ -401,7 +533,7 @@ class _Connection:
                 server._rearm_hub()
 
 
-class Server(ServerBase[ServerProducer, ServerUpload]):
+class Server(ServerBase[ServerProducer[Any], ServerUpload]):
     """A running server (from :func:`serve`); ``with`` shuts it down on exit."""
 
     _lock: threading.RLock  # the one lock around every call into the core
@@ -418,14 +550,13 @@ class Server(ServerBase[ServerProducer, ServerUpload]):
         self._lock = threading.RLock()
         self.drivers: set[_Connection] = set()
         self._changed = threading.Condition(self._lock)  # connections gone, hub deadline moved
-        self._waiters: weakref.WeakSet[ServerProducer | ServerUpload] = weakref.WeakSet()
+        self._waiters: weakref.WeakSet[ServerProducer[Any] | ServerUpload] = weakref.WeakSet()
         self._handlers = _Handlers()
         self._hub_at: float | None = None
         self._closed = False
-        self._listener = socket.create_server(
-            (self.url.host, self.url.port), backlog=self.config.listen_backlog
-        )
-        self.port = int(self._listener.getsockname()[1])
+        listen = endpoint(BACKEND, self.url).listen
+        self._listener: socket.socket = listen(self.url, self.config.listen_backlog)
+        self.port = bound_port(self._listener.getsockname())
         self._log_listening()
         self._stop_r, self._stop_w = socket.socketpair()
         self._acceptor = threading.Thread(target=self._accept, name="streamproto-accept")
@@ -434,8 +565,8 @@ class Server(ServerBase[ServerProducer, ServerUpload]):
         self._acceptor.start()
         self._timer.start()
 
-    def _producer(self, producer: Producer) -> ServerProducer:
-        return ServerProducer(self, producer)
+    def _producer(self, producer: Producer) -> ServerProducer[Any]:
+        return ServerProducer(producer, server=self)
 
     def _upload(self, reader: UploadReader) -> ServerUpload:
         return ServerUpload(self, reader)
@@ -473,7 +604,7 @@ class Server(ServerBase[ServerProducer, ServerUpload]):
                     log.exception("accept failed")
                     time.sleep(0.05)  # out of descriptors, say: let some close
                     continue
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                _ready(sock)
                 with self._lock:
                     conn = _Connection(self, sock)
                     self.drivers.add(conn)
@@ -510,6 +641,7 @@ class Server(ServerBase[ServerProducer, ServerUpload]):
         self._stop_w.send(b"x")
         self._acceptor.join()
         self._listener.close()
+        self.url.unbind()
         with self._changed:
             self._changed.wait_for(lambda: not self.drivers, timeout)
             self._closed = True
@@ -548,12 +680,13 @@ def serve(
     http: HttpOptions | None = None,
     trace: Tracer | None = None,
 ) -> Server:
-    """Serve ``hub`` at ``url`` (``tcp://host:port``, ``ws://host:port/path`` or
+    """Serve ``hub`` at ``url`` (``tcp://host:port``, ``ws://host:port/path``,
     ``http://host:port``: SSE and HTTP as spec/HTTP.md says, with ``http`` options, and
-    WebSocket upgrades; port 0 picks a free one, see :attr:`Server.address`) from threads of
-    its own. ``hub`` None serves a :func:`transports.new_hub` (128-bit random ids), as
-    :attr:`Server.hub`. ``trace`` gets a record per frame of every connection (see
-    :mod:`transports.trace`)."""
+    WebSocket upgrades, ``unix:///path``, or a scheme registered with
+    :func:`transports.adapter.register_scheme`; port 0 picks a free one, see
+    :attr:`Server.address`) from threads of its own. ``hub`` None serves a
+    :func:`transports.new_hub` (128-bit random ids), as :attr:`Server.hub`. ``trace`` gets a
+    record per frame of every connection (see :mod:`transports.trace`)."""
     return Server(hub, url, config, http, trace)
 
 
@@ -571,6 +704,23 @@ class Subscription(SubscriptionBase[_T]):
         self._cond = threading.Condition(client._lock)
         core.notify = self._cond.notify_all
 
+    @overload
+    def decoded(self: Subscription[bytes], codec: Codec[_W]) -> Subscription[_W]: ...
+
+    @overload
+    def decoded(self: Subscription[bytes | Gap], codec: Codec[_W]) -> Subscription[_W | Gap]: ...
+
+    def decoded(self, codec: Codec[Any]) -> Subscription[Any]:
+        """This subscription, handing out the values ``codec`` decodes (e.g.
+        :data:`streamproto.JSON`, or ``JsonCodec[T]()`` for values typed ``T``) instead of
+        payloads: ``for value in client.open(...).decoded(JSON)``. Call it before
+        iterating. A payload the codec cannot decode raises
+        :class:`streamproto.DecodeError` (DECODE_FAILED, with its ``seq`` and ``data``) out
+        of the loop once the values before it were handed out; the loop ends there, as for
+        any error."""
+        self._use(codec)
+        return self
+
     def accepted(self, timeout: float | None = None) -> str:
         """Wait until the server accepted the request; returns the stream id."""
         with self._cond:
@@ -579,7 +729,7 @@ class Subscription(SubscriptionBase[_T]):
             return self._core.stream_id
 
     def __iter__(self) -> Iterator[_T]:
-        return self._iterate(self._core.poll)
+        return self._iterate(self._core.poller)
 
     def batches(self, max_chunks: int | None = None) -> Iterator[list[_T]]:
         """``for batch in sub.batches()``: lists of the payloads that have arrived (at most
@@ -708,6 +858,36 @@ class Client(ClientBase[Subscription[bytes], Subscription[bytes | Gap]]):
             except OSError:
                 continue
 
+    def status(self, channel: str, stream_id: str) -> StreamEntry:
+        """As the async clients' ``status``, blocking (at most the client's timeout)."""
+        return self._ask(QueryRequest(QueryOp.STATUS, channel, stream_id)).entry()
+
+    def list_streams(
+        self,
+        channel: str,
+        *,
+        status: StreamState | Iterable[StreamState] | None = None,
+        after: str = "",
+        limit: int = 100,
+    ) -> StreamPage:
+        """As the async clients' ``list_streams``, blocking."""
+        return self._ask(
+            QueryRequest(QueryOp.LIST, channel, after, state_mask(status), limit)
+        ).page()
+
+    def delete(self, channel: str, stream_id: str) -> StreamEntry:
+        """As the async clients' ``delete``, blocking."""
+        return self._ask(QueryRequest(QueryOp.DELETE, channel, stream_id)).entry()
+
+    def _ask(self, request: QueryRequest) -> QueryCore:
+        self._wait_ready(self._timeout)
+        cond = threading.Condition(self._lock)
+        q = self._query(request, cond.notify_all)
+        with cond:
+            if not cond.wait_for(lambda: q.done, self._timeout):
+                raise TimeoutError("no answer in time")
+        return q
+
     def _wait_ready(self, timeout: float | None = None) -> None:
         core = self.core
         with self._changed:
@@ -774,8 +954,10 @@ def connect(
     :class:`Backoff`) reconnects and resumes after a lost connection; pass
     ``Backoff(attempts=0)`` to disable it. ``trace`` gets a record per frame (see
     :mod:`transports.trace`)."""
+    target = parse_url(url)
+    endpoint(BACKEND, target)  # an unknown scheme fails here, not in the reconnect loop
     core = ClientCore(
-        parse_url(url),
+        target,
         config=config,
         auth=auth,
         clock=time.monotonic,

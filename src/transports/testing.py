@@ -254,7 +254,9 @@ def loop_thread(flavour: str) -> LoopThread:
 
 TEST_CHANNELS = {
     "test:open": ChannelOptions(replay=Window(chunks=100_000, nbytes=64 << 20)),
-    "test:streams": ChannelOptions(replay=Window(chunks=100_000, nbytes=64 << 20)),
+    "test:streams": ChannelOptions(
+        replay=Window(chunks=100_000, nbytes=64 << 20), allow_delete=True
+    ),
     "test:small": ChannelOptions(replay=Window(chunks=16, nbytes=1 << 20)),
     "test:drop": ChannelOptions(default_policy=OverflowPolicy.DROP_OLDEST),
     "test:block": ChannelOptions(default_policy=OverflowPolicy.BLOCK),
@@ -677,6 +679,22 @@ class ClientProxy:
     def raw_subscribe(self, *args: Any, **kwargs: Any) -> Any:
         """The backend's own subscription object, not iterated yet."""
         return self.thread.call(lambda: self.client.subscribe(*args, **kwargs))
+
+    def status(self, channel: str, stream_id: str) -> Any:
+        """The client's ``status``."""
+        return self.thread.call(lambda: self.client.status(channel, stream_id))
+
+    def list_streams(self, channel: str, **kwargs: Any) -> Any:
+        """The client's ``list_streams``."""
+        return self.thread.call(lambda: self.client.list_streams(channel, **kwargs))
+
+    def delete(self, channel: str, stream_id: str) -> Any:
+        """The client's ``delete``."""
+        return self.thread.call(lambda: self.client.delete(channel, stream_id))
+
+    def raw_open(self, *args: Any, **kwargs: Any) -> Any:
+        """The backend's own subscription object of an OPEN, not iterated yet."""
+        return self.thread.call(lambda: self.client.open(*args, **kwargs))
 
     def wait_accepted(self, sub: Any) -> str:
         """Block until the server accepted ``sub`` (a backend subscription object)."""

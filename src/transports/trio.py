@@ -21,20 +21,25 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from types import TracebackType
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, overload
 
 import trio
 
 from streamproto import Config, ErrorCode, HttpOptions, Hub, Producer, UploadReader, WriteResult
+from streamproto._codec import Codec
 
 from ._common import (
+    _V,
     FLUSH_SLICE,
+    AsyncProducerBase,
+    AsyncQueries,
     Backoff,
     ClientBase,
     ClientCore,
     Gap,
     Pacer,
-    ProducerBase,
+    QueryCore,
+    QueryRequest,
     ServerBase,
     ServerDriver,
     ServerUploadBase,
@@ -49,10 +54,23 @@ from ._common import (
     parse_url,
     read_upload,
 )
+from ._schemes import (
+    HTTP,
+    TCP,
+    UNIX,
+    WS,
+    Url,
+    bound_port,
+    endpoint,
+    register_scheme,
+    unix_listener,
+)
 from .trace import Tracer
 
 #: What a subscription hands out: ``bytes``, or ``bytes | Gap`` with ``on_gap="item"``.
 _T = TypeVar("_T")
+#: What a codec decodes payloads into.
+_W = TypeVar("_W")
 #: What a ``_Chunks`` iterator yields: an item, or a batch (a list) of them.
 _I = TypeVar("_I")
 
@@ -70,6 +88,33 @@ __all__ = [
 _RECEIVE = 65536
 #: How long a closing socket gets to write its goodbye.
 _LINGER = 1.0
+
+
+# -- urls ---------------------------------------------------------------------------------------
+
+#: This backend's name in the scheme registry (:func:`transports.adapter.register_scheme`).
+BACKEND = "trio"
+
+
+async def _listen_tcp(url: Url, backlog: int) -> list[trio.abc.Listener[trio.abc.Stream]]:
+    return list(await trio.open_tcp_listeners(url.port, host=url.host, backlog=backlog))
+
+
+async def _connect_tcp(url: Url) -> trio.abc.Stream:
+    return await trio.open_tcp_stream(url.host, url.port)
+
+
+async def _listen_unix(url: Url, backlog: int) -> list[trio.abc.Listener[trio.abc.Stream]]:
+    return [trio.SocketListener(trio.socket.from_stdlib_socket(unix_listener(url.path, backlog)))]
+
+
+async def _connect_unix(url: Url) -> trio.abc.Stream:
+    return await trio.open_unix_socket(url.path)
+
+
+for _scheme in (TCP, WS, HTTP):
+    register_scheme(BACKEND, _scheme, listen=_listen_tcp, connect=_connect_tcp)
+register_scheme(BACKEND, UNIX, listen=_listen_unix, connect=_connect_unix)
 
 
 async def _tick(pacer: Pacer, chunks: int, nbytes: int) -> None:
@@ -115,7 +160,7 @@ def _unwrap() -> Iterator[None]:
 
 
 async def _read(
-    stream: trio.SocketStream,
+    stream: trio.abc.Stream,
     side: Side,
     wake: _Wake,
     cancel: Callable[[], None],
@@ -127,7 +172,7 @@ async def _read(
             data = await stream.receive_some(_RECEIVE)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             data = b""
-        side.receive(data)
+        side.receive(bytes(data))
         wake.set()
         if side.stalled:  # the writer is stuck in a send the peer never takes
             cancel()
@@ -138,7 +183,7 @@ async def _read(
 
 
 async def _write(
-    stream: trio.SocketStream,
+    stream: trio.abc.Stream,
     side: Side,
     wake: _Wake,
     after: Callable[[], None],
@@ -170,7 +215,7 @@ async def _write(
 
 
 async def _run_socket(
-    stream: trio.SocketStream,
+    stream: trio.abc.Stream,
     side: Side,
     wake: _Wake,
     scope: trio.CancelScope,
@@ -212,27 +257,43 @@ async def _run_handler(
 # -- producer side ------------------------------------------------------------------------------
 
 
-class ServerProducer(ProducerBase):
+class ServerProducer(AsyncProducerBase[_V]):
     """A stream's writing end for trio code: ``await write`` waits under the BLOCK policy;
-    ``aborted`` is set when the last subscriber cancelled."""
+    ``aborted`` is set when the last subscriber cancelled (``abort_reason`` says why).
+    ``await pipe(source)`` writes an async iterable and ends the stream. Values are
+    ``bytes``, or what the channel's codec encodes (``ServerProducer[T]``).
 
-    def __init__(self, server: Server, producer: Producer) -> None:
-        super().__init__(server, producer)
+    Outside our servers (a hub run by another framework in this trio run), wrap a hub
+    producer yourself: ``ServerProducer(channel.start(), codec=JSON)``."""
+
+    aborted: trio.Event
+
+    def _signals(self) -> None:
         self.aborted = trio.Event()
         self._writable = _Wake()
-        self._pacer = Pacer()
-        producer.on_abort = self.aborted.set
-        producer.on_writable = self._writable.set
+        self.producer.on_writable = self._writable.set
 
-    async def write(self, chunk: bytes) -> None:
-        """Write ``chunk``; waits while a BLOCK subscriber has no room."""
+    @contextlib.asynccontextmanager
+    async def _interrupting(self) -> AsyncIterator[None]:
+        with trio.CancelScope() as scope:  # a cancel of this scope ends at its exit
+            self._interrupt = scope.cancel
+            try:
+                yield
+            finally:
+                self._interrupt = None
+
+    async def write(self, value: _V) -> None:
+        """Write ``value``; waits while a BLOCK subscriber has no room."""
+        codec = self.codec  # (inline: this is the per-chunk path)
+        chunk: bytes = value if codec is None else codec.encode(value)  # type: ignore[assignment]
         while self.producer.write(chunk) is not WriteResult.ACCEPTED:
             await self._writable.wait()
         await _tick(self._pacer, 1, len(chunk))
 
-    async def write_many(self, chunks: Sequence[bytes]) -> None:
-        """Write ``chunks`` in order, as that many ``write`` calls would, for much less per
+    async def write_many(self, values: Sequence[_V]) -> None:
+        """Write ``values`` in order, as that many ``write`` calls would, for much less per
         chunk; waits while a BLOCK subscriber has no room for the next one."""
+        chunks = self._encode_many(values)
         rest = chunks
         while rest:
             written, result = self.producer.write_many(rest)
@@ -277,7 +338,7 @@ class _Connection:
         self.scope = trio.CancelScope()
 
 
-class Server(ServerBase[ServerProducer, ServerUpload]):
+class Server(ServerBase[ServerProducer[Any], ServerUpload]):
     """A running server (from :func:`serve`); its tasks live until :meth:`shutdown`."""
 
     def __init__(
@@ -298,8 +359,8 @@ class Server(ServerBase[ServerProducer, ServerUpload]):
         self._idle = _Wake()
         self._closed = False
 
-    def _producer(self, producer: Producer) -> ServerProducer:
-        return ServerProducer(self, producer)
+    def _producer(self, producer: Producer) -> ServerProducer[Any]:
+        return ServerProducer(producer, server=self)
 
     def _upload(self, reader: UploadReader) -> ServerUpload:
         return ServerUpload(self, reader)
@@ -319,20 +380,20 @@ class Server(ServerBase[ServerProducer, ServerUpload]):
         with self._scope:
             async with trio.open_nursery() as nursery:
                 self._tasks = nursery
-                listeners = await trio.open_tcp_listeners(
-                    self.url.port, host=self.url.host, backlog=self.config.listen_backlog
-                )
-                self.port = int(listeners[0].socket.getsockname()[1])
+                listen = endpoint(BACKEND, self.url).listen
+                listeners = await listen(self.url, self.config.listen_backlog)
+                sock = getattr(listeners[0], "socket", None)
+                self.port = 0 if sock is None else bound_port(sock.getsockname())
                 self._log_listening()
                 nursery.start_soon(self._listen, listeners)
                 nursery.start_soon(self._hub_timer)
                 task_status.started()
 
-    async def _listen(self, listeners: list[trio.SocketListener]) -> None:
+    async def _listen(self, listeners: list[trio.abc.Listener[trio.abc.Stream]]) -> None:
         with self._listening:
             await trio.serve_listeners(self._handle, listeners, handler_nursery=self._tasks)
 
-    async def _handle(self, stream: trio.SocketStream) -> None:
+    async def _handle(self, stream: trio.abc.Stream) -> None:
         wake = _Wake()
         framing = self.url.framing(client=False)
         driver = self._driver(framing, trio.current_time, wake.set)
@@ -379,6 +440,7 @@ class Server(ServerBase[ServerProducer, ServerUpload]):
         self._log_shutdown(timeout)
         try:
             self._listening.cancel()
+            self.url.unbind()
             self._goaway(ErrorCode.NO_ERROR)
             with trio.move_on_after(timeout):
                 while self.drivers:
@@ -400,9 +462,11 @@ async def serve(
     http: HttpOptions | None = None,
     trace: Tracer | None = None,
 ) -> AsyncIterator[Server]:
-    """Serve ``hub`` at ``url`` (``tcp://host:port``, ``ws://host:port/path`` or
+    """Serve ``hub`` at ``url`` (``tcp://host:port``, ``ws://host:port/path``,
     ``http://host:port``: SSE and HTTP as spec/HTTP.md says, with ``http`` options, and
-    WebSocket upgrades; port 0 picks a free one, see :attr:`Server.address`):
+    WebSocket upgrades, ``unix:///path``, or a scheme registered with
+    :func:`transports.adapter.register_scheme`; port 0 picks a free one, see
+    :attr:`Server.address`):
     ``async with serve(hub, url) as server``.
     Leaving the block shuts the server down. ``hub`` None serves a
     :func:`transports.new_hub` (128-bit random ids), as :attr:`Server.hub`."""
@@ -430,6 +494,23 @@ class Subscription(SubscriptionBase[_T]):
         self._wake = _Wake()
         core.notify = self._wake.set
 
+    @overload
+    def decoded(self: Subscription[bytes], codec: Codec[_W]) -> Subscription[_W]: ...
+
+    @overload
+    def decoded(self: Subscription[bytes | Gap], codec: Codec[_W]) -> Subscription[_W | Gap]: ...
+
+    def decoded(self, codec: Codec[Any]) -> Subscription[Any]:
+        """This subscription, handing out the values ``codec`` decodes (e.g.
+        :data:`streamproto.JSON`, or ``JsonCodec[T]()`` for values typed ``T``) instead of
+        payloads: ``async for value in client.open(...).decoded(JSON)``. Call it before
+        iterating. A payload the codec cannot decode raises
+        :class:`streamproto.DecodeError` (DECODE_FAILED, with its ``seq`` and ``data``) out
+        of the loop once the values before it were handed out; the loop ends there, as for
+        any error."""
+        self._use(codec)
+        return self
+
     async def accepted(self) -> str:
         """Wait until the server accepted the request; returns the stream id."""
         while not self._core.check_accepted():
@@ -437,7 +518,7 @@ class Subscription(SubscriptionBase[_T]):
         return self._core.stream_id
 
     def __aiter__(self) -> _Chunks[_T]:
-        return _Chunks(self, self._core.poll)
+        return _Chunks(self, self._core.poller)
 
     def batches(self, max_chunks: int | None = None) -> _Chunks[list[_T]]:
         """``async for batch in sub.batches()``: lists of the payloads that have arrived (at
@@ -534,7 +615,7 @@ class Upload(UploadBase):
                 raise core.error
 
 
-class Client(ClientBase[Subscription[bytes], Subscription[bytes | Gap]]):
+class Client(ClientBase[Subscription[bytes], Subscription[bytes | Gap]], AsyncQueries):
     """A connection to a streamproto server that reconnects and resumes (from :func:`connect`)."""
 
     def __init__(self, core: ClientCore) -> None:
@@ -547,7 +628,7 @@ class Client(ClientBase[Subscription[bytes], Subscription[bytes | Gap]]):
         self._closing = False
         core.on_ready = self._ready.set
 
-    async def _run(self, stream: trio.SocketStream | None) -> None:
+    async def _run(self, stream: trio.abc.Stream | None) -> None:
         core = self.core
         with self._task:
             try:
@@ -560,7 +641,7 @@ class Client(ClientBase[Subscription[bytes], Subscription[bytes | Gap]]):
             finally:
                 self._done.set()
 
-    async def _reconnect(self) -> trio.SocketStream | None:
+    async def _reconnect(self) -> trio.abc.Stream | None:
         core = self.core
         while True:
             delay = core.reconnect_delay()
@@ -569,9 +650,18 @@ class Client(ClientBase[Subscription[bytes], Subscription[bytes | Gap]]):
                 return None
             await trio.sleep(delay)
             try:
-                return await trio.open_tcp_stream(core.url.host, core.url.port)
+                stream: trio.abc.Stream = await endpoint(BACKEND, core.url).connect(core.url)
             except OSError:
                 continue
+            return stream
+
+    async def _ask(self, request: QueryRequest) -> QueryCore:
+        await self._wait_ready()
+        wake = _Wake()
+        q = self._query(request, wake.set)
+        while not q.done:
+            await wake.wait()
+        return q
 
     async def _wait_ready(self) -> None:
         while not self.core.ready:
@@ -634,8 +724,10 @@ async def connect(
     ``reconnect`` (default: a :class:`Backoff`) reconnects and resumes after a lost
     connection; pass ``Backoff(attempts=0)`` to disable it. ``trace`` gets a record per frame
     (see :mod:`transports.trace`)."""
+    target = parse_url(url)
+    endpoint(BACKEND, target)  # an unknown scheme fails here, not in the reconnect loop
     core = ClientCore(
-        parse_url(url),
+        target,
         config=config,
         auth=auth,
         clock=trio.current_time,
@@ -648,7 +740,7 @@ async def connect(
         async with trio.open_nursery() as nursery:
             try:
                 with trio.move_on_after(timeout) as scope:
-                    stream = await trio.open_tcp_stream(core.url.host, core.url.port)
+                    stream = await endpoint(BACKEND, core.url).connect(core.url)
                     nursery.start_soon(client._run, stream)
                     await client._wait_ready()
                 if scope.cancelled_caught:

@@ -25,6 +25,7 @@ import attrs
 from .._config import Config
 from .._connection import WriteResult
 from .._errors import ErrorCode, LocalProtocolError
+from .._frames import StreamState
 
 __all__ = [
     "CONFORMANCE_CLIENT_WINDOW",
@@ -96,7 +97,8 @@ class SubscriptionUnderTest(Protocol):
 class ServerUnderTest(Protocol):
     """A server of the adapter under test, serving a hub with the conformance channels:
 
-    ``test:streams`` and ``test:open`` keep 100,000 chunks for replay; ``test:small`` keeps the
+    ``test:streams`` and ``test:open`` keep 100,000 chunks for replay (``test:streams`` lets
+    clients delete its streams); ``test:small`` keeps the
     last 16; ``test:drop``, ``test:block`` and ``test:error`` default to that overflow policy;
     OPEN on ``test:open`` with args ``b"COUNT:DELAY_MS"`` writes ``b"0"``, ``b"1"``, ... with a
     pause between chunks and ends, stopping once the producer is aborted (counted by
@@ -135,8 +137,28 @@ class ClientUnderTest(Protocol):
     def subscribe(self, channel: str, stream_id: str) -> SubscriptionUnderTest:
         """Subscribe and start iterating at once."""
 
-    def open(self, channel: str, args: bytes) -> SubscriptionUnderTest:
-        """Open a stream with ``args`` and start iterating at once."""
+    def open(
+        self, channel: str, args: bytes, *, stream_id: str = "", join: bool = False
+    ) -> SubscriptionUnderTest:
+        """Open a stream with ``args`` (and ``stream_id``, ``join`` as the client's ``open``
+        takes them) and start iterating at once."""
+
+    def raw_open(
+        self, channel: str, args: bytes, *, stream_id: str = "", join: bool = False
+    ) -> Any:
+        """Open without iterating (a requester that has not read yet); the result has
+        ``joined`` once accepted."""
+
+    def status(self, channel: str, stream_id: str) -> Any:
+        """The client's ``status``: an entry with ``state``, ``code``, ``first_seq`` and
+        ``last_seq``; raises with ``code`` if refused."""
+
+    def list_streams(self, channel: str, **kwargs: Any) -> Any:
+        """The client's ``list_streams`` (``status``, ``after``, ``limit``): a page with
+        ``entries`` and ``next``."""
+
+    def delete(self, channel: str, stream_id: str) -> Any:
+        """The client's ``delete``: the entry as it was."""
 
     def raw_subscribe(self, channel: str, stream_id: str, *, on_gap: str = "raise") -> Any:
         """Subscribe without iterating (a consumer that has not read yet)."""
@@ -411,6 +433,75 @@ def _buffered_chunks_survive_a_reconnect(make: PairFactory) -> None:
         _expect(items == [b"%03d" % i for i in range(100)], "every chunk exactly once")
 
 
+def _open_is_lossless_by_default(make: PairFactory) -> None:
+    """An OPEN's own stream is lossless by default: a requester that has not read yet holds
+    its producer back instead of losing chunks to an overflow gap (R-OVF-6)."""
+    with make(_slow_options()) as (_server, client):
+        sub = client.raw_open("test:open", b"2000:0")
+        client.wait_accepted(sub)
+        client.pause(0.3)  # the producer fills the window and the queue; nobody reads
+        items, error = client.collect(sub)
+        _expect(error is None, f"no gap and a normal end, not {error!r}")
+        _expect(items == [b"%d" % i for i in range(2000)], "every chunk, in order")
+
+
+def _run_or_join(make: PairFactory) -> None:
+    """Two OPENs of one stream id with JOIN share one producer, and both requesters read
+    the whole stream from seq 1 (R-JOIN-1, R-JOIN-4)."""
+    with make(PairOptions()) as (_server, client):
+        first = client.open("test:open", b"300:1", stream_id="shared", join=True)
+        _expect(len(first.take(20)) == 20, "the first requester reads")
+        second = client.raw_open("test:open", b"300:1", stream_id="shared", join=True)
+        _expect(client.wait_accepted(second) == "shared", "the joiner is accepted")
+        _expect(second.joined, "the joiner's ACCEPT says JOINED")
+        want = [b"%d" % i for i in range(300)]
+        rest, error = client.collect(second)
+        _expect(error is None, f"the joiner ends normally, not {error!r}")
+        _expect(rest == want, "the joiner reads the whole stream from seq 1")
+        _expect(first.rest() == want[20:], "the first requester reads the rest")
+        _expect(first.error is None, f"a normal end, not {first.error!r}")
+
+
+def _stream_status(make: PairFactory) -> None:
+    """Stream status and discovery: a status query answers missing, open with its last seq,
+    ended or failed with its code, without subscribing; a listing pages through the
+    channel's streams in id order, filtered by state (R-QUERY-1..3)."""
+    with make(PairOptions()) as (server, client):
+        missing = client.status("test:streams", "q0")
+        _expect(missing.state is StreamState.MISSING, f"MISSING, not {missing}")
+        for name in ("q1", "q2", "q3"):
+            server.start("test:streams", name)
+        server.write("q1", b"a", b"b", b"c")
+        server.close_stream("q2")
+        open_ = client.status("test:streams", "q1")
+        _expect((open_.state, open_.last_seq) == (StreamState.OPEN, 3), f"OPEN at 3, not {open_}")
+        ended = client.status("test:streams", "q2")
+        _expect(ended.state is StreamState.ENDED, f"ENDED, not {ended}")
+        first = client.list_streams("test:streams", limit=2)
+        _expect([e.stream_id for e in first.entries] == ["q1", "q2"], f"page 1: {first}")
+        _expect(first.next == "q2", f"a next page after q2, not {first.next!r}")
+        rest = client.list_streams("test:streams", after=first.next, limit=2)
+        _expect([e.stream_id for e in rest.entries] == ["q3"] and not rest.next, f"{rest}")
+        live = client.list_streams("test:streams", status=StreamState.OPEN)
+        _expect([e.stream_id for e in live.entries] == ["q1", "q3"], f"open ones: {live}")
+
+
+def _stream_delete(make: PairFactory) -> None:
+    """Deleting a stream ends its reader with STREAM_DELETED, and the stream is missing
+    afterwards (R-QUERY-4)."""
+    with make(PairOptions()) as (server, client):
+        server.start("test:streams", "doomed")
+        server.write("doomed", b"x")
+        sub = client.subscribe("test:streams", "doomed")
+        _expect(sub.take(1) == [b"x"], "the first chunk")
+        was = client.delete("test:streams", "doomed")
+        _expect(was.state is StreamState.OPEN, f"it was OPEN, not {was}")
+        sub.rest()
+        _expect(_code(sub.error) == ErrorCode.STREAM_DELETED, f"STREAM_DELETED: {sub.error!r}")
+        gone = client.status("test:streams", "doomed")
+        _expect(gone.state is StreamState.MISSING, f"MISSING afterwards, not {gone}")
+
+
 #: Every scenario by name, in the order :func:`check_adapter` runs them.
 SCENARIOS: Mapping[str, Callable[[PairFactory], None]] = {
     "subscribe_and_receive": _subscribe_and_receive,
@@ -427,6 +518,10 @@ SCENARIOS: Mapping[str, Callable[[PairFactory], None]] = {
     "chunks_larger_than_a_frame": _chunks_larger_than_a_frame,
     "shutdown_sends_goaway": _shutdown_sends_goaway,
     "buffered_chunks_survive_a_reconnect": _buffered_chunks_survive_a_reconnect,
+    "open_is_lossless_by_default": _open_is_lossless_by_default,
+    "run_or_join": _run_or_join,
+    "stream_status": _stream_status,
+    "stream_delete": _stream_delete,
 }
 
 

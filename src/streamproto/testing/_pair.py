@@ -42,6 +42,7 @@ from .._frames import (
     MAX_FRAME_SIZE_LIMIT,
     PROTOCOL_VERSION,
     Data,
+    Feature,
     Frame,
     FrameDecoder,
     GapReason,
@@ -325,11 +326,13 @@ class ConnectionPair:
         resume_token: str = "token",  # noqa: S107 - an opaque test value
         *,
         resumed: bool = False,
+        features: Feature = Feature.QUERIES,
     ) -> Transfer:
-        """HELLO, then ``accept_handshake``, then WELCOME, checking both events."""
+        """HELLO, then ``accept_handshake`` (announcing ``features``), then WELCOME,
+        checking both events."""
         first = self._hello()
         self.server.accept_handshake(
-            session_id=session_id, resume_token=resume_token, resumed=resumed
+            session_id=session_id, resume_token=resume_token, resumed=resumed, features=features
         )
         second = self.transfer()
         completed = second.client[0] if len(second.client) == 1 else None
@@ -405,6 +408,7 @@ class ConnectionPair:
         credit_bytes: int | None = None,
         policy: OverflowPolicy = OverflowPolicy.DEFAULT,
         priority: int = 0,
+        join: bool = False,
     ) -> int:
         """Client ``open``; the server must report the same :class:`OpenRequested`."""
         handle = self.client.open(
@@ -415,8 +419,11 @@ class ConnectionPair:
             credit_bytes=credit_bytes,
             policy=policy,
             priority=priority,
+            join=join,
         )
-        self._expect_request(OpenRequested(handle, channel, stream_id, args, policy, priority))
+        self._expect_request(
+            OpenRequested(handle, channel, stream_id, args, policy, priority, join)
+        )
         return handle
 
     def upload(self, channel: str, stream_id: str = "", args: bytes = b"") -> int:
@@ -456,15 +463,21 @@ class ConnectionPair:
         first_seq: int = 1,
         last_seq: int = 0,
         policy: OverflowPolicy | None = None,
+        joined: bool = False,
     ) -> Transfer:
         """Server ``accept``; the client must report :class:`RequestAccepted` with the same
         seqs, then the EVICTED gap the request's ``after_seq`` and ``first_seq`` imply."""
         if not self.server.accept(
-            handle, stream_id=stream_id, first_seq=first_seq, last_seq=last_seq, policy=policy
+            handle,
+            stream_id=stream_id,
+            first_seq=first_seq,
+            last_seq=last_seq,
+            policy=policy,
+            joined=joined,
         ):
             raise AssertionError(f"accept({handle}) found the handle closed")
         t = self.transfer()
-        want: list[Event] = [RequestAccepted(handle, stream_id, first_seq, last_seq)]
+        want: list[Event] = [RequestAccepted(handle, stream_id, first_seq, last_seq, joined)]
         request = self.requests.get(handle)
         start: int | None = None  # tail subscriptions and uploads have no gap
         if isinstance(request, OpenRequested):

@@ -47,7 +47,12 @@ from .._frames import (
     OverflowPolicy,
     Ping,
     Pong,
+    Query,
+    QueryOp,
     Reject,
+    StreamEntry,
+    Streams,
+    StreamState,
     Subscribe,
     Unknown,
     Unsubscribe,
@@ -101,9 +106,9 @@ FRAME_STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
     Subscribe: st.builds(
         Subscribe, handles, text, text, u64, st.booleans(), u32, u32, policies, u8
     ),
-    Open: st.builds(Open, handles, text, text, u32, u32, policies, u8, blobs),
+    Open: st.builds(Open, handles, text, text, u32, u32, policies, u8, blobs, st.booleans()),
     Upload: st.builds(Upload, handles, text, text, blobs),
-    Accept: st.builds(Accept, handles, text, u64, u64, u32, u32),
+    Accept: st.builds(Accept, handles, text, u64, u64, u32, u32, st.booleans()),
     Reject: st.builds(Reject, handles, u16, text),
     Data: data_frames(),
     Gap: gap_frames(),
@@ -113,6 +118,15 @@ FRAME_STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
     Unsubscribe: st.builds(Unsubscribe, handles),
     UploadCancel: st.builds(UploadCancel, handles, u16, text),
     Credit: st.builds(Credit, handles, u32, u32),
+    Query: st.builds(Query, handles, st.sampled_from(QueryOp), text, text, u8, u16),
+    Streams: st.builds(
+        Streams,
+        handles,
+        st.lists(
+            st.builds(StreamEntry, text, st.sampled_from(StreamState), u16, u64, u64), max_size=4
+        ).map(tuple),
+        text,
+    ),
     Unknown: st.builds(Unknown, st.sampled_from(UNKNOWN_TYPES), u8, u32, blobs),
 }
 

@@ -1,0 +1,160 @@
+"""Embedding: one hub behind several listeners, shut down as one (``Hub.shutdown`` through
+``transports.embedding.shutdown_hub``), its connections listed and closed one by one."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+
+import pytest
+import trio
+from test_docs_snippets import blocks
+
+from streamproto import ErrorCode, LocalProtocolError
+from transports import Backoff, StreamError, new_hub
+from transports import asyncio as aio
+from transports import trio as tri
+from transports.embedding import shutdown_hub
+
+CH = "demo:tokens"
+NO_RETRY = Backoff(attempts=0)
+DEADLINE = 20.0  # generous: a loaded 2-core machine
+
+
+@pytest.fixture
+def socket_path() -> Iterator[str]:
+    path = tempfile.mkdtemp(prefix="sp-")
+    try:
+        yield os.path.join(path, "hub.sock")
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+async def _until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"waited {DEADLINE} s for {what}")
+        await asyncio.sleep(0.01)
+
+
+def test_one_hub_two_listeners_shut_down_as_one(socket_path: str) -> None:
+    async def main() -> None:
+        hub = new_hub()
+        tcp = await aio.serve(hub, "tcp://127.0.0.1:0")
+        unix = await aio.serve(hub, f"unix://{socket_path}")
+        tcp.channel(CH)
+        producer = tcp.producer(CH, "s1")
+        watcher = await aio.connect(tcp.address, reconnect=NO_RETRY)
+        idle = await aio.connect(unix.address, reconnect=NO_RETRY)
+        sub = watcher.subscribe(CH, "s1")
+        await sub.accepted()
+        # The registry lists both, whichever listener attached them, with the ids the
+        # servers' statistics and logs use.
+        ids = {c.id for s in (tcp, unix) for c in s.statistics().connections}
+        assert {p.id for p in hub.peers()} == ids
+        assert hub.peer_count == 2
+
+        loop = asyncio.get_running_loop()
+        stopping = asyncio.ensure_future(
+            shutdown_hub(hub, DEADLINE, sleep=asyncio.sleep, clock=loop.time)
+        )
+        # The idle connection has nothing to drain: it ends; the watcher's stream goes on.
+        await _until(lambda: hub.peer_count == 1, "the idle connection to end")
+        assert not stopping.done()
+        await producer.write(b"after the goaway")
+        producer.close()
+        assert [chunk async for chunk in sub] == [b"after the goaway"]
+        assert await stopping == 0  # everyone drained in time
+        assert hub.peers() == ()
+        # New connections are refused while the hub is shutting down (on either listener).
+        with pytest.raises(StreamError) as refused:
+            await aio.connect(unix.address, reconnect=NO_RETRY)
+        assert refused.value.code == ErrorCode.SERVER_SHUTDOWN
+        for client in (watcher, idle):
+            await client.close()
+        for server in (tcp, unix):
+            await server.shutdown(1.0)
+
+    asyncio.run(main())
+
+
+def test_connections_that_do_not_drain_in_time_are_closed() -> None:
+    async def main() -> None:
+        hub = new_hub()
+        server = await aio.serve(hub, "tcp://127.0.0.1:0")
+        server.channel(CH)
+        server.producer(CH, "forever")
+        client = await aio.connect(server.address, reconnect=NO_RETRY)
+        sub = client.subscribe(CH, "forever")
+        await sub.accepted()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        forced = await shutdown_hub(hub, 0.2, sleep=asyncio.sleep, clock=loop.time)
+        assert forced == 1
+        assert loop.time() - started >= 0.2
+        with pytest.raises(StreamError) as ended:
+            async for _ in sub:
+                pass
+        assert ended.value.code == ErrorCode.SERVER_SHUTDOWN
+        await _until(lambda: hub.peer_count == 0, "the forced connection to end")
+        await client.close()
+        await server.shutdown(1.0)
+
+    asyncio.run(main())
+
+
+def test_one_connection_is_found_by_id_and_closed() -> None:
+    async def main() -> None:
+        hub = new_hub()
+        server = await aio.serve(hub, "tcp://127.0.0.1:0")
+        first = await aio.connect(server.address, reconnect=NO_RETRY)
+        second = await aio.connect(server.address, reconnect=NO_RETRY)
+        await _until(lambda: hub.peer_count == 2, "two connections")
+        target = hub.peers()[0]
+        peer = hub.peer(target.id)
+        assert peer is target
+        peer.close(ErrorCode.EXCESSIVE_LOAD, "you, out")
+        await _until(lambda: hub.peer(target.id) is None, "the connection to close")
+        assert hub.peer_count == 1
+        assert [c.id for c in server.statistics().connections] == [hub.peers()[0].id]
+        for client in (first, second):
+            await client.close()
+        await server.shutdown(1.0)
+
+    asyncio.run(main())
+
+
+def test_shutdown_hub_runs_under_trio_and_checks_its_timeout(socket_path: str) -> None:
+    async def main() -> None:
+        hub = new_hub()
+        async with (
+            tri.serve(hub, f"unix://{socket_path}") as server,
+            tri.connect(server.address, reconnect=NO_RETRY),
+        ):
+            with trio.fail_after(DEADLINE):
+                while hub.peer_count < 1:
+                    await trio.sleep(0.01)
+            forced = await shutdown_hub(hub, DEADLINE, sleep=trio.sleep, clock=trio.current_time)
+            assert forced == 0
+            assert hub.peers() == ()
+
+    trio.run(main)
+
+    async def bad(timeout: float) -> None:
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep
+        await shutdown_hub(new_hub(), timeout, sleep=sleep, clock=time.monotonic)
+
+    for timeout in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(LocalProtocolError, match="timeout must be"):
+            asyncio.run(bad(timeout))
+
+
+def test_the_embedding_page_runs() -> None:
+    found = blocks("embedding.md")
+    assert len(found) == 1
+    exec(compile(found[0], "docs/embedding.md block 0", "exec"), {"__name__": "embedding_doc"})
