@@ -404,18 +404,45 @@ class Connection:
         self._chunks_received = 0
         self._chunks_sent = 0
         self._chunks_dropped = 0
+        #: The client of a :meth:`pair`: WELCOME goes to it directly, not as bytes.
+        self._mate: Connection | None = None
         if role is Role.CLIENT:
             self._state = ConnState.HANDSHAKING
-            settings = (
-                (Setting.MAX_FRAME_SIZE, self._cfg.max_frame_size),
-                (Setting.MAX_CHUNK_SIZE, self._cfg.max_chunk_size),
-                (Setting.KEEPALIVE_MS, round(self._cfg.keepalive * 1000)),
-            )
-            hello = encode(Hello(settings=settings, resume_token=resume_token, auth=auth))
+            hello = encode(self._hello(resume_token, auth))
             _check_handshake_size(hello, "HELLO (its resume token and auth)")
             self._control.append(hello)
         else:
             self._state = ConnState.AWAIT_HELLO
+
+    @classmethod
+    def pair(
+        cls, config: Config | None = None, *, now: float = 0.0, auth: bytes = b""
+    ) -> tuple[Connection, Connection]:
+        """A server and a client Connection joined in memory, for code that serves a hub to
+        another protocol in the same process (the HTTP mapping does).
+
+        The handshake skips the wire: the client's HELLO (with ``auth``) is already with the
+        server, whose ``take_events()`` reports :class:`HandshakeRequested`; what the server
+        then decides reaches the client directly on ``accept_handshake`` (the client's
+        ``take_events()`` reports :class:`HandshakeCompleted`), or as a GOAWAY on
+        ``refuse_handshake``. Everything else goes as bytes, as between any two connections:
+        feed each side's ``data_to_send()`` to the other's ``receive_data``. Returns
+        ``(server, client)``.
+        """
+        server = cls(Role.SERVER, config, now=now)
+        client = cls(Role.CLIENT, config, now=now, auth=auth)
+        client._control.clear()  # its HELLO goes by hand:
+        server._on_hello(client._hello("", auth), server._pending)
+        server._mate = client
+        return server, client
+
+    def _hello(self, resume_token: str, auth: bytes) -> Hello:
+        settings = (
+            (Setting.MAX_FRAME_SIZE, self._cfg.max_frame_size),
+            (Setting.MAX_CHUNK_SIZE, self._cfg.max_chunk_size),
+            (Setting.KEEPALIVE_MS, round(self._cfg.keepalive * 1000)),
+        )
+        return Hello(settings=settings, resume_token=resume_token, auth=auth)
 
     # -- properties -----------------------------------------------------------------------------
 
@@ -941,10 +968,17 @@ class Connection:
             (Setting.MAX_UPLOADS, cfg.max_uploads),
             (Setting.SESSION_GRACE_MS, round(cfg.session_grace * 1000)),
         ) + (((Setting.FEATURES, int(features)),) if features else ())
-        welcome = encode(Welcome(PROTOCOL_VERSION, resumed, settings, session_id, resume_token))
-        _check_handshake_size(welcome, "WELCOME (its session id and resume token)")
-        self._conn_step(ConnInput.SEND_WELCOME, local=True)
-        self._control.append(welcome)
+        welcome = Welcome(PROTOCOL_VERSION, resumed, settings, session_id, resume_token)
+        mate = self._mate
+        if mate is None:
+            data = encode(welcome)
+            _check_handshake_size(data, "WELCOME (its session id and resume token)")
+            self._conn_step(ConnInput.SEND_WELCOME, local=True)
+            self._control.append(data)
+        else:
+            self._conn_step(ConnInput.SEND_WELCOME, local=True)
+            if mate._state is ConnState.HANDSHAKING:  # (not if its application closed it)
+                mate._on_welcome(welcome, mate._pending)
         self._start_keepalive()
         return True
 

@@ -22,6 +22,7 @@ Rules for this file (spec/HTTP.md is the normative text; the R-HTTP numbers are 
 from __future__ import annotations
 
 import enum
+import functools
 import json
 from collections import deque
 from collections.abc import Callable
@@ -32,7 +33,7 @@ import attrs
 
 from . import _sse
 from ._config import Config
-from ._connection import Connection, Role, WriteResult
+from ._connection import Connection, WriteResult
 from ._errors import ErrorCode, LocalProtocolError, code_name
 from ._events import (
     ConnectionTerminated,
@@ -286,6 +287,13 @@ _SSE_HEADERS: Final = (
 _JSON: Final = (("content-type", "application/json"),)
 
 
+@functools.lru_cache(maxsize=16)
+def _pair_config(config: Config) -> Config:
+    # The pair is in memory: no keepalive, no session to resume, credit as the text is taken.
+    # (A listener has one config: derived once, not on every request.)
+    return attrs.evolve(config, keepalive=0, session_grace=0, auto_credit=False)
+
+
 class HttpExchange:
     """One HTTP request to the hub, sans-IO.
 
@@ -345,10 +353,9 @@ class HttpExchange:
         self._close_after = False
         self._upload_ending = False  # END is queued behind the upload's last chunks
         self._stopping = False  # shutdown() was called
-        pair = attrs.evolve(config, keepalive=0, session_grace=0, auto_credit=False)
-        now = clock()
-        self._server = Connection(Role.SERVER, pair, now=now)
-        self._client = Connection(Role.CLIENT, pair, now=now, auth=options.auth(request))
+        self._server, self._client = Connection.pair(
+            _pair_config(config), now=clock(), auth=options.auth(request)
+        )
         self._peer: Peer = hub.attach(self._server, self._wakeup)
         kind = decision.kind
         self._handle = 0

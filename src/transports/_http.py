@@ -67,7 +67,8 @@ class HttpDriver(Stepping):
         self.config = config
         self.options = options
         self.clock = clock
-        self.wakeup = wakeup
+        self._wakeup = wakeup
+        self._receiving = False
         self._websocket = websocket
         self._h11 = h11.Connection(
             h11.SERVER, max_incomplete_event_size=self.options.max_header_bytes
@@ -92,6 +93,13 @@ class HttpDriver(Stepping):
         self.busy = busy
 
     # -- the backend's calls (ServerDriver's interface) -----------------------------------------
+
+    def wakeup(self) -> None:
+        """Ask the backend for a flush; not while ``receive`` runs, after which every backend
+        flushes anyway. (A wakeup from inside would flush before a handler the request started
+        has run: the head would leave alone, and its first event in a second write.)"""
+        if not self._receiving:
+            self._wakeup()
 
     @property
     def handshaking(self) -> bool:
@@ -144,7 +152,11 @@ class HttpDriver(Stepping):
         except h11.RemoteProtocolError:  # pragma: no cover - data after the client closed
             self._done = True
             return
-        self._process()
+        self._receiving = True
+        try:
+            self._process()
+        finally:
+            self._receiving = False
 
     def outgoing(self, max_bytes: int | None = None) -> bytes:
         """Socket bytes to write now."""
