@@ -212,7 +212,9 @@ def test_serve_refuses_what_it_cannot_serve(target: str, message: str) -> None:
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio", "sync"])
-def test_serve_a_bare_hub_on_every_backend(backend: str) -> None:
+def test_serve_a_bare_hub_on_every_backend(tmp_path: Path, backend: str) -> None:
+    """At a tcp://, a ws:// and a unix:// URL; the socket file goes when the server does."""
+    sock = tmp_path / "hub.sock"
     with subprocess.Popen(
         [
             *CLI,
@@ -226,20 +228,24 @@ def test_serve_a_bare_hub_on_every_backend(backend: str) -> None:
             "tcp://127.0.0.1:0",
             "--url",
             "ws://127.0.0.1:0/",
+            "--url",
+            f"unix://{sock}",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     ) as proc:
         assert proc.stdout is not None
-        urls = [proc.stdout.readline().split()[-1] for _ in range(2)]
+        urls = [proc.stdout.readline().split()[-1] for _ in range(3)]
         tails = [run("tail", url, "demo:static", "s") for url in urls]
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=WAIT)
-    assert [(t.returncode, t.stdout) for t in tails] == [(0, "first\nsecond\n")] * 2
+    assert urls[2] == f"unix://{sock}"
+    assert [(t.returncode, t.stdout) for t in tails] == [(0, "first\nsecond\n")] * 3
     assert proc.returncode == 0, err
-    assert err.count("shutting down") == 2
+    assert err.count("shutting down") == 3
     assert err.rstrip().endswith("stopped")
+    assert not sock.exists()
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio", "sync"])
@@ -264,6 +270,10 @@ def test_help_texts_and_the_console_script() -> None:
     assert tail_help.returncode == 0
     assert "--after-seq" in tail_help.stdout
     assert "--format {lines,raw,json,hex}" in tail_help.stdout
+    # URL arguments list the registered schemes (argparse wraps help lines at spaces).
+    for command in ("serve", "tail", "conformance"):
+        text = " ".join(run(command, "--help").stdout.split())
+        assert "http://, tcp://, unix://, ws://" in text, command
 
 
 def test_diagrams_as_today() -> None:

@@ -3,6 +3,7 @@ WebSocket and HTTP; and the runner's own reporting works (JSON, case selection, 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import signal
@@ -10,6 +11,7 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,7 +19,10 @@ from harness import BACKENDS, TRANSPORTS, ServerProxy
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Request
 
+from streamproto import ErrorCode, LocalProtocolError
 from streamproto.__main__ import main
+from transports import _schemes
+from transports._schemes import Scheme
 from transports.conformance import CASES, http_request, run
 
 #: Cases left out of the run against our servers, and why (none today).
@@ -39,64 +44,103 @@ def test_runner_passes_against_our_servers(backend: str, transport: str) -> None
     )
 
 
+@contextlib.contextmanager
+def reference_server(url: str, backend: str, *extra: str) -> Iterator[str]:
+    """``python -m transports.reference URL --backend B``: yields the address it prints once
+    it listens; on the way out, an interrupt must end it with status 0."""
+    command = [sys.executable, "-m", "transports.reference", url, "--backend", backend, *extra]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith(f"reference server on {url.partition(':')[0]}:"), line
+        yield line.split()[-1]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        status = proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+    assert status == 0
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_the_reference_server_runs_on_every_backend(backend: str) -> None:
     """``python -m transports.reference URL --backend B`` says where it listens, serves the
     reference channels (live producers included) and exits cleanly on an interrupt. C36 runs
     here too: with the reference server's default queue (256 chunks) END overtakes the
     queued DATA (R-SUB-8), which the run above, on an 8-chunk queue, never shows."""
-    command = [sys.executable, "-m", "transports.reference", "tcp://127.0.0.1:0"]
-    proc = subprocess.Popen([*command, "--backend", backend], stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line.startswith("reference server on tcp://127.0.0.1:")
-        report = run(line.split()[-1], only={"C01", "C11", "C31", "C36"}, timeout=5.0)
-        assert [(r.id, r.passed, r.detail) for r in report.results] == [
-            ("C01", True, ""),
-            ("C11", True, ""),
-            ("C31", True, ""),
-            ("C36", True, ""),
-        ]
-    finally:
-        proc.send_signal(signal.SIGINT)
-        status = proc.wait(10)
-        if proc.stdout is not None:
-            proc.stdout.close()
-    assert status == 0
+    with reference_server("tcp://127.0.0.1:0", backend) as url:
+        report = run(url, only={"C01", "C11", "C31", "C36"}, timeout=5.0)
+    assert [(r.id, r.passed, r.detail) for r in report.results] == [
+        ("C01", True, ""),
+        ("C11", True, ""),
+        ("C31", True, ""),
+        ("C36", True, ""),
+    ]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_the_reference_server_serves_http_on_every_backend(backend: str) -> None:
     """``python -m transports.reference http://... --allow-origin O`` serves the reference
     channels over HTTP/SSE and WebSocket on one port, with CORS for ``O``."""
-    command = [sys.executable, "-m", "transports.reference", "http://127.0.0.1:0"]
     origin = "http://localhost:8000"
-    proc = subprocess.Popen(
-        [*command, "--backend", backend, "--allow-origin", origin],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line.startswith("reference server on http://127.0.0.1:")
-        url = line.split()[-1]
+    with reference_server("http://127.0.0.1:0", backend, "--allow-origin", origin) as url:
         report = run(url, only={"C01", "H01", "H06"}, timeout=5.0)
-        assert [(r.id, r.passed, r.detail) for r in report.results] == [
-            ("C01", True, ""),
-            ("H01", True, ""),
-            ("H06", True, ""),
-        ]
         answer = http_request(url, "OPTIONS", "/conformance:open", {"Origin": origin})
-        assert answer.status == 204
-        assert answer.headers["access-control-allow-origin"] == origin
-    finally:
-        proc.send_signal(signal.SIGINT)
-        status = proc.wait(10)
-        if proc.stdout is not None:
-            proc.stdout.close()
-    assert status == 0
+    assert [(r.id, r.passed, r.detail) for r in report.results] == [
+        ("C01", True, ""),
+        ("H01", True, ""),
+        ("H06", True, ""),
+    ]
+    assert answer.status == 204
+    assert answer.headers["access-control-allow-origin"] == origin
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_runner_dials_a_unix_socket(tmp_path: Path, backend: str) -> None:
+    """Over ``unix://`` the runner runs every binary case, as over TCP, against the
+    reference server listening on a Unix socket; the WebSocket and HTTP cases are N/A."""
+    with reference_server(f"unix://{tmp_path / 'ref.sock'}", backend) as url:
+        assert url == f"unix://{tmp_path / 'ref.sock'}"
+        report = run(url, timeout=5.0)
+    assert [f"{r.id}: {r.detail}" for r in report.results if not r.passed] == []
+    over_tcp = [c.id for c in CASES if "tcp" in c.schemes]
+    assert [r.id for r in report.results] == over_tcp
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("foo://127.0.0.1:1", "no URL scheme 'foo' is registered"),
+        ("tcp://127.0.0.1", "expected tcp://host:port"),
+        ("unix://host/x.sock", "expected unix:///absolute/path"),
+    ],
+)
+def test_a_url_the_runner_cannot_dial_is_invalid_argument(url: str, message: str) -> None:
+    """Before any case runs (it used to report every case N/A, and pass)."""
+    lines: list[str] = []
+    with pytest.raises(LocalProtocolError, match=message) as caught:
+        run(url, out=lines.append)
+    assert caught.value.code == ErrorCode.INVALID_ARGUMENT
+    assert lines == []
+
+
+def test_a_registered_scheme_the_runner_does_not_speak_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A scheme an application registered (its own transport) is not one the runner knows
+    how to dial."""
+    monkeypatch.setitem(_schemes._SCHEMES, "mine", Scheme("mine", "binary"))
+    expected = "the runner dials http://, tcp://, unix://, ws:// URLs, not 'mine://127.0.0.1:1'"
+    with pytest.raises(LocalProtocolError, match=re.escape(expected)):
+        run("mine://127.0.0.1:1")
+
+
+def test_the_command_line_refuses_a_url_it_cannot_dial(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["conformance", "foo://127.0.0.1:1"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "INVALID_ARGUMENT" in captured.err
 
 
 def test_every_case_cites_spec_rules() -> None:

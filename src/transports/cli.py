@@ -38,6 +38,7 @@ from streamproto._frames import MAX_FRAME_SIZE_LIMIT, Frame, FrameDecoder
 
 from ._common import Backoff, Gap
 from ._hubs import new_hub
+from ._schemes import schemes
 from .trace import JsonLinesTrace, Tracer, frame_records
 
 __all__ = ["Exit", "Progress", "main"]
@@ -476,6 +477,13 @@ def _conformance(args: argparse.Namespace) -> Exit:
 
 # -- parser -------------------------------------------------------------------------------------
 
+
+def _url_help() -> str:
+    """The help of a URL argument: the registered schemes (``transports._schemes``)."""
+    listed = ", ".join(f"{name}://" for name in schemes())
+    return f"{listed} (e.g. tcp://host:port, ws://host:port/path, unix:///path/to/socket)"
+
+
 _EPILOG = """exit codes: 0 done; 1 the server answered with an error, a conformance case
 failed, or dump met invalid bytes; 2 usage error; 3 connection error; 130 interrupted.
 See docs/cli.md."""
@@ -503,7 +511,7 @@ def parser() -> argparse.ArgumentParser:
         help="write one JSON line per frame in and out to FILE ('-': stderr)",
     )
     client = argparse.ArgumentParser(add_help=False, parents=[net])
-    client.add_argument("url", help="tcp://host:port or ws://host:port/path")
+    client.add_argument("url", help=_url_help())
     client.add_argument("channel", help="the channel, namespace:name")
     client.add_argument(
         "--retries", type=int, default=8, metavar="N", help="reconnect attempts (default 8)"
@@ -531,9 +539,7 @@ def parser() -> argparse.ArgumentParser:
         epilog=_EPILOG,
     )
     serve.add_argument("target", metavar="MODULE:ATTR", help="e.g. myapp.streams:hub")
-    serve.add_argument(
-        "--url", action="append", required=True, help="tcp://host:port or ws://host:port/path"
-    )
+    serve.add_argument("--url", action="append", required=True, help=_url_help())
     serve.add_argument(
         "--grace", type=float, default=5.0, metavar="S", help="seconds to drain (default 5)"
     )
@@ -608,7 +614,7 @@ def parser() -> argparse.ArgumentParser:
         help="run the wire conformance cases against a server",
         epilog=_EPILOG,
     )
-    conformance.add_argument("url", help="tcp://host:port or ws://host:port/path")
+    conformance.add_argument("url", help=_url_help())
     conformance.add_argument("--json", metavar="PATH", help="also write a JSON report here")
     conformance.add_argument("--case", action="append", metavar="ID", help="run only these")
     conformance.add_argument("--timeout", type=float, default=5.0, help="seconds per wait")

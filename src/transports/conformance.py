@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 import attrs
 
-from streamproto._errors import ErrorCode
+from streamproto._errors import ErrorCode, LocalProtocolError
 from streamproto._frames import (
     Accept,
     Cancel,
@@ -64,7 +64,9 @@ from streamproto.testing.reference import (
     slow_chunk,
 )
 
-__all__ = ["CASES", "CaseResult", "RawPeer", "Report", "run"]
+from ._schemes import Url, endpoint, parse_url
+
+__all__ = ["CASES", "SCHEMES", "CaseResult", "RawPeer", "Report", "run"]
 
 # -- a raw peer ---------------------------------------------------------------------------------
 
@@ -73,26 +75,48 @@ class _Closed(Exception):
     pass
 
 
+#: The URL schemes the runner dials: binary frames over TCP (``tcp``) or a Unix socket
+#: (``unix``), and WebSocket (``ws``, and ``http``, whose listener upgrades on its path).
+SCHEMES = ("http", "tcp", "unix", "ws")
+
+
+def _target(url: str) -> Url:
+    """``url`` parsed (``transports._schemes.parse_url``); a malformed URL, or one of a
+    scheme the runner cannot dial, raises INVALID_ARGUMENT."""
+    target = parse_url(url)
+    if target.scheme not in SCHEMES:
+        raise LocalProtocolError(
+            ErrorCode.INVALID_ARGUMENT,
+            f"the runner dials {', '.join(f'{s}://' for s in SCHEMES)} URLs, not {url!r}",
+        )
+    return target
+
+
+def _dial(target: Url, timeout: float) -> socket.socket:
+    # The thread backend's blocking dialers (TCP, AF_UNIX) are the ones the runner needs.
+    from . import sync  # noqa: PLC0415 - registers them
+
+    sock: socket.socket = endpoint(sync.BACKEND, target).connect(target, timeout)
+    return sock
+
+
 class RawPeer:
-    """A minimal blocking client speaking raw frames over TCP or WebSocket."""
+    """A minimal blocking client speaking raw frames over TCP, a Unix socket or WebSocket
+    (URL schemes :data:`SCHEMES`; any other raises INVALID_ARGUMENT)."""
 
     def __init__(self, url: str, timeout: float) -> None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("tcp", "ws", "http") or not parts.hostname or not parts.port:
-            raise ValueError(
-                f"expected tcp://host:port, ws://host:port/path or http://host:port, got {url!r}"
-            )
+        target = _target(url)
         self.url = url
         self.timeout = timeout
         #: The subprotocol the server selected (WebSocket only).
         self.subprotocol: str | None = None
-        self.sock = socket.create_connection((parts.hostname, parts.port), timeout=timeout)
+        self.sock = _dial(target, timeout)
         self.decoder = FrameDecoder(16_777_216)
         self.frames: list[Frame] = []
         self.eof = False
         self.ws: Any = None
-        if parts.scheme in ("ws", "http"):  # an HTTP listener upgrades on its path (R-HTTP-70)
-            self._ws_handshake(f"{parts.hostname}:{parts.port}", parts.path or "/")
+        if target.kind != "binary":  # an HTTP listener upgrades on its path (R-HTTP-70)
+            self._ws_handshake(f"{target.host}:{target.port}", target.path)
 
     def _ws_handshake(self, host: str, path: str) -> None:
         from wsproto import ConnectionType, WSConnection  # noqa: PLC0415 - optional extra
@@ -223,14 +247,14 @@ class Case:
     check: Callable[[RawPeer], None]
     #: The URL schemes the case applies to (a WebSocket rule has nothing to check over TCP;
     #: an ``http://`` server runs the binary cases over its WebSocket upgrade, and the H cases).
-    schemes: tuple[str, ...] = ("tcp", "ws", "http")
+    schemes: tuple[str, ...] = SCHEMES
 
 
 CASES: list[Case] = []
 
 
 def case(
-    case_id: str, *rules: str, schemes: tuple[str, ...] = ("tcp", "ws", "http")
+    case_id: str, *rules: str, schemes: tuple[str, ...] = SCHEMES
 ) -> Callable[[Callable[[RawPeer], None]], Callable[[RawPeer], None]]:
     def register(check: Callable[[RawPeer], None]) -> Callable[[RawPeer], None]:
         title = " ".join((check.__doc__ or "").split())  # a docstring may wrap
@@ -1147,9 +1171,10 @@ def run(
     timeout: float = 5.0,
     out: Callable[[str], None] | None = None,
 ) -> Report:
-    """Run the cases (all, or those in ``only``) against the server at ``url``."""
+    """Run the cases (all, or those in ``only``) against the server at ``url``, a URL of
+    one of :data:`SCHEMES` (any other, or a malformed one, raises INVALID_ARGUMENT)."""
     results = []
-    scheme = urlsplit(url).scheme
+    scheme = _target(url).scheme  # a URL the runner cannot dial fails here, not as N/A cases
     for item in CASES:
         if only and item.id not in only:
             continue
