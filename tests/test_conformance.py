@@ -21,7 +21,7 @@ from wsproto.events import AcceptConnection, Request
 
 from streamproto import ErrorCode, LocalProtocolError
 from streamproto.__main__ import main
-from transports import _schemes
+from transports import _schemes, reference
 from transports._schemes import Scheme
 from transports.conformance import CASES, http_request, run
 
@@ -94,6 +94,17 @@ def test_the_reference_server_serves_http_on_every_backend(backend: str) -> None
     ]
     assert answer.status == 204
     assert answer.headers["access-control-allow-origin"] == origin
+
+
+def test_the_reference_server_help_names_what_it_takes(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Its URL schemes from the registry, and both Redis URL forms ``--store`` takes."""
+    with pytest.raises(SystemExit):
+        reference.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "http://, tcp://, unix://, ws://" in text
+    assert "redis://host:port/db, or redis+cluster://host:port" in text
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -1,7 +1,7 @@
 """The reference server for the wire conformance runner.
 
     python -m transports.reference tcp://127.0.0.1:9000 [--backend asyncio|trio|sync]
-                                   [--store redis://host:port/db]
+                                   [--store redis://host:port/db | redis+cluster://host:port]
     python -m transports.reference http://127.0.0.1:9000 --allow-origin http://localhost:8000
 
 Serves a hub with the channels of ``spec/CONFORMANCE.md`` (see
@@ -9,8 +9,9 @@ Serves a hub with the channels of ``spec/CONFORMANCE.md`` (see
 by default) until interrupted. It prints ``reference server on <address>`` once it listens
 (port 0 picks a free port). An ``http://`` URL serves the same channels over HTTP/SSE
 (spec/HTTP.md) and WebSocket upgrades on one port; ``--allow-origin`` (repeatable) lets pages
-of that origin call it (CORS). With ``--store`` its streams live in that Redis (see
-``transports.redis``), so several reference servers pointed at one Redis serve the same streams.
+of that origin call it (CORS). With ``--store`` its streams live in that Redis, or Redis
+Cluster with a ``redis+cluster://`` URL (see ``transports.redis``), so several reference
+servers pointed at one Redis serve the same streams.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from streamproto import HttpOptions, Hub, ReplayStore
 from streamproto.testing.reference import register_reference_channels
 
 from ._hubs import new_hub
+from .cli import _url_help
 
 BACKENDS = ("asyncio", "trio", "sync")
 
@@ -107,7 +109,8 @@ def serve(
     allow_origins: tuple[str, ...] = (),
 ) -> None:
     """Serve the reference hub at ``url`` with ``backend`` until interrupted; ``store``
-    (``redis://host:port/db``) keeps its streams in Redis, shared with other servers; an
+    (``redis://host:port/db``, or ``redis+cluster://host:port`` for a Redis Cluster) keeps
+    its streams in Redis, shared with other servers; an
     ``http://`` listener lets pages of ``allow_origins`` call it."""
     http = HttpOptions(allow_origins=allow_origins)
     if backend == "trio":
@@ -123,10 +126,13 @@ def serve(
 def main(argv: list[str] | None = None) -> None:
     """Serve until interrupted."""
     parser = argparse.ArgumentParser(prog="python -m transports.reference")
-    parser.add_argument("url", help="tcp://host:port, ws://host:port/path or http://host:port")
+    parser.add_argument("url", help=_url_help())
     parser.add_argument("--backend", choices=BACKENDS, default="asyncio")
     parser.add_argument(
-        "--store", default=None, help="redis://host:port/db: keep streams in this Redis"
+        "--store",
+        default=None,
+        help="redis://host:port/db, or redis+cluster://host:port (any node of a Redis "
+        "Cluster): keep streams in this Redis",
     )
     parser.add_argument(
         "--allow-origin",
