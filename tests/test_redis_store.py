@@ -102,6 +102,10 @@ class Process:
         await asyncio.sleep(0.02)
 
 
+#: A lease short enough to wait out in a test, long enough to be renewed under load.
+LEASE = 1.5
+
+
 async def until(predicate: Callable[[], bool], timeout: float = TIMEOUT) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -446,12 +450,14 @@ def test_a_second_process_cannot_open_an_open_id(procs: Any) -> None:
 
 def test_a_stale_producer_never_writes_into_its_successor(procs: Any) -> None:
     async def main() -> None:
-        a, b = procs(lease=0.5), procs(lease=0.5)
+        # The lease is long enough that A renews it in time on a loaded machine until it
+        # stalls on purpose; the sleep then outlasts it.
+        a, b = procs(lease=LEASE), procs(lease=LEASE)
         async with running(a, b):
             old = await _in_redis(a, b"old-1")
             await a.stop()  # A stalls: no renewals, no writes reach Redis
             old.write(b"old-2")
-            await asyncio.sleep(1.2)  # A's lease expires
+            await asyncio.sleep(LEASE * 2.5)  # A's lease expires
             new = await _in_redis(b, b"new-1")
             await a.start()  # A wakes up and flushes its old generation's write
             await until(lambda: old.closed)
@@ -493,7 +499,7 @@ def test_a_cancel_on_b_reaches_the_producer_on_a(procs: Any) -> None:
 
 def test_a_lost_producer_fails_its_stream_after_the_lease(procs: Any) -> None:
     async def main() -> None:
-        a, b = procs(lease=0.6), procs(lease=0.6)
+        a, b = procs(lease=LEASE), procs(lease=LEASE)
         async with running(a, b):
             await _in_redis(a, b"x")
             client = b.h.connect()
