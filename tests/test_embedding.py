@@ -7,6 +7,7 @@ import asyncio
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 
@@ -15,10 +16,10 @@ import trio
 from test_docs_snippets import blocks
 
 from streamproto import ErrorCode, LocalProtocolError
-from transports import Backoff, StreamError, new_hub
+from transports import Backoff, StreamError, new_hub, sync
 from transports import asyncio as aio
 from transports import trio as tri
-from transports.embedding import shutdown_hub
+from transports.embedding import shutdown_hub, shutdown_hub_blocking
 
 CH = "demo:tokens"
 NO_RETRY = Backoff(attempts=0)
@@ -152,6 +153,69 @@ def test_shutdown_hub_runs_under_trio_and_checks_its_timeout(socket_path: str) -
     for timeout in (-1.0, float("nan"), float("inf")):
         with pytest.raises(LocalProtocolError, match="timeout must be"):
             asyncio.run(bad(timeout))
+
+
+def _until_blocking(condition: Callable[[], bool], what: str, lock: threading.RLock) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while True:
+        with lock:  # the hub is called under its server's lock only
+            if condition():
+                return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"waited {DEADLINE} s for {what}")
+        time.sleep(0.01)
+
+
+def test_shutdown_hub_blocking_drains_a_thread_backend_embedding() -> None:
+    hub = new_hub()
+    with sync.serve(hub, "tcp://127.0.0.1:0") as server:
+        server.channel(CH)
+        producer = server.producer(CH, "s1")
+        watcher = sync.connect(server.address, reconnect=NO_RETRY)
+        idle = sync.connect(server.address, reconnect=NO_RETRY)
+        sub = watcher.subscribe(CH, "s1")
+        sub.accepted(DEADLINE)
+        with server.lock:
+            assert hub.peer_count == 2
+        result: list[int] = []
+        stopping = threading.Thread(
+            target=lambda: result.append(shutdown_hub_blocking(hub, DEADLINE, lock=server.lock))
+        )
+        stopping.start()
+        # The idle connection ends at once; the watcher's stream drains, so the call waits.
+        _until_blocking(lambda: hub.peer_count == 1, "the idle connection to end", server.lock)
+        assert stopping.is_alive()
+        producer.write(b"after the goaway")
+        producer.close()
+        assert list(sub) == [b"after the goaway"]
+        stopping.join(DEADLINE)
+        assert result == [0]  # drained in time
+        assert hub.peers() == ()
+        with pytest.raises(StreamError) as refused:
+            sync.connect(server.address, reconnect=NO_RETRY)
+        assert refused.value.code == ErrorCode.SERVER_SHUTDOWN
+        for client in (watcher, idle):
+            client.close()
+
+
+def test_shutdown_hub_blocking_closes_what_does_not_drain() -> None:
+    hub = new_hub()
+    with sync.serve(hub, "tcp://127.0.0.1:0") as server:
+        server.channel(CH)
+        server.producer(CH, "forever")
+        client = sync.connect(server.address, reconnect=NO_RETRY)
+        sub = client.subscribe(CH, "forever")
+        sub.accepted(DEADLINE)
+        started = time.monotonic()
+        assert shutdown_hub_blocking(hub, 0.2, lock=server.lock) == 1
+        assert time.monotonic() - started >= 0.2
+        with pytest.raises(StreamError) as ended:
+            list(sub)
+        assert ended.value.code == ErrorCode.SERVER_SHUTDOWN
+        _until_blocking(lambda: hub.peer_count == 0, "the forced connection to end", server.lock)
+        client.close()
+        with pytest.raises(LocalProtocolError, match="timeout must be"):
+            shutdown_hub_blocking(hub, -1.0, lock=server.lock)
 
 
 def test_the_embedding_page_runs() -> None:
