@@ -282,6 +282,32 @@ def test_a_hub_shutdown_ends_the_sse_responses_of_an_asyncio_server() -> None:
     asyncio.run(main())
 
 
+def test_a_hub_shutdown_drains_an_sse_response_of_a_thread_backend_server() -> None:
+    hub = new_hub()
+    options = HttpOptions(header_timeout=3 * DEADLINE)  # idle keep-alive is not closed early
+    with sync.serve(hub, "http://127.0.0.1:0", http=options) as server:
+        server.channel(CH)
+        producer = server.producer(CH, "drains")
+        with socket.create_connection(("127.0.0.1", server.port), timeout=DEADLINE) as sock:
+            sock.sendall(GET % b"drains")
+            assert b" 200 " in sock.recv(65536)
+            _until_blocking(lambda: hub.peer_count == 1, "the exchange", server.lock)
+            result: list[int] = []
+            stopping = threading.Thread(
+                target=lambda: result.append(shutdown_hub_blocking(hub, DEADLINE, lock=server.lock))
+            )
+            stopping.start()
+            producer.write(b"last")
+            producer.close()
+            rest = b""
+            while part := sock.recv(65536):  # until the server closes the connection
+                rest += part
+        stopping.join(DEADLINE)
+        assert b"data: last" in rest
+        assert b"event: end" in rest
+        assert result == [0]
+
+
 def test_a_hub_shutdown_ends_the_sse_responses_of_the_asgi_app() -> None:
     app = StreamApp()
     app.channel(CH)
