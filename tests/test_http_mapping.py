@@ -558,6 +558,36 @@ def test_shutdown_lets_an_event_stream_run_to_its_end() -> None:
     assert ex.done
 
 
+def test_a_hub_shutdown_ends_exchanges_as_the_servers_own_shutdown_does() -> None:
+    hub = _opening_hub()
+    producer = hub.channel("a:plain").start("s")
+    drained = exchange(hub, req("GET", "/a:plain/s"))
+    cut = exchange(hub, req("GET", "/a:plain/s"))
+    opening = exchange(hub, req("POST", "/a:b"))
+    opening.receive_body(b"xy")  # and more to come
+    hub.shutdown()  # NO_ERROR: GOAWAY to every attached connection, exchanges' pairs too
+    for ex in (drained, cut, opening):
+        ex.pump()  # what the adapter does when woken
+        assert not ex.done
+        assert not ex.keep_alive  # the HTTP connection closes after this response
+    producer.write(b"last")
+    producer.close()
+    drained.pump()
+    assert chunks_of(drained.take_body()) == [b"last"]
+    assert drained.done
+    opening.end_body()  # the request was never sent: 503, as after server.shutdown()
+    assert status(opening) == 503
+    assert json.loads(opening.take_body())["code"] == ErrorCode.SERVER_SHUTDOWN
+    hub.shutdown(ErrorCode.SERVER_SHUTDOWN)  # forced: what is left ends now
+    cut.pump()
+    assert cut.done
+    assert b"event: end" not in cut.take_body()  # cut, so an EventSource reconnects
+    assert hub.peer_count == 0
+    late = exchange(hub, req("GET", "/a:plain/s"))
+    assert status(late) == 503
+    assert not late.keep_alive
+
+
 @pytest.mark.parametrize("state", list(ExchangeState))
 @pytest.mark.parametrize("what", list(Input))
 def test_every_state_and_input_pair(state: ExchangeState, what: Input) -> None:

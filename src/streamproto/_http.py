@@ -356,6 +356,7 @@ class HttpExchange:
         self._server, self._client = Connection.pair(
             _pair_config(config), now=clock(), auth=options.auth(request)
         )
+        self._hub = hub
         self._peer: Peer = hub.attach(self._server, self._wakeup)
         kind = decision.kind
         self._handle = 0
@@ -650,6 +651,7 @@ class HttpExchange:
                 self._fail_request(event.code, event.message or "upload cancelled", status)
             elif isinstance(event, HandshakeRefused):
                 self._fail_request(event.code, event.message)
+                self._hub_stopping()
             elif isinstance(event, Writable):
                 self._feed_upload()
                 self._wakeup()
@@ -677,8 +679,17 @@ class HttpExchange:
         self._finish()
         self._close_after = True
 
+    def _hub_stopping(self) -> None:
+        """A :meth:`Hub.shutdown` ends the exchange as the server's own shutdown does
+        (R-HTTP-53): the HTTP connection closes after this response, and a POST whose body is
+        still coming is answered 503 SERVER_SHUTDOWN at its end."""
+        if self._hub.shutting_down:
+            self.keep_alive = False
+            self._stopping = True
+
     def _on_goaway(self, code: int, message: str) -> None:
-        if self.done or code == ErrorCode.NO_ERROR:
+        self._hub_stopping()  # _on_client stops at done: this exchange is not done
+        if code == ErrorCode.NO_ERROR:
             return  # draining: the stream runs to its end
         if self.head is None:
             self._fail_request(code, message or "server shutting down")

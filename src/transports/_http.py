@@ -439,11 +439,13 @@ class HttpDriver(Stepping):
     def _next_cycle(self) -> None:
         """The response is over: the next request, or the end of the connection."""
         conn = self._h11
+        kept = self.exchange is None or self.exchange.keep_alive  # False after Hub.shutdown
         self.exchange = None
         self._check_pipelined()
         if (
             conn.our_state is h11.DONE
             and conn.their_state is h11.DONE
+            and kept
             and not self._pipelined
             and not self._closing
             and self._shutdown is None

@@ -4,17 +4,19 @@ a devtools server): see ``docs/embedding.md``.
 The hub keeps the registry of attached connections itself (:meth:`streamproto.Hub.peers`,
 ``peer_count``, ``peer(id)``, :meth:`streamproto.Peer.close`) and sends the GOAWAYs
 (:meth:`streamproto.Hub.shutdown`); what needs a clock and a loop — waiting for the drain —
-is here, for asyncio and trio alike.
+is here: :func:`shutdown_hub` for asyncio and trio, :func:`shutdown_hub_blocking` for threads.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 
 from streamproto import ErrorCode, Hub, LocalProtocolError
 
-__all__ = ["DRAIN_POLL", "shutdown_hub"]
+__all__ = ["DRAIN_POLL", "shutdown_hub", "shutdown_hub_blocking"]
 
 #: How often :func:`shutdown_hub` looks whether the connections have drained (seconds).
 DRAIN_POLL = 0.01
@@ -36,15 +38,55 @@ async def shutdown_hub(
     clock (``asyncio.sleep`` and ``loop.time``, ``trio.sleep`` and ``trio.current_time``).
     Handlers and HTTP exchanges are the application's to stop; the adapters close each
     transport once its connection has ended."""
+    deadline = _begin(hub, timeout, clock)
+    while (forced := _forced(hub, deadline, clock)) is None:
+        await sleep(_pause(deadline, clock))
+    return forced
+
+
+def shutdown_hub_blocking(
+    hub: Hub,
+    timeout: float,
+    *,
+    lock: AbstractContextManager[object],
+    sleep: Callable[[float], object] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> int:
+    """:func:`shutdown_hub` for threads: the same sequence, blocking the calling thread.
+    Every call into ``hub`` is made holding ``lock``, the lock all the embedding's calls into
+    that hub are made under (a thread backend server's :attr:`transports.sync.Server.lock`);
+    it is released while waiting, so the connections can drain. Call it from a thread that
+    does not hold ``lock``. Returns how many connections had to be closed."""
+    with lock:
+        deadline = _begin(hub, timeout, clock)
+    while True:
+        with lock:
+            forced = _forced(hub, deadline, clock)
+        if forced is not None:
+            return forced
+        sleep(_pause(deadline, clock))
+
+
+def _begin(hub: Hub, timeout: float, clock: Callable[[], float]) -> float:
+    """Check ``timeout``, GOAWAY (NO_ERROR) to every connection; the drain's deadline."""
     if not timeout >= 0 or math.isinf(timeout):
         raise LocalProtocolError(
             ErrorCode.INVALID_ARGUMENT, f"timeout must be a finite number >= 0: {timeout!r}"
         )
     hub.shutdown(ErrorCode.NO_ERROR)
-    deadline = clock() + timeout
-    while hub.peer_count and clock() < deadline:
-        await sleep(min(DRAIN_POLL, max(0.0, deadline - clock())))
+    return clock() + timeout
+
+
+def _forced(hub: Hub, deadline: float, clock: Callable[[], float]) -> int | None:
+    """None while connections drain before ``deadline``; else close what is left
+    (SERVER_SHUTDOWN) and return how many that was."""
     forced = hub.peer_count
+    if forced and clock() < deadline:
+        return None
     if forced:
         hub.shutdown(ErrorCode.SERVER_SHUTDOWN)
     return forced
+
+
+def _pause(deadline: float, clock: Callable[[], float]) -> float:
+    return min(DRAIN_POLL, max(0.0, deadline - clock()))

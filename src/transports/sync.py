@@ -725,6 +725,13 @@ class Server(ServerBase[ServerProducer[Any], ServerUpload]):
         self._acceptor.start()
         self._timer.start()
 
+    @property
+    def lock(self) -> threading.RLock:
+        """The lock every call into :attr:`hub` is made under: hold it to call the hub from
+        a thread of your own (``hub.shutdown``, ``hub.peers()``; see
+        :func:`transports.embedding.shutdown_hub_blocking`)."""
+        return self._lock
+
     def _producer(self, producer: Producer) -> ServerProducer[Any]:
         return ServerProducer(producer, server=self)
 
