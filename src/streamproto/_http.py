@@ -46,9 +46,11 @@ from ._events import (
     RequestRejected,
     StreamEnded,
     StreamFailed,
+    StreamsReceived,
     UploadCancelled,
     Writable,
 )
+from ._frames import StreamEntry, StreamState
 from ._hub import Hub, Peer
 from ._names import valid_channel, valid_stream_id
 from ._state import HState
@@ -61,6 +63,7 @@ __all__ = [
     "Route",
     "RouteKind",
     "default_auth",
+    "entry_json",
     "route",
     "status_for",
 ]
@@ -157,6 +160,8 @@ class RouteKind(enum.Enum):
     SUBSCRIBE = "subscribe"
     OPEN = "open"
     UPLOAD = "upload"
+    STATUS = "status"
+    LIST = "list"
     PREFLIGHT = "preflight"
     WEBSOCKET = "websocket"
     REFUSE = "refuse"
@@ -179,6 +184,10 @@ class Route:
     message: str = ""
     #: A 405's ``Allow`` header.
     allow: str = ""
+    #: LIST: the mask of states asked for (``1 << StreamState``; 0: any) and the page size;
+    #: its cursor is ``stream_id``.
+    states: int = 0
+    limit: int = 0
 
 
 def _refuse(code: int, message: str, status: int = 0, allow: str = "") -> Route:
@@ -216,22 +225,26 @@ def route(request: HttpRequest, options: HttpOptions) -> Route:
     channel = parts[0]
     if not valid_channel(channel):
         return _refuse(ErrorCode.INVALID_NAME, f"invalid channel name {channel!r}")
-    shape = (len(parts), method)
-    if shape not in _SHAPES:
-        if len(parts) <= 3 and (len(parts) < 3 or parts[2] == "upload"):
-            allowed = "POST, OPTIONS" if len(parts) != 2 else "GET, OPTIONS"
-            return _refuse(ErrorCode.NOT_ALLOWED, f"allowed: {allowed}", 405, allowed)
+    key = (len(parts), parts[2] if len(parts) == 3 else "")
+    methods = _ROUTES.get(key)
+    if methods is None:
         return _refuse(ErrorCode.UNKNOWN_STREAM, "no such resource", 404)
+    kind = methods.get(method)
+    if kind is None:
+        allowed = ", ".join([*methods, "OPTIONS"])
+        return _refuse(ErrorCode.NOT_ALLOWED, f"allowed: {allowed}", 405, allowed)
     query = dict(parse_qsl(request.query, keep_blank_values=True))
-    if shape == (1, "POST"):
+    if kind is RouteKind.OPEN:
         return Route(RouteKind.OPEN, channel)
+    if kind is RouteKind.LIST:
+        return _list_route(channel, query)
     stream_id = parts[1]
     if not valid_stream_id(stream_id):
         return _refuse(ErrorCode.INVALID_NAME, f"invalid stream id {stream_id!r}")
-    if shape == (3, "POST"):
-        if parts[2] != "upload":
-            return _refuse(ErrorCode.UNKNOWN_STREAM, "no such resource", 404)
+    if kind is RouteKind.UPLOAD:
         return Route(RouteKind.UPLOAD, channel, stream_id, args=query.get("args", "").encode())
+    if kind is RouteKind.STATUS:
+        return Route(RouteKind.STATUS, channel, stream_id)
     # R-HTTP-11: Last-Event-ID wins over after_seq, because EventSource reconnects to the same
     # URL (after_seq included) and only its Last-Event-ID says where it stopped.
     last_id = (request.header("last-event-id") or "").strip()
@@ -250,7 +263,49 @@ def route(request: HttpRequest, options: HttpOptions) -> Route:
     return Route(RouteKind.SUBSCRIBE, channel, stream_id, after_seq=after, end_seen=end_seen)
 
 
-_SHAPES: Final = {(1, "POST"), (2, "GET"), (3, "POST")}
+#: The route table (R-HTTP-3): (segments, third segment) -> {method: what it asks}. A shape
+#: missing is 404; a method missing from its row is 405 with the row's methods as ``Allow``.
+_ROUTES: Final[dict[tuple[int, str], dict[str, RouteKind]]] = {
+    (1, ""): {"GET": RouteKind.LIST, "POST": RouteKind.OPEN},
+    (2, ""): {"GET": RouteKind.SUBSCRIBE},
+    (3, "upload"): {"POST": RouteKind.UPLOAD},
+    (3, "status"): {"GET": RouteKind.STATUS},
+}
+
+#: The ``state`` filter of a listing (R-HTTP-91): names as in a status answer.
+_STATE_NAMES: Final = {state.name.lower(): state for state in StreamState}
+#: The largest ``limit`` of a listing page (a hub answers at most its own page size).
+MAX_LIMIT: Final = 1000
+
+
+def _list_route(channel: str, query: dict[str, str]) -> Route:
+    # R-HTTP-91: every parameter is checked here, so the client side of the pair is never
+    # handed a value it would refuse with a local error.
+    states = 0
+    for name in filter(None, query.get("state", "").split(",")):
+        state = _STATE_NAMES.get(name)
+        if state is None or state is StreamState.MISSING:
+            names = ", ".join(n for n in _STATE_NAMES if n != "missing")
+            return _refuse(ErrorCode.INVALID_ARGUMENT, f"state must be among {names}: {name!r}")
+        states |= 1 << state
+    after = query.get("after", "")
+    if after and not valid_stream_id(after):
+        return _refuse(ErrorCode.INVALID_NAME, f"invalid stream id {after!r}")
+    text = query.get("limit", "100")
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_LIMIT:
+        return _refuse(ErrorCode.INVALID_ARGUMENT, f"limit must be in 1..{MAX_LIMIT}: {text!r}")
+    return Route(RouteKind.LIST, channel, after, states=states, limit=int(text))
+
+
+def entry_json(entry: StreamEntry) -> dict[str, object]:
+    """A stream's status as JSON (R-HTTP-90): its id, state (lower case), code and seqs."""
+    return {
+        "stream_id": entry.stream_id,
+        "state": entry.state.name.lower(),
+        "code": entry.code,
+        "first_seq": entry.first_seq,
+        "last_seq": entry.last_seq,
+    }
 
 
 class ExchangeState(enum.Enum):
@@ -277,6 +332,11 @@ TRANSITIONS: Final[dict[tuple[ExchangeState, Input], ExchangeState]] = {
     (ExchangeState.PENDING, Input.FINISH): ExchangeState.DONE,
     (ExchangeState.STREAMING, Input.FINISH): ExchangeState.DONE,
 }
+
+#: The routes an exchange serves: those that reach the hub.
+_EXCHANGES: Final = frozenset(
+    {RouteKind.SUBSCRIBE, RouteKind.OPEN, RouteKind.UPLOAD, RouteKind.STATUS, RouteKind.LIST}
+)
 
 #: Headers of every event-stream response (R-HTTP-10).
 _SSE_HEADERS: Final = (
@@ -322,7 +382,7 @@ class HttpExchange:
         clock: Callable[[], float],
         wakeup: Callable[[], None] | None = None,
     ) -> None:
-        if decision.kind not in (RouteKind.SUBSCRIBE, RouteKind.OPEN, RouteKind.UPLOAD):
+        if decision.kind not in _EXCHANGES:
             raise LocalProtocolError(
                 ErrorCode.INVALID_ARGUMENT, f"an exchange serves hub requests, not {decision.kind}"
             )
@@ -373,6 +433,15 @@ class HttpExchange:
             )
         elif kind is RouteKind.UPLOAD:
             self._handle = self._client.upload(decision.channel, decision.stream_id, decision.args)
+        elif kind is RouteKind.STATUS:
+            self._handle = self._client.status(decision.channel, decision.stream_id)
+        elif kind is RouteKind.LIST:
+            self._handle = self._client.list_streams(
+                decision.channel,
+                after=decision.stream_id,
+                states=decision.states,
+                limit=decision.limit,
+            )
         self._pump()
 
     # -- the driver's calls ---------------------------------------------------------------------
@@ -556,12 +625,24 @@ class HttpExchange:
             client.send_end(handle)
 
     def _upload_done(self) -> None:
-        result = {"stream_id": self._stream_id, "chunks": self._sent[0], "bytes": self._sent[1]}
+        self._answer(
+            {"stream_id": self._stream_id, "chunks": self._sent[0], "bytes": self._sent[1]}
+        )
+
+    def _answer(self, result: dict[str, object]) -> None:
+        """A whole 200 JSON response (an upload's result, a status, a listing)."""
         body = json.dumps(result).encode()
         self._respond(200, (*_JSON, ("content-length", str(len(body)))))
         self._out.append(body)
         self._finish()
         self._close_after = True
+
+    def _on_streams(self, event: StreamsReceived) -> None:
+        if self.route.kind is RouteKind.STATUS:
+            self._answer(entry_json(event.entries[0]))  # R-HTTP-90: one entry, always
+        else:
+            streams = [entry_json(entry) for entry in event.entries]
+            self._answer({"streams": streams, "next": event.next})  # R-HTTP-91
 
     def _pump(self) -> None:
         """Move frames between the in-memory pair until neither side has more to say."""
@@ -641,6 +722,8 @@ class HttpExchange:
                 self._terminal(ended=False)
             elif isinstance(event, RequestAccepted):
                 self._on_accepted(event)
+            elif isinstance(event, StreamsReceived):
+                self._on_streams(event)
             elif isinstance(event, RequestRejected):
                 self._fail_request(event.code, event.message)
             elif isinstance(event, UploadCancelled):
