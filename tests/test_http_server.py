@@ -192,6 +192,38 @@ def test_a_failed_stream_replays_its_error(server: ServerProxy) -> None:
     assert body["message"] == "it broke"
 
 
+# -- status and listing ---------------------------------------------------------------------
+
+
+def test_status_and_listing_as_json(server: ServerProxy) -> None:
+    server.start("test:streams", "s-open")
+    server.write("s-open", b"a", b"b")
+    server.start("test:streams", "s-failed")
+    server.fail_stream("s-failed", 1234, "it broke")
+    url = base(server) + "/test:streams"
+    with httpx.Client(timeout=TIMEOUT) as client:
+        live = client.get(f"{url}/s-open/status", headers={"Origin": ORIGIN})
+        assert live.status_code == 200
+        assert live.headers["content-type"] == "application/json"
+        assert live.headers["access-control-allow-origin"] == ORIGIN
+        body = live.json()
+        assert (body["stream_id"], body["state"], body["code"]) == ("s-open", "open", 0)
+        assert body["last_seq"] == 2
+        failed = client.get(f"{url}/s-failed/status").json()
+        assert (failed["state"], failed["code"]) == ("failed", 1234)
+        assert client.get(f"{url}/nope/status").json()["state"] == "missing"
+        assert client.get(base(server) + "/test:nope/s/status").status_code == 404
+        assert client.post(f"{url}/s-open/status").headers["allow"] == "GET, OPTIONS"
+        first = client.get(url, params={"state": "open,failed", "limit": "1"}).json()
+        assert [e["stream_id"] for e in first["streams"]] == ["s-failed"]
+        assert first["next"] == "s-failed"
+        rest = client.get(url, params={"state": "open,failed", "after": first["next"]}).json()
+        assert [e["stream_id"] for e in rest["streams"]] == ["s-open"]
+        assert rest["next"] == ""
+        assert client.get(url, params={"state": "ended"}).json() == {"streams": [], "next": ""}
+        assert client.get(url, params={"limit": "0"}).json()["name"] == "INVALID_ARGUMENT"
+
+
 # -- open and upload ------------------------------------------------------------------------
 
 
