@@ -98,6 +98,8 @@ def chunks_of(data: bytes) -> list[bytes]:
         (req("GET", "/a:b/s", last_event_id=""), Route(RouteKind.SUBSCRIBE, "a:b", "s")),
         (req("GET", "/a%3Ab/s"), Route(RouteKind.SUBSCRIBE, "a:b", "s")),
         (req("POST", "/a:b"), Route(RouteKind.OPEN, "a:b")),
+        (req("POST", "/a:b", "stream_id=q&join=0"), Route(RouteKind.OPEN, "a:b", "q")),
+        (req("POST", "/a:b", "stream_id=q&join=1"), Route(RouteKind.OPEN, "a:b", "q", join=True)),
         (req("POST", "/a:b/s/upload", "args=hi"), Route(RouteKind.UPLOAD, "a:b", "s", args=b"hi")),
         (req("GET", "/a:b/s/status"), Route(RouteKind.STATUS, "a:b", "s")),
         (req("GET", "/a:b"), Route(RouteKind.LIST, "a:b", limit=100)),
@@ -135,6 +137,9 @@ def test_routes(request_: HttpRequest, expected: Route) -> None:
         (req("GET", "/a:b", "limit=0"), 400, ErrorCode.INVALID_ARGUMENT),
         (req("GET", "/a:b", "limit=1001"), 400, ErrorCode.INVALID_ARGUMENT),
         (req("GET", "/a:b", "limit=x"), 400, ErrorCode.INVALID_ARGUMENT),
+        (req("POST", "/a:b", "stream_id=s%20s"), 400, ErrorCode.INVALID_NAME),
+        (req("POST", "/a:b", "stream_id=q&join=yes"), 400, ErrorCode.INVALID_ARGUMENT),
+        (req("POST", "/a:b", "join=1"), 400, ErrorCode.INVALID_ARGUMENT),
         (req("POST", "/a:b/s/other"), 404, ErrorCode.UNKNOWN_STREAM),
         (req("GET", "/a:b/s/x/y"), 404, ErrorCode.UNKNOWN_STREAM),
         (req("GET", "/a:b/s", origin="http://evil", host="h"), 403, ErrorCode.FORBIDDEN),
@@ -416,6 +421,42 @@ def test_post_refusals() -> None:
     draining.end_body()
     assert status(draining) == 503
     draining.shutdown()  # over: nothing more
+
+
+def _posted(hub: Hub, query: str, body: bytes = b"") -> HttpExchange:
+    ex = exchange(hub, req("POST", "/a:run", query))
+    ex.receive_body(body)
+    ex.end_body()
+    return ex
+
+
+def test_post_runs_or_joins_a_named_stream() -> None:
+    hub = make_hub()
+    calls: list[bytes] = []
+
+    def on_open(producer: object, args: bytes) -> None:
+        calls.append(args)
+        producer.write(b"first")  # type: ignore[attr-defined]
+
+    hub.register("a:run", on_open=on_open)
+    ran = _posted(hub, "stream_id=q&join=1", b"run")
+    assert ran.head is not None
+    assert (ran.head[0], dict(ran.head[1])["stream-id"]) == (200, "q")
+    assert dict(ran.head[1])["stream-joined"] == "false"
+    joined = _posted(hub, "stream_id=q&join=1", b"ignored")
+    assert joined.head is not None
+    headers = dict(joined.head[1])
+    assert (joined.head[0], headers["stream-id"], headers["stream-joined"]) == (200, "q", "true")
+    assert calls == [b"run"]  # one producer for both requesters
+    assert chunks_of(joined.take_body()) == [b"first"]  # joined from seq 1
+    assert chunks_of(ran.take_body()) == [b"first"]
+    refused = _posted(hub, "stream_id=q")
+    assert status(refused) == 409
+    assert json.loads(refused.take_body())["name"] == "STREAM_EXISTS"
+    fresh = _posted(hub, "stream_id=other&join=1")
+    assert fresh.head is not None
+    assert dict(fresh.head[1])["stream-joined"] == "false"
+    assert calls == [b"run", b""]
 
 
 def test_authentication_from_the_authorization_header() -> None:

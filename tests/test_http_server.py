@@ -255,6 +255,37 @@ def test_post_opens_a_stream_and_names_it_for_a_later_resume(server: ServerProxy
         assert gone.status_code == 204
 
 
+def test_post_joins_a_running_stream_by_name(server: ServerProxy) -> None:
+    server.start("test:open", "j")
+    server.write("j", b"a")
+    url = base(server) + "/test:open"
+    with httpx.Client(timeout=TIMEOUT) as client:
+        taken = client.post(url, params={"stream_id": "j"}, content=b"1:0")
+        assert taken.status_code == 409
+        assert taken.json()["name"] == "STREAM_EXISTS"
+        with connect_sse(
+            client,
+            "POST",
+            url,
+            params={"stream_id": "j", "join": "1"},
+            content=b"1:0",
+            headers={"Origin": ORIGIN},
+        ) as source:
+            headers = source.response.headers
+            assert (headers["stream-id"], headers["stream-joined"]) == ("j", "true")
+            assert "Stream-Joined" in headers["access-control-expose-headers"]
+            server.write("j", b"b")
+            server.close_stream("j")
+            events = list(source.iter_sse())
+        assert [e.data for e in events if e.event == "message"] == ["a", "b"]
+        assert events[-1].event == "end"
+        with connect_sse(
+            client, "POST", url, params={"stream_id": "k", "join": "1"}, content=b"2:0"
+        ) as source:
+            assert source.response.headers["stream-joined"] == "false"
+            assert [e.data for e in source.iter_sse() if e.event == "message"] == ["0", "1"]
+
+
 def test_upload_streams_a_chunked_body_to_the_reader(server: ServerProxy) -> None:
     pieces = [b"x" * 1000] * 3000  # three windows of credit: read as the reader reads
 

@@ -188,6 +188,8 @@ class Route:
     #: its cursor is ``stream_id``.
     states: int = 0
     limit: int = 0
+    #: OPEN: run-or-join, join the running stream ``stream_id`` if there is one (R-HTTP-33).
+    join: bool = False
 
 
 def _refuse(code: int, message: str, status: int = 0, allow: str = "") -> Route:
@@ -235,7 +237,7 @@ def route(request: HttpRequest, options: HttpOptions) -> Route:
         return _refuse(ErrorCode.NOT_ALLOWED, f"allowed: {allowed}", 405, allowed)
     query = dict(parse_qsl(request.query, keep_blank_values=True))
     if kind is RouteKind.OPEN:
-        return Route(RouteKind.OPEN, channel)
+        return _open_route(channel, query)
     if kind is RouteKind.LIST:
         return _list_route(channel, query)
     stream_id = parts[1]
@@ -297,6 +299,19 @@ def _list_route(channel: str, query: dict[str, str]) -> Route:
     return Route(RouteKind.LIST, channel, after, states=states, limit=int(text))
 
 
+def _open_route(channel: str, query: dict[str, str]) -> Route:
+    # R-HTTP-33: the stream id is optional (the server picks one); ``join`` needs one to name.
+    stream_id = query.get("stream_id", "")
+    if stream_id and not valid_stream_id(stream_id):
+        return _refuse(ErrorCode.INVALID_NAME, f"invalid stream id {stream_id!r}")
+    join = query.get("join", "0")
+    if join not in ("0", "1"):
+        return _refuse(ErrorCode.INVALID_ARGUMENT, f"join must be 0 or 1: {join!r}")
+    if join == "1" and not stream_id:
+        return _refuse(ErrorCode.INVALID_ARGUMENT, "join=1 needs a stream_id to join")
+    return Route(RouteKind.OPEN, channel, stream_id, join=join == "1")
+
+
 def entry_json(entry: StreamEntry) -> dict[str, object]:
     """A stream's status as JSON (R-HTTP-90): its id, state (lower case), code and seqs."""
     return {
@@ -345,6 +360,8 @@ _SSE_HEADERS: Final = (
     ("x-accel-buffering", "no"),
 )
 _JSON: Final = (("content-type", "application/json"),)
+#: Response headers a page from another origin may read (R-HTTP-31, 33, 60).
+_EXPOSED: Final = "Stream-Id, Stream-Joined"
 
 
 @functools.lru_cache(maxsize=16)
@@ -498,7 +515,10 @@ class HttpExchange:
             if self._stopping:  # the server stopped while the body came
                 self._fail_request(ErrorCode.SERVER_SHUTDOWN, "server shutting down")
                 return
-            self._handle = self._client.open(self.route.channel, args)
+            decision = self.route
+            self._handle = self._client.open(
+                decision.channel, args, stream_id=decision.stream_id, join=decision.join
+            )
             self._pump()
         elif kind is RouteKind.UPLOAD:
             self._feed_upload()
@@ -746,8 +766,14 @@ class HttpExchange:
         if kind is RouteKind.SUBSCRIBE:
             self._deciding = True  # the head waits for the end of this pump
         elif kind is RouteKind.OPEN:
+            # R-HTTP-31, 33: the stream's id, and whether this request joined a running one.
+            joined = "true" if event.joined else "false"
             self._start_stream(
-                (("stream-id", event.stream_id), ("access-control-expose-headers", "Stream-Id"))
+                (
+                    ("stream-id", event.stream_id),
+                    ("stream-joined", joined),
+                    ("access-control-expose-headers", _EXPOSED),
+                )
             )
         else:
             self._feed_upload()
@@ -778,7 +804,7 @@ def cors_headers(origin: str, options: HttpOptions) -> Headers:
     return (
         ("access-control-allow-origin", origin),
         ("access-control-allow-credentials", "true"),
-        ("access-control-expose-headers", "Stream-Id"),
+        ("access-control-expose-headers", _EXPOSED),
         ("vary", "Origin"),
     )
 
