@@ -92,6 +92,10 @@ def chunks_of(data: bytes) -> list[bytes]:
         (req("GET", "/a:b/s"), Route(RouteKind.SUBSCRIBE, "a:b", "s")),
         (req("GET", "/a:b/s", "after_seq=4"), Route(RouteKind.SUBSCRIBE, "a:b", "s", 4)),
         (
+            req("GET", "/a:b/s", "after_seq=" + "0" * 30 + "4"),
+            Route(RouteKind.SUBSCRIBE, "a:b", "s", 4),
+        ),
+        (
             req("GET", "/a:b/s", "after_seq=4", last_event_id="7"),
             Route(RouteKind.SUBSCRIBE, "a:b", "s", 7),
         ),
@@ -137,6 +141,8 @@ def test_routes(request_: HttpRequest, expected: Route) -> None:
         (req("GET", "/a:b", "limit=0"), 400, ErrorCode.INVALID_ARGUMENT),
         (req("GET", "/a:b", "limit=1001"), 400, ErrorCode.INVALID_ARGUMENT),
         (req("GET", "/a:b", "limit=x"), 400, ErrorCode.INVALID_ARGUMENT),
+        (req("GET", "/a:b", "limit=" + "1" * 5000), 400, ErrorCode.INVALID_ARGUMENT),
+        (req("GET", "/a:b/s", "after_seq=" + "1" * 5000), 400, ErrorCode.INVALID_ARGUMENT),
         (req("POST", "/a:b", "stream_id=s%20s"), 400, ErrorCode.INVALID_NAME),
         (req("POST", "/a:b", "stream_id=q&join=yes"), 400, ErrorCode.INVALID_ARGUMENT),
         (req("POST", "/a:b", "join=1"), 400, ErrorCode.INVALID_ARGUMENT),

@@ -197,10 +197,21 @@ def _refuse(code: int, message: str, status: int = 0, allow: str = "") -> Route:
     return Route(RouteKind.REFUSE, status=status, code=code, message=message, allow=allow)
 
 
+def _decimal(text: str, high: int) -> int | None:
+    """``text`` as a decimal in 0..``high``, else None. The length is checked first: Python
+    refuses to convert a string of more than 4,300 digits (ValueError), and a query may hold
+    one."""
+    if not (text.isascii() and text.isdigit()) or len(text.lstrip("0")) > len(str(high)):
+        return None
+    value = int(text)
+    return value if value <= high else None
+
+
 def _seq(text: str, what: str) -> int | Route:
-    if not (text.isascii() and text.isdigit()) or int(text) > U64:
+    value = _decimal(text, U64)
+    if value is None:
         return _refuse(ErrorCode.INVALID_ARGUMENT, f"{what} must be a seq (0..2^64-1): {text!r}")
-    return int(text)
+    return value
 
 
 def _origin_refused(request: HttpRequest, options: HttpOptions) -> bool:
@@ -294,9 +305,10 @@ def _list_route(channel: str, query: dict[str, str]) -> Route:
     if after and not valid_stream_id(after):
         return _refuse(ErrorCode.INVALID_NAME, f"invalid stream id {after!r}")
     text = query.get("limit", "100")
-    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_LIMIT:
+    limit = _decimal(text, MAX_LIMIT)
+    if not limit:  # None or 0
         return _refuse(ErrorCode.INVALID_ARGUMENT, f"limit must be in 1..{MAX_LIMIT}: {text!r}")
-    return Route(RouteKind.LIST, channel, after, states=states, limit=int(text))
+    return Route(RouteKind.LIST, channel, after, states=states, limit=limit)
 
 
 def _open_route(channel: str, query: dict[str, str]) -> Route:
