@@ -174,6 +174,10 @@ def test_post_open_upload_errors_and_cors(served: tuple[Running, StreamApp]) -> 
             ]
         resumed = client.get(f"{base}/test:open/{stream_id}?after_seq=2")
         assert "data: 3" in resumed.text
+        status = client.get(f"{base}/test:open/{stream_id}/status").json()
+        assert (status["state"], status["last_seq"]) == ("ended", 4)
+        listing = client.get(base + "/test:open", params={"state": "ended"}).json()
+        assert listing == {"streams": [status], "next": ""}
         uploaded = client.post(
             base + "/test:upload/u/upload", content=(b"x" * 1000 for _ in range(2000))
         )

@@ -67,7 +67,7 @@ def exchange(
     clock: Clock | None = None,
 ) -> HttpExchange:
     decision = route(request, options)
-    assert decision.kind in (RouteKind.SUBSCRIBE, RouteKind.OPEN, RouteKind.UPLOAD), decision
+    assert decision.kind not in (RouteKind.REFUSE, RouteKind.PREFLIGHT), decision
     return HttpExchange(hub, request, decision, config or Config(), options, clock=clock or Clock())
 
 
@@ -92,13 +92,26 @@ def chunks_of(data: bytes) -> list[bytes]:
         (req("GET", "/a:b/s"), Route(RouteKind.SUBSCRIBE, "a:b", "s")),
         (req("GET", "/a:b/s", "after_seq=4"), Route(RouteKind.SUBSCRIBE, "a:b", "s", 4)),
         (
+            req("GET", "/a:b/s", "after_seq=" + "0" * 30 + "4"),
+            Route(RouteKind.SUBSCRIBE, "a:b", "s", 4),
+        ),
+        (
             req("GET", "/a:b/s", "after_seq=4", last_event_id="7"),
             Route(RouteKind.SUBSCRIBE, "a:b", "s", 7),
         ),
         (req("GET", "/a:b/s", last_event_id=""), Route(RouteKind.SUBSCRIBE, "a:b", "s")),
         (req("GET", "/a%3Ab/s"), Route(RouteKind.SUBSCRIBE, "a:b", "s")),
         (req("POST", "/a:b"), Route(RouteKind.OPEN, "a:b")),
+        (req("POST", "/a:b", "stream_id=q&join=0"), Route(RouteKind.OPEN, "a:b", "q")),
+        (req("POST", "/a:b", "stream_id=q&join=1"), Route(RouteKind.OPEN, "a:b", "q", join=True)),
         (req("POST", "/a:b/s/upload", "args=hi"), Route(RouteKind.UPLOAD, "a:b", "s", args=b"hi")),
+        (req("GET", "/a:b/s/status"), Route(RouteKind.STATUS, "a:b", "s")),
+        (req("GET", "/a:b"), Route(RouteKind.LIST, "a:b", limit=100)),
+        (
+            req("GET", "/a:b", "state=open,failed&after=k&limit=5"),
+            Route(RouteKind.LIST, "a:b", "k", states=0b1010, limit=5),
+        ),
+        (req("GET", "/a:b", "state="), Route(RouteKind.LIST, "a:b", limit=100)),
         (req("OPTIONS", "/a:b/s", origin="http://page"), Route(RouteKind.PREFLIGHT)),
         (req("GET", "/", upgrade="WebSocket"), Route(RouteKind.WEBSOCKET)),
     ],
@@ -118,8 +131,21 @@ def test_routes(request_: HttpRequest, expected: Route) -> None:
         (req("GET", "/a:b/s", last_event_id=str(1 << 64)), 400, ErrorCode.INVALID_ARGUMENT),
         (req("GET", "/a:b/s", "after_seq=1.5"), 400, ErrorCode.INVALID_ARGUMENT),
         (req("PUT", "/a:b/s"), 405, ErrorCode.NOT_ALLOWED),
-        (req("GET", "/a:b"), 405, ErrorCode.NOT_ALLOWED),
+        (req("PUT", "/a:b"), 405, ErrorCode.NOT_ALLOWED),
         (req("GET", "/a:b/s/upload"), 405, ErrorCode.NOT_ALLOWED),
+        (req("POST", "/a:b/s/status"), 405, ErrorCode.NOT_ALLOWED),
+        (req("GET", "/a:b/s s/status"), 400, ErrorCode.INVALID_NAME),
+        (req("GET", "/a:b", "state=missing"), 400, ErrorCode.INVALID_ARGUMENT),
+        (req("GET", "/a:b", "state=opened"), 400, ErrorCode.INVALID_ARGUMENT),
+        (req("GET", "/a:b", "after=s%20s"), 400, ErrorCode.INVALID_NAME),
+        (req("GET", "/a:b", "limit=0"), 400, ErrorCode.INVALID_ARGUMENT),
+        (req("GET", "/a:b", "limit=1001"), 400, ErrorCode.INVALID_ARGUMENT),
+        (req("GET", "/a:b", "limit=x"), 400, ErrorCode.INVALID_ARGUMENT),
+        (req("GET", "/a:b", "limit=" + "1" * 5000), 400, ErrorCode.INVALID_ARGUMENT),
+        (req("GET", "/a:b/s", "after_seq=" + "1" * 5000), 400, ErrorCode.INVALID_ARGUMENT),
+        (req("POST", "/a:b", "stream_id=s%20s"), 400, ErrorCode.INVALID_NAME),
+        (req("POST", "/a:b", "stream_id=q&join=yes"), 400, ErrorCode.INVALID_ARGUMENT),
+        (req("POST", "/a:b", "join=1"), 400, ErrorCode.INVALID_ARGUMENT),
         (req("POST", "/a:b/s/other"), 404, ErrorCode.UNKNOWN_STREAM),
         (req("GET", "/a:b/s/x/y"), 404, ErrorCode.UNKNOWN_STREAM),
         (req("GET", "/a:b/s", origin="http://evil", host="h"), 403, ErrorCode.FORBIDDEN),
@@ -133,6 +159,13 @@ def test_refusals(request_: HttpRequest, status: int, code: int) -> None:
         return
     assert (decision.kind, decision.status, decision.code) == (RouteKind.REFUSE, status, code)
     assert bool(decision.allow) == (status == 405)
+
+
+def test_the_allow_header_lists_the_methods_of_the_shape() -> None:
+    assert route(req("PUT", "/a:b"), OPTIONS).allow == "GET, POST, OPTIONS"
+    assert route(req("PUT", "/a:b/s"), OPTIONS).allow == "GET, OPTIONS"
+    assert route(req("GET", "/a:b/s/upload"), OPTIONS).allow == "POST, OPTIONS"
+    assert route(req("PUT", "/a:b/s/status"), OPTIONS).allow == "GET, OPTIONS"
 
 
 def test_same_origin_and_any_origin() -> None:
@@ -396,6 +429,42 @@ def test_post_refusals() -> None:
     draining.shutdown()  # over: nothing more
 
 
+def _posted(hub: Hub, query: str, body: bytes = b"") -> HttpExchange:
+    ex = exchange(hub, req("POST", "/a:run", query))
+    ex.receive_body(body)
+    ex.end_body()
+    return ex
+
+
+def test_post_runs_or_joins_a_named_stream() -> None:
+    hub = make_hub()
+    calls: list[bytes] = []
+
+    def on_open(producer: object, args: bytes) -> None:
+        calls.append(args)
+        producer.write(b"first")  # type: ignore[attr-defined]
+
+    hub.register("a:run", on_open=on_open)
+    ran = _posted(hub, "stream_id=q&join=1", b"run")
+    assert ran.head is not None
+    assert (ran.head[0], dict(ran.head[1])["stream-id"]) == (200, "q")
+    assert dict(ran.head[1])["stream-joined"] == "false"
+    joined = _posted(hub, "stream_id=q&join=1", b"ignored")
+    assert joined.head is not None
+    headers = dict(joined.head[1])
+    assert (joined.head[0], headers["stream-id"], headers["stream-joined"]) == (200, "q", "true")
+    assert calls == [b"run"]  # one producer for both requesters
+    assert chunks_of(joined.take_body()) == [b"first"]  # joined from seq 1
+    assert chunks_of(ran.take_body()) == [b"first"]
+    refused = _posted(hub, "stream_id=q")
+    assert status(refused) == 409
+    assert json.loads(refused.take_body())["name"] == "STREAM_EXISTS"
+    fresh = _posted(hub, "stream_id=other&join=1")
+    assert fresh.head is not None
+    assert dict(fresh.head[1])["stream-joined"] == "false"
+    assert calls == [b"run", b""]
+
+
 def test_authentication_from_the_authorization_header() -> None:
     seen: list[object] = []
 
@@ -414,6 +483,87 @@ def test_authentication_from_the_authorization_header() -> None:
     refused = exchange(hub, req("GET", "/a:b/s", authorization="bad"))
     assert status(refused) == 401
     assert json.loads(refused.take_body())["name"] == "AUTH_FAILED"
+
+
+# -- status and listing -----------------------------------------------------------------------
+
+
+def _answer(ex: HttpExchange) -> tuple[int | None, object]:
+    assert ex.done
+    return status(ex), json.loads(ex.take_body())
+
+
+def _status_hub(**kwargs: object) -> Hub:
+    hub = make_hub(**kwargs)
+    channel = hub.register("a:b", ChannelOptions(replay=Window(chunks=2)))
+    live = channel.start("live")
+    for data in (b"1", b"2", b"3"):
+        live.write(data)
+    channel.start("done").close()
+    channel.start("bad").fail(1234, "broken")
+    return hub
+
+
+def test_status_answers_each_state_as_json() -> None:
+    hub = _status_hub()
+    ex = exchange(hub, req("GET", "/a:b/live/status", origin="http://page"))
+    assert ex.head is not None
+    assert ("content-type", "application/json") in ex.head[1]
+    assert ("access-control-allow-origin", "http://page") in ex.head[1]
+    assert _answer(ex) == (
+        200,
+        {"stream_id": "live", "state": "open", "code": 0, "first_seq": 2, "last_seq": 3},
+    )
+    assert ex.take_body() == b""
+    for sid, state, code in (("done", "ended", 0), ("bad", "failed", 1234), ("x", "missing", 0)):
+        got = _answer(exchange(hub, req("GET", f"/a:b/{sid}/status")))
+        assert got[0] == 200
+        assert (got[1]["state"], got[1]["code"]) == (state, code)  # type: ignore[index]
+    assert hub.statistics().subscriptions == 0  # asked without subscribing
+
+
+def test_status_and_listing_are_authorized_and_concealed() -> None:
+    asked: list[tuple[str, str, str]] = []
+
+    def authorize(request: object) -> object:
+        kind, sid = request.kind.value, request.stream_id  # type: ignore[attr-defined]
+        asked.append((kind, request.channel, sid))  # type: ignore[attr-defined]
+        return sid != "bad" and sid != "z"
+
+    hub = _status_hub(authorize=authorize)
+    hub.register("a:hidden", ChannelOptions(conceal=True)).start("bad")
+    assert _answer(exchange(hub, req("GET", "/a:b/live/status")))[0] == 200
+    refused = _answer(exchange(hub, req("GET", "/a:b/bad/status")))
+    assert refused[0] == 403
+    assert refused[1]["code"] == ErrorCode.FORBIDDEN  # type: ignore[index]
+    concealed = _answer(exchange(hub, req("GET", "/a:hidden/bad/status")))
+    unknown = _answer(exchange(hub, req("GET", "/a:nope/bad/status")))
+    # The same answer as an unknown channel's, naming the channel asked for.
+    assert concealed == (unknown[0], {**unknown[1], "message": "no channel 'a:hidden'"})  # type: ignore[dict-item]
+    assert concealed[0] == 404
+    assert _answer(exchange(hub, req("GET", "/a:b", "after=z")))[0] == 403
+    assert ("status", "a:b", "live") in asked
+    assert ("list", "a:b", "z") in asked
+
+
+def test_listing_pages_filters_and_cursor() -> None:
+    hub = _status_hub()
+    page = _answer(exchange(hub, req("GET", "/a:b", "limit=2")))
+    assert page[0] == 200
+    body = page[1]
+    assert [e["stream_id"] for e in body["streams"]] == ["bad", "done"]  # type: ignore[index]
+    assert body["next"] == "done"  # type: ignore[index]
+    rest = _answer(exchange(hub, req("GET", "/a:b", "limit=2&after=done")))[1]
+    assert rest == {
+        "streams": [
+            {"stream_id": "live", "state": "open", "code": 0, "first_seq": 2, "last_seq": 3}
+        ],
+        "next": "",
+    }
+    closed = _answer(exchange(hub, req("GET", "/a:b", "state=ended,failed")))[1]
+    assert [e["state"] for e in closed["streams"]] == ["failed", "ended"]  # type: ignore[index]
+    unknown = exchange(hub, req("GET", "/a:nope"))
+    assert status(unknown) == 404
 
 
 # -- upload -----------------------------------------------------------------------------------

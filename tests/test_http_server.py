@@ -192,6 +192,38 @@ def test_a_failed_stream_replays_its_error(server: ServerProxy) -> None:
     assert body["message"] == "it broke"
 
 
+# -- status and listing ---------------------------------------------------------------------
+
+
+def test_status_and_listing_as_json(server: ServerProxy) -> None:
+    server.start("test:streams", "s-open")
+    server.write("s-open", b"a", b"b")
+    server.start("test:streams", "s-failed")
+    server.fail_stream("s-failed", 1234, "it broke")
+    url = base(server) + "/test:streams"
+    with httpx.Client(timeout=TIMEOUT) as client:
+        live = client.get(f"{url}/s-open/status", headers={"Origin": ORIGIN})
+        assert live.status_code == 200
+        assert live.headers["content-type"] == "application/json"
+        assert live.headers["access-control-allow-origin"] == ORIGIN
+        body = live.json()
+        assert (body["stream_id"], body["state"], body["code"]) == ("s-open", "open", 0)
+        assert body["last_seq"] == 2
+        failed = client.get(f"{url}/s-failed/status").json()
+        assert (failed["state"], failed["code"]) == ("failed", 1234)
+        assert client.get(f"{url}/nope/status").json()["state"] == "missing"
+        assert client.get(base(server) + "/test:nope/s/status").status_code == 404
+        assert client.post(f"{url}/s-open/status").headers["allow"] == "GET, OPTIONS"
+        first = client.get(url, params={"state": "open,failed", "limit": "1"}).json()
+        assert [e["stream_id"] for e in first["streams"]] == ["s-failed"]
+        assert first["next"] == "s-failed"
+        rest = client.get(url, params={"state": "open,failed", "after": first["next"]}).json()
+        assert [e["stream_id"] for e in rest["streams"]] == ["s-open"]
+        assert rest["next"] == ""
+        assert client.get(url, params={"state": "ended"}).json() == {"streams": [], "next": ""}
+        assert client.get(url, params={"limit": "0"}).json()["name"] == "INVALID_ARGUMENT"
+
+
 # -- open and upload ------------------------------------------------------------------------
 
 
@@ -221,6 +253,37 @@ def test_post_opens_a_stream_and_names_it_for_a_later_resume(server: ServerProxy
             f"{base(server)}/test:open/{stream_id}", headers={"Last-Event-ID": "5:end"}
         )
         assert gone.status_code == 204
+
+
+def test_post_joins_a_running_stream_by_name(server: ServerProxy) -> None:
+    server.start("test:open", "j")
+    server.write("j", b"a")
+    url = base(server) + "/test:open"
+    with httpx.Client(timeout=TIMEOUT) as client:
+        taken = client.post(url, params={"stream_id": "j"}, content=b"1:0")
+        assert taken.status_code == 409
+        assert taken.json()["name"] == "STREAM_EXISTS"
+        with connect_sse(
+            client,
+            "POST",
+            url,
+            params={"stream_id": "j", "join": "1"},
+            content=b"1:0",
+            headers={"Origin": ORIGIN},
+        ) as source:
+            headers = source.response.headers
+            assert (headers["stream-id"], headers["stream-joined"]) == ("j", "true")
+            assert "Stream-Joined" in headers["access-control-expose-headers"]
+            server.write("j", b"b")
+            server.close_stream("j")
+            events = list(source.iter_sse())
+        assert [e.data for e in events if e.event == "message"] == ["a", "b"]
+        assert events[-1].event == "end"
+        with connect_sse(
+            client, "POST", url, params={"stream_id": "k", "join": "1"}, content=b"2:0"
+        ) as source:
+            assert source.response.headers["stream-joined"] == "false"
+            assert [e.data for e in source.iter_sse() if e.event == "message"] == ["0", "1"]
 
 
 def test_upload_streams_a_chunked_body_to_the_reader(server: ServerProxy) -> None:

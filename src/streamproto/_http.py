@@ -46,9 +46,11 @@ from ._events import (
     RequestRejected,
     StreamEnded,
     StreamFailed,
+    StreamsReceived,
     UploadCancelled,
     Writable,
 )
+from ._frames import StreamEntry, StreamState
 from ._hub import Hub, Peer
 from ._names import valid_channel, valid_stream_id
 from ._state import HState
@@ -61,6 +63,7 @@ __all__ = [
     "Route",
     "RouteKind",
     "default_auth",
+    "entry_json",
     "route",
     "status_for",
 ]
@@ -157,6 +160,8 @@ class RouteKind(enum.Enum):
     SUBSCRIBE = "subscribe"
     OPEN = "open"
     UPLOAD = "upload"
+    STATUS = "status"
+    LIST = "list"
     PREFLIGHT = "preflight"
     WEBSOCKET = "websocket"
     REFUSE = "refuse"
@@ -179,6 +184,12 @@ class Route:
     message: str = ""
     #: A 405's ``Allow`` header.
     allow: str = ""
+    #: LIST: the mask of states asked for (``1 << StreamState``; 0: any) and the page size;
+    #: its cursor is ``stream_id``.
+    states: int = 0
+    limit: int = 0
+    #: OPEN: run-or-join, join the running stream ``stream_id`` if there is one (R-HTTP-33).
+    join: bool = False
 
 
 def _refuse(code: int, message: str, status: int = 0, allow: str = "") -> Route:
@@ -186,10 +197,21 @@ def _refuse(code: int, message: str, status: int = 0, allow: str = "") -> Route:
     return Route(RouteKind.REFUSE, status=status, code=code, message=message, allow=allow)
 
 
+def _decimal(text: str, high: int) -> int | None:
+    """``text`` as a decimal in 0..``high``, else None. The length is checked first: Python
+    refuses to convert a string of more than 4,300 digits (ValueError), and a query may hold
+    one."""
+    if not (text.isascii() and text.isdigit()) or len(text.lstrip("0")) > len(str(high)):
+        return None
+    value = int(text)
+    return value if value <= high else None
+
+
 def _seq(text: str, what: str) -> int | Route:
-    if not (text.isascii() and text.isdigit()) or int(text) > U64:
+    value = _decimal(text, U64)
+    if value is None:
         return _refuse(ErrorCode.INVALID_ARGUMENT, f"{what} must be a seq (0..2^64-1): {text!r}")
-    return int(text)
+    return value
 
 
 def _origin_refused(request: HttpRequest, options: HttpOptions) -> bool:
@@ -216,22 +238,26 @@ def route(request: HttpRequest, options: HttpOptions) -> Route:
     channel = parts[0]
     if not valid_channel(channel):
         return _refuse(ErrorCode.INVALID_NAME, f"invalid channel name {channel!r}")
-    shape = (len(parts), method)
-    if shape not in _SHAPES:
-        if len(parts) <= 3 and (len(parts) < 3 or parts[2] == "upload"):
-            allowed = "POST, OPTIONS" if len(parts) != 2 else "GET, OPTIONS"
-            return _refuse(ErrorCode.NOT_ALLOWED, f"allowed: {allowed}", 405, allowed)
+    key = (len(parts), parts[2] if len(parts) == 3 else "")
+    methods = _ROUTES.get(key)
+    if methods is None:
         return _refuse(ErrorCode.UNKNOWN_STREAM, "no such resource", 404)
+    kind = methods.get(method)
+    if kind is None:
+        allowed = ", ".join([*methods, "OPTIONS"])
+        return _refuse(ErrorCode.NOT_ALLOWED, f"allowed: {allowed}", 405, allowed)
     query = dict(parse_qsl(request.query, keep_blank_values=True))
-    if shape == (1, "POST"):
-        return Route(RouteKind.OPEN, channel)
+    if kind is RouteKind.OPEN:
+        return _open_route(channel, query)
+    if kind is RouteKind.LIST:
+        return _list_route(channel, query)
     stream_id = parts[1]
     if not valid_stream_id(stream_id):
         return _refuse(ErrorCode.INVALID_NAME, f"invalid stream id {stream_id!r}")
-    if shape == (3, "POST"):
-        if parts[2] != "upload":
-            return _refuse(ErrorCode.UNKNOWN_STREAM, "no such resource", 404)
+    if kind is RouteKind.UPLOAD:
         return Route(RouteKind.UPLOAD, channel, stream_id, args=query.get("args", "").encode())
+    if kind is RouteKind.STATUS:
+        return Route(RouteKind.STATUS, channel, stream_id)
     # R-HTTP-11: Last-Event-ID wins over after_seq, because EventSource reconnects to the same
     # URL (after_seq included) and only its Last-Event-ID says where it stopped.
     last_id = (request.header("last-event-id") or "").strip()
@@ -250,7 +276,63 @@ def route(request: HttpRequest, options: HttpOptions) -> Route:
     return Route(RouteKind.SUBSCRIBE, channel, stream_id, after_seq=after, end_seen=end_seen)
 
 
-_SHAPES: Final = {(1, "POST"), (2, "GET"), (3, "POST")}
+#: The route table (R-HTTP-3): (segments, third segment) -> {method: what it asks}. A shape
+#: missing is 404; a method missing from its row is 405 with the row's methods as ``Allow``.
+_ROUTES: Final[dict[tuple[int, str], dict[str, RouteKind]]] = {
+    (1, ""): {"GET": RouteKind.LIST, "POST": RouteKind.OPEN},
+    (2, ""): {"GET": RouteKind.SUBSCRIBE},
+    (3, "upload"): {"POST": RouteKind.UPLOAD},
+    (3, "status"): {"GET": RouteKind.STATUS},
+}
+
+#: The ``state`` filter of a listing (R-HTTP-91): names as in a status answer.
+_STATE_NAMES: Final = {state.name.lower(): state for state in StreamState}
+#: The largest ``limit`` of a listing page (a hub answers at most its own page size).
+MAX_LIMIT: Final = 1000
+
+
+def _list_route(channel: str, query: dict[str, str]) -> Route:
+    # R-HTTP-91: every parameter is checked here, so the client side of the pair is never
+    # handed a value it would refuse with a local error.
+    states = 0
+    for name in filter(None, query.get("state", "").split(",")):
+        state = _STATE_NAMES.get(name)
+        if state is None or state is StreamState.MISSING:
+            names = ", ".join(n for n in _STATE_NAMES if n != "missing")
+            return _refuse(ErrorCode.INVALID_ARGUMENT, f"state must be among {names}: {name!r}")
+        states |= 1 << state
+    after = query.get("after", "")
+    if after and not valid_stream_id(after):
+        return _refuse(ErrorCode.INVALID_NAME, f"invalid stream id {after!r}")
+    text = query.get("limit", "100")
+    limit = _decimal(text, MAX_LIMIT)
+    if not limit:  # None or 0
+        return _refuse(ErrorCode.INVALID_ARGUMENT, f"limit must be in 1..{MAX_LIMIT}: {text!r}")
+    return Route(RouteKind.LIST, channel, after, states=states, limit=limit)
+
+
+def _open_route(channel: str, query: dict[str, str]) -> Route:
+    # R-HTTP-33: the stream id is optional (the server picks one); ``join`` needs one to name.
+    stream_id = query.get("stream_id", "")
+    if stream_id and not valid_stream_id(stream_id):
+        return _refuse(ErrorCode.INVALID_NAME, f"invalid stream id {stream_id!r}")
+    join = query.get("join", "0")
+    if join not in ("0", "1"):
+        return _refuse(ErrorCode.INVALID_ARGUMENT, f"join must be 0 or 1: {join!r}")
+    if join == "1" and not stream_id:
+        return _refuse(ErrorCode.INVALID_ARGUMENT, "join=1 needs a stream_id to join")
+    return Route(RouteKind.OPEN, channel, stream_id, join=join == "1")
+
+
+def entry_json(entry: StreamEntry) -> dict[str, object]:
+    """A stream's status as JSON (R-HTTP-90): its id, state (lower case), code and seqs."""
+    return {
+        "stream_id": entry.stream_id,
+        "state": entry.state.name.lower(),
+        "code": entry.code,
+        "first_seq": entry.first_seq,
+        "last_seq": entry.last_seq,
+    }
 
 
 class ExchangeState(enum.Enum):
@@ -278,6 +360,11 @@ TRANSITIONS: Final[dict[tuple[ExchangeState, Input], ExchangeState]] = {
     (ExchangeState.STREAMING, Input.FINISH): ExchangeState.DONE,
 }
 
+#: The routes an exchange serves: those that reach the hub.
+_EXCHANGES: Final = frozenset(
+    {RouteKind.SUBSCRIBE, RouteKind.OPEN, RouteKind.UPLOAD, RouteKind.STATUS, RouteKind.LIST}
+)
+
 #: Headers of every event-stream response (R-HTTP-10).
 _SSE_HEADERS: Final = (
     ("content-type", "text/event-stream"),
@@ -285,6 +372,8 @@ _SSE_HEADERS: Final = (
     ("x-accel-buffering", "no"),
 )
 _JSON: Final = (("content-type", "application/json"),)
+#: Response headers a page from another origin may read (R-HTTP-31, 33, 60).
+_EXPOSED: Final = "Stream-Id, Stream-Joined"
 
 
 @functools.lru_cache(maxsize=16)
@@ -322,7 +411,7 @@ class HttpExchange:
         clock: Callable[[], float],
         wakeup: Callable[[], None] | None = None,
     ) -> None:
-        if decision.kind not in (RouteKind.SUBSCRIBE, RouteKind.OPEN, RouteKind.UPLOAD):
+        if decision.kind not in _EXCHANGES:
             raise LocalProtocolError(
                 ErrorCode.INVALID_ARGUMENT, f"an exchange serves hub requests, not {decision.kind}"
             )
@@ -374,6 +463,15 @@ class HttpExchange:
             )
         elif kind is RouteKind.UPLOAD:
             self._handle = self._client.upload(decision.channel, decision.stream_id, decision.args)
+        elif kind is RouteKind.STATUS:
+            self._handle = self._client.status(decision.channel, decision.stream_id)
+        elif kind is RouteKind.LIST:
+            self._handle = self._client.list_streams(
+                decision.channel,
+                after=decision.stream_id,
+                states=decision.states,
+                limit=decision.limit,
+            )
         self._pump()
 
     # -- the driver's calls ---------------------------------------------------------------------
@@ -430,7 +528,10 @@ class HttpExchange:
             if self._stopping:  # the server stopped while the body came
                 self._fail_request(ErrorCode.SERVER_SHUTDOWN, "server shutting down")
                 return
-            self._handle = self._client.open(self.route.channel, args)
+            decision = self.route
+            self._handle = self._client.open(
+                decision.channel, args, stream_id=decision.stream_id, join=decision.join
+            )
             self._pump()
         elif kind is RouteKind.UPLOAD:
             self._feed_upload()
@@ -557,12 +658,24 @@ class HttpExchange:
             client.send_end(handle)
 
     def _upload_done(self) -> None:
-        result = {"stream_id": self._stream_id, "chunks": self._sent[0], "bytes": self._sent[1]}
+        self._answer(
+            {"stream_id": self._stream_id, "chunks": self._sent[0], "bytes": self._sent[1]}
+        )
+
+    def _answer(self, result: dict[str, object]) -> None:
+        """A whole 200 JSON response (an upload's result, a status, a listing)."""
         body = json.dumps(result).encode()
         self._respond(200, (*_JSON, ("content-length", str(len(body)))))
         self._out.append(body)
         self._finish()
         self._close_after = True
+
+    def _on_streams(self, event: StreamsReceived) -> None:
+        if self.route.kind is RouteKind.STATUS:
+            self._answer(entry_json(event.entries[0]))  # R-HTTP-90: one entry, always
+        else:
+            streams = [entry_json(entry) for entry in event.entries]
+            self._answer({"streams": streams, "next": event.next})  # R-HTTP-91
 
     def _pump(self) -> None:
         """Move frames between the in-memory pair until neither side has more to say."""
@@ -642,6 +755,8 @@ class HttpExchange:
                 self._terminal(ended=False)
             elif isinstance(event, RequestAccepted):
                 self._on_accepted(event)
+            elif isinstance(event, StreamsReceived):
+                self._on_streams(event)
             elif isinstance(event, RequestRejected):
                 self._fail_request(event.code, event.message)
             elif isinstance(event, UploadCancelled):
@@ -665,8 +780,14 @@ class HttpExchange:
         if kind is RouteKind.SUBSCRIBE:
             self._deciding = True  # the head waits for the end of this pump
         elif kind is RouteKind.OPEN:
+            # R-HTTP-31, 33: the stream's id, and whether this request joined a running one.
+            joined = "true" if event.joined else "false"
             self._start_stream(
-                (("stream-id", event.stream_id), ("access-control-expose-headers", "Stream-Id"))
+                (
+                    ("stream-id", event.stream_id),
+                    ("stream-joined", joined),
+                    ("access-control-expose-headers", _EXPOSED),
+                )
             )
         else:
             self._feed_upload()
@@ -706,7 +827,7 @@ def cors_headers(origin: str, options: HttpOptions) -> Headers:
     return (
         ("access-control-allow-origin", origin),
         ("access-control-allow-credentials", "true"),
-        ("access-control-expose-headers", "Stream-Id"),
+        ("access-control-expose-headers", _EXPOSED),
         ("vary", "Origin"),
     )
 

@@ -1119,6 +1119,43 @@ def _h10(peer: RawPeer) -> None:
     _expect(_exchange(peer.url, big), 431, "LIMIT_EXCEEDED")
 
 
+@case("H11", "R-HTTP-90", schemes=_HTTP)
+def _h11(peer: RawPeer) -> None:
+    """Stream status as JSON without subscribing: ended with its seqs, failed with its code,
+    missing for an unknown id (200, not 404)."""
+    url = peer.url
+    five = http_request(url, "GET", "/conformance:fixed/five/status")
+    _expect(five, 200)
+    expected = {"stream_id": "five", "state": "ended", "code": 0, "first_seq": 1, "last_seq": 5}
+    if five.json() != expected:
+        raise AssertionError(f"expected {expected}, got {five.json()}")
+    failed = http_request(url, "GET", "/conformance:fixed/failed/status").json()
+    if (failed.get("state"), failed.get("code")) != ("failed", FAIL_CODE):
+        raise AssertionError(f"expected failed with {FAIL_CODE}, got {failed}")
+    missing = http_request(url, "GET", "/conformance:fixed/nothing/status")
+    _expect(missing, 200)
+    if missing.json().get("state") != "missing":
+        raise AssertionError(f"expected missing, got {missing.json()}")
+
+
+@case("H12", "R-HTTP-91", schemes=_HTTP)
+def _h12(peer: RawPeer) -> None:
+    """A listing filtered by state, paged by limit and cursor: next names the last entry of a
+    page that has more, and is empty on the last page."""
+    url = peer.url
+    first = http_request(url, "GET", "/conformance:fixed?state=ended&limit=2")
+    _expect(first, 200)
+    page = first.json()
+    ids = [entry["stream_id"] for entry in page["streams"]]
+    if ids != ["big", "five"] or page["next"] != "five":
+        raise AssertionError(f"expected big, five and next five, got {page}")
+    rest = http_request(url, "GET", "/conformance:fixed?state=ended&limit=2&after=five").json()
+    ids = [entry["stream_id"] for entry in rest["streams"]]
+    if ids != ["many"] or rest["next"] != "":
+        raise AssertionError(f"expected many and no next page, got {rest}")
+    _expect(http_request(url, "GET", "/conformance:fixed?limit=0"), 400, "INVALID_ARGUMENT")
+
+
 # -- running ------------------------------------------------------------------------------------
 
 
