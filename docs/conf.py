@@ -9,7 +9,6 @@ Markdown pages; everything else the pages link to becomes a download.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import inspect
 import re
 import sys
@@ -56,10 +55,9 @@ html_theme = "furo"
 html_title = f"streamproto {release}"
 html_extra_path = ["_extra"]  # relative to this directory: the redirect to docs/index.html
 
-#: Pages and modules the site lists when they exist: other branches bring them, and a missing
-#: one must not fail the build (a toctree entry for an absent page is a warning).
-OPTIONAL_PAGES = ("embedding",)
-OPTIONAL_MODULES = {
+#: Modules the API page ends with, each under a short introduction: their names repeat some
+#: that ``streamproto`` and ``transports`` export, which are described once, above them.
+EXTRA_MODULES = {
     "transports.adapter": "The public API for adapter authors: backends' base classes and URL "
     "schemes (see [writing an adapter](adapters.md)).",
     "transports.embedding": "Helpers for embedding the hub in another framework.",
@@ -67,13 +65,6 @@ OPTIONAL_MODULES = {
 #: The error pages nest under their index in the navigation; the toctree is added here so
 #: that the page reads cleanly on a forge too.
 ERROR_PAGES_TOCTREE = "\n\n```{toctree}\n:hidden:\n:glob:\n\n*\n```\n"
-
-
-def _importable(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(name) is not None
-    except ImportError:
-        return False
 
 
 def _documented_above(name: str) -> list[str]:
@@ -92,9 +83,6 @@ def _documented_above(name: str) -> list[str]:
 
 def _complete_sources(app: Sphinx, docname: str, source: list[str]) -> None:
     if docname == "docs/index":
-        for page in OPTIONAL_PAGES:
-            if not (ROOT / "docs" / f"{page}.md").exists():
-                source[0] = source[0].replace(f"\n{page}\n", "\n")
         unlisted = [
             path.stem
             for path in sorted((ROOT / "docs").glob("*.md"))
@@ -104,14 +92,13 @@ def _complete_sources(app: Sphinx, docname: str, source: list[str]) -> None:
             entries = "\n".join(unlisted)
             source[0] += f"\n```{{toctree}}\n:caption: More\n:maxdepth: 1\n\n{entries}\n```\n"
     elif docname == "docs/api":
-        for name, text in OPTIONAL_MODULES.items():
-            if _importable(name):
-                source[0] += f"\n## `{name}`\n\n{text}\n\n```{{eval-rst}}\n"
-                source[0] += f".. automodule:: {name}\n   :members:\n"
-                again = _documented_above(name)
-                if again:  # one description per object, or Sphinx warns of a duplicate
-                    source[0] += f"   :exclude-members: {', '.join(again)}\n"
-                source[0] += "```\n"
+        for name, text in EXTRA_MODULES.items():
+            source[0] += f"\n## `{name}`\n\n{text}\n\n```{{eval-rst}}\n"
+            source[0] += f".. automodule:: {name}\n   :members:\n"
+            again = _documented_above(name)
+            if again:  # one description per object, or Sphinx warns of a duplicate
+                source[0] += f"   :exclude-members: {', '.join(again)}\n"
+            source[0] += "```\n"
     elif docname == "docs/errors/index":
         source[0] += ERROR_PAGES_TOCTREE
 
