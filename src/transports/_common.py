@@ -1716,7 +1716,7 @@ class ServerBase(abc.ABC, Generic[_P, _U]):
         """The hub's next deadline may have moved."""
 
 
-class ProducerBase(Generic[_V]):
+class ProducerBase(Generic[_V], abc.ABC):
     """The non-waiting half of a backend's ``ServerProducer``: a hub :class:`Producer` that
     writes values of type ``_V`` (``bytes`` unless it has a ``codec``).
 
@@ -1822,9 +1822,9 @@ class ProducerBase(Generic[_V]):
         if self._server is not None:
             self._server._rearm_hub()
 
+    @abc.abstractmethod
     def _serve(self, handler: Callable[..., Any], args: bytes) -> Any:
         """Run an open handler (``handler(self, args)``); supplied by each backend."""
-        raise NotImplementedError
 
     def _piped(self, exc: BaseException) -> bool:
         """A pipe's source or write raised ``exc``: True if the abort explains it (stop
@@ -1858,24 +1858,24 @@ class AsyncProducerBase(ProducerBase[_V]):
         self._signals()
         producer.on_abort = self._on_abort
 
+    @abc.abstractmethod
     def _signals(self) -> None:
         """Make ``aborted`` and the writable signal (hooked to the producer's
         ``on_writable``); supplied by each backend."""
-        raise NotImplementedError
 
     def _on_abort(self) -> None:
         self.aborted.set()
         if self._interrupt is not None:
             self._interrupt()
 
+    @abc.abstractmethod
     def _interrupting(self) -> contextlib.AbstractAsyncContextManager[None]:
         """A scope that ``_interrupt`` cancels, and that swallows that cancellation (and
         only that one); supplied by each backend."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     async def write(self, value: _V) -> None:
         """Supplied by each backend."""
-        raise NotImplementedError
 
     async def pipe(self, source: AsyncIterable[_V] | Iterable[_V], *, end: bool = True) -> int:
         """Write every item of ``source`` (an async or a plain iterable) with back-pressure,

@@ -74,7 +74,7 @@ class RawFraming:
     """Raw TCP: streamproto frames are self-delimiting, so the bytes pass through."""
 
     ready = True
-    violation = None
+    violation: str | None = None  # raw bytes have no framing rule to break
 
     def __init__(self) -> None:
         self.closed = False

@@ -43,7 +43,7 @@ from streamproto import (
 from streamproto._http import cors_headers, error_body, preflight_headers
 
 from ._common import ServerBase, ServerDriver
-from ._framing import SUBPROTOCOL, close_code_for
+from ._framing import SUBPROTOCOL, RawFraming, close_code_for
 from .asyncio import ServerProducer, ServerUpload, _guard
 
 __all__ = ["StreamApp"]
@@ -56,27 +56,13 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 
-class _MessageFraming:
-    """WebSocket framing done by the ASGI server: bytes pass through; a text message is a
-    violation (spec R-TR-4)."""
-
-    ready = True
+class _MessageFraming(RawFraming):
+    """WebSocket framing done by the ASGI server: bytes pass through as on raw TCP; a text
+    message is a violation (spec R-TR-4)."""
 
     def __init__(self) -> None:
-        self.closed = False
-        self.violation: str | None = None
-
-    def receive(self, data: bytes) -> bytes:
-        if not data:
-            self.closed = True
-        return data
-
-    def wrap(self, payload: bytes) -> bytes:
-        return payload
-
-    def close(self, code: int) -> bytes:
-        self.closed = True
-        return b""
+        super().__init__()
+        self.violation = None
 
 
 class StreamApp(ServerBase[ServerProducer[Any], ServerUpload]):
@@ -264,7 +250,7 @@ class StreamApp(ServerBase[ServerProducer[Any], ServerUpload]):
 
 
 def _close(driver: ServerDriver) -> int:
-    violation = getattr(driver.framing, "violation", None)
+    violation = driver.framing.violation
     return 1003 if violation is not None else close_code_for(driver.close_code)
 
 
