@@ -1108,7 +1108,7 @@ def _h09(peer: RawPeer) -> None:
     _expect(http_request(url, "GET", "/Not-A-Channel/x"), 400, "INVALID_NAME")
     bogus = http_request(url, "GET", "/conformance:fixed/five", {"Last-Event-ID": "x"})
     _expect(bogus, 400, "INVALID_ARGUMENT")
-    _expect(http_request(url, "DELETE", "/conformance:fixed/five"), 405, "NOT_ALLOWED")
+    _expect(http_request(url, "PUT", "/conformance:fixed/five"), 405, "NOT_ALLOWED")
 
 
 @case("H10", "R-HTTP-80", schemes=_HTTP)
@@ -1154,6 +1154,17 @@ def _h12(peer: RawPeer) -> None:
     if ids != ["many"] or rest["next"] != "":
         raise AssertionError(f"expected many and no next page, got {rest}")
     _expect(http_request(url, "GET", "/conformance:fixed?limit=0"), 400, "INVALID_ARGUMENT")
+
+
+@case("H13", "R-HTTP-93", "R-QUERY-4", schemes=_HTTP)
+def _h13(peer: RawPeer) -> None:
+    """A DELETE on a channel that does not delete its streams is 403 NOT_ALLOWED and changes
+    nothing: the stream's status is the same afterwards."""
+    url = peer.url
+    _expect(http_request(url, "DELETE", "/conformance:fixed/five"), 403, "NOT_ALLOWED")
+    five = http_request(url, "GET", "/conformance:fixed/five/status").json()
+    if (five.get("state"), five.get("last_seq")) != ("ended", 5):
+        raise AssertionError(f"expected five still ended at seq 5, got {five}")
 
 
 # -- running ------------------------------------------------------------------------------------
