@@ -791,12 +791,12 @@ class Hub:
         self._extend: Callable[[tuple[str, str], int, list[bytes]], int] | None = getattr(
             self._store, "extend", None
         )
-        # A shared store's effects (``_store.py`` rule 5), and the subscribes waiting for
-        # the answer to a Lookup (bounded by each connection's open requests).
-        # OPENs waiting for their Claim (bounded by each connection's open requests).
+        # A shared store's effects (``_store.py`` rule 5), the subscribes and status queries
+        # waiting for the answer to a Lookup, and the OPENs waiting for their Claim (each
+        # bounded by each connection's open requests).
         self._shared = self._store.shared
         self._requests: list[StoreRequest] = []
-        self._lookups: dict[Key, list[tuple[Peer, SubscribeRequested]]] = {}
+        self._lookups: dict[Key, list[tuple[Peer, SubscribeRequested | StatusRequested]]] = {}
         self._claims: dict[Key, tuple[Peer, OpenRequested, OverflowPolicy]] = {}
         #: Called when :meth:`store_requests` has something new (a shared store's adapter
         #: sets it to wake the task or thread that carries the requests out).
@@ -969,9 +969,13 @@ class Hub:
             else:
                 self._retain(stream)
         for peer, event in waiting:
-            if not peer.closed:
+            if peer.closed:
+                continue
+            if isinstance(event, StatusRequested):  # the stream as the store knows it
+                peer.conn.answer_streams(event.handle, [self._entry(channel, event.stream_id)])
+            else:
                 self._on_subscribe(peer, event, looked_up=True)
-                self._dirty.add(peer)  # its accept or reject
+            self._dirty.add(peer)  # its answer
         found = channel._stream(key[1])
         if found is not None and found.remote and not found.listeners():
             self._let_go(found)  # every requester went away meanwhile
@@ -1582,11 +1586,7 @@ class Hub:
         stream = channel._stream(event.stream_id)
         if stream is None:
             if self._shared and not looked_up:  # maybe another process's: ask the store
-                key = (channel.name, event.stream_id)
-                waiting = self._lookups.setdefault(key, [])
-                waiting.append((peer, event))
-                if len(waiting) == 1:
-                    self._request(Lookup(key, channel.options.replay))
+                self._look_up(channel, peer, event)
                 return
             conn.reject(event.handle, ErrorCode.UNKNOWN_STREAM, f"no stream {event.stream_id!r}")
             return
@@ -1685,6 +1685,17 @@ class Hub:
             if not producer.closed:
                 producer.fail(*handler_failure(exc))
 
+    def _look_up(
+        self, channel: Channel, peer: Peer, event: SubscribeRequested | StatusRequested
+    ) -> None:
+        """Ask the shared store for a stream this process does not have; ``event`` is
+        answered when the store does (:meth:`_on_loaded`). One Lookup per stream at a time."""
+        key = (channel.name, event.stream_id)
+        waiting = self._lookups.setdefault(key, [])
+        waiting.append((peer, event))
+        if len(waiting) == 1:
+            self._request(Lookup(key, channel.options.replay))
+
     # -- queries: status, list, delete (spec section 5.5) -------------------------------------
 
     def _on_query(
@@ -1702,8 +1713,11 @@ class Hub:
         channel = self._admit(peer, handle, event.channel, kind, event)
         if channel is None:
             return
-        if kind is RequestKind.STATUS:
-            conn.answer_streams(handle, [self._entry(channel, event.stream_id)])
+        if isinstance(event, StatusRequested):
+            if self._shared and channel._stream(event.stream_id) is None:
+                self._look_up(channel, peer, event)  # maybe another process's: ask the store
+            else:
+                conn.answer_streams(handle, [self._entry(channel, event.stream_id)])
         elif not channel.options.allow_delete:
             conn.reject(handle, ErrorCode.NOT_ALLOWED, "this channel does not delete streams")
         else:
