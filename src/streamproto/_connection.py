@@ -430,8 +430,10 @@ class Connection:
         ``(server, client)``.
         """
         server = cls(Role.SERVER, config, now=now)
-        client = cls(Role.CLIENT, config, now=now, auth=auth)
-        client._control.clear()  # its HELLO goes by hand:
+        # The client is made without the HELLO a client queues as bytes (only the state and
+        # that frame depend on the role when a connection is made): its HELLO goes by hand.
+        client = cls(Role.SERVER, config, now=now)
+        client._role, client._state = Role.CLIENT, ConnState.HANDSHAKING
         server._on_hello(client._hello("", auth), server._pending)
         server._mate = client
         return server, client
