@@ -205,7 +205,9 @@ class UploadResumePoint:
     """What a client needs to resume a resumable upload on a new connection (R-UPR-4), from
     :meth:`Connection.upload_resume_point`: the upload's request, and every chunk written
     that the server has not acknowledged, from ``first_seq`` on (``chunks[0]`` has seq
-    ``first_seq``). ``ended``: END was sent, so the resumed upload ends after them."""
+    ``first_seq``). ``ended``: END was sent, so the resumed upload ends after them.
+    ``accepted``: the server's ACCEPT came (else the server may never have seen the request,
+    and it is made again without flag RESUME, R-UPR-4)."""
 
     channel: str
     stream_id: str
@@ -214,6 +216,7 @@ class UploadResumePoint:
     first_seq: int
     chunks: tuple[bytes, ...]
     ended: bool
+    accepted: bool = True
 
     @property
     def next_seq(self) -> int:
@@ -224,7 +227,16 @@ class UploadResumePoint:
 class _Up:
     """A client upload that ends with UPLOAD_RESULT (flag RESUMABLE or RESULT)."""
 
-    __slots__ = ("args", "channel", "ended", "kept", "resend_end", "result", "stream_id")
+    __slots__ = (
+        "accepted",
+        "args",
+        "channel",
+        "ended",
+        "kept",
+        "resend_end",
+        "result",
+        "stream_id",
+    )
 
     def __init__(
         self, channel: str, stream_id: str, args: bytes, *, resumable: bool, result: bool
@@ -236,6 +248,7 @@ class _Up:
         #: Resumable: every chunk written and not acknowledged, as (seq, chunk).
         self.kept: deque[tuple[int, bytes]] | None = deque() if resumable else None
         self.ended = False  # END sent: the handle waits for UPLOAD_RESULT once drained
+        self.accepted = False
         #: A resume waiting for its ACCEPT: the seq after the chunks to send again (else 0).
         self.resend_end = 0
 
@@ -958,7 +971,7 @@ class Connection:
         first = kept[0][0] if kept else h.next_seq
         chunks = tuple(chunk for _, chunk in kept)
         return UploadResumePoint(
-            up.channel, up.stream_id, up.args, up.result, first, chunks, up.ended
+            up.channel, up.stream_id, up.args, up.result, first, chunks, up.ended, up.accepted
         )
 
     def resume_upload(self, point: UploadResumePoint) -> int:
@@ -979,12 +992,15 @@ class Connection:
             point.channel, point.stream_id, point.args, resumable=True, result=point.result
         )
         up.ended = point.ended
+        up.accepted = point.accepted
         up.resend_end = point.next_seq
         cast(deque[tuple[int, bytes]], up.kept).extend(
             zip(range(point.first_seq, point.next_seq), point.chunks, strict=True)
         )
         h.next_seq = point.next_seq
-        frame = Upload(handle, point.channel, point.stream_id, point.args, True, point.result, True)
+        frame = Upload(
+            handle, point.channel, point.stream_id, point.args, True, point.result, point.accepted
+        )
         self._open_request(h, frame)
         return handle
 
@@ -1740,6 +1756,7 @@ class Connection:
                         raise _PeerFault(ErrorCode.FLOW_CONTROL_ERROR, "credit overflow in ACCEPT")
                     if h.up is not None:
                         h.up.stream_id = frame.stream_id
+                        h.up.accepted = True
                         if h.up.resend_end:
                             self._resumed(h, h.up, frame.first_seq)
                     if not h.in_ready and h.sendable():
@@ -1801,7 +1818,8 @@ class Connection:
                 self._close_handle(h)
                 events.append(UploadCancelled(h.handle, frame.code, frame.message))
             case UploadAck():
-                kept = cast(_Up, cast(_Out, h).up).kept  # RECV_UPLOAD_ACK: resumable uploads
+                up = cast(_Out, h).up  # only client uploads have RECV_UPLOAD_ACK
+                kept = None if up is None else up.kept
                 if kept is None or frame.seq > cast(_Out, h).sent_seq:
                     raise _PeerFault(
                         ErrorCode.PROTOCOL_ERROR,

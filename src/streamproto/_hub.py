@@ -517,6 +517,7 @@ class UploadReader:
         self._result: bytes | None = None
         self._received = 0  # the last seq received, on any connection
         self._parked: _Session | None = None  # the session holding it while disconnected
+        self._finishing = False  # its handle ended and waits for the result
         #: None while open; ``(0, "")`` after END; ``(code, message)`` after a failure.
         self.outcome: tuple[int, str] | None = None
         #: Called when chunks or the outcome arrive.
@@ -578,7 +579,7 @@ class UploadReader:
             )
         self._result = result
         peer = self._peer
-        if peer is not None and self.outcome is not None:  # ended: its handle waits for it
+        if peer is not None and self._finishing:  # its handle waits for it
             self._hub._send_result(peer, self)
             self._hub._wake()
 
@@ -1998,7 +1999,11 @@ class Hub:
         channel = self._admit(peer, event.handle, event.channel, RequestKind.UPLOAD, event)
         if channel is None:
             return
-        if event.resume:
+        session = cast(_Session, peer.session)  # requests come after the handshake
+        parked = session.uploads.get((channel.name, event.stream_id))
+        if event.resume or (parked is not None and parked._received == 0):
+            # A resume; or the request again of a parked upload whose ACCEPT was lost with its
+            # connection, so that none of it can have arrived (R-UPR-4).
             self._resume_upload(peer, channel, event)
             return
         if event.stream_id in channel._upload_ids:
@@ -2033,6 +2038,7 @@ class Hub:
     def _attach_upload(self, peer: Peer, handle: int, reader: UploadReader) -> None:
         reader._peer = peer
         reader._handle = handle
+        reader._finishing = False
         peer.uploads[handle] = reader
         channel = self._channels[reader.channel]
         channel._uploads += 1
@@ -2077,7 +2083,8 @@ class Hub:
             reader.outcome = (0, "")
             reader._notify()
         if reader.wants_result and reader._result is None:
-            return  # the handle waits in FINISHING for set_result
+            reader._finishing = True  # the handle waits in FINISHING for set_result
+            return
         if reader.wants_result:
             self._send_result(peer, reader)
             return
