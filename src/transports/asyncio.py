@@ -182,6 +182,9 @@ class ServerUpload(ServerUploadBase):
         self._event = asyncio.Event()
         reader.on_readable = self._event.set
 
+    async def _serve(self, handler: Callable[[ServerUpload], Awaitable[object]]) -> None:
+        self._returned(await handler(self))
+
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self
 
@@ -576,8 +579,17 @@ class Upload(UploadBase):
 
     _client: Client
 
-    def __init__(self, client: Client, channel: str, stream_id: str, args: bytes) -> None:
-        super().__init__(client, channel, stream_id, args)
+    def __init__(
+        self,
+        client: Client,
+        channel: str,
+        stream_id: str,
+        args: bytes,
+        *,
+        resumable: bool = False,
+        result: bool = False,
+    ) -> None:
+        super().__init__(client, channel, stream_id, args, resumable=resumable, result=result)
         self._event = asyncio.Event()
 
     async def __aenter__(self) -> Upload:
@@ -614,6 +626,17 @@ class Upload(UploadBase):
                 await self._event.wait()
             if core.error is not None:
                 raise core.error
+
+    async def result(self) -> bytes:
+        """The server's answer to the upload, once it is complete: what the handler returned
+        (with ``result=True``; b"" otherwise). Raises the upload's error. Call it after the
+        ``async with`` block, which ends the upload."""
+        core = self._started()
+        while not core.settled:
+            self._event.clear()
+            self._client._flush()
+            await self._event.wait()
+        return self._result()
 
 
 class Client(ClientBase[Subscription[bytes], Subscription[bytes | Gap]], AsyncQueries):
@@ -704,9 +727,20 @@ class Client(ClientBase[Subscription[bytes], Subscription[bytes | Gap]], AsyncQu
         self.core.timer()
         self._flush()
 
-    def upload(self, channel: str, stream_id: str = "", args: bytes = b"") -> Upload:
-        """An upload, used as ``async with client.upload(...) as up``."""
-        return Upload(self, channel, stream_id, args)
+    def upload(
+        self,
+        channel: str,
+        stream_id: str = "",
+        args: bytes = b"",
+        *,
+        resumable: bool = False,
+        result: bool = False,
+    ) -> Upload:
+        """An upload, used as ``async with client.upload(...) as up``. ``resumable``: it
+        survives a reconnect, going on from what the server took (the server must announce
+        it; docs/streams.md); ``result``: ``await up.result()`` after the block returns what
+        the server's handler returned."""
+        return Upload(self, channel, stream_id, args, resumable=resumable, result=result)
 
     async def _ask(self, request: QueryRequest) -> QueryCore:
         await self._ready()

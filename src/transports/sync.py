@@ -603,6 +603,9 @@ class ServerUpload(ServerUploadBase):
     def _shutdown(self) -> None:
         self._cond.notify_all()
 
+    def _serve(self, handler: Callable[[ServerUpload], object]) -> None:
+        self._returned(handler(self))
+
     def __iter__(self) -> Iterator[bytes]:
         return self
 
@@ -933,8 +936,17 @@ class Upload(UploadBase):
 
     _client: Client
 
-    def __init__(self, client: Client, channel: str, stream_id: str, args: bytes) -> None:
-        super().__init__(client, channel, stream_id, args)
+    def __init__(
+        self,
+        client: Client,
+        channel: str,
+        stream_id: str,
+        args: bytes,
+        *,
+        resumable: bool = False,
+        result: bool = False,
+    ) -> None:
+        super().__init__(client, channel, stream_id, args, resumable=resumable, result=result)
         self._cond = threading.Condition(client._lock)
 
     def __enter__(self) -> Upload:
@@ -968,6 +980,17 @@ class Upload(UploadBase):
                     self._cond.wait()
             if core.error is not None:
                 raise core.error
+
+    def result(self) -> bytes:
+        """The server's answer to the upload, once it is complete: what the handler returned
+        (with ``result=True``; b"" otherwise). Raises the upload's error. Call it after the
+        ``with`` block, which ends the upload."""
+        core = self._started()
+        with self._cond:
+            while not core.settled:
+                self._client._wake()
+                self._cond.wait()
+        return self._result()
 
 
 class Client(ClientBase[Subscription[bytes], Subscription[bytes | Gap]]):
@@ -1074,9 +1097,20 @@ class Client(ClientBase[Subscription[bytes], Subscription[bytes | Gap]]):
     def _subscription(self, core: SubscriptionCore) -> Subscription[Any]:
         return Subscription(self, core)
 
-    def upload(self, channel: str, stream_id: str = "", args: bytes = b"") -> Upload:
-        """An upload, used as ``with client.upload(...) as up``."""
-        return Upload(self, channel, stream_id, args)
+    def upload(
+        self,
+        channel: str,
+        stream_id: str = "",
+        args: bytes = b"",
+        *,
+        resumable: bool = False,
+        result: bool = False,
+    ) -> Upload:
+        """An upload, used as ``with client.upload(...) as up``. ``resumable``: it survives a
+        reconnect, going on from what the server took (the server must announce it;
+        docs/streams.md); ``result``: ``up.result()`` after the block returns what the
+        server's handler returned."""
+        return Upload(self, channel, stream_id, args, resumable=resumable, result=result)
 
     def abort_transport(self) -> None:
         """Kill the socket without a goodbye (tests and demos of resume)."""

@@ -313,6 +313,9 @@ class ServerUpload(ServerUploadBase):
         self._wake = _Wake()
         reader.on_readable = self._wake.set
 
+    async def _serve(self, handler: Callable[[ServerUpload], Awaitable[object]]) -> None:
+        self._returned(await handler(self))
+
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self
 
@@ -578,8 +581,17 @@ class Upload(UploadBase):
 
     _client: Client
 
-    def __init__(self, client: Client, channel: str, stream_id: str, args: bytes) -> None:
-        super().__init__(client, channel, stream_id, args)
+    def __init__(
+        self,
+        client: Client,
+        channel: str,
+        stream_id: str,
+        args: bytes,
+        *,
+        resumable: bool = False,
+        result: bool = False,
+    ) -> None:
+        super().__init__(client, channel, stream_id, args, resumable=resumable, result=result)
         self._wake = _Wake()
         self._pacer = Pacer()
 
@@ -613,6 +625,16 @@ class Upload(UploadBase):
                 await self._wake.wait()
             if core.error is not None:
                 raise core.error
+
+    async def result(self) -> bytes:
+        """The server's answer to the upload, once it is complete: what the handler returned
+        (with ``result=True``; b"" otherwise). Raises the upload's error. Call it after the
+        ``async with`` block, which ends the upload."""
+        core = self._started()
+        while not core.settled:
+            self._client._wake()
+            await self._wake.wait()
+        return self._result()
 
 
 class Client(ClientBase[Subscription[bytes], Subscription[bytes | Gap]], AsyncQueries):
@@ -675,9 +697,20 @@ class Client(ClientBase[Subscription[bytes], Subscription[bytes | Gap]], AsyncQu
     def _subscription(self, core: SubscriptionCore) -> Subscription[Any]:
         return Subscription(self, core)
 
-    def upload(self, channel: str, stream_id: str = "", args: bytes = b"") -> Upload:
-        """An upload, used as ``async with client.upload(...) as up``."""
-        return Upload(self, channel, stream_id, args)
+    def upload(
+        self,
+        channel: str,
+        stream_id: str = "",
+        args: bytes = b"",
+        *,
+        resumable: bool = False,
+        result: bool = False,
+    ) -> Upload:
+        """An upload, used as ``async with client.upload(...) as up``. ``resumable``: it
+        survives a reconnect, going on from what the server took (the server must announce
+        it; docs/streams.md); ``result``: ``await up.result()`` after the block returns what
+        the server's handler returned."""
+        return Upload(self, channel, stream_id, args, resumable=resumable, result=result)
 
     def abort_transport(self) -> None:
         """Kill the socket without a goodbye (tests and demos of resume)."""
