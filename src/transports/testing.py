@@ -691,13 +691,14 @@ class ClientProxy:
                     client.abort_transport()  # in the client's thread: call it directly
                 yield chunk
 
-        flags = {"resumable": resumable, "result": result}
+        # Only what is asked for, so that a backend without section 9.1 runs plain uploads.
+        flags = {name: True for name, on in (("resumable", resumable), ("result", result)) if on}
         if self.flavour == "thread":
             try:
                 with client.upload(channel, stream_id, args, **flags) as up:
                     for chunk in each():
                         up.write(chunk)
-                answer: bytes = up.result()
+                answer: bytes = up.result() if flags else b""
             except Exception as exc:
                 return exc
             return answer
@@ -707,7 +708,7 @@ class ClientProxy:
                 async with client.upload(channel, stream_id, args, **flags) as up:
                     for chunk in each():
                         await up.write(chunk)
-                answer: bytes = await up.result()
+                answer: bytes = await up.result() if flags else b""
             except Exception as exc:
                 return exc
             return answer
