@@ -81,6 +81,16 @@ def reconnect(h: HubHarness, old: Client) -> Client:
     return new
 
 
+def ended_upload(h: HubHarness) -> tuple[Client, int]:
+    """A client whose resumable upload with a result ``f1`` ended, its result not given."""
+    old = h.connect(server_config=SERVER)
+    u = old.conn.upload(CH, "f1", resumable=True, result=True)
+    h.pump()
+    old.conn.send_end(u)
+    h.pump()
+    return old, u
+
+
 def client_welcome(features: int) -> Connection:
     c = Connection(Role.CLIENT)
     c.data_to_send()
@@ -285,11 +295,7 @@ def test_a_lost_result_is_sent_again() -> None:
     """R-UPR-6: the session remembers a completed resumable upload, so a resume after its
     UPLOAD_RESULT was lost with the connection gets it again."""
     h, uploads = harness()
-    old = h.connect(server_config=SERVER)
-    u = old.conn.upload(CH, "f1", resumable=True, result=True)
-    h.pump()
-    old.conn.send_end(u)
-    h.pump()
+    old, u = ended_upload(h)
     point = old.conn.upload_resume_point(u)
     (reader,) = uploads.readers
     reader.set_result(b"done")
@@ -621,11 +627,7 @@ def test_a_session_remembers_its_last_completed_uploads_only() -> None:
 def test_an_ended_upload_whose_uploader_never_resumes() -> None:
     """Its reader had ended well: the session's expiry only releases its id."""
     h, uploads = harness()
-    old = h.connect(server_config=SERVER)
-    u = old.conn.upload(CH, "f1", resumable=True, result=True)
-    h.pump()
-    old.conn.send_end(u)
-    h.pump()
+    old, _ = ended_upload(h)
     old.disconnect()
     (reader,) = uploads.readers
     assert h.hub.statistics().uploads == 1

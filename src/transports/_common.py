@@ -1569,8 +1569,11 @@ if TYPE_CHECKING:
     from typing_extensions import TypeVar as _TypeVar
 
     _V = _TypeVar("_V", default=bytes)
+    #: A backend's client upload class (a backend built on these bases may leave it out).
+    _UP = _TypeVar("_UP", bound="UploadBase", default="UploadBase")
 else:
     _V = TypeVar("_V")
+    _UP = TypeVar("_UP", bound="UploadBase")
 #: A value type of a codec.
 _W = TypeVar("_W")
 
@@ -2088,16 +2091,34 @@ class ServerUploadBase(abc.ABC):
             self.reader.cancel(code, message)
 
 
-class ClientBase(abc.ABC, Generic[_S, _SG]):
+class ClientBase(abc.ABC, Generic[_S, _SG, _UP]):
     """A client's loop-independent half. The backend implements ``_wake`` (flush the
     socket soon) and ``_subscription`` (wrap a :class:`SubscriptionCore`). ``_S`` is the
     backend's subscription of ``bytes``, ``_SG`` the one of ``bytes | Gap`` (``on_gap="item"``):
-    ``subscribe`` and ``open`` return one or the other by overloads."""
+    ``subscribe`` and ``open`` return one or the other by overloads. ``_UP`` is its upload
+    class, which it names in ``_upload_type`` for :meth:`upload`."""
 
     _lock: contextlib.AbstractContextManager[Any] = _NO_LOCK
+    _upload_type: type[_UP]
 
     def __init__(self, core: ClientCore) -> None:
         self.core = core
+
+    def upload(
+        self,
+        channel: str,
+        stream_id: str = "",
+        args: bytes = b"",
+        *,
+        resumable: bool = False,
+        result: bool = False,
+    ) -> _UP:
+        """An upload, used as ``async with client.upload(...) as up`` (the thread backend:
+        ``with``). ``resumable``: it survives a reconnect, going on from what the server took
+        (the server must announce it, else INVALID_STATE; docs/channels.md); ``result``:
+        ``up.result()`` after the block returns what the server's handler returned (async
+        backends: ``await up.result()``)."""
+        return self._upload_type(self, channel, stream_id, args, resumable=resumable, result=result)
 
     @overload
     def subscribe(
@@ -2266,7 +2287,7 @@ class SubscriptionBase(Generic[_T]):
     """The non-waiting half of a backend's ``Subscription``; ``_T`` is what it hands out
     (``bytes``, or ``bytes | Gap`` under ``on_gap="item"``)."""
 
-    def __init__(self, client: ClientBase[Any, Any], core: SubscriptionCore) -> None:
+    def __init__(self, client: ClientBase[Any, Any, Any], core: SubscriptionCore) -> None:
         self._client = client
         self._core = core
 
@@ -2341,7 +2362,7 @@ class UploadBase:
 
     def __init__(
         self,
-        client: ClientBase[Any, Any],
+        client: ClientBase[Any, Any, Any],
         channel: str,
         stream_id: str,
         args: bytes,
@@ -2354,6 +2375,10 @@ class UploadBase:
         self._resumable = resumable
         self._wants_result = result
         self._core: UploadCore | None = None
+        self._made()
+
+    def _made(self) -> None:
+        """Where a backend sets up its wakeup primitive, at the end of ``__init__``."""
 
     @property
     def stream_id(self) -> str:

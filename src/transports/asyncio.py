@@ -579,17 +579,7 @@ class Upload(UploadBase):
 
     _client: Client
 
-    def __init__(
-        self,
-        client: Client,
-        channel: str,
-        stream_id: str,
-        args: bytes,
-        *,
-        resumable: bool = False,
-        result: bool = False,
-    ) -> None:
-        super().__init__(client, channel, stream_id, args, resumable=resumable, result=result)
+    def _made(self) -> None:
         self._event = asyncio.Event()
 
     async def __aenter__(self) -> Upload:
@@ -639,8 +629,10 @@ class Upload(UploadBase):
         return self._result()
 
 
-class Client(ClientBase[Subscription[bytes], Subscription[bytes | Gap]], AsyncQueries):
+class Client(ClientBase[Subscription[bytes], Subscription[bytes | Gap], Upload], AsyncQueries):
     """A connection to a streamproto server that reconnects and resumes (from :func:`connect`)."""
+
+    _upload_type = Upload
 
     def __init__(self, core: ClientCore) -> None:
         super().__init__(core)
@@ -726,21 +718,6 @@ class Client(ClientBase[Subscription[bytes], Subscription[bytes | Gap]], AsyncQu
         self._timer = self._timer_at = None
         self.core.timer()
         self._flush()
-
-    def upload(
-        self,
-        channel: str,
-        stream_id: str = "",
-        args: bytes = b"",
-        *,
-        resumable: bool = False,
-        result: bool = False,
-    ) -> Upload:
-        """An upload, used as ``async with client.upload(...) as up``. ``resumable``: it
-        survives a reconnect, going on from what the server took (the server must announce
-        it; docs/streams.md); ``result``: ``await up.result()`` after the block returns what
-        the server's handler returned."""
-        return Upload(self, channel, stream_id, args, resumable=resumable, result=result)
 
     async def _ask(self, request: QueryRequest) -> QueryCore:
         await self._ready()

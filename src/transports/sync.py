@@ -936,18 +936,8 @@ class Upload(UploadBase):
 
     _client: Client
 
-    def __init__(
-        self,
-        client: Client,
-        channel: str,
-        stream_id: str,
-        args: bytes,
-        *,
-        resumable: bool = False,
-        result: bool = False,
-    ) -> None:
-        super().__init__(client, channel, stream_id, args, resumable=resumable, result=result)
-        self._cond = threading.Condition(client._lock)
+    def _made(self) -> None:
+        self._cond = threading.Condition(self._client._lock)
 
     def __enter__(self) -> Upload:
         self._client._wait_ready(self._client._timeout)
@@ -993,9 +983,11 @@ class Upload(UploadBase):
         return self._result()
 
 
-class Client(ClientBase[Subscription[bytes], Subscription[bytes | Gap]]):
+class Client(ClientBase[Subscription[bytes], Subscription[bytes | Gap], Upload]):
     """A connection to a streamproto server that reconnects and resumes (from :func:`connect`).
     One thread does the socket's I/O and reconnects; ``close()`` joins it."""
+
+    _upload_type = Upload
 
     _lock: threading.RLock  # the one lock around every call into the core
 
@@ -1096,21 +1088,6 @@ class Client(ClientBase[Subscription[bytes], Subscription[bytes | Gap]]):
 
     def _subscription(self, core: SubscriptionCore) -> Subscription[Any]:
         return Subscription(self, core)
-
-    def upload(
-        self,
-        channel: str,
-        stream_id: str = "",
-        args: bytes = b"",
-        *,
-        resumable: bool = False,
-        result: bool = False,
-    ) -> Upload:
-        """An upload, used as ``with client.upload(...) as up``. ``resumable``: it survives a
-        reconnect, going on from what the server took (the server must announce it;
-        docs/streams.md); ``result``: ``up.result()`` after the block returns what the
-        server's handler returned."""
-        return Upload(self, channel, stream_id, args, resumable=resumable, result=result)
 
     def abort_transport(self) -> None:
         """Kill the socket without a goodbye (tests and demos of resume)."""

@@ -581,17 +581,7 @@ class Upload(UploadBase):
 
     _client: Client
 
-    def __init__(
-        self,
-        client: Client,
-        channel: str,
-        stream_id: str,
-        args: bytes,
-        *,
-        resumable: bool = False,
-        result: bool = False,
-    ) -> None:
-        super().__init__(client, channel, stream_id, args, resumable=resumable, result=result)
+    def _made(self) -> None:
         self._wake = _Wake()
         self._pacer = Pacer()
 
@@ -637,8 +627,10 @@ class Upload(UploadBase):
         return self._result()
 
 
-class Client(ClientBase[Subscription[bytes], Subscription[bytes | Gap]], AsyncQueries):
+class Client(ClientBase[Subscription[bytes], Subscription[bytes | Gap], Upload], AsyncQueries):
     """A connection to a streamproto server that reconnects and resumes (from :func:`connect`)."""
+
+    _upload_type = Upload
 
     def __init__(self, core: ClientCore) -> None:
         super().__init__(core)
@@ -696,21 +688,6 @@ class Client(ClientBase[Subscription[bytes], Subscription[bytes | Gap]], AsyncQu
 
     def _subscription(self, core: SubscriptionCore) -> Subscription[Any]:
         return Subscription(self, core)
-
-    def upload(
-        self,
-        channel: str,
-        stream_id: str = "",
-        args: bytes = b"",
-        *,
-        resumable: bool = False,
-        result: bool = False,
-    ) -> Upload:
-        """An upload, used as ``async with client.upload(...) as up``. ``resumable``: it
-        survives a reconnect, going on from what the server took (the server must announce
-        it; docs/streams.md); ``result``: ``await up.result()`` after the block returns what
-        the server's handler returned."""
-        return Upload(self, channel, stream_id, args, resumable=resumable, result=result)
 
     def abort_transport(self) -> None:
         """Kill the socket without a goodbye (tests and demos of resume)."""
