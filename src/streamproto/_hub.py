@@ -2001,7 +2001,7 @@ class Hub:
             return
         session = cast(_Session, peer.session)  # requests come after the handshake
         parked = session.uploads.get((channel.name, event.stream_id))
-        if event.resume or (parked is not None and parked._received == 0):
+        if event.resume or (event.resumable and parked is not None and parked._received == 0):
             # A resume; or the request again of a parked upload whose ACCEPT was lost with its
             # connection, so that none of it can have arrived (R-UPR-4).
             self._resume_upload(peer, channel, event)
