@@ -111,6 +111,7 @@ __all__ = [
     "SubscriptionCore",
     "UploadBase",
     "UploadCore",
+    "Uploads",
     "Url",
     "handler_failed",
     "parse_url",
@@ -1569,11 +1570,10 @@ if TYPE_CHECKING:
     from typing_extensions import TypeVar as _TypeVar
 
     _V = _TypeVar("_V", default=bytes)
-    #: A backend's client upload class (a backend built on these bases may leave it out).
-    _UP = _TypeVar("_UP", bound="UploadBase", default="UploadBase")
 else:
     _V = TypeVar("_V")
-    _UP = TypeVar("_UP", bound="UploadBase")
+#: A backend's client upload class.
+_UP = TypeVar("_UP", bound="UploadBase")
 #: A value type of a codec.
 _W = TypeVar("_W")
 
@@ -2091,34 +2091,16 @@ class ServerUploadBase(abc.ABC):
             self.reader.cancel(code, message)
 
 
-class ClientBase(abc.ABC, Generic[_S, _SG, _UP]):
+class ClientBase(abc.ABC, Generic[_S, _SG]):
     """A client's loop-independent half. The backend implements ``_wake`` (flush the
     socket soon) and ``_subscription`` (wrap a :class:`SubscriptionCore`). ``_S`` is the
     backend's subscription of ``bytes``, ``_SG`` the one of ``bytes | Gap`` (``on_gap="item"``):
-    ``subscribe`` and ``open`` return one or the other by overloads. ``_UP`` is its upload
-    class, which it names in ``_upload_type`` for :meth:`upload`."""
+    ``subscribe`` and ``open`` return one or the other by overloads."""
 
     _lock: contextlib.AbstractContextManager[Any] = _NO_LOCK
-    _upload_type: type[_UP]
 
     def __init__(self, core: ClientCore) -> None:
         self.core = core
-
-    def upload(
-        self,
-        channel: str,
-        stream_id: str = "",
-        args: bytes = b"",
-        *,
-        resumable: bool = False,
-        result: bool = False,
-    ) -> _UP:
-        """An upload, used as ``async with client.upload(...) as up`` (the thread backend:
-        ``with``). ``resumable``: it survives a reconnect, going on from what the server took
-        (the server must announce it, else INVALID_STATE; docs/channels.md); ``result``:
-        ``up.result()`` after the block returns what the server's handler returned (async
-        backends: ``await up.result()``)."""
-        return self._upload_type(self, channel, stream_id, args, resumable=resumable, result=result)
 
     @overload
     def subscribe(
@@ -2249,6 +2231,32 @@ class ClientBase(abc.ABC, Generic[_S, _SG, _UP]):
         """Supplied by each backend."""
 
 
+class Uploads(Generic[_UP]):
+    """The ``upload`` call of the backends' clients (mixed into a :class:`ClientBase`): the
+    backend names its upload class in ``_upload_type``."""
+
+    _upload_type: type[_UP]
+
+    def upload(
+        self,
+        channel: str,
+        stream_id: str = "",
+        args: bytes = b"",
+        *,
+        resumable: bool = False,
+        result: bool = False,
+    ) -> _UP:
+        """An upload, used as ``async with client.upload(...) as up`` (the thread backend:
+        ``with``). ``resumable``: it survives a reconnect, going on from what the server took
+        (the server must announce it, else INVALID_STATE; docs/channels.md); ``result``:
+        ``up.result()`` after the block returns what the server's handler returned (async
+        backends: ``await up.result()``)."""
+        client = cast("ClientBase[Any, Any]", self)
+        return self._upload_type(
+            client, channel, stream_id, args, resumable=resumable, result=result
+        )
+
+
 class AsyncQueries(abc.ABC):
     """The status, list and delete calls of the asyncio and trio clients; each supplies
     ``_ask``: wait for a ready connection, send the query, wait for its answer."""
@@ -2287,7 +2295,7 @@ class SubscriptionBase(Generic[_T]):
     """The non-waiting half of a backend's ``Subscription``; ``_T`` is what it hands out
     (``bytes``, or ``bytes | Gap`` under ``on_gap="item"``)."""
 
-    def __init__(self, client: ClientBase[Any, Any, Any], core: SubscriptionCore) -> None:
+    def __init__(self, client: ClientBase[Any, Any], core: SubscriptionCore) -> None:
         self._client = client
         self._core = core
 
@@ -2362,7 +2370,7 @@ class UploadBase:
 
     def __init__(
         self,
-        client: ClientBase[Any, Any, Any],
+        client: ClientBase[Any, Any],
         channel: str,
         stream_id: str,
         args: bytes,

@@ -34,6 +34,7 @@ from ._common import (
     SubscriptionBase,
     SubscriptionCore,
     UploadBase,
+    Uploads,
     handler_failed,
     parse_url,
     read_upload,
@@ -629,7 +630,9 @@ class Upload(UploadBase):
         return self._result()
 
 
-class Client(ClientBase[Subscription[bytes], Subscription[bytes | Gap], Upload], AsyncQueries):
+class Client(
+    ClientBase[Subscription[bytes], Subscription[bytes | Gap]], Uploads[Upload], AsyncQueries
+):
     """A connection to a streamproto server that reconnects and resumes (from :func:`connect`)."""
 
     _upload_type = Upload

@@ -62,6 +62,7 @@ from ._common import (
     SubscriptionBase,
     SubscriptionCore,
     UploadBase,
+    Uploads,
     Url,
     always_reads,
     handler_failed,
@@ -983,7 +984,7 @@ class Upload(UploadBase):
         return self._result()
 
 
-class Client(ClientBase[Subscription[bytes], Subscription[bytes | Gap], Upload]):
+class Client(ClientBase[Subscription[bytes], Subscription[bytes | Gap]], Uploads[Upload]):
     """A connection to a streamproto server that reconnects and resumes (from :func:`connect`).
     One thread does the socket's I/O and reconnects; ``close()`` joins it."""
 

@@ -48,6 +48,7 @@ from ._common import (
     SubscriptionBase,
     SubscriptionCore,
     UploadBase,
+    Uploads,
     always_reads,
     handler_failed,
     log,
@@ -627,7 +628,9 @@ class Upload(UploadBase):
         return self._result()
 
 
-class Client(ClientBase[Subscription[bytes], Subscription[bytes | Gap], Upload], AsyncQueries):
+class Client(
+    ClientBase[Subscription[bytes], Subscription[bytes | Gap]], Uploads[Upload], AsyncQueries
+):
     """A connection to a streamproto server that reconnects and resumes (from :func:`connect`)."""
 
     _upload_type = Upload
