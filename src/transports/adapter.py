@@ -49,8 +49,9 @@ the asyncio, trio and thread backends are made of:
   :class:`QueryCore` ``.done``); ``ServerUploadBase._serve`` (run an upload handler and give
   what it returns to ``_returned``, the upload's result); ``Uploads._upload_type`` (the
   client's upload class, an :class:`UploadBase`, whose ``_made`` sets up its wakeup); and
-  ``_lock``, held around every call into the core (a real lock only where threads share it). The bases call ``ServerBase._driver(framing, clock, wakeup)``
-  for each accepted stream and ``ServerBase._gone(driver)`` when it ends. These underscored
+  ``_lock``, held around every call into the core (a real lock only where threads share it).
+  The bases call ``ServerBase._driver(framing, clock, wakeup)`` for each accepted stream and
+  ``ServerBase._gone(driver)`` when it ends. These underscored
   names are hooks for subclasses, not for applications, and are as stable as the public ones.
 
 :mod:`transports.testing` (``Adapter``, ``pair_factory``) and
