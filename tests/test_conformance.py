@@ -19,8 +19,9 @@ from harness import BACKENDS, TRANSPORTS, ServerProxy
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Request
 
-from streamproto import ErrorCode, LocalProtocolError
+from streamproto import ErrorCode, Feature, LocalProtocolError, Setting
 from streamproto.__main__ import main
+from streamproto._frames import Welcome, encode
 from transports import _schemes, reference
 from transports._schemes import Scheme
 from transports.conformance import CASES, http_request, run
@@ -274,3 +275,43 @@ def test_rule_index_repeats_every_rule_verbatim() -> None:
     listed = re.findall(r"^\d+[a-z]?\. \*\*(R-[A-Z]+-\d+)\*\* \(§[\d.]+\) (.*)$", index, re.M)
     assert len(rules) == len({rule for rule, _ in rules})
     assert listed == rules
+
+
+def test_cases_of_a_feature_the_server_does_not_announce_are_skipped(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """R-VER-5: the resumable-upload cases (FEATURES 0x04) are skipped, with the reason,
+    against a server whose WELCOME announces only QUERIES; they count neither way."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    served: list[socket.socket] = []
+
+    def serve_one() -> None:
+        conn, _ = listener.accept()
+        served.append(conn)
+        welcome = Welcome(settings=((Setting.FEATURES, int(Feature.QUERIES)),), session_id="s")
+        conn.recv(4096)  # its HELLO
+        conn.sendall(encode(welcome))
+
+    thread = threading.Thread(target=serve_one)
+    thread.start()
+    try:
+        report = run(f"tcp://127.0.0.1:{port}", only={"C60", "C61", "C62"}, out=print)
+    finally:
+        thread.join(5)
+        for conn in served:
+            conn.close()
+        listener.close()
+    assert report.results == ()
+    out = capsys.readouterr().out
+    for case_id in ("C60", "C61", "C62"):
+        assert f"{case_id} SKIP" in out
+    assert "resumable upload:" in out
+    assert "(the server does not announce FEATURES 0x04)" in out
+
+
+def test_a_server_that_cannot_say_its_features_skips_them() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    assert run(f"tcp://127.0.0.1:{port}", only={"C60"}).results == ()

@@ -34,6 +34,7 @@ from ._common import (
     SubscriptionBase,
     SubscriptionCore,
     UploadBase,
+    Uploads,
     handler_failed,
     parse_url,
     read_upload,
@@ -181,6 +182,9 @@ class ServerUpload(ServerUploadBase):
         super().__init__(server, reader)
         self._event = asyncio.Event()
         reader.on_readable = self._event.set
+
+    async def _serve(self, handler: Callable[[ServerUpload], Awaitable[object]]) -> None:
+        self._returned(await handler(self))
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self
@@ -576,8 +580,7 @@ class Upload(UploadBase):
 
     _client: Client
 
-    def __init__(self, client: Client, channel: str, stream_id: str, args: bytes) -> None:
-        super().__init__(client, channel, stream_id, args)
+    def _made(self) -> None:
         self._event = asyncio.Event()
 
     async def __aenter__(self) -> Upload:
@@ -615,9 +618,24 @@ class Upload(UploadBase):
             if core.error is not None:
                 raise core.error
 
+    async def result(self) -> bytes:
+        """The server's answer to the upload, once it is complete: what the handler returned
+        (with ``result=True``; b"" otherwise). Raises the upload's error. Call it after the
+        ``async with`` block, which ends the upload."""
+        core = self._started()
+        while not core.settled:
+            self._event.clear()
+            self._client._flush()
+            await self._event.wait()
+        return self._result()
 
-class Client(ClientBase[Subscription[bytes], Subscription[bytes | Gap]], AsyncQueries):
+
+class Client(
+    ClientBase[Subscription[bytes], Subscription[bytes | Gap]], Uploads[Upload], AsyncQueries
+):
     """A connection to a streamproto server that reconnects and resumes (from :func:`connect`)."""
+
+    _upload_type = Upload
 
     def __init__(self, core: ClientCore) -> None:
         super().__init__(core)
@@ -703,10 +721,6 @@ class Client(ClientBase[Subscription[bytes], Subscription[bytes | Gap]], AsyncQu
         self._timer = self._timer_at = None
         self.core.timer()
         self._flush()
-
-    def upload(self, channel: str, stream_id: str = "", args: bytes = b"") -> Upload:
-        """An upload, used as ``async with client.upload(...) as up``."""
-        return Upload(self, channel, stream_id, args)
 
     async def _ask(self, request: QueryRequest) -> QueryCore:
         await self._ready()

@@ -62,6 +62,7 @@ from ._common import (
     SubscriptionBase,
     SubscriptionCore,
     UploadBase,
+    Uploads,
     Url,
     always_reads,
     handler_failed,
@@ -603,6 +604,9 @@ class ServerUpload(ServerUploadBase):
     def _shutdown(self) -> None:
         self._cond.notify_all()
 
+    def _serve(self, handler: Callable[[ServerUpload], object]) -> None:
+        self._returned(handler(self))
+
     def __iter__(self) -> Iterator[bytes]:
         return self
 
@@ -933,9 +937,8 @@ class Upload(UploadBase):
 
     _client: Client
 
-    def __init__(self, client: Client, channel: str, stream_id: str, args: bytes) -> None:
-        super().__init__(client, channel, stream_id, args)
-        self._cond = threading.Condition(client._lock)
+    def _made(self) -> None:
+        self._cond = threading.Condition(self._client._lock)
 
     def __enter__(self) -> Upload:
         self._client._wait_ready(self._client._timeout)
@@ -969,10 +972,23 @@ class Upload(UploadBase):
             if core.error is not None:
                 raise core.error
 
+    def result(self) -> bytes:
+        """The server's answer to the upload, once it is complete: what the handler returned
+        (with ``result=True``; b"" otherwise). Raises the upload's error. Call it after the
+        ``with`` block, which ends the upload."""
+        core = self._started()
+        with self._cond:
+            while not core.settled:
+                self._client._wake()
+                self._cond.wait()
+        return self._result()
 
-class Client(ClientBase[Subscription[bytes], Subscription[bytes | Gap]]):
+
+class Client(ClientBase[Subscription[bytes], Subscription[bytes | Gap]], Uploads[Upload]):
     """A connection to a streamproto server that reconnects and resumes (from :func:`connect`).
     One thread does the socket's I/O and reconnects; ``close()`` joins it."""
+
+    _upload_type = Upload
 
     _lock: threading.RLock  # the one lock around every call into the core
 
@@ -1073,10 +1089,6 @@ class Client(ClientBase[Subscription[bytes], Subscription[bytes | Gap]]):
 
     def _subscription(self, core: SubscriptionCore) -> Subscription[Any]:
         return Subscription(self, core)
-
-    def upload(self, channel: str, stream_id: str = "", args: bytes = b"") -> Upload:
-        """An upload, used as ``with client.upload(...) as up``."""
-        return Upload(self, channel, stream_id, args)
 
     def abort_transport(self) -> None:
         """Kill the socket without a goodbye (tests and demos of resume)."""

@@ -48,6 +48,7 @@ from ._common import (
     SubscriptionBase,
     SubscriptionCore,
     UploadBase,
+    Uploads,
     always_reads,
     handler_failed,
     log,
@@ -312,6 +313,9 @@ class ServerUpload(ServerUploadBase):
         super().__init__(server, reader)
         self._wake = _Wake()
         reader.on_readable = self._wake.set
+
+    async def _serve(self, handler: Callable[[ServerUpload], Awaitable[object]]) -> None:
+        self._returned(await handler(self))
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self
@@ -578,8 +582,7 @@ class Upload(UploadBase):
 
     _client: Client
 
-    def __init__(self, client: Client, channel: str, stream_id: str, args: bytes) -> None:
-        super().__init__(client, channel, stream_id, args)
+    def _made(self) -> None:
         self._wake = _Wake()
         self._pacer = Pacer()
 
@@ -614,9 +617,23 @@ class Upload(UploadBase):
             if core.error is not None:
                 raise core.error
 
+    async def result(self) -> bytes:
+        """The server's answer to the upload, once it is complete: what the handler returned
+        (with ``result=True``; b"" otherwise). Raises the upload's error. Call it after the
+        ``async with`` block, which ends the upload."""
+        core = self._started()
+        while not core.settled:
+            self._client._wake()
+            await self._wake.wait()
+        return self._result()
 
-class Client(ClientBase[Subscription[bytes], Subscription[bytes | Gap]], AsyncQueries):
+
+class Client(
+    ClientBase[Subscription[bytes], Subscription[bytes | Gap]], Uploads[Upload], AsyncQueries
+):
     """A connection to a streamproto server that reconnects and resumes (from :func:`connect`)."""
+
+    _upload_type = Upload
 
     def __init__(self, core: ClientCore) -> None:
         super().__init__(core)
@@ -674,10 +691,6 @@ class Client(ClientBase[Subscription[bytes], Subscription[bytes | Gap]], AsyncQu
 
     def _subscription(self, core: SubscriptionCore) -> Subscription[Any]:
         return Subscription(self, core)
-
-    def upload(self, channel: str, stream_id: str = "", args: bytes = b"") -> Upload:
-        """An upload, used as ``async with client.upload(...) as up``."""
-        return Upload(self, channel, stream_id, args)
 
     def abort_transport(self) -> None:
         """Kill the socket without a goodbye (tests and demos of resume)."""

@@ -32,6 +32,7 @@ from .._events import (
     SubscribeRequested,
     Unsubscribed,
     UploadCancelled,
+    UploadCompleted,
     UploadData,
     UploadEnded,
     UploadFailed,
@@ -67,6 +68,7 @@ _TERMINAL = (
     StreamEnded,
     StreamFailed,
     UploadCancelled,
+    UploadCompleted,
     CancelRequested,
     Unsubscribed,
     UploadEnded,
@@ -280,8 +282,8 @@ class ConnectionPair:
             match event:
                 case SubscribeRequested() | OpenRequested() | UploadRequested():
                     self.requests[handle] = event
-                    if isinstance(event, UploadRequested):
-                        expect[handle] = 1
+                    if isinstance(event, UploadRequested) and not event.resume:
+                        expect[handle] = 1  # (a resume starts where the server says)
                 case RequestAccepted():
                     self._on_accepted(event, expect)
                 case DataReceived() | UploadData():
