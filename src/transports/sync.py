@@ -295,8 +295,10 @@ class _Loop:
     mark a pump for it to look at (``look_at``) and wake it; the selector is touched by the
     loop's thread alone."""
 
-    def __init__(self, lock: threading.RLock) -> None:
+    def __init__(self, lock: threading.RLock, before: Callable[[], None] = lambda: None) -> None:
         self._lock = lock
+        self._before = before  # runs when ``hold`` asked for it, before the pumps are stepped
+        self._held = False
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -329,6 +331,11 @@ class _Loop:
             with contextlib.suppress(OSError):  # full: a wake is pending anyway
                 self._wake_w.send(b"\0")
 
+    def hold(self) -> None:
+        """Have the loop call ``before`` when it next wakes (and wake it, once per burst)."""
+        self._held = True
+        self.poke()
+
     def stop(self) -> None:
         self.stopping = True
         self.poke()
@@ -356,6 +363,9 @@ class _Loop:
         with lock:
             try:
                 while True:
+                    if self._held:
+                        self._held = False
+                        self._before()
                     now = time.monotonic()
                     while timers and (timers[0][0] <= now or timers[0][2].closed):
                         at, _, pump = heapq.heappop(timers)
@@ -367,7 +377,7 @@ class _Loop:
                         pump.dirty = False
                         if not pump.closed:
                             self._step(pump)
-                    if dirty:
+                    if dirty or self._held:
                         continue
                     if self.stopping and not self.pumps:
                         break
@@ -716,7 +726,11 @@ class Server(ServerBase[ServerProducer[Any], ServerUpload]):
         self.port = bound_port(self._listener.getsockname())
         self._log_listening()
         self._stop_r, self._stop_w = socket.socketpair()
-        self._io = _Loop(self._lock)
+        # Producer writes are held by the hub and delivered as runs (Hub.flush_writes) by
+        # the I/O thread when it next wakes: a handler writing in a loop wakes it once per
+        # run, and the chunks written meanwhile join the run.
+        self._io = _Loop(self._lock, before=self.hub.flush_writes)
+        self.hub.on_writes_held = self._io.hold
         self._io_thread = threading.Thread(target=self._io.run, name="streamproto-io", daemon=True)
         self._acceptor = threading.Thread(target=self._accept, name="streamproto-accept")
         self._timer = threading.Thread(target=self._hub_timer, name="streamproto-hub-timer")
@@ -818,6 +832,9 @@ class Server(ServerBase[ServerProducer[Any], ServerUpload]):
             self._changed.notify_all()
             # Each socket closes once its goodbye is out, or after _LINGER.
             self._changed.wait_for(lambda: not self.drivers)
+            if self.hub.on_writes_held == self._io.hold:  # the hub may outlive this server
+                self.hub.on_writes_held = None
+                self.hub.flush_writes()
             self._io.stop()
         for thread in [self._io_thread, self._timer]:
             thread.join()
