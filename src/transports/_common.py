@@ -640,6 +640,7 @@ class SubscriptionCore:
         self.conn_serial = 0
         self.accepted = False
         self.closed = False
+        self.cancelled = False  # cancel() dropped the buffer: a taken slice is dropped too
         # Chunks taken but not yet reported to the connection (credit is returned in batches),
         # and the last seq that came over an earlier connection (its credit died with it).
         self.owed_chunks = 0
@@ -742,6 +743,38 @@ class SubscriptionCore:
                 self._report()
         return chunk
 
+    def take_slice(self) -> tuple[tuple[bytes, ...], int] | None:
+        """For an item iterator without a codec: the next chunks of the run at the head of the
+        buffer, and the seq of the first, taken out of the buffer to be handed out one at a
+        time without a :meth:`poll` each; None when the head is not a run (nothing, a gap)
+        or payloads are decoded. The iterator sets ``seq`` as it hands each out, stops if
+        ``cancelled`` is set meanwhile, and calls :meth:`handed_slice` as it hands out the
+        last. A slice ends where the credit batch does, so the credit is reported at the
+        chunk :meth:`poll` would report it at."""
+        buffer = self.buffer
+        if not buffer or self.codec is not None:
+            return None
+        head = buffer[0]
+        if isinstance(head, Gap):
+            return None
+        chunks = head.chunks
+        pos = head.pos
+        end = min(len(chunks), pos + max(1, _CREDIT_BATCH - self.owed_chunks))
+        if end == len(chunks):
+            buffer.popleft()
+        else:
+            head.pos = end
+        return chunks[pos:end], head.seq + pos
+
+    def handed_slice(self, part: tuple[bytes, ...], last: int) -> None:
+        """The last chunk of a :meth:`take_slice` slice (seq ``last``) is being handed out:
+        the slice's credit is owed, and reported as :meth:`poll` would (``reported``)."""
+        if last > self.stale_seq:  # (a lost connection meanwhile made it stale)
+            self.owed_chunks += len(part)
+            self.owed_bytes += sum(map(len, part))
+            if not self.buffer or self.owed_chunks >= _CREDIT_BATCH:
+                self._report()
+
     @property
     def poller(self) -> Callable[[], Any]:
         """What an item iterator polls: :meth:`poll`, or :meth:`poll_value` with a codec."""
@@ -817,6 +850,7 @@ class SubscriptionCore:
         if self.closed:
             return
         self.closed = True
+        self.cancelled = True
         self.core._leave(self, unsubscribe=unsubscribe)
         self.buffer.clear()
         self.outcome = _Outcome.ENDED
@@ -2204,6 +2238,26 @@ class SubscriptionBase(Generic[_T]):
                 ErrorCode.INVALID_ARGUMENT, f"max_chunks must be a positive int: {max_chunks!r}"
             )
         return functools.partial(self._core.poll_many, limit)
+
+    def _hand_out(self, part: tuple[tuple[bytes, ...], int]) -> Iterator[bytes]:
+        """Hand out a slice taken by :meth:`SubscriptionCore.take_slice` a chunk per step,
+        without a poll each: ``seq`` as each goes, the credit as the last goes (as ``poll``
+        would), nothing more once the subscription was cancelled meanwhile."""
+        core = self._core
+        chunks, seq = part
+        last = len(chunks) - 1
+        for i in range(last):
+            core.seq = seq + i
+            yield chunks[i]
+            if core.cancelled:
+                return
+        with self._client._lock:
+            core.seq = seq = seq + last
+            core.handed_slice(chunks, seq)
+            if core.reported:  # the credit it returned goes out
+                core.reported = False
+                self._client._wake()
+        yield chunks[last]
 
     def close(self, *, unsubscribe: bool = False) -> None:
         """Stop: CANCEL (or UNSUBSCRIBE) unless the stream is already over."""

@@ -915,7 +915,7 @@ class Subscription(SubscriptionBase[_T]):
             return self._core.stream_id
 
     def __iter__(self) -> Iterator[_T]:
-        return self._iterate(self._core.poller)
+        return self._iterate(self._core.poller, slices=True)
 
     def batches(self, max_chunks: int | None = None) -> Iterator[list[_T]]:
         """``for batch in sub.batches()``: lists of the payloads that have arrived (at most
@@ -925,21 +925,26 @@ class Subscription(SubscriptionBase[_T]):
         ends the batch before it and raises on the next one."""
         return self._iterate(self._batch_poll(max_chunks))
 
-    def _iterate(self, poll: Callable[[], Any]) -> Iterator[Any]:
+    def _iterate(self, poll: Callable[[], Any], *, slices: bool = False) -> Iterator[Any]:
         core = self._core
+        cond = self._cond
+        take = core.take_slice if slices else lambda: None
         try:
             while True:
-                with self._cond:
-                    item = poll()
-                    while item is None and not core.finished:
-                        self._cond.wait()
-                        item = poll()
-                    if item is None:
-                        return
+                with cond:
+                    while (part := take()) is None and (item := poll()) is None:
+                        if core.finished:
+                            return
+                        cond.wait()
                     if core.reported:  # the credit it returned goes out
                         core.reported = False
                         self._client._wake()
-                yield item
+                if part is None:
+                    yield item
+                    continue
+                # What has arrived is handed out from a slice: no lock and no poll per chunk
+                # (a cancel in another thread stops it at the next chunk).
+                yield from self._hand_out(part)
         finally:
             self.close()
 

@@ -551,7 +551,7 @@ class Subscription(SubscriptionBase[_T]):
         return self._core.stream_id
 
     def __aiter__(self) -> _Chunks[_T]:
-        return _Chunks(self, self._core.poller)
+        return _Chunks(self, self._core.poller, slices=True)
 
     def batches(self, max_chunks: int | None = None) -> _Chunks[list[_T]]:
         """``async for batch in sub.batches()``: lists of the payloads that have arrived (at
@@ -571,19 +571,33 @@ class _Chunks(Generic[_I]):
     # what breaking out of ``async for`` does. This iterator sends CANCEL when it raises (an
     # error, the task's cancellation), when it is closed, and when it is dropped (a break).
 
-    def __init__(self, sub: Subscription[Any], poll: Callable[[], Any]) -> None:
+    def __init__(
+        self, sub: Subscription[Any], poll: Callable[[], Any], *, slices: bool = False
+    ) -> None:
         self._sub = sub
         self._poll = poll
+        self._take = sub._core.take_slice if slices else lambda: None
+        self._part: Iterator[Any] | None = None  # a slice being handed out (_hand_out)
 
     def __aiter__(self) -> _Chunks[_I]:
         return self
 
     async def __anext__(self) -> _I:
+        part = self._part
+        if part is not None:  # what has arrived, without a poll per chunk
+            chunk: _I | None = next(part, None)
+            if chunk is not None:
+                return chunk
+            self._part = None
         sub = self._sub
         core = sub._core
         poll = self._poll
         try:
             while True:
+                taken = self._take()
+                if taken is not None:
+                    self._part = part = sub._hand_out(taken)
+                    return next(part)  # type: ignore[return-value]
                 item: _I | None = poll()
                 if item is not None:
                     if core.reported:  # the credit it returned goes out
