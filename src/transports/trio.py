@@ -367,7 +367,6 @@ class Server(ServerBase[ServerProducer[Any], ServerUpload]):
         # Producer writes are held by the hub and delivered as runs (Hub.flush_writes) by
         # the _deliver_held task, which runs after the tasks runnable when the first was held.
         self._held = _Wake()
-        self.hub.on_writes_held = self._held.set
 
     def _producer(self, producer: Producer) -> ServerProducer[Any]:
         return ServerProducer(producer, server=self)
@@ -449,6 +448,7 @@ class Server(ServerBase[ServerProducer[Any], ServerUpload]):
         # One wake per run of held writes: set() reschedules this task, which trio runs in
         # its next batch, after every task that was runnable (and writing) in this one.
         hub, held = self.hub, self._held
+        hub.on_writes_held = held.set
         try:
             while True:
                 await held.wait()
