@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from test_batches import FakeCore, chunks, feed, make_sub
@@ -20,7 +21,9 @@ from streamproto import JSON, GapReason, GapReceived
 from transports import Gap, sync
 from transports import asyncio as aio
 from transports import trio as tri
-from transports._common import _CREDIT_BATCH, SubscriptionCore
+from transports._common import _CREDIT_BATCH, SubscriptionCore, _Outcome
+
+BACKENDS = ["asyncio", "trio", "sync"]
 
 
 class FakeClient:
@@ -50,10 +53,12 @@ def _sub(on_gap: str = "item") -> tuple[SubscriptionCore, LeavingCore]:
     return sub, core
 
 
-def _stepper(backend: str, core: SubscriptionCore) -> tuple[Callable[[], Any], Any]:
+def _stepper(
+    backend: str, core: SubscriptionCore, client: FakeClient | None = None
+) -> tuple[Callable[[], Any], Any]:
     """One step of ``backend``'s item iterator on ``core`` (which must have something to hand
     out: a step never waits here), and the subscription."""
-    client = FakeClient()
+    client = client or FakeClient()
     if backend == "sync":
         sub: Any = sync.Subscription(client, core)  # type: ignore[arg-type]
         it = iter(sub)
@@ -83,7 +88,7 @@ scripts = st.lists(
 )
 
 
-@given(st.sampled_from(["asyncio", "trio", "sync"]), scripts)
+@given(st.sampled_from(BACKENDS), scripts)
 def test_slices_hand_out_what_poll_would(backend: str, script: list[tuple[str, int]]) -> None:
     ref, ref_core = _sub()
     real, real_core = _sub()
@@ -114,13 +119,41 @@ def test_slices_hand_out_what_poll_would(backend: str, script: list[tuple[str, i
 def test_a_slice_ends_where_the_credit_batch_does() -> None:
     sub, core = _sub()
     feed(sub, chunks(1, 3 * _CREDIT_BATCH))
-    first = sub.take_slice()
-    assert first is not None
-    assert (len(first[0]), first[1]) == (_CREDIT_BATCH, 1)
-    assert core.consumed == []  # owed only as the last chunk is handed out
-    sub.handed_slice(first[0], _CREDIT_BATCH)
-    assert core.consumed == [(_CREDIT_BATCH, sum(map(len, first[0])))]
+    found = sub.take_slice()
+    assert found is not None
+    run, end = found
+    assert (run.pos, end, len(sub.buffer)) == (0, _CREDIT_BATCH, 1)  # nothing taken yet
+    sub.handed_slice(run, 0, end, last=True)
+    assert (run.pos, sub.seq) == (_CREDIT_BATCH, _CREDIT_BATCH)
+    assert core.consumed == [(_CREDIT_BATCH, sum(map(len, run.chunks[:end])))]
     assert sub.reported
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_iterator_left_behind_leaves_the_rest_in_the_buffer(backend: str) -> None:
+    # ``await sub.__aiter__().__anext__()`` once per chunk: each new iterator goes on where
+    # the last one stopped, while the old ones are still alive.
+    sub, core = _sub()
+    feed(sub, chunks(1, 10))
+    kept = []
+    client = FakeClient()
+    for seq in range(1, 11):
+        step, _handle = _stepper(backend, sub, client)
+        kept.append(step)
+        assert step() == b"c%d" % seq
+        assert sub.seq == seq
+    assert not sub.buffer
+    # (the credit of a chunk an iterator left behind is owed once that iterator ends)
+    assert sum(c for c, _ in core.consumed) <= 10
+
+
+def _one_of_ten(backend: str) -> tuple[SubscriptionCore, LeavingCore, Callable[[], Any], Any]:
+    """A subscription with ten chunks buffered, and ``backend``'s iterator after its first."""
+    sub, core = _sub()
+    feed(sub, chunks(1, 10))
+    step, handle = _stepper(backend, sub)
+    assert step() == b"c1"
+    return sub, core, step, handle
 
 
 def test_no_slice_for_a_gap_or_decoded_payloads() -> None:
@@ -133,16 +166,24 @@ def test_no_slice_for_a_gap_or_decoded_payloads() -> None:
     assert sub.take_slice() is None
 
 
-def test_a_cancel_stops_a_slice_being_handed_out() -> None:
-    for backend in ("asyncio", "trio", "sync"):
-        sub, core = _sub()
-        feed(sub, chunks(1, 10))
-        step, handle = _stepper(backend, sub)
-        assert step() == b"c1"
-        handle.close()
-        assert core.left == 1
-        try:
-            got = step()
-        except (StopIteration, StopAsyncIteration):
-            got = None
-        assert got is None, backend
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_cancel_stops_a_slice_being_handed_out(backend: str) -> None:
+    _sub_core, core, step, handle = _one_of_ten(backend)
+    handle.close()
+    assert core.left == 1
+    with pytest.raises((StopIteration, StopAsyncIteration)):
+        step()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_slice_stops_where_another_reader_took_over(backend: str) -> None:
+    sub, core, step, _handle = _one_of_ten(backend)
+    assert sub.poll() == b"c2"  # another reader (a batches() loop, say) took one
+    assert step() == b"c3"
+    assert sub.seq == 3
+    assert sub.take_many(10) == [b"c%d" % i for i in range(4, 11)]
+    sub.outcome = _Outcome.ENDED
+    with pytest.raises((StopIteration, StopAsyncIteration)):
+        step()
+    # Every chunk's credit was reported or is owed (c3's, since that slice stopped).
+    assert sum(c for c, _ in core.consumed) + sub.owed_chunks == 10
