@@ -643,6 +643,7 @@ class SubscriptionCore:
         self.conn_serial = 0
         self.accepted = False
         self.closed = False
+        self.cancelled = False  # cancel() dropped the buffer: a taken slice is dropped too
         # Chunks taken but not yet reported to the connection (credit is returned in batches),
         # and the last seq that came over an earlier connection (its credit died with it).
         self.owed_chunks = 0
@@ -695,10 +696,9 @@ class SubscriptionCore:
                 self.owed_chunks += len(part)
                 self.owed_bytes += sum(map(len, part))
             self.seq = last
+            head.pos = end  # (also when it leaves: a slice being handed out sees it moved)
             if end == len(chunks):
                 buffer.popleft()
-            else:
-                head.pos = end
         if self.owed_chunks and (not buffer or self.owed_chunks >= _CREDIT_BATCH):
             self._report()
         return out
@@ -732,11 +732,9 @@ class SubscriptionCore:
         chunks = head.chunks
         chunk = chunks[pos]
         seq = self.seq = head.seq + pos
-        pos += 1
+        head.pos = pos = pos + 1  # (also when it leaves: see take_many)
         if pos == len(chunks):
             buffer.popleft()
-        else:
-            head.pos = pos
         if seq > self.stale_seq:  # (stale chunks come first: nothing is owed before them)
             self.owed_chunks += 1
             self.owed_bytes += len(chunk)
@@ -744,6 +742,42 @@ class SubscriptionCore:
             if not buffer or self.owed_chunks >= _CREDIT_BATCH:
                 self._report()
         return chunk
+
+    def take_slice(self) -> tuple[_Run, int] | None:
+        """For an item iterator without a codec: the run at the head of the buffer and where
+        the slice of it to hand out ends (its chunks from ``run.pos`` up to that index), so
+        that they go out a chunk per step without a :meth:`poll` each; None when the head is
+        not a run (nothing, a gap) or payloads are decoded. The chunks stay in the buffer
+        until they are handed out: the iterator moves ``run.pos`` and sets ``seq`` as each
+        goes, stops if another reader moved ``run.pos`` or ``cancelled`` is set meanwhile,
+        and calls :meth:`handed_slice` for the chunks it handed out. A slice ends where the
+        credit batch does, so the credit is reported at the chunk :meth:`poll` would
+        report it at."""
+        buffer = self.buffer
+        if not buffer or self.codec is not None:
+            return None
+        head = buffer[0]
+        if isinstance(head, Gap):
+            return None
+        end = min(len(head.chunks), head.pos + max(1, _CREDIT_BATCH - self.owed_chunks))
+        return head, end
+
+    def handed_slice(self, run: _Run, start: int, end: int, *, last: bool) -> None:
+        """The chunks ``start:end`` of ``run`` were handed out (``last``: the slice's last
+        one is going now, so the run moves past it, leaves the buffer when it is done, and
+        the credit is reported as :meth:`poll` would; else the iterator stopped early and
+        the credit is only owed)."""
+        if last:
+            self.seq = run.seq + end - 1
+            run.pos = end
+            if end == len(run.chunks) and self.buffer and self.buffer[0] is run:
+                self.buffer.popleft()
+        if run.seq + end - 1 > self.stale_seq and end > start:  # (a lost connection: stale)
+            part = run.chunks[start:end]
+            self.owed_chunks += len(part)
+            self.owed_bytes += sum(map(len, part))
+            if last and (not self.buffer or self.owed_chunks >= _CREDIT_BATCH):
+                self._report()
 
     @property
     def poller(self) -> Callable[[], Any]:
@@ -820,6 +854,7 @@ class SubscriptionCore:
         if self.closed:
             return
         self.closed = True
+        self.cancelled = True
         self.core._leave(self, unsubscribe=unsubscribe)
         self.buffer.clear()
         self.outcome = _Outcome.ENDED
@@ -2356,6 +2391,38 @@ class SubscriptionBase(Generic[_T]):
                 ErrorCode.INVALID_ARGUMENT, f"max_chunks must be a positive int: {max_chunks!r}"
             )
         return functools.partial(self._core.poll_many, limit)
+
+    def _hand_out(self, part: tuple[_Run, int]) -> Iterator[bytes]:
+        """Hand out a slice found by :meth:`SubscriptionCore.take_slice` a chunk per step,
+        without a poll each: ``seq`` as each goes, the credit as the last goes (as ``poll``
+        would). What is not handed out stays in the buffer for the next reader; the slice
+        stops when another reader took from the run or the subscription was cancelled. The
+        credit of chunks handed out before it stopped is owed when it stops (an iterator
+        left behind mid-slice: when it is closed)."""
+        core = self._core
+        run, end = part
+        chunks = run.chunks
+        base = run.seq
+        start = i = run.pos
+        try:
+            while i < end - 1:
+                i += 1
+                run.pos = i
+                core.seq = base + i - 1
+                yield chunks[i - 1]
+                if run.pos != i or core.cancelled:
+                    return
+            with self._client._lock:
+                core.handed_slice(run, start, end, last=True)
+                if core.reported:  # the credit it returned goes out
+                    core.reported = False
+                    self._client._wake()
+            i = start  # (accounted)
+            yield chunks[end - 1]
+        finally:
+            if i > start and not core.cancelled:  # stopped early: what went out is owed
+                with self._client._lock:
+                    core.handed_slice(run, start, i, last=False)
 
     def close(self, *, unsubscribe: bool = False) -> None:
         """Stop: CANCEL (or UNSUBSCRIBE) unless the stream is already over."""

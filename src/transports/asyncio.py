@@ -540,7 +540,7 @@ class Subscription(SubscriptionBase[_T]):
         return self._core.stream_id
 
     def __aiter__(self) -> AsyncIterator[_T]:
-        return self._iterate(self._core.poller)
+        return self._iterate(self._core.poller, slices=True)
 
     def batches(self, max_chunks: int | None = None) -> AsyncIterator[list[_T]]:
         """``async for batch in sub.batches()``: lists of the payloads that have arrived (at
@@ -550,11 +550,20 @@ class Subscription(SubscriptionBase[_T]):
         ``on_gap="raise"`` ends the batch before it and raises on the next one."""
         return self._iterate(self._batch_poll(max_chunks))
 
-    async def _iterate(self, poll: Callable[[], Any]) -> AsyncIterator[Any]:
+    async def _iterate(
+        self, poll: Callable[[], Any], *, slices: bool = False
+    ) -> AsyncIterator[Any]:
         core = self._core
         event = self._event
+        take = core.take_slice if slices else lambda: None
         try:
             while True:
+                # What has arrived is handed out from a slice, without a poll per chunk.
+                part = take()
+                if part is not None:
+                    for chunk in self._hand_out(part):
+                        yield chunk
+                    continue
                 item = poll()
                 if item is not None:
                     if core.reported:  # the credit it returned goes out

@@ -296,8 +296,10 @@ class _Loop:
     mark a pump for it to look at (``look_at``) and wake it; the selector is touched by the
     loop's thread alone."""
 
-    def __init__(self, lock: threading.RLock) -> None:
+    def __init__(self, lock: threading.RLock, before: Callable[[], None] = lambda: None) -> None:
         self._lock = lock
+        self._before = before  # runs when ``hold`` asked for it, before the pumps are stepped
+        self._held = False
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -330,6 +332,11 @@ class _Loop:
             with contextlib.suppress(OSError):  # full: a wake is pending anyway
                 self._wake_w.send(b"\0")
 
+    def hold(self) -> None:
+        """Have the loop call ``before`` when it next wakes (and wake it, once per burst)."""
+        self._held = True
+        self.poke()
+
     def stop(self) -> None:
         self.stopping = True
         self.poke()
@@ -357,6 +364,9 @@ class _Loop:
         with lock:
             try:
                 while True:
+                    if self._held:
+                        self._held = False
+                        self._before()
                     now = time.monotonic()
                     while timers and (timers[0][0] <= now or timers[0][2].closed):
                         at, _, pump = heapq.heappop(timers)
@@ -368,7 +378,7 @@ class _Loop:
                         pump.dirty = False
                         if not pump.closed:
                             self._step(pump)
-                    if dirty:
+                    if dirty or self._held:
                         continue
                     if self.stopping and not self.pumps:
                         break
@@ -720,7 +730,11 @@ class Server(ServerBase[ServerProducer[Any], ServerUpload]):
         self.port = bound_port(self._listener.getsockname())
         self._log_listening()
         self._stop_r, self._stop_w = socket.socketpair()
-        self._io = _Loop(self._lock)
+        # Producer writes are held by the hub and delivered as runs (Hub.flush_writes) by
+        # the I/O thread when it next wakes: a handler writing in a loop wakes it once per
+        # run, and the chunks written meanwhile join the run.
+        self._io = _Loop(self._lock, before=self.hub.flush_writes)
+        self.hub.on_writes_held = self._io.hold
         self._io_thread = threading.Thread(target=self._io.run, name="streamproto-io", daemon=True)
         self._acceptor = threading.Thread(target=self._accept, name="streamproto-accept")
         self._timer = threading.Thread(target=self._hub_timer, name="streamproto-hub-timer")
@@ -822,6 +836,9 @@ class Server(ServerBase[ServerProducer[Any], ServerUpload]):
             self._changed.notify_all()
             # Each socket closes once its goodbye is out, or after _LINGER.
             self._changed.wait_for(lambda: not self.drivers)
+            if self.hub.on_writes_held == self._io.hold:  # the hub may outlive this server
+                self.hub.on_writes_held = None
+                self.hub.flush_writes()
             self._io.stop()
         for thread in [self._io_thread, self._timer]:
             thread.join()
@@ -902,7 +919,7 @@ class Subscription(SubscriptionBase[_T]):
             return self._core.stream_id
 
     def __iter__(self) -> Iterator[_T]:
-        return self._iterate(self._core.poller)
+        return self._iterate(self._core.poller, slices=True)
 
     def batches(self, max_chunks: int | None = None) -> Iterator[list[_T]]:
         """``for batch in sub.batches()``: lists of the payloads that have arrived (at most
@@ -912,21 +929,26 @@ class Subscription(SubscriptionBase[_T]):
         ends the batch before it and raises on the next one."""
         return self._iterate(self._batch_poll(max_chunks))
 
-    def _iterate(self, poll: Callable[[], Any]) -> Iterator[Any]:
+    def _iterate(self, poll: Callable[[], Any], *, slices: bool = False) -> Iterator[Any]:
         core = self._core
+        cond = self._cond
+        take = core.take_slice if slices else lambda: None
         try:
             while True:
-                with self._cond:
-                    item = poll()
-                    while item is None and not core.finished:
-                        self._cond.wait()
-                        item = poll()
-                    if item is None:
-                        return
+                with cond:
+                    while (part := take()) is None and (item := poll()) is None:
+                        if core.finished:
+                            return
+                        cond.wait()
                     if core.reported:  # the credit it returned goes out
                         core.reported = False
                         self._client._wake()
-                yield item
+                if part is None:
+                    yield item
+                    continue
+                # What has arrived is handed out from a slice: no lock and no poll per chunk
+                # (a cancel in another thread stops it at the next chunk).
+                yield from self._hand_out(part)
         finally:
             self.close()
 

@@ -187,12 +187,14 @@ async def _write(
     stream: trio.abc.Stream,
     side: Side,
     wake: _Wake,
-    after: Callable[[], None],
     stall: float,
     *,
+    before: Callable[[], None],
+    after: Callable[[], None],
     readable: _Wake | None = None,
 ) -> None:
     while True:
+        before()
         data = side.step(FLUSH_SLICE)
         after()
         if readable is not None and side.reading:
@@ -221,11 +223,13 @@ async def _run_socket(
     wake: _Wake,
     scope: trio.CancelScope,
     *,
+    before: Callable[[], None] = lambda: None,
     after: Callable[[], None] = lambda: None,
     stall: float = math.inf,
 ) -> None:
     """Drive one socket until its side is finished (or ``scope`` is cancelled), then close it.
-    A send that takes nothing for ``stall`` seconds ends it."""
+    ``before`` and ``after`` run around each step of the side. A send that takes nothing
+    for ``stall`` seconds ends it."""
     try:
         with scope:
             async with trio.open_nursery() as nursery:
@@ -235,7 +239,9 @@ async def _run_socket(
                 nursery.start_soon(
                     functools.partial(_read, stream, side, wake, cancel, readable=readable)
                 )
-                await _write(stream, side, wake, after, stall, readable=readable)
+                await _write(
+                    stream, side, wake, stall, before=before, after=after, readable=readable
+                )
                 nursery.cancel_scope.cancel()
     finally:
         await trio.aclose_forcefully(stream)
@@ -362,6 +368,9 @@ class Server(ServerBase[ServerProducer[Any], ServerUpload]):
         self._hub_at: float | None = None
         self._idle = _Wake()
         self._closed = False
+        # Producer writes are held by the hub and delivered as runs (Hub.flush_writes) by
+        # the _deliver_held task, which runs after the tasks runnable when the first was held.
+        self._held = _Wake()
 
     def _producer(self, producer: Producer) -> ServerProducer[Any]:
         return ServerProducer(producer, server=self)
@@ -391,6 +400,7 @@ class Server(ServerBase[ServerProducer[Any], ServerUpload]):
                 self._log_listening()
                 nursery.start_soon(self._listen, listeners)
                 nursery.start_soon(self._hub_timer)
+                nursery.start_soon(self._deliver_held)
                 task_status.started()
 
     async def _listen(self, listeners: list[trio.abc.Listener[trio.abc.Stream]]) -> None:
@@ -405,7 +415,16 @@ class Server(ServerBase[ServerProducer[Any], ServerUpload]):
         self.drivers.add(conn)
         try:
             stall = self.config.output_stall_timeout
-            await _run_socket(stream, driver, wake, conn.scope, after=self._rearm_hub, stall=stall)
+            await _run_socket(
+                stream,
+                driver,
+                wake,
+                conn.scope,
+                # Writes held this turn first: a handler's first chunk goes with the ACCEPT.
+                before=self.hub.flush_writes,
+                after=self._rearm_hub,
+                stall=stall,
+            )
         except Exception:  # a bug must cost one connection, not the server
             log.exception("connection failed")
         finally:
@@ -428,6 +447,20 @@ class Server(ServerBase[ServerProducer[Any], ServerUpload]):
                 continue
             until = math.inf if at is None else trio.current_time() + (at - time.monotonic())
             await self._hub_wake.wait(until)
+
+    async def _deliver_held(self) -> None:
+        # One wake per run of held writes: set() reschedules this task, which trio runs in
+        # its next batch, after every task that was runnable (and writing) in this one.
+        hub, held = self.hub, self._held
+        hub.on_writes_held = held.set
+        try:
+            while True:
+                await held.wait()
+                hub.flush_writes()
+        finally:
+            if hub.on_writes_held == held.set:  # the hub may outlive this server
+                hub.on_writes_held = None
+                hub.flush_writes()
 
     def _goaway(self, code: int) -> None:
         for conn in list(self.drivers):
@@ -522,7 +555,7 @@ class Subscription(SubscriptionBase[_T]):
         return self._core.stream_id
 
     def __aiter__(self) -> _Chunks[_T]:
-        return _Chunks(self, self._core.poller)
+        return _Chunks(self, self._core.poller, slices=True)
 
     def batches(self, max_chunks: int | None = None) -> _Chunks[list[_T]]:
         """``async for batch in sub.batches()``: lists of the payloads that have arrived (at
@@ -542,19 +575,33 @@ class _Chunks(Generic[_I]):
     # what breaking out of ``async for`` does. This iterator sends CANCEL when it raises (an
     # error, the task's cancellation), when it is closed, and when it is dropped (a break).
 
-    def __init__(self, sub: Subscription[Any], poll: Callable[[], Any]) -> None:
+    def __init__(
+        self, sub: Subscription[Any], poll: Callable[[], Any], *, slices: bool = False
+    ) -> None:
         self._sub = sub
         self._poll = poll
+        self._take = sub._core.take_slice if slices else lambda: None
+        self._part: Iterator[Any] | None = None  # a slice being handed out (_hand_out)
 
     def __aiter__(self) -> _Chunks[_I]:
         return self
 
     async def __anext__(self) -> _I:
+        part = self._part
+        if part is not None:  # what has arrived, without a poll per chunk
+            chunk: _I | None = next(part, None)
+            if chunk is not None:
+                return chunk
+            self._part = None
         sub = self._sub
         core = sub._core
         poll = self._poll
         try:
             while True:
+                taken = self._take()
+                if taken is not None:
+                    self._part = part = sub._hand_out(taken)
+                    return next(part)  # type: ignore[return-value]
                 item: _I | None = poll()
                 if item is not None:
                     if core.reported:  # the credit it returned goes out
