@@ -69,6 +69,8 @@ __all__ = [
 
 
 _ACCEPTED = WriteResult.ACCEPTED
+#: How long a closing socket gets to write its goodbye before it is aborted.
+_LINGER = 1.0
 
 
 # -- urls ---------------------------------------------------------------------------------------
@@ -214,8 +216,11 @@ class _ServerProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         server = self.server
-        self.driver = server._driver(server.url.framing(client=False), self.loop.time, self.wakeup)
+        driver = server._driver(server.url.framing(client=False), self.loop.time, self.wakeup)
+        self.driver = driver
         server.protocols.add(self)
+        if server._goodbye is not None:  # accepted as the server shut down: told so, closed
+            driver.shutdown(server._goodbye)
         self.flush()
 
     def data_received(self, data: bytes) -> None:
@@ -346,6 +351,8 @@ class Server(ServerBase[ServerProducer[Any], ServerUpload]):
         self.protocols: set[_ServerProtocol] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self._server: asyncio.AbstractServer | None = None
+        # The GOAWAY code of the shutdown under way (None: serving), for every connection.
+        self._goodbye: ErrorCode | None = None
         self._hub_timer: asyncio.TimerHandle | None = None
         self._hub_at: float | None = None
         # Producer writes are held by the hub until the end of the loop turn and delivered
@@ -408,26 +415,53 @@ class Server(ServerBase[ServerProducer[Any], ServerUpload]):
         self.port = bound_port(sockets[0].getsockname()) if sockets else 0
         self._log_listening()
 
-    async def shutdown(self, timeout: float = 5.0) -> None:
-        """GOAWAY to every connection, let open streams drain for up to ``timeout`` seconds,
-        then close what is left (GOAWAY SERVER_SHUTDOWN) and stop listening."""
-        self._log_shutdown(timeout)
-        if self._server is not None:
-            self._server.close()
-            self.url.unbind()
+    async def _stop_listening(self, server: asyncio.AbstractServer) -> None:
+        """Close the listener without losing a socket it has accepted. asyncio accepts in one
+        loop turn and makes the socket's transport in a task's first step; ``close()`` in
+        between fails that step and leaves the socket open until the garbage collector finds
+        it (CPython gh-109564). So the listening sockets stop being read first, and the steps
+        already scheduled run (each comes before this task's next step) before ``close()``."""
+        for sock in getattr(server, "sockets", ()):
+            with contextlib.suppress(NotImplementedError):  # a loop without readers
+                self.loop.remove_reader(sock)
+        await asyncio.sleep(0)
+        server.close()
+
+    def _say_goodbye(self, code: ErrorCode) -> None:
+        """GOAWAY ``code`` to every connection, and to any accepted from now on."""
+        self._goodbye = code
         for proto in list(self.protocols):
             if proto.driver is not None:
-                proto.driver.shutdown(ErrorCode.NO_ERROR)
+                proto.driver.shutdown(code)
                 proto.flush()
-        deadline = self.loop.time() + timeout
+
+    async def _closed_within(self, seconds: float) -> bool:
+        """Wait up to ``seconds`` until every connection is closed; whether they all are."""
+        deadline = self.loop.time() + seconds
         while self.protocols and self.loop.time() < deadline:
             await asyncio.sleep(0.01)
+        return not self.protocols
+
+    async def shutdown(self, timeout: float = 5.0) -> None:
+        """Stop listening, GOAWAY to every connection, let open streams drain for up to
+        ``timeout`` seconds, then close what is left (GOAWAY SERVER_SHUTDOWN; a socket whose
+        peer does not take its goodbye within a second is aborted). Every socket is closed
+        when it returns."""
+        self._log_shutdown(timeout)
+        if self._server is not None:
+            await self._stop_listening(self._server)
+            self.url.unbind()
+        self._say_goodbye(ErrorCode.NO_ERROR)
+        await self._closed_within(timeout)
+        self._say_goodbye(ErrorCode.SERVER_SHUTDOWN)
         for proto in list(self.protocols):
-            if proto.driver is not None:
-                proto.driver.shutdown(ErrorCode.SERVER_SHUTDOWN)
-                proto.flush()
             if proto.transport is not None:
                 proto.transport.close()
+        if not await self._closed_within(_LINGER):
+            for proto in list(self.protocols):  # the peer does not read: its goodbye is dropped
+                if proto.transport is not None:
+                    proto.transport.abort()
+            await self._closed_within(_LINGER)  # abort() closes in the next loop turn
         for task in list(self.tasks):
             task.cancel()
         if self.tasks:

@@ -1,0 +1,115 @@
+"""Every socket an adapter opens is closed on every path: a shutdown that races a connection
+being accepted, a shutdown facing a peer that never reads.
+
+A socket left open is found by the peer (it never sees the connection end), by the server's
+statistics (a connection still listed once ``shutdown`` returned) and, at the end of every case,
+by the garbage collector (``no_unclosed_sockets`` in ``conftest.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import select
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from harness import BACKENDS, ServerProxy
+
+from streamproto import ErrorCode
+from streamproto._frames import FrameDecoder, Goaway, Hello, Subscribe, Welcome, encode
+
+WAIT = 10.0  # the bound on every wait
+
+pytestmark = pytest.mark.usefixtures("no_unclosed_sockets")
+
+
+def _ends(sock: socket.socket, timeout: float = WAIT) -> bytes:
+    """Read ``sock`` until its peer closes it; everything read. Fails if it stays open."""
+    sock.settimeout(0.05)
+    data = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            piece = sock.recv(65536)
+        except TimeoutError:
+            continue
+        except ConnectionResetError:
+            return data
+        if not piece:
+            return data
+        data += piece
+    pytest.fail(f"the peer kept the connection open for {timeout} s")
+
+
+def _wait_until(predicate: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + WAIT
+    while not predicate():
+        assert time.monotonic() < deadline, f"never: {what}"
+        time.sleep(0.01)
+
+
+def _connections(server: ServerProxy) -> tuple[Any, ...]:
+    """The connections the server still lists."""
+    connections: tuple[Any, ...] = server.thread.call(server.server.statistics).connections
+    return connections
+
+
+def test_shutdown_closes_a_connection_accepted_as_it_begins() -> None:
+    """asyncio accepts a socket in one loop turn and makes its transport in a task's first
+    step, a turn later. A shutdown that starts between the two used to close the listener
+    under that step (CPython gh-109564): the socket was never closed, until the garbage
+    collector warned about it in some later test. Now the connection is told GOAWAY and
+    closed."""
+    server = ServerProxy("asyncio", "tcp")
+    try:
+        loop = server.thread.loop  # type: ignore[attr-defined]
+        listener = server.server._server.sockets[0]
+        gate = threading.Event()
+        loop.call_soon_threadsafe(gate.wait, WAIT)  # the loop stands still from here
+        with socket.create_connection(("127.0.0.1", server.server.port), timeout=WAIT) as peer:
+            # The connection is in the listener's queue: the loop accepts it in its next turn,
+            # the turn that also starts the shutdown, whose first step comes before the
+            # transport's.
+            assert select.select([listener], [], [], WAIT)[0]
+            done = asyncio.run_coroutine_threadsafe(server.server.shutdown(0.5), loop)
+            gate.set()
+            done.result(WAIT)
+            peer.sendall(encode(Hello()))
+            frames = FrameDecoder().feed(_ends(peer))
+        assert [type(f) for f in frames] == [Goaway]
+        assert frames[0].code in (ErrorCode.NO_ERROR, ErrorCode.SERVER_SHUTDOWN)
+        assert _connections(server) == ()
+    finally:
+        server.thread.stop()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_shutdown_closes_a_peer_that_never_reads(backend: str) -> None:
+    """A subscriber that stops reading with megabytes on their way: ``shutdown`` closes its
+    socket all the same (the goodbye could not be delivered, so it was dropped)."""
+    server = ServerProxy(backend, "tcp")
+    try:
+        server.start("test:streams", "big")
+        server.write("big", *[b"x" * 65536] * 256)  # 16 MiB: more than the socket buffers
+        with socket.socket() as peer:
+            peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            peer.settimeout(WAIT)
+            peer.connect(("127.0.0.1", server.server.port))
+            peer.sendall(encode(Hello()))
+            decoder = FrameDecoder(max_frame_size=1 << 24)
+            while not any(isinstance(f, Welcome) for f in decoder.feed(peer.recv(65536))):
+                pass
+            credit = {"credit_chunks": 1 << 20, "credit_bytes": (1 << 31) - 1}
+            peer.sendall(encode(Subscribe(1, "test:streams", "big", **credit)))
+            _wait_until(lambda: server.queued_bytes() > 0, "the server holds output back")
+            server.shutdown(0.1)
+            # Closed by now on asyncio and thread servers; a trio server's cancelled tasks close
+            # theirs as they unwind. Reading would let the goodbye out: not before they are.
+            _wait_until(lambda: _connections(server) == (), "every connection closed")
+            _ends(peer)
+    finally:
+        server.thread.stop()
