@@ -1,5 +1,5 @@
-"""Every socket an adapter opens is closed on every path: a shutdown that races a connection
-being accepted, a shutdown facing a peer that never reads.
+"""Every socket an adapter opens is closed on every path: a connect that gets no handshake, a
+shutdown that races a connection being accepted, a shutdown facing a peer that never reads.
 
 A socket left open is found by the peer (it never sees the connection end), by the server's
 statistics (a connection still listed once ``shutdown`` returned) and, at the end of every case,
@@ -9,18 +9,23 @@ by the garbage collector (``no_unclosed_sockets`` in ``conftest.py``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import select
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import trio
 from harness import BACKENDS, ServerProxy
 
 from streamproto import ErrorCode
 from streamproto._frames import FrameDecoder, Goaway, Hello, Subscribe, Welcome, encode
+from transports import asyncio as aio
+from transports import sync
+from transports import trio as trio_backend
 
 WAIT = 10.0  # the bound on every wait
 
@@ -45,6 +50,30 @@ def _ends(sock: socket.socket, timeout: float = WAIT) -> bytes:
     pytest.fail(f"the peer kept the connection open for {timeout} s")
 
 
+@contextlib.contextmanager
+def _silent_listener() -> Iterator[tuple[str, list[socket.socket]]]:
+    """A TCP listener that accepts and never answers; yields its URL and what it accepted."""
+    accepted: list[socket.socket] = []
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.settimeout(0.05)
+        stop = threading.Event()
+
+        def accept() -> None:
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    accepted.append(listener.accept()[0])
+
+        thread = threading.Thread(target=accept, name="silent-listener", daemon=True)
+        thread.start()
+        try:
+            yield f"tcp://127.0.0.1:{listener.getsockname()[1]}", accepted
+        finally:
+            stop.set()
+            thread.join(WAIT)
+            for sock in accepted:
+                sock.close()
+
+
 def _wait_until(predicate: Callable[[], bool], what: str) -> None:
     deadline = time.monotonic() + WAIT
     while not predicate():
@@ -56,6 +85,32 @@ def _connections(server: ServerProxy) -> tuple[Any, ...]:
     """The connections the server still lists."""
     connections: tuple[Any, ...] = server.thread.call(server.server.statistics).connections
     return connections
+
+
+def _connect_without_handshake(backend: str, url: str) -> None:
+    """``connect`` with a short handshake timeout, in a loop (or thread) of its own."""
+    if backend == "asyncio":
+        asyncio.run(aio.connect(url, timeout=0.2))
+    elif backend == "trio":
+
+        async def attempt() -> None:
+            async with trio_backend.connect(url, timeout=0.2):
+                pass
+
+        trio.run(attempt)
+    else:
+        sync.connect(url, timeout=0.2)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_connect_without_a_handshake_closes_its_socket(backend: str) -> None:
+    """No WELCOME within ``timeout``: ``connect`` raises TimeoutError and closes the socket it
+    opened (the peer sees the end)."""
+    with _silent_listener() as (url, accepted):
+        with pytest.raises(TimeoutError):
+            _connect_without_handshake(backend, url)
+        _wait_until(lambda: len(accepted) >= 1, "the listener accepted the connection")
+        _ends(accepted[0])
 
 
 def test_shutdown_closes_a_connection_accepted_as_it_begins() -> None:

@@ -813,5 +813,9 @@ async def connect(
     )
     client = Client(core)
     await client._connect_once()
-    await asyncio.wait_for(client._ready(), timeout)
+    try:
+        await asyncio.wait_for(client._ready(), timeout)
+    except BaseException:  # no handshake: the socket (and any reconnect) goes too
+        await client.close()
+        raise
     return client
