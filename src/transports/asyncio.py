@@ -421,7 +421,7 @@ class Server(ServerBase[ServerProducer[Any], ServerUpload]):
         between fails that step and leaves the socket open until the garbage collector finds
         it (CPython gh-109564). So the listening sockets stop being read first, and the steps
         already scheduled run (each comes before this task's next step) before ``close()``."""
-        for sock in getattr(server, "sockets", ()):
+        for sock in getattr(server, "sockets", None) or ():
             with contextlib.suppress(NotImplementedError):  # a loop without readers
                 self.loop.remove_reader(sock)
         await asyncio.sleep(0)
