@@ -1,5 +1,6 @@
 """Every socket an adapter opens is closed on every path: a connect that gets no handshake, a
-shutdown that races a connection being accepted, a shutdown facing a peer that never reads.
+client closed with output its server does not read, a shutdown that races a connection being
+accepted, a shutdown facing a peer that never reads.
 
 A socket left open is found by the peer (it never sees the connection end), by the server's
 statistics (a connection still listed once ``shutdown`` returned) and, at the end of every case,
@@ -22,9 +23,18 @@ import trio
 from harness import BACKENDS, ServerProxy
 
 from streamproto import ErrorCode
-from streamproto._frames import FrameDecoder, Goaway, Hello, Subscribe, Welcome, encode
+from streamproto._frames import (
+    Accept,
+    FrameDecoder,
+    Goaway,
+    Hello,
+    Subscribe,
+    Upload,
+    Welcome,
+    encode,
+)
+from transports import Backoff, sync
 from transports import asyncio as aio
-from transports import sync
 from transports import trio as trio_backend
 
 WAIT = 10.0  # the bound on every wait
@@ -111,6 +121,126 @@ def test_connect_without_a_handshake_closes_its_socket(backend: str) -> None:
             _connect_without_handshake(backend, url)
         _wait_until(lambda: len(accepted) >= 1, "the listener accepted the connection")
         _ends(accepted[0])
+
+
+CHUNK = b"u" * 65536
+CHUNKS = 256  # 16 MiB: more than the socket buffers hold
+
+
+class _Stop(Exception):
+    """Leaves an upload block without waiting for the upload to settle."""
+
+
+def _frames_until(sock: socket.socket, decoder: FrameDecoder, kind: type) -> Any:
+    """Read ``sock`` until a frame of ``kind`` arrives; that frame."""
+    while True:
+        data = sock.recv(65536)
+        assert data, f"closed before a {kind.__name__}"
+        for frame in decoder.feed(data):
+            if isinstance(frame, kind):
+                return frame
+
+
+def _deaf_server(listener: socket.socket, accepted: list[socket.socket]) -> None:
+    """Welcome one client, accept its upload with 32 MiB of credit, then read nothing more."""
+    listener.settimeout(WAIT)
+    sock = listener.accept()[0]
+    accepted.append(sock)
+    sock.settimeout(WAIT)
+    decoder = FrameDecoder(max_frame_size=1 << 24)
+    _frames_until(sock, decoder, Hello)
+    sock.sendall(encode(Welcome(session_id="s1", resume_token="t1")))
+    upload = _frames_until(sock, decoder, Upload)
+    sock.sendall(encode(Accept(upload.handle, "u", credit_chunks=1 << 20, credit_bytes=32 << 20)))
+
+
+async def _upload_and_close(client: Any) -> None:
+    """Write 16 MiB of upload with an asyncio or trio client, close it inside the block."""
+    with contextlib.suppress(_Stop):
+        async with client.upload("test:upload", "u") as up:
+            for _ in range(CHUNKS):
+                await up.write(CHUNK)
+            await client.close()
+            raise _Stop
+
+
+def _upload_then_close(backend: str, url: str) -> None:
+    """Connect, write 16 MiB of upload, close the client inside the upload block."""
+    no_retry = Backoff(attempts=0)
+    if backend == "asyncio":
+
+        async def asyncio_run() -> None:
+            await _upload_and_close(await aio.connect(url, timeout=WAIT, reconnect=no_retry))
+
+        asyncio.run(asyncio_run())
+    elif backend == "trio":
+
+        async def trio_run() -> None:
+            async with trio_backend.connect(url, timeout=WAIT, reconnect=no_retry) as client:
+                await _upload_and_close(client)
+
+        trio.run(trio_run)
+    else:
+        client = sync.connect(url, timeout=WAIT, reconnect=no_retry)
+        with contextlib.suppress(_Stop), client.upload("test:upload", "u") as up:
+            for _ in range(CHUNKS):
+                up.write(CHUNK)
+            client.close()
+            raise _Stop
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_client_close_closes_a_socket_its_server_does_not_read(backend: str) -> None:
+    """A client closed with megabytes of upload its server does not read: ``close`` gives the
+    goodbye its linger, then closes the socket (the peer sees the end) before it returns."""
+    accepted: list[socket.socket] = []
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        server = threading.Thread(target=_deaf_server, args=(listener, accepted), daemon=True)
+        server.start()
+        try:
+            _upload_then_close(backend, f"tcp://127.0.0.1:{listener.getsockname()[1]}")
+            server.join(WAIT)
+            assert len(accepted) == 1
+            _ends(accepted[0])
+        finally:
+            server.join(WAIT)
+            for sock in accepted:
+                sock.close()
+
+
+def test_asyncio_close_cancelled_in_its_linger_aborts_the_socket(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same, with the task that closes the client cancelled while the goodbye lingers:
+    the socket is aborted at once, not left open."""
+    monkeypatch.setattr(aio, "_LINGER", 60.0)  # the linger cannot end it first
+    accepted: list[socket.socket] = []
+
+    async def run(url: str) -> None:
+        client = await aio.connect(url, timeout=WAIT, reconnect=Backoff(attempts=0))
+        with contextlib.suppress(_Stop):
+            async with client.upload("test:upload", "u") as up:
+                for _ in range(CHUNKS):
+                    await up.write(CHUNK)
+                closing = asyncio.ensure_future(client.close())
+                await asyncio.sleep(0)  # its first step runs first: close() waits in its linger
+                assert not closing.done()
+                closing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await closing
+                raise _Stop
+
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        server = threading.Thread(target=_deaf_server, args=(listener, accepted), daemon=True)
+        server.start()
+        try:
+            asyncio.run(run(f"tcp://127.0.0.1:{listener.getsockname()[1]}"))
+            server.join(WAIT)
+            _ends(accepted[0])
+        finally:
+            server.join(WAIT)
+            for sock in accepted:
+                sock.close()
 
 
 def test_shutdown_closes_a_connection_accepted_as_it_begins() -> None:

@@ -513,6 +513,24 @@ class _ClientProtocol(asyncio.Protocol):
     def __init__(self, client: Client) -> None:
         self.client = client
         self.transport: asyncio.Transport | None = None
+        self.lost = asyncio.Event()  # the socket is closed
+
+    async def closed(self) -> None:
+        """Wait until the socket (closing now) is closed: what is left of its output gets
+        ``_LINGER`` seconds to go out, then the socket is aborted (at once if cancelled)."""
+        try:
+            for _ in range(2):
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.lost.wait(), _LINGER)
+                    return
+                self._abort()  # a peer that does not read: the goodbye is dropped
+        except asyncio.CancelledError:
+            self._abort()
+            raise
+
+    def _abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -529,6 +547,7 @@ class _ClientProtocol(asyncio.Protocol):
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.lost.set()
         client = self.client
         if client._proto is self:
             client._on_lost()
@@ -758,10 +777,13 @@ class Client(ClientBase[Subscription[bytes], Subscription[bytes | Gap]], AsyncQu
             proto.transport.abort()
 
     async def close(self) -> None:
-        """Say GOAWAY and close; no reconnect. Open subscriptions and uploads fail."""
+        """Say GOAWAY and close; no reconnect. Open subscriptions and uploads fail. Returns
+        once the socket is closed (the goodbye gets a second to go out) and a reconnect under
+        way is given up."""
         self._closing = True
-        if self._reconnect_task is not None:
-            self._reconnect_task.cancel()
+        reconnect = self._reconnect_task
+        if reconnect is not None:
+            reconnect.cancel()
         proto = self._proto
         self.core.close()
         if proto is not None and proto.transport is not None:
@@ -772,6 +794,10 @@ class Client(ClientBase[Subscription[bytes], Subscription[bytes | Gap]], AsyncQu
         self._proto = None
         if self._timer is not None:
             self._timer.cancel()
+        if proto is not None and proto.transport is not None:
+            await proto.closed()
+        if reconnect is not None:  # a connect it cancelled closes its socket as it unwinds
+            await asyncio.gather(reconnect, return_exceptions=True)
 
     async def __aenter__(self) -> Client:
         return self
