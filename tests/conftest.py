@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
+import gc
 import sys
+import warnings
+from collections.abc import Iterator
 
 import pytest
+
+
+@pytest.fixture
+def no_unclosed_sockets() -> Iterator[None]:
+    """Collect garbage once the case is over: a transport or socket it left open warns now and
+    fails this case, instead of whichever later case the collector happens to run in."""
+    yield
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        gc.collect()
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
 
 
 def _stateful_steps(terminalreporter: pytest.TerminalReporter) -> None:

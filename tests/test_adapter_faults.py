@@ -5,7 +5,8 @@ floods, credit overflow, and half-close races.
 
 Every case is bounded (a hang is a failure, counted as one) and ends with a census once the
 client and the server are closed: no task of the adapters is left on the asyncio loops or in
-the trio runs (the harness's own tasks are recognised by identity), and no thread is left.
+the trio runs (the harness's own tasks are recognised by identity), no thread is left, and no
+socket is left open (garbage is collected after each case: an unclosed one warns there).
 ``conftest.py`` prints the counts of what ran.
 """
 
@@ -55,6 +56,8 @@ STATS: collections.Counter[str] = collections.Counter()
 CATEGORIES = ("disconnect", "slow", "malformed", "handles", "resume", "flood", "credit", "races")
 
 T = TypeVar("T")
+
+pytestmark = pytest.mark.usefixtures("no_unclosed_sockets")
 
 
 def pair_id(case: tuple[str, str]) -> str:

@@ -70,6 +70,8 @@ __all__ = [
 
 
 _ACCEPTED = WriteResult.ACCEPTED
+#: How long a closing socket gets to write its goodbye before it is aborted.
+_LINGER = 1.0
 
 
 # -- urls ---------------------------------------------------------------------------------------
@@ -218,8 +220,11 @@ class _ServerProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         server = self.server
-        self.driver = server._driver(server.url.framing(client=False), self.loop.time, self.wakeup)
+        driver = server._driver(server.url.framing(client=False), self.loop.time, self.wakeup)
+        self.driver = driver
         server.protocols.add(self)
+        if server._goodbye is not None:  # accepted as the server shut down: told so, closed
+            driver.shutdown(server._goodbye)
         self.flush()
 
     def data_received(self, data: bytes) -> None:
@@ -350,6 +355,8 @@ class Server(ServerBase[ServerProducer[Any], ServerUpload]):
         self.protocols: set[_ServerProtocol] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self._server: asyncio.AbstractServer | None = None
+        # The GOAWAY code of the shutdown under way (None: serving), for every connection.
+        self._goodbye: ErrorCode | None = None
         self._hub_timer: asyncio.TimerHandle | None = None
         self._hub_at: float | None = None
         # Producer writes are held by the hub until the end of the loop turn and delivered
@@ -412,26 +419,53 @@ class Server(ServerBase[ServerProducer[Any], ServerUpload]):
         self.port = bound_port(sockets[0].getsockname()) if sockets else 0
         self._log_listening()
 
-    async def shutdown(self, timeout: float = 5.0) -> None:
-        """GOAWAY to every connection, let open streams drain for up to ``timeout`` seconds,
-        then close what is left (GOAWAY SERVER_SHUTDOWN) and stop listening."""
-        self._log_shutdown(timeout)
-        if self._server is not None:
-            self._server.close()
-            self.url.unbind()
+    async def _stop_listening(self, server: asyncio.AbstractServer) -> None:
+        """Close the listener without losing a socket it has accepted. asyncio accepts in one
+        loop turn and makes the socket's transport in a task's first step; ``close()`` in
+        between fails that step and leaves the socket open until the garbage collector finds
+        it (CPython gh-109564). So the listening sockets stop being read first, and the steps
+        already scheduled run (each comes before this task's next step) before ``close()``."""
+        for sock in getattr(server, "sockets", None) or ():
+            with contextlib.suppress(NotImplementedError):  # a loop without readers
+                self.loop.remove_reader(sock)
+        await asyncio.sleep(0)
+        server.close()
+
+    def _say_goodbye(self, code: ErrorCode) -> None:
+        """GOAWAY ``code`` to every connection, and to any accepted from now on."""
+        self._goodbye = code
         for proto in list(self.protocols):
             if proto.driver is not None:
-                proto.driver.shutdown(ErrorCode.NO_ERROR)
+                proto.driver.shutdown(code)
                 proto.flush()
-        deadline = self.loop.time() + timeout
+
+    async def _closed_within(self, seconds: float) -> bool:
+        """Wait up to ``seconds`` until every connection is closed; whether they all are."""
+        deadline = self.loop.time() + seconds
         while self.protocols and self.loop.time() < deadline:
             await asyncio.sleep(0.01)
+        return not self.protocols
+
+    async def shutdown(self, timeout: float = 5.0) -> None:
+        """Stop listening, GOAWAY to every connection, let open streams drain for up to
+        ``timeout`` seconds, then close what is left (GOAWAY SERVER_SHUTDOWN; a socket whose
+        peer does not take its goodbye within a second is aborted). Every socket is closed
+        when it returns."""
+        self._log_shutdown(timeout)
+        if self._server is not None:
+            await self._stop_listening(self._server)
+            self.url.unbind()
+        self._say_goodbye(ErrorCode.NO_ERROR)
+        await self._closed_within(timeout)
+        self._say_goodbye(ErrorCode.SERVER_SHUTDOWN)
         for proto in list(self.protocols):
-            if proto.driver is not None:
-                proto.driver.shutdown(ErrorCode.SERVER_SHUTDOWN)
-                proto.flush()
             if proto.transport is not None:
                 proto.transport.close()
+        if not await self._closed_within(_LINGER):
+            for proto in list(self.protocols):  # the peer does not read: its goodbye is dropped
+                if proto.transport is not None:
+                    proto.transport.abort()
+            await self._closed_within(_LINGER)  # abort() closes in the next loop turn
         for task in list(self.tasks):
             task.cancel()
         if self.tasks:
@@ -483,6 +517,24 @@ class _ClientProtocol(asyncio.Protocol):
     def __init__(self, client: Client) -> None:
         self.client = client
         self.transport: asyncio.Transport | None = None
+        self.lost = asyncio.Event()  # the socket is closed
+
+    async def closed(self) -> None:
+        """Wait until the socket (closing now) is closed: what is left of its output gets
+        ``_LINGER`` seconds to go out, then the socket is aborted (at once if cancelled)."""
+        try:
+            for _ in range(2):
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.lost.wait(), _LINGER)
+                    return
+                self._abort()  # a peer that does not read: the goodbye is dropped
+        except asyncio.CancelledError:
+            self._abort()
+            raise
+
+    def _abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -499,6 +551,7 @@ class _ClientProtocol(asyncio.Protocol):
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.lost.set()
         client = self.client
         if client._proto is self:
             client._on_lost()
@@ -747,10 +800,13 @@ class Client(
             proto.transport.abort()
 
     async def close(self) -> None:
-        """Say GOAWAY and close; no reconnect. Open subscriptions and uploads fail."""
+        """Say GOAWAY and close; no reconnect. Open subscriptions and uploads fail. Returns
+        once the socket is closed (the goodbye gets a second to go out) and a reconnect under
+        way is given up."""
         self._closing = True
-        if self._reconnect_task is not None:
-            self._reconnect_task.cancel()
+        reconnect = self._reconnect_task
+        if reconnect is not None:
+            reconnect.cancel()
         proto = self._proto
         self.core.close()
         if proto is not None and proto.transport is not None:
@@ -761,6 +817,10 @@ class Client(
         self._proto = None
         if self._timer is not None:
             self._timer.cancel()
+        if proto is not None and proto.transport is not None:
+            await proto.closed()
+        if reconnect is not None:  # a connect it cancelled closes its socket as it unwinds
+            await asyncio.gather(reconnect, return_exceptions=True)
 
     async def __aenter__(self) -> Client:
         return self
@@ -802,5 +862,9 @@ async def connect(
     )
     client = Client(core)
     await client._connect_once()
-    await asyncio.wait_for(client._ready(), timeout)
+    try:
+        await asyncio.wait_for(client._ready(), timeout)
+    except BaseException:  # no handshake: the socket (and any reconnect) goes too
+        await client.close()
+        raise
     return client
