@@ -143,3 +143,74 @@ def test_gap_errors_carry_chunks_missing_with_their_reason() -> None:
         assert str(gap) == f"[CHUNKS_MISSING] seqs 3..7 are missing ({reason.name.lower()})"
     assert ErrorCode.CHUNKS_MISSING.kind is ErrorKind.LOCAL
     assert not ErrorCode.CHUNKS_MISSING.retryable
+
+
+def _after_a_gap(backend: str, address: str, more: Any) -> tuple[tuple[int, int], list[bytes]]:
+    """Subscribe to ``test:small``/``g`` from seq 1 under ``on_gap="raise"``, catch the gap,
+    then call ``more()`` (the producer writes again) and read on with a new loop until
+    ``b"last"``. Returns the gap's seqs and what the second loop read."""
+    got: list[bytes] = []
+    if backend == "sync":
+        from transports.sync import connect as sync_connect
+
+        with sync_connect(address) as client:
+            sub = client.subscribe("test:small", "g")
+            with pytest.raises(GapError) as caught:
+                for _ in sub:
+                    pass
+            more()
+            for chunk in sub:
+                got.append(chunk)
+                if chunk == b"last":
+                    break
+        return (caught.value.from_seq, caught.value.to_seq), got
+
+    async def read(client: Any) -> tuple[int, int]:
+        sub = client.subscribe("test:small", "g")
+        try:
+            async for _ in sub:
+                pass
+        except GapError as gap:
+            seqs = (gap.from_seq, gap.to_seq)
+        more()
+        async for chunk in sub:
+            got.append(chunk)
+            if chunk == b"last":
+                break
+        return seqs
+
+    if backend == "asyncio":
+        import asyncio
+
+        from transports.asyncio import connect as asyncio_connect
+
+        async def on_asyncio() -> tuple[int, int]:
+            async with await asyncio_connect(address) as client:
+                return await read(client)
+
+        return asyncio.run(on_asyncio()), got
+    import trio
+
+    from transports.trio import connect as trio_connect
+
+    async def on_trio() -> tuple[int, int]:
+        async with trio_connect(address) as client:
+            return await read(client)
+
+    return trio.run(on_trio), got
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_gap_error_leaves_the_subscription_open_for_a_new_loop(backend: str) -> None:
+    """Under ``on_gap="raise"`` the loop ends with GapError and the subscription stays open:
+    a new loop reads what follows the gap, live chunks too (no CANCEL was sent)."""
+    with pair("sync", backend, "tcp") as (server, _client):
+        server.start("test:small", "g")  # a replay window of 16 chunks
+        server.write("g", *[b"%d" % i for i in range(1, 21)])  # seqs 1-4 evicted
+
+        def more() -> None:
+            server.write("g", b"live", b"last")
+
+        seqs, got = _after_a_gap(backend, server.url, more)
+    assert seqs == (1, 4)
+    assert got == [b"%d" % i for i in range(5, 21)] + [b"live", b"last"]

@@ -26,6 +26,7 @@ from ._common import (
     ClientBase,
     ClientCore,
     Gap,
+    GapError,
     QueryCore,
     QueryRequest,
     ServerBase,
@@ -559,9 +560,10 @@ class _ClientProtocol(asyncio.Protocol):
 
 class Subscription(SubscriptionBase[_T]):
     """A client subscription: ``async for chunk in sub`` yields chunk payloads in order;
-    ``sub.seq`` is the seq of the last one. Gaps raise :class:`GapError` (iteration may go
-    on) or arrive as :class:`Gap` items, as chosen at subscribe time. Breaking out of the
-    loop, ``aclose()`` or cancelling the task sends CANCEL."""
+    ``sub.seq`` is the seq of the last one. Gaps raise :class:`GapError` (the subscription stays
+    open: a new loop goes on after the gap) or arrive as :class:`Gap` items, as chosen at
+    subscribe time. Breaking out of the loop, ``aclose()`` or cancelling the task sends
+    CANCEL."""
 
     def __init__(self, client: Client, core: SubscriptionCore) -> None:
         super().__init__(client, core)
@@ -609,6 +611,7 @@ class Subscription(SubscriptionBase[_T]):
         core = self._core
         event = self._event
         take = core.take_slice if slices else lambda: None
+        gap = False
         try:
             while True:
                 # What has arrived is handed out from a slice, without a poll per chunk.
@@ -628,8 +631,12 @@ class Subscription(SubscriptionBase[_T]):
                 else:
                     await event.wait()
                     event.clear()
+        except GapError:
+            gap = True  # the subscription stays open: another loop goes on after the gap
+            raise
         finally:
-            self.close()
+            if not gap:
+                self.close()
 
     async def aclose(self) -> None:
         """Same as :meth:`close`."""

@@ -51,6 +51,7 @@ from ._common import (
     ClientBase,
     ClientCore,
     Gap,
+    GapError,
     ProducerBase,
     QueryCore,
     QueryRequest,
@@ -885,9 +886,9 @@ def serve(
 
 class Subscription(SubscriptionBase[_T]):
     """A client subscription: ``for chunk in sub`` yields chunk payloads in order;
-    ``sub.seq`` is the seq of the last one. Gaps raise :class:`GapError` (iteration may go
-    on) or arrive as :class:`Gap` items, as chosen at subscribe time. Breaking out of the
-    loop or closing the iterator sends CANCEL."""
+    ``sub.seq`` is the seq of the last one. Gaps raise :class:`GapError` (the subscription stays
+    open: a new loop goes on after the gap) or arrive as :class:`Gap` items, as chosen at
+    subscribe time. Breaking out of the loop or closing the iterator sends CANCEL."""
 
     def __init__(self, client: Client, core: SubscriptionCore) -> None:
         super().__init__(client, core)
@@ -933,6 +934,7 @@ class Subscription(SubscriptionBase[_T]):
         core = self._core
         cond = self._cond
         take = core.take_slice if slices else lambda: None
+        gap = False
         try:
             while True:
                 with cond:
@@ -949,8 +951,12 @@ class Subscription(SubscriptionBase[_T]):
                 # What has arrived is handed out from a slice: no lock and no poll per chunk
                 # (a cancel in another thread stops it at the next chunk).
                 yield from self._hand_out(part)
+        except GapError:
+            gap = True  # the subscription stays open: another loop goes on after the gap
+            raise
         finally:
-            self.close()
+            if not gap:
+                self.close()
 
 
 class Upload(UploadBase):

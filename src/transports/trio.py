@@ -37,6 +37,7 @@ from ._common import (
     ClientBase,
     ClientCore,
     Gap,
+    GapError,
     Pacer,
     QueryCore,
     QueryRequest,
@@ -522,9 +523,10 @@ async def serve(
 
 class Subscription(SubscriptionBase[_T]):
     """A client subscription: ``async for chunk in sub`` yields chunk payloads in order;
-    ``sub.seq`` is the seq of the last one. Gaps raise :class:`GapError` (iteration may go
-    on) or arrive as :class:`Gap` items, as chosen at subscribe time. Breaking out of the
-    loop, ``aclose()`` or cancelling the task sends CANCEL."""
+    ``sub.seq`` is the seq of the last one. Gaps raise :class:`GapError` (the subscription stays
+    open: a new loop goes on after the gap) or arrive as :class:`Gap` items, as chosen at
+    subscribe time. Breaking out of the loop, ``aclose()`` or cancelling the task sends
+    CANCEL."""
 
     def __init__(self, client: Client, core: SubscriptionCore) -> None:
         super().__init__(client, core)
@@ -582,11 +584,13 @@ class _Chunks(Generic[_I]):
         self._poll = poll
         self._take = sub._core.take_slice if slices else lambda: None
         self._part: Iterator[Any] | None = None  # a slice being handed out (_hand_out)
+        self._gap = False  # it raised GapError: the subscription stays open (dropped or not)
 
     def __aiter__(self) -> _Chunks[_I]:
         return self
 
     async def __anext__(self) -> _I:
+        self._gap = False
         part = self._part
         if part is not None:  # what has arrived, without a poll per chunk
             chunk: _I | None = next(part, None)
@@ -611,6 +615,9 @@ class _Chunks(Generic[_I]):
                 if core.finished:
                     raise StopAsyncIteration
                 await sub._wake.wait()
+        except GapError:
+            self._gap = True  # another loop goes on after the gap
+            raise
         except BaseException:
             sub.close()
             raise
@@ -619,6 +626,8 @@ class _Chunks(Generic[_I]):
         self._sub.close()
 
     def __del__(self) -> None:
+        if self._gap:
+            return
         with contextlib.suppress(Exception):  # dropped outside trio.run: nobody to wake
             self._sub.close()
 
