@@ -94,10 +94,12 @@ from ._frames import (
 )
 from ._names import valid_channel, valid_stream_id
 from ._state import (
+    BIDI_ROUTES,
     CONNECTION_TRANSITIONS,
     HANDLE_TRANSITIONS,
     ConnInput,
     ConnState,
+    Direction,
     HState,
     Input,
     Side,
@@ -120,6 +122,7 @@ _HANDSHAKE_STATES: Final = frozenset(
 #: Deficit round robin quantum per unit of weight (weight = priority + 1).
 QUANTUM: Final = 16_384
 _NO_FEATURES: Final = Feature(0)
+_KNOWN_FEATURES: Final = sum(Feature)  # bits this side knows; others are ignored (R-VER-5)
 _DEFAULT_SETTINGS: Final[dict[int, int]] = {
     Setting.MAX_FRAME_SIZE: 65_536,
     Setting.MAX_CHUNK_SIZE: 1 << 20,
@@ -168,6 +171,8 @@ _DRAINED: Final = Input.DRAINED
 _RECV_HANDLE_FRAME: Final = ConnInput.RECV_HANDLE_FRAME
 _CLIENT_SUBSCRIPTION: Final = Side.CLIENT_SUBSCRIPTION
 _SERVER_UPLOAD: Final = Side.SERVER_UPLOAD
+_RECEIVING: Final = Direction.RECEIVING
+_SENDING: Final = Direction.SENDING
 _DROP_OLDEST: Final = OverflowPolicy.DROP_OLDEST
 _DEFAULT_POLICY: Final = OverflowPolicy.DEFAULT
 
@@ -220,6 +225,7 @@ class _Out:
         "sent_seq",
         "side",
         "state",
+        "twin",
         "weight",
     )
 
@@ -242,6 +248,7 @@ class _Out:
         self.head_size = 0  # the size of the head chunk while it is half sent
         self.next_seq = 1  # the seq the next queued entry must have
         self.sent_seq = 0  # the last seq sent (or gapped) on the wire
+        self.twin: _In | None = None  # the receiving direction of a bidirectional handle
 
     def sendable(self) -> bool:
         queue = self.queue
@@ -280,6 +287,7 @@ class _In:
         "side",
         "state",
         "tail",
+        "twin",
         "unconsumed_bytes",
         "unconsumed_chunks",
         "window_bytes",
@@ -304,6 +312,27 @@ class _In:
         self.frag_size = 0
         self.final_seq = 0
         self.final_event: Event | None = None
+        self.twin: _Out | None = None  # the sending direction of a bidirectional handle
+
+
+def _part(h: _Out | _In, direction: Direction) -> _Out | _In | None:
+    """The record of ``h``'s handle that ``direction`` names (rule 6 of ``_state.py``): ``h``
+    itself on a one-way handle (its table judges the input) or when it is that direction, else
+    its twin; None once the twin is CLOSED."""
+    twin = h.twin
+    if (
+        twin is None
+        or direction is Direction.BOTH
+        or (direction is _RECEIVING) is isinstance(h, _In)
+    ):
+        return h
+    return None if twin.state is _H_CLOSED else twin
+
+
+def _open_parts(h: _Out | _In) -> tuple[_Out | _In, ...]:
+    """``h`` and, on a bidirectional handle, its twin unless that is CLOSED."""
+    twin = h.twin
+    return (h,) if twin is None or twin.state is _H_CLOSED else (h, twin)
 
 
 class _PeerFault(Exception):
@@ -490,11 +519,16 @@ class Connection:
             buffered_bytes=self._decoder.buffered,
         )
 
-    def handle_state(self, handle: int) -> HState:
-        """The state of ``handle`` (CLOSED for a handle that was open and is no more)."""
+    def handle_state(self, handle: int, direction: Direction = Direction.BOTH) -> HState:
+        """The state of ``handle`` (CLOSED for a handle that was open and is no more).
+
+        A bidirectional handle is CLOSED once both its directions are; ``direction``
+        (RECEIVING: the chunks this side receives, SENDING: those it sends) asks the state of
+        one. Without it, the state of an open direction is given, the receiving one first."""
         h = self._handles.get(handle)
         if h is not None:
-            return h.state
+            part = _part(h, direction)
+            return HState.CLOSED if part is None else part.state
         if 1 <= handle <= self._highest:
             return HState.CLOSED
         raise LocalProtocolError(ErrorCode.UNKNOWN_HANDLE, f"handle {handle} was never opened")
@@ -834,18 +868,46 @@ class Connection:
         policy: OverflowPolicy = OverflowPolicy.DEFAULT,
         priority: int = 0,
         join: bool = False,
+        bidi: bool = False,
     ) -> int:
         """Client: ask ``channel`` to start a stream with ``args`` and subscribe to it in the
         same request, so no chunk is written before this subscriber listens. Returns the
         handle; :class:`RequestAccepted` carries the stream id. With ``join``, an OPEN naming
         a running stream subscribes to it from seq 1 instead of being refused with
-        STREAM_EXISTS (``RequestAccepted.joined`` says which happened)."""
+        STREAM_EXISTS (``RequestAccepted.joined`` says which happened).
+
+        With ``bidi`` the handle carries chunks both ways (R-BIDI-1): the server's arrive as
+        for a subscription, and this side writes its own with :meth:`send_data`,
+        :meth:`send_end` and :meth:`send_error` as on an upload (queued until ACCEPT brings
+        credit). Each direction ends, fails or is cancelled on its own. Raises INVALID_STATE
+        unless the server announced :attr:`Feature.BIDI`, INVALID_ARGUMENT with ``join``."""
         self._check_names(channel, stream_id, allow_empty=True)
         chunks, nbytes = self._window(credit_chunks, credit_bytes)
+        if bidi and not self.peer_features & Feature.BIDI:
+            raise LocalProtocolError(
+                ErrorCode.INVALID_STATE,
+                "the server does not announce bidirectional streams (FEATURES)",
+            )
+        if bidi and join:
+            raise LocalProtocolError(
+                ErrorCode.INVALID_ARGUMENT, "a bidirectional OPEN starts its stream: no join"
+            )
         handle = self._new_handle()
         h = _In(handle, Side.CLIENT_SUBSCRIPTION, chunks, nbytes)
+        if bidi:
+            h.twin = _Out(handle, Side.CLIENT_UPLOAD, 0, 0)
+            h.twin.twin = h
         frame = Open(
-            handle, channel, stream_id, chunks, nbytes, policy, self._prio(priority), args, join
+            handle,
+            channel,
+            stream_id,
+            chunks,
+            nbytes,
+            policy,
+            self._prio(priority),
+            args,
+            join,
+            bidi,
         )
         self._open_request(h, frame)
         return handle
@@ -863,7 +925,7 @@ class Connection:
     @property
     def peer_features(self) -> Feature:
         """Client: what the server announced in WELCOME's FEATURES setting (none before)."""
-        return Feature(self._peer_settings[Setting.FEATURES] & max(Feature))
+        return Feature(self._peer_settings[Setting.FEATURES] & _KNOWN_FEATURES)
 
     def status(self, channel: str, stream_id: str) -> int:
         """Client: ask the state of ``channel``/``stream_id`` without subscribing (R-QUERY-2).
@@ -927,6 +989,9 @@ class Connection:
         h = self._handles.get(handle)
         if h is None:
             self.handle_state(handle)  # raises for a handle never opened
+            return
+        h = _part(h, _RECEIVING)
+        if h is None:  # a bidirectional handle whose receiving direction closed
             return
         if not isinstance(h, _In):
             raise LocalProtocolError(ErrorCode.INVALID_STATE, f"handle {handle} does not receive")
@@ -1011,26 +1076,39 @@ class Connection:
         its ``after_seq`` (a GAP for the part before ``first_seq`` is queued here) and you
         then send data from that seq on. ``policy`` overrides the requested overflow policy.
         ``joined``: an OPEN joined a running stream (flag JOINED). For an upload, the
-        configured window is granted. Returns False if the client already closed the handle."""
+        configured window is granted. A bidirectional OPEN is both: one ACCEPT answers its two
+        directions (those the client has not closed meanwhile). Returns False if the client
+        already closed the handle."""
         h = self._server_handle(handle)
         if h is None:
             return False
         if not (0 <= first_seq <= U64 and 0 <= last_seq <= U64):
             raise LocalProtocolError(ErrorCode.INVALID_ARGUMENT, "seqs must fit in u64")
-        if joined and isinstance(h, _In):
+        if joined and (isinstance(h, _In) or h.twin is not None):
             raise LocalProtocolError(ErrorCode.INVALID_ARGUMENT, "only an OPEN joins a stream")
-        self._handle_step(h, Input.SEND_ACCEPT)
-        if isinstance(h, _In):  # an upload: ACCEPT grants the window
-            h.credit_chunks = h.window_chunks
-            h.credit_bytes = h.window_bytes
-            frame = Accept(handle, stream_id, first_seq, last_seq, h.window_chunks, h.window_bytes)
-            self._control.append(encode(frame))
+        parts = _open_parts(h)
+        for part in parts:
+            self._handle_step(part, Input.SEND_ACCEPT)
+        window = (0, 0)
+        h_out: _Out | None = None
+        for part in parts:
+            if isinstance(part, _In):  # an upload or a bidi's upstream: ACCEPT grants the window
+                part.credit_chunks = part.window_chunks
+                part.credit_bytes = part.window_bytes
+                window = (part.window_chunks, part.window_bytes)
+            else:
+                h_out = part
+        if h_out is None:  # an upload
+            self._control.append(encode(Accept(handle, stream_id, first_seq, last_seq, *window)))
             return True
+        h = h_out
         if policy is not None and policy is not OverflowPolicy.DEFAULT:
             h.policy = policy
         elif h.policy is OverflowPolicy.DEFAULT:
             h.policy = self._cfg.default_policy
-        self._control.append(encode(Accept(handle, stream_id, first_seq, last_seq, 0, 0, joined)))
+        self._control.append(
+            encode(Accept(handle, stream_id, first_seq, last_seq, *window, joined))
+        )
         if h.next_seq == 0:  # tail subscription: start after what exists
             h.next_seq = last_seq + 1
         h.sent_seq = h.next_seq - 1
@@ -1045,9 +1123,12 @@ class Connection:
         h = self._server_handle(handle)
         if h is None:
             return False
-        self._handle_step(h, Input.SEND_REJECT)
+        parts = _open_parts(h)
+        for part in parts:
+            self._handle_step(part, Input.SEND_REJECT)
         self._control.append(encode(Reject(handle, code, _truncate(message))))
-        self._close_handle(h)
+        for part in parts:
+            self._close_handle(part)
         return True
 
     def answer_streams(
@@ -1074,6 +1155,8 @@ class Connection:
         already closed."""
         _check_code(code)
         h = self._server_handle(handle)
+        if h is not None:
+            h = _part(h, _RECEIVING)  # a bidirectional stream's upstream
         if h is None:
             return False
         self._handle_step(h, Input.SEND_UPLOAD_CANCEL)
@@ -1091,8 +1174,11 @@ class Connection:
         To queue many chunks at once, :meth:`send_data_many` does the same for less."""
         h = self._handles.get(handle)
         if not isinstance(h, _Out):
-            self._sender(handle)  # raises for a misuse: never opened, or not a sender
-            return _W_CLOSED  # the peer closed it: a race, not a misuse
+            # Raises for a misuse (never opened, or not a sender); None: the peer closed it,
+            # a race, not a misuse. A bidirectional handle's sending direction is its twin.
+            h = self._sender(handle)
+            if h is None:
+                return _W_CLOSED
         if not (h.state is _ACTIVE and _DATA_KEEPS_ACTIVE):
             self._handle_step(h, _SEND_DATA)
         next_seq = h.next_seq
@@ -1158,8 +1244,9 @@ class Connection:
         """
         h = self._handles.get(handle)
         if not isinstance(h, _Out):
-            self._sender(handle)  # raises for a misuse: never opened, or not a sender
-            return 0, WriteResult.CLOSED  # the peer closed it: a race, not a misuse
+            h = self._sender(handle)  # as in send_data
+            if h is None:
+                return 0, WriteResult.CLOSED
         return self._send_many(h, chunks, seq, h.policy)
 
     def _send_many(
@@ -1330,12 +1417,9 @@ class Connection:
         :class:`Writable` event follows once ``nbytes`` alone would fit. False for a closed
         handle. Lets a fan-out writer check every subscriber before it commits a chunk to any
         of them."""
-        h = self._handles.get(handle)
+        h = self._sender(handle)
         if h is None:
-            self.handle_state(handle)  # raises for a handle never opened
             return False
-        if not isinstance(h, _Out):
-            raise LocalProtocolError(ErrorCode.INVALID_STATE, f"handle {handle} does not send data")
         if self._has_room(h, nbytes) and (
             self._queued_bytes + nbytes + others <= self._cfg.max_connection_queued_bytes
         ):
@@ -1410,12 +1494,16 @@ class Connection:
             ):
                 self._on_handle_frame(frame, events)
 
-    def _lookup(self, handle: int) -> _Out | _In | None:
+    def _lookup(self, handle: int, inp: Input) -> _Out | _In | None:
         self._conn_step(_RECV_HANDLE_FRAME)
         h = self._handles.get(handle)
-        if h is None and handle > self._highest:
-            raise _PeerFault(ErrorCode.INVALID_HANDLE, f"handle {handle} was never opened")
-        return h  # None: closed, the frame crossed our CANCEL or END; discard it
+        if h is None:
+            if handle > self._highest:
+                raise _PeerFault(ErrorCode.INVALID_HANDLE, f"handle {handle} was never opened")
+            return None  # closed, the frame crossed our CANCEL or END; discard it
+        if h.twin is not None:  # bidirectional: the direction the frame belongs to
+            return _part(h, BIDI_ROUTES.get(inp, Direction.BOTH))
+        return h
 
     def _recv_step(self, h: _Out | _In, inp: Input) -> None:
         new = HANDLE_TRANSITIONS[h.side].get((h.state, inp))
@@ -1427,7 +1515,7 @@ class Connection:
         h.state = new
 
     def _on_data(self, frame: Data, events: list[Event]) -> None:
-        h = self._lookup(frame.handle)
+        h = self._lookup(frame.handle, _RECV_DATA)
         if h is None:
             return
         if h.side is _SERVER_UPLOAD and h.state is _REQUESTED:
@@ -1513,7 +1601,7 @@ class Connection:
             h.consumed_bytes = 0
 
     def _on_credit(self, frame: Credit, events: list[Event]) -> None:
-        h = self._lookup(frame.handle)
+        h = self._lookup(frame.handle, Input.RECV_CREDIT)
         if h is None:
             return
         self._recv_step(h, Input.RECV_CREDIT)
@@ -1535,10 +1623,13 @@ class Connection:
         frame: Accept | Reject | Gap | End | Error | Cancel | Unsubscribe | UploadCancel | Streams,
         events: list[Event],
     ) -> None:
-        h = self._lookup(frame.handle)
+        inp = cast(Input, recv_input(frame.TYPE))
+        h = self._lookup(frame.handle, inp)
         if h is None:
             return
-        self._recv_step(h, cast(Input, recv_input(frame.TYPE)))
+        parts = _open_parts(h)  # ACCEPT and REJECT answer both directions of a bidi
+        for part in parts if isinstance(frame, Accept | Reject) else (h,):
+            self._recv_step(part, inp)
         match frame:
             case Accept():
                 events.append(
@@ -1546,19 +1637,11 @@ class Connection:
                         h.handle, frame.stream_id, frame.first_seq, frame.last_seq, frame.joined
                     )
                 )
-                if isinstance(h, _In):
-                    if h.tail:
-                        h.expect = frame.last_seq + 1
-                else:
-                    h.credit_chunks = frame.credit_chunks
-                    h.credit_bytes = frame.credit_bytes
-                    if h.credit_chunks > MAX_CREDIT or h.credit_bytes > MAX_CREDIT:
-                        raise _PeerFault(ErrorCode.FLOW_CONTROL_ERROR, "credit overflow in ACCEPT")
-                    if not h.in_ready and h.sendable():
-                        h.in_ready = True
-                        self._ready.append(h)
+                for part in parts:
+                    self._on_accept(part, frame)
             case Reject():
-                self._close_handle(h)
+                for part in parts:
+                    self._close_handle(part)
                 events.append(RequestRejected(h.handle, frame.code, frame.message))
             case Gap():
                 h = cast(_In, h)
@@ -1616,6 +1699,19 @@ class Connection:
                 self._close_handle(h)
                 events.append(StreamsReceived(h.handle, frame.entries, frame.next))
 
+    def _on_accept(self, h: _Out | _In, frame: Accept) -> None:
+        if isinstance(h, _In):
+            if h.tail:
+                h.expect = frame.last_seq + 1
+            return
+        h.credit_chunks = frame.credit_chunks
+        h.credit_bytes = frame.credit_bytes
+        if h.credit_chunks > MAX_CREDIT or h.credit_bytes > MAX_CREDIT:
+            raise _PeerFault(ErrorCode.FLOW_CONTROL_ERROR, "credit overflow in ACCEPT")
+        if not h.in_ready and h.sendable():
+            h.in_ready = True
+            self._ready.append(h)
+
     def _maybe_delivered(self, h: _In, events: list[Event]) -> None:
         if h.expect - 1 == h.final_seq and h.frag is None:
             self._handle_step(h, Input.DRAINED)
@@ -1636,8 +1732,7 @@ class Connection:
             self._on_query(frame, events)
             return
         if isinstance(frame, Upload):
-            h_in = _In(handle, Side.SERVER_UPLOAD, self._cfg.window_chunks, self._cfg.window_bytes)
-            h_in.credit_chunks = h_in.credit_bytes = 0  # nothing until ACCEPT grants the window
+            h_in = self._new_upload(handle)
             if not self._admit(frame, h_in, self._uploads >= self._cfg.max_uploads):
                 return
             self._uploads += 1
@@ -1648,9 +1743,16 @@ class Connection:
         h = _Out(handle, Side.SERVER_SUBSCRIPTION, frame.credit_chunks, frame.credit_bytes)
         h.policy = frame.policy
         h.weight = frame.priority + 1
-        if not self._admit(frame, h, self._subs >= self._cfg.max_subscriptions):
+        over = self._subs >= self._cfg.max_subscriptions
+        bidi = isinstance(frame, Open) and frame.bidi
+        if bidi:  # R-BIDI-2: the upstream counts as an upload too
+            h.twin = self._new_upload(handle)
+            h.twin.twin = h
+            over = over or self._uploads >= self._cfg.max_uploads
+        if not self._admit(frame, h.twin or h, over):
             return
         self._subs += 1
+        self._uploads += bidi
         if isinstance(frame, Subscribe):
             h.next_seq = 0 if frame.tail else frame.after_seq + 1
             after = None if frame.tail else frame.after_seq
@@ -1669,8 +1771,14 @@ class Connection:
                     frame.policy,
                     frame.priority,
                     frame.join,
+                    frame.bidi,
                 )
             )
+
+    def _new_upload(self, handle: int) -> _In:
+        h = _In(handle, Side.SERVER_UPLOAD, self._cfg.window_chunks, self._cfg.window_bytes)
+        h.credit_chunks = h.credit_bytes = 0  # nothing until ACCEPT grants the window
+        return h
 
     def _on_query(self, frame: Query, events: list[Event]) -> None:
         handle = frame.handle
@@ -1703,6 +1811,8 @@ class Connection:
             code, why = ErrorCode.INVALID_NAME, "invalid stream id"
         elif over_limit:
             code, why = ErrorCode.LIMIT_EXCEEDED, "too many open requests on this connection"
+        elif isinstance(frame, Open) and frame.bidi and frame.join:
+            code, why = ErrorCode.NOT_ALLOWED, "a bidirectional OPEN cannot join (R-BIDI-1)"
         if code is not None:
             self._control.append(encode(Reject(frame.handle, code, why)))
             return False
@@ -1775,7 +1885,8 @@ class Connection:
             # them with SERVER_SHUTDOWN if it is still there to: answer them now.
             for h in list(self._handles.values()):
                 if h.handle > frame.last_handle and h.state is HState.REQUESTED:
-                    self._close_handle(h)
+                    for part in _open_parts(h):
+                        self._close_handle(part)
                     events.append(
                         RequestRejected(h.handle, ErrorCode.SERVER_SHUTDOWN, "not processed")
                     )
@@ -1855,6 +1966,9 @@ class Connection:
         if h is None:
             self.handle_state(handle)  # raises for a handle never opened
             return
+        h = _part(h, _RECEIVING)  # a bidirectional stream's downstream
+        if h is None:
+            return
         self._handle_step(h, inp)
         self._control.append(encode(frame))
         self._close_handle(h)
@@ -1871,6 +1985,8 @@ class Connection:
         if h is None:
             self.handle_state(handle)  # raises for a handle never opened
             return None
+        if h.twin is not None:
+            return cast("_Out | None", _part(h, _SENDING))
         if not isinstance(h, _Out):
             raise LocalProtocolError(ErrorCode.INVALID_STATE, f"handle {handle} does not send data")
         return h
@@ -1951,9 +2067,16 @@ class Connection:
             self._close_handle(h)
 
     def _close_handle(self, h: _Out | _In) -> None:
-        """Forget an open handle (every caller holds one that is still registered)."""
+        """Forget an open handle, or one direction of a bidirectional one (every caller holds
+        a record that was open; a bidi's second record may be unregistered)."""
         h.state = HState.CLOSED
-        del self._handles[h.handle]
+        handles = self._handles
+        if handles.get(h.handle) is h:
+            twin = h.twin
+            if twin is not None and twin.state is not _H_CLOSED:
+                handles[h.handle] = twin  # a half-close: the other direction runs on
+            else:
+                del handles[h.handle]
         if isinstance(h, _Out):
             self._blocked.pop(h.handle, None)
             freed = h.q_bytes
@@ -1980,6 +2103,8 @@ class Connection:
     def _drop_all(self) -> None:
         for h in list(self._handles.values()):
             h.state = HState.CLOSED
+            if h.twin is not None:
+                h.twin.state = HState.CLOSED
         self._handles.clear()
         self._ready.clear()
         self._blocked.clear()
