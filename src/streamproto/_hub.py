@@ -68,7 +68,7 @@ from ._events import (
 from ._frames import Feature, GapReason, OverflowPolicy, StreamEntry, StreamState
 from ._names import valid_channel, valid_stream_id
 from ._overflow import Overflow, OverflowLog, held_back
-from ._state import ConnState
+from ._state import ConnState, Direction, HState
 from ._store import (
     CancelRemote,
     Claim,
@@ -91,6 +91,7 @@ from ._store import (
 __all__ = [
     "AbortReason",
     "AbortRule",
+    "BidiHandler",
     "Channel",
     "ChannelOptions",
     "DisconnectRule",
@@ -110,6 +111,7 @@ _BLOCK: Final = OverflowPolicy.BLOCK
 _ACCEPTED: Final = WriteResult.ACCEPTED
 _BLOCKED: Final = WriteResult.BLOCKED
 _FAILED: Final = WriteResult.FAILED
+_ACTIVE: Final = HState.ACTIVE
 
 #: Chunks read from the store per step of a catch-up.
 REPLAY_BATCH = 256
@@ -252,6 +254,8 @@ class ProducerStatistics:
 
 OpenHandler = Callable[["Producer", bytes], None]
 UploadHandler = Callable[["UploadReader"], None]
+#: ``on_bidi(producer, reader, args)``: the two directions of one bidirectional stream.
+BidiHandler = Callable[["Producer", "UploadReader", bytes], None]
 
 
 class _Sub:
@@ -514,6 +518,9 @@ class UploadReader:
         self.outcome: tuple[int, str] | None = None
         #: Called when chunks or the outcome arrive.
         self.on_readable: Callable[[], None] | None = None
+        # The client's direction of a bidirectional stream: its id is the stream's, not one
+        # of the channel's upload ids.
+        self._bidi = False
 
     @property
     def attached(self) -> bool:
@@ -582,12 +589,14 @@ class Channel:
         on_upload: UploadHandler | None,
         *,
         authorize: Authorize | None = None,
+        on_bidi: BidiHandler | None = None,
     ) -> None:
         self._hub = hub
         self.name = name
         self.options = options
         self.on_open = on_open
         self.on_upload = on_upload
+        self.on_bidi = on_bidi
         #: This channel's authorization hook (None: the hub's).
         self.authorize = authorize
         self._open: dict[str, _Stream] = {}
@@ -811,18 +820,28 @@ class Hub:
         *,
         on_open: OpenHandler | None = None,
         on_upload: UploadHandler | None = None,
+        on_bidi: BidiHandler | None = None,
         authorize: Authorize | None = None,
     ) -> Channel:
         """Register a channel. ``on_open(producer, args)`` serves OPEN requests (the requester
         is subscribed before it is called); ``on_upload(reader)`` serves UPLOAD requests;
-        ``authorize(request)`` decides this channel's requests instead of the hub's hook.
-        Raises INVALID_NAME or CHANNEL_EXISTS."""
+        ``on_bidi(producer, reader, args)`` serves bidirectional OPENs (section 6.4): the
+        producer writes the stream the requester is subscribed to, as for ``on_open``, and
+        the reader reads what the requester sends on the same handle, as for ``on_upload``.
+        ``authorize(request)`` decides this channel's requests instead of the hub's hook (a
+        bidirectional OPEN is asked as an OPEN). Raises INVALID_NAME or CHANNEL_EXISTS."""
         if not valid_channel(name):
             raise LocalProtocolError(ErrorCode.INVALID_NAME, f"invalid channel name {name!r}")
         if name in self._channels:
             raise LocalProtocolError(ErrorCode.CHANNEL_EXISTS, f"channel {name!r} is registered")
         channel = Channel(
-            self, name, options or ChannelOptions(), on_open, on_upload, authorize=authorize
+            self,
+            name,
+            options or ChannelOptions(),
+            on_open,
+            on_upload,
+            authorize=authorize,
+            on_bidi=on_bidi,
         )
         self._channels[name] = channel
         return channel
@@ -1112,7 +1131,9 @@ class Hub:
                 case UploadEnded():
                     self._detach_upload(peer, event.handle)._finish((0, ""))
                 case UploadFailed():
-                    self._detach_upload(peer, event.handle)._finish((event.code, event.message))
+                    if event.handle in peer.uploads:  # (not a bidi's, failed before ACCEPT)
+                        reader = self._detach_upload(peer, event.handle)
+                        reader._finish((event.code, event.message))
                 case HandshakeRequested():
                     self._on_handshake(peer, event)
                 case ConnectionTerminated():
@@ -1214,7 +1235,7 @@ class Hub:
             session_id=session.id,
             resume_token=session.token,
             resumed=resumed,
-            features=Feature.QUERIES,
+            features=Feature.QUERIES | Feature.BIDI,
         )
 
     def _refuse(self, peer: Peer, code: int, message: str) -> None:
@@ -1639,14 +1660,19 @@ class Hub:
         channel = self._admit(peer, event.handle, event.channel, RequestKind.OPEN, event)
         if channel is None:
             return
-        if channel.on_open is None:
-            conn.reject(event.handle, ErrorCode.NOT_ALLOWED, "this channel does not open streams")
+        if (channel.on_bidi if event.bidi else channel.on_open) is None:
+            why = "bidirectional streams" if event.bidi else "streams"
+            conn.reject(event.handle, ErrorCode.NOT_ALLOWED, f"this channel does not open {why}")
+            return
+        if event.bidi and channel._uploads >= channel.options.max_uploads:
+            conn.reject(event.handle, ErrorCode.LIMIT_EXCEEDED, "too many uploads")
             return
         policy = event.policy
         if policy is OverflowPolicy.DEFAULT:
             policy = channel.options.open_policy
         running = channel._open.get(event.stream_id) if event.stream_id else None
-        if running is not None and (event.join or channel.options.join_running):
+        # A bidirectional OPEN never joins (R-BIDI-1): its handler reads this requester.
+        if running is not None and not event.bidi and (event.join or channel.options.join_running):
             # Run-or-join (R-JOIN-1): a second requester shares the running producer, read
             # from seq 1 like the first; the handler is not called again.
             self._attach(peer, event.handle, running, 0, policy, joined=True)
@@ -1667,10 +1693,10 @@ class Hub:
         self, peer: Peer, event: OpenRequested, producer: Producer, policy: OverflowPolicy
     ) -> None:
         """Accept an OPEN whose stream ``producer`` writes, subscribe the requester, and
-        hand the producer to the channel's open handler."""
+        hand the producer to the channel's open handler (a bidirectional OPEN's: with the
+        reader of the requester's direction too)."""
         stream = producer._stream
         channel = stream.channel
-        on_open = cast(OpenHandler, channel.on_open)  # _on_open checked it
         peer.conn.accept(
             event.handle, stream_id=producer.stream_id, first_seq=1, last_seq=0, policy=policy
         )
@@ -1678,12 +1704,25 @@ class Hub:
         sub.policy = policy
         peer.subs[event.handle] = sub
         self._go_live(sub)
+        reader: UploadReader | None = None
+        if event.bidi and peer.conn.handle_state(event.handle, Direction.RECEIVING) is _ACTIVE:
+            reader = UploadReader(self, channel.name, producer.stream_id, event.args)
+            reader._bidi = True
+            self._attach_upload(peer, event.handle, reader, channel)
         try:
-            on_open(producer, event.args)
+            if event.bidi:
+                if reader is None:  # the client failed its direction before the ACCEPT
+                    reader = UploadReader(self, channel.name, producer.stream_id, event.args)
+                    reader._finish((ErrorCode.UPLOAD_CANCELLED, "the client closed its direction"))
+                cast(BidiHandler, channel.on_bidi)(producer, reader, event.args)
+            else:
+                cast(OpenHandler, channel.on_open)(producer, event.args)  # _on_open checked it
         except Exception as exc:
             log.exception("open handler of %s failed", channel.name)
             if not producer.closed:
                 producer.fail(*handler_failure(exc))
+            if reader is not None:
+                reader.cancel(*handler_failure(exc))
 
     # -- queries: status, list, delete (spec section 5.5) -------------------------------------
 
@@ -1949,11 +1988,7 @@ class Hub:
             reader.args = event.args
             handler = None
         conn.accept(event.handle, stream_id=reader.stream_id)
-        reader._peer = peer
-        reader._handle = event.handle
-        peer.uploads[event.handle] = reader
-        channel._uploads += 1
-        channel._upload_ids.add(reader.stream_id)
+        self._attach_upload(peer, event.handle, reader, channel)
         if handler is not None:
             try:
                 handler(reader)
@@ -1961,9 +1996,19 @@ class Hub:
                 log.exception("upload handler of %s failed", channel.name)
                 reader.cancel(*handler_failure(exc))
 
+    @staticmethod
+    def _attach_upload(peer: Peer, handle: int, reader: UploadReader, channel: Channel) -> None:
+        reader._peer = peer
+        reader._handle = handle
+        peer.uploads[handle] = reader
+        channel._uploads += 1
+        if not reader._bidi:
+            channel._upload_ids.add(reader.stream_id)
+
     def _detach_upload(self, peer: Peer, handle: int) -> UploadReader:
         reader = peer.uploads.pop(handle)
         channel = self._channels[reader.channel]
         channel._uploads -= 1
-        channel._upload_ids.discard(reader.stream_id)
+        if not reader._bidi:
+            channel._upload_ids.discard(reader.stream_id)
         return reader

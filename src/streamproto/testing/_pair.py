@@ -297,7 +297,9 @@ class ConnectionPair:
             match event:
                 case SubscribeRequested() | OpenRequested() | UploadRequested():
                     self.requests[handle] = event
-                    if isinstance(event, UploadRequested) or getattr(event, "bidi", False):
+                    if isinstance(event, OpenRequested) and event.bidi:
+                        self._bidi.add(handle)  # (also when the client was driven directly)
+                    if isinstance(event, UploadRequested) or handle in self._bidi:
                         expect[handle] = 1
                 case RequestAccepted():
                     self._on_accepted(event, expect)
