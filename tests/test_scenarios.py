@@ -67,6 +67,8 @@ ON_ALL = [
     "run_or_join",
     "stream_status",
     "stream_delete",
+    "bidi_echo",
+    "bidi_half_close",
 ]
 ON_SAME = [name for name in SCENARIOS if name not in ON_ALL]
 

@@ -14,7 +14,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any, TypeVar, cast, overload
 
-from streamproto import Config, ErrorCode, HttpOptions, Hub, Producer, UploadReader, WriteResult
+from streamproto import (
+    Config,
+    ErrorCode,
+    HttpOptions,
+    Hub,
+    OverflowPolicy,
+    Producer,
+    UploadReader,
+    WriteResult,
+)
 from streamproto._codec import Codec
 
 from ._common import (
@@ -23,6 +32,7 @@ from ._common import (
     AsyncProducerBase,
     AsyncQueries,
     Backoff,
+    BidiBase,
     ClientBase,
     ClientCore,
     Gap,
@@ -57,6 +67,7 @@ _T = TypeVar("_T")
 _W = TypeVar("_W")
 
 __all__ = [
+    "Bidi",
     "Client",
     "Server",
     "ServerProducer",
@@ -616,6 +627,48 @@ class Upload(UploadBase):
                 raise core.error
 
 
+class Bidi(BidiBase, Upload):
+    """A bidirectional stream: ``async with client.bidi(channel, args) as stream``, then
+    ``await stream.write(chunk)`` sends on the client's direction and ``async for chunk in
+    stream`` reads the server's, on one handle (spec section 6.4). ``await stream.end()``
+    ends the client's direction while the server's runs on. Leaving the block ends the
+    client's direction if it is still open (or fails it with the exception's code) and
+    cancels the server's unless it ended. Writes raise once the server cancelled the client's
+    direction or the connection was lost; iteration raises the server's error. A lost
+    connection fails the client's direction and resumes the server's, as for ``open``."""
+
+    _client: Client
+
+    async def __aenter__(self) -> Bidi:
+        await Upload.__aenter__(self)
+        return self
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return cast(Subscription[bytes], self._incoming()).__aiter__()
+
+    def batches(self, max_chunks: int | None = None) -> AsyncIterator[list[bytes]]:
+        """The server's direction in batches, as :meth:`Subscription.batches`."""
+        return cast(Subscription[bytes], self._incoming()).batches(max_chunks)
+
+    async def end(self) -> None:
+        """End the client's direction (see the class docstring)."""
+        self._end()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._close(exc)
+        core = self._core
+        if exc is None and core is not None:  # the client's direction goes out in full
+            while not core.settled:
+                self._event.clear()
+                self._client._flush()
+                await self._event.wait()
+
+
 class Client(ClientBase[Subscription[bytes], Subscription[bytes | Gap]], AsyncQueries):
     """A connection to a streamproto server that reconnects and resumes (from :func:`connect`)."""
 
@@ -707,6 +760,19 @@ class Client(ClientBase[Subscription[bytes], Subscription[bytes | Gap]], AsyncQu
     def upload(self, channel: str, stream_id: str = "", args: bytes = b"") -> Upload:
         """An upload, used as ``async with client.upload(...) as up``."""
         return Upload(self, channel, stream_id, args)
+
+    def bidi(
+        self,
+        channel: str,
+        args: bytes = b"",
+        *,
+        stream_id: str = "",
+        policy: OverflowPolicy = OverflowPolicy.DEFAULT,
+        priority: int = 0,
+    ) -> Bidi:
+        """A bidirectional stream on ``channel`` (whose server registered ``on_bidi``),
+        used as ``async with client.bidi(...) as stream`` (see :class:`Bidi`)."""
+        return Bidi(self, channel, stream_id, args, policy=policy, priority=priority)
 
     async def _ask(self, request: QueryRequest) -> QueryCore:
         await self._ready()

@@ -34,6 +34,7 @@ from streamproto import (
     ErrorCode,
     HttpOptions,
     Hub,
+    OverflowPolicy,
     Producer,
     StreamEntry,
     StreamState,
@@ -48,6 +49,7 @@ from ._common import (
     _V,
     FLUSH_SLICE,
     Backoff,
+    BidiBase,
     ClientBase,
     ClientCore,
     Gap,
@@ -88,6 +90,7 @@ _T = TypeVar("_T")
 _W = TypeVar("_W")
 
 __all__ = [
+    "Bidi",
     "Client",
     "Server",
     "ServerProducer",
@@ -587,6 +590,14 @@ class ServerProducer(ProducerBase[_V]):
         if isinstance(result, Iterator):
             self.pipe(result)
 
+    def _serve_bidi(self, handler: Callable[..., Any], upload: ServerUploadBase) -> None:
+        try:
+            self._serve(lambda producer, _args: handler(producer, upload), upload.args)
+        except BaseException as exc:
+            upload._handler_done(exc)
+            raise
+        upload._handler_done(None)
+
 
 class ServerUpload(ServerUploadBase):
     """The server's end of an upload: ``for chunk in upload``. Raises :class:`StreamError`
@@ -970,6 +981,49 @@ class Upload(UploadBase):
                 raise core.error
 
 
+class Bidi(BidiBase, Upload):
+    """A bidirectional stream: ``with client.bidi(channel, args) as stream``, then
+    ``stream.write(chunk)`` sends on the client's direction and ``for chunk in stream`` reads
+    the server's, on one handle (spec section 6.4). ``stream.end()`` ends the client's
+    direction while the server's runs on. Leaving the block ends the client's direction if it
+    is still open (or fails it with the exception's code) and cancels the server's unless it
+    ended. Writes raise once the server cancelled the client's direction or the connection
+    was lost; iteration raises the server's error. A lost connection fails the client's
+    direction and resumes the server's, as for ``open``. Iterate it once (one iterator):
+    dropping an iterator before the end cancels the server's direction."""
+
+    _client: Client
+
+    def __enter__(self) -> Bidi:
+        Upload.__enter__(self)
+        return self
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(cast(Subscription[bytes], self._incoming()))
+
+    def batches(self, max_chunks: int | None = None) -> Iterator[list[bytes]]:
+        """The server's direction in batches, as :meth:`Subscription.batches`."""
+        return cast(Subscription[bytes], self._incoming()).batches(max_chunks)
+
+    def end(self) -> None:
+        """End the client's direction; the server's runs on."""
+        self._end()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._close(exc)
+        core = self._core
+        if exc is None and core is not None:  # the client's direction goes out in full
+            with self._cond:
+                while not core.settled:
+                    self._client._wake()
+                    self._cond.wait()
+
+
 class Client(ClientBase[Subscription[bytes], Subscription[bytes | Gap]]):
     """A connection to a streamproto server that reconnects and resumes (from :func:`connect`).
     One thread does the socket's I/O and reconnects; ``close()`` joins it."""
@@ -1077,6 +1131,19 @@ class Client(ClientBase[Subscription[bytes], Subscription[bytes | Gap]]):
     def upload(self, channel: str, stream_id: str = "", args: bytes = b"") -> Upload:
         """An upload, used as ``with client.upload(...) as up``."""
         return Upload(self, channel, stream_id, args)
+
+    def bidi(
+        self,
+        channel: str,
+        args: bytes = b"",
+        *,
+        stream_id: str = "",
+        policy: OverflowPolicy = OverflowPolicy.DEFAULT,
+        priority: int = 0,
+    ) -> Bidi:
+        """A bidirectional stream on ``channel`` (whose server registered ``on_bidi``),
+        used as ``with client.bidi(...) as stream`` (see :class:`Bidi`)."""
+        return Bidi(self, channel, stream_id, args, policy=policy, priority=priority)
 
     def abort_transport(self) -> None:
         """Kill the socket without a goodbye (tests and demos of resume)."""

@@ -262,6 +262,7 @@ TEST_CHANNELS = {
     "test:block": ChannelOptions(default_policy=OverflowPolicy.BLOCK),
     "test:error": ChannelOptions(default_policy=OverflowPolicy.ERROR),
     "test:upload": ChannelOptions(),
+    "test:bidi": ChannelOptions(replay=Window(chunks=100_000, nbytes=64 << 20)),
 }
 
 
@@ -329,6 +330,9 @@ class ServerProxy:
             elif name == "test:upload":
                 handler = _upload_async(record) if is_async else _upload_sync(record)
                 server.channel(name, options, on_upload=handler)
+            elif name == "test:bidi":
+                handler = _bidi_async(record) if is_async else _bidi_sync(record)
+                server.channel(name, options, on_bidi=handler)
             else:
                 server.channel(name, options)
 
@@ -487,6 +491,52 @@ def _upload_sync(record: Record) -> Any:
         except Exception as exc:
             record.note_upload(upload.stream_id, total, getattr(exc, "code", -1), str(exc))
             return
+        record.note_upload(upload.stream_id, total, 0, "")
+
+    return handler
+
+
+def _bidi_async(record: Record) -> Any:
+    async def handler(producer: Any, upload: Any) -> None:
+        mode, _, count = upload.args.partition(b":")
+        total = 0
+        try:
+            if mode == b"first":  # the server's direction ends first; it reads on
+                for i in range(int(count)):
+                    await producer.write(b"%d" % i)
+                producer.close()
+            async for chunk in upload:
+                total += len(chunk)
+                if mode == b"echo":
+                    await producer.write(chunk)
+        except Exception as exc:
+            record.note_upload(upload.stream_id, total, getattr(exc, "code", -1), str(exc))
+            return
+        if mode == b"echo":
+            producer.close()
+        record.note_upload(upload.stream_id, total, 0, "")
+
+    return handler
+
+
+def _bidi_sync(record: Record) -> Any:
+    def handler(producer: Any, upload: Any) -> None:
+        mode, _, count = upload.args.partition(b":")
+        total = 0
+        try:
+            if mode == b"first":
+                for i in range(int(count)):
+                    producer.write(b"%d" % i)
+                producer.close()
+            for chunk in upload:
+                total += len(chunk)
+                if mode == b"echo":
+                    producer.write(chunk)
+        except Exception as exc:
+            record.note_upload(upload.stream_id, total, getattr(exc, "code", -1), str(exc))
+            return
+        if mode == b"echo":
+            producer.close()
         record.note_upload(upload.stream_id, total, 0, "")
 
     return handler
@@ -674,6 +724,49 @@ class ClientProxy:
             return None
 
         result: BaseException | None = self.thread.call(run)
+        return result
+
+    def bidi(
+        self, channel: str, chunks: Iterable[bytes], args: bytes = b"", *, lockstep: bool = False
+    ) -> tuple[str, list[bytes], BaseException | None]:
+        """Open a bidirectional stream with ``args``, write every chunk (with ``lockstep``,
+        reading one chunk of the server's direction after each), end the client's direction,
+        and read the server's to its end: (stream id, chunks read, the exception, if any)."""
+        client = self.client
+        got: list[bytes] = []
+        sid = ""
+        if self.flavour == "thread":
+            try:
+                with client.bidi(channel, args) as stream:
+                    sid = stream.stream_id
+                    incoming = iter(stream)
+                    for chunk in chunks:
+                        stream.write(chunk)
+                        if lockstep:
+                            got.append(next(incoming))
+                    stream.end()
+                    got.extend(incoming)
+            except Exception as exc:
+                return sid, got, exc
+            return sid, got, None
+
+        async def run() -> tuple[str, list[bytes], BaseException | None]:
+            sid = ""
+            try:
+                async with client.bidi(channel, args) as stream:
+                    sid = stream.stream_id
+                    incoming = aiter(stream)
+                    for chunk in chunks:
+                        await stream.write(chunk)
+                        if lockstep:
+                            got.append(await anext(incoming))
+                    await stream.end()
+                    got.extend([chunk async for chunk in incoming])
+            except Exception as exc:
+                return sid, got, exc
+            return sid, got, None
+
+        result: tuple[str, list[bytes], BaseException | None] = self.thread.call(run)
         return result
 
     def raw_subscribe(self, *args: Any, **kwargs: Any) -> Any:

@@ -21,11 +21,20 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from types import TracebackType
-from typing import Any, Generic, TypeVar, overload
+from typing import Any, Generic, TypeVar, cast, overload
 
 import trio
 
-from streamproto import Config, ErrorCode, HttpOptions, Hub, Producer, UploadReader, WriteResult
+from streamproto import (
+    Config,
+    ErrorCode,
+    HttpOptions,
+    Hub,
+    OverflowPolicy,
+    Producer,
+    UploadReader,
+    WriteResult,
+)
 from streamproto._codec import Codec
 
 from ._common import (
@@ -34,6 +43,7 @@ from ._common import (
     AsyncProducerBase,
     AsyncQueries,
     Backoff,
+    BidiBase,
     ClientBase,
     ClientCore,
     Gap,
@@ -75,6 +85,7 @@ _W = TypeVar("_W")
 _I = TypeVar("_I")
 
 __all__ = [
+    "Bidi",
     "Client",
     "Server",
     "ServerProducer",
@@ -615,6 +626,43 @@ class Upload(UploadBase):
                 raise core.error
 
 
+class Bidi(BidiBase, Upload):
+    """A bidirectional stream: ``async with client.bidi(channel, args) as stream``, then
+    ``await stream.write(chunk)`` sends on the client's direction and ``async for chunk in
+    stream`` reads the server's, on one handle (spec section 6.4); see the asyncio
+    :class:`transports.asyncio.Bidi`, which this mirrors."""
+
+    _client: Client
+
+    async def __aenter__(self) -> Bidi:
+        await Upload.__aenter__(self)
+        return self
+
+    def __aiter__(self) -> _Chunks[bytes]:
+        return cast(Subscription[bytes], self._incoming()).__aiter__()
+
+    def batches(self, max_chunks: int | None = None) -> _Chunks[list[bytes]]:
+        """The server's direction in batches, as :meth:`Subscription.batches`."""
+        return cast(Subscription[bytes], self._incoming()).batches(max_chunks)
+
+    async def end(self) -> None:
+        """End the client's direction; the server's runs on."""
+        self._end()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._close(exc)
+        core = self._core
+        if exc is None and core is not None:  # the client's direction goes out in full
+            while not core.settled:
+                self._client._wake()
+                await self._wake.wait()
+
+
 class Client(ClientBase[Subscription[bytes], Subscription[bytes | Gap]], AsyncQueries):
     """A connection to a streamproto server that reconnects and resumes (from :func:`connect`)."""
 
@@ -678,6 +726,19 @@ class Client(ClientBase[Subscription[bytes], Subscription[bytes | Gap]], AsyncQu
     def upload(self, channel: str, stream_id: str = "", args: bytes = b"") -> Upload:
         """An upload, used as ``async with client.upload(...) as up``."""
         return Upload(self, channel, stream_id, args)
+
+    def bidi(
+        self,
+        channel: str,
+        args: bytes = b"",
+        *,
+        stream_id: str = "",
+        policy: OverflowPolicy = OverflowPolicy.DEFAULT,
+        priority: int = 0,
+    ) -> Bidi:
+        """A bidirectional stream on ``channel`` (whose server registered ``on_bidi``),
+        used as ``async with client.bidi(...) as stream`` (see :class:`Bidi`)."""
+        return Bidi(self, channel, stream_id, args, policy=policy, priority=priority)
 
     def abort_transport(self) -> None:
         """Kill the socket without a goodbye (tests and demos of resume)."""
