@@ -14,13 +14,14 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from streamproto import Config, ErrorCode, Hub, Producer, UploadReader, WriteResult
 from transports import Backoff, Gap
 from transports.adapter import (
     FLUSH_SLICE,
     AsyncQueries,
+    BidiBase,
     ClientBase,
     ClientCore,
     ProducerBase,
@@ -294,6 +295,33 @@ class MiniUpload(UploadBase):
                 raise core.error
 
 
+class MiniBidi(BidiBase, MiniUpload):
+    """Writes as MiniUpload does; reads the server's direction as a MiniSubscription."""
+
+    async def __aenter__(self) -> MiniBidi:
+        await MiniUpload.__aenter__(self)
+        return self
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return cast(MiniSubscription[bytes], self._incoming()).__aiter__()
+
+    async def end(self) -> None:
+        self._end()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._close(exc)
+        core = self._core
+        while exc is None and core is not None and not core.settled:
+            self._changed.clear()
+            self._client._wake()
+            await self._changed.wait()
+
+
 class MiniClient(AsyncQueries, ClientBase[MiniSubscription[bytes], MiniSubscription[bytes | Gap]]):
     def __init__(self, core: ClientCore) -> None:
         super().__init__(core)
@@ -350,6 +378,9 @@ class MiniClient(AsyncQueries, ClientBase[MiniSubscription[bytes], MiniSubscript
 
     def upload(self, channel: str, stream_id: str = "", args: bytes = b"") -> MiniUpload:
         return MiniUpload(self, channel, stream_id, args)
+
+    def bidi(self, channel: str, args: bytes = b"", *, stream_id: str = "") -> MiniBidi:
+        return MiniBidi(self, channel, stream_id, args)
 
     def abort_transport(self) -> None:
         if self._writer is not None:

@@ -18,11 +18,20 @@ import abc
 import contextlib
 import enum
 import functools
+import inspect
 import logging
 import random
 import sys
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Sequence,
+)
 from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar, cast, overload
 
 import attrs
@@ -1892,10 +1901,19 @@ class ProducerBase(Generic[_V], abc.ABC):
     def _serve(self, handler: Callable[..., Any], args: bytes) -> Any:
         """Run an open handler (``handler(self, args)``); supplied by each backend."""
 
-    @abc.abstractmethod
     def _serve_bidi(self, handler: Callable[..., Any], upload: ServerUploadBase) -> Any:
         """Run a bidirectional handler (``handler(self, upload)``) as :meth:`_serve` runs an
-        open handler, then :meth:`ServerUploadBase._handler_done`; supplied by each backend."""
+        open handler (an awaitable for an async backend), then tell ``upload`` the handler is
+        over (:meth:`ServerUploadBase._handler_done`)."""
+        try:
+            result = self._serve(lambda producer, _args: handler(producer, upload), upload.args)
+        except BaseException as exc:
+            upload._handler_done(exc)
+            raise
+        if inspect.isawaitable(result):
+            return _then_done(result, upload)
+        upload._handler_done(None)
+        return result
 
     def _piped(self, exc: BaseException) -> bool:
         """A pipe's source or write raised ``exc``: True if the abort explains it (stop
@@ -1994,13 +2012,15 @@ class AsyncProducerBase(ProducerBase[_V]):
         elif result is not None:
             await result
 
-    async def _serve_bidi(self, handler: Callable[..., Any], upload: ServerUploadBase) -> None:
-        try:
-            await self._serve(lambda producer, _args: handler(producer, upload), upload.args)
-        except BaseException as exc:
-            upload._handler_done(exc)
-            raise
-        upload._handler_done(None)
+
+async def _then_done(result: Awaitable[Any], upload: ServerUploadBase) -> None:
+    """An async bidirectional handler's run, then ``upload._handler_done``."""
+    try:
+        await result
+    except BaseException as exc:
+        upload._handler_done(exc)
+        raise
+    upload._handler_done(None)
 
 
 class _Flag(Protocol):

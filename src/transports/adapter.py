@@ -37,7 +37,7 @@ the asyncio, trio and thread backends are made of:
   either).
 - :class:`ServerBase`, :class:`ProducerBase` (:class:`AsyncProducerBase` for async loops),
   :class:`ServerUploadBase`, :class:`ClientBase`,
-  :class:`SubscriptionBase`, :class:`UploadBase` — the loop-independent halves of a backend's
+  :class:`SubscriptionBase`, :class:`UploadBase`, :class:`BidiBase` — the loop-independent halves of a backend's
   public classes. A backend subclasses them and supplies the hooks they declare:
   ``ServerBase._producer``, ``_upload`` (wrap the hub's objects); ``ProducerBase._serve``
   (run an open handler; ``AsyncProducerBase`` has it, given ``_signals``, ``_interrupting``
@@ -61,6 +61,7 @@ from ._common import (
     FLUSH_SLICE,
     AsyncProducerBase,
     AsyncQueries,
+    BidiBase,
     ClientBase,
     ClientCore,
     Pacer,
@@ -109,6 +110,7 @@ __all__ = [
     "WS",
     "AsyncProducerBase",
     "AsyncQueries",
+    "BidiBase",
     "ClientBase",
     "ClientCore",
     "Endpoint",

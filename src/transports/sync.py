@@ -590,14 +590,6 @@ class ServerProducer(ProducerBase[_V]):
         if isinstance(result, Iterator):
             self.pipe(result)
 
-    def _serve_bidi(self, handler: Callable[..., Any], upload: ServerUploadBase) -> None:
-        try:
-            self._serve(lambda producer, _args: handler(producer, upload), upload.args)
-        except BaseException as exc:
-            upload._handler_done(exc)
-            raise
-        upload._handler_done(None)
-
 
 class ServerUpload(ServerUploadBase):
     """The server's end of an upload: ``for chunk in upload``. Raises :class:`StreamError`
