@@ -36,8 +36,8 @@ the asyncio, trio and thread backends are made of:
 - :class:`Stepping` and :class:`Side` — what both have in common (one writer loop drives
   either).
 - :class:`ServerBase`, :class:`ProducerBase` (:class:`AsyncProducerBase` for async loops),
-  :class:`ServerUploadBase`, :class:`ClientBase`,
-  :class:`SubscriptionBase`, :class:`UploadBase`, :class:`BidiBase` — the loop-independent halves of a backend's
+  :class:`ServerUploadBase`, :class:`ClientBase`, :class:`SubscriptionBase`,
+  :class:`UploadBase`, :class:`BidiBase` — the loop-independent halves of a backend's
   public classes. A backend subclasses them and supplies the hooks they declare:
   ``ServerBase._producer``, ``_upload`` (wrap the hub's objects); ``ProducerBase._serve``
   (run an open handler; ``AsyncProducerBase`` has it, given ``_signals``, ``_interrupting``
