@@ -19,9 +19,9 @@ from harness import BACKENDS, TRANSPORTS, ServerProxy
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Request
 
-from streamproto import ErrorCode, LocalProtocolError
+from streamproto import ErrorCode, Feature, LocalProtocolError
 from streamproto.__main__ import main
-from transports import _schemes, reference
+from transports import _schemes, conformance, reference
 from transports._schemes import Scheme
 from transports.conformance import CASES, http_request, run
 
@@ -274,3 +274,26 @@ def test_rule_index_repeats_every_rule_verbatim() -> None:
     listed = re.findall(r"^\d+[a-z]?\. \*\*(R-[A-Z]+-\d+)\*\* \(§[\d.]+\) (.*)$", index, re.M)
     assert len(rules) == len({rule for rule, _ in rules})
     assert listed == rules
+
+
+def test_cases_of_a_feature_the_server_does_not_announce_are_skipped(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = ServerProxy("asyncio", "tcp")
+    try:
+        assert conformance.features(server.url, 5.0) & Feature.BIDI  # ours announces it
+        monkeypatch.setattr(conformance, "features", lambda url, timeout: Feature.QUERIES)
+        report = run(server.url, only={"C50", "C01"}, out=print)
+    finally:
+        server.stop()
+    assert [r.id for r in report.results] == ["C01"]
+    out = capsys.readouterr().out
+    assert "C50 SKIP [R-BIDI-1, R-BIDI-3, R-BIDI-4, R-VER-5] bidirectional:" in out
+    assert "(the server does not announce FEATURES BIDI)" in out
+
+
+def test_an_unreachable_server_announces_no_features() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    assert conformance.features(f"tcp://127.0.0.1:{port}", 0.5) == Feature(0)
