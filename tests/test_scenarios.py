@@ -69,6 +69,7 @@ ON_ALL = [
     "stream_delete",
     "bidi_echo",
     "bidi_half_close",
+    "bidi_resume_after_lost_transport",
 ]
 ON_SAME = [name for name in SCENARIOS if name not in ON_ALL]
 

@@ -36,7 +36,7 @@ from streamproto import ChannelOptions, Config, Hub, OverflowPolicy, Window
 from streamproto.testing import CONFORMANCE_SERVER_CONFIG, PairFactory, PairOptions
 from streamproto.testing.reference import register_reference_channels
 
-from ._common import Backoff
+from ._common import Backoff, StreamError
 
 __all__ = [
     "BACKENDS",
@@ -331,7 +331,7 @@ class ServerProxy:
                 handler = _upload_async(record) if is_async else _upload_sync(record)
                 server.channel(name, options, on_upload=handler)
             elif name == "test:bidi":
-                handler = _bidi_async(record) if is_async else _bidi_sync(record)
+                handler = _bidi_async(record, sleep) if is_async else _bidi_sync(record)
                 server.channel(name, options, on_bidi=handler)
             else:
                 server.channel(name, options)
@@ -496,14 +496,16 @@ def _upload_sync(record: Record) -> Any:
     return handler
 
 
-def _bidi_async(record: Record) -> Any:
+def _bidi_async(record: Record, sleep: Callable[[float], Awaitable[None]]) -> Any:
     async def handler(producer: Any, upload: Any) -> None:
         mode, _, count = upload.args.partition(b":")
         total = 0
         try:
-            if mode == b"first":  # the server's direction ends first; it reads on
+            if mode in (b"first", b"slow"):  # the server's direction ends first; it reads on
                 for i in range(int(count)):
                     await producer.write(b"%d" % i)
+                    if mode == b"slow":
+                        await sleep(0.001)
                 producer.close()
             async for chunk in upload:
                 total += len(chunk)
@@ -524,9 +526,11 @@ def _bidi_sync(record: Record) -> Any:
         mode, _, count = upload.args.partition(b":")
         total = 0
         try:
-            if mode == b"first":
+            if mode in (b"first", b"slow"):
                 for i in range(int(count)):
                     producer.write(b"%d" % i)
+                    if mode == b"slow":
+                        time.sleep(0.001)
                 producer.close()
             for chunk in upload:
                 total += len(chunk)
@@ -727,28 +731,52 @@ class ClientProxy:
         return result
 
     def bidi(
-        self, channel: str, chunks: Iterable[bytes], args: bytes = b"", *, lockstep: bool = False
+        self,
+        channel: str,
+        chunks: Iterable[bytes],
+        args: bytes = b"",
+        *,
+        lockstep: bool = False,
+        abort_after: int | None = None,
     ) -> tuple[str, list[bytes], BaseException | None]:
         """Open a bidirectional stream with ``args``, write every chunk (with ``lockstep``,
         reading one chunk of the server's direction after each), end the client's direction,
-        and read the server's to its end: (stream id, chunks read, the exception, if any)."""
+        and read the server's to its end: (stream id, chunks read, the exception, if any).
+        With ``abort_after``, the transport is killed after that many chunks; the first write
+        that raises ends the writing (its exception is the one returned), and the server's
+        direction is read on to its end across the reconnect."""
         client = self.client
         got: list[bytes] = []
         sid = ""
+        failed: list[BaseException] = []
+
+        def each() -> Iterator[bytes]:
+            for i, chunk in enumerate(chunks):
+                if i == abort_after:
+                    client.abort_transport()  # in the client's thread: call it directly
+                yield chunk
+
         if self.flavour == "thread":
             try:
                 with client.bidi(channel, args) as stream:
                     sid = stream.stream_id
                     incoming = iter(stream)
-                    for chunk in chunks:
-                        stream.write(chunk)
+                    for chunk in each():
+                        try:
+                            stream.write(chunk)
+                        except StreamError as exc:
+                            if abort_after is None:
+                                raise
+                            failed.append(exc)
+                            break
                         if lockstep:
                             got.append(next(incoming))
-                    stream.end()
+                    else:
+                        stream.end()
                     got.extend(incoming)
             except Exception as exc:
                 return sid, got, exc
-            return sid, got, None
+            return sid, got, failed[0] if failed else None
 
         async def run() -> tuple[str, list[bytes], BaseException | None]:
             sid = ""
@@ -756,15 +784,22 @@ class ClientProxy:
                 async with client.bidi(channel, args) as stream:
                     sid = stream.stream_id
                     incoming = aiter(stream)
-                    for chunk in chunks:
-                        await stream.write(chunk)
+                    for chunk in each():
+                        try:
+                            await stream.write(chunk)
+                        except StreamError as exc:
+                            if abort_after is None:
+                                raise
+                            failed.append(exc)
+                            break
                         if lockstep:
                             got.append(await anext(incoming))
-                    await stream.end()
+                    else:
+                        await stream.end()
                     got.extend([chunk async for chunk in incoming])
             except Exception as exc:
                 return sid, got, exc
-            return sid, got, None
+            return sid, got, failed[0] if failed else None
 
         result: tuple[str, list[bytes], BaseException | None] = self.thread.call(run)
         return result

@@ -106,7 +106,8 @@ class ServerUnderTest(Protocol):
     message ``"enough"`` once it has read the number of bytes in its args (if any);
     ``test:bidi`` serves bidirectional streams: with args ``b"echo"`` it writes back each
     chunk it reads and ends after the client's direction ended, with ``b"first:COUNT"`` it
-    writes ``b"0"``, ``b"1"``, ... and ends first, then reads on; either way the bytes it read
+    writes ``b"0"``, ``b"1"``, ... and ends first, then reads on (``b"slow:COUNT"``: one chunk
+    per millisecond); either way the bytes it read
     are reported as an upload's (:meth:`wait_upload`, by the stream's id)."""
 
     def start(self, channel: str, stream_id: str) -> None:
@@ -186,11 +187,20 @@ class ClientUnderTest(Protocol):
         ``abort_after``, kill the transport after writing that many chunks."""
 
     def bidi(
-        self, channel: str, chunks: Iterable[bytes], args: bytes = b"", *, lockstep: bool = False
+        self,
+        channel: str,
+        chunks: Iterable[bytes],
+        args: bytes = b"",
+        *,
+        lockstep: bool = False,
+        abort_after: int | None = None,
     ) -> tuple[str, list[bytes], BaseException | None]:
         """Open a bidirectional stream with ``args``, write every chunk (with ``lockstep``,
         reading one chunk of the server's direction after each), end the client's direction
-        and read the server's to its end: (stream id, chunks read, the exception, if any)."""
+        and read the server's to its end: (stream id, chunks read, the exception, if any).
+        With ``abort_after``, kill the transport after writing that many chunks, stop writing
+        at the first write that raises (the exception returned) and read the server's
+        direction on to its end."""
 
     def abort_transport(self) -> None:
         """Kill the transport without a goodbye (as a network failure would)."""
@@ -536,6 +546,18 @@ def _bidi_half_close(make: PairFactory) -> None:
         _expect(outcome == (100_000, 0, ""), f"the reader got 100,000 bytes, not {outcome}")
 
 
+def _bidi_resume_after_lost_transport(make: PairFactory) -> None:
+    """A lost transport fails the client's direction (the server's reader sees
+    UPLOAD_DISCONNECTED) and resumes the server's: every chunk exactly once (R-BIDI-8)."""
+    with make(PairOptions(reconnect=True)) as (server, client):
+        chunks = itertools.repeat(b"u" * 10, 100_000)
+        sid, got, error = client.bidi("test:bidi", chunks, b"slow:300", abort_after=20)
+        _expect(_code(error) == ErrorCode.CONNECTION_LOST, f"the writer sees the loss: {error!r}")
+        _expect(got == [b"%d" % i for i in range(300)], f"every chunk once ({len(got)} of 300)")
+        outcome = server.wait_upload(sid)
+        _expect(outcome[1] == ErrorCode.UPLOAD_DISCONNECTED, f"the reader: {outcome}")
+
+
 #: Every scenario by name, in the order :func:`check_adapter` runs them.
 SCENARIOS: Mapping[str, Callable[[PairFactory], None]] = {
     "subscribe_and_receive": _subscribe_and_receive,
@@ -558,6 +580,7 @@ SCENARIOS: Mapping[str, Callable[[PairFactory], None]] = {
     "stream_delete": _stream_delete,
     "bidi_echo": _bidi_echo,
     "bidi_half_close": _bidi_half_close,
+    "bidi_resume_after_lost_transport": _bidi_resume_after_lost_transport,
 }
 
 
