@@ -34,6 +34,7 @@ from transports.adapter import (
     SubscriptionBase,
     SubscriptionCore,
     UploadBase,
+    UploadCore,
     bound_port,
     handler_failed,
     parse_url,
@@ -286,13 +287,17 @@ class MiniUpload(UploadBase):
     ) -> None:
         self._finish(exc)
         if exc is None:
-            core = self._started()
-            while not core.settled:
-                self._changed.clear()
-                self._client._wake()
-                await self._changed.wait()
+            core = await self._drained()
             if core.error is not None:
                 raise core.error
+
+    async def _drained(self) -> UploadCore:
+        core = self._started()
+        while not core.settled:
+            self._changed.clear()
+            self._client._wake()
+            await self._changed.wait()
+        return core
 
 
 class MiniBidi(BidiBase, MiniUpload):
@@ -315,11 +320,8 @@ class MiniBidi(BidiBase, MiniUpload):
         tb: TracebackType | None,
     ) -> None:
         self._close(exc)
-        core = self._core
-        while exc is None and core is not None and not core.settled:
-            self._changed.clear()
-            self._client._wake()
-            await self._changed.wait()
+        if exc is None:
+            await self._drained()
 
 
 class MiniClient(AsyncQueries, ClientBase[MiniSubscription[bytes], MiniSubscription[bytes | Gap]]):

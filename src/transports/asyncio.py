@@ -44,6 +44,7 @@ from ._common import (
     SubscriptionBase,
     SubscriptionCore,
     UploadBase,
+    UploadCore,
     handler_failed,
     parse_url,
     read_upload,
@@ -618,13 +619,18 @@ class Upload(UploadBase):
     ) -> None:
         self._finish(exc)
         if exc is None:  # wait until it is all out, so a cancel meanwhile is not missed
-            core = self._started()
-            while not core.settled:
-                self._event.clear()
-                self._client._flush()
-                await self._event.wait()
+            core = await self._drained()
             if core.error is not None:
                 raise core.error
+
+    async def _drained(self) -> UploadCore:
+        """Wait until the upload is over (drained after END, cancelled or lost)."""
+        core = self._started()
+        while not core.settled:
+            self._event.clear()
+            self._client._flush()
+            await self._event.wait()
+        return core
 
 
 class Bidi(BidiBase, Upload):
@@ -661,12 +667,8 @@ class Bidi(BidiBase, Upload):
         tb: TracebackType | None,
     ) -> None:
         self._close(exc)
-        core = self._core
-        if exc is None and core is not None:  # the client's direction goes out in full
-            while not core.settled:
-                self._event.clear()
-                self._client._flush()
-                await self._event.wait()
+        if exc is None:  # the client's direction goes out in full (or was cut: no raise)
+            await self._drained()
 
 
 class Client(ClientBase[Subscription[bytes], Subscription[bytes | Gap]], AsyncQueries):

@@ -64,6 +64,7 @@ from ._common import (
     SubscriptionBase,
     SubscriptionCore,
     UploadBase,
+    UploadCore,
     Url,
     always_reads,
     handler_failed,
@@ -964,13 +965,18 @@ class Upload(UploadBase):
     ) -> None:
         self._finish(exc)
         if exc is None:  # wait until it is all out, so a cancel meanwhile is not missed
-            core = self._started()
-            with self._cond:
-                while not core.settled:
-                    self._client._wake()
-                    self._cond.wait()
+            core = self._drained()
             if core.error is not None:
                 raise core.error
+
+    def _drained(self) -> UploadCore:
+        """Wait until the upload is over (drained after END, cancelled or lost)."""
+        core = self._started()
+        with self._cond:
+            while not core.settled:
+                self._client._wake()
+                self._cond.wait()
+        return core
 
 
 class Bidi(BidiBase, Upload):
@@ -1008,12 +1014,8 @@ class Bidi(BidiBase, Upload):
         tb: TracebackType | None,
     ) -> None:
         self._close(exc)
-        core = self._core
-        if exc is None and core is not None:  # the client's direction goes out in full
-            with self._cond:
-                while not core.settled:
-                    self._client._wake()
-                    self._cond.wait()
+        if exc is None:  # the client's direction goes out in full (or was cut: no raise)
+            self._drained()
 
 
 class Client(ClientBase[Subscription[bytes], Subscription[bytes | Gap]]):
