@@ -236,9 +236,38 @@ def test_the_client_fails_its_direction_before_the_accept() -> None:
     c.conn.send_error(handle, 4003, "never mind")  # in the same bytes as the OPEN
     h.pump()
     ((producer, reader, _),) = echo.calls
-    assert reader.outcome is not None
+    assert reader.outcome == (4003, "never mind")  # the client's own code
     assert not reader.attached
+    assert h.hub.statistics().uploads == 0
     producer.write(b"x")
     producer.close()
     h.pump()
     assert received(c, handle) == [b"x"]
+
+
+def test_with_a_shared_store_an_early_failure_waits_for_the_claim() -> None:
+    """The OPEN waits for the store's claim; the client's ERROR on its direction arrives
+    first. The handler, once called, gets a reader that has failed with the client's code."""
+    from test_hub_shared import Deployment  # noqa: PLC0415 - its shared-store fake
+
+    from streamproto import StoreFailed, StreamClaimed  # noqa: PLC0415
+
+    d = Deployment()
+    echo = Echo()
+    d.a.hub.register("demo:bidi-claims", on_bidi=echo)
+    c = d.a.connect()
+    handle = c.conn.open("demo:bidi-claims", bidi=True)
+    c.conn.send_error(handle, 4004, "too late")
+    refused = c.conn.open("demo:bidi-claims", bidi=True)
+    c.conn.send_error(refused, 4005, "never mind")
+    d.a.pump()
+    first, second = d.a.hub.store_requests()
+    assert echo.calls == []
+    d.a.hub.handle_store_event(StreamClaimed(first.key, first.generation))
+    d.a.hub.handle_store_event(StoreFailed(second.key, second.generation, 114, "down"))
+    d.a.pump()
+    ((producer, reader, _),) = echo.calls
+    assert reader.outcome == (4004, "too late")
+    assert c.of(handle)[0] == RequestAccepted(handle, producer.stream_id, 1, 0)
+    assert c.of(refused) == [RequestRejected(refused, 114, "down")]
+    assert c.peer._failed_early == {}

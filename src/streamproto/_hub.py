@@ -68,7 +68,7 @@ from ._events import (
 from ._frames import Feature, GapReason, OverflowPolicy, StreamEntry, StreamState
 from ._names import valid_channel, valid_stream_id
 from ._overflow import Overflow, OverflowLog, held_back
-from ._state import ConnState, Direction, HState
+from ._state import ConnState
 from ._store import (
     CancelRemote,
     Claim,
@@ -111,7 +111,6 @@ _BLOCK: Final = OverflowPolicy.BLOCK
 _ACCEPTED: Final = WriteResult.ACCEPTED
 _BLOCKED: Final = WriteResult.BLOCKED
 _FAILED: Final = WriteResult.FAILED
-_ACTIVE: Final = HState.ACTIVE
 
 #: Chunks read from the store per step of a catch-up.
 REPLAY_BATCH = 256
@@ -685,6 +684,9 @@ class Peer:
         # comes when the gap is sent, and must still reach their producer.
         self._ending: dict[int, _Sub] = {}
         self.uploads: dict[int, UploadReader] = {}
+        # Bidirectional OPENs whose client failed its direction before the hub accepted them
+        # (an OPEN waiting for the store's claim): the outcome their reader starts with.
+        self._failed_early: dict[int, tuple[int, str]] = {}
         self.closed = False
 
     @property
@@ -1008,6 +1010,7 @@ class Hub:
             self._release(stream)
             if not peer.closed:
                 peer.conn.reject(event.handle, failed.code, failed.message)
+                peer._failed_early.pop(event.handle, None)
                 self._dirty.add(peer)
         elif peer.closed:
             producer._abort("the requester left before the store held the stream")
@@ -1131,9 +1134,11 @@ class Hub:
                 case UploadEnded():
                     self._detach_upload(peer, event.handle)._finish((0, ""))
                 case UploadFailed():
-                    if event.handle in peer.uploads:  # (not a bidi's, failed before ACCEPT)
+                    if event.handle in peer.uploads:
                         reader = self._detach_upload(peer, event.handle)
                         reader._finish((event.code, event.message))
+                    else:  # a bidirectional OPEN's, before the hub accepted it
+                        peer._failed_early[event.handle] = (event.code, event.message)
                 case HandshakeRequested():
                     self._on_handshake(peer, event)
                 case ConnectionTerminated():
@@ -1705,15 +1710,16 @@ class Hub:
         peer.subs[event.handle] = sub
         self._go_live(sub)
         reader: UploadReader | None = None
-        if event.bidi and peer.conn.handle_state(event.handle, Direction.RECEIVING) is _ACTIVE:
+        if event.bidi:
             reader = UploadReader(self, channel.name, producer.stream_id, event.args)
             reader._bidi = True
-            self._attach_upload(peer, event.handle, reader, channel)
+            early = peer._failed_early.pop(event.handle, None)
+            if early is not None:  # the client failed its direction before the ACCEPT
+                reader._finish(early)
+            else:  # (if it failed it in this batch of events, its UploadFailed comes next)
+                self._attach_upload(peer, event.handle, reader, channel)
         try:
-            if event.bidi:
-                if reader is None:  # the client failed its direction before the ACCEPT
-                    reader = UploadReader(self, channel.name, producer.stream_id, event.args)
-                    reader._finish((ErrorCode.UPLOAD_CANCELLED, "the client closed its direction"))
+            if reader is not None:
                 cast(BidiHandler, channel.on_bidi)(producer, reader, event.args)
             else:
                 cast(OpenHandler, channel.on_open)(producer, event.args)  # _on_open checked it
