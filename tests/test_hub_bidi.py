@@ -8,6 +8,7 @@ import logging
 
 import pytest
 from hub_helpers import Client, HubHarness
+from test_hub_shared import Deployment  # its shared-store fake
 
 from streamproto import (
     AccessRequest,
@@ -20,6 +21,8 @@ from streamproto import (
     RequestAccepted,
     RequestKind,
     RequestRejected,
+    StoreFailed,
+    StreamClaimed,
     StreamEnded,
     StreamFailed,
     UploadCancelled,
@@ -248,10 +251,6 @@ def test_the_client_fails_its_direction_before_the_accept() -> None:
 def test_with_a_shared_store_an_early_failure_waits_for_the_claim() -> None:
     """The OPEN waits for the store's claim; the client's ERROR on its direction arrives
     first. The handler, once called, gets a reader that has failed with the client's code."""
-    from test_hub_shared import Deployment  # noqa: PLC0415 - its shared-store fake
-
-    from streamproto import StoreFailed, StreamClaimed  # noqa: PLC0415
-
     d = Deployment()
     echo = Echo()
     d.a.hub.register("demo:bidi-claims", on_bidi=echo)
