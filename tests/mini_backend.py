@@ -115,6 +115,9 @@ class MiniServerUpload(ServerUploadBase):
         self._readable = asyncio.Event()
         reader.on_readable = self._readable.set
 
+    async def _serve(self, handler: Callable[..., Awaitable[object]]) -> None:
+        self._returned(await handler(self))
+
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self
 

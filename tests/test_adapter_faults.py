@@ -43,7 +43,7 @@ from streamproto._frames import (
     encode_data,
 )
 from transports import Backoff, Gap, StreamError
-from transports.testing import threads_left
+from transports.testing import threads_left, upload_digest
 
 PAIRS = [(b, t) for b in BACKENDS for t in TRANSPORTS]
 WAIT = 10.0  # the bound on every wait
@@ -1141,3 +1141,82 @@ def test_abort_transport_during_the_handshake(same: tuple[str, str]) -> None:
         assert sub.error is None
         assert sub.seqs == list(range(1, len(CHUNKS) + 1))
         assert len(r.proxy.links) >= 3
+
+
+# -- resumable uploads (spec section 9.1) -------------------------------------------------------
+
+UPLOAD_CHUNKS = [b"upload-%03d-" % i + b"x" * 200 for i in range(60)]
+#: A small upload window, so the upload spans many CREDIT and UPLOAD_ACK round trips.
+UPLOAD_SERVER = Config(window_chunks=4)
+
+
+def test_an_upload_returns_the_handlers_result(same: tuple[str, str]) -> None:
+    """R-UPR-7: ``result=True``: what the server's handler returned comes back to the
+    uploader, once the upload is complete."""
+    backend, transport = same
+    with counted("resume"), rig(backend, transport, config=UPLOAD_SERVER) as r:
+        client = r.connect()
+        outcome = bounded(
+            lambda: client.upload_result("test:upload", "r1", UPLOAD_CHUNKS, result=True)
+        )
+        assert outcome == upload_digest(UPLOAD_CHUNKS)
+        assert r.server.wait_upload("r1") == (sum(map(len, UPLOAD_CHUNKS)), 0, "")
+
+
+@pytest.mark.parametrize(
+    ("direction", "unit"),
+    [("c2s", 1), ("c2s", 3), ("c2s", 6), ("c2s", 10), ("s2c", 1), ("s2c", 3), ("s2c", 7)],
+)
+def test_a_resumable_upload_survives_a_cut(
+    same: tuple[str, str], direction: str, unit: int
+) -> None:
+    """R-UPR-2..5: the connection is cut in the middle of a unit somewhere in the upload (its
+    DATA, the server's ACCEPT, CREDIT or UPLOAD_ACK); the client reconnects, resumes the
+    session and the upload: the handler reads every chunk exactly once, in order (its digest
+    says so), and the uploader gets its result."""
+    backend, transport = same
+    cut = Cut(direction, unit + HANDSHAKE_UNITS[transport], "mid")  # type: ignore[arg-type]
+    with counted("resume"), rig(backend, transport, config=UPLOAD_SERVER, plans={0: cut}) as r:
+        client = r.connect()
+        outcome = bounded(
+            lambda: client.upload_result(
+                "test:upload", "r2", UPLOAD_CHUNKS, resumable=True, result=True
+            ),
+            2 * WAIT,
+        )
+        assert outcome == upload_digest(UPLOAD_CHUNKS)
+        assert r.server.wait_upload("r2") == (sum(map(len, UPLOAD_CHUNKS)), 0, "")
+        assert r.proxy is not None
+        assert r.proxy.cuts == 1, "the upload never reached the cut point"
+        assert len(r.proxy.links) >= 2
+        core = r.core(client)
+        assert client.thread.call(lambda: core.resumed) >= 1  # the session, so the upload
+
+
+def test_a_resumable_upload_survives_the_client_killing_its_transport(
+    same: tuple[str, str],
+) -> None:
+    """The same after the client's own transport dies mid-upload (``abort_transport``)."""
+    backend, transport = same
+    with counted("resume"), rig(backend, transport, config=UPLOAD_SERVER) as r:
+        client = r.connect()
+        outcome = bounded(
+            lambda: client.upload_result(
+                "test:upload", "r3", UPLOAD_CHUNKS, resumable=True, abort_after=25
+            ),
+            2 * WAIT,
+        )
+        assert outcome == b""  # no result asked for: the empty receipt
+        assert r.server.wait_upload("r3") == (sum(map(len, UPLOAD_CHUNKS)), 0, "")
+
+
+def test_a_plain_upload_still_fails_when_its_transport_dies(same: tuple[str, str]) -> None:
+    """R-UP-6 for uploads without RESUMABLE: the reader fails, the uploader sees the loss."""
+    backend, transport = same
+    with counted("resume"), rig(backend, transport, config=UPLOAD_SERVER) as r:
+        client = r.connect()
+        outcome = bounded(
+            lambda: client.upload_result("test:upload", "r4", UPLOAD_CHUNKS, abort_after=25)
+        )
+        assert isinstance(outcome, StreamError)
+        assert r.server.wait_upload("r4")[1] == ErrorCode.UPLOAD_DISCONNECTED

@@ -178,6 +178,8 @@ def test_post_open_upload_errors_and_cors(served: tuple[Running, StreamApp]) -> 
         assert (status["state"], status["last_seq"]) == ("ended", 4)
         listing = client.get(base + "/test:open", params={"state": "ended"}).json()
         assert listing == {"streams": [status], "next": ""}
+        kept = client.delete(f"{base}/test:open/{stream_id}")  # R-HTTP-93: not in this channel
+        assert (kept.status_code, kept.json()["name"]) == (403, "NOT_ALLOWED")
         uploaded = client.post(
             base + "/test:upload/u/upload", content=(b"x" * 1000 for _ in range(2000))
         )
@@ -192,6 +194,7 @@ def test_post_open_upload_errors_and_cors(served: tuple[Running, StreamApp]) -> 
         )
         assert preflight.status_code == 204
         assert preflight.headers["access-control-allow-origin"] == ORIGIN
+        assert "DELETE" in preflight.headers["access-control-allow-methods"]
     with socket.create_connection(("127.0.0.1", running.port), timeout=TIMEOUT) as sock:
         sock.sendall(
             b"POST /test:upload/c/upload?args=10 HTTP/1.1\r\nHost: x\r\n"

@@ -61,6 +61,7 @@ def test_every_example_is_tested() -> None:
         "json_answers",  # tested in test_producers.py
         "shared_answer",
         "bidi_chat",
+        "resumable_upload",
     }
     assert {p.stem for p in EXAMPLES.glob("*.py")} == tested
 
@@ -146,6 +147,16 @@ def test_log_tail_error_fails_the_slow_subscription_only() -> None:
     count = len(result["slow_seqs"])
     assert 0 < count < LINES
     assert result["slow_seqs"] == list(range(1, count + 1))
+
+
+# -- resumable_upload ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cut_at", [0.02, 0.4, 1.0])
+def test_resumable_upload_survives_the_cut_and_returns_the_digest(cut_at: float) -> None:
+    example = load("resumable_upload")
+    report = run(example.main, 256, 8, cut_at)
+    assert report == {"bytes": 256 * 1024, "reconnects": 1, "resumed": 1, "digest_matches": True}
 
 
 # -- file_upload --------------------------------------------------------------------------------

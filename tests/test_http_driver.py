@@ -10,9 +10,12 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 
+import h11
+import pytest
+
 from streamproto import Config, Hub, Producer
 from streamproto._http import HttpOptions
-from transports._http import HttpDriver
+from transports._http import HttpDriver, _split_head
 
 
 class Clock:
@@ -80,3 +83,38 @@ def test_wakeups_outside_receive_reach_the_backend() -> None:
     handlers[0]()  # written later: the hub wakes the driver, which wakes its backend
     assert wakeups
     assert b"data: first hello\n\n" in driver.outgoing()
+
+
+def _fields(head: bytes) -> list[tuple[str, str]]:
+    lines = head.decode("latin-1").split("\r\n")[1:]
+    return [(name.lower(), value.strip()) for name, _, value in (x.partition(":") for x in lines)]
+
+
+def test_a_streamed_head_has_each_field_once_and_h11_frames_it() -> None:
+    driver, handlers, _ = setup()
+    driver.receive(POST)
+    handlers[0]()
+    head, _, _ = driver.outgoing().partition(b"\r\n\r\n")
+    fields = _fields(head)
+    names = [name for name, _ in fields]
+    assert len(names) == len(set(names)), fields
+    assert ("content-type", "text/event-stream") in fields
+    assert ("transfer-encoding", "chunked") in fields  # set by h11: a body of unknown length
+    assert ("connection", "close") in fields  # the request asked for it
+    assert "content-length" not in names
+    assert ("stream-id", "id3") in fields
+
+
+@pytest.mark.parametrize(
+    "field",
+    [("x-bad", "a\r\nInjected: yes"), ("bad name", "v"), ("x-pad", " v"), ("x-nul", "a\x00b")],
+)
+def test_a_field_that_is_not_valid_is_refused_by_h11(field: tuple[str, str]) -> None:
+    assert _split_head([("content-type", "text/plain"), field]) is None
+    with pytest.raises(h11.LocalProtocolError):
+        h11.Response(status_code=200, headers=[field])
+
+
+def test_framing_fields_go_to_h11_and_the_others_are_lines() -> None:
+    split = _split_head([("content-length", "2"), ("x-a", "1"), ("connection", "close")])
+    assert split == ([("content-length", "2"), ("connection", "close")], b"x-a: 1\r\n")

@@ -106,6 +106,7 @@ def chunks_of(data: bytes) -> list[bytes]:
         (req("POST", "/a:b", "stream_id=q&join=1"), Route(RouteKind.OPEN, "a:b", "q", join=True)),
         (req("POST", "/a:b/s/upload", "args=hi"), Route(RouteKind.UPLOAD, "a:b", "s", args=b"hi")),
         (req("GET", "/a:b/s/status"), Route(RouteKind.STATUS, "a:b", "s")),
+        (req("DELETE", "/a:b/s"), Route(RouteKind.DELETE, "a:b", "s")),
         (req("GET", "/a:b"), Route(RouteKind.LIST, "a:b", limit=100)),
         (
             req("GET", "/a:b", "state=open,failed&after=k&limit=5"),
@@ -135,6 +136,8 @@ def test_routes(request_: HttpRequest, expected: Route) -> None:
         (req("GET", "/a:b/s/upload"), 405, ErrorCode.NOT_ALLOWED),
         (req("POST", "/a:b/s/status"), 405, ErrorCode.NOT_ALLOWED),
         (req("GET", "/a:b/s s/status"), 400, ErrorCode.INVALID_NAME),
+        (req("DELETE", "/a:b/s s"), 400, ErrorCode.INVALID_NAME),
+        (req("DELETE", "/a:b"), 405, ErrorCode.NOT_ALLOWED),
         (req("GET", "/a:b", "state=missing"), 400, ErrorCode.INVALID_ARGUMENT),
         (req("GET", "/a:b", "state=opened"), 400, ErrorCode.INVALID_ARGUMENT),
         (req("GET", "/a:b", "after=s%20s"), 400, ErrorCode.INVALID_NAME),
@@ -163,7 +166,7 @@ def test_refusals(request_: HttpRequest, status: int, code: int) -> None:
 
 def test_the_allow_header_lists_the_methods_of_the_shape() -> None:
     assert route(req("PUT", "/a:b"), OPTIONS).allow == "GET, POST, OPTIONS"
-    assert route(req("PUT", "/a:b/s"), OPTIONS).allow == "GET, OPTIONS"
+    assert route(req("PUT", "/a:b/s"), OPTIONS).allow == "GET, DELETE, OPTIONS"
     assert route(req("GET", "/a:b/s/upload"), OPTIONS).allow == "POST, OPTIONS"
     assert route(req("PUT", "/a:b/s/status"), OPTIONS).allow == "GET, OPTIONS"
 
@@ -544,6 +547,41 @@ def test_status_and_listing_are_authorized_and_concealed() -> None:
     assert _answer(exchange(hub, req("GET", "/a:b", "after=z")))[0] == 403
     assert ("status", "a:b", "live") in asked
     assert ("list", "a:b", "z") in asked
+
+
+def test_delete_answers_the_stream_as_it_was_and_ends_its_readers() -> None:
+    asked: list[tuple[str, str]] = []
+
+    def authorize(request: object) -> object:
+        asked.append((request.kind.value, request.stream_id))  # type: ignore[attr-defined]
+        return request.stream_id != "bad"  # type: ignore[attr-defined]
+
+    hub = make_hub(authorize=authorize)
+    channel = hub.register("a:b", ChannelOptions(allow_delete=True))
+    channel.start("live").write(b"1")
+    channel.start("bad")
+    hub.register("a:kept").start("s")
+    reader = exchange(hub, req("GET", "/a:b/live"))
+    assert b"data: 1" in reader.take_body()
+    gone = _answer(exchange(hub, req("DELETE", "/a:b/live")))
+    assert gone == (
+        200,
+        {"stream_id": "live", "state": "open", "code": 0, "first_seq": 1, "last_seq": 1},
+    )
+    assert ("delete", "live") in asked
+    text = reader.take_body()
+    assert b"event: error" in text  # its reader ends (R-QUERY-4)
+    assert b"STREAM_DELETED" in text
+    assert reader.complete
+    after = _answer(exchange(hub, req("GET", "/a:b/live/status")))
+    assert after[1]["state"] == "missing"  # type: ignore[index]
+    nothing = _answer(exchange(hub, req("DELETE", "/a:b/live")))
+    assert nothing[1]["state"] == "missing"  # type: ignore[index]
+    refused = _answer(exchange(hub, req("DELETE", "/a:b/bad")))
+    assert (refused[0], refused[1]["code"]) == (403, ErrorCode.FORBIDDEN)  # type: ignore[index]
+    not_allowed = _answer(exchange(hub, req("DELETE", "/a:kept/s")))
+    assert (not_allowed[0], not_allowed[1]["code"]) == (403, ErrorCode.NOT_ALLOWED)  # type: ignore[index]
+    assert _answer(exchange(hub, req("GET", "/a:kept/s/status")))[1]["state"] == "open"  # type: ignore[index]
 
 
 def test_listing_pages_filters_and_cursor() -> None:

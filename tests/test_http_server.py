@@ -222,6 +222,19 @@ def test_status_and_listing_as_json(server: ServerProxy) -> None:
         assert rest["next"] == ""
         assert client.get(url, params={"state": "ended"}).json() == {"streams": [], "next": ""}
         assert client.get(url, params={"limit": "0"}).json()["name"] == "INVALID_ARGUMENT"
+        # R-HTTP-93: a delete answers the stream as it was; the channel allows deletes.
+        deleted = client.delete(f"{url}/s-open", headers={"Origin": ORIGIN})
+        assert deleted.status_code == 200
+        assert deleted.headers["access-control-allow-origin"] == ORIGIN
+        assert (deleted.json()["state"], deleted.json()["last_seq"]) == ("open", 2)
+        assert client.get(f"{url}/s-open/status").json()["state"] == "missing"
+        assert client.get(f"{url}/s-open").status_code == 404
+        assert client.delete(f"{url}/s-open").json()["state"] == "missing"
+        server.start("test:open", "kept")
+        kept = client.delete(base(server) + "/test:open/kept")
+        assert (kept.status_code, kept.json()["name"]) == (403, "NOT_ALLOWED")
+        status = client.get(base(server) + "/test:open/kept/status").json()["state"]
+        assert status == "open"
 
 
 # -- open and upload ------------------------------------------------------------------------

@@ -33,9 +33,12 @@ from streamproto import (
     StreamAppended,
     StreamClaimed,
     StreamEnded,
+    StreamEntry,
     StreamFailed,
     StreamInfo,
     StreamLoaded,
+    StreamsReceived,
+    StreamState,
     Window,
 )
 
@@ -442,3 +445,38 @@ def test_a_stream_another_process_produces_cannot_be_deleted_here() -> None:
         RequestRejected(handle, ErrorCode.NOT_ALLOWED, "the stream is another process's")
     ]
     assert not producer.closed
+
+
+def test_status_of_a_stream_another_process_produces_asks_the_store() -> None:
+    # R-QUERY-2 across processes: B has no copy of A's streams; STATUS looks them up once.
+    d = Deployment()
+    producer = d.a.hub.channel(CH).start("s1")  # type: ignore[union-attr]
+    producer.write(b"x")
+    producer.write(b"y")
+    done = d.a.hub.channel(CH).start("s2")  # type: ignore[union-attr]
+    done.write(b"z")
+    done.fail(1234, "broke")
+    asker = d.b.connect()
+    first = asker.conn.status(CH, "s1")
+    second = asker.conn.status(CH, "s1")  # while the first waits: the same lookup
+    d.b.pump()
+    assert asker.of(first) == []  # waiting for the store
+    assert d.b.hub.store_requests() == [Lookup((CH, "s1"), Window())]
+    d.b.hub.handle_store_event(StreamLoaded((CH, "s1")))
+    d.b.pump()
+    for handle in (first, second):
+        (answer,) = asker.of(handle)
+        assert isinstance(answer, StreamsReceived)
+        assert answer.entries == (StreamEntry("s1", StreamState.OPEN, 0, 1, 2),)
+    assert d.b.hub.statistics().retained_streams == 0  # a status does not follow the stream
+    failed = asker.conn.status(CH, "s2")
+    missing = asker.conn.status(CH, "nope")
+    d.carry()
+    assert asker.of(failed)[0].entries == (StreamEntry("s2", StreamState.FAILED, 1234, 1, 1),)
+    assert asker.of(missing)[0].entries == (StreamEntry("nope", StreamState.MISSING),)
+    gone = d.b.connect()
+    gone.conn.status(CH, "s1")
+    d.b.pump()
+    gone.disconnect()  # its answer has nobody to go to
+    d.carry()
+    assert d.b.hub.store_requests() == []

@@ -21,7 +21,7 @@ import pytest
 import redis
 from redis_helpers import RedisCluster, RedisServer, redis_cluster, redis_server
 
-from streamproto import ErrorCode, OverflowPolicy
+from streamproto import ErrorCode, OverflowPolicy, StreamState
 from streamproto.testing.reference import slow_chunk
 from transports import StreamError
 from transports import sync as client_backend
@@ -130,13 +130,21 @@ def test_a_stream_opened_on_a_is_read_to_its_end_on_b(
             seen.append((sub.seq, chunk))
             if len(seen) == 40:
                 break
+        # B has no copy of the stream yet: its status comes from the store (R-QUERY-2).
+        with connect(b.url) as other:
+            running = other.status("conformance:slow", stream_id)
+            assert (running.state, running.code) == (StreamState.OPEN, 0)
+            assert running.last_seq >= 40
+            assert other.status("conformance:slow", "nothing-here").state is StreamState.MISSING
     # The connection to A is gone; the client goes on on B from the last seq it saw.
     last = seen[-1][0]
     with connect(b.url) as second:
         rest = read_all(second.subscribe("conformance:slow", stream_id, after_seq=last))
         whole = read_all(second.subscribe("conformance:slow", stream_id))
+        ended = second.status("conformance:slow", stream_id)
     assert seen + rest == [(i, slow_chunk(i)) for i in range(1, count + 1)]
     assert whole == seen + rest
+    assert (ended.state, ended.last_seq) == (StreamState.ENDED, count)
 
 
 def test_a_cancel_on_b_aborts_the_producer_on_a(servers: Any, redis_server: RedisServer) -> None:

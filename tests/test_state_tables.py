@@ -25,6 +25,7 @@ from streamproto import (
     DataReceived,
     ErrorCode,
     Event,
+    Feature,
     GapReason,
     GapReceived,
     GoawayReceived,
@@ -43,6 +44,7 @@ from streamproto import (
     SubscribeRequested,
     Unsubscribed,
     UploadCancelled,
+    UploadCompleted,
     UploadData,
     UploadFailed,
     WriteResult,
@@ -69,7 +71,9 @@ from streamproto._frames import (
     Subscribe,
     Unsubscribe,
     Upload,
+    UploadAck,
     UploadCancel,
+    UploadResult,
     Welcome,
     encode,
 )
@@ -85,6 +89,7 @@ from streamproto.testing import decode_frames, expect_goaway, expect_terminated
 
 CH = "t:x"
 RQ, AC, DR, CL = HState.REQUESTED, HState.ACTIVE, HState.DRAINING, HState.CLOSED
+FN = HState.FINISHING
 HANDLE_STATES = [RQ, AC, DR]
 HANDLE_FRAMES = [
     FrameType.ACCEPT,
@@ -98,10 +103,21 @@ HANDLE_FRAMES = [
     FrameType.UPLOAD_CANCEL,
     FrameType.CREDIT,
     FrameType.STREAMS,
+    FrameType.UPLOAD_ACK,
+    FrameType.UPLOAD_RESULT,
 ]
 #: A query (status, list, delete) is answered or refused: it is never ACTIVE or DRAINING.
 QUERY_SIDES = (Side.CLIENT_QUERY, Side.SERVER_QUERY)
-STATES_OF = {side: [RQ] if side in QUERY_SIDES else HANDLE_STATES for side in Side}
+#: Uploads are driven resumable, with a result (section 9.1), so they reach FINISHING too.
+UPLOAD_SIDES = (Side.CLIENT_UPLOAD, Side.SERVER_UPLOAD)
+STATES_OF = {
+    side: [RQ]
+    if side in QUERY_SIDES
+    else [*HANDLE_STATES, FN]
+    if side in UPLOAD_SIDES
+    else HANDLE_STATES
+    for side in Side
+}
 SIDE_STATES = [(side, state) for side in Side for state in STATES_OF[side]]
 #: Small windows, so that one chunk returns credit (SEND_CREDIT is exercised too).
 SMALL = Config(window_chunks=2)
@@ -113,8 +129,8 @@ FINAL = 5  # the final seq of the END or ERROR that puts a receiver in DRAINING
 def client() -> Connection:
     c = Connection(Role.CLIENT, SMALL)
     c.data_to_send()
-    # The server announces queries (FEATURES), so the client may make them.
-    [event] = c.receive_data(encode(Welcome(settings=((Setting.FEATURES, 1),), session_id="s")))
+    # The server announces queries and resumable uploads (FEATURES), so the client may use them.
+    [event] = c.receive_data(encode(Welcome(settings=((Setting.FEATURES, 5),), session_id="s")))
     assert isinstance(event, HandshakeCompleted)
     return c
 
@@ -123,7 +139,7 @@ def server() -> Connection:
     s = Connection(Role.SERVER, SMALL)
     [event] = s.receive_data(encode(Hello()))
     assert isinstance(event, HandshakeRequested)
-    s.accept_handshake(session_id="s", resume_token="t")
+    s.accept_handshake(session_id="s", resume_token="t", features=Feature(5))
     s.data_to_send()
     return s
 
@@ -156,20 +172,23 @@ def drive(side: Side, state: HState) -> tuple[Connection, int]:
         conn.receive_data(encode(Query(h, QueryOp.STATUS, CH, "s")))
     elif side is Side.CLIENT_UPLOAD:
         conn = client()
-        h = conn.upload(CH, "u")
+        h = conn.upload(CH, "u", resumable=True, result=True)
         if state is not RQ:
             conn.receive_data(encode(Accept(h, "u")))  # no credit: data stays queued
         if state is DR:
             conn.send_data(h, b"queued")
-            conn.send_end(h)
+        if state in (DR, FN):
+            conn.send_end(h)  # FINISHING: nothing was queued, it waits for the result
     else:
         conn = server()
         h = 1
-        conn.receive_data(encode(Upload(h, CH, "u")))
+        conn.receive_data(encode(Upload(h, CH, "u", resumable=True, result=True)))
         if state is not RQ:
             conn.accept(h, stream_id="u")
         if state is DR:
             conn.receive_data(encode(End(h, FINAL)))
+        if state is FN:
+            conn.receive_data(encode(End(h, 0)))  # taken whole: the result is due
     conn.data_to_send()
     assert conn.handle_state(h) is state
     assert not conn.closed
@@ -191,6 +210,8 @@ def frame_for(ftype: FrameType, h: int) -> Frame:
         FrameType.UPLOAD_CANCEL: UploadCancel(h, ErrorCode.UPLOAD_CANCELLED, "stop"),
         FrameType.CREDIT: Credit(h, 1, 1),
         FrameType.STREAMS: Streams(h, ()),
+        FrameType.UPLOAD_ACK: UploadAck(h, 0),
+        FrameType.UPLOAD_RESULT: UploadResult(h, b"r"),
     }
     return frames[ftype]
 
@@ -208,6 +229,8 @@ RECV_EVENT: dict[Input, tuple[type[Event], ...]] = {
     Input.RECV_UPLOAD_CANCEL: (UploadCancelled,),
     Input.RECV_CREDIT: (),
     Input.RECV_STREAMS: (StreamsReceived,),
+    Input.RECV_UPLOAD_ACK: (),
+    Input.RECV_UPLOAD_RESULT: (UploadCompleted,),
 }
 
 
@@ -269,6 +292,7 @@ OPS: dict[str, tuple[Input, Callable[[Connection, int], object]]] = {
     "unsubscribe": (Input.SEND_UNSUBSCRIBE, lambda c, h: c.unsubscribe(h)),
     "cancel_upload": (Input.SEND_UPLOAD_CANCEL, lambda c, h: c.cancel_upload(h)),
     "answer_streams": (Input.SEND_STREAMS, lambda c, h: c.answer_streams(h, [])),
+    "send_upload_result": (Input.SEND_UPLOAD_RESULT, lambda c, h: c.send_upload_result(h, b"r")),
 }
 _STREAM_CLOSED_INPUTS = {Input.SEND_DATA, Input.SEND_GAP, Input.SEND_END, Input.SEND_ERROR}
 
@@ -284,7 +308,7 @@ def check_send(side: Side, state: HState, op: str) -> None:
         # else the table does not list (other role, other kind of handle) is INVALID_STATE.
         writes_here = any(key[1] is inp for key in HANDLE_TRANSITIONS[side])
         want = ErrorCode.INVALID_STATE
-        if state is DR and inp in _STREAM_CLOSED_INPUTS and writes_here:
+        if state in (DR, FN) and inp in _STREAM_CLOSED_INPUTS and writes_here:
             want = ErrorCode.STREAM_CLOSED
         assert info.value.code == want, info.value
         # Nothing was sent or changed, and the connection goes on.
@@ -296,8 +320,9 @@ def check_send(side: Side, state: HState, op: str) -> None:
         return
     result = call(conn, h)
     assert result in (None, True, WriteResult.ACCEPTED)
-    # DRAINING with nothing left to send is CLOSED at once (the DRAINED row).
-    allowed = {new, CL} if new is DR else {new}
+    # DRAINING with nothing left to send is CLOSED at once (the DRAINED row), or FINISHING
+    # for an upload that ends with a result (the AWAIT_RESULT row).
+    allowed = {new, CL, FN} if new is DR else {new}
     assert conn.handle_state(h) in allowed
     decode_frames(conn.data_to_send())
 
@@ -328,7 +353,14 @@ def test_operations_on_a_closed_handle(side: Side) -> None:
     # The other role's operations are INVALID_STATE whatever the handle: left out.
     other_role = {"cancel", "unsubscribe"} if conn.role is Role.SERVER else set()
     if conn.role is Role.CLIENT:
-        other_role = {"accept", "reject", "cancel_upload", "send_gap", "answer_streams"}
+        other_role = {
+            "accept",
+            "reject",
+            "cancel_upload",
+            "send_gap",
+            "answer_streams",
+            "send_upload_result",
+        }
     results = [call(conn, h) for op, (_inp, call) in OPS.items() if op not in other_role]
     assert set(results) <= {None, False, WriteResult.CLOSED}
     assert conn.data_to_send() == b""
@@ -510,7 +542,8 @@ def reachable(edges: dict[Any, Any], start: Any) -> set[Any]:
 
 def test_every_state_is_reachable() -> None:
     for side, table in HANDLE_TRANSITIONS.items():
-        assert reachable(table, RQ) == ({RQ, CL} if side in QUERY_SIDES else set(HState))
+        want = {RQ, AC, DR, CL} | ({FN} if side in UPLOAD_SIDES else set())
+        assert reachable(table, RQ) == ({RQ, CL} if side in QUERY_SIDES else want)
     client_states = reachable(CONNECTION_TRANSITIONS, ConnState.HANDSHAKING)
     server_states = reachable(CONNECTION_TRANSITIONS, ConnState.AWAIT_HELLO)
     assert client_states | server_states == set(ConnState)
@@ -579,10 +612,37 @@ def test_every_row_is_exercised(monkeypatch: pytest.MonkeyPatch) -> None:
         elif side is Side.SERVER_UPLOAD:
             for seq in range(1, FINAL + 1):  # one at a time: the window is 2 chunks
                 conn.receive_data(encode(Data(h, seq, (b"%d" % seq,))))
+            assert conn.handle_state(h) is FN  # the result is due
+            conn.send_upload_result(h)
         else:
             conn.receive_data(encode(Credit(h, 1, 100)))
             conn.data_to_send()
+            if side is Side.CLIENT_UPLOAD:
+                assert conn.handle_state(h) is FN
+                conn.receive_data(encode(UploadResult(h)))
         assert conn.handle_state(h) is CL
+    # Uploads that do not end with a result drain to CLOSED: a client's ERROR, a server's
+    # received ERROR.
+    conn, h = drive(Side.CLIENT_UPLOAD, AC)
+    conn.send_data(h, b"queued")
+    conn.send_error(h, 1000)
+    conn.receive_data(encode(Credit(h, 1, 100)))
+    conn.data_to_send()
+    assert conn.handle_state(h) is CL
+    conn, h = drive(Side.SERVER_UPLOAD, AC)
+    conn.receive_data(encode(Error(h, 1000, 0)))
+    assert conn.handle_state(h) is CL
+    # A server upload FINISHING with chunks unread: reading them returns credit and acks.
+    conn = Connection(Role.SERVER, Config(window_chunks=2, auto_credit=False))
+    conn.receive_data(encode(Hello()))
+    conn.accept_handshake(session_id="s", resume_token="t", features=Feature(5))
+    conn.receive_data(encode(Upload(1, CH, "u", resumable=True, result=True)))
+    conn.accept(1, stream_id="u")
+    conn.receive_data(encode(Data(1, 1, (b"a",))) + encode(End(1, 1)))
+    assert conn.handle_state(1) is FN
+    conn.consume(1, 1, 1)
+    frames = decode_frames(conn.data_to_send())
+    assert [type(f) for f in frames][-2:] == [UploadAck, Credit]
     for role, state in [
         (Role.CLIENT, ConnState.HANDSHAKING),
         (Role.SERVER, ConnState.AWAIT_HELLO),

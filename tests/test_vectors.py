@@ -50,7 +50,9 @@ from streamproto._frames import (
     Unknown,
     Unsubscribe,
     Upload,
+    UploadAck,
     UploadCancel,
+    UploadResult,
     Welcome,
     encode,
 )
@@ -76,6 +78,8 @@ CLASSES: dict[str, type[Any]] = {
     "CANCEL": Cancel,
     "UNSUBSCRIBE": Unsubscribe,
     "UPLOAD_CANCEL": UploadCancel,
+    "UPLOAD_ACK": UploadAck,
+    "UPLOAD_RESULT": UploadResult,
     "CREDIT": Credit,
     "QUERY": Query,
     "STREAMS": Streams,
@@ -109,7 +113,7 @@ def frame_from_json(obj: dict[str, Any]) -> Frame:
     kwargs: dict[str, Any] = {}
     for name, key in zip(names, keys, strict=True):
         value = obj[key]
-        if name in BYTE_FIELDS:
+        if name in BYTE_FIELDS or (cls is UploadResult and name == "payload"):
             value = from_hex(value)
         elif cls is Data and name == "chunks":
             value = tuple(from_hex(chunk) for chunk in value)
@@ -378,6 +382,8 @@ def test_frame_vectors_cover_every_type_flag_and_enum() -> None:
     assert {f.reason for f in frames if isinstance(f, Gap)} == set(GapReason)
     assert any(isinstance(f, Welcome) and f.resumed for f in frames)
     assert any(isinstance(f, Subscribe) and f.tail for f in frames)
+    for flag in ("resumable", "result", "resume"):
+        assert any(isinstance(f, Upload) and getattr(f, flag) for f in frames), flag
     assert any(isinstance(f, Data) and f.more for f in frames)
     assert any(isinstance(f, Data) and len(f.chunks) > 1 for f in frames)
     assert any(isinstance(f, Data) and f.chunks == (b"",) for f in frames)

@@ -55,7 +55,9 @@ from streamproto._frames import (
     Unknown,
     Unsubscribe,
     Upload,
+    UploadAck,
     UploadCancel,
+    UploadResult,
     Welcome,
     encode,
 )
@@ -88,6 +90,8 @@ TYPE_NAMES: dict[type, str] = {
     Cancel: "CANCEL",
     Unsubscribe: "UNSUBSCRIBE",
     UploadCancel: "UPLOAD_CANCEL",
+    UploadAck: "UPLOAD_ACK",
+    UploadResult: "UPLOAD_RESULT",
     Credit: "CREDIT",
     Query: "QUERY",
     Streams: "STREAMS",
@@ -270,7 +274,7 @@ FRAMES: list[tuple[str, Frame, int | None]] = [
     ("unknown-connection-range-0x0f", Unknown(0x0F, 0, 0, b"\x01\x02"), None),
     ("unknown-connection-range-with-handle", Unknown(0x06, 0, 9, b""), None),
     ("unknown-handle-range-0x3f", Unknown(0x3F, 0x01, 1, b"body"), None),
-    ("unknown-type-0x1f", Unknown(0x1F, 0, 2, b"\x00" * 8), None),
+    ("unknown-handle-range-0x3e", Unknown(0x3E, 0, 2, b"\x00" * 8), None),
     ("query-status", Query(5, QueryOp.STATUS, "llm:chat", "answer-7"), None),
     ("query-list", Query(6, QueryOp.LIST, "llm:chat", "answer-7", 0b110, 50), None),
     ("query-delete", Query(7, QueryOp.DELETE, "llm:chat", "answer-7"), None),
@@ -301,6 +305,15 @@ FRAMES: list[tuple[str, Frame, int | None]] = [
         None,
     ),
     ("unknown-max-values", Unknown(0xFF, 0xFF, H, b"\xff" * 16), None),
+    # Section 9.1: resumable uploads and results (FEATURES 0x04).
+    ("upload-resume-resumable-result", Upload(4, "files:in", "f1", b"x", True, True), None),
+    ("upload-resume-resume", Upload(9, "files:in", "f1", b"x", True, True, True), None),
+    ("upload-resume-result-only", Upload(5, "files:in", "", b"", False, True), None),
+    ("upload-resume-accept-from-seq-9", Accept(9, "f1", 9, 8, 4, 32_768), None),
+    ("upload-resume-ack", UploadAck(4, 8), None),
+    ("upload-resume-ack-max-values", UploadAck(H, U64), None),
+    ("upload-resume-result", UploadResult(4, b"ok"), None),
+    ("upload-resume-result-empty", UploadResult(1), None),
     # R-FRAME-7: the largest HELLO and WELCOME bodies, whatever the receiver's MAX_FRAME_SIZE.
     (
         "hello-body-at-handshake-limit",
@@ -365,6 +378,11 @@ NON_CANONICAL: list[tuple[str, bytes, Frame]] = [
     ),
     ("data-unknown-flag-bit", _data(1, 1, b"x", flags=0x02), Data(1, 1, (b"x",))),
     ("data-more-and-unknown-flag-bits", _data(1, 1, b"x", flags=0xFF), Data(1, 1, (b"x",), True)),
+    (
+        "upload-resume-unknown-flag-bits",
+        _raw(FrameType.UPLOAD, b"\x00\x01c\x00\x01s", flags=0xF9, handle=1),
+        Upload(1, "c", "s", b"", True, False, False),
+    ),
     (
         "cancel-unknown-flag-bits",
         _raw(FrameType.CANCEL, b"", flags=0x80, handle=4),
@@ -690,6 +708,11 @@ INVALID: list[tuple[str, bytes, str, dict[str, int]]] = [
         MALFORMED,
         {},
     ),
+    # UPLOAD_ACK and UPLOAD_RESULT (section 9.1)
+    ("upload-resume-ack-handle-0", _raw(T.UPLOAD_ACK, b"\x00" * 8), MALFORMED, {}),
+    ("upload-resume-ack-truncated", _raw(T.UPLOAD_ACK, b"\x00" * 7, handle=1), MALFORMED, {}),
+    ("upload-resume-ack-trailing-bytes", _raw(T.UPLOAD_ACK, b"\x00" * 9, handle=1), MALFORMED, {}),
+    ("upload-resume-result-handle-0", _raw(T.UPLOAD_RESULT, b"ok"), MALFORMED, {}),
     # ACCEPT
     ("accept-handle-0", _raw(T.ACCEPT, ACCEPT_FIXED + EMPTY), MALFORMED, {}),
     ("accept-truncated-fixed", _raw(T.ACCEPT, ACCEPT_FIXED[:-1], handle=1), MALFORMED, {}),

@@ -7,7 +7,7 @@ It does no I/O, reads no clock and draws no randomness: time and ids are passed 
 from ._access import AccessRequest, Authenticate, Authorize, Refuse, RequestKind
 from ._codec import BYTES, JSON, Codec, DecodeError, FunctionCodec, JsonCodec, msgpack_codec
 from ._config import MAX_CREDIT, MAX_MESSAGE_BYTES, Config
-from ._connection import Connection, ConnectionStatistics, Role, WriteResult
+from ._connection import Connection, ConnectionStatistics, Role, UploadResumePoint, WriteResult
 from ._errors import (
     APPLICATION_CODE_MAX,
     APPLICATION_CODE_MIN,
@@ -47,6 +47,7 @@ from ._events import (
     SubscribeRequested,
     Unsubscribed,
     UploadCancelled,
+    UploadCompleted,
     UploadData,
     UploadEnded,
     UploadFailed,
@@ -198,11 +199,13 @@ __all__ = [
     "SubscribeRequested",
     "Unsubscribed",
     "UploadCancelled",
+    "UploadCompleted",
     "UploadData",
     "UploadEnded",
     "UploadFailed",
     "UploadReader",
     "UploadRequested",
+    "UploadResumePoint",
     "Window",
     "Writable",
     "WriteResult",

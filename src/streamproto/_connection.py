@@ -49,6 +49,7 @@ from ._events import (
     SubscribeRequested,
     Unsubscribed,
     UploadCancelled,
+    UploadCompleted,
     UploadData,
     UploadEnded,
     UploadFailed,
@@ -88,7 +89,9 @@ from ._frames import (
     Subscribe,
     Unsubscribe,
     Upload,
+    UploadAck,
     UploadCancel,
+    UploadResult,
     Welcome,
     encode,
 )
@@ -106,7 +109,7 @@ from ._state import (
     recv_input,
 )
 
-__all__ = ["Connection", "ConnectionStatistics", "Role", "WriteResult"]
+__all__ = ["Connection", "ConnectionStatistics", "Role", "UploadResumePoint", "WriteResult"]
 
 _T_DATA: Final = 0x15
 _UNLIMITED: Final = 1 << 62
@@ -122,7 +125,7 @@ _HANDSHAKE_STATES: Final = frozenset(
 #: Deficit round robin quantum per unit of weight (weight = priority + 1).
 QUANTUM: Final = 16_384
 _NO_FEATURES: Final = Feature(0)
-_KNOWN_FEATURES: Final = sum(Feature)  # bits this side knows; others are ignored (R-VER-5)
+_ALL_FEATURES: Final = sum(Feature)  # the bits this version knows; others are ignored
 _DEFAULT_SETTINGS: Final[dict[int, int]] = {
     Setting.MAX_FRAME_SIZE: 65_536,
     Setting.MAX_CHUNK_SIZE: 1 << 20,
@@ -201,6 +204,59 @@ class _GapMark:
         self.reason = reason
 
 
+@attrs.frozen
+class UploadResumePoint:
+    """What a client needs to resume a resumable upload on a new connection (R-UPR-4), from
+    :meth:`Connection.upload_resume_point`: the upload's request, and every chunk written
+    that the server has not acknowledged, from ``first_seq`` on (``chunks[0]`` has seq
+    ``first_seq``). ``ended``: END was sent, so the resumed upload ends after them.
+    ``accepted``: the server's ACCEPT came (else the server may never have seen the request,
+    and it is made again without flag RESUME, R-UPR-4)."""
+
+    channel: str
+    stream_id: str
+    args: bytes
+    result: bool
+    first_seq: int
+    chunks: tuple[bytes, ...]
+    ended: bool
+    accepted: bool = True
+
+    @property
+    def next_seq(self) -> int:
+        """The seq the next chunk written will have."""
+        return self.first_seq + len(self.chunks)
+
+
+class _Up:
+    """A client upload that ends with UPLOAD_RESULT (flag RESUMABLE or RESULT)."""
+
+    __slots__ = (
+        "accepted",
+        "args",
+        "channel",
+        "ended",
+        "kept",
+        "resend_end",
+        "result",
+        "stream_id",
+    )
+
+    def __init__(
+        self, channel: str, stream_id: str, args: bytes, *, resumable: bool, result: bool
+    ) -> None:
+        self.channel = channel
+        self.stream_id = stream_id
+        self.args = args
+        self.result = result
+        #: Resumable: every chunk written and not acknowledged, as (seq, chunk).
+        self.kept: deque[tuple[int, bytes]] | None = deque() if resumable else None
+        self.ended = False  # END sent: the handle waits for UPLOAD_RESULT once drained
+        self.accepted = False
+        #: A resume waiting for its ACCEPT: the seq after the chunks to send again (else 0).
+        self.resend_end = 0
+
+
 _Entry = tuple[int, "bytes | _GapMark"]
 #: The queue of every _Out that never queued anything. Never mutated: see _Out.queue.
 _NO_QUEUE: deque[_Entry] = deque()
@@ -226,11 +282,13 @@ class _Out:
         "side",
         "state",
         "twin",
+        "up",
         "weight",
     )
 
     def __init__(self, handle: int, side: Side, credit_chunks: int, credit_bytes: int) -> None:
         self.handle = handle
+        self.up: _Up | None = None
         self.side = side
         self.state = HState.REQUESTED
         self.credit_chunks = credit_chunks
@@ -274,6 +332,8 @@ class _In:
     """The receiving side of a handle: a client subscription or a server upload."""
 
     __slots__ = (
+        "acked",
+        "confirm",
         "consumed_bytes",
         "consumed_chunks",
         "credit_bytes",
@@ -284,6 +344,7 @@ class _In:
         "frag",
         "frag_size",
         "handle",
+        "resume",
         "side",
         "state",
         "tail",
@@ -312,6 +373,12 @@ class _In:
         self.frag_size = 0
         self.final_seq = 0
         self.final_event: Event | None = None
+        # Server uploads of section 9.1: what ends them after END (0: nothing, 1: an empty
+        # UPLOAD_RESULT at once, 2: the application's result), the last seq acknowledged
+        # (-1: not resumable, no UPLOAD_ACK) and whether the request was a resume.
+        self.confirm = 0
+        self.acked = -1
+        self.resume = False
         self.twin: _Out | None = None  # the sending direction of a bidirectional handle
 
 
@@ -433,6 +500,9 @@ class Connection:
         self._chunks_received = 0
         self._chunks_sent = 0
         self._chunks_dropped = 0
+        self._features = _NO_FEATURES  # server: what its WELCOME announced
+        #: Client: resumable uploads open when the connection ended (R-UPR-4).
+        self._suspended: dict[int, UploadResumePoint] = {}
         #: The client of a :meth:`pair`: WELCOME goes to it directly, not as bytes.
         self._mate: Connection | None = None
         if role is Role.CLIENT:
@@ -459,8 +529,10 @@ class Connection:
         ``(server, client)``.
         """
         server = cls(Role.SERVER, config, now=now)
-        client = cls(Role.CLIENT, config, now=now, auth=auth)
-        client._control.clear()  # its HELLO goes by hand:
+        # The client is made without the HELLO a client queues as bytes (only the state and
+        # that frame depend on the role when a connection is made): its HELLO goes by hand.
+        client = cls(Role.SERVER, config, now=now)
+        client._role, client._state = Role.CLIENT, ConnState.HANDSHAKING
         server._on_hello(client._hello("", auth), server._pending)
         server._mate = client
         return server, client
@@ -650,8 +722,7 @@ class Connection:
                         self._chunks_sent += 1
                         self._queued_bytes -= size
                         if h.state is _DRAINING:
-                            self._handle_step(h, _DRAINED)
-                            self._close_handle(h)
+                            self._sender_drained(h)
                         continue
                 self._emit(h, parts, _UNLIMITED)
         else:
@@ -799,8 +870,7 @@ class Connection:
             h.q_bytes -= sent_bytes
             h.q_chunks -= sent
             if h.state is _DRAINING and not queue:
-                self._handle_step(h, _DRAINED)
-                self._close_handle(h)
+                self._sender_drained(h)
         return used
 
     def _overflow_queued(self, handle: int) -> bool:
@@ -912,20 +982,95 @@ class Connection:
         self._open_request(h, frame)
         return handle
 
-    def upload(self, channel: str, stream_id: str = "", args: bytes = b"") -> int:
+    def upload(
+        self,
+        channel: str,
+        stream_id: str = "",
+        args: bytes = b"",
+        *,
+        resumable: bool = False,
+        result: bool = False,
+    ) -> int:
         """Client: start an upload. Returns the handle; write with :meth:`send_data` (chunks
         queue until :class:`RequestAccepted` brings credit), finish with :meth:`send_end` or
-        :meth:`send_error`."""
+        :meth:`send_error`.
+
+        ``resumable``: the server parks the upload on a disconnect, and this side keeps every
+        chunk until the server acknowledges it, so that :meth:`upload_resume_point` and
+        :meth:`resume_upload` can continue it on the next connection. ``result``: after END
+        the server answers with the handler's result (:class:`UploadCompleted`). Both need
+        :attr:`Feature.UPLOAD_RESUME` (else INVALID_STATE); either makes the handle close on
+        UPLOAD_RESULT, not when its last chunk is out (section 9.1)."""
         self._check_names(channel, stream_id, allow_empty=True)
+        if (resumable or result) and not self.peer_features & Feature.UPLOAD_RESUME:
+            raise LocalProtocolError(
+                ErrorCode.INVALID_STATE, "the server does not announce resumable uploads"
+            )
         handle = self._new_handle()
         h = _Out(handle, Side.CLIENT_UPLOAD, 0, 0)
-        self._open_request(h, Upload(handle, channel, stream_id, args))
+        if resumable or result:
+            h.up = _Up(channel, stream_id, args, resumable=resumable, result=result)
+        self._open_request(h, Upload(handle, channel, stream_id, args, resumable, result))
+        return handle
+
+    def upload_resume_point(self, handle: int) -> UploadResumePoint | None:
+        """Client: where the resumable upload on ``handle`` stands, to continue it with
+        :meth:`resume_upload` on a new connection once this one has ended (R-UPR-4). Kept
+        when the connection ends. None when there is nothing to resume: the upload is not
+        resumable, has closed (completed, cancelled, failed), or was never accepted under a
+        stream id the client knows."""
+        h = self._handles.get(handle)
+        if h is None:
+            self.handle_state(handle)  # raises for a handle never opened
+            return self._suspended.get(handle)
+        return self._resume_point(h)
+
+    @staticmethod
+    def _resume_point(h: _Out | _In) -> UploadResumePoint | None:
+        if not isinstance(h, _Out) or h.up is None or h.up.kept is None or not h.up.stream_id:
+            return None
+        up = h.up
+        kept = cast(deque[tuple[int, bytes]], up.kept)
+        first = kept[0][0] if kept else h.next_seq
+        chunks = tuple(chunk for _, chunk in kept)
+        return UploadResumePoint(
+            up.channel, up.stream_id, up.args, up.result, first, chunks, up.ended, up.accepted
+        )
+
+    def resume_upload(self, point: UploadResumePoint) -> int:
+        """Client: continue a resumable upload of an earlier connection of this session (after
+        a RESUMED :class:`HandshakeCompleted`): UPLOAD with flag RESUME on a new handle. The
+        server's ACCEPT names the next seq it expects; the chunks from there are sent again
+        and the rest forgotten, so nothing is lost or repeated (R-UPR-5). Write on with
+        :meth:`send_data`; an ended upload ends again by itself. A server that no longer holds
+        the upload rejects it with UNKNOWN_UPLOAD."""
+        self._check_names(point.channel, point.stream_id, allow_empty=False)
+        if not self.peer_features & Feature.UPLOAD_RESUME:
+            raise LocalProtocolError(
+                ErrorCode.INVALID_STATE, "the server does not announce resumable uploads"
+            )
+        handle = self._new_handle()
+        h = _Out(handle, Side.CLIENT_UPLOAD, 0, 0)
+        up = h.up = _Up(
+            point.channel, point.stream_id, point.args, resumable=True, result=point.result
+        )
+        up.ended = point.ended
+        up.accepted = point.accepted
+        up.resend_end = point.next_seq
+        cast(deque[tuple[int, bytes]], up.kept).extend(
+            zip(range(point.first_seq, point.next_seq), point.chunks, strict=True)
+        )
+        h.next_seq = point.next_seq
+        frame = Upload(
+            handle, point.channel, point.stream_id, point.args, True, point.result, point.accepted
+        )
+        self._open_request(h, frame)
         return handle
 
     @property
     def peer_features(self) -> Feature:
         """Client: what the server announced in WELCOME's FEATURES setting (none before)."""
-        return Feature(self._peer_settings[Setting.FEATURES] & _KNOWN_FEATURES)
+        return Feature(self._peer_settings[Setting.FEATURES] & _ALL_FEATURES)
 
     def status(self, channel: str, stream_id: str) -> int:
         """Client: ask the state of ``channel``/``stream_id`` without subscribing (R-QUERY-2).
@@ -1034,6 +1179,7 @@ class Connection:
             (Setting.SESSION_GRACE_MS, round(cfg.session_grace * 1000)),
         ) + (((Setting.FEATURES, int(features)),) if features else ())
         welcome = Welcome(PROTOCOL_VERSION, resumed, settings, session_id, resume_token)
+        self._features = features
         mate = self._mate
         if mate is None:
             data = encode(welcome)
@@ -1070,13 +1216,18 @@ class Connection:
         last_seq: int = 0,
         policy: OverflowPolicy | None = None,
         joined: bool = False,
+        held: tuple[int, int] = (0, 0),
     ) -> bool:
         """Server: accept the request on ``handle``. For a subscription, ``first_seq`` and
         ``last_seq`` are the seqs you hold; the subscriber's first expected seq follows from
         its ``after_seq`` (a GAP for the part before ``first_seq`` is queued here) and you
         then send data from that seq on. ``policy`` overrides the requested overflow policy.
         ``joined``: an OPEN joined a running stream (flag JOINED). For an upload, the
-        configured window is granted. A bidirectional OPEN is both: one ACCEPT answers its two
+        configured window is granted. For a resumed upload (``UploadRequested.resume``),
+        ``first_seq`` is the next seq you expect (every seq before it was received on an
+        earlier connection) and ``held`` the chunks and bytes of it you still hold unread:
+        they count against the window, as if received on this handle (R-UPR-5). A
+        bidirectional OPEN is a subscription and an upload: one ACCEPT answers its two
         directions (those the client has not closed meanwhile). Returns False if the client
         already closed the handle."""
         h = self._server_handle(handle)
@@ -1086,6 +1237,10 @@ class Connection:
             raise LocalProtocolError(ErrorCode.INVALID_ARGUMENT, "seqs must fit in u64")
         if joined and (isinstance(h, _In) or h.twin is not None):
             raise LocalProtocolError(ErrorCode.INVALID_ARGUMENT, "only an OPEN joins a stream")
+        if isinstance(h, _In) and (first_seq != 1 or held != (0, 0)) and not h.resume:
+            raise LocalProtocolError(
+                ErrorCode.INVALID_ARGUMENT, "only a resumed upload starts later"
+            )
         parts = _open_parts(h)
         for part in parts:
             self._handle_step(part, Input.SEND_ACCEPT)
@@ -1093,9 +1248,15 @@ class Connection:
         h_out: _Out | None = None
         for part in parts:
             if isinstance(part, _In):  # an upload or a bidi's upstream: ACCEPT grants the window
-                part.credit_chunks = part.window_chunks
-                part.credit_bytes = part.window_bytes
-                window = (part.window_chunks, part.window_bytes)
+                if part.resume:
+                    last_seq = first_seq - 1
+                    part.expect = first_seq
+                    part.acked = last_seq
+                    if not self._cfg.auto_credit:  # (with auto credit, what is held is consumed)
+                        part.unconsumed_chunks, part.unconsumed_bytes = held
+                part.credit_chunks = max(0, part.window_chunks - part.unconsumed_chunks)
+                part.credit_bytes = max(0, part.window_bytes - part.unconsumed_bytes)
+                window = (part.credit_chunks, part.credit_bytes)
             else:
                 h_out = part
         if h_out is None:  # an upload
@@ -1164,6 +1325,22 @@ class Connection:
         self._close_handle(h)
         return True
 
+    def send_upload_result(self, handle: int, result: bytes = b"") -> bool:
+        """Server: answer the upload on ``handle``, which ended and was delivered whole
+        (:class:`UploadEnded`) after a request with flag RESULT, with ``result``
+        (UPLOAD_RESULT), closing it (R-UPR-7). ``result`` must fit one frame of the client's
+        MAX_FRAME_SIZE. Returns False if the handle is closed already (the connection ended:
+        a resumed upload's END asks for it again)."""
+        h = self._server_handle(handle)
+        if h is None:
+            return False
+        if len(result) > self._peer_settings[Setting.MAX_FRAME_SIZE]:
+            raise LocalProtocolError(ErrorCode.INVALID_ARGUMENT, "the result exceeds a frame")
+        self._handle_step(h, Input.SEND_UPLOAD_RESULT)
+        self._control.append(encode(UploadResult(handle, result)))
+        self._close_handle(h)
+        return True
+
     # -- sending data (server subscriptions, client uploads) ------------------------------------
 
     def send_data(self, handle: int, chunk: bytes, *, seq: int | None = None) -> WriteResult:
@@ -1209,6 +1386,9 @@ class Connection:
             if queue is _NO_QUEUE:
                 queue = h.queue = deque()
             queue.append((next_seq, chunk))
+            up = h.up
+            if up is not None and up.kept is not None:
+                up.kept.append((next_seq, chunk))
             h.next_seq = next_seq + 1
             h.q_bytes += size
             h.q_chunks += 1
@@ -1315,6 +1495,9 @@ class Connection:
             queue.append((seq, chunks[0]))
         else:
             queue.extend(zip(range(seq, seq + n), chunks, strict=True))
+        up = h.up
+        if up is not None and up.kept is not None:
+            up.kept.extend(zip(range(seq, seq + n), chunks, strict=True))
         h.next_seq = seq + n
         h.q_bytes += total
         h.q_chunks += n
@@ -1390,6 +1573,8 @@ class Connection:
             return False
         self._handle_step(h, Input.SEND_END)
         self._control.append(encode(End(handle, h.next_seq - 1)))
+        if h.up is not None:
+            h.up.ended = True
         self._maybe_drained(h)
         return True
 
@@ -1490,6 +1675,8 @@ class Connection:
                 | Cancel()
                 | Unsubscribe()
                 | UploadCancel()
+                | UploadAck()
+                | UploadResult()
                 | Streams()
             ):
                 self._on_handle_frame(frame, events)
@@ -1594,6 +1781,10 @@ class Connection:
             h.consumed_chunks * 2 >= h.window_chunks or h.consumed_bytes * 2 >= h.window_bytes
         ):
             self._handle_step(h, Input.SEND_CREDIT)
+            if 0 <= h.acked < h.expect - 1:  # a resumable upload: what it took so far
+                self._handle_step(h, Input.SEND_UPLOAD_ACK)
+                h.acked = h.expect - 1
+                self._control.append(encode(UploadAck(h.handle, h.acked)))
             self._control.append(encode(Credit(h.handle, h.consumed_chunks, h.consumed_bytes)))
             h.credit_chunks += h.consumed_chunks
             h.credit_bytes += h.consumed_bytes
@@ -1620,7 +1811,17 @@ class Connection:
 
     def _on_handle_frame(
         self,
-        frame: Accept | Reject | Gap | End | Error | Cancel | Unsubscribe | UploadCancel | Streams,
+        frame: Accept
+        | Reject
+        | Gap
+        | End
+        | Error
+        | Cancel
+        | Unsubscribe
+        | UploadCancel
+        | UploadAck
+        | UploadResult
+        | Streams,
         events: list[Event],
     ) -> None:
         inp = cast(Input, recv_input(frame.TYPE))
@@ -1695,6 +1896,20 @@ class Connection:
             case UploadCancel():
                 self._close_handle(h)
                 events.append(UploadCancelled(h.handle, frame.code, frame.message))
+            case UploadAck():
+                up = cast(_Out, h).up  # only client uploads have RECV_UPLOAD_ACK
+                kept = None if up is None else up.kept
+                if kept is None or frame.seq > cast(_Out, h).sent_seq:
+                    raise _PeerFault(
+                        ErrorCode.PROTOCOL_ERROR,
+                        f"UPLOAD_ACK of seq {frame.seq} on handle {h.handle}, which did not "
+                        "send it resumable",
+                    )
+                while kept and kept[0][0] <= frame.seq:
+                    kept.popleft()
+            case UploadResult():
+                self._close_handle(h)
+                events.append(UploadCompleted(h.handle, frame.payload))
             case Streams():  # pragma: no branch - every other type has its own case
                 self._close_handle(h)
                 events.append(StreamsReceived(h.handle, frame.entries, frame.next))
@@ -1708,15 +1923,52 @@ class Connection:
         h.credit_bytes = frame.credit_bytes
         if h.credit_chunks > MAX_CREDIT or h.credit_bytes > MAX_CREDIT:
             raise _PeerFault(ErrorCode.FLOW_CONTROL_ERROR, "credit overflow in ACCEPT")
+        if h.up is not None:
+            h.up.stream_id = frame.stream_id
+            h.up.accepted = True
+            if h.up.resend_end:
+                self._resumed(h, h.up, frame.first_seq)
         if not h.in_ready and h.sendable():
             h.in_ready = True
             self._ready.append(h)
 
     def _maybe_delivered(self, h: _In, events: list[Event]) -> None:
         if h.expect - 1 == h.final_seq and h.frag is None:
+            final = cast(Event, h.final_event)
+            if h.confirm and isinstance(final, UploadEnded):
+                # Section 9.1: taken whole; UPLOAD_RESULT closes it, at once without RESULT.
+                self._handle_step(h, Input.AWAIT_RESULT)
+                events.append(final)
+                if h.confirm == 1:
+                    self.send_upload_result(h.handle)
+                return
             self._handle_step(h, Input.DRAINED)
-            events.append(cast(Event, h.final_event))
+            events.append(final)
             self._close_handle(h)
+
+    def _resumed(self, h: _Out, up: _Up, first_seq: int) -> None:
+        """The ACCEPT of a resume: send again what the server lacks (R-UPR-5)."""
+        kept = cast(deque[tuple[int, bytes]], up.kept)
+        end = up.resend_end
+        up.resend_end = 0
+        first = kept[0][0] if kept else end
+        if not first <= first_seq <= end:
+            raise _PeerFault(
+                ErrorCode.PROTOCOL_ERROR,
+                f"a resume from seq {first_seq} on handle {h.handle}: the client holds "
+                f"{first}..{end - 1}",
+            )
+        while kept and kept[0][0] < first_seq:
+            kept.popleft()
+        again = [entry for entry in kept if entry[0] < end]
+        total = sum(len(chunk) for _, chunk in again)
+        h.queue = deque(chain(again, h.queue))
+        h.q_chunks += len(again)
+        h.q_bytes += total
+        self._queued_bytes += total
+        h.sent_seq = first_seq - 1
+        if up.ended:
+            self.send_end(h.handle)
 
     def _on_request(self, frame: Subscribe | Open | Upload | Query, events: list[Event]) -> None:
         if self._role is Role.CLIENT:
@@ -1733,10 +1985,26 @@ class Connection:
             return
         if isinstance(frame, Upload):
             h_in = self._new_upload(handle)
+            # Flags of section 9.1 mean something only if announced; else ignored (R-FWD-2).
+            on = bool(self._features & Feature.UPLOAD_RESUME)
+            resumable, result = frame.resumable and on, frame.result and on
+            h_in.resume = frame.resume and resumable
+            h_in.confirm = 2 if result else int(resumable)
+            h_in.acked = 0 if resumable else -1
             if not self._admit(frame, h_in, self._uploads >= self._cfg.max_uploads):
                 return
             self._uploads += 1
-            events.append(UploadRequested(handle, frame.channel, frame.stream_id, frame.args))
+            events.append(
+                UploadRequested(
+                    handle,
+                    frame.channel,
+                    frame.stream_id,
+                    frame.args,
+                    resumable,
+                    result,
+                    h_in.resume,
+                )
+            )
             return
         if frame.credit_chunks > MAX_CREDIT or frame.credit_bytes > MAX_CREDIT:
             raise _PeerFault(ErrorCode.FLOW_CONTROL_ERROR, "initial credit above 2^31-1")
@@ -1806,6 +2074,7 @@ class Connection:
         elif (
             frame.stream_id
             or isinstance(frame, Subscribe)
+            or (isinstance(h, _In) and h.resume)  # a resume names its upload
             or (isinstance(frame, Query) and frame.op is not QueryOp.LIST)
         ) and not valid_stream_id(frame.stream_id):
             code, why = ErrorCode.INVALID_NAME, "invalid stream id"
@@ -1910,7 +2179,7 @@ class Connection:
         new = HANDLE_TRANSITIONS[h.side].get((h.state, inp))
         if new is None:
             code = ErrorCode.INVALID_STATE
-            if h.state is HState.DRAINING and inp in (
+            if h.state in (HState.DRAINING, HState.FINISHING) and inp in (
                 Input.SEND_DATA,
                 Input.SEND_GAP,
                 Input.SEND_END,
@@ -2063,8 +2332,16 @@ class Connection:
 
     def _maybe_drained(self, h: _Out) -> None:
         if not h.queue:
-            self._handle_step(h, Input.DRAINED)
-            self._close_handle(h)
+            self._sender_drained(h)
+
+    def _sender_drained(self, h: _Out) -> None:
+        """A DRAINING sender sent its last queued entry: closed, unless it is an upload that
+        ended and waits for its UPLOAD_RESULT (R-UPR-7)."""
+        if h.up is not None and h.up.ended:
+            self._handle_step(h, Input.AWAIT_RESULT)
+            return
+        self._handle_step(h, _DRAINED)
+        self._close_handle(h)
 
     def _close_handle(self, h: _Out | _In) -> None:
         """Forget an open handle, or one direction of a bidirectional one (every caller holds
@@ -2102,6 +2379,9 @@ class Connection:
 
     def _drop_all(self) -> None:
         for h in list(self._handles.values()):
+            point = self._resume_point(h)
+            if point is not None:
+                self._suspended[h.handle] = point
             h.state = HState.CLOSED
             if h.twin is not None:
                 h.twin.state = HState.CLOSED

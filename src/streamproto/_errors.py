@@ -84,6 +84,7 @@ class ErrorCode(enum.IntEnum):
     STORE_UNAVAILABLE = 114
     STREAM_DELETED = 115
     STREAM_EXPIRED = 116
+    UNKNOWN_UPLOAD = 120
     # Local codes (raised, never sent).
     STREAM_CLOSED = 200
     CHANNEL_EXISTS = 201
@@ -156,6 +157,7 @@ _INFO: Final[dict[ErrorCode, tuple[ErrorKind, bool, str]]] = {
     ErrorCode.STORE_UNAVAILABLE: (_S, True, "the shared replay store is unreachable or lost data"),
     ErrorCode.STREAM_DELETED: (_S, False, "the stream was deleted while it was read"),
     ErrorCode.STREAM_EXPIRED: (_S, False, "the open stream had no write for its idle TTL"),
+    ErrorCode.UNKNOWN_UPLOAD: (_S, False, "no parked upload of that id to resume"),
     ErrorCode.STREAM_CLOSED: (_L, False, "write, close or fail on a stream already closed"),
     ErrorCode.CHANNEL_EXISTS: (_L, False, "a channel with this name is already registered"),
     ErrorCode.INVALID_STATE: (_L, False, "the operation is not allowed in the current state"),

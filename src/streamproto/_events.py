@@ -40,6 +40,7 @@ __all__ = [
     "SubscribeRequested",
     "Unsubscribed",
     "UploadCancelled",
+    "UploadCompleted",
     "UploadData",
     "UploadEnded",
     "UploadFailed",
@@ -207,9 +208,16 @@ class UploadRequested:
     channel: str
     stream_id: str
     args: bytes
+    #: Flag RESUMABLE: park it in the session on a disconnect (R-UPR-2).
+    resumable: bool = False
+    #: Flag RESULT: the uploader waits for a result after END (R-UPR-7).
+    result: bool = False
+    #: Flag RESUME: take over the session's parked upload ``stream_id`` (R-UPR-4).
+    resume: bool = False
 
     def __str__(self) -> str:
-        return f"UploadRequested(h={self.handle} {self.channel}/{_short(self.stream_id)})"
+        flags = " resume" * self.resume
+        return f"UploadRequested(h={self.handle} {self.channel}/{_short(self.stream_id)}{flags})"
 
 
 @attrs.frozen
@@ -383,6 +391,19 @@ class UploadCancelled:
         return f"UploadCancelled(h={self.handle} {code_name(self.code)} {_short(self.message)})"
 
 
+@attrs.frozen
+class UploadCompleted:
+    """Client: the server took the whole resumable or result upload on ``handle`` and
+    answered UPLOAD_RESULT; ``result`` is the handler's result (empty without flag RESULT).
+    Closed."""
+
+    handle: int
+    result: bytes
+
+    def __str__(self) -> str:
+        return f"UploadCompleted(h={self.handle} {_short(self.result)})"
+
+
 # -- flow ---------------------------------------------------------------------------------------
 
 
@@ -497,6 +518,7 @@ Event = (
     | UploadEnded
     | UploadFailed
     | UploadCancelled
+    | UploadCompleted
     | Writable
     | OverflowWarning
     | StatusRequested

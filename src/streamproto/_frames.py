@@ -66,7 +66,9 @@ __all__ = [
     "Unknown",
     "Unsubscribe",
     "Upload",
+    "UploadAck",
     "UploadCancel",
+    "UploadResult",
     "Welcome",
     "encode",
     "encode_data",
@@ -135,6 +137,8 @@ class FrameType(enum.IntEnum):
     CREDIT = 0x1C
     QUERY = 0x1D
     STREAMS = 0x1E
+    UPLOAD_ACK = 0x1F
+    UPLOAD_RESULT = 0x20
 
 
 class FrameFlag(enum.IntFlag):
@@ -146,6 +150,9 @@ class FrameFlag(enum.IntFlag):
     JOIN = 0x01  # OPEN: join the stream if one with this id is running (run-or-join)
     JOINED = 0x01  # ACCEPT: the OPEN joined a running stream instead of starting one
     BIDI = 0x02  # OPEN: the handle carries chunks both ways (section 6.4)
+    RESUMABLE = 0x01  # UPLOAD: the server parks the upload on a disconnect (section 9.1)
+    RESULT = 0x02  # UPLOAD: the server answers the finished upload with UPLOAD_RESULT
+    RESUME = 0x04  # UPLOAD: take over the session's parked upload of this id
 
 
 class OverflowPolicy(enum.IntEnum):
@@ -181,6 +188,7 @@ class Feature(enum.IntFlag):
 
     QUERIES = 0x01  # QUERY and STREAMS: status, list and delete (section 5.5)
     BIDI = 0x02  # OPEN's flag BIDI: bidirectional streams (section 6.4)
+    UPLOAD_RESUME = 0x04  # resumable uploads, UPLOAD_ACK and UPLOAD_RESULT (section 9.1)
 
 
 class GapReason(enum.IntEnum):
@@ -391,9 +399,16 @@ class Upload:
     channel: str = attrs.field(validator=_str16)
     stream_id: str = attrs.field(default="", validator=_str16)
     args: bytes = b""
+    #: Flag RESUMABLE: park the upload in the session on a disconnect (R-UPR-2).
+    resumable: bool = False
+    #: Flag RESULT: answer the finished upload with the handler's result (R-UPR-7).
+    result: bool = False
+    #: Flag RESUME: take over the session's parked upload ``stream_id`` (R-UPR-4).
+    resume: bool = False
 
     def __str__(self) -> str:
-        return f"UPLOAD h={self.handle} {_short(self.channel)}/{_short(self.stream_id)}"
+        flags = " resumable" * self.resumable + " result" * self.result + " resume" * self.resume
+        return f"UPLOAD h={self.handle} {_short(self.channel)}/{_short(self.stream_id)}{flags}"
 
 
 @attrs.frozen
@@ -555,6 +570,34 @@ class UploadCancel:
 
 
 @attrs.frozen
+class UploadAck:
+    """Server → client: every seq of the upload on ``handle`` up to ``seq`` is taken (kept by
+    the server across a disconnect); the uploader may forget them (R-UPR-3)."""
+
+    TYPE: ClassVar[FrameType] = FrameType.UPLOAD_ACK
+
+    handle: int = attrs.field(validator=_handle)
+    seq: int = attrs.field(default=0, validator=_u64)
+
+    def __str__(self) -> str:
+        return f"UPLOAD_ACK h={self.handle} seq={self.seq}"
+
+
+@attrs.frozen
+class UploadResult:
+    """Server → client: the upload on ``handle`` is complete; ``payload`` is its result
+    (empty without flag RESULT). Closes the handle on both sides (R-UPR-7)."""
+
+    TYPE: ClassVar[FrameType] = FrameType.UPLOAD_RESULT
+
+    handle: int = attrs.field(validator=_handle)
+    payload: bytes = b""
+
+    def __str__(self) -> str:
+        return f"UPLOAD_RESULT h={self.handle} {_short(self.payload)}"
+
+
+@attrs.frozen
 class Credit:
     """Either side: the receiver on ``handle`` grants this many more chunks and bytes."""
 
@@ -666,6 +709,8 @@ Frame = (
     | Cancel
     | Unsubscribe
     | UploadCancel
+    | UploadAck
+    | UploadResult
     | Credit
     | Query
     | Streams
@@ -756,7 +801,16 @@ def encode(frame: Frame) -> bytes:
             return _frame(FrameType.OPEN, flags, frame.handle, body)
         case Upload():
             body = _s16(frame.channel) + _s16(frame.stream_id) + frame.args
-            return _frame(FrameType.UPLOAD, 0, frame.handle, body)
+            flags = (
+                FrameFlag.RESUMABLE * frame.resumable
+                | FrameFlag.RESULT * frame.result
+                | FrameFlag.RESUME * frame.resume
+            )
+            return _frame(FrameType.UPLOAD, flags, frame.handle, body)
+        case UploadAck():
+            return _frame(FrameType.UPLOAD_ACK, 0, frame.handle, _U64.pack(frame.seq))
+        case UploadResult():
+            return _frame(FrameType.UPLOAD_RESULT, 0, frame.handle, frame.payload)
         case Accept():
             body = _ACCEPT_FIXED.pack(
                 frame.first_seq, frame.last_seq, frame.credit_chunks, frame.credit_bytes
@@ -925,7 +979,19 @@ def _decode_other(ftype: int, flags: int, handle: int, body: bytes) -> Frame:
     elif ftype == FrameType.UPLOAD:
         channel = r.string()
         stream_id = r.string()
-        frame = Upload(handle, channel, stream_id, r.rest())
+        frame = Upload(
+            handle,
+            channel,
+            stream_id,
+            r.rest(),
+            bool(flags & FrameFlag.RESUMABLE),
+            bool(flags & FrameFlag.RESULT),
+            bool(flags & FrameFlag.RESUME),
+        )
+    elif ftype == FrameType.UPLOAD_ACK:
+        frame = UploadAck(handle, r.fixed(_U64)[0])
+    elif ftype == FrameType.UPLOAD_RESULT:
+        frame = UploadResult(handle, r.rest())
     elif ftype == FrameType.ACCEPT:
         first, last, cchunks, cbytes = r.fixed(_ACCEPT_FIXED)
         frame = Accept(

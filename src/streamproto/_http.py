@@ -162,6 +162,7 @@ class RouteKind(enum.Enum):
     UPLOAD = "upload"
     STATUS = "status"
     LIST = "list"
+    DELETE = "delete"
     PREFLIGHT = "preflight"
     WEBSOCKET = "websocket"
     REFUSE = "refuse"
@@ -256,8 +257,8 @@ def route(request: HttpRequest, options: HttpOptions) -> Route:
         return _refuse(ErrorCode.INVALID_NAME, f"invalid stream id {stream_id!r}")
     if kind is RouteKind.UPLOAD:
         return Route(RouteKind.UPLOAD, channel, stream_id, args=query.get("args", "").encode())
-    if kind is RouteKind.STATUS:
-        return Route(RouteKind.STATUS, channel, stream_id)
+    if kind is RouteKind.STATUS or kind is RouteKind.DELETE:
+        return Route(kind, channel, stream_id)
     # R-HTTP-11: Last-Event-ID wins over after_seq, because EventSource reconnects to the same
     # URL (after_seq included) and only its Last-Event-ID says where it stopped.
     last_id = (request.header("last-event-id") or "").strip()
@@ -280,7 +281,7 @@ def route(request: HttpRequest, options: HttpOptions) -> Route:
 #: missing is 404; a method missing from its row is 405 with the row's methods as ``Allow``.
 _ROUTES: Final[dict[tuple[int, str], dict[str, RouteKind]]] = {
     (1, ""): {"GET": RouteKind.LIST, "POST": RouteKind.OPEN},
-    (2, ""): {"GET": RouteKind.SUBSCRIBE},
+    (2, ""): {"GET": RouteKind.SUBSCRIBE, "DELETE": RouteKind.DELETE},
     (3, "upload"): {"POST": RouteKind.UPLOAD},
     (3, "status"): {"GET": RouteKind.STATUS},
 }
@@ -362,7 +363,14 @@ TRANSITIONS: Final[dict[tuple[ExchangeState, Input], ExchangeState]] = {
 
 #: The routes an exchange serves: those that reach the hub.
 _EXCHANGES: Final = frozenset(
-    {RouteKind.SUBSCRIBE, RouteKind.OPEN, RouteKind.UPLOAD, RouteKind.STATUS, RouteKind.LIST}
+    {
+        RouteKind.SUBSCRIBE,
+        RouteKind.OPEN,
+        RouteKind.UPLOAD,
+        RouteKind.STATUS,
+        RouteKind.LIST,
+        RouteKind.DELETE,
+    }
 )
 
 #: Headers of every event-stream response (R-HTTP-10).
@@ -465,6 +473,8 @@ class HttpExchange:
             self._handle = self._client.upload(decision.channel, decision.stream_id, decision.args)
         elif kind is RouteKind.STATUS:
             self._handle = self._client.status(decision.channel, decision.stream_id)
+        elif kind is RouteKind.DELETE:
+            self._handle = self._client.delete(decision.channel, decision.stream_id)
         elif kind is RouteKind.LIST:
             self._handle = self._client.list_streams(
                 decision.channel,
@@ -671,8 +681,9 @@ class HttpExchange:
         self._close_after = True
 
     def _on_streams(self, event: StreamsReceived) -> None:
-        if self.route.kind is RouteKind.STATUS:
-            self._answer(entry_json(event.entries[0]))  # R-HTTP-90: one entry, always
+        if self.route.kind is not RouteKind.LIST:
+            # R-HTTP-90, 93: one entry, always (a delete's is the stream as it was)
+            self._answer(entry_json(event.entries[0]))
         else:
             streams = [entry_json(entry) for entry in event.entries]
             self._answer({"streams": streams, "next": event.next})  # R-HTTP-91
@@ -838,7 +849,7 @@ def preflight_headers(request: HttpRequest, options: HttpOptions) -> Headers:
     asked = request.header("access-control-request-headers")
     return (
         *cors_headers(origin, options),
-        ("access-control-allow-methods", "GET, POST, OPTIONS"),
+        ("access-control-allow-methods", "GET, POST, DELETE, OPTIONS"),
         ("access-control-allow-headers", asked or "Authorization, Content-Type, Last-Event-ID"),
         ("access-control-max-age", "600"),
     )

@@ -513,6 +513,14 @@ class UploadReader:
         self._head = 0
         self._peer: Peer | None = None
         self._handle = 0
+        #: The uploader asked to resume it after a disconnect (flag RESUMABLE, section 9.1).
+        self.resumable = False
+        #: The uploader waits for a result after END (flag RESULT): see :meth:`set_result`.
+        self.wants_result = False
+        self._result: bytes | None = None
+        self._received = 0  # the last seq received, on any connection
+        self._parked: _Session | None = None  # the session holding it while disconnected
+        self._finishing = False  # its handle ended and waits for the result
         #: None while open; ``(0, "")`` after END; ``(code, message)`` after a failure.
         self.outcome: tuple[int, str] | None = None
         #: Called when chunks or the outcome arrive.
@@ -543,23 +551,54 @@ class UploadReader:
         return chunk
 
     def cancel(self, code: int = ErrorCode.UPLOAD_CANCELLED, message: str = "") -> None:
-        """Stop the upload (UPLOAD_CANCEL to the uploader); the reader fails with ``code``."""
-        if self.outcome is not None:
-            return
+        """Stop the upload (UPLOAD_CANCEL to the uploader); the reader fails with ``code``.
+        An upload that ended and waits for its result can still be cancelled (R-UPR-8)."""
         peer = self._peer
+        if self.outcome is not None and (peer is None or not self.wants_result):
+            return
+        hub = self._hub
         if peer is not None:
             peer.conn.cancel_upload(self._handle, code, message)
-            self._hub._detach_upload(peer, self._handle)
-            self._hub._dirty.add(peer)
-            self._hub._wake()
+            hub._detach_upload(peer, self._handle)
+            hub._dirty.add(peer)
+            hub._wake()
+        elif self._parked is not None:  # a resume finds nothing now (UNKNOWN_UPLOAD)
+            self._parked.uploads.pop((self.channel, self.stream_id))
+            self._parked = None
+            hub._release_upload_id(self)
         else:  # an expected upload that never came: the id is no longer expected
-            self._hub._channels[self.channel]._expected.pop(self.stream_id, None)
+            hub._channels[self.channel]._expected.pop(self.stream_id, None)
         self._finish((code, message))
+
+    def set_result(self, result: bytes) -> None:
+        """The upload's result (the uploader asked for one, ``wants_result``): sent to the
+        uploader in UPLOAD_RESULT once the upload ended, now if it has (R-UPR-7). At most
+        16384 bytes, so that it fits a frame of any client. A result set while the uploader
+        is away is sent when it resumes."""
+        if not self.wants_result or self._result is not None:
+            raise LocalProtocolError(
+                ErrorCode.INVALID_STATE, "the uploader asked for no result, or it is set"
+            )
+        if len(result) > MAX_RESULT:
+            raise LocalProtocolError(
+                ErrorCode.INVALID_ARGUMENT, f"a result must be at most {MAX_RESULT} bytes"
+            )
+        self._result = result
+        peer = self._peer
+        if peer is not None and self._finishing:  # its handle waits for it
+            self._hub._send_result(peer, self)
+            self._hub._wake()
 
     @property
     def buffered(self) -> int:
         """Chunks received and not read yet."""
         return len(self._chunks) - self._head
+
+    @property
+    def _held(self) -> tuple[int, int]:
+        """Chunks and bytes received and not read."""
+        unread = self._chunks[self._head :]
+        return len(unread), sum(map(len, unread))
 
     def _push(self, chunks: Iterable[bytes]) -> None:
         self._chunks.extend(chunks)
@@ -712,7 +751,7 @@ class Peer:
 
 
 class _Session:
-    __slots__ = ("expires_at", "id", "parked", "peer", "principal", "token")
+    __slots__ = ("completed", "expires_at", "id", "parked", "peer", "principal", "token", "uploads")
 
     def __init__(self, session_id: str, token: str, principal: object) -> None:
         self.id = session_id
@@ -720,7 +759,18 @@ class _Session:
         self.principal = principal  # fixed for the session's life: a resume must present it
         self.peer: Peer | None = None
         self.parked: dict[tuple[str, str], list[_Sub]] = {}
+        #: Resumable uploads of a disconnected connection, by (channel, upload id).
+        self.uploads: dict[tuple[str, str], UploadReader] = {}
+        #: The last resumable uploads that completed, for a resume whose UPLOAD_RESULT was
+        #: lost with its connection (R-UPR-6): at most COMPLETED_KEPT, oldest forgotten first.
+        self.completed: OrderedDict[tuple[str, str], UploadReader] = OrderedDict()
         self.expires_at = -1.0
+
+
+#: The largest upload result the hub sends: the smallest frame any client accepts (R-UPR-7).
+MAX_RESULT: Final = 16_384
+#: Completed resumable uploads a session remembers (R-UPR-6).
+COMPLETED_KEPT: Final = 16
 
 
 def _same(owner: object, principal: object) -> bool:
@@ -802,12 +852,12 @@ class Hub:
         self._extend: Callable[[tuple[str, str], int, list[bytes]], int] | None = getattr(
             self._store, "extend", None
         )
-        # A shared store's effects (``_store.py`` rule 5), and the subscribes waiting for
-        # the answer to a Lookup (bounded by each connection's open requests).
-        # OPENs waiting for their Claim (bounded by each connection's open requests).
+        # A shared store's effects (``_store.py`` rule 5), the subscribes and status queries
+        # waiting for the answer to a Lookup, and the OPENs waiting for their Claim (each
+        # bounded by each connection's open requests).
         self._shared = self._store.shared
         self._requests: list[StoreRequest] = []
-        self._lookups: dict[Key, list[tuple[Peer, SubscribeRequested]]] = {}
+        self._lookups: dict[Key, list[tuple[Peer, SubscribeRequested | StatusRequested]]] = {}
         self._claims: dict[Key, tuple[Peer, OpenRequested, OverflowPolicy]] = {}
         #: Called when :meth:`store_requests` has something new (a shared store's adapter
         #: sets it to wake the task or thread that carries the requests out).
@@ -990,9 +1040,13 @@ class Hub:
             else:
                 self._retain(stream)
         for peer, event in waiting:
-            if not peer.closed:
+            if peer.closed:
+                continue
+            if isinstance(event, StatusRequested):  # the stream as the store knows it
+                peer.conn.answer_streams(event.handle, [self._entry(channel, event.stream_id)])
+            else:
                 self._on_subscribe(peer, event, looked_up=True)
-                self._dirty.add(peer)  # its accept or reject
+            self._dirty.add(peer)  # its answer
         found = channel._stream(key[1])
         if found is not None and found.remote and not found.listeners():
             self._let_go(found)  # every requester went away meanwhile
@@ -1132,7 +1186,7 @@ class Hub:
                 case UploadData():
                     self._on_upload_data(peer, event)
                 case UploadEnded():
-                    self._detach_upload(peer, event.handle)._finish((0, ""))
+                    self._on_upload_ended(peer, event.handle)
                 case UploadFailed():
                     if event.handle in peer.uploads:
                         reader = self._detach_upload(peer, event.handle)
@@ -1151,6 +1205,7 @@ class Hub:
 
     def _on_upload_data(self, peer: Peer, event: UploadData) -> None:
         reader = peer.uploads[event.handle]
+        reader._received = event.last_seq
         reader._push(event.chunks)
         config = peer.conn.config
         if config.auto_credit and reader.buffered > config.window_chunks:
@@ -1231,8 +1286,9 @@ class Hub:
         session.peer = peer
         session.expires_at = -1.0
         self._sessions[session.token] = session
-        if session.parked:
-            # Subscriptions the client does not take back within a grace period are released.
+        if session.parked or session.uploads:
+            # Subscriptions and uploads the client does not take back within a grace period
+            # are released.
             session.expires_at = self._clock() + peer.conn.config.session_grace
             self._add_timer(session.expires_at, session)
         peer.session = session
@@ -1240,7 +1296,7 @@ class Hub:
             session_id=session.id,
             resume_token=session.token,
             resumed=resumed,
-            features=Feature.QUERIES | Feature.BIDI,
+            features=Feature.QUERIES | Feature.BIDI | Feature.UPLOAD_RESUME,
         )
 
     def _refuse(self, peer: Peer, code: int, message: str) -> None:
@@ -1251,11 +1307,20 @@ class Hub:
     def _on_disconnect(self, peer: Peer) -> None:
         peer.closed = True
         self._peers.pop(peer.id, None)
-        for handle in list(peer.uploads):
-            self._detach_upload(peer, handle)._finish(
-                (ErrorCode.UPLOAD_DISCONNECTED, "the uploader disconnected")
-            )
         session = peer.session
+        for handle, reader in list(peer.uploads.items()):
+            if reader.resumable and session is not None:
+                # R-UPR-2: the reader waits; the session holds it for a resume.
+                del peer.uploads[handle]
+                reader._peer = None
+                reader._parked = session
+                session.uploads[(reader.channel, reader.stream_id)] = reader
+            elif reader.outcome is None:
+                self._detach_upload(peer, handle)._finish(
+                    (ErrorCode.UPLOAD_DISCONNECTED, "the uploader disconnected")
+                )
+            else:  # ended, its result not given yet: no one to give it to
+                self._detach_upload(peer, handle)._peer = None
         if session is None:  # no handshake, so no requests either
             return
         self._park_all(peer, session)
@@ -1283,6 +1348,14 @@ class Hub:
         session.expires_at = -1.0
         if session.peer is None:
             self._sessions.pop(session.token, None)
+        uploads = session.uploads
+        session.uploads = {}
+        session.completed.clear()
+        for reader in uploads.values():
+            reader._parked = None
+            self._release_upload_id(reader)
+            if reader.outcome is None:
+                reader._finish((ErrorCode.UPLOAD_DISCONNECTED, "the uploader did not resume"))
         parked = session.parked
         session.parked = {}
         for subs in parked.values():
@@ -1608,11 +1681,7 @@ class Hub:
         stream = channel._stream(event.stream_id)
         if stream is None:
             if self._shared and not looked_up:  # maybe another process's: ask the store
-                key = (channel.name, event.stream_id)
-                waiting = self._lookups.setdefault(key, [])
-                waiting.append((peer, event))
-                if len(waiting) == 1:
-                    self._request(Lookup(key, channel.options.replay))
+                self._look_up(channel, peer, event)
                 return
             conn.reject(event.handle, ErrorCode.UNKNOWN_STREAM, f"no stream {event.stream_id!r}")
             return
@@ -1717,7 +1786,7 @@ class Hub:
             if early is not None:  # the client failed its direction before the ACCEPT
                 reader._finish(early)
             else:  # (if it failed it in this batch of events, its UploadFailed comes next)
-                self._attach_upload(peer, event.handle, reader, channel)
+                self._attach_upload(peer, event.handle, reader)
         try:
             if reader is not None:
                 cast(BidiHandler, channel.on_bidi)(producer, reader, event.args)
@@ -1729,6 +1798,17 @@ class Hub:
                 producer.fail(*handler_failure(exc))
             if reader is not None:
                 reader.cancel(*handler_failure(exc))
+
+    def _look_up(
+        self, channel: Channel, peer: Peer, event: SubscribeRequested | StatusRequested
+    ) -> None:
+        """Ask the shared store for a stream this process does not have; ``event`` is
+        answered when the store does (:meth:`_on_loaded`). One Lookup per stream at a time."""
+        key = (channel.name, event.stream_id)
+        waiting = self._lookups.setdefault(key, [])
+        waiting.append((peer, event))
+        if len(waiting) == 1:
+            self._request(Lookup(key, channel.options.replay))
 
     # -- queries: status, list, delete (spec section 5.5) -------------------------------------
 
@@ -1747,8 +1827,11 @@ class Hub:
         channel = self._admit(peer, handle, event.channel, kind, event)
         if channel is None:
             return
-        if kind is RequestKind.STATUS:
-            conn.answer_streams(handle, [self._entry(channel, event.stream_id)])
+        if isinstance(event, StatusRequested):
+            if self._shared and channel._stream(event.stream_id) is None:
+                self._look_up(channel, peer, event)  # maybe another process's: ask the store
+            else:
+                conn.answer_streams(handle, [self._entry(channel, event.stream_id)])
         elif not channel.options.allow_delete:
             conn.reject(handle, ErrorCode.NOT_ALLOWED, "this channel does not delete streams")
         else:
@@ -1975,6 +2058,13 @@ class Hub:
         channel = self._admit(peer, event.handle, event.channel, RequestKind.UPLOAD, event)
         if channel is None:
             return
+        session = cast(_Session, peer.session)  # requests come after the handshake
+        parked = session.uploads.get((channel.name, event.stream_id))
+        if event.resume or (event.resumable and parked is not None and parked._received == 0):
+            # A resume; or the request again of a parked upload whose ACCEPT was lost with its
+            # connection, so that none of it can have arrived (R-UPR-4).
+            self._resume_upload(peer, channel, event)
+            return
         if event.stream_id in channel._upload_ids:
             why = f"upload {event.stream_id!r} is open"
             conn.reject(event.handle, ErrorCode.STREAM_EXISTS, why)
@@ -1993,8 +2083,10 @@ class Hub:
         else:
             reader.args = event.args
             handler = None
+        reader.resumable = event.resumable
+        reader.wants_result = event.result
         conn.accept(event.handle, stream_id=reader.stream_id)
-        self._attach_upload(peer, event.handle, reader, channel)
+        self._attach_upload(peer, event.handle, reader)
         if handler is not None:
             try:
                 handler(reader)
@@ -2002,19 +2094,79 @@ class Hub:
                 log.exception("upload handler of %s failed", channel.name)
                 reader.cancel(*handler_failure(exc))
 
-    @staticmethod
-    def _attach_upload(peer: Peer, handle: int, reader: UploadReader, channel: Channel) -> None:
+    def _attach_upload(self, peer: Peer, handle: int, reader: UploadReader) -> None:
         reader._peer = peer
         reader._handle = handle
+        reader._finishing = False
         peer.uploads[handle] = reader
+        channel = self._channels[reader.channel]
         channel._uploads += 1
         if not reader._bidi:
             channel._upload_ids.add(reader.stream_id)
 
     def _detach_upload(self, peer: Peer, handle: int) -> UploadReader:
         reader = peer.uploads.pop(handle)
+        self._release_upload_id(reader)
+        return reader
+
+    def _release_upload_id(self, reader: UploadReader) -> None:
         channel = self._channels[reader.channel]
         channel._uploads -= 1
         if not reader._bidi:
             channel._upload_ids.discard(reader.stream_id)
-        return reader
+
+    def _resume_upload(self, peer: Peer, channel: Channel, event: UploadRequested) -> None:
+        """UPLOAD with flag RESUME: take over the session's parked upload, or a completed
+        one whose result may have been lost (R-UPR-4..6)."""
+        session = cast(_Session, peer.session)  # requests come after the handshake
+        key = (channel.name, event.stream_id)
+        reader = session.uploads.pop(key, None)
+        if reader is not None:  # parked: still counted in the channel
+            reader._parked = None
+            self._release_upload_id(reader)
+        else:
+            reader = session.completed.pop(key, None)
+            if reader is None or event.stream_id in channel._upload_ids:
+                why = f"no parked upload {event.stream_id!r} to resume"
+                peer.conn.reject(event.handle, ErrorCode.UNKNOWN_UPLOAD, why)
+                return
+        peer.conn.accept(
+            event.handle,
+            stream_id=reader.stream_id,
+            first_seq=reader._received + 1,
+            held=reader._held,
+        )
+        self._attach_upload(peer, event.handle, reader)
+
+    def _on_upload_ended(self, peer: Peer, handle: int) -> None:
+        reader = peer.uploads[handle]
+        if reader.outcome is None:
+            reader.outcome = (0, "")
+            reader._notify()
+        if reader.wants_result and reader._result is None:
+            reader._finishing = True  # the handle waits in FINISHING for set_result
+            return
+        if reader.wants_result:
+            self._send_result(peer, reader)
+            return
+        self._detach_upload(peer, handle)
+        reader._peer = None
+        self._completed(peer, reader)
+
+    def _send_result(self, peer: Peer, reader: UploadReader) -> None:
+        """UPLOAD_RESULT for an ended upload whose result is set; the handle closes."""
+        handle = reader._handle
+        peer.conn.send_upload_result(handle, cast(bytes, reader._result))
+        self._detach_upload(peer, handle)
+        reader._peer = None
+        self._dirty.add(peer)
+        self._completed(peer, reader)
+
+    @staticmethod
+    def _completed(peer: Peer, reader: UploadReader) -> None:
+        if not reader.resumable:
+            return
+        done = cast(_Session, peer.session).completed
+        done[(reader.channel, reader.stream_id)] = reader
+        if len(done) > COMPLETED_KEPT:
+            done.popitem(last=False)

@@ -65,6 +65,7 @@ class HState(enum.Enum):
     REQUESTED = "REQUESTED"  # request sent or received, no ACCEPT/REJECT yet
     ACTIVE = "ACTIVE"  # accepted; data flows
     DRAINING = "DRAINING"  # END or ERROR sent/received; data up to its last_seq still flows
+    FINISHING = "FINISHING"  # an upload taken whole after END; its UPLOAD_RESULT is to come
     CLOSED = "CLOSED"
 
 
@@ -95,10 +96,17 @@ class Input(enum.Enum):
     RECV_CREDIT = "RECV_CREDIT"
     SEND_STREAMS = "SEND_STREAMS"
     RECV_STREAMS = "RECV_STREAMS"
+    SEND_UPLOAD_ACK = "SEND_UPLOAD_ACK"
+    RECV_UPLOAD_ACK = "RECV_UPLOAD_ACK"
+    SEND_UPLOAD_RESULT = "SEND_UPLOAD_RESULT"
+    RECV_UPLOAD_RESULT = "RECV_UPLOAD_RESULT"
     DRAINED = "DRAINED"
+    #: DRAINED after END on an upload that ends with UPLOAD_RESULT (flag RESUMABLE or RESULT).
+    AWAIT_RESULT = "AWAIT_RESULT"
 
 
 _RQ, _AC, _DR, _CL = HState.REQUESTED, HState.ACTIVE, HState.DRAINING, HState.CLOSED
+_FN = HState.FINISHING
 I = Input  # noqa: E741 - table shorthand
 
 #: (state, input) -> new state, per side. Anything missing is illegal (rule 3).
@@ -154,6 +162,15 @@ HANDLE_TRANSITIONS: Final[dict[Side, dict[tuple[HState, Input], HState]]] = {
         (_DR, I.RECV_CREDIT): _DR,
         (_DR, I.RECV_UPLOAD_CANCEL): _CL,
         (_DR, I.DRAINED): _CL,
+        # Resumable and result uploads (section 9.1): acknowledged as the server takes
+        # them, and closed by UPLOAD_RESULT (or UPLOAD_CANCEL) once all of it went out.
+        (_AC, I.RECV_UPLOAD_ACK): _AC,
+        (_DR, I.RECV_UPLOAD_ACK): _DR,
+        (_DR, I.AWAIT_RESULT): _FN,
+        (_FN, I.RECV_UPLOAD_ACK): _FN,
+        (_FN, I.RECV_CREDIT): _FN,
+        (_FN, I.RECV_UPLOAD_RESULT): _CL,
+        (_FN, I.RECV_UPLOAD_CANCEL): _CL,
     },
     Side.SERVER_UPLOAD: {
         (_RQ, I.SEND_ACCEPT): _AC,
@@ -168,6 +185,13 @@ HANDLE_TRANSITIONS: Final[dict[Side, dict[tuple[HState, Input], HState]]] = {
         (_DR, I.SEND_CREDIT): _DR,
         (_DR, I.SEND_UPLOAD_CANCEL): _CL,
         (_DR, I.DRAINED): _CL,
+        (_AC, I.SEND_UPLOAD_ACK): _AC,
+        (_DR, I.SEND_UPLOAD_ACK): _DR,
+        (_DR, I.AWAIT_RESULT): _FN,
+        (_FN, I.SEND_CREDIT): _FN,
+        (_FN, I.SEND_UPLOAD_ACK): _FN,
+        (_FN, I.SEND_UPLOAD_RESULT): _CL,
+        (_FN, I.SEND_UPLOAD_CANCEL): _CL,
     },
     # A query (status, list, delete) is one request and one answer: STREAMS or REJECT.
     Side.CLIENT_QUERY: {
@@ -223,6 +247,12 @@ BIDI_ROUTES: Final[dict[Input, Direction]] = {
     I.RECV_CANCEL: _TX,
     I.RECV_UNSUBSCRIBE: _TX,
     I.RECV_UPLOAD_CANCEL: _TX,
+    # (A bidirectional stream's client direction is never resumable: these never reach it;
+    # routed by the same rule, so that the table covers every input of both machines.)
+    I.SEND_UPLOAD_ACK: _RX,
+    I.SEND_UPLOAD_RESULT: _RX,
+    I.RECV_UPLOAD_ACK: _TX,
+    I.RECV_UPLOAD_RESULT: _TX,
 }
 
 _RECV: Final[dict[int, Input]] = {
@@ -237,6 +267,8 @@ _RECV: Final[dict[int, Input]] = {
     FrameType.UPLOAD_CANCEL: Input.RECV_UPLOAD_CANCEL,
     FrameType.CREDIT: Input.RECV_CREDIT,
     FrameType.STREAMS: Input.RECV_STREAMS,
+    FrameType.UPLOAD_ACK: Input.RECV_UPLOAD_ACK,
+    FrameType.UPLOAD_RESULT: Input.RECV_UPLOAD_RESULT,
 }
 
 

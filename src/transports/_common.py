@@ -76,7 +76,9 @@ from streamproto import (
     StreamsReceived,
     StreamState,
     UploadCancelled,
+    UploadCompleted,
     UploadReader,
+    UploadResumePoint,
     Writable,
     WriteResult,
     handler_failure,
@@ -99,6 +101,7 @@ __all__ = [
     "AsyncQueries",
     "Backoff",
     "BidiBase",
+    "Bidis",
     "ClientBase",
     "ClientCore",
     "ClientStatistics",
@@ -120,6 +123,7 @@ __all__ = [
     "SubscriptionCore",
     "UploadBase",
     "UploadCore",
+    "Uploads",
     "Url",
     "handler_failed",
     "parse_url",
@@ -862,18 +866,35 @@ class SubscriptionCore:
 class UploadCore:
     """The shared state of one client upload."""
 
-    def __init__(self, core: ClientCore, channel: str, stream_id: str, args: bytes) -> None:
+    def __init__(
+        self,
+        core: ClientCore,
+        channel: str,
+        stream_id: str,
+        args: bytes,
+        *,
+        resumable: bool = False,
+        result: bool = False,
+    ) -> None:
         self.core = core
         self.channel = channel
         self.stream_id = stream_id
         self.args = args
+        self.resumable = resumable
+        self.wants_result = result
         self.handle = 0
         self.accepted = False
         self.error: StreamError | None = None
         self.done = False
-        #: True once END (or ERROR) and every queued chunk went out: the upload is over on
-        #: this side. The protocol has no acknowledgement after that (spec R-UP-5).
+        #: True once the upload is over on this side: END (or ERROR) and every queued chunk
+        #: went out, and for an upload with a result (or a resumable one) UPLOAD_RESULT came.
         self.drained = False
+        #: What UPLOAD_RESULT carried (b"" without one).
+        self.result = b""
+        #: Where a resumable upload stands while its connection is gone (spec R-UPR-4).
+        self.point: UploadResumePoint | None = None
+        #: END was asked for while a resume waited for its ACCEPT: sent once it comes.
+        self.end_pending = False
         self.notify: Callable[[], None] = lambda: None
 
     def write(self, chunk: bytes) -> WriteResult:
@@ -882,6 +903,8 @@ class UploadCore:
         if self.error is not None:
             raise self.error
         conn = self.core.conn
+        if self.point is not None and not self.done:
+            return WriteResult.BLOCKED  # resumed on the next connection, then notified
         if conn is None or self.done:
             raise StreamError(ErrorCode.STREAM_CLOSED, "the upload is finished")
         result = conn.send_data(self.handle, chunk)
@@ -904,14 +927,24 @@ class UploadCore:
         self.fail(code if isinstance(code, int) and code > 0 else ErrorCode.CANCELLED, str(exc))
 
     def end(self) -> None:
-        """Finish the upload: END goes out now, queued chunks follow under credit."""
+        """Finish the upload: END goes out now, queued chunks follow under credit (a
+        suspended resumable upload ends once resumed)."""
         if self.error is not None:
             raise self.error
         conn = self.core.conn
-        if conn is not None and not self.done:
+        if self.done:
+            return
+        if self.point is not None:  # suspended: the resume ends it (spec R-UPR-5)
             self.done = True
-            conn.send_end(self.handle)
+            self.point = attrs.evolve(self.point, ended=True)
+            return
+        if conn is not None:
+            self.done = True
             self.core._ending.add(self)
+            if conn.handle_state(self.handle) is HState.REQUESTED:
+                self.end_pending = True  # a resume not answered yet
+            else:
+                conn.send_end(self.handle)
 
     def fail(self, code: int, message: str = "") -> None:
         """Fail the upload with ``code``."""
@@ -932,6 +965,7 @@ class UploadCore:
         if self.error is None and not self.drained:
             self.error = error
         self.done = True
+        self.point = None
         self.core._ending.discard(self)
         self.notify()
 
@@ -1048,6 +1082,8 @@ class ClientCore(Stepping):
         self._uploads: dict[int, UploadCore] = {}
         self._queries: dict[int, QueryCore] = {}
         self._ending: set[UploadCore] = set()  # ended or failed uploads still draining
+        #: Resumable uploads whose connection was lost, resumed on the next one (R-UPR-4).
+        self._suspended: list[UploadCore] = []
         self.on_ready: Callable[[], None] = lambda: None
 
     # -- connection lifecycle -------------------------------------------------------------------
@@ -1107,10 +1143,18 @@ class ClientCore(Stepping):
             payload += conn.data_to_send(max_bytes) if framing.ready else b""
         if self.tap is not None:
             self.tap.sent(payload)
-        if self._ending:
-            # A cancel would have come as an event above; a handle closed without one drained.
-            sending = Direction.SENDING  # (a bidirectional handle's other direction may run on)
-            for up in [u for u in self._ending if conn.handle_state(u.handle, sending) is _CLOSED]:
+        if self._ending and (not conn.closed or self.close_code == ErrorCode.NO_ERROR):
+            # A cancel would have come as an event above; a handle closed without one drained
+            # (not one the connection's failure closed: ``lost`` fails those). An upload with
+            # a result closes on UPLOAD_RESULT, an event too. A bidirectional handle's other
+            # direction may run on: its sending direction is the upload.
+            sending = Direction.SENDING
+            for up in [
+                u
+                for u in self._ending
+                if not (u.wants_result or u.resumable)
+                and conn.handle_state(u.handle, sending) is _CLOSED
+            ]:
                 up.drained = True
                 self._ending.discard(up)
                 self._uploads.pop(up.handle, None)
@@ -1164,8 +1208,9 @@ class ClientCore(Stepping):
 
     def lost(self, error: StreamError | None = None) -> None:
         """The socket is gone. Open subscriptions wait for the next connection (or fail if
-        reconnecting is off); uploads fail, since uploads are not replayed."""
-        if self.conn is not None and self.failure is None:
+        reconnecting is off); resumable uploads wait for it too, other uploads fail."""
+        conn = self.conn
+        if conn is not None and self.failure is None:
             lost = error or self.terminated
             self.log.info("connection lost: %s", describe(lost.code, lost.message))
         self.conn = None
@@ -1173,8 +1218,21 @@ class ClientCore(Stepping):
         self.ready = False
         lost = error or self.terminated
         for upload in list(self._uploads.values()):
-            upload._fail(lost)
+            point = None if conn is None else conn.upload_resume_point(upload.handle)
+            if point is not None and self.failure is None:
+                # Resumed on the next connection (spec R-UPR-4), with END again if it ended.
+                upload.point = attrs.evolve(point, ended=point.ended or upload.end_pending)
+                upload.handle = 0
+                upload.end_pending = False
+                self._ending.discard(upload)
+                self._suspended.append(upload)
+            else:
+                upload._fail(lost)
         self._uploads.clear()
+        if self.failure is not None:  # giving up: nothing will be resumed
+            for upload in self._suspended:
+                upload._fail(lost)
+            self._suspended.clear()
         queries = list(self._queries.values())  # a query is not repeated: it fails
         self._queries.clear()
         for q in queries:
@@ -1251,15 +1309,24 @@ class ClientCore(Stepping):
             self._send_pending()
         return sub
 
-    def upload(self, channel: str, stream_id: str = "", args: bytes = b"") -> UploadCore:
-        """A new upload (requires a ready connection)."""
+    def upload(
+        self,
+        channel: str,
+        stream_id: str = "",
+        args: bytes = b"",
+        *,
+        resumable: bool = False,
+        result: bool = False,
+    ) -> UploadCore:
+        """A new upload (requires a ready connection). ``resumable``: it survives a
+        reconnect; ``result``: the server answers it with a result (spec section 9.1)."""
         self._check_usable()
         conn = self.conn
         if conn is None or not self.ready or conn.state is not ConnState.OPEN:
             raise ConnectionLost(ErrorCode.CONNECTION_LOST, "not connected")
-        up = UploadCore(self, channel, stream_id, args)
+        up = UploadCore(self, channel, stream_id, args, resumable=resumable, result=result)
         try:
-            up.handle = conn.upload(channel, stream_id, args)
+            up.handle = conn.upload(channel, stream_id, args, resumable=resumable, result=result)
         except LocalProtocolError as exc:
             if exc.code != ErrorCode.HANDLE_EXHAUSTED:
                 raise
@@ -1451,6 +1518,13 @@ class ClientCore(Stepping):
                 up = self._uploads.pop(event.handle, None)
                 if up is not None:
                     up._fail(StreamError(event.code, event.message or "upload cancelled"))
+            elif isinstance(event, UploadCompleted):
+                up = self._uploads.pop(event.handle, None)
+                if up is not None:
+                    up.result = event.result
+                    up.drained = True
+                    self._ending.discard(up)
+                    up.notify()
             elif isinstance(event, OverflowWarning):
                 self.overflows += 1
                 sub = subs.get(event.handle)
@@ -1496,6 +1570,9 @@ class ClientCore(Stepping):
         if up is not None:
             up.accepted = True
             up.stream_id = event.stream_id
+            if up.end_pending:  # ended while its resume waited for this ACCEPT
+                up.end_pending = False
+                cast(Connection, self.conn).send_end(event.handle)
             up.notify()
 
     def _on_handshake(self, event: HandshakeCompleted) -> None:
@@ -1514,7 +1591,22 @@ class ClientCore(Stepping):
         self.ready = True
         self.attempt = 0
         self._send_pending()
+        self._resume_uploads()
         self.on_ready()
+
+    def _resume_uploads(self) -> None:
+        """Continue the suspended resumable uploads on the new connection (R-UPR-4): the
+        server answers with where to go on from, or UNKNOWN_UPLOAD if it kept none."""
+        conn = cast(Connection, self.conn)
+        suspended, self._suspended = self._suspended, []
+        for up in suspended:
+            point = cast(UploadResumePoint, up.point)
+            up.point = None
+            up.handle = conn.resume_upload(point)
+            self._uploads[up.handle] = up
+            if point.ended:
+                self._ending.add(up)
+            up.notify()
 
 
 # -- what the backends' public classes share ----------------------------------------------------
@@ -1537,6 +1629,9 @@ if TYPE_CHECKING:
     _V = _TypeVar("_V", default=bytes)
 else:
     _V = TypeVar("_V")
+#: A backend's client upload class.
+_UP = TypeVar("_UP", bound="UploadBase")
+_BI = TypeVar("_BI", bound="BidiBase")
 #: A value type of a codec.
 _W = TypeVar("_W")
 
@@ -1731,7 +1826,8 @@ class ServerBase(abc.ABC, Generic[_P, _U]):
             upload_handler = on_upload
 
             def upload_cb(reader: UploadReader) -> None:
-                self._start(upload_handler, reader, self._upload(reader))
+                upload = self._upload(reader)
+                self._start(upload._serve, reader, upload_handler)
 
         if on_bidi is not None:
             bidi_handler = on_bidi
@@ -2041,12 +2137,45 @@ async def _close_source(items: AsyncIterator[Any] | Iterator[Any]) -> None:
             close_sync()
 
 
-class ServerUploadBase:
+class ServerUploadBase(abc.ABC):
     """The non-waiting half of a backend's ``ServerUpload``."""
 
     def __init__(self, server: ServerBase[Any, Any], reader: UploadReader) -> None:
         self.reader = reader
         self._server = server
+        #: The codec of the channel: a handler's return value is encoded with it.
+        self.codec: Codec[Any] | None = server._codecs.get(reader.channel)
+
+    @property
+    def wants_result(self) -> bool:
+        """Whether the uploader waits for a result: what the handler returns (spec R-UPR-7)."""
+        return self.reader.wants_result
+
+    @abc.abstractmethod
+    def _serve(self, handler: Callable[[Any], Any]) -> Any:
+        """Run ``handler(self)`` and give what it returns to :meth:`_returned` (each backend:
+        a coroutine function, or a plain function for threads)."""
+
+    def _returned(self, value: object) -> None:
+        """The handler returned ``value``: the upload's result, if the uploader wants one
+        (``bytes``, or a value of the channel's codec; None is an empty result)."""
+        if not self.reader.wants_result:
+            return
+        if value is None:
+            result = b""
+        elif self.codec is not None:
+            result = self.codec.encode(value)
+        elif isinstance(value, bytes | bytearray | memoryview):
+            result = bytes(value)
+        else:
+            raise StreamError(
+                ErrorCode.INVALID_ARGUMENT, "an upload handler's result must be bytes or None"
+            )
+        with self._server._lock:
+            if self.reader._result is None and not (
+                self.reader.outcome is not None and self.reader.outcome[0]
+            ):
+                self.reader.set_result(result)
 
     @property
     def stream_id(self) -> str:
@@ -2215,6 +2344,54 @@ class ClientBase(abc.ABC, Generic[_S, _SG]):
         """Supplied by each backend."""
 
 
+class Uploads(Generic[_UP]):
+    """The ``upload`` call of the backends' clients (mixed into a :class:`ClientBase`): the
+    backend names its upload class in ``_upload_type``."""
+
+    _upload_type: type[_UP]
+
+    def upload(
+        self,
+        channel: str,
+        stream_id: str = "",
+        args: bytes = b"",
+        *,
+        resumable: bool = False,
+        result: bool = False,
+    ) -> _UP:
+        """An upload, used as ``async with client.upload(...) as up`` (the thread backend:
+        ``with``). ``resumable``: it survives a reconnect, going on from what the server took
+        (the server must announce it, else INVALID_STATE; docs/channels.md); ``result``:
+        ``up.result()`` after the block returns what the server's handler returned (async
+        backends: ``await up.result()``)."""
+        client = cast("ClientBase[Any, Any]", self)
+        return self._upload_type(
+            client, channel, stream_id, args, resumable=resumable, result=result
+        )
+
+
+class Bidis(Generic[_BI]):
+    """The ``bidi`` call of the backends' clients (mixed into a :class:`ClientBase`): the
+    backend names its bidirectional stream class in ``_bidi_type``."""
+
+    _bidi_type: type[_BI]
+
+    def bidi(
+        self,
+        channel: str,
+        args: bytes = b"",
+        *,
+        stream_id: str = "",
+        policy: OverflowPolicy = OverflowPolicy.DEFAULT,
+        priority: int = 0,
+    ) -> _BI:
+        """A bidirectional stream on ``channel`` (whose server registered ``on_bidi``), used
+        as ``async with client.bidi(...) as stream`` (the thread backend: ``with``): it writes
+        the client's direction and iterates the server's (docs/channels.md)."""
+        client = cast("ClientBase[Any, Any]", self)
+        return self._bidi_type(client, channel, stream_id, args, policy=policy, priority=priority)
+
+
 class AsyncQueries(abc.ABC):
     """The status, list and delete calls of the asyncio and trio clients; each supplies
     ``_ask``: wait for a ready connection, send the query, wait for its answer."""
@@ -2327,11 +2504,24 @@ class UploadBase:
     """The non-waiting half of a backend's client ``Upload``."""
 
     def __init__(
-        self, client: ClientBase[Any, Any], channel: str, stream_id: str, args: bytes
+        self,
+        client: ClientBase[Any, Any],
+        channel: str,
+        stream_id: str,
+        args: bytes,
+        *,
+        resumable: bool = False,
+        result: bool = False,
     ) -> None:
         self._client = client
         self._args = (channel, stream_id, args)
+        self._resumable = resumable
+        self._wants_result = result
         self._core: UploadCore | None = None
+        self._made()
+
+    def _made(self) -> None:
+        """Where a backend sets up its wakeup primitive, at the end of ``__init__``."""
 
     @property
     def stream_id(self) -> str:
@@ -2341,7 +2531,9 @@ class UploadBase:
     def _begin(self, notify: Callable[[], None]) -> UploadCore:
         """Send the UPLOAD request (the client must be ready)."""
         with self._client._lock:
-            core = self._client.core.upload(*self._args)
+            core = self._client.core.upload(
+                *self._args, resumable=self._resumable, result=self._wants_result
+            )
             core.notify = notify
             self._core = core
             self._client._wake()
@@ -2351,6 +2543,13 @@ class UploadBase:
         if self._core is None:
             raise StreamError(ErrorCode.INVALID_STATE, "use the upload as a context manager")
         return self._core
+
+    def _result(self) -> bytes:
+        """The result of a settled upload (raises its error)."""
+        core = self._started()
+        if core.error is not None:
+            raise core.error
+        return core.result
 
     def _finish(self, exc: BaseException | None) -> None:
         """Leaving the block: END, or ERROR with the exception's code."""

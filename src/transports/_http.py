@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from collections.abc import Callable
 from typing import Final
 
@@ -47,6 +48,29 @@ log = logging.getLogger("transports.http")
 
 #: Bytes of a pipelined request kept while the current response runs; past it, reading stops.
 _PIPELINE_LIMIT: Final = 64 << 10
+
+#: The fields h11 frames a message by: they go through h11, which decides the framing.
+_FRAMING: Final = frozenset({"content-length", "transfer-encoding", "connection"})
+#: Field lines as RFC 9110 allows them: a token, a colon, a value of visible ASCII or
+#: obs-text with inner spaces and tabs (the leading and trailing whitespace is checked apart).
+_FIELD_LINES: Final = re.compile(r"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*\n)*")
+
+
+def _split_head(fields: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], bytes] | None:
+    """The framing fields for h11 and the other fields' lines, or None if a field is not
+    valid (then h11 gets them all, and its validation raises).
+
+    h11 validates every field of a response again for each framing field it sets (three
+    times more for a streamed response), and a response's head is on the path of the first
+    event: the fields h11 does not frame by are checked here once, in one match, and go
+    into the head h11 wrote for the rest."""
+    framing = [field for field in fields if field[0] in _FRAMING]
+    others = [field for field in fields if field[0] not in _FRAMING]
+    text = "".join(f"{name}:{value}\n" for name, value in others)
+    if not _FIELD_LINES.fullmatch(text) or any(v != v.strip(" \t") for _, v in others):
+        return None
+    lines = "".join(f"{name}: {value}\r\n" for name, value in others)
+    return framing, lines.encode("latin-1")
 
 
 class HttpDriver(Stepping):
@@ -428,7 +452,13 @@ class HttpDriver(Stepping):
                 or (exchange.done and self._h11.their_state is not h11.DONE)
             ):
                 fields.append(("connection", "close"))
-            self._send(h11.Response(status_code=status, headers=fields))
+            split = _split_head(fields)
+            if split is None:
+                self._send(h11.Response(status_code=status, headers=fields))
+            else:
+                head = self._h11.send(h11.Response(status_code=status, headers=split[0]))
+                at = head.index(b"\r\n") + 2  # after the status line (h11 always writes one)
+                self._out.append(head[:at] + split[1] + head[at:])
         body = exchange.take_body()
         if body and self._h11.our_state is h11.SEND_BODY:
             self._send(h11.Data(data=body))

@@ -46,9 +46,12 @@ the asyncio, trio and thread backends are made of:
   moved); ``ClientBase._wake`` (flush the stream soon) and ``_subscription`` (wrap a
   :class:`SubscriptionCore`); ``AsyncQueries._ask`` (status, list and delete of an async
   client: wait until ready, send ``ClientBase._query(request, notify)``, wait for
-  :class:`QueryCore` ``.done``); and ``_lock``, held around every call into the core (a real lock
-  only where threads share it). The bases call ``ServerBase._driver(framing, clock, wakeup)``
-  for each accepted stream and ``ServerBase._gone(driver)`` when it ends. These underscored
+  :class:`QueryCore` ``.done``); ``ServerUploadBase._serve`` (run an upload handler and give
+  what it returns to ``_returned``, the upload's result); ``Uploads._upload_type`` (the
+  client's upload class, an :class:`UploadBase`, whose ``_made`` sets up its wakeup); and
+  ``_lock``, held around every call into the core (a real lock only where threads share it).
+  The bases call ``ServerBase._driver(framing, clock, wakeup)`` for each accepted stream and
+  ``ServerBase._gone(driver)`` when it ends. These underscored
   names are hooks for subclasses, not for applications, and are as stable as the public ones.
 
 :mod:`transports.testing` (``Adapter``, ``pair_factory``) and
@@ -77,6 +80,7 @@ from ._common import (
     SubscriptionCore,
     UploadBase,
     UploadCore,
+    Uploads,
     always_reads,
     handler_failed,
     read_upload,
@@ -132,6 +136,7 @@ __all__ = [
     "UnknownSchemeError",
     "UploadBase",
     "UploadCore",
+    "Uploads",
     "Url",
     "WsFraming",
     "always_reads",

@@ -19,7 +19,6 @@ from streamproto import (
     ErrorCode,
     HttpOptions,
     Hub,
-    OverflowPolicy,
     Producer,
     UploadReader,
     WriteResult,
@@ -33,6 +32,7 @@ from ._common import (
     AsyncQueries,
     Backoff,
     BidiBase,
+    Bidis,
     ClientBase,
     ClientCore,
     Gap,
@@ -45,6 +45,7 @@ from ._common import (
     SubscriptionCore,
     UploadBase,
     UploadCore,
+    Uploads,
     handler_failed,
     parse_url,
     read_upload,
@@ -193,6 +194,9 @@ class ServerUpload(ServerUploadBase):
         super().__init__(server, reader)
         self._event = asyncio.Event()
         reader.on_readable = self._event.set
+
+    async def _serve(self, handler: Callable[[ServerUpload], Awaitable[object]]) -> None:
+        self._returned(await handler(self))
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self
@@ -588,8 +592,7 @@ class Upload(UploadBase):
 
     _client: Client
 
-    def __init__(self, client: Client, channel: str, stream_id: str, args: bytes) -> None:
-        super().__init__(client, channel, stream_id, args)
+    def _made(self) -> None:
         self._event = asyncio.Event()
 
     async def __aenter__(self) -> Upload:
@@ -632,6 +635,13 @@ class Upload(UploadBase):
             await self._event.wait()
         return core
 
+    async def result(self) -> bytes:
+        """The server's answer to the upload, once it is complete: what the handler returned
+        (with ``result=True``; b"" otherwise). Raises the upload's error. Call it after the
+        ``async with`` block, which ends the upload."""
+        await self._drained()
+        return self._result()
+
 
 class Bidi(BidiBase, Upload):
     """A bidirectional stream: ``async with client.bidi(channel, args) as stream``, then
@@ -671,8 +681,16 @@ class Bidi(BidiBase, Upload):
             await self._drained()
 
 
-class Client(ClientBase[Subscription[bytes], Subscription[bytes | Gap]], AsyncQueries):
+class Client(
+    ClientBase[Subscription[bytes], Subscription[bytes | Gap]],
+    Uploads[Upload],
+    Bidis[Bidi],
+    AsyncQueries,
+):
     """A connection to a streamproto server that reconnects and resumes (from :func:`connect`)."""
+
+    _upload_type = Upload
+    _bidi_type = Bidi
 
     def __init__(self, core: ClientCore) -> None:
         super().__init__(core)
@@ -758,23 +776,6 @@ class Client(ClientBase[Subscription[bytes], Subscription[bytes | Gap]], AsyncQu
         self._timer = self._timer_at = None
         self.core.timer()
         self._flush()
-
-    def upload(self, channel: str, stream_id: str = "", args: bytes = b"") -> Upload:
-        """An upload, used as ``async with client.upload(...) as up``."""
-        return Upload(self, channel, stream_id, args)
-
-    def bidi(
-        self,
-        channel: str,
-        args: bytes = b"",
-        *,
-        stream_id: str = "",
-        policy: OverflowPolicy = OverflowPolicy.DEFAULT,
-        priority: int = 0,
-    ) -> Bidi:
-        """A bidirectional stream on ``channel`` (whose server registered ``on_bidi``),
-        used as ``async with client.bidi(...) as stream`` (see :class:`Bidi`)."""
-        return Bidi(self, channel, stream_id, args, policy=policy, priority=priority)
 
     async def _ask(self, request: QueryRequest) -> QueryCore:
         await self._ready()

@@ -18,7 +18,7 @@ import socket
 import struct
 import time
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 from urllib.parse import urlsplit
 
 import attrs
@@ -50,7 +50,9 @@ from streamproto._frames import (
     Subscribe,
     Unknown,
     Upload,
+    UploadAck,
     UploadCancel,
+    UploadResult,
     Welcome,
     encode,
 )
@@ -62,11 +64,12 @@ from streamproto.testing.reference import (
     MANY,
     UPLOAD_CANCEL_AFTER,
     slow_chunk,
+    upload_result,
 )
 
 from ._schemes import Url, endpoint, parse_url
 
-__all__ = ["CASES", "SCHEMES", "CaseResult", "RawPeer", "Report", "features", "run"]
+__all__ = ["CASES", "SCHEMES", "CaseResult", "RawPeer", "Report", "run"]
 
 # -- a raw peer ---------------------------------------------------------------------------------
 
@@ -248,16 +251,16 @@ class Case:
     #: The URL schemes the case applies to (a WebSocket rule has nothing to check over TCP;
     #: an ``http://`` server runs the binary cases over its WebSocket upgrade, and the H cases).
     schemes: tuple[str, ...] = SCHEMES
-    #: The FEATURES bit of the optional part the case checks: skipped (and said so) when the
-    #: server's WELCOME does not announce it.
-    feature: Feature | None = None
+    #: The FEATURES bit of the optional part it checks (0: none): a server that does not
+    #: announce it skips the case (R-VER-5).
+    feature: int = 0
 
 
 CASES: list[Case] = []
 
 
 def case(
-    case_id: str, *rules: str, schemes: tuple[str, ...] = SCHEMES, feature: Feature | None = None
+    case_id: str, *rules: str, schemes: tuple[str, ...] = SCHEMES, feature: int = 0
 ) -> Callable[[Callable[[RawPeer], None]], Callable[[RawPeer], None]]:
     def register(check: Callable[[RawPeer], None]) -> Callable[[RawPeer], None]:
         title = " ".join((check.__doc__ or "").split())  # a docstring may wrap
@@ -1093,6 +1096,98 @@ def _c36(peer: RawPeer) -> None:
         raise AssertionError(f"the priority-3 subscription got {high} of the first 32 chunks")
 
 
+# -- resumable uploads and results (spec section 9.1, C60 and up) -------------------------------
+
+_UPR = int(Feature.UPLOAD_RESUME)
+
+
+def _until(peer: RawPeer, handle: int, kind: type) -> tuple[Any, list[Any]]:
+    """Frames of ``handle`` up to one of ``kind``: (it, the frames before it)."""
+    before: list[Any] = []
+    while True:
+        frame = peer.expect(object)
+        if getattr(frame, "handle", None) != handle:
+            continue
+        if isinstance(frame, kind):
+            return frame, before
+        before.append(frame)
+
+
+def _upload_chunks(peer: RawPeer, handle: int, first: int, chunks: list[bytes]) -> None:
+    """Send ``chunks`` from seq ``first``, then a PING whose PONG says the server has them."""
+    peer.send(Data(handle, first, tuple(chunks)), Ping(first))
+    _until_pong(peer, first)
+
+
+def _until_pong(peer: RawPeer, payload: int) -> Pong:
+    while True:
+        frame = peer.expect(object)
+        if isinstance(frame, Pong) and frame.payload == payload:
+            return frame
+
+
+@case("C60", "R-UPR-1", "R-UPR-3", "R-UPR-7", "R-VER-5", feature=_UPR)
+def _c60(peer: RawPeer) -> None:
+    """resumable upload: a RESUMABLE upload is acknowledged as the server reads it (UPLOAD_ACK
+    with the CREDIT it returns, never beyond what was sent) and, after END, closed by an empty
+    UPLOAD_RESULT."""
+    peer.handshake()
+    peer.send(Upload(1, "conformance:upload", "ra-1", b"", resumable=True))
+    accept: Accept = peer.expect(Accept)
+    count = accept.credit_chunks
+    peer.send(Data(1, 1, tuple(b"a%d" % i for i in range(count))))
+    _, before = _until(peer, 1, Credit)
+    acks = [f for f in before if isinstance(f, UploadAck)]
+    if not acks or not 1 <= acks[-1].seq <= count:
+        raise AssertionError(f"expected UPLOAD_ACK of 1..{count} with the CREDIT, got {before}")
+    peer.send(End(1, count))
+    result, _ = _until(peer, 1, UploadResult)
+    if result.payload != b"":
+        raise AssertionError(f"expected an empty UPLOAD_RESULT without RESULT, got {result}")
+
+
+@case("C61", "R-UPR-2", "R-UPR-4", "R-UPR-5", "R-UPR-7", feature=_UPR)
+def _c61(peer: RawPeer) -> None:
+    """resumable upload: after the transport is lost, the resumed session's UPLOAD with RESUME
+    is accepted from the next seq the server expects; the rest follows once, and END is
+    answered with the application's result (RESULT): every chunk counted once."""
+    welcome = peer.handshake()
+    peer.send(Upload(1, "conformance:upload-result", "ra-2", b"", resumable=True, result=True))
+    accept: Accept = peer.expect(Accept)
+    if accept.credit_chunks < 10:
+        raise AssertionError(f"ACCEPT grants {accept.credit_chunks} chunks: 10 needed")
+    _upload_chunks(peer, 1, 1, [b"r-%02d" % i for i in range(1, 11)])
+    peer.close()  # the transport is lost: the upload is parked with the session
+    second = RawPeer(peer.url, peer.timeout)
+    try:
+        second.send(Hello(resume_token=welcome.resume_token))
+        resumed: Welcome = second.expect(Welcome)
+        if not resumed.resumed:
+            raise AssertionError(f"not resumed: {resumed}")
+        flags = {"resumable": True, "result": True, "resume": True}
+        second.send(Upload(1, "conformance:upload-result", "ra-2", b"", **flags))
+        again, _ = _until(second, 1, Accept)
+        if (again.first_seq, again.last_seq) != (11, 10):
+            raise AssertionError(f"expected ACCEPT from seq 11 (1..10 taken), got {again}")
+        second.send(Data(1, 11, tuple(b"r-%02d" % i for i in range(11, 16))), End(1, 15))
+        result, _ = _until(second, 1, UploadResult)
+        if result.payload != upload_result(15, 60):
+            raise AssertionError(f"expected {upload_result(15, 60)!r}, got {result.payload!r}")
+    finally:
+        second.close()
+
+
+@case("C62", "R-UPR-4", feature=_UPR)
+def _c62(peer: RawPeer) -> None:
+    """resumable upload: an UPLOAD with RESUME naming an upload the session does not hold is
+    rejected with UNKNOWN_UPLOAD."""
+    peer.handshake()
+    peer.send(Upload(1, "conformance:upload", "never", b"", resumable=True, resume=True))
+    reject: Reject = peer.expect(Reject)
+    if reject.code != ErrorCode.UNKNOWN_UPLOAD:
+        raise AssertionError(f"expected REJECT UNKNOWN_UPLOAD, got {reject}")
+
+
 # -- HTTP (spec/HTTP.md) -------------------------------------------------------------------------
 
 _HTTP = ("http",)
@@ -1289,7 +1384,7 @@ def _h09(peer: RawPeer) -> None:
     _expect(http_request(url, "GET", "/Not-A-Channel/x"), 400, "INVALID_NAME")
     bogus = http_request(url, "GET", "/conformance:fixed/five", {"Last-Event-ID": "x"})
     _expect(bogus, 400, "INVALID_ARGUMENT")
-    _expect(http_request(url, "DELETE", "/conformance:fixed/five"), 405, "NOT_ALLOWED")
+    _expect(http_request(url, "PUT", "/conformance:fixed/five"), 405, "NOT_ALLOWED")
 
 
 @case("H10", "R-HTTP-80", schemes=_HTTP)
@@ -1337,6 +1432,17 @@ def _h12(peer: RawPeer) -> None:
     _expect(http_request(url, "GET", "/conformance:fixed?limit=0"), 400, "INVALID_ARGUMENT")
 
 
+@case("H13", "R-HTTP-93", "R-QUERY-4", schemes=_HTTP)
+def _h13(peer: RawPeer) -> None:
+    """A DELETE on a channel that does not delete its streams is 403 NOT_ALLOWED and changes
+    nothing: the stream's status is the same afterwards."""
+    url = peer.url
+    _expect(http_request(url, "DELETE", "/conformance:fixed/five"), 403, "NOT_ALLOWED")
+    five = http_request(url, "GET", "/conformance:fixed/five/status").json()
+    if (five.get("state"), five.get("last_seq")) != ("ended", 5):
+        raise AssertionError(f"expected five still ended at seq 5, got {five}")
+
+
 # -- running ------------------------------------------------------------------------------------
 
 
@@ -1382,20 +1488,18 @@ class Report:
         )
 
 
-def features(url: str, timeout: float) -> Feature:
-    """The optional parts the server at ``url`` announces in WELCOME (nothing if it cannot be
-    reached: the cases that need none fail on their own then)."""
+def _features(url: str, timeout: float) -> int:
+    """The FEATURES the server at ``url`` announces in its WELCOME (0 if it cannot say)."""
     try:
         peer = RawPeer(url, timeout)
     except OSError:
-        return Feature(0)
+        return 0  # the cases fail on their own connections, and say why
     try:
-        welcome = peer.handshake()
+        return dict(peer.handshake().settings).get(Setting.FEATURES, 0)
     except (AssertionError, _Closed, OSError, ValueError):
-        return Feature(0)
+        return 0
     finally:
         peer.close()
-    return Feature(dict(welcome.settings).get(Setting.FEATURES, 0) & sum(Feature))
 
 
 def run(
@@ -1409,7 +1513,7 @@ def run(
     one of :data:`SCHEMES` (any other, or a malformed one, raises INVALID_ARGUMENT)."""
     results = []
     scheme = _target(url).scheme  # a URL the runner cannot dial fails here, not as N/A cases
-    announced: Feature | None = None  # asked once, by the first case that needs a feature
+    announced: int | None = None  # the server's FEATURES, asked once a case needs them
     for item in CASES:
         if only and item.id not in only:
             continue
@@ -1417,13 +1521,14 @@ def run(
             if out is not None:
                 out(f"{item.id} N/A [{', '.join(item.rules)}] {item.title} ({scheme})")
             continue
-        if item.feature is not None and announced is None:
-            announced = features(url, timeout)
-        if item.feature is not None and not item.feature & cast(Feature, announced):
-            if out is not None:
-                why = f"the server does not announce FEATURES {item.feature.name}"
-                out(f"{item.id} SKIP [{', '.join(item.rules)}] {item.title} ({why})")
-            continue
+        if item.feature:
+            if announced is None:
+                announced = _features(url, timeout)
+            if not announced & item.feature:
+                if out is not None:
+                    why = f"the server does not announce FEATURES 0x{item.feature:02x}"
+                    out(f"{item.id} SKIP [{', '.join(item.rules)}] {item.title} ({why})")
+                continue
         started = time.monotonic()
         detail = ""
         try:

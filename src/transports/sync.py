@@ -34,7 +34,6 @@ from streamproto import (
     ErrorCode,
     HttpOptions,
     Hub,
-    OverflowPolicy,
     Producer,
     StreamEntry,
     StreamState,
@@ -50,6 +49,7 @@ from ._common import (
     FLUSH_SLICE,
     Backoff,
     BidiBase,
+    Bidis,
     ClientBase,
     ClientCore,
     Gap,
@@ -65,6 +65,7 @@ from ._common import (
     SubscriptionCore,
     UploadBase,
     UploadCore,
+    Uploads,
     Url,
     always_reads,
     handler_failed,
@@ -607,6 +608,9 @@ class ServerUpload(ServerUploadBase):
     def _shutdown(self) -> None:
         self._cond.notify_all()
 
+    def _serve(self, handler: Callable[[ServerUpload], object]) -> None:
+        self._returned(handler(self))
+
     def __iter__(self) -> Iterator[bytes]:
         return self
 
@@ -937,9 +941,8 @@ class Upload(UploadBase):
 
     _client: Client
 
-    def __init__(self, client: Client, channel: str, stream_id: str, args: bytes) -> None:
-        super().__init__(client, channel, stream_id, args)
-        self._cond = threading.Condition(client._lock)
+    def _made(self) -> None:
+        self._cond = threading.Condition(self._client._lock)
 
     def __enter__(self) -> Upload:
         self._client._wait_ready(self._client._timeout)
@@ -977,6 +980,13 @@ class Upload(UploadBase):
                 self._client._wake()
                 self._cond.wait()
         return core
+
+    def result(self) -> bytes:
+        """The server's answer to the upload, once it is complete: what the handler returned
+        (with ``result=True``; b"" otherwise). Raises the upload's error. Call it after the
+        ``with`` block, which ends the upload."""
+        self._drained()
+        return self._result()
 
 
 class Bidi(BidiBase, Upload):
@@ -1018,9 +1028,14 @@ class Bidi(BidiBase, Upload):
             self._drained()
 
 
-class Client(ClientBase[Subscription[bytes], Subscription[bytes | Gap]]):
+class Client(
+    ClientBase[Subscription[bytes], Subscription[bytes | Gap]], Uploads[Upload], Bidis[Bidi]
+):
     """A connection to a streamproto server that reconnects and resumes (from :func:`connect`).
     One thread does the socket's I/O and reconnects; ``close()`` joins it."""
+
+    _upload_type = Upload
+    _bidi_type = Bidi
 
     _lock: threading.RLock  # the one lock around every call into the core
 
@@ -1121,23 +1136,6 @@ class Client(ClientBase[Subscription[bytes], Subscription[bytes | Gap]]):
 
     def _subscription(self, core: SubscriptionCore) -> Subscription[Any]:
         return Subscription(self, core)
-
-    def upload(self, channel: str, stream_id: str = "", args: bytes = b"") -> Upload:
-        """An upload, used as ``with client.upload(...) as up``."""
-        return Upload(self, channel, stream_id, args)
-
-    def bidi(
-        self,
-        channel: str,
-        args: bytes = b"",
-        *,
-        stream_id: str = "",
-        policy: OverflowPolicy = OverflowPolicy.DEFAULT,
-        priority: int = 0,
-    ) -> Bidi:
-        """A bidirectional stream on ``channel`` (whose server registered ``on_bidi``),
-        used as ``with client.bidi(...) as stream`` (see :class:`Bidi`)."""
-        return Bidi(self, channel, stream_id, args, policy=policy, priority=priority)
 
     def abort_transport(self) -> None:
         """Kill the socket without a goodbye (tests and demos of resume)."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import itertools
 import queue
 import threading
@@ -50,6 +51,7 @@ __all__ = [
     "pair",
     "pair_factory",
     "threads_left",
+    "upload_digest",
 ]
 
 #: The adapters of this package, by name.
@@ -458,40 +460,58 @@ def _open_sync(record: Record) -> Any:
     return handler
 
 
+def upload_digest(chunks: Iterable[bytes]) -> bytes:
+    """What the ``test:upload`` handler returns for an upload of ``chunks`` (its result, when
+    the uploader asks for one): the chunk count and a hash of the chunks in order, so that a
+    lost, repeated or reordered chunk changes it."""
+    h = hashlib.sha256()
+    count = 0
+    for chunk in chunks:
+        h.update(len(chunk).to_bytes(4, "big") + chunk)
+        count += 1
+    return b"%d:%s" % (count, h.hexdigest()[:16].encode())
+
+
 def _upload_async(record: Record) -> Any:
-    async def handler(upload: Any) -> None:
+    async def handler(upload: Any) -> bytes | None:
         total = 0
+        chunks: list[bytes] = []
         limit = int(upload.args or b"0")
         try:
             async for chunk in upload:
                 total += len(chunk)
+                chunks.append(chunk)
                 if limit and total >= limit:
                     upload.cancel(1007, "enough")
                     record.note_upload(upload.stream_id, total, 1007, "enough")
-                    return
+                    return None
         except Exception as exc:  # the scenario checks the code
             record.note_upload(upload.stream_id, total, getattr(exc, "code", -1), str(exc))
-            return
+            return None
         record.note_upload(upload.stream_id, total, 0, "")
+        return upload_digest(chunks)
 
     return handler
 
 
 def _upload_sync(record: Record) -> Any:
-    def handler(upload: Any) -> None:
+    def handler(upload: Any) -> bytes | None:
         total = 0
+        chunks: list[bytes] = []
         limit = int(upload.args or b"0")
         try:
             for chunk in upload:
                 total += len(chunk)
+                chunks.append(chunk)
                 if limit and total >= limit:
                     upload.cancel(1007, "enough")
                     record.note_upload(upload.stream_id, total, 1007, "enough")
-                    return
+                    return None
         except Exception as exc:
             record.note_upload(upload.stream_id, total, getattr(exc, "code", -1), str(exc))
-            return
+            return None
         record.note_upload(upload.stream_id, total, 0, "")
+        return upload_digest(chunks)
 
     return handler
 
@@ -701,6 +721,22 @@ class ClientProxy:
     ) -> BaseException | None:
         """Upload every chunk; returns the exception the upload ended with, if any. With
         ``abort_after``, the transport is killed after that many chunks were written."""
+        outcome = self.upload_result(channel, stream_id, chunks, args, abort_after=abort_after)
+        return outcome if isinstance(outcome, BaseException) else None
+
+    def upload_result(
+        self,
+        channel: str,
+        stream_id: str,
+        chunks: Iterable[bytes],
+        args: bytes = b"",
+        *,
+        abort_after: int | None = None,
+        resumable: bool = False,
+        result: bool = False,
+    ) -> bytes | BaseException:
+        """Upload every chunk (``resumable``, asking for a ``result`` if told) and return the
+        upload's result (b"" without one), or the exception it ended with."""
         client = self.client
 
         def each() -> Iterator[bytes]:
@@ -709,26 +745,30 @@ class ClientProxy:
                     client.abort_transport()  # in the client's thread: call it directly
                 yield chunk
 
+        # Only what is asked for, so that a backend without section 9.1 runs plain uploads.
+        flags = {name: True for name, on in (("resumable", resumable), ("result", result)) if on}
         if self.flavour == "thread":
             try:
-                with client.upload(channel, stream_id, args) as up:
+                with client.upload(channel, stream_id, args, **flags) as up:
                     for chunk in each():
                         up.write(chunk)
+                answer: bytes = up.result() if flags else b""
             except Exception as exc:
                 return exc
-            return None
+            return answer
 
-        async def run() -> BaseException | None:
+        async def run() -> bytes | BaseException:
             try:
-                async with client.upload(channel, stream_id, args) as up:
+                async with client.upload(channel, stream_id, args, **flags) as up:
                     for chunk in each():
                         await up.write(chunk)
+                answer: bytes = await up.result() if flags else b""
             except Exception as exc:
                 return exc
-            return None
+            return answer
 
-        result: BaseException | None = self.thread.call(run)
-        return result
+        outcome: bytes | BaseException = self.thread.call(run)
+        return outcome
 
     def bidi(
         self,

@@ -30,7 +30,6 @@ from streamproto import (
     ErrorCode,
     HttpOptions,
     Hub,
-    OverflowPolicy,
     Producer,
     UploadReader,
     WriteResult,
@@ -44,6 +43,7 @@ from ._common import (
     AsyncQueries,
     Backoff,
     BidiBase,
+    Bidis,
     ClientBase,
     ClientCore,
     Gap,
@@ -59,6 +59,7 @@ from ._common import (
     SubscriptionCore,
     UploadBase,
     UploadCore,
+    Uploads,
     always_reads,
     handler_failed,
     log,
@@ -325,6 +326,9 @@ class ServerUpload(ServerUploadBase):
         self._wake = _Wake()
         reader.on_readable = self._wake.set
 
+    async def _serve(self, handler: Callable[[ServerUpload], Awaitable[object]]) -> None:
+        self._returned(await handler(self))
+
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self
 
@@ -590,8 +594,7 @@ class Upload(UploadBase):
 
     _client: Client
 
-    def __init__(self, client: Client, channel: str, stream_id: str, args: bytes) -> None:
-        super().__init__(client, channel, stream_id, args)
+    def _made(self) -> None:
         self._wake = _Wake()
         self._pacer = Pacer()
 
@@ -631,6 +634,13 @@ class Upload(UploadBase):
             await self._wake.wait()
         return core
 
+    async def result(self) -> bytes:
+        """The server's answer to the upload, once it is complete: what the handler returned
+        (with ``result=True``; b"" otherwise). Raises the upload's error. Call it after the
+        ``async with`` block, which ends the upload."""
+        await self._drained()
+        return self._result()
+
 
 class Bidi(BidiBase, Upload):
     """A bidirectional stream: ``async with client.bidi(channel, args) as stream``, then
@@ -666,8 +676,16 @@ class Bidi(BidiBase, Upload):
             await self._drained()
 
 
-class Client(ClientBase[Subscription[bytes], Subscription[bytes | Gap]], AsyncQueries):
+class Client(
+    ClientBase[Subscription[bytes], Subscription[bytes | Gap]],
+    Uploads[Upload],
+    Bidis[Bidi],
+    AsyncQueries,
+):
     """A connection to a streamproto server that reconnects and resumes (from :func:`connect`)."""
+
+    _upload_type = Upload
+    _bidi_type = Bidi
 
     def __init__(self, core: ClientCore) -> None:
         super().__init__(core)
@@ -725,23 +743,6 @@ class Client(ClientBase[Subscription[bytes], Subscription[bytes | Gap]], AsyncQu
 
     def _subscription(self, core: SubscriptionCore) -> Subscription[Any]:
         return Subscription(self, core)
-
-    def upload(self, channel: str, stream_id: str = "", args: bytes = b"") -> Upload:
-        """An upload, used as ``async with client.upload(...) as up``."""
-        return Upload(self, channel, stream_id, args)
-
-    def bidi(
-        self,
-        channel: str,
-        args: bytes = b"",
-        *,
-        stream_id: str = "",
-        policy: OverflowPolicy = OverflowPolicy.DEFAULT,
-        priority: int = 0,
-    ) -> Bidi:
-        """A bidirectional stream on ``channel`` (whose server registered ``on_bidi``),
-        used as ``async with client.bidi(...) as stream`` (see :class:`Bidi`)."""
-        return Bidi(self, channel, stream_id, args, policy=policy, priority=priority)
 
     def abort_transport(self) -> None:
         """Kill the socket without a goodbye (tests and demos of resume)."""

@@ -32,6 +32,7 @@ from .._events import (
     SubscribeRequested,
     Unsubscribed,
     UploadCancelled,
+    UploadCompleted,
     UploadData,
     UploadEnded,
     UploadFailed,
@@ -67,6 +68,7 @@ _TERMINAL = (
     StreamEnded,
     StreamFailed,
     UploadCancelled,
+    UploadCompleted,
     CancelRequested,
     Unsubscribed,
     UploadEnded,
@@ -299,8 +301,10 @@ class ConnectionPair:
                     self.requests[handle] = event
                     if isinstance(event, OpenRequested) and event.bidi:
                         self._bidi.add(handle)  # (also when the client was driven directly)
-                    if isinstance(event, UploadRequested) or handle in self._bidi:
-                        expect[handle] = 1
+                    if handle in self._bidi or (
+                        isinstance(event, UploadRequested) and not event.resume
+                    ):
+                        expect[handle] = 1  # (a resume starts where the server says)
                 case RequestAccepted():
                     self._on_accepted(event, expect)
                 case DataReceived() | UploadData():

@@ -24,6 +24,7 @@ __all__ = [
     "UPLOAD_CANCEL_MESSAGE",
     "register_reference_channels",
     "slow_chunk",
+    "upload_result",
 ]
 
 #: Chunks of the reference stream ``conformance:fixed/five``.
@@ -107,10 +108,38 @@ def register_reference_channels(hub: Hub) -> None:
     hub.register("conformance:upload-cancel", on_upload=cancel_after)
     hub.register("conformance:bidi", ChannelOptions(retention=60), on_bidi=_bidi)
 
+    def counted(reader: UploadReader) -> None:
+        reader.on_readable = _Counted(reader).read
+
+    hub.register("conformance:upload-result", on_upload=counted)
+
 
 def _drain(reader: UploadReader) -> None:
     while reader.read_nowait() is not None:
         pass
+
+
+def upload_result(chunks: int, nbytes: int) -> bytes:
+    """The result ``conformance:upload-result`` answers an upload with, when asked for one."""
+    return b"chunks=%d bytes=%d" % (chunks, nbytes)
+
+
+class _Counted:
+    """Reads an upload and, once it ended, gives the result: what it counted."""
+
+    def __init__(self, reader: UploadReader) -> None:
+        self.reader = reader
+        self.chunks = self.nbytes = 0
+
+    def read(self) -> None:
+        reader = self.reader
+        while (chunk := reader.read_nowait()) is not None:
+            self.chunks += 1
+            self.nbytes += len(chunk)
+        if reader.outcome == (0, "") and reader.wants_result:
+            # (Called again for every later event of the reader: set the result once.)
+            reader.on_readable = None
+            reader.set_result(upload_result(self.chunks, self.nbytes))
 
 
 class _CancelAfter:

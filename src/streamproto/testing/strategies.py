@@ -57,7 +57,9 @@ from .._frames import (
     Unknown,
     Unsubscribe,
     Upload,
+    UploadAck,
     UploadCancel,
+    UploadResult,
     Welcome,
 )
 from ._pair import decode_frames
@@ -107,7 +109,9 @@ FRAME_STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
         Subscribe, handles, text, text, u64, st.booleans(), u32, u32, policies, u8
     ),
     Open: st.builds(Open, handles, text, text, u32, u32, policies, u8, blobs, st.booleans()),
-    Upload: st.builds(Upload, handles, text, text, blobs),
+    Upload: st.builds(
+        Upload, handles, text, text, blobs, st.booleans(), st.booleans(), st.booleans()
+    ),
     Accept: st.builds(Accept, handles, text, u64, u64, u32, u32, st.booleans()),
     Reject: st.builds(Reject, handles, u16, text),
     Data: data_frames(),
@@ -117,6 +121,8 @@ FRAME_STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
     Cancel: st.builds(Cancel, handles),
     Unsubscribe: st.builds(Unsubscribe, handles),
     UploadCancel: st.builds(UploadCancel, handles, u16, text),
+    UploadAck: st.builds(UploadAck, handles, u64),
+    UploadResult: st.builds(UploadResult, handles, blobs),
     Credit: st.builds(Credit, handles, u32, u32),
     Query: st.builds(Query, handles, st.sampled_from(QueryOp), text, text, u8, u16),
     Streams: st.builds(
