@@ -22,6 +22,7 @@ from transports.adapter import (
     FLUSH_SLICE,
     AsyncQueries,
     BidiBase,
+    Bidis,
     ClientBase,
     ClientCore,
     ProducerBase,
@@ -327,7 +328,13 @@ class MiniBidi(BidiBase, MiniUpload):
             await self._drained()
 
 
-class MiniClient(AsyncQueries, ClientBase[MiniSubscription[bytes], MiniSubscription[bytes | Gap]]):
+class MiniClient(
+    AsyncQueries,
+    ClientBase[MiniSubscription[bytes], MiniSubscription[bytes | Gap]],
+    Bidis[MiniBidi],
+):
+    _bidi_type = MiniBidi
+
     def __init__(self, core: ClientCore) -> None:
         super().__init__(core)
         self._woken = asyncio.Event()
@@ -383,9 +390,6 @@ class MiniClient(AsyncQueries, ClientBase[MiniSubscription[bytes], MiniSubscript
 
     def upload(self, channel: str, stream_id: str = "", args: bytes = b"") -> MiniUpload:
         return MiniUpload(self, channel, stream_id, args)
-
-    def bidi(self, channel: str, args: bytes = b"", *, stream_id: str = "") -> MiniBidi:
-        return MiniBidi(self, channel, stream_id, args)
 
     def abort_transport(self) -> None:
         if self._writer is not None:

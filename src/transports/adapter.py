@@ -48,7 +48,9 @@ the asyncio, trio and thread backends are made of:
   client: wait until ready, send ``ClientBase._query(request, notify)``, wait for
   :class:`QueryCore` ``.done``); ``ServerUploadBase._serve`` (run an upload handler and give
   what it returns to ``_returned``, the upload's result); ``Uploads._upload_type`` (the
-  client's upload class, an :class:`UploadBase`, whose ``_made`` sets up its wakeup); and
+  client's upload class, an :class:`UploadBase`, whose ``_made`` sets up its wakeup);
+  ``Bidis._bidi_type`` (its bidirectional stream class, a :class:`BidiBase` mixed with that
+  upload class); and
   ``_lock``, held around every call into the core (a real lock only where threads share it).
   The bases call ``ServerBase._driver(framing, clock, wakeup)`` for each accepted stream and
   ``ServerBase._gone(driver)`` when it ends. These underscored
@@ -65,6 +67,7 @@ from ._common import (
     AsyncProducerBase,
     AsyncQueries,
     BidiBase,
+    Bidis,
     ClientBase,
     ClientCore,
     Pacer,
@@ -115,6 +118,7 @@ __all__ = [
     "AsyncProducerBase",
     "AsyncQueries",
     "BidiBase",
+    "Bidis",
     "ClientBase",
     "ClientCore",
     "Endpoint",
