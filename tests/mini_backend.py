@@ -14,13 +14,15 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from streamproto import Config, ErrorCode, Hub, Producer, UploadReader, WriteResult
 from transports import Backoff, Gap
 from transports.adapter import (
     FLUSH_SLICE,
     AsyncQueries,
+    BidiBase,
+    Bidis,
     ClientBase,
     ClientCore,
     ProducerBase,
@@ -33,6 +35,7 @@ from transports.adapter import (
     SubscriptionBase,
     SubscriptionCore,
     UploadBase,
+    UploadCore,
     bound_port,
     handler_failed,
     parse_url,
@@ -288,16 +291,50 @@ class MiniUpload(UploadBase):
     ) -> None:
         self._finish(exc)
         if exc is None:
-            core = self._started()
-            while not core.settled:
-                self._changed.clear()
-                self._client._wake()
-                await self._changed.wait()
+            core = await self._drained()
             if core.error is not None:
                 raise core.error
 
+    async def _drained(self) -> UploadCore:
+        core = self._started()
+        while not core.settled:
+            self._changed.clear()
+            self._client._wake()
+            await self._changed.wait()
+        return core
 
-class MiniClient(AsyncQueries, ClientBase[MiniSubscription[bytes], MiniSubscription[bytes | Gap]]):
+
+class MiniBidi(BidiBase, MiniUpload):
+    """Writes as MiniUpload does; reads the server's direction as a MiniSubscription."""
+
+    async def __aenter__(self) -> MiniBidi:
+        await MiniUpload.__aenter__(self)
+        return self
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return cast(MiniSubscription[bytes], self._incoming()).__aiter__()
+
+    async def end(self) -> None:
+        self._end()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._close(exc)
+        if exc is None:
+            await self._drained()
+
+
+class MiniClient(
+    AsyncQueries,
+    ClientBase[MiniSubscription[bytes], MiniSubscription[bytes | Gap]],
+    Bidis[MiniBidi],
+):
+    _bidi_type = MiniBidi
+
     def __init__(self, core: ClientCore) -> None:
         super().__init__(core)
         self._woken = asyncio.Event()

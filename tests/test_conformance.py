@@ -280,8 +280,9 @@ def test_rule_index_repeats_every_rule_verbatim() -> None:
 def test_cases_of_a_feature_the_server_does_not_announce_are_skipped(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """R-VER-5: the resumable-upload cases (FEATURES 0x04) are skipped, with the reason,
-    against a server whose WELCOME announces only QUERIES; they count neither way."""
+    """R-VER-5: the bidirectional (FEATURES 0x02) and resumable-upload (0x04) cases are
+    skipped, with the reason, against a server whose WELCOME announces only QUERIES; they
+    count neither way."""
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
     served: list[socket.socket] = []
@@ -296,7 +297,8 @@ def test_cases_of_a_feature_the_server_does_not_announce_are_skipped(
     thread = threading.Thread(target=serve_one)
     thread.start()
     try:
-        report = run(f"tcp://127.0.0.1:{port}", only={"C60", "C61", "C62"}, out=print)
+        optional = {f"C5{i}" for i in range(7)} | {"C60", "C61", "C62"}
+        report = run(f"tcp://127.0.0.1:{port}", only=optional, out=print)
     finally:
         thread.join(5)
         for conn in served:
@@ -304,9 +306,11 @@ def test_cases_of_a_feature_the_server_does_not_announce_are_skipped(
         listener.close()
     assert report.results == ()
     out = capsys.readouterr().out
-    for case_id in ("C60", "C61", "C62"):
+    for case_id in sorted(optional):
         assert f"{case_id} SKIP" in out
+    assert "bidirectional:" in out
     assert "resumable upload:" in out
+    assert "(the server does not announce FEATURES 0x02)" in out
     assert "(the server does not announce FEATURES 0x04)" in out
 
 

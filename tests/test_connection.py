@@ -2279,7 +2279,7 @@ def test_open_with_join_and_an_accept_that_joined() -> None:
 
 def test_a_status_query_and_its_answer() -> None:
     pair = open_pair()
-    assert pair.client.peer_features == Feature.QUERIES
+    assert pair.client.peer_features == Feature.QUERIES | Feature.BIDI
     h = pair.client.status(CH, "s")
     assert pair.client.handle_state(h) is HState.REQUESTED
     t = pair.transfer()

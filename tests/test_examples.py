@@ -60,6 +60,7 @@ def test_every_example_is_tested() -> None:
         "chat_app",  # tested in test_asgi.py, under uvicorn
         "json_answers",  # tested in test_producers.py
         "shared_answer",
+        "bidi_chat",
         "resumable_upload",
     }
     assert {p.stem for p in EXAMPLES.glob("*.py")} == tested
@@ -86,6 +87,19 @@ def test_shared_answer_runs_the_model_once_for_two_tabs(transport: str) -> None:
     want = [b"token-%d " % i for i in range(30)]
     assert result["tabs"] == [want, want]
     assert result["status"] == ("ENDED", 30)
+
+
+# -- bidi_chat ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("transport", ["tcp", "ws"])
+def test_bidi_chat_answers_each_message_on_the_same_handle(transport: str) -> None:
+    result = run(load("bidi_chat").main, transport, 6, quiet=True)
+    messages = [b"message-%d" % i for i in range(6)]
+    assert result["heard"] == messages
+    words = [w + b" " for m in messages for w in (b"you", b"said", m)]
+    assert result["answer"] == words
+    assert result["watched"] == [c for m in messages for c in (b"you ", b"said ", m + b" ", b"\n")]
 
 
 # -- log_tail -----------------------------------------------------------------------------------

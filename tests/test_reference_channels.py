@@ -180,3 +180,75 @@ def test_upload_cancel_cancels_after_three_chunks() -> None:
     assert cancelled == [UploadCancelled(handle, ErrorCode.UPLOAD_CANCELLED, UPLOAD_CANCEL_MESSAGE)]
     assert UPLOAD_CANCEL_AFTER == 3
     assert h.hub.statistics().uploads == 0
+
+
+# -- conformance:bidi ---------------------------------------------------------------------------
+
+
+def chunks(client: Client, handle: int) -> list[bytes]:
+    return [c for e in client.of(handle) if isinstance(e, DataReceived) for c in e.chunks]
+
+
+def test_bidi_echo_writes_back_each_chunk_and_ends_after_the_client() -> None:
+    h = harness()
+    c = h.connect()
+    handle = c.conn.open("conformance:bidi", b"", bidi=True)
+    h.pump()  # END needs the ACCEPT
+    for i in range(1, 4):
+        c.conn.send_data(handle, b"%d" % i)
+    c.conn.send_end(handle)
+    h.pump()
+    assert chunks(c, handle) == [b"echo:1", b"echo:2", b"echo:3"]
+    assert c.of(handle)[-1] == StreamEnded(handle, 3)
+
+
+def test_bidi_echo_waits_for_a_block_subscriber_and_holds_the_client_back() -> None:
+    h = harness()
+    c = h.connect(Config(window_chunks=2), Config(max_queued_chunks=1))
+    handle = c.conn.open("conformance:bidi", b"echo", bidi=True, credit_chunks=1)
+    h.pump()
+    for i in range(1, 9):
+        c.conn.send_data(handle, b"%d" % i)
+    c.conn.send_end(handle)
+    h.pump()
+    assert chunks(c, handle) == [b"echo:%d" % i for i in range(1, 9)]  # none lost
+    assert c.of(handle)[-1] == StreamEnded(handle, 8)
+
+
+def test_bidi_count_writes_after_the_client_ended() -> None:
+    h = harness()
+    c = h.connect()
+    handle = c.conn.open("conformance:bidi", b"count", bidi=True)
+    h.pump()
+    for _ in range(5):
+        c.conn.send_data(handle, b"x")
+    c.conn.send_error(handle, 4000, "stop")  # a failed direction is over too
+    h.pump()
+    assert chunks(c, handle) == [b"read 5"]
+    assert c.of(handle)[-1] == StreamEnded(handle, 1)
+
+
+def test_bidi_first_ends_at_once_and_reads_on() -> None:
+    h = harness()
+    c = h.connect()
+    handle = c.conn.open("conformance:bidi", b"first:2", bidi=True)
+    h.pump()
+    assert chunks(c, handle) == [b"f-1", b"f-2"]
+    assert c.of(handle)[-1] == StreamEnded(handle, 2)
+    for _ in range(100):  # beyond the window: credit keeps coming
+        assert c.conn.send_data(handle, b"y" * 100) is not None
+    c.conn.send_end(handle)
+    h.pump()
+    assert c.conn.statistics().open_handles == 0
+
+
+def test_bidi_cancel_stops_the_client_after_n_chunks_and_reports() -> None:
+    h = harness()
+    c = h.connect()
+    handle = c.conn.open("conformance:bidi", b"cancel:2", bidi=True)
+    for _ in range(2):
+        c.conn.send_data(handle, b"z")
+    h.pump()
+    assert UploadCancelled(handle, ErrorCode.UPLOAD_CANCELLED, "enough") in c.of(handle)
+    assert chunks(c, handle) == [b"cancelled after 2"]
+    assert c.of(handle)[-1] == StreamEnded(handle, 1)

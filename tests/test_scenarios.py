@@ -74,6 +74,9 @@ ON_ALL = [
     "run_or_join",
     "stream_status",
     "stream_delete",
+    "bidi_echo",
+    "bidi_half_close",
+    "bidi_resume_after_lost_transport",
 ]
 ON_SAME = [name for name in SCENARIOS if name not in ON_ALL]
 

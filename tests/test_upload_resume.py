@@ -112,7 +112,7 @@ def server_hello(features: Feature, config: Config | None = None) -> Connection:
 def test_the_hub_announces_resumable_uploads() -> None:
     h, _ = harness()
     c = h.connect()
-    assert c.conn.peer_features == BOTH
+    assert c.conn.peer_features == BOTH | Feature.BIDI  # (and bidirectional streams)
 
 
 def test_reading_acknowledges_what_the_server_took() -> None:

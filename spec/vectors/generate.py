@@ -218,6 +218,15 @@ FRAMES: list[tuple[str, Frame, int | None]] = [
         None,
     ),
     ("open-join", Open(4, "llm:chat", "answer-7", 8, 32_768, join=True), None),
+    # Bidirectional streams (section 6.4): flag BIDI; the ACCEPT's credit fields are the
+    # client's direction's initial credit, its seqs the server's direction's.
+    ("bidi-open", Open(5, "echo:upper", "", 8, 32_768, bidi=True), None),
+    (
+        "bidi-open-with-join",
+        Open(6, "echo:upper", "e-1", 8, 32_768, join=True, bidi=True),
+        None,
+    ),
+    ("bidi-accept", Accept(5, "e1", 1, 0, 8, 65_536), None),
     ("upload-minimal", Upload(1, ""), None),
     ("upload-full", Upload(3, "files", "f-1", b"\x01\x02\x03"), None),
     ("upload-max-values", Upload(H, UTF8, UTF8, b"\xff" * 3), None),

@@ -81,7 +81,7 @@ from ._hub import (
 )
 from ._names import valid_channel, valid_stream_id
 from ._overflow import Overflow
-from ._state import ConnState, HState
+from ._state import ConnState, Direction, HState
 from ._store import (
     AbortRequested,
     CancelRemote,
@@ -133,6 +133,7 @@ __all__ = [
     "DataReceived",
     "DecodeError",
     "DeleteRequested",
+    "Direction",
     "DisconnectRule",
     "ErrorCode",
     "ErrorKind",

@@ -97,10 +97,12 @@ from ._frames import (
 )
 from ._names import valid_channel, valid_stream_id
 from ._state import (
+    BIDI_ROUTES,
     CONNECTION_TRANSITIONS,
     HANDLE_TRANSITIONS,
     ConnInput,
     ConnState,
+    Direction,
     HState,
     Input,
     Side,
@@ -172,6 +174,8 @@ _DRAINED: Final = Input.DRAINED
 _RECV_HANDLE_FRAME: Final = ConnInput.RECV_HANDLE_FRAME
 _CLIENT_SUBSCRIPTION: Final = Side.CLIENT_SUBSCRIPTION
 _SERVER_UPLOAD: Final = Side.SERVER_UPLOAD
+_RECEIVING: Final = Direction.RECEIVING
+_SENDING: Final = Direction.SENDING
 _DROP_OLDEST: Final = OverflowPolicy.DROP_OLDEST
 _DEFAULT_POLICY: Final = OverflowPolicy.DEFAULT
 
@@ -277,6 +281,7 @@ class _Out:
         "sent_seq",
         "side",
         "state",
+        "twin",
         "up",
         "weight",
     )
@@ -301,6 +306,7 @@ class _Out:
         self.head_size = 0  # the size of the head chunk while it is half sent
         self.next_seq = 1  # the seq the next queued entry must have
         self.sent_seq = 0  # the last seq sent (or gapped) on the wire
+        self.twin: _In | None = None  # the receiving direction of a bidirectional handle
 
     def sendable(self) -> bool:
         queue = self.queue
@@ -342,6 +348,7 @@ class _In:
         "side",
         "state",
         "tail",
+        "twin",
         "unconsumed_bytes",
         "unconsumed_chunks",
         "window_bytes",
@@ -372,6 +379,27 @@ class _In:
         self.confirm = 0
         self.acked = -1
         self.resume = False
+        self.twin: _Out | None = None  # the sending direction of a bidirectional handle
+
+
+def _part(h: _Out | _In, direction: Direction) -> _Out | _In | None:
+    """The record of ``h``'s handle that ``direction`` names (rule 6 of ``_state.py``): ``h``
+    itself on a one-way handle (its table judges the input) or when it is that direction, else
+    its twin; None once the twin is CLOSED."""
+    twin = h.twin
+    if (
+        twin is None
+        or direction is Direction.BOTH
+        or (direction is _RECEIVING) is isinstance(h, _In)
+    ):
+        return h
+    return None if twin.state is _H_CLOSED else twin
+
+
+def _open_parts(h: _Out | _In) -> tuple[_Out | _In, ...]:
+    """``h`` and, on a bidirectional handle, its twin unless that is CLOSED."""
+    twin = h.twin
+    return (h,) if twin is None or twin.state is _H_CLOSED else (h, twin)
 
 
 class _PeerFault(Exception):
@@ -563,11 +591,16 @@ class Connection:
             buffered_bytes=self._decoder.buffered,
         )
 
-    def handle_state(self, handle: int) -> HState:
-        """The state of ``handle`` (CLOSED for a handle that was open and is no more)."""
+    def handle_state(self, handle: int, direction: Direction = Direction.BOTH) -> HState:
+        """The state of ``handle`` (CLOSED for a handle that was open and is no more).
+
+        A bidirectional handle is CLOSED once both its directions are; ``direction``
+        (RECEIVING: the chunks this side receives, SENDING: those it sends) asks the state of
+        one. Without it, the state of an open direction is given, the receiving one first."""
         h = self._handles.get(handle)
         if h is not None:
-            return h.state
+            part = _part(h, direction)
+            return HState.CLOSED if part is None else part.state
         if 1 <= handle <= self._highest:
             return HState.CLOSED
         raise LocalProtocolError(ErrorCode.UNKNOWN_HANDLE, f"handle {handle} was never opened")
@@ -905,18 +938,46 @@ class Connection:
         policy: OverflowPolicy = OverflowPolicy.DEFAULT,
         priority: int = 0,
         join: bool = False,
+        bidi: bool = False,
     ) -> int:
         """Client: ask ``channel`` to start a stream with ``args`` and subscribe to it in the
         same request, so no chunk is written before this subscriber listens. Returns the
         handle; :class:`RequestAccepted` carries the stream id. With ``join``, an OPEN naming
         a running stream subscribes to it from seq 1 instead of being refused with
-        STREAM_EXISTS (``RequestAccepted.joined`` says which happened)."""
+        STREAM_EXISTS (``RequestAccepted.joined`` says which happened).
+
+        With ``bidi`` the handle carries chunks both ways (R-BIDI-1): the server's arrive as
+        for a subscription, and this side writes its own with :meth:`send_data`,
+        :meth:`send_end` and :meth:`send_error` as on an upload (queued until ACCEPT brings
+        credit). Each direction ends, fails or is cancelled on its own. Raises INVALID_STATE
+        unless the server announced :attr:`Feature.BIDI`, INVALID_ARGUMENT with ``join``."""
         self._check_names(channel, stream_id, allow_empty=True)
         chunks, nbytes = self._window(credit_chunks, credit_bytes)
+        if bidi and not self.peer_features & Feature.BIDI:
+            raise LocalProtocolError(
+                ErrorCode.INVALID_STATE,
+                "the server does not announce bidirectional streams (FEATURES)",
+            )
+        if bidi and join:
+            raise LocalProtocolError(
+                ErrorCode.INVALID_ARGUMENT, "a bidirectional OPEN starts its stream: no join"
+            )
         handle = self._new_handle()
         h = _In(handle, Side.CLIENT_SUBSCRIPTION, chunks, nbytes)
+        if bidi:
+            h.twin = _Out(handle, Side.CLIENT_UPLOAD, 0, 0)
+            h.twin.twin = h
         frame = Open(
-            handle, channel, stream_id, chunks, nbytes, policy, self._prio(priority), args, join
+            handle,
+            channel,
+            stream_id,
+            chunks,
+            nbytes,
+            policy,
+            self._prio(priority),
+            args,
+            join,
+            bidi,
         )
         self._open_request(h, frame)
         return handle
@@ -1074,6 +1135,9 @@ class Connection:
         if h is None:
             self.handle_state(handle)  # raises for a handle never opened
             return
+        h = _part(h, _RECEIVING)
+        if h is None:  # a bidirectional handle whose receiving direction closed
+            return
         if not isinstance(h, _In):
             raise LocalProtocolError(ErrorCode.INVALID_STATE, f"handle {handle} does not receive")
         if not (0 <= chunks <= h.unconsumed_chunks and 0 <= nbytes <= h.unconsumed_bytes):
@@ -1162,37 +1226,50 @@ class Connection:
         configured window is granted. For a resumed upload (``UploadRequested.resume``),
         ``first_seq`` is the next seq you expect (every seq before it was received on an
         earlier connection) and ``held`` the chunks and bytes of it you still hold unread:
-        they count against the window, as if received on this handle (R-UPR-5). Returns
-        False if the client already closed the handle."""
+        they count against the window, as if received on this handle (R-UPR-5). A
+        bidirectional OPEN is a subscription and an upload: one ACCEPT answers its two
+        directions (those the client has not closed meanwhile). Returns False if the client
+        already closed the handle."""
         h = self._server_handle(handle)
         if h is None:
             return False
         if not (0 <= first_seq <= U64 and 0 <= last_seq <= U64):
             raise LocalProtocolError(ErrorCode.INVALID_ARGUMENT, "seqs must fit in u64")
-        if joined and isinstance(h, _In):
+        if joined and (isinstance(h, _In) or h.twin is not None):
             raise LocalProtocolError(ErrorCode.INVALID_ARGUMENT, "only an OPEN joins a stream")
         if isinstance(h, _In) and (first_seq != 1 or held != (0, 0)) and not h.resume:
             raise LocalProtocolError(
                 ErrorCode.INVALID_ARGUMENT, "only a resumed upload starts later"
             )
-        self._handle_step(h, Input.SEND_ACCEPT)
-        if isinstance(h, _In):  # an upload: ACCEPT grants the window
-            if h.resume:
-                last_seq = first_seq - 1
-                h.expect = first_seq
-                h.acked = last_seq
-                if not self._cfg.auto_credit:  # (with auto credit, what is held is consumed)
-                    h.unconsumed_chunks, h.unconsumed_bytes = held
-            h.credit_chunks = max(0, h.window_chunks - h.unconsumed_chunks)
-            h.credit_bytes = max(0, h.window_bytes - h.unconsumed_bytes)
-            frame = Accept(handle, stream_id, first_seq, last_seq, h.credit_chunks, h.credit_bytes)
-            self._control.append(encode(frame))
+        parts = _open_parts(h)
+        for part in parts:
+            self._handle_step(part, Input.SEND_ACCEPT)
+        window = (0, 0)
+        h_out: _Out | None = None
+        for part in parts:
+            if isinstance(part, _In):  # an upload or a bidi's upstream: ACCEPT grants the window
+                if part.resume:
+                    last_seq = first_seq - 1
+                    part.expect = first_seq
+                    part.acked = last_seq
+                    if not self._cfg.auto_credit:  # (with auto credit, what is held is consumed)
+                        part.unconsumed_chunks, part.unconsumed_bytes = held
+                part.credit_chunks = max(0, part.window_chunks - part.unconsumed_chunks)
+                part.credit_bytes = max(0, part.window_bytes - part.unconsumed_bytes)
+                window = (part.credit_chunks, part.credit_bytes)
+            else:
+                h_out = part
+        if h_out is None:  # an upload
+            self._control.append(encode(Accept(handle, stream_id, first_seq, last_seq, *window)))
             return True
+        h = h_out
         if policy is not None and policy is not OverflowPolicy.DEFAULT:
             h.policy = policy
         elif h.policy is OverflowPolicy.DEFAULT:
             h.policy = self._cfg.default_policy
-        self._control.append(encode(Accept(handle, stream_id, first_seq, last_seq, 0, 0, joined)))
+        self._control.append(
+            encode(Accept(handle, stream_id, first_seq, last_seq, *window, joined))
+        )
         if h.next_seq == 0:  # tail subscription: start after what exists
             h.next_seq = last_seq + 1
         h.sent_seq = h.next_seq - 1
@@ -1207,9 +1284,12 @@ class Connection:
         h = self._server_handle(handle)
         if h is None:
             return False
-        self._handle_step(h, Input.SEND_REJECT)
+        parts = _open_parts(h)
+        for part in parts:
+            self._handle_step(part, Input.SEND_REJECT)
         self._control.append(encode(Reject(handle, code, _truncate(message))))
-        self._close_handle(h)
+        for part in parts:
+            self._close_handle(part)
         return True
 
     def answer_streams(
@@ -1236,6 +1316,8 @@ class Connection:
         already closed."""
         _check_code(code)
         h = self._server_handle(handle)
+        if h is not None:
+            h = _part(h, _RECEIVING)  # a bidirectional stream's upstream
         if h is None:
             return False
         self._handle_step(h, Input.SEND_UPLOAD_CANCEL)
@@ -1269,8 +1351,11 @@ class Connection:
         To queue many chunks at once, :meth:`send_data_many` does the same for less."""
         h = self._handles.get(handle)
         if not isinstance(h, _Out):
-            self._sender(handle)  # raises for a misuse: never opened, or not a sender
-            return _W_CLOSED  # the peer closed it: a race, not a misuse
+            # Raises for a misuse (never opened, or not a sender); None: the peer closed it,
+            # a race, not a misuse. A bidirectional handle's sending direction is its twin.
+            h = self._sender(handle)
+            if h is None:
+                return _W_CLOSED
         if not (h.state is _ACTIVE and _DATA_KEEPS_ACTIVE):
             self._handle_step(h, _SEND_DATA)
         next_seq = h.next_seq
@@ -1339,8 +1424,9 @@ class Connection:
         """
         h = self._handles.get(handle)
         if not isinstance(h, _Out):
-            self._sender(handle)  # raises for a misuse: never opened, or not a sender
-            return 0, WriteResult.CLOSED  # the peer closed it: a race, not a misuse
+            h = self._sender(handle)  # as in send_data
+            if h is None:
+                return 0, WriteResult.CLOSED
         return self._send_many(h, chunks, seq, h.policy)
 
     def _send_many(
@@ -1516,12 +1602,9 @@ class Connection:
         :class:`Writable` event follows once ``nbytes`` alone would fit. False for a closed
         handle. Lets a fan-out writer check every subscriber before it commits a chunk to any
         of them."""
-        h = self._handles.get(handle)
+        h = self._sender(handle)
         if h is None:
-            self.handle_state(handle)  # raises for a handle never opened
             return False
-        if not isinstance(h, _Out):
-            raise LocalProtocolError(ErrorCode.INVALID_STATE, f"handle {handle} does not send data")
         if self._has_room(h, nbytes) and (
             self._queued_bytes + nbytes + others <= self._cfg.max_connection_queued_bytes
         ):
@@ -1598,12 +1681,16 @@ class Connection:
             ):
                 self._on_handle_frame(frame, events)
 
-    def _lookup(self, handle: int) -> _Out | _In | None:
+    def _lookup(self, handle: int, inp: Input) -> _Out | _In | None:
         self._conn_step(_RECV_HANDLE_FRAME)
         h = self._handles.get(handle)
-        if h is None and handle > self._highest:
-            raise _PeerFault(ErrorCode.INVALID_HANDLE, f"handle {handle} was never opened")
-        return h  # None: closed, the frame crossed our CANCEL or END; discard it
+        if h is None:
+            if handle > self._highest:
+                raise _PeerFault(ErrorCode.INVALID_HANDLE, f"handle {handle} was never opened")
+            return None  # closed, the frame crossed our CANCEL or END; discard it
+        if h.twin is not None:  # bidirectional: the direction the frame belongs to
+            return _part(h, BIDI_ROUTES.get(inp, Direction.BOTH))
+        return h
 
     def _recv_step(self, h: _Out | _In, inp: Input) -> None:
         new = HANDLE_TRANSITIONS[h.side].get((h.state, inp))
@@ -1615,7 +1702,7 @@ class Connection:
         h.state = new
 
     def _on_data(self, frame: Data, events: list[Event]) -> None:
-        h = self._lookup(frame.handle)
+        h = self._lookup(frame.handle, _RECV_DATA)
         if h is None:
             return
         if h.side is _SERVER_UPLOAD and h.state is _REQUESTED:
@@ -1705,7 +1792,7 @@ class Connection:
             h.consumed_bytes = 0
 
     def _on_credit(self, frame: Credit, events: list[Event]) -> None:
-        h = self._lookup(frame.handle)
+        h = self._lookup(frame.handle, Input.RECV_CREDIT)
         if h is None:
             return
         self._recv_step(h, Input.RECV_CREDIT)
@@ -1737,10 +1824,13 @@ class Connection:
         | Streams,
         events: list[Event],
     ) -> None:
-        h = self._lookup(frame.handle)
+        inp = cast(Input, recv_input(frame.TYPE))
+        h = self._lookup(frame.handle, inp)
         if h is None:
             return
-        self._recv_step(h, cast(Input, recv_input(frame.TYPE)))
+        parts = _open_parts(h)  # ACCEPT and REJECT answer both directions of a bidi
+        for part in parts if isinstance(frame, Accept | Reject) else (h,):
+            self._recv_step(part, inp)
         match frame:
             case Accept():
                 events.append(
@@ -1748,24 +1838,11 @@ class Connection:
                         h.handle, frame.stream_id, frame.first_seq, frame.last_seq, frame.joined
                     )
                 )
-                if isinstance(h, _In):
-                    if h.tail:
-                        h.expect = frame.last_seq + 1
-                else:
-                    h.credit_chunks = frame.credit_chunks
-                    h.credit_bytes = frame.credit_bytes
-                    if h.credit_chunks > MAX_CREDIT or h.credit_bytes > MAX_CREDIT:
-                        raise _PeerFault(ErrorCode.FLOW_CONTROL_ERROR, "credit overflow in ACCEPT")
-                    if h.up is not None:
-                        h.up.stream_id = frame.stream_id
-                        h.up.accepted = True
-                        if h.up.resend_end:
-                            self._resumed(h, h.up, frame.first_seq)
-                    if not h.in_ready and h.sendable():
-                        h.in_ready = True
-                        self._ready.append(h)
+                for part in parts:
+                    self._on_accept(part, frame)
             case Reject():
-                self._close_handle(h)
+                for part in parts:
+                    self._close_handle(part)
                 events.append(RequestRejected(h.handle, frame.code, frame.message))
             case Gap():
                 h = cast(_In, h)
@@ -1837,6 +1914,24 @@ class Connection:
                 self._close_handle(h)
                 events.append(StreamsReceived(h.handle, frame.entries, frame.next))
 
+    def _on_accept(self, h: _Out | _In, frame: Accept) -> None:
+        if isinstance(h, _In):
+            if h.tail:
+                h.expect = frame.last_seq + 1
+            return
+        h.credit_chunks = frame.credit_chunks
+        h.credit_bytes = frame.credit_bytes
+        if h.credit_chunks > MAX_CREDIT or h.credit_bytes > MAX_CREDIT:
+            raise _PeerFault(ErrorCode.FLOW_CONTROL_ERROR, "credit overflow in ACCEPT")
+        if h.up is not None:
+            h.up.stream_id = frame.stream_id
+            h.up.accepted = True
+            if h.up.resend_end:
+                self._resumed(h, h.up, frame.first_seq)
+        if not h.in_ready and h.sendable():
+            h.in_ready = True
+            self._ready.append(h)
+
     def _maybe_delivered(self, h: _In, events: list[Event]) -> None:
         if h.expect - 1 == h.final_seq and h.frag is None:
             final = cast(Event, h.final_event)
@@ -1889,8 +1984,7 @@ class Connection:
             self._on_query(frame, events)
             return
         if isinstance(frame, Upload):
-            h_in = _In(handle, Side.SERVER_UPLOAD, self._cfg.window_chunks, self._cfg.window_bytes)
-            h_in.credit_chunks = h_in.credit_bytes = 0  # nothing until ACCEPT grants the window
+            h_in = self._new_upload(handle)
             # Flags of section 9.1 mean something only if announced; else ignored (R-FWD-2).
             on = bool(self._features & Feature.UPLOAD_RESUME)
             resumable, result = frame.resumable and on, frame.result and on
@@ -1917,9 +2011,16 @@ class Connection:
         h = _Out(handle, Side.SERVER_SUBSCRIPTION, frame.credit_chunks, frame.credit_bytes)
         h.policy = frame.policy
         h.weight = frame.priority + 1
-        if not self._admit(frame, h, self._subs >= self._cfg.max_subscriptions):
+        over = self._subs >= self._cfg.max_subscriptions
+        bidi = isinstance(frame, Open) and frame.bidi
+        if bidi:  # R-BIDI-2: the upstream counts as an upload too
+            h.twin = self._new_upload(handle)
+            h.twin.twin = h
+            over = over or self._uploads >= self._cfg.max_uploads
+        if not self._admit(frame, h.twin or h, over):
             return
         self._subs += 1
+        self._uploads += bidi
         if isinstance(frame, Subscribe):
             h.next_seq = 0 if frame.tail else frame.after_seq + 1
             after = None if frame.tail else frame.after_seq
@@ -1938,8 +2039,14 @@ class Connection:
                     frame.policy,
                     frame.priority,
                     frame.join,
+                    frame.bidi,
                 )
             )
+
+    def _new_upload(self, handle: int) -> _In:
+        h = _In(handle, Side.SERVER_UPLOAD, self._cfg.window_chunks, self._cfg.window_bytes)
+        h.credit_chunks = h.credit_bytes = 0  # nothing until ACCEPT grants the window
+        return h
 
     def _on_query(self, frame: Query, events: list[Event]) -> None:
         handle = frame.handle
@@ -1973,6 +2080,8 @@ class Connection:
             code, why = ErrorCode.INVALID_NAME, "invalid stream id"
         elif over_limit:
             code, why = ErrorCode.LIMIT_EXCEEDED, "too many open requests on this connection"
+        elif isinstance(frame, Open) and frame.bidi and frame.join:
+            code, why = ErrorCode.NOT_ALLOWED, "a bidirectional OPEN cannot join (R-BIDI-1)"
         if code is not None:
             self._control.append(encode(Reject(frame.handle, code, why)))
             return False
@@ -2045,7 +2154,8 @@ class Connection:
             # them with SERVER_SHUTDOWN if it is still there to: answer them now.
             for h in list(self._handles.values()):
                 if h.handle > frame.last_handle and h.state is HState.REQUESTED:
-                    self._close_handle(h)
+                    for part in _open_parts(h):
+                        self._close_handle(part)
                     events.append(
                         RequestRejected(h.handle, ErrorCode.SERVER_SHUTDOWN, "not processed")
                     )
@@ -2125,6 +2235,9 @@ class Connection:
         if h is None:
             self.handle_state(handle)  # raises for a handle never opened
             return
+        h = _part(h, _RECEIVING)  # a bidirectional stream's downstream
+        if h is None:
+            return
         self._handle_step(h, inp)
         self._control.append(encode(frame))
         self._close_handle(h)
@@ -2141,6 +2254,8 @@ class Connection:
         if h is None:
             self.handle_state(handle)  # raises for a handle never opened
             return None
+        if h.twin is not None:
+            return cast("_Out | None", _part(h, _SENDING))
         if not isinstance(h, _Out):
             raise LocalProtocolError(ErrorCode.INVALID_STATE, f"handle {handle} does not send data")
         return h
@@ -2229,9 +2344,16 @@ class Connection:
         self._close_handle(h)
 
     def _close_handle(self, h: _Out | _In) -> None:
-        """Forget an open handle (every caller holds one that is still registered)."""
+        """Forget an open handle, or one direction of a bidirectional one (every caller holds
+        a record that was open; a bidi's second record may be unregistered)."""
         h.state = HState.CLOSED
-        del self._handles[h.handle]
+        handles = self._handles
+        if handles.get(h.handle) is h:
+            twin = h.twin
+            if twin is not None and twin.state is not _H_CLOSED:
+                handles[h.handle] = twin  # a half-close: the other direction runs on
+            else:
+                del handles[h.handle]
         if isinstance(h, _Out):
             self._blocked.pop(h.handle, None)
             freed = h.q_bytes
@@ -2261,6 +2383,8 @@ class Connection:
             if point is not None:
                 self._suspended[h.handle] = point
             h.state = HState.CLOSED
+            if h.twin is not None:
+                h.twin.state = HState.CLOSED
         self._handles.clear()
         self._ready.clear()
         self._blocked.clear()

@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from ._http import TRANSITIONS as EXCHANGE_TRANSITIONS
 from ._http import ExchangeState
-from ._state import CONNECTION_TRANSITIONS, HANDLE_TRANSITIONS, ConnState, HState, Side
+from ._state import (
+    BIDI_ROUTES,
+    BIDI_SIDES,
+    CONNECTION_TRANSITIONS,
+    HANDLE_TRANSITIONS,
+    ConnState,
+    HState,
+    Side,
+)
 
 __all__ = ["render"]
 
@@ -22,6 +30,23 @@ def _diagram(rows: dict[tuple[str, str], str], start: str, end: str = "CLOSED") 
         lines.append(f"    {state} --> {new}: {', '.join(sorted(inputs))}")
     lines += [f"    {end} --> [*]", "```"]
     return lines
+
+
+def _bidi() -> list[str]:
+    """The bidirectional handle: which two machines, and the machine each input steps."""
+    out = [
+        "## Bidirectional handle",
+        "",
+        "Two of the machines above under one handle (spec section 10.5): the handle is",
+        "forgotten when both are CLOSED.",
+        "",
+        "| Role | Receiving direction | Sending direction |",
+        "|---|---|---|",
+    ]
+    out += [f"| {role} | {rx.value} | {tx.value} |" for role, (rx, tx) in BIDI_SIDES.items()]
+    out += ["", "| Input | Machine |", "|---|---|"]
+    out += [f"| {inp.value} | {direction.value} |" for inp, direction in BIDI_ROUTES.items()]
+    return [*out, ""]
 
 
 def render() -> str:
@@ -41,6 +66,7 @@ def render() -> str:
         }
         out += [f"## {side.value.capitalize()}", ""]
         out += [*_diagram(rows, HState.REQUESTED.value), ""]
+    out += _bidi()
     rows = {(s.value, i.value): n.value for (s, i), n in CONNECTION_TRANSITIONS.items()}
     out += ["## Connection (both roles)", ""]
     out += _diagram(

@@ -190,10 +190,14 @@ class OpenRequested:
     priority: int
     #: The OPEN may join the stream if one with this id is running (R-JOIN-1).
     join: bool = False
+    #: Flag BIDI: the client sends chunks on ``handle`` too, reported as :class:`UploadData`,
+    #: :class:`UploadEnded` and :class:`UploadFailed` (R-BIDI-1).
+    bidi: bool = False
 
     def __str__(self) -> str:
         join = " join" if self.join else ""
-        return f"OpenRequested(h={self.handle} {self.channel} args={_short(self.args)}{join})"
+        bidi = " bidi" if self.bidi else ""
+        return f"OpenRequested(h={self.handle} {self.channel} args={_short(self.args)}{join}{bidi})"
 
 
 @attrs.frozen
@@ -310,7 +314,8 @@ class StreamFailed:
 
 @attrs.frozen
 class CancelRequested:
-    """Server: the client left the subscription on ``handle`` and asks the producer to stop."""
+    """Server: the client left the subscription on ``handle`` and asks the producer to stop
+    (on a bidirectional stream: the server's direction; the client's runs on)."""
 
     handle: int
 
@@ -333,7 +338,8 @@ class Unsubscribed:
 
 @attrs.frozen
 class UploadData:
-    """Server: chunks ``seq, seq + 1, ...`` of the upload on ``handle``."""
+    """Server: chunks ``seq, seq + 1, ...`` of the upload on ``handle`` (or of the client's
+    direction of a bidirectional stream)."""
 
     handle: int
     seq: int
@@ -374,7 +380,8 @@ class UploadFailed:
 
 @attrs.frozen
 class UploadCancelled:
-    """Client: the server cancelled the upload on ``handle``. Closed."""
+    """Client: the server cancelled the upload on ``handle``. Closed (on a bidirectional
+    stream: the client's direction is; the server's runs on)."""
 
     handle: int
     code: int

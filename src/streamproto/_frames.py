@@ -149,6 +149,7 @@ class FrameFlag(enum.IntFlag):
     RESUMED = 0x01  # WELCOME: the session named by the resume token was resumed
     JOIN = 0x01  # OPEN: join the stream if one with this id is running (run-or-join)
     JOINED = 0x01  # ACCEPT: the OPEN joined a running stream instead of starting one
+    BIDI = 0x02  # OPEN: the handle carries chunks both ways (section 6.4)
     RESUMABLE = 0x01  # UPLOAD: the server parks the upload on a disconnect (section 9.1)
     RESULT = 0x02  # UPLOAD: the server answers the finished upload with UPLOAD_RESULT
     RESUME = 0x04  # UPLOAD: take over the session's parked upload of this id
@@ -186,6 +187,7 @@ class Feature(enum.IntFlag):
     that a client never sends a request the server would ignore (R-FWD-4)."""
 
     QUERIES = 0x01  # QUERY and STREAMS: status, list and delete (section 5.5)
+    BIDI = 0x02  # OPEN's flag BIDI: bidirectional streams (section 6.4)
     UPLOAD_RESUME = 0x04  # resumable uploads, UPLOAD_ACK and UPLOAD_RESULT (section 9.1)
 
 
@@ -377,11 +379,13 @@ class Open:
     args: bytes = b""
     #: Flag JOIN: join the stream if it is running instead of being refused (R-JOIN-1).
     join: bool = False
+    #: Flag BIDI: the client sends chunks on the handle too (R-BIDI-1).
+    bidi: bool = False
 
     def __str__(self) -> str:
         return (
             f"OPEN h={self.handle} {_short(self.channel)}/{_short(self.stream_id)} "
-            f"args={_short(self.args)}{' join' * self.join}"
+            f"args={_short(self.args)}{' join' * self.join}{' bidi' * self.bidi}"
         )
 
 
@@ -793,7 +797,8 @@ def encode(frame: Frame) -> bytes:
                 + _s16(frame.stream_id)
                 + frame.args
             )
-            return _frame(FrameType.OPEN, FrameFlag.JOIN * frame.join, frame.handle, body)
+            flags = FrameFlag.JOIN * frame.join | FrameFlag.BIDI * frame.bidi
+            return _frame(FrameType.OPEN, flags, frame.handle, body)
         case Upload():
             body = _s16(frame.channel) + _s16(frame.stream_id) + frame.args
             flags = (
@@ -969,6 +974,7 @@ def _decode_other(ftype: int, flags: int, handle: int, body: bytes) -> Frame:
             prio,
             r.rest(),
             bool(flags & FrameFlag.JOIN),
+            bool(flags & FrameFlag.BIDI),
         )
     elif ftype == FrameType.UPLOAD:
         channel = r.string()

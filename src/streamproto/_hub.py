@@ -91,6 +91,7 @@ from ._store import (
 __all__ = [
     "AbortReason",
     "AbortRule",
+    "BidiHandler",
     "Channel",
     "ChannelOptions",
     "DisconnectRule",
@@ -252,6 +253,8 @@ class ProducerStatistics:
 
 OpenHandler = Callable[["Producer", bytes], None]
 UploadHandler = Callable[["UploadReader"], None]
+#: ``on_bidi(producer, reader, args)``: the two directions of one bidirectional stream.
+BidiHandler = Callable[["Producer", "UploadReader", bytes], None]
 
 
 class _Sub:
@@ -522,6 +525,9 @@ class UploadReader:
         self.outcome: tuple[int, str] | None = None
         #: Called when chunks or the outcome arrive.
         self.on_readable: Callable[[], None] | None = None
+        # The client's direction of a bidirectional stream: its id is the stream's, not one
+        # of the channel's upload ids.
+        self._bidi = False
 
     @property
     def attached(self) -> bool:
@@ -621,12 +627,14 @@ class Channel:
         on_upload: UploadHandler | None,
         *,
         authorize: Authorize | None = None,
+        on_bidi: BidiHandler | None = None,
     ) -> None:
         self._hub = hub
         self.name = name
         self.options = options
         self.on_open = on_open
         self.on_upload = on_upload
+        self.on_bidi = on_bidi
         #: This channel's authorization hook (None: the hub's).
         self.authorize = authorize
         self._open: dict[str, _Stream] = {}
@@ -715,6 +723,9 @@ class Peer:
         # comes when the gap is sent, and must still reach their producer.
         self._ending: dict[int, _Sub] = {}
         self.uploads: dict[int, UploadReader] = {}
+        # Bidirectional OPENs whose client failed its direction before the hub accepted them
+        # (an OPEN waiting for the store's claim): the outcome their reader starts with.
+        self._failed_early: dict[int, tuple[int, str]] = {}
         self.closed = False
 
     @property
@@ -861,18 +872,28 @@ class Hub:
         *,
         on_open: OpenHandler | None = None,
         on_upload: UploadHandler | None = None,
+        on_bidi: BidiHandler | None = None,
         authorize: Authorize | None = None,
     ) -> Channel:
         """Register a channel. ``on_open(producer, args)`` serves OPEN requests (the requester
         is subscribed before it is called); ``on_upload(reader)`` serves UPLOAD requests;
-        ``authorize(request)`` decides this channel's requests instead of the hub's hook.
-        Raises INVALID_NAME or CHANNEL_EXISTS."""
+        ``on_bidi(producer, reader, args)`` serves bidirectional OPENs (section 6.4): the
+        producer writes the stream the requester is subscribed to, as for ``on_open``, and
+        the reader reads what the requester sends on the same handle, as for ``on_upload``.
+        ``authorize(request)`` decides this channel's requests instead of the hub's hook (a
+        bidirectional OPEN is asked as an OPEN). Raises INVALID_NAME or CHANNEL_EXISTS."""
         if not valid_channel(name):
             raise LocalProtocolError(ErrorCode.INVALID_NAME, f"invalid channel name {name!r}")
         if name in self._channels:
             raise LocalProtocolError(ErrorCode.CHANNEL_EXISTS, f"channel {name!r} is registered")
         channel = Channel(
-            self, name, options or ChannelOptions(), on_open, on_upload, authorize=authorize
+            self,
+            name,
+            options or ChannelOptions(),
+            on_open,
+            on_upload,
+            authorize=authorize,
+            on_bidi=on_bidi,
         )
         self._channels[name] = channel
         return channel
@@ -1043,6 +1064,7 @@ class Hub:
             self._release(stream)
             if not peer.closed:
                 peer.conn.reject(event.handle, failed.code, failed.message)
+                peer._failed_early.pop(event.handle, None)
                 self._dirty.add(peer)
         elif peer.closed:
             producer._abort("the requester left before the store held the stream")
@@ -1166,7 +1188,11 @@ class Hub:
                 case UploadEnded():
                     self._on_upload_ended(peer, event.handle)
                 case UploadFailed():
-                    self._detach_upload(peer, event.handle)._finish((event.code, event.message))
+                    if event.handle in peer.uploads:
+                        reader = self._detach_upload(peer, event.handle)
+                        reader._finish((event.code, event.message))
+                    else:  # a bidirectional OPEN's, before the hub accepted it
+                        peer._failed_early[event.handle] = (event.code, event.message)
                 case HandshakeRequested():
                     self._on_handshake(peer, event)
                 case ConnectionTerminated():
@@ -1270,7 +1296,7 @@ class Hub:
             session_id=session.id,
             resume_token=session.token,
             resumed=resumed,
-            features=Feature.QUERIES | Feature.UPLOAD_RESUME,
+            features=Feature.QUERIES | Feature.BIDI | Feature.UPLOAD_RESUME,
         )
 
     def _refuse(self, peer: Peer, code: int, message: str) -> None:
@@ -1708,14 +1734,19 @@ class Hub:
         channel = self._admit(peer, event.handle, event.channel, RequestKind.OPEN, event)
         if channel is None:
             return
-        if channel.on_open is None:
-            conn.reject(event.handle, ErrorCode.NOT_ALLOWED, "this channel does not open streams")
+        if (channel.on_bidi if event.bidi else channel.on_open) is None:
+            why = "bidirectional streams" if event.bidi else "streams"
+            conn.reject(event.handle, ErrorCode.NOT_ALLOWED, f"this channel does not open {why}")
+            return
+        if event.bidi and channel._uploads >= channel.options.max_uploads:
+            conn.reject(event.handle, ErrorCode.LIMIT_EXCEEDED, "too many uploads")
             return
         policy = event.policy
         if policy is OverflowPolicy.DEFAULT:
             policy = channel.options.open_policy
         running = channel._open.get(event.stream_id) if event.stream_id else None
-        if running is not None and (event.join or channel.options.join_running):
+        # A bidirectional OPEN never joins (R-BIDI-1): its handler reads this requester.
+        if running is not None and not event.bidi and (event.join or channel.options.join_running):
             # Run-or-join (R-JOIN-1): a second requester shares the running producer, read
             # from seq 1 like the first; the handler is not called again.
             self._attach(peer, event.handle, running, 0, policy, joined=True)
@@ -1736,10 +1767,10 @@ class Hub:
         self, peer: Peer, event: OpenRequested, producer: Producer, policy: OverflowPolicy
     ) -> None:
         """Accept an OPEN whose stream ``producer`` writes, subscribe the requester, and
-        hand the producer to the channel's open handler."""
+        hand the producer to the channel's open handler (a bidirectional OPEN's: with the
+        reader of the requester's direction too)."""
         stream = producer._stream
         channel = stream.channel
-        on_open = cast(OpenHandler, channel.on_open)  # _on_open checked it
         peer.conn.accept(
             event.handle, stream_id=producer.stream_id, first_seq=1, last_seq=0, policy=policy
         )
@@ -1747,12 +1778,26 @@ class Hub:
         sub.policy = policy
         peer.subs[event.handle] = sub
         self._go_live(sub)
+        reader: UploadReader | None = None
+        if event.bidi:
+            reader = UploadReader(self, channel.name, producer.stream_id, event.args)
+            reader._bidi = True
+            early = peer._failed_early.pop(event.handle, None)
+            if early is not None:  # the client failed its direction before the ACCEPT
+                reader._finish(early)
+            else:  # (if it failed it in this batch of events, its UploadFailed comes next)
+                self._attach_upload(peer, event.handle, reader)
         try:
-            on_open(producer, event.args)
+            if reader is not None:
+                cast(BidiHandler, channel.on_bidi)(producer, reader, event.args)
+            else:
+                cast(OpenHandler, channel.on_open)(producer, event.args)  # _on_open checked it
         except Exception as exc:
             log.exception("open handler of %s failed", channel.name)
             if not producer.closed:
                 producer.fail(*handler_failure(exc))
+            if reader is not None:
+                reader.cancel(*handler_failure(exc))
 
     def _look_up(
         self, channel: Channel, peer: Peer, event: SubscribeRequested | StatusRequested
@@ -2056,7 +2101,8 @@ class Hub:
         peer.uploads[handle] = reader
         channel = self._channels[reader.channel]
         channel._uploads += 1
-        channel._upload_ids.add(reader.stream_id)
+        if not reader._bidi:
+            channel._upload_ids.add(reader.stream_id)
 
     def _detach_upload(self, peer: Peer, handle: int) -> UploadReader:
         reader = peer.uploads.pop(handle)
@@ -2066,7 +2112,8 @@ class Hub:
     def _release_upload_id(self, reader: UploadReader) -> None:
         channel = self._channels[reader.channel]
         channel._uploads -= 1
-        channel._upload_ids.discard(reader.stream_id)
+        if not reader._bidi:
+            channel._upload_ids.discard(reader.stream_id)
 
     def _resume_upload(self, peer: Peer, channel: Channel, event: UploadRequested) -> None:
         """UPLOAD with flag RESUME: take over the session's parked upload, or a completed

@@ -13,6 +13,10 @@ Rules for this file (after h11's ``_state.py`` and h2's ``stream.py``):
 5. ``DRAINED`` is the internal input that fires when a DRAINING handle has delivered (receiver)
    or sent (sender) everything up to its final seq. A sender's queued DATA and GAP still go out
    while it drains, but the application can no longer write: SEND_DATA is not legal there.
+6. A bidirectional handle (OPEN with flag BIDI) is two of these machines under one handle
+   number, one per direction: ``BIDI_SIDES`` names them per role, ``BIDI_ROUTES`` says which of
+   the two an input steps. Nothing else couples them: an END, ERROR or cancel closes one
+   direction and leaves the other running. The handle is forgotten when both are CLOSED.
 
 The docs' state diagrams are generated from these tables (``python -m streamproto diagrams``
 writes ``docs/state-machines.md``; a test keeps the page in step).
@@ -26,10 +30,13 @@ from typing import Final
 from ._frames import FrameType
 
 __all__ = [
+    "BIDI_ROUTES",
+    "BIDI_SIDES",
     "CONNECTION_TRANSITIONS",
     "HANDLE_TRANSITIONS",
     "ConnInput",
     "ConnState",
+    "Direction",
     "HState",
     "Input",
     "Side",
@@ -195,6 +202,57 @@ HANDLE_TRANSITIONS: Final[dict[Side, dict[tuple[HState, Input], HState]]] = {
         (_RQ, I.SEND_STREAMS): _CL,
         (_RQ, I.SEND_REJECT): _CL,
     },
+}
+
+
+class Direction(enum.Enum):
+    """Which machine of a bidirectional handle an input steps (rule 6)."""
+
+    RECEIVING = "receiving"  # the direction whose chunks this side receives
+    SENDING = "sending"  # the direction whose chunks this side sends
+    BOTH = "both"  # the request's answer: one ACCEPT or REJECT for both directions
+
+
+#: Per role, a bidirectional handle's (receiving, sending) machines: the client's receiving
+#: direction is a subscription, its sending one an upload; the server's the converse.
+BIDI_SIDES: Final[dict[str, tuple[Side, Side]]] = {
+    "client": (Side.CLIENT_SUBSCRIPTION, Side.CLIENT_UPLOAD),
+    "server": (Side.SERVER_UPLOAD, Side.SERVER_SUBSCRIPTION),
+}
+
+_RX, _TX, _BOTH = Direction.RECEIVING, Direction.SENDING, Direction.BOTH
+
+#: On a bidirectional handle, the machine each input steps. A frame's type and its direction
+#: of travel name the machine, the same for both roles: DATA, GAP, END and ERROR belong to the
+#: direction they travel in, CREDIT, CANCEL, UNSUBSCRIBE and UPLOAD_CANCEL to the opposite one
+#: (they answer data). ``DRAINED`` fires on the machine that drained.
+BIDI_ROUTES: Final[dict[Input, Direction]] = {
+    I.SEND_ACCEPT: _BOTH,
+    I.RECV_ACCEPT: _BOTH,
+    I.SEND_REJECT: _BOTH,
+    I.RECV_REJECT: _BOTH,
+    I.RECV_DATA: _RX,
+    I.RECV_GAP: _RX,
+    I.RECV_END: _RX,
+    I.RECV_ERROR: _RX,
+    I.SEND_CREDIT: _RX,
+    I.SEND_CANCEL: _RX,
+    I.SEND_UNSUBSCRIBE: _RX,
+    I.SEND_UPLOAD_CANCEL: _RX,
+    I.SEND_DATA: _TX,
+    I.SEND_GAP: _TX,
+    I.SEND_END: _TX,
+    I.SEND_ERROR: _TX,
+    I.RECV_CREDIT: _TX,
+    I.RECV_CANCEL: _TX,
+    I.RECV_UNSUBSCRIBE: _TX,
+    I.RECV_UPLOAD_CANCEL: _TX,
+    # (A bidirectional stream's client direction is never resumable: these never reach it;
+    # routed by the same rule, so that the table covers every input of both machines.)
+    I.SEND_UPLOAD_ACK: _RX,
+    I.SEND_UPLOAD_RESULT: _RX,
+    I.RECV_UPLOAD_ACK: _TX,
+    I.RECV_UPLOAD_RESULT: _TX,
 }
 
 _RECV: Final[dict[int, Input]] = {

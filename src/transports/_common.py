@@ -18,11 +18,20 @@ import abc
 import contextlib
 import enum
 import functools
+import inspect
 import logging
 import random
 import sys
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Sequence,
+)
 from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar, cast, overload
 
 import attrs
@@ -39,6 +48,7 @@ from streamproto import (
     ConnState,
     DataReceived,
     DecodeError,
+    Direction,
     ErrorCode,
     Event,
     GapReason,
@@ -90,6 +100,8 @@ __all__ = [
     "AsyncProducerBase",
     "AsyncQueries",
     "Backoff",
+    "BidiBase",
+    "Bidis",
     "ClientBase",
     "ClientCore",
     "ClientStatistics",
@@ -123,6 +135,7 @@ log = logging.getLogger("streamproto.transports")
 
 #: Overflows a subscription keeps for ``recent_overflows``.
 RECENT_OVERFLOWS = 16
+_CLOSED = HState.CLOSED
 
 GapMode = Literal["raise", "item"]
 
@@ -1168,12 +1181,14 @@ class ClientCore(Stepping):
         if self._ending and (not conn.closed or self.close_code == ErrorCode.NO_ERROR):
             # A cancel would have come as an event above; a handle closed without one drained
             # (not one the connection's failure closed: ``lost`` fails those). An upload with
-            # a result closes on UPLOAD_RESULT, an event too.
+            # a result closes on UPLOAD_RESULT, an event too. A bidirectional handle's other
+            # direction may run on: its sending direction is the upload.
+            sending = Direction.SENDING
             for up in [
                 u
                 for u in self._ending
                 if not (u.wants_result or u.resumable)
-                and conn.handle_state(u.handle) is HState.CLOSED
+                and conn.handle_state(u.handle, sending) is _CLOSED
             ]:
                 up.drained = True
                 self._ending.discard(up)
@@ -1355,6 +1370,50 @@ class ClientCore(Stepping):
         self._uploads[up.handle] = up
         return up
 
+    def bidi(
+        self,
+        channel: str,
+        stream_id: str = "",
+        args: bytes = b"",
+        *,
+        policy: OverflowPolicy = OverflowPolicy.DEFAULT,
+        priority: int = 0,
+        on_gap: GapMode = "raise",
+    ) -> tuple[UploadCore, SubscriptionCore]:
+        """A bidirectional OPEN (requires a ready connection): the client's direction as an
+        upload, the server's as an opened stream, on one handle. A lost connection fails the
+        first and resumes the second, as it does uploads and subscriptions."""
+        self._check_usable()
+        conn = self.conn
+        if conn is None or not self.ready or conn.state is not ConnState.OPEN:
+            raise ConnectionLost(ErrorCode.CONNECTION_LOST, "not connected")
+        sub = SubscriptionCore(
+            self,
+            channel,
+            stream_id,
+            after_seq=0,
+            tail=False,
+            open_args=args,
+            policy=policy,
+            priority=priority,
+            on_gap=on_gap,
+        )
+        up = UploadCore(self, channel, stream_id, args)
+        try:
+            handle = conn.open(
+                channel, args, stream_id=stream_id, policy=policy, priority=priority, bidi=True
+            )
+        except LocalProtocolError as exc:
+            if exc.code != ErrorCode.HANDLE_EXHAUSTED:
+                raise
+            self._out_of_handles(conn)
+            raise StreamError(exc.code, "no handles left: retry once reconnected") from None
+        sub.handle = up.handle = handle
+        sub.conn_serial = self.serial
+        self._subs[handle] = sub
+        self._uploads[handle] = up
+        return up, sub
+
     def query(self, request: QueryRequest, notify: Callable[[], None]) -> QueryCore:
         """A status, list or delete request (requires a ready connection)."""
         op, channel, stream_id = request.op, request.channel, request.stream_id
@@ -1472,16 +1531,15 @@ class ClientCore(Stepping):
                 self._queries.pop(event.handle)._finish(event, None)
             elif isinstance(event, StreamEnded | StreamFailed | RequestRejected):
                 sub = subs.pop(event.handle, None)
-                if isinstance(event, RequestRejected) and event.handle in self._queries:
-                    # a refused status, list or delete
-                    self._queries.pop(event.handle)._finish(
-                        None, StreamError(event.code, event.message)
-                    )
-                    continue
+                if isinstance(event, RequestRejected):
+                    error = StreamError(event.code, event.message)
+                    if event.handle in self._queries:  # a refused status, list or delete
+                        self._queries.pop(event.handle)._finish(None, error)
+                        continue
+                    up = self._uploads.pop(event.handle, None)  # (a bidi has both)
+                    if up is not None:
+                        up._fail(error)
                 if sub is None:
-                    up = self._uploads.pop(event.handle, None)
-                    if up is not None and isinstance(event, RequestRejected):
-                        up._fail(StreamError(event.code, event.message))
                     continue
                 if isinstance(event, StreamEnded):
                     sub._finish(_Outcome.ENDED)
@@ -1543,8 +1601,7 @@ class ClientCore(Stepping):
             sub.accepted = True
             sub.stream_id = event.stream_id
             sub.notify()
-            return
-        up = self._uploads.get(event.handle)
+        up = self._uploads.get(event.handle)  # (a bidirectional OPEN is both)
         if up is not None:
             up.accepted = True
             up.stream_id = event.stream_id
@@ -1609,6 +1666,7 @@ else:
     _V = TypeVar("_V")
 #: A backend's client upload class.
 _UP = TypeVar("_UP", bound="UploadBase")
+_BI = TypeVar("_BI", bound="BidiBase")
 #: A value type of a codec.
 _W = TypeVar("_W")
 
@@ -1767,6 +1825,7 @@ class ServerBase(abc.ABC, Generic[_P, _U]):
         *,
         on_open: Callable[[_P, bytes], Any] | None = None,
         on_upload: Callable[[_U], Any] | None = None,
+        on_bidi: Callable[[_P, _U], Any] | None = None,
         authorize: Authorize | None = None,
         codec: Codec[Any] | None = None,
     ) -> Channel:
@@ -1782,8 +1841,15 @@ class ServerBase(abc.ABC, Generic[_P, _U]):
         :data:`streamproto.JSON`) makes the channel's producers write values: each is
         encoded to one chunk; None keeps ``bytes``. ``authorize(request)`` decides this
         channel's requests instead of the hub's hook; it is called in the server's loop (or
-        under its lock), so it must not block."""
-        open_cb = upload_cb = None
+        under its lock), so it must not block.
+
+        ``on_bidi(producer, upload)`` serves bidirectional streams (a client's ``bidi``): it
+        writes with ``producer`` what the client reads, and reads from ``upload`` (its
+        ``args`` are the request's) what the client writes, on the same handle. It runs as
+        ``on_open`` does (a generator's items are written, and its return ends the stream);
+        when it returns or raises, the client's direction is cancelled if it is still open
+        (UPLOAD_CANCELLED, or the exception's code), since nobody reads it any more."""
+        open_cb = upload_cb = bidi_cb = None
         if on_open is not None:
             open_handler = on_open
 
@@ -1798,9 +1864,21 @@ class ServerBase(abc.ABC, Generic[_P, _U]):
                 upload = self._upload(reader)
                 self._start(upload._serve, reader, upload_handler)
 
+        if on_bidi is not None:
+            bidi_handler = on_bidi
+
+            def bidi_cb(producer: Producer, reader: UploadReader, args: bytes) -> None:
+                wrapper = self._producer(producer)
+                self._start(wrapper._serve_bidi, producer, bidi_handler, self._upload(reader))
+
         with self._lock:
             chan = self.hub.register(
-                name, options, on_open=open_cb, on_upload=upload_cb, authorize=authorize
+                name,
+                options,
+                on_open=open_cb,
+                on_upload=upload_cb,
+                on_bidi=bidi_cb,
+                authorize=authorize,
             )
             if codec is not None:
                 self._codecs[name] = codec
@@ -1954,6 +2032,20 @@ class ProducerBase(Generic[_V], abc.ABC):
     def _serve(self, handler: Callable[..., Any], args: bytes) -> Any:
         """Run an open handler (``handler(self, args)``); supplied by each backend."""
 
+    def _serve_bidi(self, handler: Callable[..., Any], upload: ServerUploadBase) -> Any:
+        """Run a bidirectional handler (``handler(self, upload)``) as :meth:`_serve` runs an
+        open handler (an awaitable for an async backend), then tell ``upload`` the handler is
+        over (:meth:`ServerUploadBase._handler_done`)."""
+        try:
+            result = self._serve(lambda producer, _args: handler(producer, upload), upload.args)
+        except BaseException as exc:
+            upload._handler_done(exc)
+            raise
+        if inspect.isawaitable(result):
+            return _then_done(result, upload)
+        upload._handler_done(None)
+        return result
+
     def _piped(self, exc: BaseException) -> bool:
         """A pipe's source or write raised ``exc``: True if the abort explains it (stop
         quietly); else the stream fails with the exception's code (it is re-raised)."""
@@ -2052,6 +2144,16 @@ class AsyncProducerBase(ProducerBase[_V]):
             await result
 
 
+async def _then_done(result: Awaitable[Any], upload: ServerUploadBase) -> None:
+    """An async bidirectional handler's run, then ``upload._handler_done``."""
+    try:
+        await result
+    except BaseException as exc:
+        upload._handler_done(exc)
+        raise
+    upload._handler_done(None)
+
+
 class _Flag(Protocol):
     """An event an async producer's ``aborted`` is (asyncio's, trio's)."""
 
@@ -2124,6 +2226,17 @@ class ServerUploadBase(abc.ABC):
         """Stop the upload (the client's writes fail with ``code``)."""
         with self._server._lock:
             self.reader.cancel(code, message)
+
+    def _handler_done(self, exc: BaseException | None) -> None:
+        """A bidirectional stream's handler is over: nobody reads the client's direction any
+        more, so it is cancelled if still open (a client writing on would wait for credit
+        forever)."""
+        code, message = (
+            (ErrorCode.UPLOAD_CANCELLED, "the handler returned")
+            if exc is None
+            else handler_failure(exc)
+        )
+        self.cancel(code, message)  # (a no-op once the upload is over)
 
 
 class ClientBase(abc.ABC, Generic[_S, _SG]):
@@ -2290,6 +2403,28 @@ class Uploads(Generic[_UP]):
         return self._upload_type(
             client, channel, stream_id, args, resumable=resumable, result=result
         )
+
+
+class Bidis(Generic[_BI]):
+    """The ``bidi`` call of the backends' clients (mixed into a :class:`ClientBase`): the
+    backend names its bidirectional stream class in ``_bidi_type``."""
+
+    _bidi_type: type[_BI]
+
+    def bidi(
+        self,
+        channel: str,
+        args: bytes = b"",
+        *,
+        stream_id: str = "",
+        policy: OverflowPolicy = OverflowPolicy.DEFAULT,
+        priority: int = 0,
+    ) -> _BI:
+        """A bidirectional stream on ``channel`` (whose server registered ``on_bidi``), used
+        as ``async with client.bidi(...) as stream`` (the thread backend: ``with``): it writes
+        the client's direction and iterates the server's (docs/channels.md)."""
+        client = cast("ClientBase[Any, Any]", self)
+        return self._bidi_type(client, channel, stream_id, args, policy=policy, priority=priority)
 
 
 class AsyncQueries(abc.ABC):
@@ -2489,3 +2624,70 @@ class UploadBase:
             with self._client._lock:
                 self._core.finish(exc)
                 self._client._wake()
+
+
+class BidiBase(UploadBase):
+    """The non-waiting half of a backend's client ``Bidi``: one handle that carries the
+    client's chunks as an upload does and the server's as an opened stream does. Each
+    direction ends on its own: ``end`` (or leaving the block) ends the client's, the server's
+    ends when its iterator does."""
+
+    def __init__(
+        self,
+        client: ClientBase[Any, Any],
+        channel: str,
+        stream_id: str,
+        args: bytes,
+        *,
+        policy: OverflowPolicy = OverflowPolicy.DEFAULT,
+        priority: int = 0,
+        on_gap: GapMode = "raise",
+    ) -> None:
+        super().__init__(client, channel, stream_id, args)
+        self._options = (policy, priority, on_gap)
+        self._reader: SubscriptionBase[Any] | None = None
+
+    def _begin(self, notify: Callable[[], None]) -> UploadCore:
+        """Send the bidirectional OPEN (the client must be ready)."""
+        with self._client._lock:
+            policy, priority, on_gap = self._options
+            core, sub = self._client.core.bidi(
+                *self._args, policy=policy, priority=priority, on_gap=on_gap
+            )
+            core.notify = notify
+            self._core = core
+            self._reader = self._client._subscription(sub)
+            self._client._wake()
+            return core
+
+    def _incoming(self) -> SubscriptionBase[Any]:
+        """The server's direction (the backend's subscription)."""
+        if self._reader is None:
+            raise StreamError(ErrorCode.INVALID_STATE, "use the stream as a context manager")
+        return self._reader
+
+    @property
+    def seq(self) -> int:
+        """The seq of the last chunk of the server's direction handed out."""
+        return 0 if self._reader is None else self._reader.seq
+
+    def _end(self) -> None:
+        """End the client's direction now: END goes out after the queued chunks; the
+        server's direction runs on. Raises the direction's error if the server cancelled it."""
+        with self._client._lock:
+            self._started().end()
+            self._client._wake()
+
+    def _close(self, exc: BaseException | None) -> None:
+        """Leaving the block: the client's direction ends (ERROR with the exception's code if
+        one is raised) unless it is over already, and the server's is cancelled unless it
+        ended."""
+        core = self._core
+        if core is None:
+            return
+        with self._client._lock:
+            if not core.done and core.error is None:
+                core.finish(exc)
+                self._client._wake()
+        if self._reader is not None:
+            self._reader.close()

@@ -36,8 +36,8 @@ the asyncio, trio and thread backends are made of:
 - :class:`Stepping` and :class:`Side` — what both have in common (one writer loop drives
   either).
 - :class:`ServerBase`, :class:`ProducerBase` (:class:`AsyncProducerBase` for async loops),
-  :class:`ServerUploadBase`, :class:`ClientBase`,
-  :class:`SubscriptionBase`, :class:`UploadBase` — the loop-independent halves of a backend's
+  :class:`ServerUploadBase`, :class:`ClientBase`, :class:`SubscriptionBase`,
+  :class:`UploadBase`, :class:`BidiBase` — the loop-independent halves of a backend's
   public classes. A backend subclasses them and supplies the hooks they declare:
   ``ServerBase._producer``, ``_upload`` (wrap the hub's objects); ``ProducerBase._serve``
   (run an open handler; ``AsyncProducerBase`` has it, given ``_signals``, ``_interrupting``
@@ -48,7 +48,9 @@ the asyncio, trio and thread backends are made of:
   client: wait until ready, send ``ClientBase._query(request, notify)``, wait for
   :class:`QueryCore` ``.done``); ``ServerUploadBase._serve`` (run an upload handler and give
   what it returns to ``_returned``, the upload's result); ``Uploads._upload_type`` (the
-  client's upload class, an :class:`UploadBase`, whose ``_made`` sets up its wakeup); and
+  client's upload class, an :class:`UploadBase`, whose ``_made`` sets up its wakeup);
+  ``Bidis._bidi_type`` (its bidirectional stream class, a :class:`BidiBase` mixed with that
+  upload class); and
   ``_lock``, held around every call into the core (a real lock only where threads share it).
   The bases call ``ServerBase._driver(framing, clock, wakeup)`` for each accepted stream and
   ``ServerBase._gone(driver)`` when it ends. These underscored
@@ -64,6 +66,8 @@ from ._common import (
     FLUSH_SLICE,
     AsyncProducerBase,
     AsyncQueries,
+    BidiBase,
+    Bidis,
     ClientBase,
     ClientCore,
     Pacer,
@@ -113,6 +117,8 @@ __all__ = [
     "WS",
     "AsyncProducerBase",
     "AsyncQueries",
+    "BidiBase",
+    "Bidis",
     "ClientBase",
     "ClientCore",
     "Endpoint",

@@ -14,7 +14,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any, TypeVar, cast, overload
 
-from streamproto import Config, ErrorCode, HttpOptions, Hub, Producer, UploadReader, WriteResult
+from streamproto import (
+    Config,
+    ErrorCode,
+    HttpOptions,
+    Hub,
+    Producer,
+    UploadReader,
+    WriteResult,
+)
 from streamproto._codec import Codec
 
 from ._common import (
@@ -23,6 +31,8 @@ from ._common import (
     AsyncProducerBase,
     AsyncQueries,
     Backoff,
+    BidiBase,
+    Bidis,
     ClientBase,
     ClientCore,
     Gap,
@@ -35,6 +45,7 @@ from ._common import (
     SubscriptionBase,
     SubscriptionCore,
     UploadBase,
+    UploadCore,
     Uploads,
     handler_failed,
     parse_url,
@@ -59,6 +70,7 @@ _T = TypeVar("_T")
 _W = TypeVar("_W")
 
 __all__ = [
+    "Bidi",
     "Client",
     "Server",
     "ServerProducer",
@@ -679,32 +691,75 @@ class Upload(UploadBase):
     ) -> None:
         self._finish(exc)
         if exc is None:  # wait until it is all out, so a cancel meanwhile is not missed
-            core = self._started()
-            while not core.settled:
-                self._event.clear()
-                self._client._flush()
-                await self._event.wait()
+            core = await self._drained()
             if core.error is not None:
                 raise core.error
 
-    async def result(self) -> bytes:
-        """The server's answer to the upload, once it is complete: what the handler returned
-        (with ``result=True``; b"" otherwise). Raises the upload's error. Call it after the
-        ``async with`` block, which ends the upload."""
+    async def _drained(self) -> UploadCore:
+        """Wait until the upload is over (drained after END, cancelled or lost)."""
         core = self._started()
         while not core.settled:
             self._event.clear()
             self._client._flush()
             await self._event.wait()
+        return core
+
+    async def result(self) -> bytes:
+        """The server's answer to the upload, once it is complete: what the handler returned
+        (with ``result=True``; b"" otherwise). Raises the upload's error. Call it after the
+        ``async with`` block, which ends the upload."""
+        await self._drained()
         return self._result()
 
 
+class Bidi(BidiBase, Upload):
+    """A bidirectional stream: ``async with client.bidi(channel, args) as stream``, then
+    ``await stream.write(chunk)`` sends on the client's direction and ``async for chunk in
+    stream`` reads the server's, on one handle (spec section 6.4). ``await stream.end()``
+    ends the client's direction while the server's runs on. Leaving the block ends the
+    client's direction if it is still open (or fails it with the exception's code) and
+    cancels the server's unless it ended. Writes raise once the server cancelled the client's
+    direction or the connection was lost; iteration raises the server's error. A lost
+    connection fails the client's direction and resumes the server's, as for ``open``."""
+
+    _client: Client
+
+    async def __aenter__(self) -> Bidi:
+        await Upload.__aenter__(self)
+        return self
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return cast(Subscription[bytes], self._incoming()).__aiter__()
+
+    def batches(self, max_chunks: int | None = None) -> AsyncIterator[list[bytes]]:
+        """The server's direction in batches, as :meth:`Subscription.batches`."""
+        return cast(Subscription[bytes], self._incoming()).batches(max_chunks)
+
+    async def end(self) -> None:
+        """End the client's direction (see the class docstring)."""
+        self._end()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._close(exc)
+        if exc is None:  # the client's direction goes out in full (or was cut: no raise)
+            await self._drained()
+
+
 class Client(
-    ClientBase[Subscription[bytes], Subscription[bytes | Gap]], Uploads[Upload], AsyncQueries
+    ClientBase[Subscription[bytes], Subscription[bytes | Gap]],
+    Uploads[Upload],
+    Bidis[Bidi],
+    AsyncQueries,
 ):
     """A connection to a streamproto server that reconnects and resumes (from :func:`connect`)."""
 
     _upload_type = Upload
+    _bidi_type = Bidi
 
     def __init__(self, core: ClientCore) -> None:
         super().__init__(core)

@@ -886,6 +886,184 @@ def _c41(peer: RawPeer) -> None:
         raise AssertionError(f"the listing does not name status-1: {listing}")
 
 
+# -- bidirectional streams (C50 and up) ---------------------------------------------------------
+# The channel conformance:bidi serves OPEN with flag BIDI; its args pick what the server does
+# (spec/CONFORMANCE.md).
+
+
+def _open_bidi(peer: RawPeer, args: bytes, handle: int = 1) -> Accept:
+    """OPEN conformance:bidi with flag BIDI and ``args``: its ACCEPT, which must grant the
+    client's direction credit (R-BIDI-3)."""
+    peer.send(Open(handle, "conformance:bidi", "", _CHUNKS, _BYTES, args=args, bidi=True))
+    accept: Accept = _on(peer, handle, Accept)
+    if accept.credit_chunks < 1 or accept.credit_bytes < 1:
+        raise AssertionError(f"ACCEPT grants the client's direction no credit: {accept}")
+    return accept
+
+
+class _Writer:
+    """The client's direction of a bidirectional handle: DATA under the credit the server
+    grants (ACCEPT's, then CREDIT frames, which it takes from the frames it is shown)."""
+
+    def __init__(self, peer: RawPeer, accept: Accept) -> None:
+        self.peer = peer
+        self.handle = accept.handle
+        self.chunks = accept.credit_chunks
+        self.nbytes = accept.credit_bytes
+        self.seq = 0
+
+    def credit(self, frame: Frame) -> bool:
+        """Take a CREDIT of the handle; False for any other frame."""
+        if isinstance(frame, Credit) and frame.handle == self.handle:
+            self.chunks += frame.chunks
+            self.nbytes += frame.nbytes
+            return True
+        return False
+
+    def write(self, chunk: bytes) -> None:
+        """Send ``chunk``, first waiting for credit (frames other than CREDIT are an error)."""
+        while self.chunks < 1 or self.nbytes < 1:
+            frame = self.peer.expect(object)
+            if not self.credit(frame):
+                raise AssertionError(f"waiting for CREDIT on handle {self.handle}, got {frame}")
+        self.seq += 1
+        self.chunks -= 1
+        self.nbytes -= len(chunk)
+        self.peer.send(Data(self.handle, self.seq, (chunk,)))
+
+
+def _server_direction(peer: RawPeer, writer: _Writer) -> Delivery:
+    """Read the server's direction to its outcome; CREDIT for the client's is taken."""
+    got = Delivery()
+    covered = 0
+    while got.outcome is None or covered < got.outcome.last_seq:
+        frame = peer.expect(object)
+        if writer.credit(frame) or getattr(frame, "handle", 0) != writer.handle:
+            continue
+        if isinstance(frame, Data) and not frame.more:
+            got.items.append((frame.seq, frame.chunks[0]))
+            covered = frame.seq
+        elif isinstance(frame, End | Error):
+            got.outcome = frame
+        else:
+            raise AssertionError(f"unexpected {frame} on the server's direction")
+    return got
+
+
+@case("C50", "R-BIDI-1", "R-BIDI-3", "R-BIDI-4", "R-VER-5", feature=Feature.BIDI)
+def _c50(peer: RawPeer) -> None:
+    """bidirectional: one handle carries chunks both ways, each direction with its own seqs
+    from 1 and its own credit; each chunk the client sends is echoed, and the server's END
+    follows the client's."""
+    peer.handshake()
+    writer = _Writer(peer, _open_bidi(peer, b"echo"))
+    for i in range(1, 6):
+        writer.write(b"b-%d" % i)
+    peer.send(End(1, 5))
+    got = _server_direction(peer, writer)
+    _expect_items(got, [(i, b"echo:b-%d" % i) for i in range(1, 6)])
+    _expect_outcome(got, End, 5)
+
+
+@case("C51", "R-BIDI-4", "R-BIDI-5", "R-FLOW-6", feature=Feature.BIDI)
+def _c51(peer: RawPeer) -> None:
+    """bidirectional: the client's END closes its direction only: the server's direction
+    writes after it (how many chunks it read, past the first window: CREDIT came), then
+    END."""
+    peer.handshake()
+    accept = _open_bidi(peer, b"count")
+    writer = _Writer(peer, accept)
+    total = accept.credit_chunks * 3
+    for _ in range(total):
+        writer.write(b"c")
+    peer.send(End(1, total))
+    got = _server_direction(peer, writer)
+    _expect_items(got, [(1, b"read %d" % total)])
+    _expect_outcome(got, End, 1)
+
+
+@case("C52", "R-BIDI-5", "R-HANDLE-5", feature=Feature.BIDI)
+def _c52(peer: RawPeer) -> None:
+    """bidirectional: the server's END closes its direction only: the client's direction
+    goes on past its first window (the server keeps granting credit) to its own END, and the
+    connection stays healthy."""
+    peer.handshake()
+    accept = _open_bidi(peer, b"first:3")
+    writer = _Writer(peer, accept)
+    got = _server_direction(peer, writer)
+    _expect_items(got, [(1, b"f-1"), (2, b"f-2"), (3, b"f-3")])
+    _expect_outcome(got, End, 3)
+    total = accept.credit_chunks * 2 + 1
+    for _ in range(total):
+        writer.write(b"after")
+    peer.send(End(1, total), Ping(52))
+    while not isinstance(frame := peer.expect(object), Pong):
+        if not writer.credit(frame):
+            raise AssertionError(f"unexpected {frame}")
+
+
+@case("C53", "R-BIDI-5", "R-UP-5", "R-HANDLE-5", feature=Feature.BIDI)
+def _c53(peer: RawPeer) -> None:
+    """bidirectional: UPLOAD_CANCEL closes the client's direction only: a DATA the client
+    sends after it is discarded, and the server's direction goes on to its END."""
+    peer.handshake()
+    writer = _Writer(peer, _open_bidi(peer, b"cancel:3"))
+    for _ in range(3):
+        writer.write(b"x")
+    while True:
+        frame = peer.expect(object)
+        if writer.credit(frame):
+            continue
+        if not isinstance(frame, UploadCancel):
+            raise AssertionError(f"expected UPLOAD_CANCEL, got {frame}")
+        break
+    if frame.code != ErrorCode.UPLOAD_CANCELLED:
+        raise AssertionError(f"UPLOAD_CANCEL code {frame.code}")
+    peer.send(Data(1, 4, (b"late",)))
+    got = _server_direction(peer, writer)
+    _expect_items(got, [(1, b"cancelled after 3")])
+    _expect_outcome(got, End, 1)
+
+
+@case("C54", "R-BIDI-5", "R-SUB-11", feature=Feature.BIDI)
+def _c54(peer: RawPeer) -> None:
+    """bidirectional: the client's CANCEL closes the server's direction only: the client's
+    direction is still read (credit keeps coming past the first window) and ends with END."""
+    peer.handshake()
+    accept = _open_bidi(peer, b"count")
+    writer = _Writer(peer, accept)
+    peer.send(Cancel(1))
+    total = accept.credit_chunks * 2 + 1
+    for _ in range(total):
+        writer.write(b"y")
+    peer.send(End(1, total), Ping(54))
+    while not isinstance(frame := peer.expect(object), Pong):
+        if not writer.credit(frame) and not isinstance(frame, Data | End):
+            raise AssertionError(f"unexpected {frame}")  # (DATA or END crossing the CANCEL)
+
+
+@case("C55", "R-BIDI-1", feature=Feature.BIDI)
+def _c55(peer: RawPeer) -> None:
+    """bidirectional: an OPEN with both BIDI and JOIN is rejected with NOT_ALLOWED."""
+    peer.handshake()
+    peer.send(
+        Open(1, "conformance:bidi", "j-1", _CHUNKS, _BYTES, args=b"echo", join=True, bidi=True)
+    )
+    reject: Reject = _on(peer, 1, Reject)
+    if reject.code != ErrorCode.NOT_ALLOWED:
+        raise AssertionError(f"expected REJECT NOT_ALLOWED, got {reject}")
+
+
+@case("C56", "R-BIDI-4", "R-STATE-1", feature=Feature.BIDI)
+def _c56(peer: RawPeer) -> None:
+    """bidirectional: a frame its direction does not carry (UPLOAD_CANCEL from the client) is
+    a connection error PROTOCOL_ERROR."""
+    peer.handshake()
+    _open_bidi(peer, b"echo")
+    peer.send(UploadCancel(1, ErrorCode.UPLOAD_CANCELLED, "not the client's to send"))
+    _goaway(peer, ErrorCode.PROTOCOL_ERROR)
+
+
 @case("C36", "R-SCHED-3")
 def _c36(peer: RawPeer) -> None:
     """Two subscriptions on one connection, priorities 0 and 3, each with credit for 32

@@ -48,6 +48,8 @@ from ._common import (
     _V,
     FLUSH_SLICE,
     Backoff,
+    BidiBase,
+    Bidis,
     ClientBase,
     ClientCore,
     Gap,
@@ -63,6 +65,7 @@ from ._common import (
     SubscriptionBase,
     SubscriptionCore,
     UploadBase,
+    UploadCore,
     Uploads,
     Url,
     always_reads,
@@ -90,6 +93,7 @@ _T = TypeVar("_T")
 _W = TypeVar("_W")
 
 __all__ = [
+    "Bidi",
     "Client",
     "Server",
     "ServerProducer",
@@ -992,31 +996,74 @@ class Upload(UploadBase):
     ) -> None:
         self._finish(exc)
         if exc is None:  # wait until it is all out, so a cancel meanwhile is not missed
-            core = self._started()
-            with self._cond:
-                while not core.settled:
-                    self._client._wake()
-                    self._cond.wait()
+            core = self._drained()
             if core.error is not None:
                 raise core.error
 
-    def result(self) -> bytes:
-        """The server's answer to the upload, once it is complete: what the handler returned
-        (with ``result=True``; b"" otherwise). Raises the upload's error. Call it after the
-        ``with`` block, which ends the upload."""
+    def _drained(self) -> UploadCore:
+        """Wait until the upload is over (drained after END, cancelled or lost)."""
         core = self._started()
         with self._cond:
             while not core.settled:
                 self._client._wake()
                 self._cond.wait()
+        return core
+
+    def result(self) -> bytes:
+        """The server's answer to the upload, once it is complete: what the handler returned
+        (with ``result=True``; b"" otherwise). Raises the upload's error. Call it after the
+        ``with`` block, which ends the upload."""
+        self._drained()
         return self._result()
 
 
-class Client(ClientBase[Subscription[bytes], Subscription[bytes | Gap]], Uploads[Upload]):
+class Bidi(BidiBase, Upload):
+    """A bidirectional stream: ``with client.bidi(channel, args) as stream``, then
+    ``stream.write(chunk)`` sends on the client's direction and ``for chunk in stream`` reads
+    the server's, on one handle (spec section 6.4). ``stream.end()`` ends the client's
+    direction while the server's runs on. Leaving the block ends the client's direction if it
+    is still open (or fails it with the exception's code) and cancels the server's unless it
+    ended. Writes raise once the server cancelled the client's direction or the connection
+    was lost; iteration raises the server's error. A lost connection fails the client's
+    direction and resumes the server's, as for ``open``. Iterate it once (one iterator):
+    dropping an iterator before the end cancels the server's direction."""
+
+    _client: Client
+
+    def __enter__(self) -> Bidi:
+        Upload.__enter__(self)
+        return self
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(cast(Subscription[bytes], self._incoming()))
+
+    def batches(self, max_chunks: int | None = None) -> Iterator[list[bytes]]:
+        """The server's direction in batches, as :meth:`Subscription.batches`."""
+        return cast(Subscription[bytes], self._incoming()).batches(max_chunks)
+
+    def end(self) -> None:
+        """End the client's direction; the server's runs on."""
+        self._end()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._close(exc)
+        if exc is None:  # the client's direction goes out in full (or was cut: no raise)
+            self._drained()
+
+
+class Client(
+    ClientBase[Subscription[bytes], Subscription[bytes | Gap]], Uploads[Upload], Bidis[Bidi]
+):
     """A connection to a streamproto server that reconnects and resumes (from :func:`connect`).
     One thread does the socket's I/O and reconnects; ``close()`` joins it."""
 
     _upload_type = Upload
+    _bidi_type = Bidi
 
     _lock: threading.RLock  # the one lock around every call into the core
 

@@ -37,7 +37,7 @@ from streamproto import ChannelOptions, Config, Hub, OverflowPolicy, Window
 from streamproto.testing import CONFORMANCE_SERVER_CONFIG, PairFactory, PairOptions
 from streamproto.testing.reference import register_reference_channels
 
-from ._common import Backoff
+from ._common import Backoff, StreamError
 
 __all__ = [
     "BACKENDS",
@@ -264,6 +264,7 @@ TEST_CHANNELS = {
     "test:block": ChannelOptions(default_policy=OverflowPolicy.BLOCK),
     "test:error": ChannelOptions(default_policy=OverflowPolicy.ERROR),
     "test:upload": ChannelOptions(),
+    "test:bidi": ChannelOptions(replay=Window(chunks=100_000, nbytes=64 << 20)),
 }
 
 
@@ -331,6 +332,9 @@ class ServerProxy:
             elif name == "test:upload":
                 handler = _upload_async(record) if is_async else _upload_sync(record)
                 server.channel(name, options, on_upload=handler)
+            elif name == "test:bidi":
+                handler = _bidi_async(record, sleep) if is_async else _bidi_sync(record)
+                server.channel(name, options, on_bidi=handler)
             else:
                 server.channel(name, options)
 
@@ -508,6 +512,56 @@ def _upload_sync(record: Record) -> Any:
             return None
         record.note_upload(upload.stream_id, total, 0, "")
         return upload_digest(chunks)
+
+    return handler
+
+
+def _bidi_async(record: Record, sleep: Callable[[float], Awaitable[None]]) -> Any:
+    async def handler(producer: Any, upload: Any) -> None:
+        mode, _, count = upload.args.partition(b":")
+        total = 0
+        try:
+            if mode in (b"first", b"slow"):  # the server's direction ends first; it reads on
+                for i in range(int(count)):
+                    await producer.write(b"%d" % i)
+                    if mode == b"slow":
+                        await sleep(0.001)
+                producer.close()
+            async for chunk in upload:
+                total += len(chunk)
+                if mode == b"echo":
+                    await producer.write(chunk)
+        except Exception as exc:
+            record.note_upload(upload.stream_id, total, getattr(exc, "code", -1), str(exc))
+            return
+        if mode == b"echo":
+            producer.close()
+        record.note_upload(upload.stream_id, total, 0, "")
+
+    return handler
+
+
+def _bidi_sync(record: Record) -> Any:
+    def handler(producer: Any, upload: Any) -> None:
+        mode, _, count = upload.args.partition(b":")
+        total = 0
+        try:
+            if mode in (b"first", b"slow"):
+                for i in range(int(count)):
+                    producer.write(b"%d" % i)
+                    if mode == b"slow":
+                        time.sleep(0.001)
+                producer.close()
+            for chunk in upload:
+                total += len(chunk)
+                if mode == b"echo":
+                    producer.write(chunk)
+        except Exception as exc:
+            record.note_upload(upload.stream_id, total, getattr(exc, "code", -1), str(exc))
+            return
+        if mode == b"echo":
+            producer.close()
+        record.note_upload(upload.stream_id, total, 0, "")
 
     return handler
 
@@ -715,6 +769,80 @@ class ClientProxy:
 
         outcome: bytes | BaseException = self.thread.call(run)
         return outcome
+
+    def bidi(
+        self,
+        channel: str,
+        chunks: Iterable[bytes],
+        args: bytes = b"",
+        *,
+        lockstep: bool = False,
+        abort_after: int | None = None,
+    ) -> tuple[str, list[bytes], BaseException | None]:
+        """Open a bidirectional stream with ``args``, write every chunk (with ``lockstep``,
+        reading one chunk of the server's direction after each), end the client's direction,
+        and read the server's to its end: (stream id, chunks read, the exception, if any).
+        With ``abort_after``, the transport is killed after that many chunks; the first write
+        that raises ends the writing (its exception is the one returned), and the server's
+        direction is read on to its end across the reconnect."""
+        client = self.client
+        got: list[bytes] = []
+        sid = ""
+        failed: list[BaseException] = []
+
+        def each() -> Iterator[bytes]:
+            for i, chunk in enumerate(chunks):
+                if i == abort_after:
+                    client.abort_transport()  # in the client's thread: call it directly
+                yield chunk
+
+        if self.flavour == "thread":
+            try:
+                with client.bidi(channel, args) as stream:
+                    sid = stream.stream_id
+                    incoming = iter(stream)
+                    for chunk in each():
+                        try:
+                            stream.write(chunk)
+                        except StreamError as exc:
+                            if abort_after is None:
+                                raise
+                            failed.append(exc)
+                            break
+                        if lockstep:
+                            got.append(next(incoming))
+                    else:
+                        stream.end()
+                    got.extend(incoming)
+            except Exception as exc:
+                return sid, got, exc
+            return sid, got, failed[0] if failed else None
+
+        async def run() -> tuple[str, list[bytes], BaseException | None]:
+            sid = ""
+            try:
+                async with client.bidi(channel, args) as stream:
+                    sid = stream.stream_id
+                    incoming = aiter(stream)
+                    for chunk in each():
+                        try:
+                            await stream.write(chunk)
+                        except StreamError as exc:
+                            if abort_after is None:
+                                raise
+                            failed.append(exc)
+                            break
+                        if lockstep:
+                            got.append(await anext(incoming))
+                    else:
+                        await stream.end()
+                    got.extend([chunk async for chunk in incoming])
+            except Exception as exc:
+                return sid, got, exc
+            return sid, got, failed[0] if failed else None
+
+        result: tuple[str, list[bytes], BaseException | None] = self.thread.call(run)
+        return result
 
     def raw_subscribe(self, *args: Any, **kwargs: Any) -> Any:
         """The backend's own subscription object, not iterated yet."""

@@ -21,11 +21,19 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from types import TracebackType
-from typing import Any, Generic, TypeVar, overload
+from typing import Any, Generic, TypeVar, cast, overload
 
 import trio
 
-from streamproto import Config, ErrorCode, HttpOptions, Hub, Producer, UploadReader, WriteResult
+from streamproto import (
+    Config,
+    ErrorCode,
+    HttpOptions,
+    Hub,
+    Producer,
+    UploadReader,
+    WriteResult,
+)
 from streamproto._codec import Codec
 
 from ._common import (
@@ -34,6 +42,8 @@ from ._common import (
     AsyncProducerBase,
     AsyncQueries,
     Backoff,
+    BidiBase,
+    Bidis,
     ClientBase,
     ClientCore,
     Gap,
@@ -49,6 +59,7 @@ from ._common import (
     SubscriptionBase,
     SubscriptionCore,
     UploadBase,
+    UploadCore,
     Uploads,
     always_reads,
     handler_failed,
@@ -77,6 +88,7 @@ _W = TypeVar("_W")
 _I = TypeVar("_I")
 
 __all__ = [
+    "Bidi",
     "Client",
     "Server",
     "ServerProducer",
@@ -666,30 +678,70 @@ class Upload(UploadBase):
     ) -> None:
         self._finish(exc)
         if exc is None:  # wait until it is all out, so a cancel meanwhile is not missed
-            core = self._started()
-            while not core.settled:
-                self._client._wake()
-                await self._wake.wait()
+            core = await self._drained()
             if core.error is not None:
                 raise core.error
+
+    async def _drained(self) -> UploadCore:
+        """Wait until the upload is over (drained after END, cancelled or lost)."""
+        core = self._started()
+        while not core.settled:
+            self._client._wake()
+            await self._wake.wait()
+        return core
 
     async def result(self) -> bytes:
         """The server's answer to the upload, once it is complete: what the handler returned
         (with ``result=True``; b"" otherwise). Raises the upload's error. Call it after the
         ``async with`` block, which ends the upload."""
-        core = self._started()
-        while not core.settled:
-            self._client._wake()
-            await self._wake.wait()
+        await self._drained()
         return self._result()
 
 
+class Bidi(BidiBase, Upload):
+    """A bidirectional stream: ``async with client.bidi(channel, args) as stream``, then
+    ``await stream.write(chunk)`` sends on the client's direction and ``async for chunk in
+    stream`` reads the server's, on one handle (spec section 6.4); see the asyncio
+    :class:`transports.asyncio.Bidi`, which this mirrors."""
+
+    _client: Client
+
+    async def __aenter__(self) -> Bidi:
+        await Upload.__aenter__(self)
+        return self
+
+    def __aiter__(self) -> _Chunks[bytes]:
+        return cast(Subscription[bytes], self._incoming()).__aiter__()
+
+    def batches(self, max_chunks: int | None = None) -> _Chunks[list[bytes]]:
+        """The server's direction in batches, as :meth:`Subscription.batches`."""
+        return cast(Subscription[bytes], self._incoming()).batches(max_chunks)
+
+    async def end(self) -> None:
+        """End the client's direction; the server's runs on."""
+        self._end()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._close(exc)
+        if exc is None:  # the client's direction goes out in full (or was cut: no raise)
+            await self._drained()
+
+
 class Client(
-    ClientBase[Subscription[bytes], Subscription[bytes | Gap]], Uploads[Upload], AsyncQueries
+    ClientBase[Subscription[bytes], Subscription[bytes | Gap]],
+    Uploads[Upload],
+    Bidis[Bidi],
+    AsyncQueries,
 ):
     """A connection to a streamproto server that reconnects and resumes (from :func:`connect`)."""
 
     _upload_type = Upload
+    _bidi_type = Bidi
 
     def __init__(self, core: ClientCore) -> None:
         super().__init__(core)

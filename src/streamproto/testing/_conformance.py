@@ -103,7 +103,12 @@ class ServerUnderTest(Protocol):
     OPEN on ``test:open`` with args ``b"COUNT:DELAY_MS"`` writes ``b"0"``, ``b"1"``, ... with a
     pause between chunks and ends, stopping once the producer is aborted (counted by
     :meth:`wait_aborted`); ``test:upload`` reads uploads, cancelling one with code 1007 and
-    message ``"enough"`` once it has read the number of bytes in its args (if any)."""
+    message ``"enough"`` once it has read the number of bytes in its args (if any);
+    ``test:bidi`` serves bidirectional streams: with args ``b"echo"`` it writes back each
+    chunk it reads and ends after the client's direction ended, with ``b"first:COUNT"`` it
+    writes ``b"0"``, ``b"1"``, ... and ends first, then reads on (``b"slow:COUNT"``: one chunk
+    per millisecond); either way the bytes it read
+    are reported as an upload's (:meth:`wait_upload`, by the stream's id)."""
 
     def start(self, channel: str, stream_id: str) -> None:
         """Start a stream that the scenario writes."""
@@ -180,6 +185,22 @@ class ClientUnderTest(Protocol):
     ) -> BaseException | None:
         """Upload every chunk and end; the exception the upload ended with, if any. With
         ``abort_after``, kill the transport after writing that many chunks."""
+
+    def bidi(
+        self,
+        channel: str,
+        chunks: Iterable[bytes],
+        args: bytes = b"",
+        *,
+        lockstep: bool = False,
+        abort_after: int | None = None,
+    ) -> tuple[str, list[bytes], BaseException | None]:
+        """Open a bidirectional stream with ``args``, write every chunk (with ``lockstep``,
+        reading one chunk of the server's direction after each), end the client's direction
+        and read the server's to its end: (stream id, chunks read, the exception, if any).
+        With ``abort_after``, kill the transport after writing that many chunks, stop writing
+        at the first write that raises (the exception returned) and read the server's
+        direction on to its end."""
 
     def abort_transport(self) -> None:
         """Kill the transport without a goodbye (as a network failure would)."""
@@ -502,6 +523,41 @@ def _stream_delete(make: PairFactory) -> None:
         _expect(gone.state is StreamState.MISSING, f"MISSING afterwards, not {gone}")
 
 
+def _bidi_echo(make: PairFactory) -> None:
+    """One handle carries chunks both ways, each direction with its own seqs and credit
+    (R-BIDI-1, R-BIDI-4): 300 chunks of 1000 bytes, more than either window, in lockstep."""
+    with make(PairOptions()) as (server, client):
+        chunks = [b"%04d" % i + b"x" * 996 for i in range(300)]
+        sid, got, error = client.bidi("test:bidi", chunks, b"echo", lockstep=True)
+        _expect(error is None, f"both directions end normally, not {error!r}")
+        _expect(got == chunks, f"every chunk echoed once, in order ({len(got)} of 300)")
+        outcome = server.wait_upload(sid)
+        _expect(outcome == (300_000, 0, ""), f"the reader got 300,000 bytes, not {outcome}")
+
+
+def _bidi_half_close(make: PairFactory) -> None:
+    """The server's END closes its direction only: the client's runs on to its own END
+    (R-BIDI-5)."""
+    with make(PairOptions()) as (server, client):
+        sid, got, error = client.bidi("test:bidi", [b"y" * 500] * 200, b"first:3")
+        _expect(error is None, f"both directions end normally, not {error!r}")
+        _expect(got == [b"0", b"1", b"2"], f"the server's three chunks, not {got[:5]}")
+        outcome = server.wait_upload(sid)
+        _expect(outcome == (100_000, 0, ""), f"the reader got 100,000 bytes, not {outcome}")
+
+
+def _bidi_resume_after_lost_transport(make: PairFactory) -> None:
+    """A lost transport fails the client's direction (the server's reader sees
+    UPLOAD_DISCONNECTED) and resumes the server's: every chunk exactly once (R-BIDI-8)."""
+    with make(PairOptions(reconnect=True)) as (server, client):
+        chunks = itertools.repeat(b"u" * 10, 100_000)
+        sid, got, error = client.bidi("test:bidi", chunks, b"slow:300", abort_after=20)
+        _expect(_code(error) == ErrorCode.CONNECTION_LOST, f"the writer sees the loss: {error!r}")
+        _expect(got == [b"%d" % i for i in range(300)], f"every chunk once ({len(got)} of 300)")
+        outcome = server.wait_upload(sid)
+        _expect(outcome[1] == ErrorCode.UPLOAD_DISCONNECTED, f"the reader: {outcome}")
+
+
 #: Every scenario by name, in the order :func:`check_adapter` runs them.
 SCENARIOS: Mapping[str, Callable[[PairFactory], None]] = {
     "subscribe_and_receive": _subscribe_and_receive,
@@ -522,6 +578,9 @@ SCENARIOS: Mapping[str, Callable[[PairFactory], None]] = {
     "run_or_join": _run_or_join,
     "stream_status": _stream_status,
     "stream_delete": _stream_delete,
+    "bidi_echo": _bidi_echo,
+    "bidi_half_close": _bidi_half_close,
+    "bidi_resume_after_lost_transport": _bidi_resume_after_lost_transport,
 }
 
 

@@ -74,6 +74,20 @@ _TERMINAL = (
     UploadEnded,
     UploadFailed,
 )
+#: On a bidirectional handle, the events of the direction this side receives and of the one it
+#: sends (each closes on its own); the rest (the request's answer) concern both.
+_RECEIVING_EVENTS = (
+    DataReceived,
+    GapReceived,
+    OverflowWarning,
+    StreamEnded,
+    StreamFailed,
+    UploadData,
+    UploadEnded,
+    UploadFailed,
+)
+_SENDING_EVENTS = (UploadCancelled, CancelRequested, Unsubscribed, Writable)
+_RX, _TX = "receiving", "sending"
 
 
 class RandomSource(Protocol):
@@ -189,7 +203,9 @@ class ConnectionPair:
         self.requests: dict[int, _Request] = {}
         # Per side: the next seq each receiving handle expects, and the handles that are over.
         self._expect: dict[Role, dict[int, int]] = {Role.CLIENT: {}, Role.SERVER: {}}
-        self._done: dict[Role, set[int]] = {Role.CLIENT: set(), Role.SERVER: set()}
+        # A handle, or for a bidirectional one (handle, direction): each direction closes alone.
+        self._done: dict[Role, set[object]] = {Role.CLIENT: set(), Role.SERVER: set()}
+        self._bidi: set[int] = set()
         self._over: set[Role] = set()
 
     # -- moving bytes ---------------------------------------------------------------------------
@@ -277,12 +293,17 @@ class ConnectionPair:
             handle: int | None = getattr(event, "handle", None)
             if handle is None:
                 continue
-            if handle in done:
+            keys = self._keys(handle, event)
+            if any(key in done for key in keys):
                 raise AssertionError(f"{role.value} reported {event} after handle {handle} closed")
             match event:
                 case SubscribeRequested() | OpenRequested() | UploadRequested():
                     self.requests[handle] = event
-                    if isinstance(event, UploadRequested) and not event.resume:
+                    if isinstance(event, OpenRequested) and event.bidi:
+                        self._bidi.add(handle)  # (also when the client was driven directly)
+                    if handle in self._bidi or (
+                        isinstance(event, UploadRequested) and not event.resume
+                    ):
                         expect[handle] = 1  # (a resume starts where the server says)
                 case RequestAccepted():
                     self._on_accepted(event, expect)
@@ -295,7 +316,18 @@ class ConnectionPair:
                 case StreamEnded() | UploadEnded() | StreamFailed() | UploadFailed():
                     self._check_seq(role, expect, handle, event.last_seq + 1, str(event))
             if isinstance(event, _TERMINAL):
-                done.add(handle)
+                done.update(keys)
+
+    def _keys(self, handle: int, event: Event | None) -> tuple[object, ...]:
+        """What closes or must be open for ``event``: the handle, or the directions of a
+        bidirectional one it concerns (both for None)."""
+        if handle not in self._bidi:
+            return (handle,)
+        if isinstance(event, _RECEIVING_EVENTS):
+            return ((handle, _RX),)
+        if isinstance(event, _SENDING_EVENTS):
+            return ((handle, _TX),)
+        return ((handle, _RX), (handle, _TX))
 
     def _on_accepted(self, event: RequestAccepted, expect: dict[int, int]) -> None:
         request = self.requests.get(event.handle)
@@ -311,8 +343,9 @@ class ConnectionPair:
         if want is not None and seq != want:
             raise AssertionError(f"{role.value} reported {what}: expected seq {want} next")
 
-    def _mark_done(self, conn: Connection, handle: int) -> None:
-        self._done[conn.role].add(handle)
+    def _mark_done(self, conn: Connection, handle: int, direction: str = _RX) -> None:
+        """``conn`` closed ``handle`` (the ``direction`` of a bidirectional one) itself."""
+        self._done[conn.role].add((handle, direction) if handle in self._bidi else handle)
 
     def _sender_of(self, handle: int) -> Connection:
         """The side that writes data on ``handle``: the client for an upload."""
@@ -328,7 +361,7 @@ class ConnectionPair:
         resume_token: str = "token",  # noqa: S107 - an opaque test value
         *,
         resumed: bool = False,
-        features: Feature = Feature.QUERIES,
+        features: Feature = Feature.QUERIES | Feature.BIDI,
     ) -> Transfer:
         """HELLO, then ``accept_handshake`` (announcing ``features``), then WELCOME,
         checking both events."""
@@ -411,8 +444,11 @@ class ConnectionPair:
         policy: OverflowPolicy = OverflowPolicy.DEFAULT,
         priority: int = 0,
         join: bool = False,
+        bidi: bool = False,
     ) -> int:
-        """Client ``open``; the server must report the same :class:`OpenRequested`."""
+        """Client ``open``; the server must report the same :class:`OpenRequested`. With
+        ``bidi``, the wrappers that write (``send_data``, ``send_end``, ``send_error``) take
+        ``by=`` to say which direction; they default to the server's."""
         handle = self.client.open(
             channel,
             args,
@@ -422,9 +458,12 @@ class ConnectionPair:
             policy=policy,
             priority=priority,
             join=join,
+            bidi=bidi,
         )
+        if bidi:
+            self._bidi.add(handle)
         self._expect_request(
-            OpenRequested(handle, channel, stream_id, args, policy, priority, join)
+            OpenRequested(handle, channel, stream_id, args, policy, priority, join, bidi)
         )
         return handle
 
@@ -495,7 +534,7 @@ class ConnectionPair:
         """Server ``reject``; the client must report exactly :class:`RequestRejected`."""
         if not self.server.reject(handle, code, message):
             raise AssertionError(f"reject({handle}) found the handle closed")
-        self._mark_done(self.server, handle)
+        self._done[Role.SERVER].update(self._keys(handle, None))
         t = self.transfer()
         expect_events(_settled(t.client), [RequestRejected(handle, code, message)], "client")
         return t
@@ -513,11 +552,11 @@ class ConnectionPair:
 
     # -- data (server subscriptions, client uploads) --------------------------------------------
 
-    def send_data(self, handle: int, *chunks: bytes) -> Transfer:
+    def send_data(self, handle: int, *chunks: bytes, by: Connection | None = None) -> Transfer:
         """``send_data`` each chunk on the side that writes ``handle`` (every write must be
         ACCEPTED); the peer must report data events for ``handle`` only, whose chunks are
         exactly these."""
-        sender = self._sender_of(handle)
+        sender = by or self._sender_of(handle)
         for chunk in chunks:
             result = sender.send_data(handle, chunk)
             if result is not WriteResult.ACCEPTED:
@@ -550,10 +589,10 @@ class ConnectionPair:
         expect_events(_settled(t.client), want, "client")
         return t
 
-    def send_end(self, handle: int) -> Transfer:
+    def send_end(self, handle: int, *, by: Connection | None = None) -> Transfer:
         """``send_end`` on the side that writes ``handle``; the peer must report exactly
         :class:`StreamEnded` (or :class:`UploadEnded`) after the last seq it received."""
-        sender = self._sender_of(handle)
+        sender = by or self._sender_of(handle)
         receiver = self.peer(sender)
         last = self._expect[receiver.role].get(handle, 1) - 1
         if not sender.send_end(handle):
@@ -565,10 +604,12 @@ class ConnectionPair:
             expect_events(_settled(t.client), [StreamEnded(handle, last)], "client")
         return t
 
-    def send_error(self, handle: int, code: int, message: str = "") -> Transfer:
+    def send_error(
+        self, handle: int, code: int, message: str = "", *, by: Connection | None = None
+    ) -> Transfer:
         """``send_error`` on the side that writes ``handle``; the peer must report exactly
         :class:`StreamFailed` (or :class:`UploadFailed`)."""
-        sender = self._sender_of(handle)
+        sender = by or self._sender_of(handle)
         receiver = self.peer(sender)
         last = self._expect[receiver.role].get(handle, 1) - 1
         if not sender.send_error(handle, code, message):

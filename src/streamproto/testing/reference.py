@@ -12,6 +12,7 @@ from .._hub import AbortRule, ChannelOptions, Hub, OpenHandler, Producer, Upload
 from .._store import Window
 
 __all__ = [
+    "BIDI_CANCEL_MESSAGE",
     "BIG",
     "FAIL_CODE",
     "FAIL_MESSAGE",
@@ -42,6 +43,8 @@ UPLOAD_CANCEL_AFTER = 3
 UPLOAD_CANCEL_MESSAGE = f"cancelled after {UPLOAD_CANCEL_AFTER} chunks"
 
 _WHOLE = Window(chunks=SLOW_MAX, nbytes=SLOW_MAX * 16)
+#: ``conformance:bidi`` in mode ``cancel:N`` cancels the client's direction with this message.
+BIDI_CANCEL_MESSAGE = "enough"
 
 
 def slow_chunk(seq: int) -> bytes:
@@ -103,6 +106,7 @@ def register_reference_channels(hub: Hub) -> None:
         reader.on_readable = _CancelAfter(reader).read
 
     hub.register("conformance:upload-cancel", on_upload=cancel_after)
+    hub.register("conformance:bidi", ChannelOptions(retention=60), on_bidi=_bidi)
 
     def counted(reader: UploadReader) -> None:
         reader.on_readable = _Counted(reader).read
@@ -151,6 +155,56 @@ class _CancelAfter:
             self.read_chunks += 1
             if self.read_chunks == UPLOAD_CANCEL_AFTER:
                 reader.cancel(ErrorCode.UPLOAD_CANCELLED, UPLOAD_CANCEL_MESSAGE)
+
+
+class _Bidi:
+    """``conformance:bidi``: a bidirectional stream whose ``args`` pick what the server does
+    (spec/CONFORMANCE.md): ``echo`` (or empty) writes back ``echo:<chunk>`` for each chunk
+    and ends after the client's direction did; ``count`` writes ``read <n>`` once the client's
+    direction is over, then ends; ``first:N`` writes ``f-1`` ... ``f-N`` and ends at once, then
+    reads on; ``cancel:N`` cancels the client's direction after N chunks (UPLOAD_CANCELLED,
+    ``enough``), then writes ``cancelled after N`` and ends."""
+
+    def __init__(self, producer: Producer, reader: UploadReader, args: bytes) -> None:
+        mode, _, count = args.partition(b":")
+        self.producer = producer
+        self.reader = reader
+        self.mode = mode or b"echo"
+        self.count = int(count or b"0")
+        self.read_chunks = 0
+        self.pending: list[bytes] = []  # echoes a BLOCK subscriber had no room for yet
+        if self.mode == b"first":
+            for i in range(1, self.count + 1):
+                producer.write(b"f-%d" % i)
+            producer.close()
+        reader.on_readable = self.step
+        producer.on_writable = self.step
+
+    def step(self) -> None:
+        producer, reader = self.producer, self.reader
+        while True:
+            while self.pending and not producer.closed:
+                if producer.write(self.pending[0]) is WriteResult.BLOCKED:
+                    return  # not reading on holds the client back; on_writable calls again
+                self.pending.pop(0)
+            chunk = reader.read_nowait()
+            if chunk is None:
+                break
+            self.read_chunks += 1
+            if self.mode == b"echo":
+                self.pending.append(b"echo:" + chunk)
+            elif self.mode == b"cancel" and self.read_chunks == self.count:
+                reader.cancel(ErrorCode.UPLOAD_CANCELLED, BIDI_CANCEL_MESSAGE)
+        if reader.outcome is not None and not producer.closed:
+            if self.mode == b"count":
+                producer.write(b"read %d" % self.read_chunks)
+            elif self.mode == b"cancel":
+                producer.write(b"cancelled after %d" % self.read_chunks)
+            producer.close()
+
+
+def _bidi(producer: Producer, reader: UploadReader, args: bytes) -> None:
+    _Bidi(producer, reader, args)
 
 
 def _paced(hub: Hub) -> OpenHandler:
