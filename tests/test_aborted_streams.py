@@ -102,3 +102,30 @@ def test_a_handler_that_writes_on_is_stopped_by_its_write(
         assert "was aborted at seq" in str(exc)
         _late_subscriber_sees_the_abort(client, "test:stubborn", stream_id)
     assert [r.getMessage() for r in caplog.records if "handler" in r.getMessage()] == []
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_write_waiting_for_room_wakes_when_the_stream_is_aborted(backend: str) -> None:
+    """Under BLOCK a write waits for the subscriber's credit; when that subscriber cancels
+    and the stream is aborted, the waiting write wakes and raises STREAM_CLOSED (it used to
+    wait for a room that never came), so ``test:open``'s handler sees the abort."""
+    from harness import ServerProxy
+
+    from streamproto._frames import Accept, Cancel, Data, Open
+    from transports.conformance import RawPeer
+
+    server = ServerProxy(backend, "tcp")
+    try:
+        peer = RawPeer(server.url, TIMEOUT)
+        try:
+            peer.handshake()
+            # Credit for two chunks and no more: the handler's third write waits for room.
+            peer.send(Open(1, "test:open", "", 2, 1 << 16, args=b"1000000:0"))
+            peer.expect(Accept)
+            assert [peer.expect(Data).seq for _ in range(2)] == [1, 2]
+            peer.send(Cancel(1))
+            server.wait_aborted(1)
+        finally:
+            peer.close()
+    finally:
+        server.stop()

@@ -33,7 +33,7 @@ from typing import Any, Literal, Protocol, cast
 
 import attrs
 
-from streamproto import ChannelOptions, Config, Hub, OverflowPolicy, Window
+from streamproto import ChannelOptions, Config, Hub, LocalProtocolError, OverflowPolicy, Window
 from streamproto.testing import CONFORMANCE_SERVER_CONFIG, PairFactory, PairOptions
 from streamproto.testing.reference import register_reference_channels
 
@@ -431,7 +431,12 @@ def _open_async(record: Record, sleep: Callable[[float], Awaitable[None]]) -> An
             if producer.aborted.is_set():
                 record.note_abort(producer.stream_id)
                 return
-            await producer.write(b"%d" % i)
+            try:
+                await producer.write(b"%d" % i)
+            except LocalProtocolError:  # aborted while the write waited for room
+                if not producer.aborted.is_set():
+                    raise
+                continue
             if delay:
                 await sleep(delay / 1000)
         if producer.aborted.is_set():
@@ -449,7 +454,12 @@ def _open_sync(record: Record) -> Any:
             if producer.aborted.is_set():
                 record.note_abort(producer.stream_id)
                 return
-            producer.write(b"%d" % i)
+            try:
+                producer.write(b"%d" % i)
+            except LocalProtocolError:  # aborted after the check (another thread) or meanwhile
+                if not producer.aborted.is_set():
+                    raise
+                continue
             if delay:
                 time.sleep(delay / 1000)
         if producer.aborted.is_set():
