@@ -543,7 +543,8 @@ class ServerProducer(ProducerBase[_V]):
 
     def write(self, value: _V) -> None:
         """Write ``value``; blocks while a BLOCK subscriber has no room. Raises
-        SERVER_SHUTDOWN if the server shuts down meanwhile."""
+        SERVER_SHUTDOWN if the server shuts down meanwhile, and STREAM_CLOSED once the stream
+        is over, also when it is aborted while the write waits."""
         codec = self.codec  # (inline: this is the per-chunk path)
         chunk: bytes = value if codec is None else codec.encode(value)  # type: ignore[assignment]
         with self._cond:
