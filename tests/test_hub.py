@@ -404,6 +404,23 @@ def test_a_writer_blocked_at_the_abort_is_woken_and_its_retry_learns_it() -> Non
         p.write(b"c3")
 
 
+def test_a_writer_blocked_when_the_hub_deletes_the_stream_is_woken_and_learns_it() -> None:
+    # The blocking subscriber is still there: only the hub's end can release the writer.
+    h, ch = setup(ChannelOptions(allow_delete=True))
+    p = ch.start("s")
+    calls: list[str] = []
+    p.on_abort = lambda: calls.append("abort")
+    p.on_writable = lambda: calls.append("writable")
+    c = h.connect(Config(auto_credit=False), Config(max_queued_chunks=1, max_queued_bytes=100))
+    subscribe(c, "s", credit_chunks=1, policy=OverflowPolicy.BLOCK)
+    write_n(p, range(1, 3))
+    assert p.write(b"c3") is WriteResult.BLOCKED
+    ch.delete("s")
+    assert calls == ["writable", "abort"]
+    with raises(ErrorCode.STREAM_DELETED):  # the waiting writer's retry
+        p.write(b"c3")
+
+
 def test_call_later_runs_callbacks_on_the_hub_clock(caplog: pytest.LogCaptureFixture) -> None:
     h = HubHarness()
     ran: list[tuple[str, float]] = []

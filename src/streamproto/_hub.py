@@ -346,7 +346,8 @@ class Producer:
         #: Called once when the abort signal fires (the stream is already finished then).
         self.on_abort: Callable[[], None] | None = None
         #: Called when a write that was BLOCKED may be retried (also when the last blocking
-        #: subscriber leaves: after an abort, the retry raises STREAM_CLOSED).
+        #: subscriber leaves: after an abort, the retry raises STREAM_CLOSED; and when the hub
+        #: ends the stream, deleted, expired or lost: the retry raises that code).
         self.on_writable: Callable[[], None] | None = None
         #: Called with an :class:`Overflow` when a subscriber under drop_oldest is sent the gap
         #: of the chunks dropped for it (once per gap: at most once per its credit window).
@@ -489,7 +490,10 @@ class Producer:
         self._closed = True
         self._closed_code = outcome.code
         self._aborted_because = because
+        waiting = self._stream.blocked  # a write waits for room, which will not come now
         self._hub._closed_stream(self._stream, outcome)
+        if waiting and self.on_writable is not None:
+            self.on_writable()  # it retries, and raises the stream's error
         if self.on_abort is not None:
             self.on_abort()
 

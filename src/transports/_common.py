@@ -2085,9 +2085,6 @@ class AsyncProducerBase(ProducerBase[_V]):
 
     def _on_abort(self) -> None:
         self.aborted.set()
-        writable = self.producer.on_writable
-        if writable is not None:  # a write waiting for room retries, and raises STREAM_CLOSED
-            writable()
         if self._interrupt is not None:
             self._interrupt()
 

@@ -440,7 +440,8 @@ class Server(ServerBase[ServerProducer[Any], ServerUpload]):
         it (CPython gh-109564). So the listening sockets stop being read first, and the steps
         already scheduled run (each comes before this task's next step) before ``close()``."""
         for sock in getattr(server, "sockets", None) or ():
-            with contextlib.suppress(NotImplementedError):  # a loop without readers
+            # A loop without remove_reader (Windows' proactor) closes at once, as before.
+            with contextlib.suppress(NotImplementedError):
                 self.loop.remove_reader(sock)
         await asyncio.sleep(0)
         server.close()

@@ -514,7 +514,7 @@ class ServerProducer(ProducerBase[_V]):
         self._cond = threading.Condition(lock)
         self._writable = False
         self._stopped = server is not None and server._closed
-        producer.on_abort = self._on_abort
+        producer.on_abort = self.aborted.set
         producer.on_writable = self._on_writable
         if server is not None:
             server._waiters.add(self)
@@ -522,10 +522,6 @@ class ServerProducer(ProducerBase[_V]):
     def _on_writable(self) -> None:
         self._writable = True
         self._cond.notify_all()
-
-    def _on_abort(self) -> None:
-        self.aborted.set()
-        self._on_writable()  # a write waiting for room retries, and raises STREAM_CLOSED
 
     def _shutdown(self) -> None:
         self._stopped = True
