@@ -539,8 +539,9 @@ class ServerProducer(ProducerBase[_V]):
 
     def write(self, value: _V) -> None:
         """Write ``value``; blocks while a BLOCK subscriber has no room. Raises
-        SERVER_SHUTDOWN if the server shuts down meanwhile, and STREAM_CLOSED once the stream
-        is over, also when it is aborted while the write waits."""
+        SERVER_SHUTDOWN if the server shuts down meanwhile, and, once the stream is over,
+        also while the write waits: STREAM_CLOSED, or the code the hub ended it with
+        (STREAM_DELETED, STREAM_EXPIRED, a store's)."""
         codec = self.codec  # (inline: this is the per-chunk path)
         chunk: bytes = value if codec is None else codec.encode(value)  # type: ignore[assignment]
         with self._cond:

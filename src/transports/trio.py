@@ -303,8 +303,9 @@ class ServerProducer(AsyncProducerBase[_V]):
                 self._interrupt = None
 
     async def write(self, value: _V) -> None:
-        """Write ``value``; waits while a BLOCK subscriber has no room. Raises STREAM_CLOSED
-        once the stream is over, also when it is aborted while the write waits."""
+        """Write ``value``; waits while a BLOCK subscriber has no room. Raises once the
+        stream is over, also while the write waits: STREAM_CLOSED, or the code the hub ended
+        it with (STREAM_DELETED, STREAM_EXPIRED, a store's)."""
         codec = self.codec  # (inline: this is the per-chunk path)
         chunk: bytes = value if codec is None else codec.encode(value)  # type: ignore[assignment]
         while self.producer.write(chunk) is not WriteResult.ACCEPTED:
