@@ -183,7 +183,7 @@ class MiniServer(ServerBase[MiniProducer, MiniServerUpload]):
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         wake = asyncio.Event()
-        driver = self._driver(self.url.framing(client=False), self.loop.time, wake.set)
+        driver = self._driver(None, self.loop.time, wake.set)
         stream = _Stream(driver, wake)
         self.drivers.add(stream)
         try:

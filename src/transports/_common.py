@@ -1706,12 +1706,15 @@ class ServerBase(abc.ABC, Generic[_P, _U]):
         self._codecs: dict[str, Codec[Any]] = {}
 
     def _driver(
-        self, framing: Framing, clock: Callable[[], float], wakeup: Callable[[], None]
+        self, framing: Framing | None, clock: Callable[[], float], wakeup: Callable[[], None]
     ) -> ServerDriver:
         """The driver of a socket just accepted: a refusing one over ``max_connections`` or
         ``max_pending_handshakes`` (R-TR-20). The backend calls :meth:`_gone` when it ends.
         On an ``http://`` listener, an :class:`~transports._http.HttpDriver` (which has the
-        same interface, and makes its WebSocket driver here after an upgrade)."""
+        same interface, and makes its WebSocket driver here after an upgrade).
+
+        ``framing`` None: the listener's own, made here (an ``http://`` listener needs none
+        until a request upgrades, and then makes a WebSocket framing for it)."""
         if self.url.kind == "http":
             from ._http import HttpDriver  # noqa: PLC0415 - it imports this module
 
@@ -1726,6 +1729,8 @@ class ServerBase(abc.ABC, Generic[_P, _U]):
             if not busy:
                 self._live.add(http)
             return cast(ServerDriver, http)
+        if framing is None:
+            framing = self.url.framing(client=False)
         return self._admit(framing, clock, wakeup)
 
     def _admit(
@@ -2138,7 +2143,9 @@ class AsyncProducerBase(ProducerBase[_V]):
     async def _serve(self, handler: Callable[..., Any], args: bytes) -> None:
         """Run an open handler: await a coroutine; pipe an async generator (or iterator)."""
         result = handler(self, args)
-        if isinstance(result, AsyncIterator | Iterator):
+        if inspect.iscoroutine(result):  # the usual handler, without the ABC checks below
+            await result
+        elif isinstance(result, AsyncIterator | Iterator):
             await self.pipe(result)
         elif result is not None:
             await result

@@ -52,7 +52,8 @@ the asyncio, trio and thread backends are made of:
   ``Bidis._bidi_type`` (its bidirectional stream class, a :class:`BidiBase` mixed with that
   upload class); and
   ``_lock``, held around every call into the core (a real lock only where threads share it).
-  The bases call ``ServerBase._driver(framing, clock, wakeup)`` for each accepted stream and
+  The bases call ``ServerBase._driver(None, clock, wakeup)`` for each accepted stream (None:
+  the listener's framing; a backend with its own passes a :class:`Framing`) and
   ``ServerBase._gone(driver)`` when it ends. These underscored
   names are hooks for subclasses, not for applications, and are as stable as the public ones.
 

@@ -235,7 +235,7 @@ class _ServerProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         server = self.server
-        driver = server._driver(server.url.framing(client=False), self.loop.time, self.wakeup)
+        driver = server._driver(None, self.loop.time, self.wakeup)
         self.driver = driver
         server.protocols.add(self)
         if server._goodbye is not None:  # accepted as the server shut down: told so, closed

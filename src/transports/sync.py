@@ -695,8 +695,7 @@ class _Connection:
 
     def __init__(self, server: Server, sock: socket.socket) -> None:
         self.server = server
-        framing = server.url.framing(client=False)
-        self.driver = server._driver(framing, time.monotonic, self.wake)
+        self.driver = server._driver(None, time.monotonic, self.wake)
         self.pump = _Pump(server._io, sock, self.driver, self._closed, server._rearm_hub)
 
     def wake(self) -> None:

@@ -424,8 +424,7 @@ class Server(ServerBase[ServerProducer[Any], ServerUpload]):
 
     async def _handle(self, stream: trio.abc.Stream) -> None:
         wake = _Wake()
-        framing = self.url.framing(client=False)
-        driver = self._driver(framing, trio.current_time, wake.set)
+        driver = self._driver(None, trio.current_time, wake.set)
         conn = _Connection(driver, wake)
         self.drivers.add(conn)
         try:
