@@ -2573,6 +2573,27 @@ class SubscriptionBase(Generic[_T]):
                 self._core.cancel(unsubscribe=unsubscribe)
                 self._client._wake()
 
+    def _stopped(self, exc: BaseException | None) -> bool:
+        """An iterator of this subscription stopped: it ended or was left (``exc`` None), or
+        a step raised ``exc``. A :class:`GapError` (``on_gap="raise"``) leaves the
+        subscription open, so that another loop goes on after the gap; anything else closes
+        it. Returns whether it stays open."""
+        if isinstance(exc, GapError):
+            return True
+        self.close()
+        return False
+
+    @contextlib.contextmanager
+    def _iterating(self) -> Iterator[None]:
+        """Around the loop of a generator over the subscription: :meth:`_stopped` as the
+        loop ends, raises or is left (the generator closed)."""
+        try:
+            yield
+        except BaseException as exc:
+            self._stopped(exc)
+            raise
+        self._stopped(None)
+
 
 class UploadBase:
     """The non-waiting half of a backend's client ``Upload``."""

@@ -36,7 +36,6 @@ from ._common import (
     ClientBase,
     ClientCore,
     Gap,
-    GapError,
     QueryCore,
     QueryRequest,
     ServerBase,
@@ -626,8 +625,7 @@ class Subscription(SubscriptionBase[_T]):
         core = self._core
         event = self._event
         take = core.take_slice if slices else lambda: None
-        gap = False
-        try:
+        with self._iterating():
             while True:
                 # What has arrived is handed out from a slice, without a poll per chunk.
                 part = take()
@@ -646,12 +644,6 @@ class Subscription(SubscriptionBase[_T]):
                 else:
                     await event.wait()
                     event.clear()
-        except GapError:
-            gap = True  # the subscription stays open: another loop goes on after the gap
-            raise
-        finally:
-            if not gap:
-                self.close()
 
     async def aclose(self) -> None:
         """Same as :meth:`close`."""

@@ -47,7 +47,6 @@ from ._common import (
     ClientBase,
     ClientCore,
     Gap,
-    GapError,
     Pacer,
     QueryCore,
     QueryRequest,
@@ -597,13 +596,13 @@ class _Chunks(Generic[_I]):
         self._poll = poll
         self._take = sub._core.take_slice if slices else lambda: None
         self._part: Iterator[Any] | None = None  # a slice being handed out (_hand_out)
-        self._gap = False  # it raised GapError: the subscription stays open (dropped or not)
+        self._kept = False  # its last step left the subscription open (a gap): dropped or not
 
     def __aiter__(self) -> _Chunks[_I]:
         return self
 
     async def __anext__(self) -> _I:
-        self._gap = False
+        self._kept = False
         part = self._part
         if part is not None:  # what has arrived, without a poll per chunk
             chunk: _I | None = next(part, None)
@@ -628,18 +627,15 @@ class _Chunks(Generic[_I]):
                 if core.finished:
                     raise StopAsyncIteration
                 await sub._wake.wait()
-        except GapError:
-            self._gap = True  # another loop goes on after the gap
-            raise
-        except BaseException:
-            sub.close()
+        except BaseException as exc:
+            self._kept = sub._stopped(exc)
             raise
 
     async def aclose(self) -> None:
         self._sub.close()
 
     def __del__(self) -> None:
-        if self._gap:
+        if self._kept:
             return
         with contextlib.suppress(Exception):  # dropped outside trio.run: nobody to wake
             self._sub.close()
