@@ -39,10 +39,10 @@ from streamproto._codec import Codec
 from ._common import (
     _V,
     FLUSH_SLICE,
+    AsyncBidiBase,
     AsyncProducerBase,
     AsyncQueries,
     Backoff,
-    BidiBase,
     Bidis,
     ClientBase,
     ClientCore,
@@ -695,7 +695,7 @@ class Upload(UploadBase):
         return self._result()
 
 
-class Bidi(BidiBase, Upload):
+class Bidi(AsyncBidiBase, Upload):
     """A bidirectional stream: ``async with client.bidi(channel, args) as stream``, then
     ``await stream.write(chunk)`` sends on the client's direction and ``async for chunk in
     stream`` reads the server's, on one handle (spec section 6.4); see the asyncio
@@ -703,30 +703,12 @@ class Bidi(BidiBase, Upload):
 
     _client: Client
 
-    async def __aenter__(self) -> Bidi:
-        await Upload.__aenter__(self)
-        return self
-
     def __aiter__(self) -> _Chunks[bytes]:
         return cast(Subscription[bytes], self._incoming()).__aiter__()
 
     def batches(self, max_chunks: int | None = None) -> _Chunks[list[bytes]]:
         """The server's direction in batches, as :meth:`Subscription.batches`."""
         return cast(Subscription[bytes], self._incoming()).batches(max_chunks)
-
-    async def end(self) -> None:
-        """End the client's direction; the server's runs on."""
-        self._end()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._close(exc)
-        if exc is None:  # the client's direction goes out in full (or was cut: no raise)
-            await self._drained()
 
 
 class Client(
