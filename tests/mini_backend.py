@@ -20,8 +20,8 @@ from streamproto import Config, ErrorCode, Hub, Producer, UploadReader, WriteRes
 from transports import Backoff, Gap
 from transports.adapter import (
     FLUSH_SLICE,
+    AsyncBidiBase,
     AsyncQueries,
-    BidiBase,
     Bidis,
     ClientBase,
     ClientCore,
@@ -304,28 +304,11 @@ class MiniUpload(UploadBase):
         return core
 
 
-class MiniBidi(BidiBase, MiniUpload):
+class MiniBidi(AsyncBidiBase, MiniUpload):
     """Writes as MiniUpload does; reads the server's direction as a MiniSubscription."""
-
-    async def __aenter__(self) -> MiniBidi:
-        await MiniUpload.__aenter__(self)
-        return self
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return cast(MiniSubscription[bytes], self._incoming()).__aiter__()
-
-    async def end(self) -> None:
-        self._end()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._close(exc)
-        if exc is None:
-            await self._drained()
 
 
 class MiniClient(

@@ -34,6 +34,7 @@ def wire_handshake() -> tuple[Connection, Connection, list[object], list[object]
 def test_pair_equals_a_handshake_over_bytes() -> None:
     wire_server, wire_client, wire_asked, wire_done = wire_handshake()
     server, client = Connection.pair(CONFIG, auth=b"token")
+    assert (server.role, client.role) == (Role.SERVER, Role.CLIENT)
     assert client.data_to_send() == b""  # no HELLO to carry
     asked = server.take_events()
     assert asked == wire_asked

@@ -53,6 +53,19 @@ def _sub(on_gap: str = "item") -> tuple[SubscriptionCore, LeavingCore]:
     return sub, core
 
 
+def step_once(backend: str, it: Any) -> Any:
+    """One step of ``backend``'s iterator ``it``, which must have something to hand out (a
+    step never waits here)."""
+    if backend == "sync":
+        return next(it)
+    coro = it.__anext__()
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return done.value
+    raise AssertionError("the iterator waited with an item buffered")
+
+
 def _stepper(
     backend: str, core: SubscriptionCore, client: FakeClient | None = None
 ) -> tuple[Callable[[], Any], Any]:
@@ -62,19 +75,10 @@ def _stepper(
     if backend == "sync":
         sub: Any = sync.Subscription(client, core)  # type: ignore[arg-type]
         it = iter(sub)
-        return lambda: next(it), sub
-    sub = (aio.Subscription if backend == "asyncio" else tri.Subscription)(client, core)  # type: ignore[arg-type]
-    ait = sub.__aiter__()
-
-    def step() -> Any:
-        coro = ait.__anext__()
-        try:
-            coro.send(None)
-        except StopIteration as done:
-            return done.value
-        raise AssertionError("the iterator waited with an item buffered")
-
-    return step, sub
+    else:
+        sub = (aio.Subscription if backend == "asyncio" else tri.Subscription)(client, core)  # type: ignore[arg-type]
+        it = sub.__aiter__()
+    return lambda: step_once(backend, it), sub
 
 
 arrivals = st.one_of(

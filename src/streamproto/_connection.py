@@ -467,7 +467,10 @@ class Connection:
         now: float = 0.0,
         resume_token: str = "",
         auth: bytes = b"",
+        _paired: bool = False,
     ) -> None:
+        # ``_paired``: the client of a :meth:`pair`, whose HELLO the server gets by hand (it
+        # is not queued as bytes).
         self._role = role
         self._cfg = config if config is not None else Config()
         self._decoder = FrameDecoder(
@@ -507,9 +510,10 @@ class Connection:
         self._mate: Connection | None = None
         if role is Role.CLIENT:
             self._state = ConnState.HANDSHAKING
-            hello = encode(self._hello(resume_token, auth))
-            _check_handshake_size(hello, "HELLO (its resume token and auth)")
-            self._control.append(hello)
+            if not _paired:
+                hello = encode(self._hello(resume_token, auth))
+                _check_handshake_size(hello, "HELLO (its resume token and auth)")
+                self._control.append(hello)
         else:
             self._state = ConnState.AWAIT_HELLO
 
@@ -529,10 +533,7 @@ class Connection:
         ``(server, client)``.
         """
         server = cls(Role.SERVER, config, now=now)
-        # The client is made without the HELLO a client queues as bytes (only the state and
-        # that frame depend on the role when a connection is made): its HELLO goes by hand.
-        client = cls(Role.SERVER, config, now=now)
-        client._role, client._state = Role.CLIENT, ConnState.HANDSHAKING
+        client = cls(Role.CLIENT, config, now=now, _paired=True)  # no HELLO queued as bytes
         server._on_hello(client._hello("", auth), server._pending)
         server._mate = client
         return server, client

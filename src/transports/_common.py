@@ -32,7 +32,8 @@ from collections.abc import (
     Iterator,
     Sequence,
 )
-from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar, cast, overload
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, Self, TypeVar, cast, overload
 
 import attrs
 
@@ -97,6 +98,7 @@ from .trace import FrameTap, Tracer
 
 __all__ = [
     "FLUSH_SLICE",
+    "AsyncBidiBase",
     "AsyncProducerBase",
     "AsyncQueries",
     "Backoff",
@@ -2573,6 +2575,27 @@ class SubscriptionBase(Generic[_T]):
                 self._core.cancel(unsubscribe=unsubscribe)
                 self._client._wake()
 
+    def _stopped(self, exc: BaseException | None) -> bool:
+        """An iterator of this subscription stopped: it ended or was left (``exc`` None), or
+        a step raised ``exc``. A :class:`GapError` (``on_gap="raise"``) leaves the
+        subscription open, so that another loop goes on after the gap; anything else closes
+        it. Returns whether it stays open."""
+        if isinstance(exc, GapError):
+            return True
+        self.close()
+        return False
+
+    @contextlib.contextmanager
+    def _iterating(self) -> Iterator[None]:
+        """Around the loop of a generator over the subscription: :meth:`_stopped` as the
+        loop ends, raises or is left (the generator closed)."""
+        try:
+            yield
+        except BaseException as exc:
+            self._stopped(exc)
+            raise
+        self._stopped(None)
+
 
 class UploadBase:
     """The non-waiting half of a backend's client ``Upload``."""
@@ -2698,3 +2721,41 @@ class BidiBase(UploadBase):
                 self._client._wake()
         if self._reader is not None:
             self._reader.close()
+
+
+if TYPE_CHECKING:
+
+    class _AsyncUpload(UploadBase):
+        # What an async backend's upload class gives the Bidi it is mixed into (it follows
+        # AsyncBidiBase in the Bidi's bases); a base for the type checker only.
+        async def __aenter__(self) -> Any: ...
+
+        async def _drained(self) -> UploadCore: ...
+
+else:
+    _AsyncUpload = object
+
+
+class AsyncBidiBase(BidiBase, _AsyncUpload):
+    """What the ``Bidi`` of an async backend shares: ``async with`` and ``end``. The backend's
+    ``Bidi`` puts it before its upload class in its bases (``class Bidi(AsyncBidiBase,
+    Upload)``), whose ``__aenter__`` (send the OPEN, wait for the accept) and ``_drained``
+    (wait until the upload is over) it uses."""
+
+    async def __aenter__(self) -> Self:
+        await super().__aenter__()
+        return self
+
+    async def end(self) -> None:
+        """End the client's direction; the server's runs on (see the class docstring)."""
+        self._end()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._close(exc)
+        if exc is None:  # the client's direction goes out in full (or was cut: no raise)
+            await self._drained()

@@ -37,8 +37,9 @@ the asyncio, trio and thread backends are made of:
   either).
 - :class:`ServerBase`, :class:`ProducerBase` (:class:`AsyncProducerBase` for async loops),
   :class:`ServerUploadBase`, :class:`ClientBase`, :class:`SubscriptionBase`,
-  :class:`UploadBase`, :class:`BidiBase` — the loop-independent halves of a backend's
-  public classes. A backend subclasses them and supplies the hooks they declare:
+  :class:`UploadBase`, :class:`BidiBase` (:class:`AsyncBidiBase` for async loops) — the
+  loop-independent halves of a backend's public classes. A backend subclasses them and
+  supplies the hooks they declare:
   ``ServerBase._producer``, ``_upload`` (wrap the hub's objects); ``ProducerBase._serve``
   (run an open handler; ``AsyncProducerBase`` has it, given ``_signals``, ``_interrupting``
   and ``write``); ``_start`` (run a handler as
@@ -50,7 +51,8 @@ the asyncio, trio and thread backends are made of:
   what it returns to ``_returned``, the upload's result); ``Uploads._upload_type`` (the
   client's upload class, an :class:`UploadBase`, whose ``_made`` sets up its wakeup);
   ``Bidis._bidi_type`` (its bidirectional stream class, a :class:`BidiBase` mixed with that
-  upload class); and
+  upload class; ``AsyncBidiBase``, put before an async upload class, has ``async with`` and
+  ``end`` from its ``__aenter__`` and ``_drained``); and
   ``_lock``, held around every call into the core (a real lock only where threads share it).
   The bases call ``ServerBase._driver(None, clock, wakeup)`` for each accepted stream (None:
   the listener's framing; a backend with its own passes a :class:`Framing`) and
@@ -65,6 +67,7 @@ from __future__ import annotations
 
 from ._common import (
     FLUSH_SLICE,
+    AsyncBidiBase,
     AsyncProducerBase,
     AsyncQueries,
     BidiBase,
@@ -116,6 +119,7 @@ __all__ = [
     "TCP",
     "UNIX",
     "WS",
+    "AsyncBidiBase",
     "AsyncProducerBase",
     "AsyncQueries",
     "BidiBase",

@@ -28,15 +28,14 @@ from streamproto._codec import Codec
 from ._common import (
     _V,
     FLUSH_SLICE,
+    AsyncBidiBase,
     AsyncProducerBase,
     AsyncQueries,
     Backoff,
-    BidiBase,
     Bidis,
     ClientBase,
     ClientCore,
     Gap,
-    GapError,
     QueryCore,
     QueryRequest,
     ServerBase,
@@ -626,8 +625,7 @@ class Subscription(SubscriptionBase[_T]):
         core = self._core
         event = self._event
         take = core.take_slice if slices else lambda: None
-        gap = False
-        try:
+        with self._iterating():
             while True:
                 # What has arrived is handed out from a slice, without a poll per chunk.
                 part = take()
@@ -646,12 +644,6 @@ class Subscription(SubscriptionBase[_T]):
                 else:
                     await event.wait()
                     event.clear()
-        except GapError:
-            gap = True  # the subscription stays open: another loop goes on after the gap
-            raise
-        finally:
-            if not gap:
-                self.close()
 
     async def aclose(self) -> None:
         """Same as :meth:`close`."""
@@ -715,7 +707,7 @@ class Upload(UploadBase):
         return self._result()
 
 
-class Bidi(BidiBase, Upload):
+class Bidi(AsyncBidiBase, Upload):
     """A bidirectional stream: ``async with client.bidi(channel, args) as stream``, then
     ``await stream.write(chunk)`` sends on the client's direction and ``async for chunk in
     stream`` reads the server's, on one handle (spec section 6.4). ``await stream.end()``
@@ -727,30 +719,12 @@ class Bidi(BidiBase, Upload):
 
     _client: Client
 
-    async def __aenter__(self) -> Bidi:
-        await Upload.__aenter__(self)
-        return self
-
     def __aiter__(self) -> AsyncIterator[bytes]:
         return cast(Subscription[bytes], self._incoming()).__aiter__()
 
     def batches(self, max_chunks: int | None = None) -> AsyncIterator[list[bytes]]:
         """The server's direction in batches, as :meth:`Subscription.batches`."""
         return cast(Subscription[bytes], self._incoming()).batches(max_chunks)
-
-    async def end(self) -> None:
-        """End the client's direction (see the class docstring)."""
-        self._end()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._close(exc)
-        if exc is None:  # the client's direction goes out in full (or was cut: no raise)
-            await self._drained()
 
 
 class Client(

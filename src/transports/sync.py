@@ -53,7 +53,6 @@ from ._common import (
     ClientBase,
     ClientCore,
     Gap,
-    GapError,
     ProducerBase,
     QueryCore,
     QueryRequest,
@@ -939,8 +938,7 @@ class Subscription(SubscriptionBase[_T]):
         core = self._core
         cond = self._cond
         take = core.take_slice if slices else lambda: None
-        gap = False
-        try:
+        with self._iterating():
             while True:
                 with cond:
                     while (part := take()) is None and (item := poll()) is None:
@@ -956,12 +954,6 @@ class Subscription(SubscriptionBase[_T]):
                 # What has arrived is handed out from a slice: no lock and no poll per chunk
                 # (a cancel in another thread stops it at the next chunk).
                 yield from self._hand_out(part)
-        except GapError:
-            gap = True  # the subscription stays open: another loop goes on after the gap
-            raise
-        finally:
-            if not gap:
-                self.close()
 
 
 class Upload(UploadBase):

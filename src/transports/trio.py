@@ -39,15 +39,14 @@ from streamproto._codec import Codec
 from ._common import (
     _V,
     FLUSH_SLICE,
+    AsyncBidiBase,
     AsyncProducerBase,
     AsyncQueries,
     Backoff,
-    BidiBase,
     Bidis,
     ClientBase,
     ClientCore,
     Gap,
-    GapError,
     Pacer,
     QueryCore,
     QueryRequest,
@@ -597,13 +596,13 @@ class _Chunks(Generic[_I]):
         self._poll = poll
         self._take = sub._core.take_slice if slices else lambda: None
         self._part: Iterator[Any] | None = None  # a slice being handed out (_hand_out)
-        self._gap = False  # it raised GapError: the subscription stays open (dropped or not)
+        self._kept = False  # its last step left the subscription open (a gap): dropped or not
 
     def __aiter__(self) -> _Chunks[_I]:
         return self
 
     async def __anext__(self) -> _I:
-        self._gap = False
+        self._kept = False
         part = self._part
         if part is not None:  # what has arrived, without a poll per chunk
             chunk: _I | None = next(part, None)
@@ -628,18 +627,15 @@ class _Chunks(Generic[_I]):
                 if core.finished:
                     raise StopAsyncIteration
                 await sub._wake.wait()
-        except GapError:
-            self._gap = True  # another loop goes on after the gap
-            raise
-        except BaseException:
-            sub.close()
+        except BaseException as exc:
+            self._kept = sub._stopped(exc)
             raise
 
     async def aclose(self) -> None:
         self._sub.close()
 
     def __del__(self) -> None:
-        if self._gap:
+        if self._kept:
             return
         with contextlib.suppress(Exception):  # dropped outside trio.run: nobody to wake
             self._sub.close()
@@ -699,7 +695,7 @@ class Upload(UploadBase):
         return self._result()
 
 
-class Bidi(BidiBase, Upload):
+class Bidi(AsyncBidiBase, Upload):
     """A bidirectional stream: ``async with client.bidi(channel, args) as stream``, then
     ``await stream.write(chunk)`` sends on the client's direction and ``async for chunk in
     stream`` reads the server's, on one handle (spec section 6.4); see the asyncio
@@ -707,30 +703,12 @@ class Bidi(BidiBase, Upload):
 
     _client: Client
 
-    async def __aenter__(self) -> Bidi:
-        await Upload.__aenter__(self)
-        return self
-
     def __aiter__(self) -> _Chunks[bytes]:
         return cast(Subscription[bytes], self._incoming()).__aiter__()
 
     def batches(self, max_chunks: int | None = None) -> _Chunks[list[bytes]]:
         """The server's direction in batches, as :meth:`Subscription.batches`."""
         return cast(Subscription[bytes], self._incoming()).batches(max_chunks)
-
-    async def end(self) -> None:
-        """End the client's direction; the server's runs on."""
-        self._end()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._close(exc)
-        if exc is None:  # the client's direction goes out in full (or was cut: no raise)
-            await self._drained()
 
 
 class Client(
