@@ -36,6 +36,7 @@ from transports.adapter import (
     SubscriptionCore,
     UploadBase,
     UploadCore,
+    Uploads,
     bound_port,
     handler_failed,
     parse_url,
@@ -261,8 +262,7 @@ class MiniSubscription(SubscriptionBase[_T]):
 class MiniUpload(UploadBase):
     _client: MiniClient
 
-    def __init__(self, client: MiniClient, channel: str, stream_id: str, args: bytes) -> None:
-        super().__init__(client, channel, stream_id, args)
+    def _made(self) -> None:
         self._changed = asyncio.Event()
 
     async def __aenter__(self) -> MiniUpload:
@@ -303,6 +303,10 @@ class MiniUpload(UploadBase):
             await self._changed.wait()
         return core
 
+    async def result(self) -> bytes:
+        await self._drained()
+        return self._result()
+
 
 class MiniBidi(BidiBase, MiniUpload):
     """Writes as MiniUpload does; reads the server's direction as a MiniSubscription."""
@@ -331,8 +335,10 @@ class MiniBidi(BidiBase, MiniUpload):
 class MiniClient(
     AsyncQueries,
     ClientBase[MiniSubscription[bytes], MiniSubscription[bytes | Gap]],
+    Uploads[MiniUpload],
     Bidis[MiniBidi],
 ):
+    _upload_type = MiniUpload
     _bidi_type = MiniBidi
 
     def __init__(self, core: ClientCore) -> None:
@@ -387,9 +393,6 @@ class MiniClient(
                 except OSError:
                     continue
                 break
-
-    def upload(self, channel: str, stream_id: str = "", args: bytes = b"") -> MiniUpload:
-        return MiniUpload(self, channel, stream_id, args)
 
     def abort_transport(self) -> None:
         if self._writer is not None:
