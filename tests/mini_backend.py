@@ -150,6 +150,7 @@ class MiniServer(ServerBase[MiniProducer, MiniServerUpload]):
         self.tasks: set[asyncio.Task[None]] = set()
         self._listener: asyncio.AbstractServer | None = None
         self._hub_timer: asyncio.TimerHandle | None = None
+        self._goodbye: int | None = None  # the GOAWAY code once shutting down
 
     def _producer(self, producer: Producer) -> MiniProducer:
         return MiniProducer(self, producer)
@@ -185,6 +186,8 @@ class MiniServer(ServerBase[MiniProducer, MiniServerUpload]):
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         wake = asyncio.Event()
         driver = self._driver(None, self.loop.time, wake.set)
+        if self._goodbye is not None:  # accepted as the server shut down: told so, closed
+            driver.shutdown(self._goodbye)
         stream = _Stream(driver, wake)
         self.drivers.add(stream)
         try:
@@ -196,13 +199,24 @@ class MiniServer(ServerBase[MiniProducer, MiniServerUpload]):
             self._rearm_hub()
 
     def _goaway(self, code: int) -> None:
+        self._goodbye = code
         for stream in list(self.drivers):
             stream.driver.shutdown(code)
             stream.wake.set()
 
+    async def _stop_listening(self, listener: asyncio.AbstractServer) -> None:
+        # asyncio accepts a socket in one loop turn and makes its transport a turn later; a
+        # close() in between loses the socket (CPython gh-109564). So stop reading the
+        # listening sockets, let the accepts already taken make their transports, then close.
+        for sock in listener.sockets:
+            with contextlib.suppress(NotImplementedError):  # a loop without remove_reader
+                self.loop.remove_reader(sock)
+        await asyncio.sleep(0)
+        listener.close()
+
     async def shutdown(self, timeout: float = 5.0) -> None:
         if self._listener is not None:
-            self._listener.close()
+            await self._stop_listening(self._listener)
         self._goaway(ErrorCode.NO_ERROR)
         deadline = self.loop.time() + timeout
         while self.drivers and self.loop.time() < deadline:
