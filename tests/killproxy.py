@@ -23,6 +23,8 @@ from collections.abc import Iterator
 __all__ = ["KillingProxy", "open_killing_proxy"]
 
 _JOIN = 10.0
+#: How long the acceptor waits for the target to take a connection it accepted.
+_CONNECT = 10.0
 
 
 class _Link:
@@ -77,7 +79,7 @@ class KillingProxy:
         self.accepted = 0
         self.killed = 0
         self._closed = threading.Event()
-        self._spawn(self._accept, "killproxy-accept")
+        self._acceptor = self._spawn(self._accept, "killproxy-accept")
 
     @property
     def address(self) -> str:
@@ -104,16 +106,22 @@ class KillingProxy:
             return sum(not link.dead.is_set() for link in self._links)
 
     def close(self) -> None:
+        """Stop accepting, then kill every connection and join every thread. A connection
+        accepted while this runs is killed too: the acceptor is joined first (it finishes a
+        connection it has taken, link and pumps), so every link exists before the kill."""
         self._closed.set()
         with contextlib.suppress(OSError):
             self._listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept() on Linux
         with contextlib.suppress(OSError):
             self._listener.close()
+        self._acceptor.join(_CONNECT + _JOIN)
+        if self._acceptor.is_alive():
+            raise RuntimeError("the killproxy acceptor did not stop")
         with self._lock:
             links = list(self._links)
         for link in links:
             link.kill()
-        for thread in self._threads:
+        for thread in self._threads:  # no thread is added any more
             thread.join(_JOIN)
         stuck = [t.name for t in self._threads if t.is_alive()]
         if stuck:
@@ -121,10 +129,11 @@ class KillingProxy:
 
     # -- internals ------------------------------------------------------------------------
 
-    def _spawn(self, target: object, name: str, *args: object) -> None:
+    def _spawn(self, target: object, name: str, *args: object) -> threading.Thread:
         thread = threading.Thread(target=target, args=args, name=name, daemon=True)  # type: ignore[arg-type]
         self._threads.append(thread)
         thread.start()
+        return thread
 
     def _accept(self) -> None:
         while not self._closed.is_set():
@@ -136,7 +145,7 @@ class KillingProxy:
                 return
             client.settimeout(None)
             try:
-                server = socket.create_connection(self.target, timeout=10)
+                server = socket.create_connection(self.target, timeout=_CONNECT)
             except OSError:
                 client.close()
                 continue

@@ -36,6 +36,7 @@ from transports.adapter import (
     SubscriptionCore,
     UploadBase,
     UploadCore,
+    Uploads,
     bound_port,
     handler_failed,
     parse_url,
@@ -149,6 +150,7 @@ class MiniServer(ServerBase[MiniProducer, MiniServerUpload]):
         self.tasks: set[asyncio.Task[None]] = set()
         self._listener: asyncio.AbstractServer | None = None
         self._hub_timer: asyncio.TimerHandle | None = None
+        self._goodbye: int | None = None  # the GOAWAY code once shutting down
 
     def _producer(self, producer: Producer) -> MiniProducer:
         return MiniProducer(self, producer)
@@ -184,6 +186,8 @@ class MiniServer(ServerBase[MiniProducer, MiniServerUpload]):
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         wake = asyncio.Event()
         driver = self._driver(None, self.loop.time, wake.set)
+        if self._goodbye is not None:  # accepted as the server shut down: told so, closed
+            driver.shutdown(self._goodbye)
         stream = _Stream(driver, wake)
         self.drivers.add(stream)
         try:
@@ -195,13 +199,24 @@ class MiniServer(ServerBase[MiniProducer, MiniServerUpload]):
             self._rearm_hub()
 
     def _goaway(self, code: int) -> None:
+        self._goodbye = code
         for stream in list(self.drivers):
             stream.driver.shutdown(code)
             stream.wake.set()
 
+    async def _stop_listening(self, listener: asyncio.AbstractServer) -> None:
+        # asyncio accepts a socket in one loop turn and makes its transport a turn later; a
+        # close() in between loses the socket (CPython gh-109564). So stop reading the
+        # listening sockets, let the accepts already taken make their transports, then close.
+        for sock in listener.sockets:
+            with contextlib.suppress(NotImplementedError):  # a loop without remove_reader
+                self.loop.remove_reader(sock)
+        await asyncio.sleep(0)
+        listener.close()
+
     async def shutdown(self, timeout: float = 5.0) -> None:
         if self._listener is not None:
-            self._listener.close()
+            await self._stop_listening(self._listener)
         self._goaway(ErrorCode.NO_ERROR)
         deadline = self.loop.time() + timeout
         while self.drivers and self.loop.time() < deadline:
@@ -261,8 +276,7 @@ class MiniSubscription(SubscriptionBase[_T]):
 class MiniUpload(UploadBase):
     _client: MiniClient
 
-    def __init__(self, client: MiniClient, channel: str, stream_id: str, args: bytes) -> None:
-        super().__init__(client, channel, stream_id, args)
+    def _made(self) -> None:
         self._changed = asyncio.Event()
 
     async def __aenter__(self) -> MiniUpload:
@@ -303,6 +317,10 @@ class MiniUpload(UploadBase):
             await self._changed.wait()
         return core
 
+    async def result(self) -> bytes:
+        await self._drained()
+        return self._result()
+
 
 class MiniBidi(AsyncBidiBase, MiniUpload):
     """Writes as MiniUpload does; reads the server's direction as a MiniSubscription."""
@@ -314,8 +332,10 @@ class MiniBidi(AsyncBidiBase, MiniUpload):
 class MiniClient(
     AsyncQueries,
     ClientBase[MiniSubscription[bytes], MiniSubscription[bytes | Gap]],
+    Uploads[MiniUpload],
     Bidis[MiniBidi],
 ):
+    _upload_type = MiniUpload
     _bidi_type = MiniBidi
 
     def __init__(self, core: ClientCore) -> None:
@@ -370,9 +390,6 @@ class MiniClient(
                 except OSError:
                     continue
                 break
-
-    def upload(self, channel: str, stream_id: str = "", args: bytes = b"") -> MiniUpload:
-        return MiniUpload(self, channel, stream_id, args)
 
     def abort_transport(self) -> None:
         if self._writer is not None:

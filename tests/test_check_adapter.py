@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -63,11 +63,25 @@ class _BrokenClient:
         pass  # the transport is never cut, so no resume ever happens
 
 
-def _broken(make: PairFactory) -> PairFactory:
+class _NoUploadResume:
+    """A client that drops the resume of uploads: it opens them as plain ones, so a lost
+    transport ends them instead of parking them for the reconnect."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def upload_result(self, *args: Any, resumable: bool = False, **kwargs: Any) -> Any:
+        return self._client.upload_result(*args, **kwargs)
+
+
+def _broken(make: PairFactory, wrap: Callable[[Any], Any] = _BrokenClient) -> PairFactory:
     @contextlib.contextmanager
     def make_pair(options: PairOptions) -> Iterator[tuple[Any, Any]]:
         with make(options) as (server, client):
-            yield server, _BrokenClient(client)
+            yield server, wrap(client)
 
     return make_pair
 
@@ -86,6 +100,20 @@ def test_a_broken_adapter_fails_with_the_promise_it_broke() -> None:
     with pytest.raises(ConformanceError) as caught:
         check_adapter(make, scenarios=names[:1])
     assert caught.value.report.failures[0].name == "subscribe_and_receive"
+
+
+@pytest.mark.parametrize("pair", [("sync", "sync", "tcp"), ("asyncio", "trio", "ws")])
+def test_an_adapter_that_drops_the_upload_resume_fails(pair: tuple[str, str, str]) -> None:
+    """The resumable upload scenario passes only if the upload goes on after the reconnect:
+    a client that uploads as if the upload could not be resumed sees the lost transport."""
+    name = "resumable_upload_after_lost_transport"
+    assert check_adapter(pair_factory(*pair), scenarios=[name]).passed
+    make = _broken(pair_factory(*pair), _NoUploadResume)
+    report = check_adapter(make, scenarios=[name], raise_on_failure=False)
+    (failure,) = report.failures
+    assert str(failure.error).startswith("the upload ends normally: ")
+    assert "CONNECTION_LOST" in str(failure.error)
+    assert failure.step.startswith("_resumable_upload_after_lost_transport, line ")
 
 
 def test_an_unknown_scenario_is_refused() -> None:

@@ -1929,6 +1929,7 @@ def test_every_event_is_listed() -> None:
         ("max_subscriptions", 0),
         ("max_uploads", 0),
         ("session_grace", -0.5),
+        ("max_completed_uploads", -1),
         ("window_chunks", -1),
         ("window_bytes", MAX_CREDIT + 1),
         ("max_queued_chunks", 0),

@@ -21,7 +21,6 @@ from transports.testing import (
     pair,
     pair_factory,
     threads_left,
-    upload_digest,
 )
 
 PAIRS = [(b, b, t) for b in BACKENDS for t in TRANSPORTS]
@@ -77,6 +76,7 @@ ON_ALL = [
     "bidi_echo",
     "bidi_half_close",
     "bidi_resume_after_lost_transport",
+    "resumable_upload_after_lost_transport",
 ]
 ON_SAME = [name for name in SCENARIOS if name not in ON_ALL]
 
@@ -127,22 +127,3 @@ def _raw_exchange(url: str, data: bytes) -> bytes:
         message = ws.recv(timeout=5)
         assert isinstance(message, bytes)
         return message
-
-
-# -- resumable uploads across backends (spec section 9.1) ---------------------------------------
-
-UPLOAD_CHUNKS = [b"cross-%03d-" % i + b"y" * 500 for i in range(80)]
-
-
-def test_a_resumable_upload_with_a_result_across_backends(case: tuple[str, str, str]) -> None:
-    """A client of one backend uploads to a server of another, resumable and asking for a
-    result; its transport dies mid-upload: it reconnects, resumes the upload from the
-    server's next seq, and gets the handler's digest of exactly the chunks it wrote."""
-    server_backend, client_backend, transport = case
-    with pair(server_backend, client_backend, transport) as (server, client):
-        outcome = client.upload_result(
-            "test:upload", "cross", UPLOAD_CHUNKS, resumable=True, result=True, abort_after=30
-        )
-        assert outcome == upload_digest(UPLOAD_CHUNKS)
-        assert server.wait_upload("cross") == (sum(map(len, UPLOAD_CHUNKS)), 0, "")
-        assert client.statistics()["resumed"] >= 1

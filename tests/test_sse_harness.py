@@ -9,10 +9,11 @@ import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from _browser import PageServer, run_page
-from killproxy import open_killing_proxy
+from killproxy import KillingProxy, open_killing_proxy
 from sse_contract import SseParser, chunk, encode_chunk, format_event, outcome, sse_events
 from test_bench_smoke import _processes_tagged
 
@@ -76,6 +77,46 @@ def test_the_proxy_kills_every_live_connection_on_demand() -> None:
         for sock in accepted:
             sock.close()
         assert proxy.live() == 0
+
+
+def test_close_kills_a_connection_accepted_while_it_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A connection the proxy accepted as ``close`` began (its link to the server still being
+    made) is killed too: its client sees the end, and no pump is left running."""
+    connect = socket.create_connection
+    in_flight = threading.Event()
+    release = threading.Event()
+
+    def slow_connect(*args: Any, **kwargs: Any) -> socket.socket:
+        if threading.current_thread().name == "killproxy-accept":
+            in_flight.set()  # accepted; the link to the server is being made
+            release.wait(30)
+        return connect(*args, **kwargs)
+
+    monkeypatch.setattr(socket, "create_connection", slow_connect)
+    listener = socket.create_server(("127.0.0.1", 0))
+    proxy = KillingProxy(listener.getsockname())
+    with listener, connect(("127.0.0.1", proxy.port), timeout=30) as client:
+        assert in_flight.wait(30)
+        failed: list[BaseException] = []
+
+        def close() -> None:
+            try:
+                proxy.close()
+            except BaseException as exc:
+                failed.append(exc)
+
+        closing = threading.Thread(target=close)
+        closing.start()
+        for _ in range(600):  # close has begun: the proxy accepts no more
+            if proxy._closed.is_set():
+                break
+            threading.Event().wait(0.05)
+        release.set()
+        closing.join(60)
+        assert not closing.is_alive()
+        assert failed == []
+        assert client.recv(10) == b""
+        assert (proxy.accepted, proxy.live()) == (1, 0)
 
 
 def test_a_page_that_never_reports_fails_clearly_and_no_browser_is_left(tmp_path: Path) -> None:

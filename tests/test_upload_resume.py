@@ -4,6 +4,7 @@ frames and states, and the hub parking an upload in its session and handing it o
 
 from __future__ import annotations
 
+import attrs
 import pytest
 from hub_helpers import Client, HubHarness
 from hypothesis import given, settings
@@ -606,22 +607,64 @@ def test_a_batch_write_is_kept_for_a_resume() -> None:
     assert (point.first_seq, point.chunks) == (1, (b"a", b"b", b"c"))
 
 
-def test_a_session_remembers_its_last_completed_uploads_only() -> None:
-    """R-UPR-6 is bounded: the reference keeps the last 16 completed uploads per session."""
-    h, _ = harness()
-    old = h.connect(server_config=SERVER)
-    handles = [old.conn.upload(CH, f"f{i}", resumable=True) for i in range(17)]
+def _complete_uploads(h: HubHarness, config: Config, count: int) -> list[UploadResumePoint]:
+    """``count`` resumable uploads completed on one connection, in order; then the connection
+    is lost. Their resume points, taken before their UPLOAD_RESULTs arrived."""
+    old = h.connect(server_config=config)
+    handles = [old.conn.upload(CH, f"f{i}", resumable=True) for i in range(count)]
     h.pump()
     points = []
     for u in handles:
         old.conn.send_end(u)
-        points.append(old.conn.upload_resume_point(u))
+        point = old.conn.upload_resume_point(u)
+        assert point is not None
+        points.append(point)
     h.pump()
-    new = reconnect(h, old)
-    first, last = (new.conn.resume_upload(p) for p in (points[0], points[-1]))  # type: ignore[arg-type]
+    old.disconnect()
+    return points
+
+
+def _resume_all(h: HubHarness, config: Config, points: list[UploadResumePoint]) -> list[object]:
+    """Resume each upload on a new connection of the session: each one's last event."""
+    token = h.clients[0].handshake.resume_token
+    new = h.connect(server_config=config, resume_token=token)
+    assert new.handshake.resumed
+    handles = [new.conn.resume_upload(p) for p in points]
     h.pump()
-    assert new.of(first)[-1].code == ErrorCode.UNKNOWN_UPLOAD  # type: ignore[union-attr]
-    assert new.of(last)[-1] == UploadCompleted(last, b"")
+    return [new.of(u)[-1] for u in handles]
+
+
+def _unknown(event: object) -> bool:
+    return isinstance(event, RequestRejected) and event.code == ErrorCode.UNKNOWN_UPLOAD
+
+
+def test_a_session_remembers_its_last_completed_uploads_only() -> None:
+    """R-UPR-6 is bounded: by default a session keeps its last 16 completed uploads."""
+    h, _ = harness()
+    assert Config().max_completed_uploads == 16
+    points = _complete_uploads(h, SERVER, 17)
+    first, last = _resume_all(h, SERVER, [points[0], points[-1]])
+    assert _unknown(first)
+    assert isinstance(last, UploadCompleted)
+    assert last.result == b""
+
+
+def test_how_many_completed_uploads_a_session_remembers_is_a_server_option() -> None:
+    """With ``max_completed_uploads=2`` the third-newest completed upload is forgotten: its
+    resume is answered UNKNOWN_UPLOAD, as for an upload the server never had; the two newest
+    are taken over and answered with their result again."""
+    config = attrs.evolve(SERVER, max_completed_uploads=2)
+    h, _ = harness()
+    events = _resume_all(h, config, _complete_uploads(h, config, 3))
+    assert _unknown(events[0])
+    assert [type(e) for e in events[1:]] == [UploadCompleted, UploadCompleted]
+
+
+def test_a_server_may_remember_no_completed_upload() -> None:
+    config = attrs.evolve(SERVER, max_completed_uploads=0)
+    h, _ = harness()
+    (event,) = _resume_all(h, config, _complete_uploads(h, config, 1))
+    assert _unknown(event)
 
 
 def test_an_ended_upload_whose_uploader_never_resumes() -> None:

@@ -75,6 +75,11 @@ class Config:
     max_uploads: int = attrs.field(default=64, validator=_in_range(1, U32))
     #: Server: how long a disconnected session is kept (announced as SESSION_GRACE_MS).
     session_grace: float = attrs.field(default=30.0, validator=_in_range(0, U32 / 1000))
+    #: Server: resumable uploads that completed which a session remembers, so that a resume
+    #: whose UPLOAD_RESULT was lost with its connection gets the same result (R-UPR-6); the
+    #: oldest is forgotten first, and its resume is refused with UNKNOWN_UPLOAD. Each holds
+    #: its result (at most 16 KiB) until the session ends. 0 remembers none.
+    max_completed_uploads: int = attrs.field(default=16, validator=_in_range(0, U32))
     #: Receiver: credit window granted per subscription (client) or upload (server).
     window_chunks: int = attrs.field(default=256, validator=_in_range(0, MAX_CREDIT))
     window_bytes: int = attrs.field(default=1 << 20, validator=_in_range(0, MAX_CREDIT))

@@ -766,15 +766,14 @@ class _Session:
         #: Resumable uploads of a disconnected connection, by (channel, upload id).
         self.uploads: dict[tuple[str, str], UploadReader] = {}
         #: The last resumable uploads that completed, for a resume whose UPLOAD_RESULT was
-        #: lost with its connection (R-UPR-6): at most COMPLETED_KEPT, oldest forgotten first.
+        #: lost with its connection (R-UPR-6): at most ``Config.max_completed_uploads``,
+        #: oldest forgotten first.
         self.completed: OrderedDict[tuple[str, str], UploadReader] = OrderedDict()
         self.expires_at = -1.0
 
 
 #: The largest upload result the hub sends: the smallest frame any client accepts (R-UPR-7).
 MAX_RESULT: Final = 16_384
-#: Completed resumable uploads a session remembers (R-UPR-6).
-COMPLETED_KEPT: Final = 16
 
 
 def _same(owner: object, principal: object) -> bool:
@@ -808,7 +807,9 @@ class Hub:
     ``clock`` returns the current time in seconds (monotonic); ``ids`` returns a fresh
     unguessable, URL-safe token each call (``transports.default_ids``, 128 random bits, in
     production; a counter in tests): session ids, resume tokens and server-chosen stream ids
-    come from it. A disconnected session is kept for its connection's ``Config.session_grace``.
+    come from it. A disconnected session is kept for its connection's ``Config.session_grace``;
+    a session remembers its last ``Config.max_completed_uploads`` completed resumable uploads
+    (16 by default), for resumes whose result was lost with a connection (spec R-UPR-6).
 
     ``authenticate(auth)`` sees each HELLO's auth payload and returns the *principal* (any
     object identifying who connected; None is anonymous), kept with the session: a resume
@@ -2172,5 +2173,5 @@ class Hub:
             return
         done = cast(_Session, peer.session).completed
         done[(reader.channel, reader.stream_id)] = reader
-        if len(done) > COMPLETED_KEPT:
+        while len(done) > peer.conn.config.max_completed_uploads:
             done.popitem(last=False)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import itertools
 import queue
 import threading
@@ -34,7 +33,12 @@ from typing import Any, Literal, Protocol, cast
 import attrs
 
 from streamproto import ChannelOptions, Config, Hub, LocalProtocolError, OverflowPolicy, Window
-from streamproto.testing import CONFORMANCE_SERVER_CONFIG, PairFactory, PairOptions
+from streamproto.testing import (
+    CONFORMANCE_SERVER_CONFIG,
+    PairFactory,
+    PairOptions,
+    upload_digest,
+)
 from streamproto.testing.reference import register_reference_channels
 
 from ._common import Backoff, StreamError
@@ -468,18 +472,6 @@ def _open_sync(record: Record) -> Any:
         producer.close()
 
     return handler
-
-
-def upload_digest(chunks: Iterable[bytes]) -> bytes:
-    """What the ``test:upload`` handler returns for an upload of ``chunks`` (its result, when
-    the uploader asks for one): the chunk count and a hash of the chunks in order, so that a
-    lost, repeated or reordered chunk changes it."""
-    h = hashlib.sha256()
-    count = 0
-    for chunk in chunks:
-        h.update(len(chunk).to_bytes(4, "big") + chunk)
-        count += 1
-    return b"%d:%s" % (count, h.hexdigest()[:16].encode())
 
 
 def _upload_async(record: Record) -> Any:

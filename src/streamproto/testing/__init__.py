@@ -29,6 +29,7 @@ from ._conformance import (
     ServerUnderTest,
     SubscriptionUnderTest,
     check_adapter,
+    upload_digest,
 )
 from ._links import Cut, Delivery, FakeTransport, Pipe, PipeStatistics, Wire, frame_sizes
 from ._pair import (
@@ -67,4 +68,5 @@ __all__ = [
     "expect_goaway",
     "expect_terminated",
     "frame_sizes",
+    "upload_digest",
 ]

@@ -3,8 +3,8 @@
 
 An adapter author hands :func:`check_adapter` a factory of connected server/client pairs built
 on their transport; the check runs every scenario (subscribe, replay and resume after a lost
-transport, cancel, uploads and upload cancel, each overflow policy, gaps, a thousand streams,
-fragmented chunks, shutdown) against fresh pairs and reports each one.
+transport, cancel, uploads, upload cancel and resumable uploads, each overflow policy, gaps, a
+thousand streams, fragmented chunks, shutdown) against fresh pairs and reports each one.
 
 The check is pure: it calls the pair only through the blocking interfaces below
 (:class:`ServerUnderTest`, :class:`ClientUnderTest`), so it knows nothing of event loops,
@@ -15,6 +15,7 @@ for adapters shaped like the asyncio, trio and thread adapters of the ``transpor
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -40,6 +41,7 @@ __all__ = [
     "ServerUnderTest",
     "SubscriptionUnderTest",
     "check_adapter",
+    "upload_digest",
 ]
 
 #: The server configuration every pair must use: the overflow scenarios bound the server's
@@ -103,7 +105,9 @@ class ServerUnderTest(Protocol):
     OPEN on ``test:open`` with args ``b"COUNT:DELAY_MS"`` writes ``b"0"``, ``b"1"``, ... with a
     pause between chunks and ends, stopping once the producer is aborted (counted by
     :meth:`wait_aborted`); ``test:upload`` reads uploads, cancelling one with code 1007 and
-    message ``"enough"`` once it has read the number of bytes in its args (if any);
+    message ``"enough"`` once it has read the number of bytes in its args (if any), and
+    returns :func:`upload_digest` of the chunks it read as the upload's result (when the
+    uploader asks for one);
     ``test:bidi`` serves bidirectional streams: with args ``b"echo"`` it writes back each
     chunk it reads and ends after the client's direction ended, with ``b"first:COUNT"`` it
     writes ``b"0"``, ``b"1"``, ... and ends first, then reads on (``b"slow:COUNT"``: one chunk
@@ -186,6 +190,23 @@ class ClientUnderTest(Protocol):
         """Upload every chunk and end; the exception the upload ended with, if any. With
         ``abort_after``, kill the transport after writing that many chunks."""
 
+    def upload_result(
+        self,
+        channel: str,
+        stream_id: str,
+        chunks: Iterable[bytes],
+        args: bytes = b"",
+        *,
+        abort_after: int | None = None,
+        resumable: bool = False,
+        result: bool = False,
+    ) -> bytes | BaseException:
+        """Upload every chunk and end, with the client's ``upload`` flags ``resumable`` and
+        ``result`` as given; the upload's result (``b""`` without one) once the block and the
+        result are through, or the exception the upload ended with. With ``abort_after``,
+        kill the transport after writing that many chunks (a resumable upload goes on after
+        the reconnect)."""
+
     def bidi(
         self,
         channel: str,
@@ -245,6 +266,18 @@ def _code(error: BaseException | None) -> object:
 
 def _is_gap(item: object) -> bool:
     return hasattr(item, "from_seq") and hasattr(item, "to_seq")
+
+
+def upload_digest(chunks: Iterable[bytes]) -> bytes:
+    """What the ``test:upload`` handler returns for an upload of ``chunks`` (its result, when
+    the uploader asks for one): the chunk count and a hash of the chunks in order, so that a
+    lost, repeated or reordered chunk changes it."""
+    h = hashlib.sha256()
+    count = 0
+    for chunk in chunks:
+        h.update(len(chunk).to_bytes(4, "big") + chunk)
+        count += 1
+    return b"%d:%s" % (count, h.hexdigest()[:16].encode())
 
 
 # -- the scenarios ------------------------------------------------------------------------------
@@ -321,6 +354,23 @@ def _uploader_disconnect(make: PairFactory) -> None:
         _expect(error is not None, "the writer sees the lost transport")
         outcome = server.wait_upload("u3")
         _expect(outcome[1] == ErrorCode.UPLOAD_DISCONNECTED, f"UPLOAD_DISCONNECTED: {outcome}")
+
+
+def _resumable_upload_after_lost_transport(make: PairFactory) -> None:
+    """A resumable upload asking for a result, whose transport is killed mid-upload, goes on
+    after the reconnect from the server's next seq: the reader gets every chunk exactly once,
+    in order, and the uploader the handler's result (R-UPR-2..7)."""
+    chunks = [b"r%03d-" % i + b"z" * 500 for i in range(80)]
+    with make(PairOptions(reconnect=True)) as (server, client):
+        outcome = client.upload_result(
+            "test:upload", "ru1", chunks, resumable=True, result=True, abort_after=30
+        )
+        _expect(not isinstance(outcome, BaseException), f"the upload ends normally: {outcome!r}")
+        _expect(outcome == upload_digest(chunks), f"the result of all 80 chunks once: {outcome!r}")
+        read = server.wait_upload("ru1")
+        _expect(read == (sum(map(len, chunks)), 0, ""), f"the reader read them all: {read}")
+        stats = client.statistics()
+        _expect(stats["reconnects"] >= 1 and stats["resumed"] >= 1, f"a resume, not {stats}")
 
 
 def _slow_options() -> PairOptions:
@@ -566,6 +616,7 @@ SCENARIOS: Mapping[str, Callable[[PairFactory], None]] = {
     "breaking_out_sends_cancel": _breaking_out_sends_cancel,
     "upload_and_upload_cancel": _upload_and_upload_cancel,
     "uploader_disconnect": _uploader_disconnect,
+    "resumable_upload_after_lost_transport": _resumable_upload_after_lost_transport,
     "slow_consumer_drop_oldest": _slow_consumer_drop_oldest,
     "slow_consumer_block": _slow_consumer_block,
     "slow_consumer_error": _slow_consumer_error,
