@@ -432,6 +432,21 @@ def test_post_refusals() -> None:
     draining.shutdown()  # over: nothing more
 
 
+def test_a_channel_of_bidirectional_streams_only_is_not_opened_over_http() -> None:
+    # R-HTTP-34: a POST opens without the BIDI flag, so the bidi handler never runs.
+    hub = make_hub()
+    calls: list[bytes] = []
+    hub.register("a:chat", on_bidi=lambda producer, reader, args: calls.append(args))
+    ex = exchange(hub, req("POST", "/a:chat"))
+    ex.receive_body(b"hello")
+    ex.end_body()
+    assert status(ex) == 403
+    body = json.loads(ex.take_body())
+    assert (body["code"], body["name"]) == (ErrorCode.NOT_ALLOWED, "NOT_ALLOWED")
+    assert "bidirectional" not in body["message"]
+    assert calls == []
+
+
 def _posted(hub: Hub, query: str, body: bytes = b"") -> HttpExchange:
     ex = exchange(hub, req("POST", "/a:run", query))
     ex.receive_body(body)
