@@ -2747,7 +2747,8 @@ class AsyncBidiBase(BidiBase, _AsyncUpload):
         return self
 
     async def end(self) -> None:
-        """End the client's direction; the server's runs on (see the class docstring)."""
+        """End the client's direction (END follows what was written); the server's direction
+        runs on, to be read to its end."""
         self._end()
 
     async def __aexit__(
