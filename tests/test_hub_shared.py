@@ -40,6 +40,7 @@ from streamproto import (
     StreamsReceived,
     StreamState,
     Window,
+    WriteResult,
 )
 
 CH = "demo:tokens"
@@ -445,6 +446,36 @@ def test_a_stream_another_process_produces_cannot_be_deleted_here() -> None:
         RequestRejected(handle, ErrorCode.NOT_ALLOWED, "the stream is another process's")
     ]
     assert not producer.closed
+
+
+def test_a_delete_of_a_stream_this_process_does_not_follow_asks_the_store() -> None:
+    # spec §17: B has no copy of A's stream; it looks it up, as a STATUS does, and refuses
+    # (it answered MISSING once, for a stream that exists). Missing everywhere: MISSING.
+    d = Deployment(ChannelOptions(allow_delete=True))
+    producer = d.a.hub.channel(CH).start("s1")  # type: ignore[union-attr]
+    producer.write(b"x")
+    done = d.a.hub.channel(CH).start("s2")  # type: ignore[union-attr]
+    done.close()
+    asker = d.b.connect()
+    handles = [asker.conn.delete(CH, sid) for sid in ("s1", "s2", "nope")]
+    d.b.pump()
+    assert [asker.of(h) for h in handles] == [[], [], []]  # waiting for the store
+    d.carry()
+    for handle in handles[:2]:  # the open stream and the finished one
+        assert asker.of(handle) == [
+            RequestRejected(handle, ErrorCode.NOT_ALLOWED, "the stream is another process's")
+        ]
+    (missing,) = asker.of(handles[2])
+    assert missing.entries == (StreamEntry("nope", StreamState.MISSING),)
+    assert not producer.closed
+    assert producer.write(b"y") is WriteResult.ACCEPTED  # A's stream runs on
+    assert d.backing.status((CH, "s1")) is not None
+    assert d.b.hub.statistics().retained_streams == 1  # s2, finished: kept as a STATUS keeps it
+    gone = d.b.connect()
+    gone.conn.delete(CH, "s1")
+    d.b.pump()
+    gone.disconnect()  # its answer has nobody to go to
+    d.carry()
 
 
 def test_status_of_a_stream_another_process_produces_asks_the_store() -> None:
