@@ -15,13 +15,14 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 from redis_helpers import RedisCluster, RedisServer, redis_cluster, redis_server
 
-from streamproto import ErrorCode, OverflowPolicy, StreamState
+from streamproto import ErrorCode, OverflowPolicy, StreamEntry, StreamState
 from streamproto.testing.reference import slow_chunk
 from transports import StreamError
 from transports import sync as client_backend
@@ -32,13 +33,21 @@ __all__ = ["redis_cluster", "redis_server"]  # the fixtures
 TIMEOUT = 60.0
 
 
-class Reference:
-    """A reference server process."""
+#: The reference server plus ``chat:live`` (bidirectional streams; its handler tells when it
+#: runs), run as ``python redis_chat_app.py`` with the reference server's arguments.
+CHAT_APP = str(Path(__file__).with_name("redis_chat_app.py"))
+CHAT = "chat:live"
 
-    def __init__(self, redis_url: str, backend: str = "asyncio") -> None:
-        command = [sys.executable, "-m", "transports.reference", "tcp://127.0.0.1:0"]
-        command += ["--backend", backend, "--store", redis_url]
-        self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+
+class Reference:
+    """A reference server process (or ``app``, a script that serves the reference server with
+    more channels: its output is kept for :meth:`finish`)."""
+
+    def __init__(self, redis_url: str, backend: str = "asyncio", app: str | None = None) -> None:
+        command = [sys.executable, *(["-m", "transports.reference"] if app is None else [app])]
+        command += ["tcp://127.0.0.1:0", "--backend", backend, "--store", redis_url]
+        stderr = None if app is None else subprocess.PIPE
+        self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, text=True)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         assert line.startswith("reference server on tcp://127.0.0.1:"), line
@@ -52,8 +61,15 @@ class Reference:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
+        for pipe in (self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                pipe.close()
+
+    def finish(self) -> tuple[str, str]:
+        """Stop an ``app`` server; what it printed after it listened, and its log."""
+        self.proc.send_signal(signal.SIGINT)
+        out, err = self.proc.communicate(timeout=20)
+        return out, err
 
     def kill(self) -> None:
         os.kill(self.proc.pid, signal.SIGKILL)
@@ -63,8 +79,8 @@ class Reference:
 def _starting(store_url: str) -> Iterator[Callable[..., Reference]]:
     started: list[Reference] = []
 
-    def start(backend: str = "asyncio") -> Reference:
-        ref = Reference(store_url, backend)
+    def start(backend: str = "asyncio", app: str | None = None) -> Reference:
+        ref = Reference(store_url, backend, app)
         started.append(ref)
         return ref
 
@@ -285,3 +301,58 @@ def test_the_conformance_runner_sees_a_redis_backed_server_as_a_plain_one(
                 proc.stdout.close()
     memory, redis_backed = verdicts
     assert redis_backed == memory
+
+
+# -- bidirectional streams (spec §6.4) across processes -----------------------------------------
+
+
+def handler_lines(out: str, stream_id: str) -> list[str]:
+    """What a chat app's handler printed about ``stream_id``."""
+    return [line for line in out.splitlines() if line.split()[1:2] == [stream_id]]
+
+
+@pytest.mark.parametrize(
+    ("backend_a", "backend_b"), [("asyncio", "sync"), ("sync", "trio"), ("trio", "asyncio")]
+)
+def test_the_servers_direction_of_a_bidi_stream_on_a_is_followed_on_b(
+    servers: Any, redis_server: RedisServer, backend_a: str, backend_b: str
+) -> None:
+    """R-BIDI-7 across processes: the server's direction is a stream of the channel. A client
+    of B follows it live (each echo before the client writes again), gets its END, and
+    replays it whole afterwards; STATUS on B answers from the store. The client's direction
+    is point to point: A's handler reads all of it, B's is never called, and Redis holds the
+    server's direction only."""
+    a, b = servers(backend_a, CHAT_APP), servers(backend_b, CHAT_APP)
+    count = 20
+    expected = [(1, b"hello")] + [(i + 1, b"echo:m-%d" % i) for i in range(1, count + 1)]
+    with connect(a.url) as talker, connect(b.url) as watcher:
+        with talker.bidi(CHAT) as stream:
+            stream_id = stream.stream_id
+            answers = iter(stream)
+            assert next(answers) == b"hello"
+            running = watcher.status(CHAT, stream_id)  # B has no copy: the store answers
+            assert running == StreamEntry(stream_id, StreamState.OPEN, 0, 1, 1)
+            follower = subscribe_elsewhere(watcher, CHAT, stream_id)
+            followed = iter(follower)
+            assert (next(followed), follower.seq) == (b"hello", 1)
+            for seq, chunk in expected[1:]:
+                stream.write(chunk.removeprefix(b"echo:"))
+                assert next(answers) == chunk
+                assert (next(followed), follower.seq) == (chunk, seq)
+            stream.end()  # the client's direction ends, then the handler ends the server's
+            assert list(answers) == []
+        assert list(followed) == []  # B's subscriber got the END (an ERROR would raise)
+        replay = read_all(watcher.subscribe(CHAT, stream_id))
+        ended = watcher.status(CHAT, stream_id)
+    assert replay == expected
+    assert ended == StreamEntry(stream_id, StreamState.ENDED, 0, 1, count + 1)
+    with redis.Redis.from_url(redis_server.url) as client:
+        entries = client.xrange(f"sp:{{{CHAT}/{stream_id}}}:s")
+    assert [fields.get(b"d") for _, fields in entries] == [c for _, c in expected] + [None]
+    (out_a, err_a), (out_b, err_b) = a.finish(), b.finish()
+    reads = [f"read {stream_id} m-{i}" for i in range(1, count + 1)]
+    assert handler_lines(out_a, stream_id) == [f"bidi {stream_id}", *reads]
+    assert handler_lines(out_b, stream_id) == []
+    # B's STATUS followed the stream for a moment: its driver took that in its stride (the
+    # tailing loop once read an emptied set of streams and logged Redis as unreachable).
+    assert (err_a, err_b) == ("", "")

@@ -555,6 +555,8 @@ class _Driver:
                     self.reader_id = int(await reader.client_id())
                 streams = {k: v[2] for k, v in self.follow.items()}
                 self.follow_changed.clear()
+                if not streams:  # let go while CLIENT ID was awaited (a STATUS's lookup)
+                    continue
                 self.reading = True
                 try:
                     reply = await reader.xread(streams, count=READ_COUNT, block=5000)  # type: ignore[arg-type]
