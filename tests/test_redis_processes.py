@@ -311,6 +311,16 @@ def handler_lines(out: str, stream_id: str) -> list[str]:
     return [line for line in out.splitlines() if line.split()[1:2] == [stream_id]]
 
 
+def status_once_at(client: Any, channel: str, stream_id: str, last_seq: int) -> StreamEntry:
+    """STATUS, asked again until it shows ``last_seq``: a chunk a client has from A reaches
+    Redis a moment later."""
+    deadline = time.monotonic() + TIMEOUT
+    while (entry := client.status(channel, stream_id)).last_seq < last_seq:
+        assert time.monotonic() < deadline, entry
+        time.sleep(0.02)
+    return entry
+
+
 @pytest.mark.parametrize(
     ("backend_a", "backend_b"), [("asyncio", "sync"), ("sync", "trio"), ("trio", "asyncio")]
 )
@@ -330,7 +340,8 @@ def test_the_servers_direction_of_a_bidi_stream_on_a_is_followed_on_b(
             stream_id = stream.stream_id
             answers = iter(stream)
             assert next(answers) == b"hello"
-            running = watcher.status(CHAT, stream_id)  # B has no copy: the store answers
+            # B has no copy: the store answers (which has "hello" a moment after the client).
+            running = status_once_at(watcher, CHAT, stream_id, 1)
             assert running == StreamEntry(stream_id, StreamState.OPEN, 0, 1, 1)
             follower = subscribe_elsewhere(watcher, CHAT, stream_id)
             followed = iter(follower)
@@ -356,3 +367,86 @@ def test_the_servers_direction_of_a_bidi_stream_on_a_is_followed_on_b(
     # B's STATUS followed the stream for a moment: its driver took that in its stride (the
     # tailing loop once read an emptied set of streams and logged Redis as unreachable).
     assert (err_a, err_b) == ("", "")
+
+
+def test_a_bidi_streams_id_is_not_reused_on_another_process_while_it_runs(servers: Any) -> None:
+    """R-BIDI-1 and R-REQ-8 across processes: while A's bidi stream runs, B refuses an OPEN
+    of its id, bidirectional or one-way, with STREAM_EXISTS: the claim in Redis decides while
+    B does not know the stream, B's copy once it follows it. B's handler is never called. Once
+    the stream ended, a new claim of the id on B replaces it."""
+    a, b = servers("asyncio", CHAT_APP), servers("sync", CHAT_APP)
+    with connect(a.url) as first, connect(b.url) as second:
+        with first.bidi(CHAT) as stream:
+            stream_id = stream.stream_id
+            answers = iter(stream)
+            assert next(answers) == b"hello"
+
+            def refused(message: str) -> None:
+                with pytest.raises(StreamError) as caught, second.bidi(CHAT, stream_id=stream_id):
+                    pass
+                assert (caught.value.code, caught.value.message) == (
+                    ErrorCode.STREAM_EXISTS,
+                    f"stream {stream_id!r} {message}",
+                )
+                with pytest.raises(StreamError) as caught:
+                    second.open(CHAT, stream_id=stream_id).accepted(TIMEOUT)
+                assert caught.value.code == ErrorCode.STREAM_EXISTS
+
+            refused("is open in another process")  # the claim in Redis
+            follower = subscribe_elsewhere(second, CHAT, stream_id)
+            followed = iter(follower)
+            assert next(followed) == b"hello"
+            refused("is open")  # B's copy of the stream
+            stream.write(b"m-1")  # the stream runs on, both directions
+            assert next(answers) == next(followed) == b"echo:m-1"
+            stream.end()
+            assert list(answers) == list(followed) == []
+        with second.bidi(CHAT, stream_id=stream_id) as again:  # a new generation, on B
+            assert next(iter(again)) == b"hello"
+            again.end()
+    reads = [f"read {stream_id} m-1"]
+    assert handler_lines(a.finish()[0], stream_id) == [f"bidi {stream_id}", *reads]
+    assert handler_lines(b.finish()[0], stream_id) == [f"bidi {stream_id}"]
+
+
+@pytest.mark.parametrize("bidi", [True, False], ids=["bidi", "one-way"])
+def test_a_delete_is_refused_on_b_and_ends_the_servers_direction_on_a(
+    servers: Any, bidi: bool
+) -> None:
+    """DELETE acts on the streams of the process that answers (spec §17): B refuses to delete
+    a stream A produces (NOT_ALLOWED), before and while it follows it, and the stream runs on;
+    the same DELETE through A, the producer's process, ends it everywhere (STREAM_DELETED).
+    The server's direction of a bidi stream behaves in this as a one-way stream does, and the
+    client's direction runs on to A's handler after the delete."""
+    a, b = servers("trio", CHAT_APP), servers("asyncio", CHAT_APP)
+    with (
+        connect(a.url) as first,
+        connect(b.url) as second,
+        contextlib.ExitStack() as stack,
+    ):
+        own: Any = stack.enter_context(first.bidi(CHAT)) if bidi else first.open(CHAT)
+        stream_id = own.stream_id if bidi else own.accepted(TIMEOUT)
+        mine = iter(own)
+        assert next(mine) == b"hello"
+        theirs: Iterator[bytes] = iter(())
+        for follows in (False, True):
+            with pytest.raises(StreamError) as caught:
+                second.delete(CHAT, stream_id)
+            assert caught.value.code == ErrorCode.NOT_ALLOWED
+            if not follows:
+                theirs = iter(subscribe_elsewhere(second, CHAT, stream_id))
+                assert next(theirs) == b"hello"
+        if bidi:
+            own.write(b"m-1")
+            assert next(mine) == next(theirs) == b"echo:m-1"
+        assert first.delete(CHAT, stream_id).state is StreamState.OPEN  # as it was
+        for chunks in (mine, theirs):
+            with pytest.raises(StreamError) as caught:
+                next(chunks)
+            assert caught.value.code == ErrorCode.STREAM_DELETED
+        if bidi:
+            own.write(b"m-2")  # the client's direction is still open
+            own.end()
+    if bidi:
+        reads = [f"read {stream_id} m-{i}" for i in (1, 2)]
+        assert handler_lines(a.finish()[0], stream_id) == [f"bidi {stream_id}", *reads]
