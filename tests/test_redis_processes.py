@@ -409,14 +409,35 @@ def test_a_bidi_streams_id_is_not_reused_on_another_process_while_it_runs(server
     assert handler_lines(b.finish()[0], stream_id) == [f"bidi {stream_id}"]
 
 
+def erased(redis_server: RedisServer, stream_id: str) -> list[Any]:
+    """The entries Redis keeps of a deleted stream, once its producer's process erased it."""
+    meta = f"sp:{{{CHAT}/{stream_id}}}:m"
+    with redis.Redis.from_url(redis_server.url) as client:
+        deadline = time.monotonic() + TIMEOUT
+        while not client.hexists(meta, "deleted"):
+            assert time.monotonic() < deadline, "the stream was not erased"
+            time.sleep(0.02)
+        return list(client.xrange(f"sp:{{{CHAT}/{stream_id}}}:s"))
+
+
+def assert_gone(clients: Iterator[Any] | tuple[Any, ...], stream_id: str) -> None:
+    """R-QUERY-4 through every process: STATUS answers MISSING, SUBSCRIBE UNKNOWN_STREAM."""
+    for client in clients:
+        assert client.status(CHAT, stream_id).state is StreamState.MISSING
+        with pytest.raises(StreamError) as caught:
+            client.subscribe(CHAT, stream_id).accepted(TIMEOUT)
+        assert caught.value.code == ErrorCode.UNKNOWN_STREAM
+
+
 @pytest.mark.parametrize("bidi", [True, False], ids=["bidi", "one-way"])
 def test_a_delete_is_refused_on_b_and_ends_the_servers_direction_on_a(
-    servers: Any, bidi: bool
+    servers: Any, redis_server: RedisServer, bidi: bool
 ) -> None:
     """DELETE acts on the streams of the process that answers (spec §17): B refuses to delete
     a stream A produces (NOT_ALLOWED), before and while it follows it, and the stream runs on;
-    the same DELETE through A, the producer's process, ends it everywhere (STREAM_DELETED).
-    The server's direction of a bidi stream behaves in this as a one-way stream does, and the
+    the same DELETE through A, the producer's process, ends it everywhere (STREAM_DELETED)
+    and erases it from Redis, so that no process finds it afterwards (R-QUERY-4). The
+    server's direction of a bidi stream behaves in this as a one-way stream does, and the
     client's direction runs on to A's handler after the delete."""
     a, b = servers("trio", CHAT_APP), servers("asyncio", CHAT_APP)
     with (
@@ -444,9 +465,31 @@ def test_a_delete_is_refused_on_b_and_ends_the_servers_direction_on_a(
             with pytest.raises(StreamError) as caught:
                 next(chunks)
             assert caught.value.code == ErrorCode.STREAM_DELETED
+        assert_gone((first, second), stream_id)
         if bidi:
             own.write(b"m-2")  # the client's direction is still open
             own.end()
+        (outcome,) = erased(redis_server, stream_id)  # no chunk left in Redis
+        assert outcome[1][b"c"] == b"%d" % ErrorCode.STREAM_DELETED
     if bidi:
         reads = [f"read {stream_id} m-{i}" for i in (1, 2)]
         assert handler_lines(a.finish()[0], stream_id) == [f"bidi {stream_id}", *reads]
+
+
+def test_a_finished_bidi_stream_deleted_on_a_is_gone_from_every_process(
+    servers: Any, redis_server: RedisServer
+) -> None:
+    """A bidi stream that ended, deleted through A: erased from Redis, so neither A (which
+    released its copy) nor B (which never loaded it) finds it (R-QUERY-4)."""
+    a, b = servers("asyncio", CHAT_APP), servers("sync", CHAT_APP)
+    with connect(a.url) as first, connect(b.url) as second:
+        with first.bidi(CHAT) as stream:
+            stream.write(b"m-1")
+            stream.end()
+            assert list(stream) == [b"hello", b"echo:m-1"]
+        stream_id = stream.stream_id
+        assert first.delete(CHAT, stream_id).state is StreamState.ENDED  # as it was
+        assert_gone((first,), stream_id)
+        (outcome,) = erased(redis_server, stream_id)  # its chunks went, not its END
+        assert outcome[1][b"o"] == b"ended"
+        assert_gone((second,), stream_id)

@@ -23,7 +23,9 @@ Rules for this file:
    there: it is another process's); a stream found that way is *remote*: it has no
    producer here, its subscriptions stay catching up (they read the local cache as it is
    filled and are pumped on :class:`StreamAppended`), and it is let go when its last local
-   listener leaves. The last local cancel under the ABORT rule becomes a
+   listener leaves, or released as soon as it ends deleted (STREAM_DELETED). A DELETE of a
+   stream produced here also erases it from the store (:class:`Erase`), so no process finds
+   it afterwards. The last local cancel under the ABORT rule becomes a
    :class:`CancelRemote` effect, for remote and local streams alike, because listeners in
    other processes count too; the producer's process aborts on :class:`AbortRequested`.
    An OPEN is accepted (and its handler called) only once the store confirmed the stream's
@@ -73,6 +75,7 @@ from ._state import ConnState
 from ._store import (
     CancelRemote,
     Claim,
+    Erase,
     Key,
     Lookup,
     MemoryStore,
@@ -1088,7 +1091,14 @@ class Hub:
         info = self._store.status(stream.key)
         if info is not None and info.outcome is not None and stream.key[1] in stream.channel._open:
             del stream.channel._open[stream.key[1]]
-            self._retain(stream)
+            if info.outcome.code != ErrorCode.STREAM_DELETED:
+                self._retain(stream)
+                return
+            # Deleted in its producer's process: released here too (R-QUERY-4), and a reader
+            # still catching up ends as a reader of a deleted stream does, without a gap.
+            for sub in list(stream.catching):
+                self._send_outcome(sub, info.outcome)
+            self._store.release(stream.key, stream.generation)
 
     def _let_go(self, stream: _Stream) -> None:
         """A remote stream nobody here listens to any more: stop following it."""
@@ -1895,6 +1905,8 @@ class Hub:
         for sub in [*stream.live, *stream.catching]:  # readers of its history too
             self._send_outcome(sub, outcome)
         self._release(stream)
+        if self._shared:  # and from the shared store, so no process finds it any more
+            self._request(Erase(stream.key, stream.generation))
         return entry
 
     def _admit(
