@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import redis
+import redis.cluster
 from redis_helpers import RedisCluster, RedisServer, redis_cluster, redis_server
 
 from streamproto import ErrorCode, OverflowPolicy, StreamEntry, StreamState
@@ -409,10 +410,15 @@ def test_a_bidi_streams_id_is_not_reused_on_another_process_while_it_runs(server
     assert handler_lines(b.finish()[0], stream_id) == [f"bidi {stream_id}"]
 
 
-def erased(redis_server: RedisServer, stream_id: str) -> list[Any]:
+def erased(service: RedisServer | RedisCluster, stream_id: str) -> list[Any]:
     """The entries Redis keeps of a deleted stream, once its producer's process erased it."""
     meta = f"sp:{{{CHAT}/{stream_id}}}:m"
-    with redis.Redis.from_url(redis_server.url) as client:
+    client: Any = (
+        redis.Redis.from_url(service.url)
+        if isinstance(service, RedisServer)
+        else redis.cluster.RedisCluster.from_url(service.url)
+    )
+    with client:
         deadline = time.monotonic() + TIMEOUT
         while not client.hexists(meta, "deleted"):
             assert time.monotonic() < deadline, "the stream was not erased"
@@ -476,11 +482,15 @@ def test_a_delete_is_refused_on_b_and_ends_the_servers_direction_on_a(
         assert handler_lines(a.finish()[0], stream_id) == [f"bidi {stream_id}", *reads]
 
 
+@pytest.mark.parametrize("store", ["redis", "cluster"])
 def test_a_finished_bidi_stream_deleted_on_a_is_gone_from_every_process(
-    servers: Any, redis_server: RedisServer
+    request: pytest.FixtureRequest, store: str
 ) -> None:
-    """A bidi stream that ended, deleted through A: erased from Redis, so neither A (which
-    released its copy) nor B (which never loaded it) finds it (R-QUERY-4)."""
+    """A bidi stream that ended, deleted through A: erased from Redis (or a Redis Cluster),
+    so neither A (which released its copy) nor B (which never loaded it) finds it
+    (R-QUERY-4)."""
+    servers = request.getfixturevalue("servers" if store == "redis" else "cluster_servers")
+    service = request.getfixturevalue("redis_server" if store == "redis" else "redis_cluster")
     a, b = servers("asyncio", CHAT_APP), servers("sync", CHAT_APP)
     with connect(a.url) as first, connect(b.url) as second:
         with first.bidi(CHAT) as stream:
@@ -490,6 +500,6 @@ def test_a_finished_bidi_stream_deleted_on_a_is_gone_from_every_process(
         stream_id = stream.stream_id
         assert first.delete(CHAT, stream_id).state is StreamState.ENDED  # as it was
         assert_gone((first,), stream_id)
-        (outcome,) = erased(redis_server, stream_id)  # its chunks went, not its END
+        (outcome,) = erased(service, stream_id)  # its chunks went, not its END
         assert outcome[1][b"o"] == b"ended"
         assert_gone((second,), stream_id)
