@@ -2,7 +2,10 @@
 --store redis://...``): a stream opened on one is replayed and tailed on another, a client
 that leaves A finishes reading on B, a cancel on B reaches A's producer, and A killed with -9
 fails its stream (PRODUCER_LOST) once its lease expires. A runs asyncio; B runs the thread
-and trio backends in turn, so their drivers are exercised too."""
+and trio backends in turn, so their drivers are exercised too. Bidirectional streams (spec
+§6.4, on ``redis_chat_app.py``'s ``chat:live``): B follows and replays the server's direction
+of a stream opened on A, only A's handler reads the client's, the id is A's while it runs,
+and DELETE across processes acts as for one-way streams."""
 
 from __future__ import annotations
 
