@@ -17,8 +17,10 @@ from streamproto import (
     CancelRemote,
     ChannelOptions,
     Claim,
+    Config,
     DataReceived,
     DisconnectRule,
+    Erase,
     ErrorCode,
     GapReason,
     GapReceived,
@@ -39,7 +41,9 @@ from streamproto import (
     StreamLoaded,
     StreamsReceived,
     StreamState,
+    StreamStatus,
     Window,
+    WriteResult,
 )
 
 CH = "demo:tokens"
@@ -97,6 +101,7 @@ class Deployment:
             h.hub.register(CH, options, on_open=lambda _p, _a: None)
             h.hub.on_store_request = self._kick
         self.cancels: list[CancelRemote] = []
+        self.erased: list[Erase] = []
 
     def _kick(self) -> None:
         self.kicks += 1
@@ -114,6 +119,8 @@ class Deployment:
                             h.hub.handle_store_event(StreamLoaded(request.key))
                     elif isinstance(request, Claim):  # the backing holds it at once
                         h.hub.handle_store_event(StreamClaimed(request.key, request.generation))
+                    elif isinstance(request, Erase):  # (the backing released it already)
+                        self.erased.append(request)
                     else:
                         self.cancels.append(request)
                         for other in (self.a, self.b):  # a control channel reaches all
@@ -445,6 +452,91 @@ def test_a_stream_another_process_produces_cannot_be_deleted_here() -> None:
         RequestRejected(handle, ErrorCode.NOT_ALLOWED, "the stream is another process's")
     ]
     assert not producer.closed
+
+
+def test_a_delete_of_a_stream_this_process_does_not_follow_asks_the_store() -> None:
+    # spec §17: B has no copy of A's stream; it looks it up, as a STATUS does, and refuses
+    # (it answered MISSING once, for a stream that exists). Missing everywhere: MISSING.
+    d = Deployment(ChannelOptions(allow_delete=True))
+    producer = d.a.hub.channel(CH).start("s1")  # type: ignore[union-attr]
+    producer.write(b"x")
+    done = d.a.hub.channel(CH).start("s2")  # type: ignore[union-attr]
+    done.close()
+    asker = d.b.connect()
+    handles = [asker.conn.delete(CH, sid) for sid in ("s1", "s2", "nope")]
+    d.b.pump()
+    assert [asker.of(h) for h in handles] == [[], [], []]  # waiting for the store
+    d.carry()
+    for handle in handles[:2]:  # the open stream and the finished one
+        assert asker.of(handle) == [
+            RequestRejected(handle, ErrorCode.NOT_ALLOWED, "the stream is another process's")
+        ]
+    (missing,) = asker.of(handles[2])
+    assert missing.entries == (StreamEntry("nope", StreamState.MISSING),)
+    assert not producer.closed
+    assert producer.write(b"y") is WriteResult.ACCEPTED  # A's stream runs on
+    assert d.backing.status((CH, "s1")) is not None
+    assert d.b.hub.statistics().retained_streams == 1  # s2, finished: kept as a STATUS keeps it
+    gone = d.b.connect()
+    gone.conn.delete(CH, "s1")
+    d.b.pump()
+    gone.disconnect()  # its answer has nobody to go to
+    d.carry()
+
+
+def test_a_delete_here_erases_the_stream_from_the_shared_store() -> None:
+    # R-QUERY-4 across processes: released here, and erased from the store (open or
+    # finished), so that no process finds it afterwards.
+    d = Deployment(ChannelOptions(allow_delete=True))
+    channel = d.a.hub.channel(CH)
+    assert channel is not None
+    producer = channel.start("s1")
+    producer.write(b"x")
+    done = channel.start("s2")
+    done.close()
+    d.carry()
+    assert channel.delete("s1").state is StreamState.OPEN
+    assert channel.delete("s2").state is StreamState.ENDED
+    assert channel.delete("nope").state is StreamState.MISSING  # nothing to erase
+    d.carry()
+    assert d.erased == [Erase((CH, "s1"), producer.generation), Erase((CH, "s2"), done.generation)]
+    assert producer.closed
+
+
+def test_a_followed_stream_deleted_in_its_producers_process_is_released_here() -> None:
+    # B follows A's stream when A deletes it: B's readers end with STREAM_DELETED after the
+    # last chunk each was sent, one still catching up (no room for the rest) without a gap,
+    # and B keeps no copy, so it does not answer for a deleted stream (R-QUERY-4).
+    d = Deployment()
+    producer = d.a.hub.channel(CH).start("s1")  # type: ignore[union-attr]
+    chunks = [b"%04d" % i * 1000 for i in range(1, 601)]  # more than a connection buffers
+    for chunk in chunks:
+        producer.write(chunk)
+    fast, slow = d.b.connect(), d.b.connect(Config(auto_credit=False))
+    h_fast = fast.conn.subscribe(CH, "s1", after_seq=0)
+    h_slow = slow.conn.subscribe(CH, "s1", after_seq=0, credit_chunks=1)
+    d.carry()
+    key = (CH, "s1")
+    # What A's DELETE leaves in the store for the readers tailing it (A's hub releases it).
+    message = "the stream was deleted"
+    deleted = Outcome(StreamStatus.FAILED, ErrorCode.STREAM_DELETED, message)
+    d.backing.finish(key, producer.generation, deleted)
+    d.appended(key, producer.generation)
+    assert d.stores[1].released == [key]
+    assert d.b.hub.statistics().retained_streams == 0
+    assert flat(fast.of(h_fast))[1:] == [
+        *enumerate(chunks, 1),
+        StreamFailed(h_fast, ErrorCode.STREAM_DELETED, message, 600),
+    ]
+    assert flat(slow.of(h_slow))[1:] == [(1, chunks[0])]  # (one chunk of credit)
+    for _ in range(600):
+        slow.conn.consume(h_slow, 1, 4000)
+        d.b.pump()
+    *received, end = flat(slow.of(h_slow))[1:]
+    sent = len(received)  # what its connection held when the outcome came: no more, no gap
+    assert 1 < sent < 600
+    assert received == [*enumerate(chunks[:sent], 1)]
+    assert end == StreamFailed(h_slow, ErrorCode.STREAM_DELETED, message, sent)
 
 
 def test_status_of_a_stream_another_process_produces_asks_the_store() -> None:

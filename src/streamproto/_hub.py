@@ -18,11 +18,14 @@ Rules for this file:
    channel whose rule says so) can fire the producer's abort signal, and only when it removes
    the stream's last subscriber.
 6. With a shared store (``store.shared``, see ``_store.py`` rule 5) a stream may be produced
-   in another process. A subscribe naming a stream the hub does not know waits for the
-   answer to a :class:`Lookup` effect; a stream found that way is *remote*: it has no
+   in another process. A subscribe, STATUS or DELETE naming a stream the hub does not know
+   waits for the answer to a :class:`Lookup` effect (a DELETE then refuses a stream found
+   there: it is another process's); a stream found that way is *remote*: it has no
    producer here, its subscriptions stay catching up (they read the local cache as it is
    filled and are pumped on :class:`StreamAppended`), and it is let go when its last local
-   listener leaves. The last local cancel under the ABORT rule becomes a
+   listener leaves, or released as soon as it ends deleted (STREAM_DELETED). A DELETE of a
+   stream produced here also erases it from the store (:class:`Erase`), so no process finds
+   it afterwards. The last local cancel under the ABORT rule becomes a
    :class:`CancelRemote` effect, for remote and local streams alike, because listeners in
    other processes count too; the producer's process aborts on :class:`AbortRequested`.
    An OPEN is accepted (and its handler called) only once the store confirmed the stream's
@@ -72,6 +75,7 @@ from ._state import ConnState
 from ._store import (
     CancelRemote,
     Claim,
+    Erase,
     Key,
     Lookup,
     MemoryStore,
@@ -118,6 +122,8 @@ REPLAY_BATCH = 256
 #: smallest frame any peer accepts (16384 bytes).
 MAX_PAGE = 100
 _DELETED = "the stream was deleted"
+#: The requests that may wait for a shared store's lookup of a stream (rule 6).
+_LookedUp = SubscribeRequested | StatusRequested | DeleteRequested
 _STATES: Final = {
     StreamStatus.ENDED: StreamState.ENDED,
     StreamStatus.FAILED: StreamState.FAILED,
@@ -862,7 +868,7 @@ class Hub:
         # bounded by each connection's open requests).
         self._shared = self._store.shared
         self._requests: list[StoreRequest] = []
-        self._lookups: dict[Key, list[tuple[Peer, SubscribeRequested | StatusRequested]]] = {}
+        self._lookups: dict[Key, list[tuple[Peer, _LookedUp]]] = {}
         self._claims: dict[Key, tuple[Peer, OpenRequested, OverflowPolicy]] = {}
         #: Called when :meth:`store_requests` has something new (a shared store's adapter
         #: sets it to wake the task or thread that carries the requests out).
@@ -1049,6 +1055,8 @@ class Hub:
                 continue
             if isinstance(event, StatusRequested):  # the stream as the store knows it
                 peer.conn.answer_streams(event.handle, [self._entry(channel, event.stream_id)])
+            elif isinstance(event, DeleteRequested):
+                self._answer_delete(peer.conn, channel, event)
             else:
                 self._on_subscribe(peer, event, looked_up=True)
             self._dirty.add(peer)  # its answer
@@ -1083,7 +1091,14 @@ class Hub:
         info = self._store.status(stream.key)
         if info is not None and info.outcome is not None and stream.key[1] in stream.channel._open:
             del stream.channel._open[stream.key[1]]
-            self._retain(stream)
+            if info.outcome.code != ErrorCode.STREAM_DELETED:
+                self._retain(stream)
+                return
+            # Deleted in its producer's process: released here too (R-QUERY-4), and a reader
+            # still catching up ends as a reader of a deleted stream does, without a gap.
+            for sub in list(stream.catching):
+                self._send_outcome(sub, info.outcome)
+            self._store.release(stream.key, stream.generation)
 
     def _let_go(self, stream: _Stream) -> None:
         """A remote stream nobody here listens to any more: stop following it."""
@@ -1804,9 +1819,7 @@ class Hub:
             if reader is not None:
                 reader.cancel(*handler_failure(exc))
 
-    def _look_up(
-        self, channel: Channel, peer: Peer, event: SubscribeRequested | StatusRequested
-    ) -> None:
+    def _look_up(self, channel: Channel, peer: Peer, event: _LookedUp) -> None:
         """Ask the shared store for a stream this process does not have; ``event`` is
         answered when the store does (:meth:`_on_loaded`). One Lookup per stream at a time."""
         key = (channel.name, event.stream_id)
@@ -1832,18 +1845,22 @@ class Hub:
         channel = self._admit(peer, handle, event.channel, kind, event)
         if channel is None:
             return
-        if isinstance(event, StatusRequested):
-            if self._shared and channel._stream(event.stream_id) is None:
-                self._look_up(channel, peer, event)  # maybe another process's: ask the store
-            else:
-                conn.answer_streams(handle, [self._entry(channel, event.stream_id)])
-        elif not channel.options.allow_delete:
+        if isinstance(event, DeleteRequested) and not channel.options.allow_delete:
             conn.reject(handle, ErrorCode.NOT_ALLOWED, "this channel does not delete streams")
+        elif self._shared and channel._stream(event.stream_id) is None:
+            # Maybe another process's: ask the store (a DELETE must not answer MISSING for a
+            # stream that exists elsewhere; it refuses it, spec section 17).
+            self._look_up(channel, peer, event)
+        elif isinstance(event, StatusRequested):
+            conn.answer_streams(handle, [self._entry(channel, event.stream_id)])
         else:
-            try:
-                conn.answer_streams(handle, [self._delete(channel, event.stream_id)])
-            except StreamProtoError as exc:
-                conn.reject(handle, exc.code, exc.message)
+            self._answer_delete(conn, channel, event)
+
+    def _answer_delete(self, conn: Connection, channel: Channel, event: DeleteRequested) -> None:
+        try:
+            conn.answer_streams(event.handle, [self._delete(channel, event.stream_id)])
+        except StreamProtoError as exc:
+            conn.reject(event.handle, exc.code, exc.message)
 
     def _entry(self, channel: Channel, stream_id: str) -> StreamEntry:
         stream = channel._stream(stream_id)
@@ -1888,6 +1905,8 @@ class Hub:
         for sub in [*stream.live, *stream.catching]:  # readers of its history too
             self._send_outcome(sub, outcome)
         self._release(stream)
+        if self._shared:  # and from the shared store, so no process finds it any more
+            self._request(Erase(stream.key, stream.generation))
         return entry
 
     def _admit(

@@ -17,11 +17,12 @@ Rules for this file:
 5. A *shared* store (``shared`` is True: several processes write and read the same streams)
    holds locally only the streams this process produces or follows. What the hub lacks it
    asks for as an effect, the way a connection asks for a timer: :class:`Lookup` (a stream
-   another process produces) and :class:`CancelRemote` (the last local listener cancelled
-   under the ABORT rule), drained with ``Hub.store_requests()``. The adapter carries them out
-   against the server and hands the answers back with ``Hub.handle_store_event``:
-   :class:`StreamLoaded`, :class:`StreamAppended` (chunks or the outcome of a followed stream
-   reached the local cache), :class:`AbortRequested` and :class:`StoreFailed`. The only
+   another process produces), :class:`CancelRemote` (the last local listener cancelled under
+   the ABORT rule) and :class:`Erase` (a stream produced here was deleted), drained with
+   ``Hub.store_requests()``. The adapter carries them out against the server and hands the
+   answers back with ``Hub.handle_store_event``: :class:`StreamLoaded`,
+   :class:`StreamAppended` (chunks or the outcome of a followed stream reached the local
+   cache), :class:`AbortRequested` and :class:`StoreFailed`. The only
    synchronous question about other processes is ``followers(key)`` (as last heard), so the
    last cancel of a stream no other process follows aborts it at once, as in one process.
    The store's methods stay synchronous: writes go to the local cache and are carried to the
@@ -42,6 +43,7 @@ __all__ = [
     "AbortRequested",
     "CancelRemote",
     "Claim",
+    "Erase",
     "Lookup",
     "MemoryStore",
     "Outcome",
@@ -143,7 +145,18 @@ class Claim:
     generation: int
 
 
-StoreRequest = Lookup | Claim | CancelRemote
+@attrs.frozen
+class Erase:
+    """Effect: the stream ``key`` that this process produced was deleted (R-QUERY-4). Drop
+    its history from the shared server once its outcome is there (in order with the
+    stream's writes, so readers in other processes still end with STREAM_DELETED), so that
+    no process finds it any more: a later lookup answers it missing. Nothing answers it."""
+
+    key: Key
+    generation: int
+
+
+StoreRequest = Lookup | Claim | CancelRemote | Erase
 
 
 @attrs.frozen

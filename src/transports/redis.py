@@ -24,10 +24,12 @@ Rules for this file:
 3. Every decision that involves another process is one Lua script on the Redis server, so it
    is atomic there: claiming a stream id (``claim``: fenced by generation, refused while
    another process's producer holds its lease), appending (``add``: only the holder of the
-   current generation, only the next seqs, idempotent on retry), finishing, renewing, reaping
-   and cancelling.
+   current generation, only the next seqs, idempotent on retry), finishing, erasing (a
+   DELETE: the chunks go, the outcome stays for the readers tailing it, and lookups find
+   nothing), renewing, reaping and cancelling.
 4. Layout, one hash tag per stream so that every key of a stream is in one Cluster slot:
-   ``<prefix>:{<channel>/<id>}:m`` (hash: gen, status, code, msg, first, last), ``:s`` (the
+   ``<prefix>:{<channel>/<id>}:m`` (hash: gen, status, code, msg, first, last, and deleted
+   once erased), ``:s`` (the
    stream: entry ``<seq>-0`` holds chunk ``seq`` in field ``d``, entry ``<last>-1`` the
    outcome), ``:l`` (the producer's lease, a key with a TTL) and ``:w`` (processes that
    follow it). Cancels travel on ``<prefix>:ctl``.
@@ -65,6 +67,7 @@ from streamproto import (
     AbortRequested,
     CancelRemote,
     Claim,
+    Erase,
     ErrorCode,
     Hub,
     LocalProtocolError,
@@ -101,6 +104,15 @@ if op == 'claim' then
   redis.call('DEL', s, m, l)
   redis.call('HSET', m, 'gen', gen, 'status', 'open', 'first', 1, 'last', 0)
   redis.call('SET', l, gen, 'PX', ARGV[3])
+  return 'OK'
+end
+if op == 'erase' then
+  -- A DELETE (after the outcome, which stays for the readers tailing it): its chunks go,
+  -- and a lookup finds nothing. Another generation, or one still open, is not erased.
+  if cur[1] == gen and cur[2] ~= 'open' then
+    redis.call('XTRIM', s, 'MINID', cur[3] .. '-1')
+    redis.call('HSET', m, 'deleted', 1)
+  end
   return 'OK'
 end
 if cur[1] ~= gen then return 'STALE' end
@@ -162,6 +174,7 @@ return 'OK'
 """
 
 _STATUS = {s.value: s for s in StreamStatus}
+_DELETED_CODE = b"%d" % ErrorCode.STREAM_DELETED
 _SCRIPTS = {"write": _WRITE, "reap": _REAP, "cancel": _CANCEL}
 #: Scripts by name -> SHA1, what EVALSHA names them by (loaded where Redis answers NOSCRIPT).
 _SHAS = {
@@ -555,6 +568,8 @@ class _Driver:
                     self.reader_id = int(await reader.client_id())
                 streams = {k: v[2] for k, v in self.follow.items()}
                 self.follow_changed.clear()
+                if not streams:  # let go while CLIENT ID was awaited (a STATUS's lookup)
+                    continue
                 self.reading = True
                 try:
                     reply = await reader.xread(streams, count=READ_COUNT, block=5000)  # type: ignore[arg-type]
@@ -705,6 +720,9 @@ class _Driver:
             else:
                 self.awaiting.add((request.key, request.generation))
             return
+        if isinstance(request, Erase):  # after the stream's writes, in their queue
+            self.store._queue(("erase", request.key, request.generation), 0)
+            return
         if isinstance(request, CancelRemote):
             payload = json.dumps(["cancel", *request.key, str(request.generation), request.reason])
             watchers = self.store.keys(request.key)[3]
@@ -716,11 +734,12 @@ class _Driver:
     async def _lookup(self, request: Lookup) -> None:
         store, key = self.store, request.key
         m, s, lk, w = store.keys(key)
+        await self._flush()  # it sees what this process wrote (or erased) before it asked
         meta: Any = await self.client.hgetall(m)
         if meta and meta.get(b"status") == b"open" and not await self.client.exists(lk):
             await self._execute([self._script("reap", self._script_keys(key), self._reap_args())])
             meta = await self.client.hgetall(m)
-        if not meta:
+        if not meta or _deleted(meta):
             self.call(lambda: self.hub.handle_store_event(StreamLoaded(key)))
             return
         count = max(request.window.chunks, 0) + 1
@@ -851,6 +870,9 @@ class _Driver:
             gen = str(op[2])
             if kind == "claim":
                 args: list[Any] = ["claim", gen, int(store.lease * 1000)]
+                nbytes = 0
+            elif kind == "erase":
+                args = ["erase", gen]
                 nbytes = 0
             elif kind == "add":
                 chunks: list[bytes] = op[4]
@@ -1091,6 +1113,12 @@ class _Listener:
         with contextlib.suppress(RedisError, OSError):
             await self.pubsub.aclose()
             await self.client.aclose()
+
+
+def _deleted(meta: dict[bytes, bytes]) -> bool:
+    """Whether a DELETE ended the stream (R-QUERY-4): erased, or failed STREAM_DELETED (its
+    producer's process erases it next). A lookup finds nothing."""
+    return b"deleted" in meta or meta.get(b"code") == _DELETED_CODE
 
 
 def _meta_outcome(meta: dict[bytes, bytes]) -> dict[bytes, bytes]:
