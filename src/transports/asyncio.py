@@ -124,6 +124,24 @@ for _scheme in (TCP, WS, HTTP):
 register_scheme(BACKEND, UNIX, listen=_listen_unix, connect=_connect_unix)
 
 
+def _write_slices(
+    transport: asyncio.Transport,
+    side: ServerDriver | ClientCore,
+    writer: _ServerProtocol | _ClientProtocol,
+) -> None:
+    """Write ``side``'s output a slice at a time while the transport is below its high-water
+    mark (``writer.paused`` is false), so that its buffer holds at most that mark and one
+    slice. What is not written waits in the core, under its queue limits (a writer beyond them
+    waits for room), which picks by priority when ``resume_writing`` flushes again."""
+    while not writer.paused:
+        data = side.outgoing(FLUSH_SLICE)
+        if not data:
+            return
+        transport.write(data)
+        if side.finished:
+            return
+
+
 # -- producer side ------------------------------------------------------------------------------
 
 
@@ -315,14 +333,7 @@ class _ServerProtocol(asyncio.Protocol):
                 else:
                     transport.close()
             return
-        # A slice at a time while the transport is below its high-water mark: what does not
-        # fit waits in the core, which picks by priority when ``resume_writing`` asks again.
-        data = driver.outgoing(FLUSH_SLICE)
-        while data:
-            transport.write(data)
-            if self.paused or driver.finished:
-                break
-            data = driver.outgoing(FLUSH_SLICE)
+        _write_slices(transport, driver, self)
         if driver.finished:
             transport.close()
             return
@@ -534,6 +545,7 @@ class _ClientProtocol(asyncio.Protocol):
         self.client = client
         self.transport: asyncio.Transport | None = None
         self.lost = asyncio.Event()  # the socket is closed
+        self.paused = False  # the transport's buffer is above its high-water mark
 
     async def closed(self) -> None:
         """Wait until the socket (closing now) is closed: what is left of its output gets
@@ -571,6 +583,15 @@ class _ClientProtocol(asyncio.Protocol):
         client = self.client
         if client._proto is self:
             client._on_lost()
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        client = self.client
+        if client._proto is self:
+            client._flush()
 
 
 class Subscription(SubscriptionBase[_T]):
@@ -831,11 +852,11 @@ class Client(
         proto = self._proto
         if proto is None or proto.transport is None:
             return
-        data = self.core.outgoing()
-        if data:
-            proto.transport.write(data)
-        if self.core.finished:
-            proto.transport.close()
+        core, transport = self.core, proto.transport
+        _write_slices(transport, core, proto)
+        if core.finished:
+            transport.write(core.outgoing())  # the goodbye, behind what is not yet sent
+            transport.close()
             return
         deadline = self.core.deadline()
         if deadline != self._timer_at:
