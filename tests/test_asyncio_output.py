@@ -1,9 +1,12 @@
 """The asyncio backend bounds what it hands its transports when the peer does not read.
 
-A client uploading to a server that stops reading leaves what the transport cannot take in the
-core (whose queue limits make the writer wait), not in the transport's buffer, and writes on
-once the server reads again: the buffer stays near the high-water mark plus one
-``FLUSH_SLICE``.
+- A client uploading to a server that stops reading leaves what the transport cannot take in
+  the core (whose queue limits make the writer wait), not in the transport's buffer, and
+  writes on once the server reads again: the buffer stays near the high-water mark plus one
+  ``FLUSH_SLICE``.
+- A server connection that ends (GOAWAY) while its peer reads nothing is aborted once its
+  output has been stalled for ``output_stall_timeout``, instead of waiting for a drain that
+  never comes until the server shuts down.
 """
 
 from __future__ import annotations
@@ -17,15 +20,17 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import test_adapter_faults as faults
 from test_adapter_faults import WAIT, thread_census  # noqa: F401 - an autouse fixture
 
-from streamproto import Config
+from streamproto import Config, ErrorCode
 from streamproto._frames import (
     Accept,
     Data,
     End,
     FrameDecoder,
     Hello,
+    Ping,
     Upload,
     Welcome,
     encode,
@@ -179,3 +184,115 @@ def test_client_upload_to_a_server_that_stops_reading_is_bounded() -> None:
     assert received == b"".join(_chunk(i) for i in range(CHUNKS))
     ends = [f for f in frames if isinstance(f, End)]
     assert [e.last_seq for e in ends] == [CHUNKS]
+
+
+STALL = 2.0  # output_stall_timeout of the server below
+
+
+@pytest.mark.parametrize("transport", ["tcp", "ws"])
+def test_server_connection_ended_while_its_peer_does_not_read_is_aborted(transport: str) -> None:
+    """A peer floods PINGs and reads nothing: the server's transport stops taking output, the
+    PONGs pile up in the core, and the connection ends with GOAWAY EXCESSIVE_LOAD (R-LIM-4)
+    while the transport is still paused. ``close()`` alone would wait for a drain that never
+    comes (the socket stayed open until the server shut down); the server aborts it once the
+    output has been stalled for ``output_stall_timeout`` (R-LIM-20), with the peer still not
+    reading, and serves the next client."""
+    config = Config(max_queued_control_frames=1000, output_stall_timeout=STALL, keepalive=0)
+    with faults.counted("flood"), faults.rig("asyncio", transport, config=config) as r:
+        with faults.raw(r.url) as peer:
+            peer.hello()
+            pings = encode(Ping(9)) * 100
+            burst = (faults._ws_frame(pings, 0x2) if peer.ws else pings) * 40
+            peer.sock.settimeout(0.2)
+            deadline = time.monotonic() + 3 * WAIT
+            while time.monotonic() < deadline and not faults.server_closed_all(r):
+                with contextlib.suppress(TimeoutError):
+                    peer.sock.sendall(burst)
+            assert faults.server_closed_all(r), "the flood never ended the connection"
+
+            def state() -> list[tuple[bool, bool, int]]:
+                return [
+                    (p.paused, p.driver.stalled, p.driver.close_code)
+                    for p in r.server.server.protocols
+                ]
+
+            states = r.server.thread.call(state)
+            # Ended by the flood, before its output stalled for long: the path under test.
+            assert states == [(True, False, ErrorCode.EXCESSIVE_LOAD)], states
+            faults.wait_for(lambda: not r.server._drivers(), "the socket is closed", STALL + WAIT)
+            # The peer sees the end (a reset: the goodbye was dropped with the rest).
+            peer.sock.settimeout(WAIT)
+            with contextlib.suppress(ConnectionResetError):
+                while peer.sock.recv(1 << 20):
+                    pass
+        faults.serves_next_client(r, "stalledgoodbye")
+
+
+class _HeldTransport(asyncio.Transport):
+    """A transport whose peer reads nothing: it keeps ``held`` bytes however long it waits,
+    so ``close()`` never ends on its own; ``abort()`` ends it."""
+
+    def __init__(self, held: int) -> None:
+        super().__init__()
+        self.held = held
+        self.closing = False
+        self.aborted: float | None = None
+        self.protocol: asyncio.Protocol | None = None
+
+    def write(self, data: Any) -> None:
+        pass
+
+    def get_write_buffer_size(self) -> int:
+        return self.held
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+        if not self.held and self.protocol is not None:
+            self.protocol.connection_lost(None)
+            self.protocol = None
+
+    def abort(self) -> None:
+        self.aborted = time.monotonic()
+        self.closing = True
+        if self.protocol is not None:
+            self.protocol.connection_lost(None)
+            self.protocol = None
+
+
+@pytest.mark.parametrize("held", [0, 1000])
+def test_server_connection_that_ends_with_output_held_is_aborted(held: int) -> None:
+    """A connection told GOAWAY while its transport is below the high-water mark but still
+    holds output its peer does not read: ``close()`` would wait for it forever, so the
+    connection is aborted ``output_stall_timeout`` later. One whose output is all out just
+    closes."""
+    stall = 0.2
+
+    async def run() -> tuple[float | None, float, int]:
+        config = Config(output_stall_timeout=stall)
+        server = await aio.serve(None, "tcp://127.0.0.1:0", config=config)
+        try:
+            transport = _HeldTransport(held)
+            proto = aio._ServerProtocol(server)
+            transport.protocol = proto
+            proto.connection_made(transport)
+            assert server.protocols == {proto}
+            started = time.monotonic()
+            assert proto.driver is not None
+            proto.driver.shutdown(ErrorCode.SERVER_SHUTDOWN)
+            proto.flush()
+            assert transport.closing
+            await _poll(lambda: not server.protocols, "the connection is gone")
+            return transport.aborted, started, len(server.protocols)
+        finally:
+            await server.shutdown(0.1)
+
+    aborted, started, left = asyncio.run(run())
+    assert left == 0
+    if held:
+        assert aborted is not None
+        assert aborted - started >= stall * 0.9
+    else:
+        assert aborted is None  # closed, not aborted: nothing was left to drop

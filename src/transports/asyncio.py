@@ -249,6 +249,7 @@ class _ServerProtocol(asyncio.Protocol):
         self.timer: asyncio.TimerHandle | None = None
         self.timer_at: float | None = None
         self.read_paused = False
+        self.linger: asyncio.TimerHandle | None = None  # aborts a close that does not drain
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -283,6 +284,8 @@ class _ServerProtocol(asyncio.Protocol):
         self.server.protocols.discard(self)
         if self.timer is not None:
             self.timer.cancel()
+        if self.linger is not None:
+            self.linger.cancel()
         if driver is not None:
             driver.connection_lost()
             self.server._gone(driver)
@@ -328,16 +331,26 @@ class _ServerProtocol(asyncio.Protocol):
                 # once it drains; stalled output is dropped (R-LIM-20), not kept for a peer
                 # that may never read it.
                 transport.write(driver.outgoing())
-                if driver.stalled:
-                    transport.abort()
-                else:
-                    transport.close()
+                self._close(driver, transport)
             return
         _write_slices(transport, driver, self)
         if driver.finished:
-            transport.close()
+            self._close(driver, transport)
             return
         self._arm(driver)
+
+    def _close(self, driver: ServerDriver, transport: asyncio.Transport) -> None:
+        if driver.stalled:
+            transport.abort()
+            return
+        transport.close()
+        if self.linger is None and transport.get_write_buffer_size():
+            # close() waits for the buffer to drain, which a peer that does not read never
+            # lets happen: what it holds counts as stalled output (R-LIM-20), from the pause
+            # if there was one, else from now, and is dropped when the stall timeout runs out.
+            driver.output_blocked(True)
+            deadline = cast(float, driver.guard.deadline())
+            self.linger = self.loop.call_at(deadline, transport.abort)
 
     def _arm(self, driver: ServerDriver) -> None:
         deadline = driver.deadline()
