@@ -123,6 +123,24 @@ for _scheme in (TCP, WS, HTTP):
 register_scheme(BACKEND, UNIX, listen=_listen_unix, connect=_connect_unix)
 
 
+def _write_slices(
+    transport: asyncio.Transport,
+    side: ServerDriver | ClientCore,
+    writer: _ServerProtocol | _ClientProtocol,
+) -> None:
+    """Write ``side``'s output a slice at a time while the transport is below its high-water
+    mark (``writer.paused`` is false), so that its buffer holds at most that mark and one
+    slice. What is not written waits in the core, under its queue limits (a writer beyond them
+    waits for room), which picks by priority when ``resume_writing`` flushes again."""
+    while not writer.paused:
+        data = side.outgoing(FLUSH_SLICE)
+        if not data:
+            return
+        transport.write(data)
+        if side.finished:
+            return
+
+
 # -- producer side ------------------------------------------------------------------------------
 
 
@@ -230,6 +248,7 @@ class _ServerProtocol(asyncio.Protocol):
         self.timer: asyncio.TimerHandle | None = None
         self.timer_at: float | None = None
         self.read_paused = False
+        self.linger: asyncio.TimerHandle | None = None  # aborts a close that does not drain
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -264,6 +283,8 @@ class _ServerProtocol(asyncio.Protocol):
         self.server.protocols.discard(self)
         if self.timer is not None:
             self.timer.cancel()
+        if self.linger is not None:
+            self.linger.cancel()
         if driver is not None:
             driver.connection_lost()
             self.server._gone(driver)
@@ -309,23 +330,26 @@ class _ServerProtocol(asyncio.Protocol):
                 # once it drains; stalled output is dropped (R-LIM-20), not kept for a peer
                 # that may never read it.
                 transport.write(driver.outgoing())
-                if driver.stalled:
-                    transport.abort()
-                else:
-                    transport.close()
+                self._close(driver, transport)
             return
-        # A slice at a time while the transport is below its high-water mark: what does not
-        # fit waits in the core, which picks by priority when ``resume_writing`` asks again.
-        data = driver.outgoing(FLUSH_SLICE)
-        while data:
-            transport.write(data)
-            if self.paused or driver.finished:
-                break
-            data = driver.outgoing(FLUSH_SLICE)
+        _write_slices(transport, driver, self)
         if driver.finished:
-            transport.close()
+            self._close(driver, transport)
             return
         self._arm(driver)
+
+    def _close(self, driver: ServerDriver, transport: asyncio.Transport) -> None:
+        if driver.stalled:
+            transport.abort()
+            return
+        transport.close()
+        if self.linger is None and transport.get_write_buffer_size():
+            # close() waits for the buffer to drain, which a peer that does not read never
+            # lets happen: what it holds counts as stalled output (R-LIM-20), from the pause
+            # if there was one, else from now, and is dropped when the stall timeout runs out.
+            driver.output_blocked(True)
+            deadline = cast(float, driver.guard.deadline())
+            self.linger = self.loop.call_at(deadline, transport.abort)
 
     def _arm(self, driver: ServerDriver) -> None:
         deadline = driver.deadline()
@@ -533,6 +557,7 @@ class _ClientProtocol(asyncio.Protocol):
         self.client = client
         self.transport: asyncio.Transport | None = None
         self.lost = asyncio.Event()  # the socket is closed
+        self.paused = False  # the transport's buffer is above its high-water mark
 
     async def closed(self) -> None:
         """Wait until the socket (closing now) is closed: what is left of its output gets
@@ -570,6 +595,15 @@ class _ClientProtocol(asyncio.Protocol):
         client = self.client
         if client._proto is self:
             client._on_lost()
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        client = self.client
+        if client._proto is self:
+            client._flush()
 
 
 class Subscription(SubscriptionBase[_T]):
@@ -805,11 +839,11 @@ class Client(
         proto = self._proto
         if proto is None or proto.transport is None:
             return
-        data = self.core.outgoing()
-        if data:
-            proto.transport.write(data)
-        if self.core.finished:
-            proto.transport.close()
+        core, transport = self.core, proto.transport
+        _write_slices(transport, core, proto)
+        if core.finished:
+            transport.write(core.outgoing())  # the goodbye, behind what is not yet sent
+            transport.close()
             return
         deadline = self.core.deadline()
         if deadline != self._timer_at:
