@@ -10,12 +10,17 @@ bytes of ``x`` (text: one ``data:`` line each), then ``event: end``. The client 
 count and the data bytes.
 
 ``64 B`` (events/s)
-    A stream of N chunks of 64 bytes, timed from connect to the end event.
+    N chunks of 64 bytes, as 10 streams of N/10, each timed from connect to its end event.
 ``4 KiB`` (MB/s, 10^6 bytes of chunk data)
     The same with 4096-byte chunks.
 ``first event p50`` / ``p99`` (microseconds)
     A stream of one 64-byte chunk, timed from connect to its event (a new connection each time:
     the connect is in every server's figure alike), sequentially, many times.
+
+The servers are measured interleaved (:func:`measure`): each server in turn takes one of its
+ten 64 B and 4 KiB streams, then each in turn 25 first-event requests, and so on, so that the
+machine's speed, which drifts by tens of percent from one second to the next, weighs on every
+server alike; ratios come from one repeat. Each repeat starts with another server.
 ``client ceiling 64 B`` (events/s, info)
     The client alone, parsing a chunked body of 64-byte events held in memory (one HTTP chunk
     per event, sse-starlette's shape): a server measured near it is limited by the client.
@@ -46,6 +51,7 @@ import asyncio
 import contextlib
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -71,6 +77,10 @@ CHANNEL = "bench:sse"
 SMALL = 64
 LARGE = 4096
 UNAVAILABLE = 3  # exit code of a server process that cannot serve HTTP here
+#: First-event requests to one server before the next server's turn (see :func:`measure`).
+BLOCK = 25
+#: The parts each server's 64 B and 4 KiB streams are split into (see :func:`measure`).
+STREAM_BLOCKS = 10
 
 METRICS = {
     "64 B": "events/s",
@@ -275,17 +285,56 @@ def _read_stream(port: int, count: int, size: int, first_only: bool = False) -> 
     return elapsed, client.events
 
 
-def session(port: int, sizes: Sizes) -> dict[str, Any]:
-    """One client session: the 64 B stream, the 4 KiB stream, the first-event latencies."""
-    small_s, _ = _read_stream(port, sizes.small, SMALL)
-    large_s, _ = _read_stream(port, sizes.large, LARGE)
-    firsts = [_read_stream(port, 1, SMALL, first_only=True)[0] for _ in range(sizes.round_trips)]
+class _ServerFailed(Exception):
+    """A request to the server ``impl`` failed (``__cause__`` says how)."""
+
+    def __init__(self, impl: str) -> None:
+        super().__init__(impl)
+        self.impl = impl
+
+
+def measure(ports: dict[str, int], sizes: Sizes) -> dict[str, dict[str, float]]:
+    """The four figures of every server in ``ports``, by server, measured interleaved: the
+    64 B and 4 KiB streams in :data:`STREAM_BLOCKS` parts and the first-event requests in
+    blocks of :data:`BLOCK`, each server in turn a part or a block at a time. The machine's
+    speed drifts by tens of percent from one second to the next here; interleaved, the drift
+    weighs on every server alike, while each part still runs as one client's sequential
+    requests do. Raises :class:`_ServerFailed` naming the server whose request failed."""
+
+    def read(impl: str, count: int, size: int, first_only: bool = False) -> float:
+        try:
+            return _read_stream(ports[impl], count, size, first_only)[0]
+        except Exception as exc:
+            raise _ServerFailed(impl) from exc
+
+    spent = {impl: [0.0, 0.0] for impl in ports}
+    for part in range(STREAM_BLOCKS):
+        small = _share(sizes.small, part)
+        large = _share(sizes.large, part)
+        for impl in ports:
+            if small:
+                spent[impl][0] += read(impl, small, SMALL)
+            if large:
+                spent[impl][1] += read(impl, large, LARGE)
+    times: dict[str, list[float]] = {impl: [] for impl in ports}
+    for start in range(0, sizes.round_trips, BLOCK):
+        for impl in ports:
+            for _ in range(min(BLOCK, sizes.round_trips - start)):
+                times[impl].append(read(impl, 1, SMALL, first_only=True))
     return {
-        "64 B": sizes.small / small_s,
-        "4 KiB": sizes.large * LARGE / large_s / 1e6,
-        "first event p50": _percentile(firsts, 50) * 1e6,
-        "first event p99": _percentile(firsts, 99) * 1e6,
+        impl: {
+            "64 B": sizes.small / spent[impl][0],
+            "4 KiB": sizes.large * LARGE / spent[impl][1] / 1e6,
+            "first event p50": _percentile(times[impl], 50) * 1e6,
+            "first event p99": _percentile(times[impl], 99) * 1e6,
+        }
+        for impl in ports
     }
+
+
+def _share(total: int, part: int) -> int:
+    """Part ``part`` of ``total`` split into :data:`STREAM_BLOCKS` near-equal parts."""
+    return total * (part + 1) // STREAM_BLOCKS - total * part // STREAM_BLOCKS
 
 
 def client_ceiling(events: int = 20_000) -> float:
@@ -469,22 +518,40 @@ class SseServerProcess(ServerProcess):
         return self.error_text(400).rpartition("unavailable: ")[2]
 
 
+class _Servers:
+    """Several server processes as one for :func:`~bench.e2e._watched`: killing it kills all."""
+
+    def __init__(self, servers: list[ServerProcess]) -> None:
+        self.servers = servers
+
+    def kill(self) -> None:
+        for server in self.servers:
+            server.kill()
+
+
 # -- the workload -------------------------------------------------------------------------------
 
 
-def _derived(median: dict[str, float]) -> dict[str, float]:
+def _derived(samples: dict[str, list[float]]) -> dict[str, float]:
     """Ours / each sse-starlette setup: throughputs (how many times faster) and first-event
-    latency (how many times slower: below 1 is the goal)."""
+    latency (how many times slower: below 1 is the goal). Servers measured together (one
+    sample each per repeat, interleaved) are compared repeat by repeat: the median of the
+    repeats' ratios. Our WebSocket path, measured apart, by the ratio of the medians."""
     derived: dict[str, float] = {}
     for peer in PEERS:
         for impl in (*OURS, f"{E2E_CASE} (e2e)"):
             for metric in ("64 B", "4 KiB", "first event p50"):
-                mine = median.get(f"{impl} {metric}")
+                name = f"{impl} {metric}"
                 if impl.endswith("(e2e)"):
-                    mine = median.get(f"{impl} {metric}".replace("first event", "rtt"))
-                theirs = median.get(f"{peer} {metric}")
-                if mine is not None and theirs:
-                    derived[f"{metric} {impl} / {peer}"] = mine / theirs
+                    name = name.replace("first event", "rtt")
+                mine, theirs = samples.get(name), samples.get(f"{peer} {metric}")
+                if not mine or not theirs or not all(theirs):
+                    continue
+                if impl.endswith("(e2e)") or len(mine) != len(theirs):
+                    ratio = statistics.median(mine) / statistics.median(theirs)
+                else:
+                    ratio = statistics.median(a / b for a, b in zip(mine, theirs, strict=True))
+                derived[f"{metric} {impl} / {peer}"] = ratio
     return derived
 
 
@@ -534,27 +601,33 @@ def run(config: Config) -> Report:
                 else:
                     skipped[impl] = why
 
-        def one(impl: str, what: Sizes) -> dict[str, Any] | None:
-            server = servers[impl]
+        def measured(what: Sizes, order: list[str]) -> dict[str, dict[str, float]] | None:
+            ports = {impl: servers[impl].port for impl in order if impl not in failed}
+            group = _Servers([servers[impl] for impl in ports])
             try:
-                return _watched(server, what.session_timeout, lambda: session(server.port, what))  # type: ignore[no-any-return]
-            except Exception as exc:
-                failed[impl] = f"{type(exc).__name__}: {exc} {server.error_text(300)}".strip()
-                print(f"  sse: {impl} failed: {failed[impl]}", file=sys.stderr)
-                return None
+                return _watched(  # type: ignore[no-any-return]
+                    group,  # type: ignore[arg-type]
+                    what.session_timeout * len(ports),
+                    lambda: measure(ports, what),
+                )
+            except _ServerFailed as exc:
+                server, cause = servers[exc.impl], exc.__cause__
+                why = f"{type(cause).__name__}: {cause} {server.error_text(300)}".strip()
+                failed[exc.impl] = why
+            except Exception as exc:  # the time ran out: which server hung is not known
+                for impl in ports:
+                    failed[impl] = f"{type(exc).__name__}: {exc}"
+            print(f"  sse: failed: {failed}", file=sys.stderr)
+            return None
 
-        for impl in list(live):
-            if one(impl, warmup) is None:
-                live.remove(impl)
+        while any(impl not in failed for impl in live) and measured(warmup, live) is None:
+            pass  # a server that fails the warm-up is left out, and the rest warm up again
         for repeat in range(sizes.repeats):
             shift = repeat % len(live) if live else 0
-            for impl in live[shift:] + live[:shift]:
-                if impl in failed:
-                    continue
-                figures = one(impl, sizes)
-                if figures is not None:
-                    for metric, value in figures.items():
-                        samples[impl][metric].append(value)
+            results = measured(sizes, live[shift:] + live[:shift])
+            for impl, figures in (results or {}).items():
+                for metric, value in figures.items():
+                    samples[impl][metric].append(value)
     finally:
         for server in servers.values():
             server.stop()
@@ -576,7 +649,6 @@ def run(config: Config) -> Report:
         failed[f"{E2E_CASE} (e2e)"] = e2e_failed
     ceiling = client_ceiling()
     measurements.append(Measurement("client ceiling 64 B", [ceiling], "events/s", info=True))
-    median = {m.name: m.median for m in measurements}
     for impl, why in {**skipped, **failed}.items():
         print(f"  {impl}: left out: {why}")
     try:
@@ -596,7 +668,7 @@ def run(config: Config) -> Report:
         "cpu_count": os.cpu_count(),
         "loadavg": os.getloadavg() if hasattr(os, "getloadavg") else None,
     }
-    return Report(measurements, _derived(median), params)
+    return Report(measurements, _derived({m.name: m.samples for m in measurements}), params)
 
 
 def main(argv: list[str] | None = None) -> None:
