@@ -1518,11 +1518,14 @@ class Hub:
         return _ACCEPTED
 
     @staticmethod
-    def _block_room(live: Iterable[_Sub], size: int) -> bool:
+    def _block_room(live: list[_Sub], size: int) -> bool:
         """Whether every BLOCK subscriber can queue a chunk of ``size`` bytes. Subscribers on
         one connection share its connection-wide cap, and the chunk goes to each of them: a
         BLOCK subscriber needs room for its copy after the copies of the others on its
         connection, or the write would be stored and not queued for it."""
+        if len(live) == 1:  # one reader (the usual stream): no copies of others to count
+            sub = live[0]
+            return sub.policy is not _BLOCK or sub.peer.conn.has_room(sub.handle, size)
         per_conn: dict[Connection, int] = {}
         for sub in live:
             conn = sub.peer.conn
