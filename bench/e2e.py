@@ -548,9 +548,13 @@ class ServerProcess:
             self.stderr.close()
 
 
-def _watched(server: ServerProcess, timeout: float, fn: Callable[[], SessionResult]) -> Any:
-    """``fn()``, but kill the server (which makes the client fail) if it takes ``timeout``."""
-    timer = threading.Timer(timeout, server.kill)
+def _watched(
+    server: ServerProcess | list[ServerProcess], timeout: float, fn: Callable[[], Any]
+) -> Any:
+    """``fn()``, but kill the server, or each of a list of servers (which makes the client
+    fail), if it takes ``timeout``."""
+    servers = server if isinstance(server, list) else [server]
+    timer = threading.Timer(timeout, lambda: [each.kill() for each in servers])
     timer.daemon = True
     timer.start()
     try:

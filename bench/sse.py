@@ -518,17 +518,6 @@ class SseServerProcess(ServerProcess):
         return self.error_text(400).rpartition("unavailable: ")[2]
 
 
-class _Servers:
-    """Several server processes as one for :func:`~bench.e2e._watched`: killing it kills all."""
-
-    def __init__(self, servers: list[ServerProcess]) -> None:
-        self.servers = servers
-
-    def kill(self) -> None:
-        for server in self.servers:
-            server.kill()
-
-
 # -- the workload -------------------------------------------------------------------------------
 
 
@@ -603,10 +592,9 @@ def run(config: Config) -> Report:
 
         def measured(what: Sizes, order: list[str]) -> dict[str, dict[str, float]] | None:
             ports = {impl: servers[impl].port for impl in order if impl not in failed}
-            group = _Servers([servers[impl] for impl in ports])
             try:
-                return _watched(  # type: ignore[no-any-return]
-                    group,  # type: ignore[arg-type]
+                return _watched(
+                    [servers[impl] for impl in ports],
                     what.session_timeout * len(ports),
                     lambda: measure(ports, what),
                 )

@@ -1357,18 +1357,12 @@ class ClientCore(Stepping):
     ) -> UploadCore:
         """A new upload (requires a ready connection). ``resumable``: it survives a
         reconnect; ``result``: the server answers it with a result (spec section 9.1)."""
-        self._check_usable()
-        conn = self.conn
-        if conn is None or not self.ready or conn.state is not ConnState.OPEN:
-            raise ConnectionLost(ErrorCode.CONNECTION_LOST, "not connected")
+        conn = self._open_conn()
         up = UploadCore(self, channel, stream_id, args, resumable=resumable, result=result)
-        try:
-            up.handle = conn.upload(channel, stream_id, args, resumable=resumable, result=result)
-        except LocalProtocolError as exc:
-            if exc.code != ErrorCode.HANDLE_EXHAUSTED:
-                raise
-            self._out_of_handles(conn)
-            raise StreamError(exc.code, "no handles left: retry once reconnected") from None
+        up.handle = self._new_handle(
+            conn,
+            lambda: conn.upload(channel, stream_id, args, resumable=resumable, result=result),
+        )
         self._uploads[up.handle] = up
         return up
 
@@ -1385,10 +1379,7 @@ class ClientCore(Stepping):
         """A bidirectional OPEN (requires a ready connection): the client's direction as an
         upload, the server's as an opened stream, on one handle. A lost connection fails the
         first and resumes the second, as it does uploads and subscriptions."""
-        self._check_usable()
-        conn = self.conn
-        if conn is None or not self.ready or conn.state is not ConnState.OPEN:
-            raise ConnectionLost(ErrorCode.CONNECTION_LOST, "not connected")
+        conn = self._open_conn()
         sub = SubscriptionCore(
             self,
             channel,
@@ -1401,15 +1392,12 @@ class ClientCore(Stepping):
             on_gap=on_gap,
         )
         up = UploadCore(self, channel, stream_id, args)
-        try:
-            handle = conn.open(
+        handle = self._new_handle(
+            conn,
+            lambda: conn.open(
                 channel, args, stream_id=stream_id, policy=policy, priority=priority, bidi=True
-            )
-        except LocalProtocolError as exc:
-            if exc.code != ErrorCode.HANDLE_EXHAUSTED:
-                raise
-            self._out_of_handles(conn)
-            raise StreamError(exc.code, "no handles left: retry once reconnected") from None
+            ),
+        )
         sub.handle = up.handle = handle
         sub.conn_serial = self.serial
         self._subs[handle] = sub
@@ -1419,10 +1407,7 @@ class ClientCore(Stepping):
     def query(self, request: QueryRequest, notify: Callable[[], None]) -> QueryCore:
         """A status, list or delete request (requires a ready connection)."""
         op, channel, stream_id = request.op, request.channel, request.stream_id
-        self._check_usable()
-        conn = self.conn
-        if conn is None or not self.ready or conn.state is not ConnState.OPEN:
-            raise ConnectionLost(ErrorCode.CONNECTION_LOST, "not connected")
+        conn = self._open_conn()
         if op is QueryOp.STATUS:
             handle = conn.status(channel, stream_id)
         elif op is QueryOp.LIST:
@@ -1435,6 +1420,27 @@ class ClientCore(Stepping):
         q.notify = notify
         self._queries[handle] = q
         return q
+
+    def _open_conn(self) -> Connection:
+        """The connection a request that needs one now (upload, bidi, query) is made on:
+        raises the client's failure, or CONNECTION_LOST while it is not ready."""
+        self._check_usable()
+        conn = self.conn
+        if conn is None or not self.ready or conn.state is not ConnState.OPEN:
+            raise ConnectionLost(ErrorCode.CONNECTION_LOST, "not connected")
+        return conn
+
+    def _new_handle(self, conn: Connection, request: Callable[[], int]) -> int:
+        """``request()`` (a request made on ``conn``), its handle; out of handles, ``conn``
+        drains to make way for the next connection (R-HANDLE-6) and the caller gets a
+        StreamError HANDLE_EXHAUSTED to retry once reconnected."""
+        try:
+            return request()
+        except LocalProtocolError as exc:
+            if exc.code != ErrorCode.HANDLE_EXHAUSTED:
+                raise
+            self._out_of_handles(conn)
+            raise StreamError(exc.code, "no handles left: retry once reconnected") from None
 
     def _check_usable(self) -> None:
         if self.failure is not None:
