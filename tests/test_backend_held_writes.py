@@ -1,7 +1,8 @@
 """Every backend lets single writes batch themselves (``Hub.on_writes_held``): a run of
 ``write`` calls made in one loop turn (asyncio, trio) or under the server's lock (threads)
 reaches the hub's store as one ``extend``, not one ``append`` per chunk; a lone write still
-goes out without a second write to push it; a BLOCK subscriber turns holding off.
+goes out without a second write to push it; a BLOCK subscriber lets a run be held as long
+as it has room for it.
 
 The store counts the calls: without holding, every chunk is an ``append``.
 """
@@ -162,7 +163,19 @@ def test_a_lone_write_goes_out_by_itself(backend: str) -> None:
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_a_block_subscriber_turns_holding_off(backend: str) -> None:
+def test_a_block_subscriber_with_room_lets_the_burst_be_one_run(backend: str) -> None:
     received, store = _run(backend, OverflowPolicy.BLOCK, CHUNKS)
     assert received == CHUNKS
-    assert (store.appends, store.extends) == (N, [])
+    assert (store.appends, store.extends) == (0, [N])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_burst_past_a_block_subscriber_s_room_waits_for_it(backend: str) -> None:
+    # Room for 4 * N chunks of credit and the server's 256 queued beyond it: the run held
+    # first is that long, the write after it waits for the client, and all arrive in order.
+    room = 4 * N + Config().max_queued_chunks
+    chunks = [b"%d" % i for i in range(room + 3 * N)]
+    received, store = _run(backend, OverflowPolicy.BLOCK, chunks)
+    assert received == chunks
+    assert store.extends[0] == room
+    assert store.appends + sum(store.extends) == len(chunks)

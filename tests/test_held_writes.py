@@ -12,20 +12,48 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_batch import BIG, HubWorld, apply_hub_step, batches, close_and_compare, hub_params
+from test_batch import (
+    BIG,
+    POLICIES,
+    HubWorld,
+    apply_hub_step,
+    batches,
+    close_and_compare,
+    hub_params,
+)
 
-from streamproto import OverflowPolicy, StreamLoaded
+from streamproto import OverflowPolicy, StreamLoaded, WriteResult
 from streamproto._hub import HOLD_BYTES, HOLD_CHUNKS
+
+BLOCKED = WriteResult.BLOCKED
 
 
 class World(HubWorld):
     """A :class:`HubWorld` that can also write without reading ``last_seq`` afterwards (which
-    delivers what is held), so a held run can meet the steps that follow it."""
+    delivers what is held), so a held run can meet the steps that follow it, and has a
+    second stream, ``t``, whose subscribers share the connections (and their caps)."""
+
+    def __init__(self, batch: bool, params: dict[str, Any]) -> None:
+        super().__init__(batch, params)
+        self.other = self.channel.start("t")
 
     def write_quiet(self, sizes: list[int]) -> None:
         chunks = [self.payloads.make(size) for size in sizes]
         self.payloads_seen += chunks
         self.log.append(("write", [self.producer.write(chunk) for chunk in chunks]))
+
+    def write_other(self, sizes: list[int], many: bool) -> None:
+        chunks = [self.payloads.make(size) for size in sizes]
+        if many:
+            self.log.append(("t many", self.other.write_many(chunks)))
+        else:
+            self.log.append(("t", [self.other.write(chunk) for chunk in chunks]))
+
+    def subscribe_other(self, link: int, policy: OverflowPolicy) -> None:
+        client = self.links[link][0]
+        self.handles.append((link, client.subscribe("bench:batch", "t", tail=True, policy=policy)))
+        self.pump(link)
+        self.pump(link)
 
 
 class HeldWorld(World):
@@ -45,8 +73,6 @@ class HeldWorld(World):
         super().pump(link, max_bytes)
 
 
-# BLOCK subscribers turn holding off (a write must answer BLOCKED at once): covered in
-# test_block_subscriber_turns_holding_off.
 held_steps = st.lists(
     st.one_of(
         st.tuples(st.just("write"), batches),
@@ -55,11 +81,13 @@ held_steps = st.lists(
         st.tuples(
             st.just("subscribe"),
             st.integers(0, 2),
-            st.sampled_from([OverflowPolicy.DROP_OLDEST, OverflowPolicy.ERROR]),
+            st.sampled_from(POLICIES),
             st.one_of(st.none(), st.integers(0, 30)),
         ),
         st.tuples(st.just("leave"), st.integers(0, 5)),
         st.tuples(st.just("timer")),
+        st.tuples(st.just("write_other"), batches, st.booleans()),
+        st.tuples(st.just("subscribe_other"), st.integers(0, 2), st.sampled_from(POLICIES)),
     ),
     max_size=16,
 )
@@ -78,12 +106,18 @@ def test_held_writes_are_a_loop_of_write(params: dict[str, Any], steps: list[Any
                     world.write_quiet(sizes)
                 case ("timer",):
                     world.hub.handle_timer()
+                case ("write_other", sizes, many):
+                    world.write_other(sizes, many)
+                case ("subscribe_other", link, policy):
+                    world.subscribe_other(link % len(world.links), policy)
                 case _:
                     apply_hub_step(world, step)
         if step[0].startswith("write"):
             writes += len(step[1])
         assert held.log == single.log
     assert held.held_calls <= writes
+    for world in (single, held):
+        world.other.close()
     close_and_compare(single, held)
 
 
@@ -136,12 +170,58 @@ def test_a_stream_nobody_listens_to_is_written_at_once() -> None:
     assert world.producer.last_seq == 2
 
 
-def test_block_subscriber_turns_holding_off() -> None:
-    world = _held_world()
+def _block_world(max_chunks: int) -> HeldWorld:
+    world = HeldWorld({**PARAMS, "max_chunks": max_chunks, "window_chunks": 1})
     world.subscribe(0, OverflowPolicy.BLOCK, None)
+    return world
+
+
+def test_a_block_subscriber_lets_a_run_be_held_while_its_room_lasts() -> None:
+    world = _block_world(2)  # room for 3 chunks: one of credit, two queued beyond it
+    world.write_quiet([10, 10, 10])
+    assert world.held_calls == 1
+    assert _queued(world) == 0  # held, and answered ACCEPTED
+    world.write_quiet([10])  # past the room: the run is delivered, this one blocks at once
+    assert world.log[-2:] == [("write", [WriteResult.ACCEPTED] * 3), ("write", [BLOCKED])]
+    assert _queued(world) == 3
+    world.pump(0)  # the client reads one: room for one more, and writable
+    assert "writable" in world.log
+    world.write_quiet([10, 10])
+    assert world.log[-1] == ("write", [WriteResult.ACCEPTED, BLOCKED])
+    assert world.held_calls == 2
+
+
+def test_a_run_holds_room_for_the_block_subscribers_beside_others() -> None:
+    world = _block_world(1)  # room for 2 chunks
+    world.subscribe(0, OverflowPolicy.DROP_OLDEST, None)
+    world.write_quiet([10, 10, 10])
+    assert world.log[-1] == ("write", [WriteResult.ACCEPTED] * 2 + [BLOCKED])
+    assert world.held_calls == 1
+    assert _queued(world) == 4  # the run, delivered to both when the third came
+
+
+def test_a_block_subscriber_the_client_closed_blocks_without_holding() -> None:
+    world = _block_world(2)
+    client, server, _ = world.links[0]
+    client.cancel(world.handles[0][1])
+    server.receive_data(client.data_to_send())  # the hub has not seen the event yet
     world.write_quiet([10])
+    assert world.log[-1] == ("write", [BLOCKED])
     assert world.held_calls == 0
-    assert _queued(world) == 2
+
+
+def test_another_stream_s_write_delivers_a_run_that_holds_room_first() -> None:
+    world = _block_world(2)
+    client = world.links[0][0]
+    client.subscribe("bench:batch", "t", tail=True, policy=OverflowPolicy.BLOCK)
+    world.pump(0)
+    world.pump(0)
+    world.write_quiet([10])
+    assert _queued(world) == 0
+    assert world.other.write(b"t") is WriteResult.ACCEPTED  # held too: "s" went first
+    assert _queued(world) == 1
+    assert world.other.write_many([b"u"]) == (1, WriteResult.ACCEPTED)
+    assert _queued(world) == 3
 
 
 @pytest.mark.parametrize(
@@ -189,7 +269,7 @@ def test_a_store_event_delivers_held_writes_first() -> None:
 
 def test_writes_made_while_flushing_are_delivered_by_the_same_flush() -> None:
     world = _held_world()
-    other = world.channel.start("t")
+    other = world.other
     world.subscribe(0, OverflowPolicy.DROP_OLDEST, None)  # on "s"; and one on "t":
     client = world.links[0][0]
     client.subscribe("bench:batch", "t", tail=True)

@@ -1507,14 +1507,12 @@ class Connection:
             h.in_ready = True
             self._ready.append(h)
 
-    def _room_count(self, h: _Out, totals: list[int], share: int) -> int:
-        """How many leading chunks of a batch whose running byte totals are ``totals`` fit in
-        ``h``'s bounds without its overflow policy, when ``share`` senders of this
-        connection (``h`` among them) each queue the same batch. 0 when ``h`` cannot take data
-        as it is (not ACTIVE, out of seqs): the caller then goes one chunk at a time."""
-        n = len(totals)
-        if h.state is not _ACTIVE or h.next_seq + n - 1 > U64:
-            return 0
+    def _room(self, h: _Out, share: int) -> tuple[int, int]:
+        """The chunks and bytes ``h`` can still queue without its overflow policy, when
+        ``share`` senders of this connection (``h`` among them) each queue the same chunks.
+        (0, 0) when ``h`` cannot take data as it is (not ACTIVE)."""
+        if h.state is not _ACTIVE:
+            return 0, 0
         cfg = self._cfg
         credit_chunks = h.credit_chunks
         credit_bytes = h.credit_bytes
@@ -1526,6 +1524,17 @@ class Connection:
             - (h.q_bytes - h.head_size - (credit_bytes if credit_bytes > 0 else 0)),
             (cfg.max_connection_queued_bytes - self._queued_bytes) // share,
         )
+        return min(room_chunks, U64 - h.next_seq + 1), room_bytes
+
+    def _room_count(self, h: _Out, totals: list[int], share: int) -> int:
+        """How many leading chunks of a batch whose running byte totals are ``totals`` fit in
+        ``h``'s bounds without its overflow policy, when ``share`` senders of this
+        connection (``h`` among them) each queue the same batch. 0 when ``h`` cannot take data
+        as it is (not ACTIVE, out of seqs): the caller then goes one chunk at a time."""
+        n = len(totals)
+        if h.next_seq + n - 1 > U64:
+            return 0
+        room_chunks, room_bytes = self._room(h, share)
         if n <= room_chunks and totals[-1] <= room_bytes:
             return n
         return _prefix_fitting(totals, room_bytes, min(n, room_chunks))

@@ -300,6 +300,10 @@ class _Stream:
         "parked",
         "producer",
         "remote",
+        "reserved",
+        "room_bytes",
+        "room_chunks",
+        "room_max",
         "touched",
     )
 
@@ -320,6 +324,12 @@ class _Stream:
         self.touched = 0.0  # the time of the last write (with an idle TTL)
         self.held: list[bytes] | None = None  # written, not yet delivered (Hub.flush_writes)
         self.held_bytes = 0
+        # A held run with BLOCK subscribers holds room in their queues (Hub._reserve): it
+        # may grow to ``room_chunks`` chunks of ``room_bytes`` bytes, none over ``room_max``.
+        self.reserved = False
+        self.room_chunks = 0
+        self.room_bytes = 0
+        self.room_max = 0
 
     def listeners(self) -> int:
         return len(self.live) + len(self.catching) + self.parked
@@ -415,7 +425,7 @@ class Producer:
         and ``on_writable`` is called when they may be offered again. Raises like ``write``.
         """
         self._check_open()
-        self._hub._flush_stream(self._stream)
+        self._hub.flush_writes()  # what was written came first, on every stream
         return self._hub._write_many(self._stream, list(map(bytes, chunks)))
 
     def close(self) -> None:
@@ -856,6 +866,7 @@ class Hub:
         self._dirty: set[Peer] = set()
         self._waking = False  # a _wake is draining _dirty (further up this call stack)
         self._held: list[_Stream] = []  # streams whose writes wait for flush_writes
+        self._reserved: _Stream | None = None  # the held run holding room (see _reserve)
         #: Set by an adapter that runs an event loop to let ``Producer.write`` hold chunks
         #: until :meth:`flush_writes`; called when the first is held (see there).
         self.on_writes_held: Callable[[], None] | None = None
@@ -1440,43 +1451,94 @@ class Hub:
         held run from one written just before it. A run is delivered early at
         :data:`HOLD_CHUNKS` chunks or :data:`HOLD_BYTES` bytes."""
         held = self._held
-        while held:
-            self._held = []
-            for stream in held:
-                self._flush_stream(stream)
-            held = self._held
+        while held:  # (popped one at a time: _held names exactly the runs not delivered)
+            self._flush_stream(held.pop(0))
 
     def _flush_stream(self, stream: _Stream) -> None:
         chunks = stream.held
         if chunks is not None:
             stream.held = None
             stream.held_bytes = 0
+            if stream.reserved:
+                stream.reserved = False
+                self._reserved = None
             self._write_many(stream, chunks)
 
     def _write(self, stream: _Stream, chunk: bytes) -> WriteResult:
         """Producer.write: held (see flush_writes) when it may be, else written now."""
         held = stream.held
         if held is not None:  # a run is held: this chunk joins it
-            held.append(chunk)
-            stream.held_bytes += len(chunk)
-            if len(held) >= HOLD_CHUNKS or stream.held_bytes >= HOLD_BYTES:
-                self._flush_stream(stream)
-            return _ACCEPTED
-        if (
-            self.on_writes_held is not None
-            and stream.live
-            and not stream.n_block
-            and not stream.n_hold
-        ):
-            # Nobody can block it (no BLOCK subscriber live, catching up or parked), so the
-            # answer is ACCEPTED whenever it is delivered.
-            stream.held = [chunk]
-            stream.held_bytes = len(chunk)
-            self._held.append(stream)
-            if len(self._held) == 1:
-                self.on_writes_held()
-            return _ACCEPTED
+            if not stream.reserved:
+                held.append(chunk)
+                stream.held_bytes += len(chunk)
+                if len(held) >= HOLD_CHUNKS or stream.held_bytes >= HOLD_BYTES:
+                    self._flush_stream(stream)
+                return _ACCEPTED
+            size = len(chunk)
+            if (
+                len(held) < stream.room_chunks
+                and stream.held_bytes + size <= stream.room_bytes
+                and size <= stream.room_max
+            ):
+                held.append(chunk)
+                stream.held_bytes += size
+                return _ACCEPTED
+            self._flush_stream(stream)  # the room it held is used up: this one is decided now
+        elif self._reserved is not None or (stream.n_block and self._held):
+            # Runs held for other streams go first, as they were written first: one that
+            # holds room this write may share (a connection-wide cap), and any before room
+            # is counted for this one (see _reserve).
+            self.flush_writes()
+        if self.on_writes_held is not None and stream.live and not stream.n_hold:
+            if not stream.n_block:
+                # Nobody can block it (no BLOCK subscriber live, catching up or parked), so
+                # the answer is ACCEPTED whenever it is delivered.
+                self._hold_run(stream, chunk)
+                return _ACCEPTED
+            if self._reserve(stream, chunk):
+                return _ACCEPTED
         return self._write_now(stream, chunk)
+
+    def _hold_run(self, stream: _Stream, chunk: bytes) -> None:
+        stream.held = [chunk]
+        stream.held_bytes = len(chunk)
+        self._held.append(stream)
+        if len(self._held) == 1:
+            self.on_writes_held()  # type: ignore[misc]  # (checked by the caller)
+
+    def _reserve(self, stream: _Stream, chunk: bytes) -> bool:
+        """Hold ``chunk`` as the first of a run that every BLOCK subscriber of ``stream`` has
+        room for, when it has: each write of the run would be ACCEPTED one at a time, so it
+        may be answered so at once and delivered with the run. The run is the only one held
+        (_write delivers the others first, and this one first when another stream writes
+        while it is held; every other entry point delivers it), so nothing else takes that
+        room before it is delivered. It grows while the room counted here lasts; a write past
+        it delivers the run and is decided on its own, as one at a time would be."""
+        live = stream.live
+        share = len(live)  # as if all were on each connection: enough unless a cap is near
+        room_chunks = HOLD_CHUNKS
+        room_bytes = HOLD_BYTES
+        room_max = room_bytes
+        for sub in live:
+            conn = sub.peer.conn
+            room_max = min(room_max, conn._peer_max_chunk)
+            if sub.policy is _BLOCK:
+                h = conn._handles.get(sub.handle)
+                if h is None:  # closed by the client: write blocks (see _batch_fit)
+                    return False
+                chunks, nbytes = conn._room(cast(_Out, h), share)
+                room_chunks = min(room_chunks, chunks)
+                room_bytes = min(room_bytes, nbytes)
+        size = len(chunk)
+        if room_chunks < 1 or size > room_bytes or size > room_max:
+            return False
+        stream.reserved = True
+        stream.room_chunks = room_chunks
+        stream.room_bytes = room_bytes
+        stream.room_max = room_max
+        self._reserved = stream
+        self._hold_run(stream, chunk)
+        return True
 
     def _write_now(self, stream: _Stream, chunk: bytes) -> WriteResult:
         size = len(chunk)
@@ -1641,7 +1703,7 @@ class Hub:
         conn.send_error(sub.handle, ErrorCode.CHUNK_TOO_LARGE, f"chunks here are <= {limit} B")
 
     def _finish(self, stream: _Stream, outcome: Outcome) -> None:
-        self._flush_stream(stream)
+        self.flush_writes()  # what was written came first, on every stream
         self._store.finish(stream.key, stream.generation, outcome)
         self._closed_stream(stream, outcome)
 
