@@ -200,6 +200,37 @@ def test_a_run_holds_room_for_the_block_subscribers_beside_others() -> None:
     assert _queued(world) == 4  # the run, delivered to both when the third came
 
 
+def _queued_on(world: HeldWorld, link: int) -> int:
+    conn = world.links[link][1]
+    return sum(h.q_chunks for h in conn._handles.values() if hasattr(h, "q_chunks"))
+
+
+@pytest.mark.parametrize("policy", [OverflowPolicy.BLOCK, OverflowPolicy.DROP_OLDEST])
+@pytest.mark.parametrize("same_link", [False, True])
+def test_runs_on_other_connections_stay_held(policy: OverflowPolicy, same_link: bool) -> None:
+    # A run that holds room on "s"'s connection, and a run on "t" (holding room too, or not):
+    # both stay held while they share no connection; on one, the first goes first.
+    world = HeldWorld({**PARAMS, "client_max_chunk": [1 << 20, 1 << 20]})
+    world.subscribe(0, OverflowPolicy.BLOCK, None)
+    world.subscribe_other(0 if same_link else 1, policy)
+    for _ in range(2):
+        world.write_quiet([10])
+        world.write_other([10], many=False)
+    assert _queued_on(world, 0) + _queued_on(world, 1) == (3 if same_link else 0)
+    world.hub.flush_writes()
+    assert _queued_on(world, 0) + _queued_on(world, 1) == 4
+
+
+def test_a_run_without_room_on_a_connection_goes_before_a_run_that_counts_it() -> None:
+    world = HeldWorld({**PARAMS, "client_max_chunk": [1 << 20, 1 << 20]})
+    world.subscribe_other(0, OverflowPolicy.DROP_OLDEST)
+    world.subscribe_other(1, OverflowPolicy.DROP_OLDEST)
+    world.subscribe(1, OverflowPolicy.BLOCK, None)
+    world.write_other([10], many=False)  # held, on both connections
+    world.write_quiet([10])  # room counted on connection 1: "t" goes first
+    assert (_queued_on(world, 0), _queued_on(world, 1)) == (1, 1)
+
+
 def test_a_block_subscriber_the_client_closed_blocks_without_holding() -> None:
     world = _block_world(2)
     client, server, _ = world.links[0]
@@ -208,6 +239,24 @@ def test_a_block_subscriber_the_client_closed_blocks_without_holding() -> None:
     world.write_quiet([10])
     assert world.log[-1] == ("write", [BLOCKED])
     assert world.held_calls == 0
+
+
+@pytest.mark.parametrize("count", [1, 2])
+def test_a_run_is_delivered_as_accepted_when_the_client_closed_its_handle_meanwhile(
+    count: int,
+) -> None:
+    # Answered ACCEPTED while the BLOCK subscriber had room; its CANCEL reaches the
+    # connection before the hub flushes. The run is stored as written, not blocked.
+    world = _block_world(2)
+    client, server, peer = world.links[0]
+    world.write_quiet([10] * count)
+    client.cancel(world.handles[0][1])
+    events = server.receive_data(client.data_to_send())  # the hub is told later
+    world.hub.flush_writes()
+    assert world.log[-1] == ("write", [WriteResult.ACCEPTED] * count)
+    assert world.producer.last_seq == count
+    peer.handle_events(events)
+    assert world.producer.write(b"x") is WriteResult.ACCEPTED  # nobody is left to block it
 
 
 def test_another_stream_s_write_delivers_a_run_that_holds_room_first() -> None:

@@ -27,6 +27,7 @@ from streamproto import (
     StreamFailed,
     UploadCancelled,
     UploadReader,
+    WriteResult,
 )
 
 CH = "demo:bidi"
@@ -173,6 +174,48 @@ def test_a_disconnect_fails_the_reader_and_parks_the_subscription() -> None:
     h.pump()
     assert received(back, sub) == [b"b"]
     assert back.of(sub)[-1] == StreamEnded(sub, 2)
+
+
+ACCEPTED = [WriteResult.ACCEPTED] * 2
+
+
+@pytest.mark.parametrize("held", [False, True])
+def test_the_servers_direction_takes_runs_of_writes(held: bool) -> None:
+    # write_many and held writes reach the sending direction of the handle the requester
+    # writes on too.
+    h, echo, c = setup()
+    calls: list[None] = []
+    if held:
+        h.hub.on_writes_held = lambda: calls.append(None)
+    handle = c.conn.open(CH, bidi=True)
+    h.pump()
+    ((producer, _, _),) = echo.calls
+    assert producer.write_many([b"a", b"b"]) == (2, WriteResult.ACCEPTED)
+    assert [producer.write(b"c"), producer.write(b"d")] == ACCEPTED
+    assert len(calls) == held  # the two writes were held as one run
+    h.hub.flush_writes()
+    h.pump()
+    assert received(c, handle) == [b"a", b"b", b"c", b"d"]
+
+
+def test_a_held_run_is_kept_when_the_transport_ends_before_it_is_delivered() -> None:
+    # The run took room on the requester's connection and was answered ACCEPTED; the
+    # connection ends (receive_data) before the hub delivers it: the store keeps it for the
+    # resumed subscription.
+    h, echo, c = setup()
+    echo.close_on_end = False
+    h.hub.on_writes_held = lambda: None
+    c.conn.open(CH, bidi=True)
+    h.pump()
+    ((producer, _, _),) = echo.calls
+    assert [producer.write(b"a"), producer.write(b"b")] == ACCEPTED
+    token = c.handshake.resume_token
+    c.disconnect()  # the server's connection is over before the hub is told
+    assert producer.last_seq == 2
+    back = h.connect(resume_token=token)
+    sub = back.conn.subscribe(CH, producer.stream_id, after_seq=0)
+    h.pump()
+    assert received(back, sub) == [b"a", b"b"]
 
 
 def test_channels_without_the_handler_refuse() -> None:

@@ -2270,6 +2270,14 @@ class Connection:
             raise LocalProtocolError(ErrorCode.INVALID_STATE, f"handle {handle} does not send data")
         return h
 
+    def _sending(self, handle: int) -> _Out | None:
+        """The record that sends on ``handle``, a handle the hub opened to send on (a
+        bidirectional one's sending direction): None once that direction is closed."""
+        h = self._handles.get(handle)
+        if h is not None and h.twin is not None:
+            return cast("_Out | None", _part(h, _SENDING))
+        return cast("_Out | None", h)
+
     def _has_room(self, h: _Out, size: int) -> bool:
         cfg = self._cfg
         # A half-sent head chunk (head_size > 0) took its credit when it started.

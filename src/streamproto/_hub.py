@@ -48,7 +48,7 @@ import attrs
 
 from . import _access
 from ._access import AccessRequest, Authenticate, Authorize, RequestKind
-from ._connection import Connection, Role, WriteResult, _Out
+from ._connection import Connection, Role, WriteResult
 from ._errors import ErrorCode, ErrorKind, LocalProtocolError, StreamProtoError, is_application_code
 from ._events import (
     CancelRequested,
@@ -304,6 +304,7 @@ class _Stream:
         "room_bytes",
         "room_chunks",
         "room_max",
+        "room_peers",
         "touched",
     )
 
@@ -330,6 +331,7 @@ class _Stream:
         self.room_chunks = 0
         self.room_bytes = 0
         self.room_max = 0
+        self.room_peers: list[Peer] = []  # the connections of its subscribers then
 
     def listeners(self) -> int:
         return len(self.live) + len(self.catching) + self.parked
@@ -397,7 +399,7 @@ class Producer:
     @property
     def last_seq(self) -> int:
         """The seq of the last chunk written (0 before the first)."""
-        self._hub._flush_stream(self._stream)
+        self._hub._deliver_held()  # (every stream's: they keep their order)
         info = self._hub._store.status(self._stream.key)
         if info is None or info.generation != self._stream.generation:
             return 0
@@ -425,7 +427,7 @@ class Producer:
         and ``on_writable`` is called when they may be offered again. Raises like ``write``.
         """
         self._check_open()
-        self._hub.flush_writes()  # what was written came first, on every stream
+        self._hub._deliver_held()  # what was written came first, on every stream
         return self._hub._write_many(self._stream, list(map(bytes, chunks)))
 
     def close(self) -> None:
@@ -866,9 +868,12 @@ class Hub:
         self._dirty: set[Peer] = set()
         self._waking = False  # a _wake is draining _dirty (further up this call stack)
         self._held: list[_Stream] = []  # streams whose writes wait for flush_writes
-        self._reserved: _Stream | None = None  # the held run holding room (see _reserve)
+        self._told = False  # on_writes_held was called, and flush_writes not since
+        #: The connections where a held run holds room (see _reserve), and that run.
+        self._room_held: dict[Peer, _Stream] = {}
         #: Set by an adapter that runs an event loop to let ``Producer.write`` hold chunks
-        #: until :meth:`flush_writes`; called when the first is held (see there).
+        #: until :meth:`flush_writes`; called when the first is held after the adapter's last
+        #: ``flush_writes`` (see there). An adapter that unsets it calls ``flush_writes``.
         self.on_writes_held: Callable[[], None] | None = None
         # The store's optional batch append (see ReplayStore).
         self._extend: Callable[[tuple[str, str], int, list[bytes]], int] | None = getattr(
@@ -1012,7 +1017,7 @@ class Hub:
         """What the hub asks of a shared store (see ``_store.py`` rule 5), oldest first; each
         is returned once. Carry them out and hand the answers to :meth:`handle_store_event`.
         Always empty with a store that is not shared."""
-        self.flush_writes()  # held writes append to the store: their requests go now
+        self._deliver_held()  # held writes append to the store: their requests go now
         requests, self._requests = self._requests, []
         return requests
 
@@ -1020,7 +1025,7 @@ class Hub:
         """Act on what a shared store's adapter learned (the answer to a request, or news of
         a stream this process produces or follows). Read :meth:`next_deadline` and
         :meth:`store_requests` again afterwards."""
-        self.flush_writes()
+        self._deliver_held()
         if isinstance(event, StreamLoaded):
             self._on_loaded(event.key)
         elif isinstance(event, StreamClaimed):
@@ -1131,7 +1136,7 @@ class Hub:
     def handle_timer(self) -> None:
         """Expire sessions past their grace period, release finished streams past their
         retention and run the :meth:`call_later` callbacks that are due, as of ``clock()``."""
-        self.flush_writes()
+        self._deliver_held()
         now = self._clock()
         timers = self._timers
         while timers and timers[0][0] <= now:
@@ -1189,7 +1194,7 @@ class Hub:
 
     def handle_events(self, peer: Peer, events: Iterable[Event]) -> None:
         """Act on a connection's events (see :meth:`Peer.handle_events`)."""
-        self.flush_writes()  # what was written came first
+        self._deliver_held()  # what was written came first
         acted = False
         for event in events:
             if peer.closed:
@@ -1439,19 +1444,28 @@ class Hub:
     def flush_writes(self) -> None:
         """Deliver the writes the hub holds.
 
-        With :attr:`on_writes_held` set, ``Producer.write`` to a stream whose live
-        subscribers cannot block it (none under the BLOCK policy) answers ACCEPTED at once
-        and holds the chunk; the writes that follow join it, and the run is delivered as one
+        With :attr:`on_writes_held` set, ``Producer.write`` to a stream with live
+        subscribers answers ACCEPTED at once and holds the chunk when that is the answer it
+        would get written now: always when no subscriber is under the BLOCK policy, else
+        while every BLOCK subscriber has room for the run (counted when it starts: see
+        ``_reserve``). The writes that follow join it, and the run is delivered as one
         ``write_many`` (the same seqs, bytes and events as the writes one at a time, for the
-        per-subscriber work once per run). The hub calls ``on_writes_held()`` when it holds
-        the first chunk; the adapter then calls ``flush_writes()`` before its connections
-        next flush (at the end of the loop turn), so a lone write goes out no later than
-        before. Every other entry point (``handle_events``, ``handle_timer``, the store's,
-        and the producer's other calls) delivers what is held first, so nothing can tell a
-        held run from one written just before it. A run is delivered early at
-        :data:`HOLD_CHUNKS` chunks or :data:`HOLD_BYTES` bytes."""
-        held = self._held
-        while held:  # (popped one at a time: _held names exactly the runs not delivered)
+        per-subscriber work once per run); a write past the room delivers the run and is
+        answered as it would be. The hub calls ``on_writes_held()`` when it holds the first
+        chunk; the adapter then calls ``flush_writes()`` before its connections next flush
+        (at the end of the loop turn), so a lone write goes out no later than before. Every
+        other entry point (``handle_events``, ``handle_timer``, the store's, and the
+        producer's other calls) delivers what is held first, so nothing can tell a held run
+        from one written just before it. A run is delivered early at :data:`HOLD_CHUNKS`
+        chunks or :data:`HOLD_BYTES` bytes."""
+        self._told = False
+        self._deliver_held()
+
+    def _deliver_held(self) -> None:
+        """Deliver every held run, in the order they started (an entry point's flush: the
+        adapter's own is still to come when it was told)."""
+        held = self._held  # (popped one at a time: it names exactly the runs not delivered)
+        while held:
             self._flush_stream(held.pop(0))
 
     def _flush_stream(self, stream: _Stream) -> None:
@@ -1461,8 +1475,18 @@ class Hub:
             stream.held_bytes = 0
             if stream.reserved:
                 stream.reserved = False
-                self._reserved = None
-            self._write_many(stream, chunks)
+                room_held = self._room_held
+                for peer in stream.room_peers:
+                    room_held.pop(peer, None)
+            # Answered ACCEPTED already, and still would be: every entry point that could
+            # change that delivers the run first. Only the connections may have changed under
+            # it (``receive_data`` closing a handle, or all of them at the transport's end):
+            # their subscribers get nothing of it, as with any write to a closed handle, and
+            # the store has it for a resume.
+            if len(chunks) == 1:  # a lone write
+                self._write_now(stream, chunks[0], accepted=True)
+            else:
+                self._write_many(stream, chunks, accepted=True)
 
     def _write(self, stream: _Stream, chunk: bytes) -> WriteResult:
         """Producer.write: held (see flush_writes) when it may be, else written now."""
@@ -1472,7 +1496,7 @@ class Hub:
                 held.append(chunk)
                 stream.held_bytes += len(chunk)
                 if len(held) >= HOLD_CHUNKS or stream.held_bytes >= HOLD_BYTES:
-                    self._flush_stream(stream)
+                    self._deliver_held()  # (the runs held before it go first)
                 return _ACCEPTED
             size = len(chunk)
             if (
@@ -1483,12 +1507,14 @@ class Hub:
                 held.append(chunk)
                 stream.held_bytes += size
                 return _ACCEPTED
-            self._flush_stream(stream)  # the room it held is used up: this one is decided now
-        elif self._reserved is not None or (stream.n_block and self._held):
-            # Runs held for other streams go first, as they were written first: one that
-            # holds room this write may share (a connection-wide cap), and any before room
-            # is counted for this one (see _reserve).
-            self.flush_writes()
+            self._deliver_held()  # the room it held is used up: this one is decided now
+        elif (self._room_held and self._meets_room(stream)) or (
+            stream.n_block and self._held and self._meets_run(stream)
+        ):
+            # Runs held for other streams on its connections go first, as they were written
+            # first: one that holds room there (which this write could take), and any
+            # before room is counted there for this one (see _reserve).
+            self._deliver_held()
         if self.on_writes_held is not None and stream.live and not stream.n_hold:
             if not stream.n_block:
                 # Nobody can block it (no BLOCK subscriber live, catching up or parked), so
@@ -1499,21 +1525,40 @@ class Hub:
                 return _ACCEPTED
         return self._write_now(stream, chunk)
 
+    def _meets_room(self, stream: _Stream) -> bool:
+        """Whether a subscriber of ``stream`` is on a connection where another stream's
+        held run holds room."""
+        room_held = self._room_held
+        return any(room_held.get(sub.peer, stream) is not stream for sub in stream.live)
+
+    def _meets_run(self, stream: _Stream) -> bool:
+        """Whether another stream's held run has a subscriber on a connection of one of
+        ``stream``'s subscribers."""
+        peers = {sub.peer for sub in stream.live}
+        return any(
+            sub.peer in peers
+            for other in self._held
+            if other.held is not None and other is not stream
+            for sub in other.live
+        )
+
     def _hold_run(self, stream: _Stream, chunk: bytes) -> None:
         stream.held = [chunk]
         stream.held_bytes = len(chunk)
         self._held.append(stream)
-        if len(self._held) == 1:
+        if not self._told:  # else the adapter's flush is still to come
+            self._told = True
             self.on_writes_held()  # type: ignore[misc]  # (checked by the caller)
 
     def _reserve(self, stream: _Stream, chunk: bytes) -> bool:
         """Hold ``chunk`` as the first of a run that every BLOCK subscriber of ``stream`` has
         room for, when it has: each write of the run would be ACCEPTED one at a time, so it
-        may be answered so at once and delivered with the run. The run is the only one held
-        (_write delivers the others first, and this one first when another stream writes
-        while it is held; every other entry point delivers it), so nothing else takes that
-        room before it is delivered. It grows while the room counted here lasts; a write past
-        it delivers the run and is decided on its own, as one at a time would be."""
+        may be answered so at once and delivered with the run. On the connections of its
+        subscribers it is the only run held (_write delivers the others there first, and
+        this one first when another stream writes there while it is held; every other entry
+        point delivers it), so nothing takes that room before it is delivered. It grows
+        while the room counted here lasts; a write past it delivers the run and is decided
+        on its own, as one at a time would be."""
         live = stream.live
         share = len(live)  # as if all were on each connection: enough unless a cap is near
         room_chunks = HOLD_CHUNKS
@@ -1523,10 +1568,10 @@ class Hub:
             conn = sub.peer.conn
             room_max = min(room_max, conn._peer_max_chunk)
             if sub.policy is _BLOCK:
-                h = conn._handles.get(sub.handle)
+                h = conn._sending(sub.handle)
                 if h is None:  # closed by the client: write blocks (see _batch_fit)
                     return False
-                chunks, nbytes = conn._room(cast(_Out, h), share)
+                chunks, nbytes = conn._room(h, share)
                 room_chunks = min(room_chunks, chunks)
                 room_bytes = min(room_bytes, nbytes)
         size = len(chunk)
@@ -1536,18 +1581,23 @@ class Hub:
         stream.room_chunks = room_chunks
         stream.room_bytes = room_bytes
         stream.room_max = room_max
-        self._reserved = stream
+        peers = stream.room_peers = [sub.peer for sub in live]
+        room_held = self._room_held
+        for peer in peers:
+            room_held[peer] = stream
         self._hold_run(stream, chunk)
         return True
 
-    def _write_now(self, stream: _Stream, chunk: bytes) -> WriteResult:
+    def _write_now(self, stream: _Stream, chunk: bytes, *, accepted: bool = False) -> WriteResult:
+        """Write ``chunk`` now; ``accepted``: a held one, which BLOCK subscribers do not
+        decide again (see _flush_stream)."""
         size = len(chunk)
-        if stream.n_hold:
+        if stream.n_hold and not accepted:
             stream.blocked = True
             return _BLOCKED
         if stream.channel.options.idle_ttl:
             stream.touched = self._clock()
-        if stream.n_block and not self._block_room(stream.live, size):
+        if stream.n_block and not accepted and not self._block_room(stream.live, size):
             stream.blocked = True
             return _BLOCKED
         seq = self._store.append(stream.key, stream.generation, chunk)
@@ -1599,19 +1649,22 @@ class Hub:
                     return False
         return True
 
-    def _write_many(self, stream: _Stream, chunks: list[bytes]) -> tuple[int, WriteResult]:
+    def _write_many(
+        self, stream: _Stream, chunks: list[bytes], *, accepted: bool = False
+    ) -> tuple[int, WriteResult]:
         """Producer.write_many: batches where every subscriber has room for them, else one
-        chunk at a time through _write, whose answers define the semantics."""
+        chunk at a time through _write_now, whose answers define the semantics
+        (``accepted``: a held run, see _write_now)."""
         n = len(chunks)
         done = 0
         while done < n:
             rest = chunks[done:] if done else chunks
-            fit = self._batch_fit(stream, rest)
+            fit = self._batch_fit(stream, rest, accepted)
             if not fit:
                 # Some subscriber is full (its policy decides), or cannot take a batch: the
                 # rest goes one chunk at a time, exactly as write does.
                 for chunk in rest:
-                    if self._write_now(stream, chunk) is _BLOCKED:
+                    if self._write_now(stream, chunk, accepted=accepted) is _BLOCKED:
                         return done, _BLOCKED
                     done += 1
                 break
@@ -1620,11 +1673,12 @@ class Hub:
         return n, _ACCEPTED
 
     @staticmethod
-    def _batch_fit(stream: _Stream, chunks: list[bytes]) -> int:
+    def _batch_fit(stream: _Stream, chunks: list[bytes], accepted: bool = False) -> int:
         """How many leading ``chunks`` every live subscriber can queue without its overflow
         policy (or CHUNK_TOO_LARGE) deciding anything. Writing those one at a time would
-        accept each everywhere, so they may go as one batch per subscriber."""
-        if stream.n_hold:  # write blocks
+        accept each everywhere, so they may go as one batch per subscriber (``accepted``: a
+        held run, see _write_now)."""
+        if stream.n_hold and not accepted:  # write blocks
             return 0
         totals = list(accumulate(map(len, chunks)))
         biggest = max(map(len, chunks))
@@ -1636,22 +1690,22 @@ class Hub:
         shares: dict[Connection, int] | None = None
         for sub in live:
             conn = sub.peer.conn
-            h = conn._handles.get(sub.handle)
+            h = conn._sending(sub.handle)
             if h is None:  # closed by the client: its writes answer CLOSED, queue nothing,
-                if sub.policy is _BLOCK:  # but has_room says no: write blocks
+                if sub.policy is _BLOCK and not accepted:  # but has_room says no: write blocks
                     return 0
                 continue
             if biggest > conn._peer_max_chunk:
                 limit = conn._peer_max_chunk
                 fit = min(fit, next(i for i, c in enumerate(chunks) if len(c) > limit))
-            room = conn._room_count(cast(_Out, h), totals, share)
+            room = conn._room_count(h, totals, share)
             if room < fit and share > 1:
                 if shares is None:
                     shares = {}
                     for other in live:
                         c = other.peer.conn
                         shares[c] = shares.get(c, 0) + 1
-                room = conn._room_count(cast(_Out, h), totals, shares[conn])
+                room = conn._room_count(h, totals, shares[conn])
             fit = min(fit, room)
             if not fit:
                 return 0
@@ -1679,9 +1733,9 @@ class Hub:
                     ahead.append(sub)
                 continue
             peer = sub.peer
-            h = peer.conn._handles.get(sub.handle)
+            h = peer.conn._sending(sub.handle)
             if h is not None:  # else closed by the client: see _write
-                peer.conn._enqueue(cast(_Out, h), chunks, total)
+                peer.conn._enqueue(h, chunks, total)
             sub.cursor = last
             dirty.add(peer)
         # Written one at a time, these get their first chunk later than the others: queue
@@ -1690,9 +1744,9 @@ class Hub:
         for sub in ahead:
             peer = sub.peer
             part = chunks[sub.cursor - first + 1 :]
-            h = peer.conn._handles.get(sub.handle)
+            h = peer.conn._sending(sub.handle)
             if h is not None:
-                peer.conn._enqueue(cast(_Out, h), part, sum(map(len, part)))
+                peer.conn._enqueue(h, part, sum(map(len, part)))
             sub.cursor = last
             dirty.add(peer)
         self._wake()
@@ -1703,7 +1757,7 @@ class Hub:
         conn.send_error(sub.handle, ErrorCode.CHUNK_TOO_LARGE, f"chunks here are <= {limit} B")
 
     def _finish(self, stream: _Stream, outcome: Outcome) -> None:
-        self.flush_writes()  # what was written came first, on every stream
+        self._deliver_held()  # what was written came first, on every stream
         self._store.finish(stream.key, stream.generation, outcome)
         self._closed_stream(stream, outcome)
 
@@ -2034,10 +2088,9 @@ class Hub:
             chunks = replay.chunks
             if not chunks:  # nothing retained: the gap took the cursor to the end
                 continue
-            h = conn._handles.get(handle)
+            h = conn._sending(handle)
             if h is None:  # the client closed it; its event is on the way
                 return
-            h = cast(_Out, h)
             limit = conn._peer_max_chunk
             big = len(chunks)
             if max(map(len, chunks)) > limit:
