@@ -40,7 +40,7 @@ import enum
 import heapq
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from itertools import accumulate
 from typing import Any, Final, cast
 
@@ -304,7 +304,7 @@ class _Stream:
         "room_bytes",
         "room_chunks",
         "room_max",
-        "room_peers",
+        "run_peers",
         "touched",
     )
 
@@ -331,7 +331,7 @@ class _Stream:
         self.room_chunks = 0
         self.room_bytes = 0
         self.room_max = 0
-        self.room_peers: list[Peer] = []  # the connections of its subscribers then
+        self.run_peers: list[Peer] = []  # the connections of its held run's subscribers
 
     def listeners(self) -> int:
         return len(self.live) + len(self.catching) + self.parked
@@ -871,6 +871,8 @@ class Hub:
         self._told = False  # on_writes_held was called, and flush_writes not since
         #: The connections where a held run holds room (see _reserve), and that run.
         self._room_held: dict[Peer, _Stream] = {}
+        #: How many held runs have a subscriber on each connection (once per subscriber).
+        self._run_peers: dict[Peer, int] = {}
         #: Set by an adapter that runs an event loop to let ``Producer.write`` hold chunks
         #: until :meth:`flush_writes`; called when the first is held after the adapter's last
         #: ``flush_writes`` (see there). An adapter that unsets it calls ``flush_writes``.
@@ -1473,10 +1475,17 @@ class Hub:
         if chunks is not None:
             stream.held = None
             stream.held_bytes = 0
+            run_peers = self._run_peers
+            for peer in stream.run_peers:
+                left = run_peers[peer] - 1
+                if left:
+                    run_peers[peer] = left
+                else:
+                    del run_peers[peer]
             if stream.reserved:
                 stream.reserved = False
                 room_held = self._room_held
-                for peer in stream.room_peers:
+                for peer in stream.run_peers:
                     room_held.pop(peer, None)
             # Answered ACCEPTED already, and still would be: every entry point that could
             # change that delivers the run first. Only the connections may have changed under
@@ -1508,9 +1517,7 @@ class Hub:
                 stream.held_bytes += size
                 return _ACCEPTED
             self._deliver_held()  # the room it held is used up: this one is decided now
-        elif (self._room_held and self._meets_room(stream)) or (
-            stream.n_block and self._held and self._meets_run(stream)
-        ):
+        elif self._run_peers and self._meets_run(stream):
             # Runs held for other streams on its connections go first, as they were written
             # first: one that holds room there (which this write could take), and any
             # before room is counted there for this one (see _reserve).
@@ -1525,27 +1532,24 @@ class Hub:
                 return _ACCEPTED
         return self._write_now(stream, chunk)
 
-    def _meets_room(self, stream: _Stream) -> bool:
-        """Whether a subscriber of ``stream`` is on a connection where another stream's
-        held run holds room."""
-        room_held = self._room_held
-        return any(room_held.get(sub.peer, stream) is not stream for sub in stream.live)
-
     def _meets_run(self, stream: _Stream) -> bool:
-        """Whether another stream's held run has a subscriber on a connection of one of
-        ``stream``'s subscribers."""
-        peers = {sub.peer for sub in stream.live}
-        return any(
-            sub.peer in peers
-            for other in self._held
-            if other.held is not None and other is not stream
-            for sub in other.live
-        )
+        """Whether a write to ``stream`` (which holds no run) must deliver the held runs
+        first: one of its subscribers is on a connection where another run holds room, or,
+        with a BLOCK subscriber (whose room it may count), where another run is held."""
+        if stream.n_block:
+            run_peers: Mapping[Peer, object] = self._run_peers
+        else:
+            run_peers = self._room_held
+        return any(sub.peer in run_peers for sub in stream.live)
 
     def _hold_run(self, stream: _Stream, chunk: bytes) -> None:
         stream.held = [chunk]
         stream.held_bytes = len(chunk)
         self._held.append(stream)
+        peers = stream.run_peers = [sub.peer for sub in stream.live]
+        run_peers = self._run_peers
+        for peer in peers:
+            run_peers[peer] = run_peers.get(peer, 0) + 1
         if not self._told:  # else the adapter's flush is still to come
             self._told = True
             self.on_writes_held()  # type: ignore[misc]  # (checked by the caller)
@@ -1581,11 +1585,10 @@ class Hub:
         stream.room_chunks = room_chunks
         stream.room_bytes = room_bytes
         stream.room_max = room_max
-        peers = stream.room_peers = [sub.peer for sub in live]
-        room_held = self._room_held
-        for peer in peers:
-            room_held[peer] = stream
         self._hold_run(stream, chunk)
+        room_held = self._room_held
+        for peer in stream.run_peers:
+            room_held[peer] = stream
         return True
 
     def _write_now(self, stream: _Stream, chunk: bytes, *, accepted: bool = False) -> WriteResult:
