@@ -326,7 +326,8 @@ class _Stream:
         self.held: list[bytes] | None = None  # written, not yet delivered (Hub.flush_writes)
         self.held_bytes = 0
         # A held run with BLOCK subscribers holds room in their queues (Hub._reserve): it
-        # may grow to ``room_chunks`` chunks of ``room_bytes`` bytes, none over ``room_max``.
+        # may grow to ``room_chunks`` chunks of ``room_bytes`` bytes, none over ``room_max``
+        # (counted when its second chunk comes: -1 until then).
         self.reserved = False
         self.room_chunks = 0
         self.room_bytes = 0
@@ -1508,6 +1509,8 @@ class Hub:
                     self._deliver_held()  # (the runs held before it go first)
                 return _ACCEPTED
             size = len(chunk)
+            if stream.room_chunks < 0:  # the second chunk of the run: count the room now
+                self._count_room(stream)
             if (
                 len(held) < stream.room_chunks
                 and stream.held_bytes + size <= stream.room_bytes
@@ -1555,14 +1558,29 @@ class Hub:
             self.on_writes_held()  # type: ignore[misc]  # (checked by the caller)
 
     def _reserve(self, stream: _Stream, chunk: bytes) -> bool:
-        """Hold ``chunk`` as the first of a run that every BLOCK subscriber of ``stream`` has
-        room for, when it has: each write of the run would be ACCEPTED one at a time, so it
-        may be answered so at once and delivered with the run. On the connections of its
-        subscribers it is the only run held (_write delivers the others there first, and
-        this one first when another stream writes there while it is held; every other entry
-        point delivers it), so nothing takes that room before it is delivered. It grows
-        while the room counted here lasts; a write past it delivers the run and is decided
-        on its own, as one at a time would be."""
+        """Hold ``chunk`` as the first of a run, when every BLOCK subscriber of ``stream`` has
+        room for it: written now it would be ACCEPTED, so it may be answered so at once and
+        delivered with the run. On the connections of its subscribers it is the only run
+        held (_write delivers the others there first, and this one first when another
+        stream writes there while it is held; every other entry point delivers it), so
+        nothing takes that room before it is delivered. The run grows while the room counted
+        when the second chunk comes lasts (see _count_room); a write past it delivers the
+        run and is decided on its own, as one at a time would be."""
+        if not self._block_room(stream.live, len(chunk)):
+            return False
+        stream.reserved = True
+        stream.room_chunks = -1  # not counted yet
+        self._hold_run(stream, chunk)
+        room_held = self._room_held
+        for peer in stream.run_peers:
+            room_held[peer] = stream
+        return True
+
+    @staticmethod
+    def _count_room(stream: _Stream) -> None:
+        """The chunks and bytes every BLOCK subscriber of ``stream`` can queue without its
+        overflow policy deciding, and the largest chunk every subscriber takes: how far the
+        held run may grow (its chunks are not queued yet, so the room includes theirs)."""
         live = stream.live
         share = len(live)  # as if all were on each connection: enough unless a cap is near
         room_chunks = HOLD_CHUNKS
@@ -1573,23 +1591,15 @@ class Hub:
             room_max = min(room_max, conn._peer_max_chunk)
             if sub.policy is _BLOCK:
                 h = conn._sending(sub.handle)
-                if h is None:  # closed by the client: write blocks (see _batch_fit)
-                    return False
+                if h is None:  # closed by the client since: write blocks (see _batch_fit)
+                    room_chunks = 0
+                    break
                 chunks, nbytes = conn._room(h, share)
                 room_chunks = min(room_chunks, chunks)
                 room_bytes = min(room_bytes, nbytes)
-        size = len(chunk)
-        if room_chunks < 1 or size > room_bytes or size > room_max:
-            return False
-        stream.reserved = True
         stream.room_chunks = room_chunks
         stream.room_bytes = room_bytes
         stream.room_max = room_max
-        self._hold_run(stream, chunk)
-        room_held = self._room_held
-        for peer in stream.run_peers:
-            room_held[peer] = stream
-        return True
 
     def _write_now(self, stream: _Stream, chunk: bytes, *, accepted: bool = False) -> WriteResult:
         """Write ``chunk`` now; ``accepted``: a held one, which BLOCK subscribers do not
