@@ -93,7 +93,7 @@ held_steps = st.lists(
 )
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(params=hub_params, steps=held_steps)
 def test_held_writes_are_a_loop_of_write(params: dict[str, Any], steps: list[Any]) -> None:
     single = World(False, params)
@@ -229,6 +229,17 @@ def test_a_run_without_room_on_a_connection_goes_before_a_run_that_counts_it() -
     world.write_other([10], many=False)  # held, on both connections
     world.write_quiet([10])  # room counted on connection 1: "t" goes first
     assert (_queued_on(world, 0), _queued_on(world, 1)) == (1, 1)
+
+
+def test_a_chunk_too_large_for_a_subscriber_is_not_held() -> None:
+    # Written now it fails that subscription (CHUNK_TOO_LARGE), which may let a blocked
+    # writer go: that happens at once, as it would one write at a time.
+    world = HeldWorld({**PARAMS, "client_max_chunk": [60]})
+    world.subscribe(0, OverflowPolicy.BLOCK, None)
+    world.write_quiet([61])
+    assert world.held_calls == 0
+    assert world.producer.last_seq == 1
+    assert world.hub.statistics().subscriptions == 0
 
 
 def test_a_block_subscriber_the_client_closed_blocks_without_holding() -> None:

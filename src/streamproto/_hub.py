@@ -1565,8 +1565,13 @@ class Hub:
         stream writes there while it is held; every other entry point delivers it), so
         nothing takes that room before it is delivered. The run grows while the room counted
         when the second chunk comes lasts (see _count_room); a write past it delivers the
-        run and is decided on its own, as one at a time would be."""
-        if not self._block_room(stream.live, len(chunk)):
+        run and is decided on its own, as one at a time would be. (A chunk too large for a
+        subscriber fails that subscription: that is not held either.)"""
+        live = stream.live
+        size = len(chunk)
+        if any(size > sub.peer.conn._peer_max_chunk for sub in live):
+            return False
+        if not self._block_room(live, size):
             return False
         stream.reserved = True
         stream.room_chunks = -1  # not counted yet
