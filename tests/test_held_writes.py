@@ -270,6 +270,20 @@ def test_a_run_is_delivered_as_accepted_when_the_client_closed_its_handle_meanwh
     assert world.producer.write(b"x") is WriteResult.ACCEPTED  # nobody is left to block it
 
 
+def test_a_write_after_the_client_closed_its_handle_delivers_the_run_and_blocks() -> None:
+    # The room is counted when the second chunk comes; the handle is closed by then (the
+    # hub has not heard): the first chunk goes as accepted, the second blocks, as one write
+    # at a time would.
+    world = _block_world(2)
+    client, server, _ = world.links[0]
+    world.write_quiet([10])
+    client.cancel(world.handles[0][1])
+    server.receive_data(client.data_to_send())
+    world.write_quiet([10])
+    assert world.log[-2:] == [("write", [WriteResult.ACCEPTED]), ("write", [BLOCKED])]
+    assert world.producer.last_seq == 1
+
+
 def test_another_stream_s_write_delivers_a_run_that_holds_room_first() -> None:
     world = _block_world(2)
     client = world.links[0][0]

@@ -1529,11 +1529,10 @@ class Connection:
     def _room_count(self, h: _Out, totals: list[int], share: int) -> int:
         """How many leading chunks of a batch whose running byte totals are ``totals`` fit in
         ``h``'s bounds without its overflow policy, when ``share`` senders of this
-        connection (``h`` among them) each queue the same batch. 0 when ``h`` cannot take data
-        as it is (not ACTIVE, out of seqs): the caller then goes one chunk at a time."""
+        connection (``h`` among them) each queue the same batch, none past the last seq. 0
+        when ``h`` cannot take data as it is (not ACTIVE, out of seqs): the caller then goes
+        one chunk at a time."""
         n = len(totals)
-        if h.next_seq + n - 1 > U64:
-            return 0
         room_chunks, room_bytes = self._room(h, share)
         if n <= room_chunks and totals[-1] <= room_bytes:
             return n

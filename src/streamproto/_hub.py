@@ -1472,31 +1472,30 @@ class Hub:
             self._flush_stream(held.pop(0))
 
     def _flush_stream(self, stream: _Stream) -> None:
-        chunks = stream.held
-        if chunks is not None:
-            stream.held = None
-            stream.held_bytes = 0
-            run_peers = self._run_peers
-            for peer in stream.run_peers:
-                left = run_peers[peer] - 1
-                if left:
-                    run_peers[peer] = left
-                else:
-                    del run_peers[peer]
-            if stream.reserved:
-                stream.reserved = False
-                room_held = self._room_held
-                for peer in stream.run_peers:
-                    room_held.pop(peer, None)
-            # Answered ACCEPTED already, and still would be: every entry point that could
-            # change that delivers the run first. Only the connections may have changed under
-            # it (``receive_data`` closing a handle, or all of them at the transport's end):
-            # their subscribers get nothing of it, as with any write to a closed handle, and
-            # the store has it for a resume.
-            if len(chunks) == 1:  # a lone write
-                self._write_now(stream, chunks[0], accepted=True)
+        chunks = cast(list[bytes], stream.held)  # (_held lists the streams with a run)
+        stream.held = None
+        stream.held_bytes = 0
+        run_peers = self._run_peers
+        for peer in stream.run_peers:
+            left = run_peers[peer] - 1
+            if left:
+                run_peers[peer] = left
             else:
-                self._write_many(stream, chunks, accepted=True)
+                del run_peers[peer]
+        if stream.reserved:
+            stream.reserved = False
+            room_held = self._room_held
+            for peer in stream.run_peers:
+                room_held.pop(peer, None)
+        # Answered ACCEPTED already, and still would be: every entry point that could
+        # change that delivers the run first. Only the connections may have changed under
+        # it (``receive_data`` closing a handle, or all of them at the transport's end):
+        # their subscribers get nothing of it, as with any write to a closed handle, and
+        # the store has it for a resume.
+        if len(chunks) == 1:  # a lone write
+            self._write_now(stream, chunks[0], accepted=True)
+        else:
+            self._write_many(stream, chunks, accepted=True)
 
     def _write(self, stream: _Stream, chunk: bytes) -> WriteResult:
         """Producer.write: held (see flush_writes) when it may be, else written now."""
