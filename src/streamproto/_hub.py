@@ -1450,10 +1450,10 @@ class Hub:
         With :attr:`on_writes_held` set, ``Producer.write`` to a stream with live
         subscribers answers ACCEPTED at once and holds the chunk when that is the answer it
         would get written now: always when no subscriber is under the BLOCK policy, else
-        while every BLOCK subscriber has room for the run (counted when it starts: see
-        ``_reserve``). The writes that follow join it, and the run is delivered as one
-        ``write_many`` (the same seqs, bytes and events as the writes one at a time, for the
-        per-subscriber work once per run); a write past the room delivers the run and is
+        while every BLOCK subscriber has room for the run (see ``_reserve``). The writes
+        that follow join it, and the run is delivered as one ``write_many`` (a run of one as
+        the write it is) (the same seqs, bytes and events as the writes one at a time, for
+        the per-subscriber work once per run); a write past the room delivers the run and is
         answered as it would be. The hub calls ``on_writes_held()`` when it holds the first
         chunk; the adapter then calls ``flush_writes()`` before its connections next flush
         (at the end of the loop turn), so a lone write goes out no later than before. Every
@@ -1521,8 +1521,8 @@ class Hub:
             self._deliver_held()  # the room it held is used up: this one is decided now
         elif self._run_peers and self._meets_run(stream):
             # Runs held for other streams on its connections go first, as they were written
-            # first: one that holds room there (which this write could take), and any
-            # before room is counted there for this one (see _reserve).
+            # first: one that holds room there (which this write could take), and, for a
+            # write that may count room there itself (a BLOCK subscriber), any run at all.
             self._deliver_held()
         if self.on_writes_held is not None and stream.live and not stream.n_hold:
             if not stream.n_block:
